@@ -1,0 +1,70 @@
+"""Crash-safe output: write to a temporary file beside the target, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from bundler.errors import BundlerIOError, OutputExistsError
+
+#: Prefix of the temporary files; a later run removes strays left by a killed one.
+TEMP_PREFIX = ".bundler-partial-"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file in `path`'s directory; on success it replaces `path`.
+
+    On any error (or KeyboardInterrupt) the temporary file is removed and `path` is left
+    as it was. With `force=False` an existing `path` raises `OutputExistsError`.
+    """
+    path = os.fspath(path)
+    if not force and os.path.exists(path):
+        raise OutputExistsError(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_partials(directory, os.path.basename(path))
+    try:
+        prefix = f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    except OSError as exc:
+        raise BundlerIOError(f"{path}: cannot create output: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, BundlerIOError):
+            raise BundlerIOError(f"{path}: write failed: {exc.strerror or exc}") from None
+        raise
+
+
+def remove_stale_partials(directory: str, name: str) -> None:
+    """Delete temporary files a killed earlier write of `name` left in `directory`."""
+    prefix = TEMP_PREFIX + name + "."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(prefix) and _owner_gone(entry.path):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _owner_gone(path: str) -> bool:
+    """True when the process that created this partial file no longer runs."""
+    try:
+        pid = int(os.path.basename(path).rsplit(".", 2)[-2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False

@@ -1,0 +1,1 @@
+"""Benchmarks: this project beside the reference implementations, in one run."""

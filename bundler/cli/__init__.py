@@ -1,0 +1,49 @@
+"""The `bundler` command line: one module per command, each adding its own sub-parser."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bundler.errors import EXIT_FAILURE, BundlerError
+
+#: Command modules under bundler.cli, in the order `--help` lists them.
+COMMANDS = ("types", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bundler",
+        description="Quantize tensors with the GGML block codecs and bundle them into "
+        "GGUF, SafeTensors and APR files.",
+    )
+    parser.add_argument("--version", action="version", version=f"bundler {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"bundler.cli.{name}").add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bundler")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BundlerError as exc:
+        print(f"bundler: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bundler: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_FAILURE

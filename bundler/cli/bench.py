@@ -1,0 +1,28 @@
+"""`bundler bench`: benchmarks side by side with the reference implementations."""
+
+from __future__ import annotations
+
+import argparse
+
+from bundler.cli.output import add_json_flag
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure speed and memory beside the reference tools")
+    kinds = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    c = kinds.add_parser("codecs", help="encode/decode throughput per codec vs the gguf package")
+    c.add_argument(
+        "--codecs", default=None, help="comma-separated codec names (default: all legacy)"
+    )
+    c.add_argument("--rows", type=int, default=4096, help="rows of the input matrix")
+    c.add_argument("--cols", type=int, default=4096, help="columns of the input matrix")
+    c.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    c.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
+    add_json_flag(c)
+    c.set_defaults(func=_run_codecs)
+
+
+def _run_codecs(args: argparse.Namespace) -> int:
+    from bundler.bench.codecs import main
+
+    return main(args)

@@ -1,0 +1,189 @@
+"""The facts of every codec and dtype, declared once.
+
+Each row says how a value type is laid out (block size, bytes per block), what it is called
+in each container format (GGML type id, APR dtype code, SafeTensors dtype), and which
+module holds its kernels. Everything else in bundler (sizes, lookups, dtype maps, the
+`bundler types` table) is derived from this table.
+
+Sources: ggml's `ggml-common.h` block structs and type traits; the SafeTensors dtype list;
+aprender's `v2` dtype codes. APR codes above 63 that are not aprender's own are this
+project's extension: 64 + GGML type id (formats/apr.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: APR dtype codes aprender itself knows; every other APR code is this project's extension.
+APR_NATIVE_CODES = frozenset({0, 1, 3, 4, 5, 6, 7, 12, 14, 30, 128, 129})
+#: Codes older aprender files used for AprQ4 / AprQ8.
+APR_LEGACY_ALIASES = {8: 128, 9: 129}
+#: Offset of this project's APR codes for GGML types aprender lacks.
+APR_GGML_BASE = 64
+
+
+@dataclass(frozen=True)
+class CodecFacts:
+    """Layout and per-format identity of one codec or element dtype."""
+
+    name: str
+    block_size: int
+    type_size: int
+    ggml_id: int | None = None
+    apr_own_code: int | None = None
+    safetensors_dtype: str | None = None
+    #: numpy dtype string of one element, for element (non-block) types.
+    numpy_dtype: str | None = None
+    #: (byte offset, width) of the multi-byte fields of one block that are byte-swapped in
+    #: big-endian files; for element types the whole element.
+    swap_fields: tuple[tuple[int, int], ...] = ()
+    #: module holding this codec's kernels; None when bundler only stores its bytes.
+    kernels: str | None = None
+    #: codes laid out over the whole flattened tensor, not per row (aprender's own codecs):
+    #: the payload is `header_bytes` followed by ceil(n / block_size) blocks.
+    flat: bool = False
+    header_bytes: int = 0
+    description: str = ""
+
+    @property
+    def is_block(self) -> bool:
+        """True for quantized block codecs (more than one value per block)."""
+        return self.block_size > 1 or self.numpy_dtype is None
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Storage cost per value, block headers included."""
+        return 8.0 * self.type_size / self.block_size
+
+    @property
+    def apr_code(self) -> int | None:
+        """The APR dtype code: aprender's own, else this project's 64 + GGML id."""
+        if self.apr_own_code is not None:
+            return self.apr_own_code
+        if self.ggml_id is not None:
+            return APR_GGML_BASE + self.ggml_id
+        return None
+
+    @property
+    def apr_native(self) -> bool:
+        """True when aprender itself can read tensors of this codec."""
+        return self.apr_code in APR_NATIVE_CODES
+
+    @property
+    def has_kernels(self) -> bool:
+        return self.kernels is not None
+
+    def row_bytes(self, n: int) -> int:
+        """Bytes of one row of `n` values (n must be a multiple of the block size)."""
+        return (n // self.block_size) * self.type_size
+
+    def nbytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes of a whole tensor of the given logical shape."""
+        count = math.prod(shape)
+        if self.flat:
+            return self.header_bytes + -(-count // self.block_size) * self.type_size
+        if not shape:
+            return self.type_size if self.block_size == 1 else 0
+        rows = count // shape[-1] if shape[-1] else 0
+        return rows * self.row_bytes(shape[-1])
+
+
+_H = (0, 2)  # a leading half `d`
+
+
+def _elem(name, size, ggml=None, apr=None, st=None, dtype=None, kernels=None, desc=""):
+    swap = ((0, size),) if size > 1 else ()
+    return CodecFacts(name, 1, size, ggml, apr, st, dtype, swap, kernels, description=desc)
+
+
+def _block(name, block, size, ggml, swap, kernels=None, apr=None, desc=""):
+    return CodecFacts(name, block, size, ggml, apr, None, None, swap, kernels, description=desc)
+
+
+_FLOATS = "bundler.codecs.floats"
+_LEGACY = "bundler.codecs.legacy"
+_KQUANTS = "bundler.codecs.kquants"
+_APR = "bundler.codecs.apr_native"
+
+#: Every codec and dtype bundler knows, in GGML id order, then the types only other formats have.
+TABLE: tuple[CodecFacts, ...] = (
+    _elem("f32", 4, 0, 0, "F32", "<f4", _FLOATS, "IEEE binary32"),
+    _elem("f16", 2, 1, 1, "F16", "<f2", _FLOATS, "IEEE binary16, round to nearest even"),
+    _block("q4_0", 32, 18, 2, (_H,), _LEGACY, desc="4-bit symmetric, half scale"),
+    _block("q4_1", 32, 20, 3, (_H, (2, 2)), _LEGACY, desc="4-bit with half scale and min"),
+    _block("q5_0", 32, 22, 6, (_H,), _LEGACY, desc="5-bit symmetric, half scale"),
+    _block("q5_1", 32, 24, 7, (_H, (2, 2)), _LEGACY, desc="5-bit with half scale and min"),
+    _block("q8_0", 32, 34, 8, (_H,), _LEGACY, desc="8-bit symmetric, half scale"),
+    _block("q8_1", 32, 36, 9, (_H, (2, 2)), _LEGACY, desc="8-bit with half scale and sum"),
+    _block("q2_k", 256, 84, 10, ((80, 2), (82, 2)), _KQUANTS, desc="2-bit K-quant"),
+    _block("q3_k", 256, 110, 11, ((108, 2),), _KQUANTS, desc="3-bit K-quant"),
+    _block("q4_k", 256, 144, 12, (_H, (2, 2)), _KQUANTS, apr=12, desc="4-bit K-quant"),
+    _block("q5_k", 256, 176, 13, (_H, (2, 2)), _KQUANTS, desc="5-bit K-quant"),
+    _block("q6_k", 256, 210, 14, ((208, 2),), _KQUANTS, apr=14, desc="6-bit K-quant"),
+    _block(
+        "q8_k",
+        256,
+        292,
+        15,
+        ((0, 4), *((260 + 2 * i, 2) for i in range(16))),
+        _KQUANTS,
+        desc="8-bit K-quant (activations)",
+    ),
+    _block("iq2_xxs", 256, 66, 16, (_H,)),
+    _block("iq2_xs", 256, 74, 17, (_H,)),
+    _block("iq3_xxs", 256, 98, 18, (_H,)),
+    _block("iq1_s", 256, 50, 19, (_H,)),
+    _block("iq4_nl", 32, 18, 20, (_H,)),
+    _block("iq3_s", 256, 110, 21, (_H,)),
+    _block("iq2_s", 256, 82, 22, (_H,)),
+    _block("iq4_xs", 256, 136, 23, (_H,)),
+    _elem("i8", 1, 24, 6, "I8", "i1", _FLOATS, "signed 8-bit integer"),
+    _elem("i16", 2, 25, None, "I16", "<i2", _FLOATS, "signed 16-bit integer"),
+    _elem("i32", 4, 26, 4, "I32", "<i4", _FLOATS, "signed 32-bit integer"),
+    _elem("i64", 8, 27, 5, "I64", "<i8", _FLOATS, "signed 64-bit integer"),
+    _elem("f64", 8, 28, 3, "F64", "<f8", _FLOATS, "IEEE binary64"),
+    _block("iq1_m", 256, 56, 29, ()),
+    _elem("bf16", 2, 30, 30, "BF16", "bfloat16", _FLOATS, "bfloat16, round to nearest even"),
+    _block("tq1_0", 256, 54, 34, ((52, 2),)),
+    _block("tq2_0", 256, 66, 35, ((64, 2),)),
+    _block("mxfp4", 32, 17, 39, ()),
+    _block("nvfp4", 64, 36, 40, ()),
+    _block("q1_0", 128, 18, 41, (_H,)),
+    # Types that only SafeTensors (and APR for u8) can hold.
+    _elem("u8", 1, None, 7, "U8", "u1", _FLOATS, "unsigned 8-bit integer"),
+    _elem("u16", 2, None, None, "U16", "<u2", _FLOATS, "unsigned 16-bit integer"),
+    _elem("u32", 4, None, None, "U32", "<u4", _FLOATS, "unsigned 32-bit integer"),
+    _elem("u64", 8, None, None, "U64", "<u8", _FLOATS, "unsigned 64-bit integer"),
+    _elem("bool", 1, None, None, "BOOL", "?", _FLOATS, "boolean, one byte"),
+    _elem("c64", 8, None, None, "C64", "<c8", _FLOATS, "complex of two binary32"),
+    _elem("f8_e5m2", 1, None, None, "F8_E5M2", "float8_e5m2", _FLOATS, "8-bit float"),
+    _elem("f8_e4m3", 1, None, None, "F8_E4M3", "float8_e4m3fn", _FLOATS, "8-bit float"),
+    _elem("f8_e8m0", 1, None, None, "F8_E8M0", "float8_e8m0fnu", _FLOATS, "8-bit exponent"),
+    _elem("f8_e4m3fnuz", 1, None, None, "F8_E4M3FNUZ", "float8_e4m3fnuz", _FLOATS, "8-bit"),
+    _elem("f8_e5m2fnuz", 1, None, None, "F8_E5M2FNUZ", "float8_e5m2fnuz", _FLOATS, "8-bit"),
+    CodecFacts("f6_e2m3", 4, 3, safetensors_dtype="F6_E2M3", description="6-bit float, packed"),
+    CodecFacts("f6_e3m2", 4, 3, safetensors_dtype="F6_E3M2", description="6-bit float, packed"),
+    CodecFacts("f4", 2, 1, safetensors_dtype="F4", description="4-bit float, packed"),
+    # aprender's own codecs, laid out over the flattened tensor.
+    CodecFacts(
+        "apr_q4",
+        32,
+        18,
+        apr_own_code=128,
+        swap_fields=(_H,),
+        kernels=_APR,
+        flat=True,
+        description="aprender Q4: blocks of 32, half scale max|x|/7, adjacent nibble pairs",
+    ),
+    CodecFacts(
+        "apr_q8",
+        1,
+        1,
+        apr_own_code=129,
+        kernels=_APR,
+        flat=True,
+        header_bytes=4,
+        description="aprender Q8: one float32 scale per tensor, then int8 codes",
+    ),
+)

@@ -1,0 +1,81 @@
+"""Element codecs: F32, F16, BF16, F64, the 8-bit floats and the integer/bool dtypes.
+
+These store one value per element, little-endian. NaN and infinity are representable and
+kept (F16 overflow becomes infinity, as in the reference).
+"""
+
+from __future__ import annotations
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 and the float8 dtypes with numpy)
+import numpy as np
+
+from bundler.codecs.facts import TABLE
+from bundler.codecs.registry import Kernel
+from bundler.errors import UsageError
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """BF16 bit patterns of float32 values, as ggml rounds them.
+
+    Round to nearest even on the float32 bits; a NaN keeps its top bits with the quiet bit
+    (0x40) set (ggml `ggml_compute_fp32_to_bf16`).
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    if nan.any():
+        rounded = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40), rounded)
+    return rounded.astype(np.uint16)
+
+
+def _encode_bf16(src: np.ndarray, dst: np.ndarray) -> int:
+    dst.view(np.uint16)[...] = bf16_bits(src)
+    return 0
+
+
+def _decode_bf16(raw: np.ndarray, dst: np.ndarray) -> None:
+    (dst.view(np.uint32))[...] = raw.view("<u2").astype(np.uint32) << np.uint32(16)
+
+
+def _copy_kernel(dtype: np.dtype, out_dtype: np.dtype, float_input: bool) -> Kernel:
+    def encode(src: np.ndarray, dst: np.ndarray) -> int:
+        try:
+            np.copyto(dst.view(dtype), src, casting="same_kind")
+        except TypeError as exc:
+            raise UsageError(f"cannot store {src.dtype} values as {dtype}: {exc}") from None
+        return 0
+
+    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
+        dst[...] = raw.view(dtype)
+
+    return Kernel(encode, decode, out_dtype, float_input)
+
+
+def _cast_kernel(dtype: np.dtype) -> Kernel:
+    """An 8-bit float type: float32 in, rounded by ml_dtypes, float32 out."""
+
+    def encode(src: np.ndarray, dst: np.ndarray) -> int:
+        dst.view(dtype)[...] = src.astype(dtype)
+        return 0
+
+    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
+        dst[...] = raw.view(dtype).astype(np.float32)
+
+    return Kernel(encode, decode, np.float32, True)
+
+
+def _kernel_for(name: str, dtype: np.dtype) -> Kernel:
+    if name == "bf16":
+        return Kernel(_encode_bf16, _decode_bf16, np.float32, True)
+    if name in ("f32", "f16"):
+        return _copy_kernel(dtype, np.dtype(np.float32), True)
+    if name.startswith("f8"):
+        return _cast_kernel(dtype)
+    return _copy_kernel(dtype, dtype.newbyteorder("="), False)
+
+
+KERNELS: dict[str, Kernel] = {
+    f.name: _kernel_for(f.name, np.dtype(f.numpy_dtype))
+    for f in TABLE
+    if f.kernels == __name__ and f.numpy_dtype is not None
+}

@@ -1,0 +1,273 @@
+"""The codec registry: lookup by name, GGML id, APR code or SafeTensors dtype, and the
+`Codec` object whose `encode`/`decode` wrap the kernels of each family.
+
+Kernel modules are imported on first use, so looking codecs up (help, inspect, validate)
+never imports the compiler.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bundler.codecs.facts import APR_LEGACY_ALIASES, TABLE, CodecFacts
+from bundler.errors import NonFiniteError, ShapeError, UnknownCodecError, UsageError
+
+#: Rows converted at a time when the input is not already contiguous float32.
+_CHUNK_VALUES = 1 << 20
+
+
+class Kernel(NamedTuple):
+    """The compiled pair of a codec family module.
+
+    `encode(src, dst)` takes a C-contiguous 2-D source chunk (float32 for block codecs, any
+    numeric dtype for element types) and its uint8 destination rows, and returns how many
+    blocks held a NaN or infinity (0 when the codec stores them). `decode(raw, dst)` fills
+    `dst` (dtype `out_dtype`) from C-contiguous uint8 rows.
+    """
+
+    encode: Any
+    decode: Any
+    out_dtype: Any = np.float32
+    float_input: bool = True
+
+
+class Codec:
+    """One codec: its facts plus encode/decode along the last axis."""
+
+    __slots__ = ("_kernel", "facts")
+
+    def __init__(self, facts: CodecFacts):
+        self.facts = facts
+        self._kernel: Kernel | None = None
+
+    # identity: the codec's configuration is its name
+    @property
+    def name(self) -> str:
+        return self.facts.name
+
+    def config(self) -> dict[str, str]:
+        """Plain-JSON identity of the codec."""
+        return {"id": self.name}
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def kernel(self) -> Kernel:
+        """The compiled kernels, imported on first use."""
+        if self._kernel is None:
+            if self.facts.kernels is None:
+                raise UsageError(f"codec {self.name!r} can be stored and copied but not encoded")
+            module = importlib.import_module(self.facts.kernels)
+            self._kernel = module.KERNELS[self.name]
+        return self._kernel
+
+    def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the uint8 array `encode` returns for an input of `shape`."""
+        if self.facts.flat:
+            return (self.facts.nbytes(shape),)
+        if not shape:
+            if self.facts.block_size != 1:
+                raise ShapeError(f"{self.name} needs at least one axis")
+            return (self.facts.type_size,)
+        n = shape[-1]
+        if n % self.facts.block_size:
+            raise ShapeError(
+                f"{self.name} needs the last axis to be a multiple of "
+                f"{self.facts.block_size}, got shape {tuple(shape)}"
+            )
+        return (*shape[:-1], self.facts.row_bytes(n))
+
+    def encode(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Encode `x` along its last axis into GGML bytes (uint8, last axis = row bytes).
+
+        Input of another dtype or layout is converted to float32 a chunk of rows at a time.
+        Block codecs refuse NaN and infinity with `NonFiniteError` naming the position.
+        """
+        x = np.asarray(x)
+        kernel = self.kernel()
+        if self.facts.flat:
+            return kernel.encode(x, out)
+        dst = _output(out, self.encoded_shape(x.shape), np.dtype(np.uint8), "encode")
+        if x.size == 0:
+            return dst
+        n = x.shape[-1] if x.ndim else 1
+        dst_rows = dst.reshape(-1, dst.shape[-1])
+        want = np.dtype(np.float32) if kernel.float_input else None
+        for start, chunk in _row_chunks(x.reshape(1) if x.ndim == 0 else x, n):
+            src = np.ascontiguousarray(chunk, dtype=want)
+            bad = kernel.encode(src, dst_rows[start : start + len(src)])
+            if bad:
+                _raise_nonfinite(self.name, x.shape, src, start)
+        return dst
+
+    def decode(
+        self, raw: Any, shape: tuple[int, ...] | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Decode GGML bytes back to values in the logical `shape`.
+
+        `shape` defaults to raw's leading axes plus the row length its last axis encodes.
+        Float codecs decode to float32 (f64 to float64), integer dtypes to their own dtype.
+        """
+        raw = np.ascontiguousarray(_as_bytes(raw))
+        kernel = self.kernel()
+        if shape is None:
+            shape = self._shape_from_raw(raw.shape)
+        shape = tuple(int(s) for s in shape)
+        if self.facts.flat:
+            return kernel.decode(raw.reshape(-1), shape, out)
+        need = self.facts.nbytes(shape)
+        if raw.size != need:
+            raise ShapeError(f"{self.name} data for shape {shape} is {need} bytes, got {raw.size}")
+        dst = _output(out, shape, np.dtype(kernel.out_dtype), "decode")
+        if dst.size:
+            n = shape[-1] if shape else 1
+            rb = self.facts.row_bytes(n)
+            kernel.decode(raw.reshape(-1, rb), dst.reshape(-1, n))
+        return dst
+
+    def _shape_from_raw(self, raw_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.facts.flat or not raw_shape:
+            raise ShapeError(f"decoding {self.name} needs the logical shape")
+        rb = raw_shape[-1]
+        if rb % self.facts.type_size:
+            raise ShapeError(
+                f"{self.name} rows are whole blocks of {self.facts.type_size} bytes, "
+                f"got a last axis of {rb} bytes"
+            )
+        return (*raw_shape[:-1], rb // self.facts.type_size * self.facts.block_size)
+
+
+def _as_bytes(raw: Any) -> np.ndarray:
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return np.frombuffer(raw, dtype=np.uint8)
+    raw = np.asarray(raw)
+    if raw.dtype != np.uint8:
+        if not raw.flags.c_contiguous:
+            raw = np.ascontiguousarray(raw)
+        raw = raw.view(np.uint8).reshape(*raw.shape[:-1], -1) if raw.ndim else raw.view(np.uint8)
+    return raw
+
+
+def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, what: str):
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ShapeError(
+            f"{what} output buffer must be C-contiguous {dtype} of shape {tuple(shape)}, "
+            f"got {out.dtype} {out.shape}"
+        )
+    return out
+
+
+def _row_chunks(x: np.ndarray, n: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first flat row, 2-D view of rows) covering x's rows in order, without copying."""
+    if x.ndim == 1:
+        yield 0, x.reshape(1, n)
+        return
+    if x.flags.c_contiguous and x.dtype == np.float32:
+        yield 0, x.reshape(-1, n)
+        return
+    step = max(1, _CHUNK_VALUES // max(n, 1))
+    if x.ndim == 2:
+        for start in range(0, x.shape[0], step):
+            yield start, x[start : start + step]
+        return
+    per = int(np.prod(x.shape[1:-1]))
+    for i in range(x.shape[0]):
+        for start, chunk in _row_chunks(x[i], n):
+            yield i * per + start, chunk
+
+
+def _raise_nonfinite(name: str, shape: tuple[int, ...], src: np.ndarray, start: int) -> None:
+    flat = int(np.argmax(~np.isfinite(src.reshape(-1))))
+    n = src.shape[-1]
+    row, col = start + flat // n, flat % n
+    index = (*np.unravel_index(row, shape[:-1] or (1,)), col)
+    index = tuple(int(i) for i in index[-len(shape) :]) if shape else ()
+    value = float(src.reshape(-1)[flat])
+    raise NonFiniteError(
+        f"{name} cannot encode {value} at index {index}: block codecs need finite values",
+        index,
+        value,
+    )
+
+
+_BY_NAME: dict[str, Codec] = {f.name: Codec(f) for f in TABLE}
+_BY_GGML: dict[int, Codec] = {
+    c.facts.ggml_id: c for c in _BY_NAME.values() if c.facts.ggml_id is not None
+}
+_BY_APR: dict[int, Codec] = {
+    c.facts.apr_code: c for c in _BY_NAME.values() if c.facts.apr_code is not None
+}
+_BY_ST: dict[str, Codec] = {
+    c.facts.safetensors_dtype: c for c in _BY_NAME.values() if c.facts.safetensors_dtype
+}
+
+
+def names() -> list[str]:
+    """Every codec name, in table order."""
+    return list(_BY_NAME)
+
+
+def all_codecs() -> list[Codec]:
+    """Every codec, in table order."""
+    return list(_BY_NAME.values())
+
+
+def get(codec: str | int | Codec) -> Codec:
+    """Look a codec up by name (any case), by GGML type id, or pass a Codec through."""
+    if isinstance(codec, Codec):
+        return codec
+    if isinstance(codec, (int, np.integer)) and not isinstance(codec, bool):
+        return by_ggml_id(int(codec))
+    if isinstance(codec, str):
+        found = _BY_NAME.get(codec.strip().lower())
+        if found is not None:
+            return found
+    raise UnknownCodecError(codec, names())
+
+
+def by_ggml_id(type_id: int) -> Codec:
+    """The codec with this GGML type id."""
+    try:
+        return _BY_GGML[type_id]
+    except KeyError:
+        raise UnknownCodecError(f"GGML type {type_id}", sorted(map(str, _BY_GGML))) from None
+
+
+def by_apr_code(code: int) -> Codec:
+    """The codec with this APR dtype code (old AprQ4/AprQ8 codes 8 and 9 included)."""
+    code = APR_LEGACY_ALIASES.get(code, code)
+    try:
+        return _BY_APR[code]
+    except KeyError:
+        raise UnknownCodecError(f"APR dtype {code}", sorted(map(str, _BY_APR))) from None
+
+
+def by_safetensors_dtype(dtype: str) -> Codec:
+    """The codec for a SafeTensors dtype string such as 'BF16'."""
+    try:
+        return _BY_ST[dtype]
+    except KeyError:
+        raise UnknownCodecError(f"SafeTensors dtype {dtype}", sorted(_BY_ST)) from None
+
+
+def set_threads(n: int | None) -> int:
+    """Set how many threads the compiled kernels use (None: all cores); returns the count."""
+    import numba
+
+    count = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
+    if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
+    numba.set_num_threads(count)
+    return count

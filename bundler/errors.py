@@ -1,0 +1,113 @@
+"""The exception hierarchy of bundler and the exit code each error maps to.
+
+Exit codes follow the `apr` tool: 0 ok, 1 other failure, 2 usage, 3 file not found,
+4 invalid format, 5 validation failed (or refusing to overwrite), 7 I/O.
+"""
+
+from __future__ import annotations
+
+import os
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INVALID_FORMAT = 4
+EXIT_VALIDATION = 5
+EXIT_IO = 7
+
+
+class BundlerError(Exception):
+    """Root of every error bundler raises on purpose."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(BundlerError, ValueError):
+    """The caller asked for something that does not make sense (bad option, bad argument)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnknownCodecError(UsageError, KeyError):
+    """A codec name or id that the registry does not know."""
+
+    def __init__(self, wanted: object, valid: list[str]):
+        self.wanted = wanted
+        self.valid = valid
+        super().__init__(f"unknown codec {wanted!r}; valid codecs: {', '.join(valid)}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ShapeError(UsageError):
+    """An array whose shape does not fit the codec (e.g. a row not a multiple of the block)."""
+
+
+class NonFiniteError(UsageError):
+    """A NaN or infinity in the input of a block codec."""
+
+    def __init__(self, message: str, index: tuple[int, ...], value: float):
+        self.index = index
+        self.value = value
+        super().__init__(message)
+
+
+class FileNotFound(BundlerError, FileNotFoundError):
+    """An input path that does not exist."""
+
+    exit_code = EXIT_NOT_FOUND
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: no such file")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class FormatError(BundlerError, ValueError):
+    """A file that is not a valid model file: names the file, the byte offset and the problem."""
+
+    exit_code = EXIT_INVALID_FORMAT
+
+    def __init__(self, path: str | os.PathLike[str] | None, offset: int | None, problem: str):
+        self.path = os.fspath(path) if path is not None else None
+        self.offset = offset
+        self.problem = problem
+        where = self.path or "<bytes>"
+        at = f" at byte {offset:,}" if offset is not None else ""
+        super().__init__(f"{where}{at}: {problem}")
+
+
+class UnsupportedFormatError(FormatError):
+    """A valid file that uses a feature bundler does not implement (compression, encryption)."""
+
+
+class ValidationError(BundlerError):
+    """A check the user asked for failed (validate, diff --threshold)."""
+
+    exit_code = EXIT_VALIDATION
+
+
+class OutputExistsError(BundlerError, FileExistsError):
+    """Refusing to overwrite an existing output without --force."""
+
+    exit_code = EXIT_VALIDATION
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        super().__init__(f"{self.path}: already exists (use --force to overwrite)")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BundlerIOError(BundlerError, OSError):
+    """Reading or writing failed at the operating-system level (disk full, permission)."""
+
+    exit_code = EXIT_IO
+
+    def __str__(self) -> str:
+        return str(self.args[0])
