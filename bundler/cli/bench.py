@@ -20,9 +20,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
     add_json_flag(c)
     c.set_defaults(func=_run_codecs)
+    k = kinds.add_parser("containers", help="open and rewrite model files vs the reference readers")
+    k.add_argument(
+        "--size-gib", type=float, default=2.0, help="size of the generated rewrite input"
+    )
+    add_json_flag(k)
+    k.set_defaults(func=_run_containers)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
     from bundler.bench.codecs import main
+
+    return main(args)
+
+
+def _run_containers(args: argparse.Namespace) -> int:
+    from bundler.bench.containers import main
 
     return main(args)

