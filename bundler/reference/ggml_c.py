@@ -1,0 +1,308 @@
+"""The ggml C library as a reference: built from the llama-cpp-python sources, called by ctypes.
+
+`library()` builds `libggml-base.so` once (cmake, the stock flags of that ggml version, no
+FMA contraction) from the source distribution `assets.llama_cpp_sdist()` unpacks, caches it
+under `assets.cache_dir()` keyed by that version, and loads it. `quantize` and `dequantize`
+run the C reference codecs (`ggml_quantize_chunk` without an importance matrix, and each
+type's `to_float`) on numpy arrays, so tests and benchmarks can compare against them.
+
+`python -m bundler.reference.ggml_c` builds the library and prints its path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from bundler.codecs import registry
+from bundler.reference import assets
+
+
+class ToolchainMissing(RuntimeError):
+    """cmake or a C/C++ compiler is not installed, so the C library cannot be built."""
+
+
+class BuildFailed(RuntimeError):
+    """cmake ran but did not produce a usable library."""
+
+
+#: Cache key of the build: the source version and the flags below.
+BUILD_TAG = f"{assets.LLAMA_CPP[0]}-{assets.LLAMA_CPP[1]}-ggml-base-nofma-1"
+
+#: Explicit flags, so a CFLAGS/CXXFLAGS environment cannot slip -march=native or -mfma in;
+#: -ffp-contract=off is what a stock x86-64 build without FMA amounts to anyway.
+_CMAKE_OPTIONS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+    "-DCMAKE_C_FLAGS=-ffp-contract=off",
+    "-DCMAKE_CXX_FLAGS=-ffp-contract=off",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_CCACHE=OFF",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+)
+#: Compiler flags that would let the compiler fuse multiply-adds in the reference quantizers.
+_FMA_FLAGS = ("-march=", "-mfma", "-ffp-contract=fast")
+
+#: GGML ids `ggml_quantize_chunk` handles in this ggml version (its switch); any other id hits
+#: an assertion that aborts the process, so it must never be passed.
+_CHUNK_TYPES = frozenset({0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 30, 39, 40, 41})
+#: Exported per-row functions for types that `ggml_quantize_chunk` and the type traits lack.
+_ROW_QUANTIZERS = {15: "quantize_row_q8_K_ref"}
+_ROW_DEQUANTIZERS = {15: "dequantize_row_q8_K"}
+
+_ROW_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+class _TypeTraits(ctypes.Structure):
+    # struct ggml_type_traits of ggml.h (ggml 0.25.3, llama-cpp-python 0.3.36)
+    _fields_ = (
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    )
+
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+
+
+def build_dir() -> Path:
+    """Where the built library of this version is cached."""
+    return assets.cache_dir() / "ggml-c" / BUILD_TAG
+
+
+def library_path() -> Path:
+    """The cached `libggml-base.so`, built on first call."""
+    target = build_dir() / "libggml-base.so"
+    if target.exists():
+        return target
+    _check_toolchain()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+        if not target.exists():
+            _build(target)
+    return target
+
+
+def library() -> ctypes.CDLL:
+    """The loaded C library (built and cached on first use).
+
+    Raises `ToolchainMissing` naming what to install when cmake or a compiler is absent, and
+    `assets.AssetUnavailable` when the sources cannot be downloaded.
+    """
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(library_path()))
+            lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+            lib.ggml_get_type_traits.argtypes = (ctypes.c_int,)
+            lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+            lib.ggml_quantize_chunk.argtypes = (
+                ctypes.c_int,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int64,
+                ctypes.c_int64,
+                ctypes.c_int64,
+                ctypes.c_void_p,
+            )
+            _lib = lib
+    return _lib
+
+
+def _check_toolchain() -> None:
+    missing = [tool for tool in ("cmake", "make") if shutil.which(tool) is None]
+    cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    cxx = os.environ.get("CXX") or next(
+        (c for c in ("c++", "g++", "clang++") if shutil.which(c)), None
+    )
+    if cc is None:
+        missing.append("a C compiler (gcc or clang)")
+    if cxx is None:
+        missing.append("a C++ compiler (g++ or clang++)")
+    if missing:
+        raise ToolchainMissing(
+            "building the ggml C reference library needs "
+            + ", ".join(missing)
+            + " (e.g. `apt-get install cmake build-essential`)"
+        )
+
+
+def _build(target: Path) -> None:
+    source = assets.llama_cpp_sdist() / "vendor" / "llama.cpp"
+    with tempfile.TemporaryDirectory(prefix="ggml-build-", dir=target.parent) as tmp:
+        build = Path(tmp)
+        jobs = str(os.cpu_count() or 1)
+        steps = (
+            ["cmake", "-S", str(source), "-B", str(build), *_CMAKE_OPTIONS],
+            ["cmake", "--build", str(build), "--target", "ggml-base", "-j", jobs],
+        )
+        for cmd in steps:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
+        _check_flags(build / "compile_commands.json")
+        built = next(build.rglob("libggml-base.so"), None)
+        if built is None:
+            raise BuildFailed(f"cmake finished but no libggml-base.so under {build}")
+        part = target.with_suffix(".so.part")
+        shutil.copyfile(built.resolve(), part)
+        os.replace(part, target)
+
+
+def _check_flags(commands: Path) -> None:
+    for entry in json.loads(commands.read_text()):
+        if entry["file"].endswith("ggml-quants.c"):
+            bad = [f for f in entry["command"].split() if f.startswith(_FMA_FLAGS)]
+            if bad:
+                raise BuildFailed(f"ggml-quants.c would be compiled with {bad}: FMA possible")
+            return
+    raise BuildFailed("ggml-quants.c is missing from the ggml-base build")
+
+
+def _type(type_name: str) -> tuple[int, _TypeTraits]:
+    codec = registry.get(type_name)
+    if codec.facts.ggml_id is None:
+        raise ValueError(f"{codec.name} has no GGML type id")
+    traits = library().ggml_get_type_traits(codec.facts.ggml_id).contents
+    return codec.facts.ggml_id, traits
+
+
+def _row_ranges(nrows: int, threads: int) -> list[tuple[int, int]]:
+    threads = max(1, min(int(threads), nrows))
+    bounds = [nrows * i // threads for i in range(threads + 1)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _run(ranges: list[tuple[int, int]], work) -> None:
+    if len(ranges) == 1:
+        work(*ranges[0])
+        return
+    workers = [threading.Thread(target=work, args=r) for r in ranges]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The C reference encoding of float32 rows `x` (rows, n): uint8 array (rows, row bytes).
+
+    Uses `ggml_quantize_chunk(type, ..., imatrix=NULL)`, or the type's reference row function
+    for the types it does not handle (q8_1, q8_k). `threads` > 1 splits the rows over Python
+    threads (ctypes releases the GIL).
+    """
+    type_id, traits = _type(type_name)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    if x.ndim != 2:
+        raise ValueError(f"quantize takes rows (2-D), got shape {x.shape}")
+    nrows, n = x.shape
+    if n % traits.blck_size:
+        raise ValueError(f"{type_name}: row length {n} is not a multiple of {traits.blck_size}")
+    row_bytes = n // traits.blck_size * traits.type_size
+    out = np.zeros((nrows, row_bytes), dtype=np.uint8)
+    if x.size == 0:
+        return out
+    lib = library()
+    if type_id in _CHUNK_TYPES:
+
+        def work(a: int, b: int) -> None:
+            lib.ggml_quantize_chunk(
+                type_id, x[a].ctypes.data, out[a].ctypes.data, 0, b - a, n, None
+            )
+
+    else:
+        if type_id in _ROW_QUANTIZERS:
+            fn = _ROW_FN(ctypes.cast(getattr(lib, _ROW_QUANTIZERS[type_id]), ctypes.c_void_p).value)
+        elif traits.from_float_ref:
+            fn = _ROW_FN(traits.from_float_ref)
+        else:
+            raise ValueError(f"the C library cannot quantize {type_name}")
+
+        def work(a: int, b: int) -> None:
+            fn(x[a].ctypes.data, out[a].ctypes.data, (b - a) * n)
+
+    _run(_row_ranges(nrows, threads), work)
+    return out
+
+
+def can_dequantize(type_name: str) -> bool:
+    """True when the C library has a dequantizer for this type."""
+    type_id, traits = _type(type_name)
+    return bool(traits.to_float) or type_id in _ROW_DEQUANTIZERS
+
+
+def dequantize(
+    type_name: str, raw: np.ndarray, shape: tuple[int, ...], threads: int = 1
+) -> np.ndarray:
+    """The C reference decoding (the type's `to_float`) of GGML bytes into float32 `shape`."""
+    type_id, traits = _type(type_name)
+    shape = tuple(int(s) for s in shape)
+    n = shape[-1] if shape else 1
+    if n % traits.blck_size:
+        raise ValueError(f"{type_name}: row length {n} is not a multiple of {traits.blck_size}")
+    nrows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    row_bytes = n // traits.blck_size * traits.type_size
+    raw = np.ascontiguousarray(np.frombuffer(np.ascontiguousarray(raw).data, dtype=np.uint8))
+    if raw.size != nrows * row_bytes:
+        raise ValueError(
+            f"{type_name} shape {shape} needs {nrows * row_bytes} bytes, got {raw.size}"
+        )
+    raw = raw.reshape(nrows, row_bytes)
+    out = np.zeros((nrows, n), dtype=np.float32)
+    if out.size == 0:
+        return out.reshape(shape)
+    if traits.to_float:
+        fn = _ROW_FN(traits.to_float)
+    elif type_id in _ROW_DEQUANTIZERS:
+        lib = library()
+        fn = _ROW_FN(ctypes.cast(getattr(lib, _ROW_DEQUANTIZERS[type_id]), ctypes.c_void_p).value)
+    else:
+        raise ValueError(f"the C library has no dequantizer for {type_name}")
+
+    def work(a: int, b: int) -> None:
+        fn(raw[a].ctypes.data, out[a].ctypes.data, (b - a) * n)
+
+    _run(_row_ranges(nrows, threads), work)
+    return out.reshape(shape)
+
+
+def main() -> int:
+    """Build (or find) the library and print its path."""
+    try:
+        path = library_path()
+        library()
+    except (ToolchainMissing, BuildFailed, assets.AssetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
