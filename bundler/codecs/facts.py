@@ -82,6 +82,9 @@ class CodecFacts:
         """Bytes of a whole tensor of the given logical shape."""
         count = math.prod(shape)
         if self.flat:
+            # aprender stores an empty tensor as zero bytes, header included
+            if count == 0:
+                return 0
             return self.header_bytes + -(-count // self.block_size) * self.type_size
         if not shape:
             return self.type_size if self.block_size == 1 else 0
