@@ -1,0 +1,167 @@
+"""GGUF: llama.cpp's model container, read in versions 2 and 3 (either byte order) and
+written as version 3 (formats/gguf.md).
+
+Reading costs the header: tensors stay in the file as `FileSource` byte ranges. Writing
+streams each tensor from its source. Split sets (`<stem>-00001-of-0000N.gguf`) are read as
+one bundle and written with `split_max_size=` / `split_max_tensors=`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from bundler.bundle import Bundle, FileSource, Tensor
+from bundler.containers import gguf_split
+from bundler.containers.gguf_reader import Layout, parse
+from bundler.containers.gguf_schema import MAGIC, WRITE_VERSION
+from bundler.containers.gguf_writer import FilePlan, alignment_of, file_head, write_file
+from bundler.errors import UsageError
+
+NAME = "gguf"
+EXTENSIONS = ("gguf",)
+
+#: Options `write` takes, with their defaults.
+WRITE_OPTIONS = {
+    "big_endian": None,
+    "llama_compatible": True,
+    "split_max_size": 0,
+    "split_max_tensors": 0,
+    "drop_unknown": False,
+}
+
+
+class UnknownTensorTypeWarning(UserWarning):
+    """A GGUF tensor of a GGML type bundler does not know was left out of the bundle."""
+
+
+def sniff(head: bytes) -> bool:
+    """True when `head` starts like a GGUF file."""
+    return head[:4] == MAGIC
+
+
+def read(path: str | os.PathLike[str]) -> Bundle:
+    """Open a GGUF file (or the whole split set it belongs to) as a bundle."""
+    path = os.fspath(path)
+    layout = parse(path)
+    keys = gguf_split.take_split_keys(layout)
+    layouts = [layout]
+    first = path
+    if keys is not None and keys[gguf_split.SPLIT_COUNT] > 1:
+        layouts, first = gguf_split.read_set(path, layout, keys)
+    return _bundle(first, layouts, keys)
+
+
+def _bundle(path: str, layouts: list[Layout], split_keys: dict[str, int] | None) -> Bundle:
+    first = layouts[0]
+    tensors = []
+    for layout in layouts:
+        for t in layout.tensors:
+            source = FileSource(
+                layout.path, layout.data_start + t.offset, t.nbytes, t.codec, layout.big_endian
+            )
+            tensors.append(Tensor(t.name, t.shape, t.codec, source))
+    skipped = [
+        {"name": t.name, "ggml_type": t.ggml_type, "dims": list(t.dims), "path": x.path}
+        for x in layouts
+        for t in x.skipped
+    ]
+    for s in skipped:
+        warnings.warn(
+            f"{s['path']}: tensor {s['name']!r} has GGML type {s['ggml_type']}, which bundler "
+            "does not know; it is left out of the bundle",
+            UnknownTensorTypeWarning,
+            stacklevel=3,
+        )
+    info: dict[str, Any] = {
+        "version": first.version,
+        "big_endian": first.big_endian,
+        "alignment": first.alignment,
+        "padded_end": first.file_size >= first.padded_end or bool(first.tensors),
+        "skipped_tensors": skipped,
+    }
+    if len(layouts) > 1 or split_keys is not None:
+        info["split"] = {"count": len(layouts), "paths": [x.path for x in layouts]}
+    return Bundle(first.metadata, tensors, format=NAME, path=path, format_info=info)
+
+
+def write(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -> None:
+    """Write `bundle` as GGUF version 3.
+
+    Options: `big_endian` (default: the byte order of the GGUF the bundle was read from,
+    else little-endian), `llama_compatible` (default True: refuse what llama.cpp cannot
+    read), `split_max_size` / `split_max_tensors` (write a split set), `drop_unknown`
+    (write a bundle whose source had tensors of unknown type, without them).
+    """
+    unknown = set(options) - set(WRITE_OPTIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown GGUF write option(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(WRITE_OPTIONS)}"
+        )
+    opts = {**WRITE_OPTIONS, **options}
+    for plan in plan_files(bundle, os.fspath(path), **opts):
+        write_file(plan, _big_endian(bundle, opts["big_endian"]))
+
+
+def _big_endian(bundle: Bundle, asked: bool | None) -> bool:
+    if asked is not None:
+        return bool(asked)
+    return bundle.format == NAME and bool(bundle.format_info.get("big_endian"))
+
+
+def plan_files(
+    bundle: Bundle,
+    path: str,
+    *,
+    big_endian: bool | None = None,
+    llama_compatible: bool = True,
+    split_max_size: int = 0,
+    split_max_tensors: int = 0,
+    drop_unknown: bool = False,
+) -> list[FilePlan]:
+    """What `write` will write: one plan per output file, all checks done up front."""
+    info = bundle.format_info if bundle.format == NAME else {}
+    skipped = info.get("skipped_tensors") or []
+    if skipped and not drop_unknown:
+        names = ", ".join(repr(s["name"]) for s in skipped)
+        raise UsageError(
+            f"the source GGUF had tensors of unknown type ({names}) that this bundle lacks; "
+            "pass drop_unknown=True to write it without them"
+        )
+    for name, value in (
+        ("split_max_size", split_max_size),
+        ("split_max_tensors", split_max_tensors),
+    ):
+        if not isinstance(value, int) or value < 0:
+            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+    big = _big_endian(bundle, big_endian)
+    items = [(k, v) for k, v in bundle.metadata.typed_items() if k not in gguf_split.SPLIT_KEYS]
+    alignment = alignment_of(items)
+    tensors = list(bundle.tensors.values())
+    groups = gguf_split.group_tensors(tensors, split_max_size, split_max_tensors)
+    if len(groups) == 1:
+        pad_empty = bool(info.get("padded_end", True))
+        head = file_head(items, tensors, alignment, big, llama_compatible, pad_empty)
+        return [FilePlan(path, head, tensors, alignment)]
+    paths = gguf_split.shard_paths(path, len(groups))
+    later = gguf_split.later_shard_kvs(items)
+    plans = []
+    for i, (p, group) in enumerate(zip(paths, groups, strict=True)):
+        kvs = (items if i == 0 else later) + gguf_split.split_kvs(i, len(groups), len(tensors))
+        head = file_head(kvs, group, alignment, big, llama_compatible)
+        plans.append(FilePlan(p, head, group, alignment))
+    return plans
+
+
+__all__ = [
+    "EXTENSIONS",
+    "NAME",
+    "WRITE_VERSION",
+    "UnknownTensorTypeWarning",
+    "plan_files",
+    "read",
+    "sniff",
+    "write",
+]

@@ -1,0 +1,311 @@
+"""Parse a GGUF file's header, metadata and tensor infos; the tensor payload is never read.
+
+The file is memory-mapped; fixed-layout records go through the Construct schemas of
+`gguf_schema`, array bodies through `gguf_values`. Every count, length and offset is checked
+against the file size before use, and every problem is a `FormatError` naming the file,
+the byte offset and what is wrong.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+
+from construct import ConstructError
+
+from bundler.bundle import Metadata, Value, ValueType
+from bundler.codecs import Codec, by_ggml_id
+from bundler.containers import gguf_schema as S
+from bundler.containers.gguf_values import decode_str, read_array, value_type
+from bundler.errors import (
+    BundlerIOError,
+    FileNotFound,
+    FormatError,
+    UnknownCodecError,
+    UnsupportedFormatError,
+)
+
+
+@dataclass
+class TensorInfo:
+    """One tensor-info record as stored: dims in GGUF order (ne[0] first)."""
+
+    name: str
+    dims: tuple[int, ...]
+    ggml_type: int
+    offset: int
+    #: file offset of the record
+    at: int
+    codec: Codec | None = None
+    nbytes: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The numpy-order shape (dims reversed)."""
+        return self.dims[::-1]
+
+
+@dataclass
+class Layout:
+    """Everything a GGUF file says about itself, before its tensor data."""
+
+    path: str
+    file_size: int
+    version: int
+    big_endian: bool
+    metadata: Metadata
+    tensors: list[TensorInfo]
+    alignment: int
+    infos_end: int
+    data_start: int
+    #: tensors whose GGML type bundler does not know (kept out of `tensors`)
+    skipped: list[TensorInfo] = field(default_factory=list)
+
+    @property
+    def padded_end(self) -> int:
+        """Where the file ends when the last tensor (or the tensor infos) is padded."""
+        end = self.data_start
+        for t in self.tensors:
+            end = max(end, self.data_start + t.offset + _pad(t.nbytes or 0, self.alignment))
+        return end
+
+
+def _pad(n: int, alignment: int) -> int:
+    return n + (-n % alignment)
+
+
+def parse(path: str | os.PathLike[str], compiled: bool = True) -> Layout:
+    """The layout of the GGUF file at `path` (Construct schemas compiled unless told not to)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < S.HEADER_BYTES:
+                head = f.read()
+                if head[:4] != S.MAGIC[: len(head[:4])]:
+                    raise FormatError(path, 0, f"not a GGUF file: starts with {head[:4]!r}")
+                raise FormatError(
+                    path, size, f"truncated: the GGUF header needs 24 bytes, the file has {size}"
+                )
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        raise FileNotFound(path) from None
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not a GGUF file") from None
+    except OSError as exc:
+        raise BundlerIOError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return _Parser(path, mm, size, compiled).run()
+    finally:
+        mm.close()
+
+
+class _Parser:
+    def __init__(self, path: str, mm: mmap.mmap, size: int, compiled: bool):
+        self.path = path
+        self.mm = mm
+        self.size = size
+        self.compiled = compiled
+        self.pos = 0
+
+    def fail(self, at: int | None, problem: str) -> FormatError:
+        return FormatError(self.path, at, problem)
+
+    def left(self) -> int:
+        return self.size - self.pos
+
+    # ------------------------------------------------------------------ header
+
+    def run(self) -> Layout:
+        mm = self.mm
+        if mm[:4] != S.MAGIC:
+            raise self.fail(0, f"not a GGUF file: starts with {bytes(mm[:4])!r}, not b'GGUF'")
+        (version,) = struct.unpack_from("<I", mm, 4)
+        big = version & 0xFFFF == 0 and version != 0
+        self.big = big
+        self.s = S.schemas(big, self.compiled)
+        head = self.parse(self.s.header, "the GGUF header")
+        version = head.version
+        if version == 0:
+            raise self.fail(4, "GGUF version 0 is not valid")
+        if version not in S.READ_VERSIONS:
+            raise UnsupportedFormatError(
+                self.path, 4, f"GGUF version {version} is not supported (versions 2 and 3 are)"
+            )
+        n_tensors, n_kv = head.tensor_count, head.kv_count
+        if n_kv * S.MIN_KV_BYTES > self.left():
+            raise self.fail(
+                16,
+                f"kv_count {n_kv:,} cannot be right: that many key/value pairs need at least "
+                f"{n_kv * S.MIN_KV_BYTES:,} bytes but {self.left():,} are left in the file",
+            )
+        if n_tensors * S.MIN_TENSOR_INFO_BYTES > self.left():
+            raise self.fail(
+                8,
+                f"tensor_count {n_tensors:,} cannot be right: that many tensor infos need at "
+                f"least {n_tensors * S.MIN_TENSOR_INFO_BYTES:,} bytes but {self.left():,} "
+                "are left in the file",
+            )
+        metadata = self.read_kvs(n_kv)
+        alignment = self.alignment(metadata)
+        infos = [self.read_tensor_info(i) for i in range(n_tensors)]
+        infos_end = self.pos
+        data_start = _pad(infos_end, alignment)
+        layout = Layout(
+            self.path, self.size, version, big, metadata, [], alignment, infos_end, data_start
+        )
+        self.place_tensors(layout, infos)
+        return layout
+
+    def parse(self, schema, what: str):
+        """Parse one record at self.pos, turning Construct's errors into FormatErrors."""
+        self.mm.seek(self.pos)
+        try:
+            obj = schema.parse_stream(self.mm, end=self.size)
+        except ConstructError:
+            raise self.explain(what) from None
+        self.pos = self.mm.tell()
+        return obj
+
+    def explain(self, what: str) -> FormatError:
+        """Say why the record at self.pos did not parse: a lying length or a short file."""
+        fmt = ">" if self.big else "<"
+        at = self.pos
+        # Walk the record's leading strings: a key or name, and a string value after a type.
+        for step in ("string", "type", "string"):
+            if step == "type":
+                if at + 4 > self.size:
+                    break
+                (code,) = struct.unpack_from(fmt + "I", self.mm, at)
+                if code != ValueType.STRING:
+                    break
+                at += 4
+                continue
+            if at + 8 > self.size:
+                break
+            (n,) = struct.unpack_from(fmt + "Q", self.mm, at)
+            if n > self.size - at - 8:
+                return self.fail(
+                    at,
+                    f"{what}: string length {n:,} runs past the end of the file "
+                    f"({self.size - at - 8:,} bytes left)",
+                )
+            at += 8 + n
+            if "tensor" in what and step == "string":
+                if at + 4 <= self.size:
+                    (n_dims,) = struct.unpack_from(fmt + "I", self.mm, at)
+                    if n_dims > S.MAX_DIMS_READ:
+                        return self.fail(
+                            at, f"{what}: n_dims {n_dims:,} is more than {S.MAX_DIMS_READ}"
+                        )
+                break
+        return self.fail(self.pos, f"truncated: {what} runs past the end of the file")
+
+    # ------------------------------------------------------------------ key/value pairs
+
+    def read_kvs(self, n_kv: int) -> Metadata:
+        md = Metadata()
+        items = md._items  # filled directly: values are already typed
+        for i in range(n_kv):
+            at = self.pos
+            kv = self.parse(self.s.kv, f"key/value pair {i}")
+            key = decode_str(kv.key.data)
+            what = f"metadata {key!r}"
+            if not key:
+                raise self.fail(at, f"key/value pair {i} has an empty key")
+            if key in items:
+                raise self.fail(at, f"duplicate metadata key {key!r}")
+            vt = value_type(kv.type, self.path, at + 8 + kv.key.length, what)
+            if vt == ValueType.ARRAY:
+                items[key] = self.read_array_value(kv.value, what)
+            elif vt == ValueType.STRING:
+                items[key] = Value(vt, decode_str(kv.value.data))
+            elif vt == ValueType.BOOL:
+                items[key] = Value(vt, kv.value != 0)
+            else:
+                items[key] = Value(vt, kv.value)
+        return md
+
+    def read_array_value(self, head, what: str) -> Value:
+        item = value_type(head.item_type, self.path, self.pos - 12, f"{what} array")
+        value, self.pos = read_array(
+            self.mm, self.pos, self.size, item, head.count, self.big, self.path, what
+        )
+        return value
+
+    def alignment(self, md: Metadata) -> int:
+        if S.ALIGNMENT_KEY not in md:
+            return S.DEFAULT_ALIGNMENT
+        v = md.typed(S.ALIGNMENT_KEY)
+        if v.type != ValueType.UINT32:
+            raise self.fail(None, f"{S.ALIGNMENT_KEY} must be UINT32, not {v.type.name}")
+        if v.value == 0 or v.value & (v.value - 1):
+            raise self.fail(None, f"{S.ALIGNMENT_KEY} {v.value} is not a power of two")
+        return v.value
+
+    # ------------------------------------------------------------------ tensor infos
+
+    def read_tensor_info(self, i: int) -> TensorInfo:
+        at = self.pos
+        rec = self.parse(self.s.tensor_info, f"tensor info {i}")
+        name = decode_str(rec.name.data)
+        for d, n in enumerate(rec.dims):
+            if n >= 1 << 63:
+                raise self.fail(at, f"tensor {name!r}: dimension {d} is negative ({n - 2**64})")
+        return TensorInfo(name, tuple(rec.dims), rec.ggml_type, rec.offset, at)
+
+    def place_tensors(self, layout: Layout, infos: list[TensorInfo]) -> None:
+        """Resolve codecs and sizes; check names, offsets and bounds the way llama.cpp does."""
+        seen: set[str] = set()
+        expected: int | None = 0
+        for t in infos:
+            if t.name in seen:
+                raise self.fail(t.at, f"duplicate tensor name {t.name!r}")
+            seen.add(t.name)
+            try:
+                t.codec = by_ggml_id(t.ggml_type)
+            except UnknownCodecError:
+                t.codec = None
+            if t.codec is None:
+                # The size of an unknown type cannot be derived: skip it, check the next
+                # tensor's offset only for alignment.
+                layout.skipped.append(t)
+                expected = None
+                continue
+            t.nbytes = self.nbytes(t)
+            if expected is not None and t.offset != expected:
+                raise self.fail(
+                    t.at,
+                    f"tensor {t.name!r} has offset {t.offset:,} but llama.cpp requires "
+                    f"{expected:,} (tensors stored in order, each padded to {layout.alignment})",
+                )
+            if expected is None and t.offset % layout.alignment:
+                raise self.fail(t.at, f"tensor {t.name!r} offset {t.offset:,} is not aligned")
+            start = layout.data_start + t.offset
+            if start + t.nbytes > self.size:
+                raise self.fail(
+                    t.at,
+                    f"truncated: tensor {t.name!r} needs bytes {start:,}..{start + t.nbytes:,} "
+                    f"but the file ends at {self.size:,}",
+                )
+            expected = t.offset + _pad(t.nbytes, layout.alignment)
+            layout.tensors.append(t)
+        if infos and layout.data_start > self.size:
+            raise self.fail(
+                layout.infos_end,
+                f"truncated: the data section starts at {layout.data_start:,} "
+                f"but the file ends at {self.size:,}",
+            )
+
+    def nbytes(self, t: TensorInfo) -> int:
+        facts = t.codec.facts
+        row = t.dims[0] if t.dims else 1
+        if row % facts.block_size:
+            raise self.fail(
+                t.at,
+                f"tensor {t.name!r} of type {facts.name} has {row:,} values per row, "
+                f"not a multiple of the block size {facts.block_size}",
+            )
+        return facts.nbytes(t.shape if t.dims else (1,))

@@ -1,0 +1,182 @@
+"""GGUF array bodies and value bytes, both directions, without Construct's per-element Array.
+
+Numeric and bool arrays are sliced with `np.frombuffer`; string arrays are scanned with one
+`unpack_from` per element. Every count and length is checked against the bytes left in the
+file before anything is allocated. Strings are UTF-8; bytes that are not valid UTF-8 are
+kept as surrogate escapes (PEP 383) so that they are written back unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from bundler.bundle import Value, ValueType
+from bundler.containers.gguf_schema import MAX_NESTING
+from bundler.errors import FormatError, UsageError
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+#: Bytes of one element of each fixed-size value type.
+ITEM_BYTES = {t: dt.itemsize for t in ValueType if (dt := t.numpy_dtype) is not None}
+_ARRAY_HEAD = 4 + 8
+
+
+def item_dtype(t: ValueType, big_endian: bool) -> np.dtype:
+    """The numpy dtype of one stored element of type `t` in a file of the given byte order."""
+    dt = t.numpy_dtype
+    if t == ValueType.BOOL:
+        return np.dtype(np.uint8)
+    return dt.newbyteorder(">") if big_endian and dt.itemsize > 1 else dt
+
+
+def value_type(code: int, path: str, at: int, what: str) -> ValueType:
+    """The ValueType of `code`, or a FormatError naming `what`."""
+    try:
+        return ValueType(code)
+    except ValueError:
+        raise FormatError(
+            path, at, f"{what} has value type {code}, valid types are 0..12"
+        ) from None
+
+
+def decode_str(data: bytes) -> str:
+    return data.decode(ENCODING, ERRORS)
+
+
+def encode_str(text: str) -> bytes:
+    return text.encode(ENCODING, ERRORS)
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def read_array(
+    buf: Any,
+    pos: int,
+    end: int,
+    item: ValueType,
+    count: int,
+    big_endian: bool,
+    path: str,
+    what: str,
+    depth: int = 0,
+) -> tuple[Value, int]:
+    """Parse the `count` elements of an array starting at `pos`; returns (value, end pos)."""
+    left = end - pos
+    if item == ValueType.STRING:
+        if count * 8 > left:
+            raise _too_long(path, pos, what, count, "strings", count * 8, left)
+        return _read_strings(buf, pos, end, count, big_endian, path, what)
+    if item == ValueType.ARRAY:
+        if depth + 1 >= MAX_NESTING:
+            raise FormatError(path, pos, f"{what}: arrays nested more than {MAX_NESTING} deep")
+        if count * _ARRAY_HEAD > left:
+            raise _too_long(path, pos, what, count, "arrays", count * _ARRAY_HEAD, left)
+        return _read_nested(buf, pos, end, count, big_endian, path, what, depth)
+    size = ITEM_BYTES[item] * count
+    if size > left:
+        raise _too_long(path, pos, what, count, item.name, size, left)
+    raw = np.frombuffer(buf, item_dtype(item, big_endian), count, pos)
+    arr = raw != 0 if item == ValueType.BOOL else raw.astype(item.numpy_dtype, copy=True)
+    return Value(ValueType.ARRAY, arr, item), pos + size
+
+
+def _too_long(path, pos, what, count, kind, need, left) -> FormatError:
+    return FormatError(
+        path,
+        pos,
+        f"{what}: array of {count:,} {kind} needs at least {need:,} bytes "
+        f"but only {left:,} are left in the file",
+    )
+
+
+def _read_strings(buf, pos, end, count, big_endian, path, what) -> tuple[Value, int]:
+    unpack = struct.Struct(">Q" if big_endian else "<Q").unpack_from
+    out: list[str] = []
+    append = out.append
+    for i in range(count):
+        if pos + 8 > end:
+            raise FormatError(path, pos, f"{what}: truncated at string {i:,} of {count:,}")
+        (n,) = unpack(buf, pos)
+        pos += 8
+        if n > end - pos:
+            raise FormatError(
+                path,
+                pos - 8,
+                f"{what}: string {i:,} claims {n:,} bytes but only {end - pos:,} are left",
+            )
+        append(buf[pos : pos + n].decode(ENCODING, ERRORS))
+        pos += n
+    return Value(ValueType.ARRAY, out, ValueType.STRING), pos
+
+
+def _read_nested(buf, pos, end, count, big_endian, path, what, depth) -> tuple[Value, int]:
+    head = struct.Struct(">IQ" if big_endian else "<IQ")
+    items: list[Value] = []
+    for i in range(count):
+        if pos + _ARRAY_HEAD > end:
+            raise FormatError(path, pos, f"{what}: truncated at nested array {i:,}")
+        code, n = head.unpack_from(buf, pos)
+        sub = value_type(code, path, pos, f"{what}[{i}]")
+        value, pos = read_array(
+            buf, pos + _ARRAY_HEAD, end, sub, n, big_endian, path, f"{what}[{i}]", depth + 1
+        )
+        items.append(value)
+    return Value(ValueType.ARRAY, items, ValueType.ARRAY), pos
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def array_body(value: Value, big_endian: bool, key: str) -> bytes:
+    """The bytes of an array's elements (after its item type and count)."""
+    item = value.item_type
+    if item is None:
+        raise UsageError(f"metadata {key!r}: an array needs an item type")
+    if item == ValueType.STRING:
+        pack = struct.Struct(">Q" if big_endian else "<Q").pack
+        parts = []
+        for s in value.value:
+            if not isinstance(s, str):
+                raise UsageError(f"metadata {key!r}: string array holds a {type(s).__name__}")
+            b = s.encode(ENCODING, ERRORS)
+            parts.append(pack(len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    if item == ValueType.ARRAY:
+        head = struct.Struct(">IQ" if big_endian else "<IQ").pack
+        parts = []
+        for sub in value.value:
+            if not isinstance(sub, Value) or sub.type != ValueType.ARRAY:
+                raise UsageError(f"metadata {key!r}: a nested array holds arrays (Values)")
+            parts.append(head(sub.item_type, array_len(sub)))
+            parts.append(array_body(sub, big_endian, key))
+        return b"".join(parts)
+    return numeric_array(value.value, item, key).astype(item_dtype(item, big_endian)).tobytes()
+
+
+def array_len(value: Value) -> int:
+    return len(value.value)
+
+
+def numeric_array(data: Any, item: ValueType, key: str) -> np.ndarray:
+    """`data` as a 1-D array of `item`'s dtype, refusing values the type cannot hold."""
+    arr = np.asarray(data)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1) if arr.size else arr.reshape(0)
+    if item == ValueType.BOOL:
+        return arr.astype(np.uint8) != 0
+    dt = item.numpy_dtype
+    if arr.dtype == dt:
+        return arr
+    if arr.size and dt.kind in "iu":
+        if arr.dtype.kind not in "iub":
+            raise UsageError(f"metadata {key!r}: {item.name} array given {arr.dtype} values")
+        info = np.iinfo(dt)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise UsageError(f"metadata {key!r}: values out of range for {item.name}")
+    return arr.astype(dt)
