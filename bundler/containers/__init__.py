@@ -2,7 +2,8 @@
 
 Each format module exposes the same names: `NAME`, `EXTENSIONS`, `sniff(head: bytes) ->
 bool`, `read(path) -> Bundle` and `write(bundle, path, **options)`, plus its Construct
-schemas.
+schemas. A format whose checkpoints can be a directory or an index file also has
+`sniff_path(path) -> bool`, asked when no magic bytes match.
 """
 
 from __future__ import annotations
@@ -52,11 +53,27 @@ def detect(path: str | os.PathLike[str]) -> str:
     for name in _MODULES:
         if module(name).sniff(head):
             return name
+    claimed = _claimed_path(path)
+    if claimed:
+        return claimed
     raise FormatError(path, 0, f"not a GGUF, SafeTensors or APR file ({_describe(head)})")
 
 
 def _detect_directory(path: str) -> str:
+    claimed = _claimed_path(path)
+    if claimed:
+        return claimed
     raise FormatError(path, None, "is a directory, not a model file")
+
+
+def _claimed_path(path: str) -> str | None:
+    """The format whose optional `sniff_path(path)` claims a path that has no magic bytes
+    (a directory or index file of a multi-file checkpoint)."""
+    for name in _MODULES:
+        sniff_path = getattr(module(name), "sniff_path", None)
+        if sniff_path is not None and sniff_path(path):
+            return name
+    return None
 
 
 def _describe(head: bytes) -> str:
