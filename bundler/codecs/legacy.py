@@ -1,0 +1,227 @@
+"""The legacy 32-value GGML block codecs: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q8_1.
+
+Byte layouts (ggml-common.h), one block of 32 values:
+
+    Q4_0  half d | 16 bytes nibbles                      (d = signed max / -8)
+    Q4_1  half d | half m | 16 bytes nibbles             (d = (max - min) / 15, m = min)
+    Q5_0  half d | u8 qh[4] | 16 bytes nibbles           (d = signed max / -16)
+    Q5_1  half d | half m | u8 qh[4] | 16 bytes nibbles  (d = (max - min) / 31, m = min)
+    Q8_0  half d | 32 x int8                             (d = max|x| / 127)
+    Q8_1  half d | half s | 32 x int8                    (s = d * sum of codes)
+
+Byte j of the nibbles holds element j (low) and element j+16 (high); bit i of the
+little-endian word qh is bit 4 of element i's 5-bit code.
+
+Rounding follows the reference `quantize_row_*_ref` exactly: all arithmetic in float32 with
+no fused multiply-add, the inverse scale taken from the float32 scale (not the rounded
+half), codes truncated after adding the offset (+8.5, +16.5 or +0.5), and Q8 codes rounded
+half away from zero (C `roundf`). A block of zeros gets d = -0.0 in Q4_0/Q5_0 (0 / -8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from bundler.codecs.halfs import HALF_TO_F32, f32_to_f16_bits
+from bundler.codecs.registry import Kernel
+
+QK = 32
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+HALF = np.float32(0.5)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_half(out, o, v):
+    h = f32_to_f16_bits(v)
+    out[o] = np.uint8(h & 0xFF)
+    out[o + 1] = np.uint8(h >> 8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _get_half(raw, o, table):
+    return table[np.int64(raw[o]) | (np.int64(raw[o + 1]) << 8)]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _inverse(d):
+    return F1 / d if d != F0 else F0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _round_away(v):
+    """C roundf: nearest integer, halves away from zero."""
+    t = np.int32(v)
+    frac = v - np.float32(t)
+    if frac >= HALF:
+        t += 1
+    elif frac <= -HALF:
+        t -= 1
+    return t
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def encode_symmetric(x, out, bits):
+    """Q4_0 (bits=4) or Q5_0 (bits=5); returns the count of blocks with NaN/inf."""
+    levels = np.float32(1 << (bits - 1))
+    maxq = (1 << bits) - 1
+    offset = levels + HALF
+    size = 18 if bits == 4 else 22
+    qs_at = 2 if bits == 4 else 6
+    bad = 0
+    for b in prange(x.size // QK):
+        xb = x[b * QK : (b + 1) * QK]
+        o = b * size
+        amax = F0
+        mx = F0
+        poison = F0
+        for j in range(QK):
+            v = xb[j]
+            poison += v * F0
+            if abs(v) > amax:
+                amax = abs(v)
+                mx = v
+        if poison != F0:
+            bad += 1
+        d = mx / -levels
+        inv = _inverse(d)
+        _put_half(out, o, d)
+        qh = np.uint32(0)
+        for j in range(QK // 2):
+            q0 = min(maxq, np.int32(xb[j] * inv + offset))
+            q1 = min(maxq, np.int32(xb[j + QK // 2] * inv + offset))
+            out[o + qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+            qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
+            qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
+        if bits == 5:
+            for k in range(4):
+                out[o + 2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def encode_affine(x, out, bits):
+    """Q4_1 (bits=4) or Q5_1 (bits=5): scale and minimum per block."""
+    maxq = (1 << bits) - 1
+    size = 20 if bits == 4 else 24
+    qs_at = 4 if bits == 4 else 8
+    bad = 0
+    for b in prange(x.size // QK):
+        xb = x[b * QK : (b + 1) * QK]
+        o = b * size
+        mn = np.float32(np.inf)
+        mx = np.float32(-np.inf)
+        poison = F0
+        for j in range(QK):
+            v = xb[j]
+            poison += v * F0
+            mn = min(mn, v)
+            mx = max(mx, v)
+        if poison != F0:
+            bad += 1
+        d = (mx - mn) / np.float32(maxq)
+        inv = _inverse(d)
+        _put_half(out, o, d)
+        _put_half(out, o + 2, mn)
+        qh = np.uint32(0)
+        for j in range(QK // 2):
+            q0 = min(maxq, np.int32((xb[j] - mn) * inv + HALF))
+            q1 = min(maxq, np.int32((xb[j + QK // 2] - mn) * inv + HALF))
+            out[o + qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+            qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
+            qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
+        if bits == 5:
+            for k in range(4):
+                out[o + 4 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def encode_q8(x, out, with_sum):
+    """Q8_0, or Q8_1 when `with_sum` (adds half s = d * sum of codes after d)."""
+    size = 36 if with_sum else 34
+    qs_at = 4 if with_sum else 2
+    bad = 0
+    for b in prange(x.size // QK):
+        xb = x[b * QK : (b + 1) * QK]
+        o = b * size
+        amax = F0
+        poison = F0
+        for j in range(QK):
+            poison += xb[j] * F0
+            amax = max(amax, abs(xb[j]))
+        if poison != F0:
+            bad += 1
+        d = amax / np.float32(127)
+        inv = _inverse(d)
+        _put_half(out, o, d)
+        total = 0
+        for j in range(QK):
+            q = _round_away(xb[j] * inv)
+            total += q
+            out[o + qs_at + j] = np.uint8(q & 0xFF)
+        if with_sum:
+            _put_half(out, o + 2, np.float32(total) * d)
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decode_nibbles(raw, out, bits, affine, table):
+    """Q4_0, Q4_1, Q5_0, Q5_1 to float32."""
+    size = 2 + 2 * affine + 4 * (bits == 5) + 16
+    qs_at = size - 16
+    offset = 0 if affine else 1 << (bits - 1)
+    for b in prange(raw.size // size):
+        o = b * size
+        d = _get_half(raw, o, table)
+        m = _get_half(raw, o + 2, table) if affine else F0
+        qh = np.uint32(0)
+        if bits == 5:
+            for k in range(4):
+                qh |= np.uint32(raw[o + qs_at - 4 + k]) << np.uint32(8 * k)
+        y = out[b * QK : (b + 1) * QK]
+        for j in range(QK // 2):
+            byte = np.int32(raw[o + qs_at + j])
+            h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
+            h1 = np.int32((qh >> np.uint32(j + QK // 2)) & np.uint32(1)) << 4
+            q0 = np.float32(((byte & 0xF) | h0) - offset)
+            q1 = np.float32(((byte >> 4) | h1) - offset)
+            if affine:
+                y[j] = q0 * d + m
+                y[j + QK // 2] = q1 * d + m
+            else:
+                y[j] = q0 * d
+                y[j + QK // 2] = q1 * d
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def decode_q8(raw, out, with_sum, table):
+    """Q8_0 or Q8_1 to float32 (the Q8_1 sum is not needed to decode)."""
+    size = 36 if with_sum else 34
+    qs_at = 4 if with_sum else 2
+    for b in prange(raw.size // size):
+        o = b * size
+        d = _get_half(raw, o, table)
+        for j in range(QK):
+            out[b * QK + j] = np.float32(np.int8(raw[o + qs_at + j])) * d
+
+
+def _kernel(encode, decode, *args) -> Kernel:
+    def enc(src: np.ndarray, dst: np.ndarray) -> int:
+        return encode(src.reshape(-1), dst.reshape(-1), *args[:1])
+
+    def dec(raw: np.ndarray, dst: np.ndarray) -> None:
+        decode(raw.reshape(-1), dst.reshape(-1), *args[1:], HALF_TO_F32)
+
+    return Kernel(enc, dec)
+
+
+KERNELS: dict[str, Kernel] = {
+    "q4_0": _kernel(encode_symmetric, decode_nibbles, 4, 4, False),
+    "q5_0": _kernel(encode_symmetric, decode_nibbles, 5, 5, False),
+    "q4_1": _kernel(encode_affine, decode_nibbles, 4, 4, True),
+    "q5_1": _kernel(encode_affine, decode_nibbles, 5, 5, True),
+    "q8_0": _kernel(encode_q8, decode_q8, False, False),
+    "q8_1": _kernel(encode_q8, decode_q8, True, True),
+}
