@@ -111,3 +111,7 @@ class BundlerIOError(BundlerError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class AprCompatibilityWarning(UserWarning):
+    """An APR file was written with dtype codes (or sizes) that aprender itself cannot read."""

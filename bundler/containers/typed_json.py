@@ -54,9 +54,14 @@ def _value_out(value: Value) -> list[Any]:
     return ["ARRAY", item.name, items]
 
 
+def to_entries(metadata: Metadata) -> list[Any]:
+    """Typed, ordered metadata as the plain JSON list that `dumps` writes."""
+    return [[key, *_value_out(v)] for key, v in metadata.typed_items()]
+
+
 def dumps(metadata: Metadata) -> str:
     """Canonical compact JSON of typed, ordered metadata."""
-    entries = [[key, *_value_out(v)] for key, v in metadata.typed_items()]
+    entries = to_entries(metadata)
     return json.dumps(entries, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -104,6 +109,14 @@ def loads(text: str, path: str | None = None, offset: int | None = None) -> Meta
     """Typed metadata from `dumps` output; a malformed entry raises FormatError."""
     try:
         entries = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(path, offset, f"bad typed metadata: {exc}") from None
+    return from_entries(entries, path, offset)
+
+
+def from_entries(entries: Any, path: str | None = None, offset: int | None = None) -> Metadata:
+    """Typed metadata from an already-parsed `to_entries` list; FormatError when malformed."""
+    try:
         if not isinstance(entries, list):
             raise ValueError("typed metadata must be a JSON array")
         md = Metadata()
@@ -115,5 +128,5 @@ def loads(text: str, path: str | None = None, offset: int | None = None) -> Meta
                 raise ValueError(f"{where}: duplicate key {entry[0]!r}")
             md[entry[0]] = _value_in(entry[1:], f"{where} ({entry[0]!r})")
         return md
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
         raise FormatError(path, offset, f"bad typed metadata: {exc}") from None
