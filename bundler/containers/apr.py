@@ -326,7 +326,7 @@ class _Reader:
             first = h.data_offset + e.offset
             if first + e.size > end:
                 self.fail(
-                    first,
+                    end if first <= end else e.at,
                     f"truncated or bad offset: tensor {e.name!r} needs bytes {first:,}.."
                     f"{first + e.size:,} but the data ends at {end:,} "
                     f"(file size {self.size:,})",
