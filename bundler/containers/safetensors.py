@@ -95,7 +95,7 @@ def read(path: str | os.PathLike[str]) -> Bundle:
     if os.path.isdir(path):
         path = shards.entry_in_directory(path)
     head = _head(path)
-    if not sniff(head) and shards.looks_like_index(head):
+    if not sniff(head) and (shards.looks_like_index(head) or path.endswith(".json")):
         return _read_sharded(path)
     return read_file(path)
 
@@ -134,11 +134,12 @@ def read_file(path: str | os.PathLike[str]) -> Bundle:
 def _read_sharded(index_path: str) -> Bundle:
     names, members = shards.read_index(index_path)
     directory = os.path.dirname(index_path)
+    for name in names:
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise FormatError(index_path, None, f"shard {name!r} named in the index is missing")
     parts = []
     for name in names:
         shard_path = os.path.join(directory, name)
-        if not os.path.isfile(shard_path):
-            raise FormatError(index_path, None, f"shard {name!r} named in the index is missing")
         part = read_file(shard_path)
         listed, held = set(members[name]), set(part.tensors)
         if listed != held:
