@@ -146,10 +146,15 @@ def test_prefix_schema_compiled_and_interpreted_agree(minilm_safetensors):
 
 
 def _canonical(arrays: dict[str, np.ndarray]) -> list[Tensor]:
-    """Tensors from arrays in the order the writer lays them out (so the bundle is plain)."""
+    """Tensors holding the arrays' bytes as they are, in the order the writer lays them out
+    (so the bundle is plain)."""
+    from bundler.bundle import codec_for_dtype
     from bundler.containers.safetensors_header import layout_key
 
-    tensors = [Tensor.from_array(n, a) for n, a in arrays.items()]
+    tensors = [
+        Tensor.from_raw(n, a.shape, codec_for_dtype(a.dtype), a.reshape(-1).view(np.uint8))
+        for n, a in arrays.items()
+    ]
     return sorted(tensors, key=lambda t: layout_key(t.name, t.codec.facts.safetensors_dtype or ""))
 
 
