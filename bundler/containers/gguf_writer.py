@@ -110,7 +110,7 @@ def _check_value(key: str, v: Value, llama_compatible: bool) -> None:
 
 def encode_kv(key: str, v: Value, big_endian: bool, llama_compatible: bool = True) -> bytes:
     """One key/value record."""
-    if not isinstance(key, str) or (not key and llama_compatible):
+    if not isinstance(key, str) or not key:
         raise UsageError(f"metadata keys must be non-empty strings, got {key!r}")
     _check_value(key, v, llama_compatible)
     s = S.schemas(big_endian)
