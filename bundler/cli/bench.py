@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--rows", type=int, default=4096, help="rows of the input matrix")
     c.add_argument("--cols", type=int, default=4096, help="columns of the input matrix")
-    c.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+    c.add_argument(
+        "--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)"
+    )
     c.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
     add_json_flag(c)
     c.set_defaults(func=_run_codecs)

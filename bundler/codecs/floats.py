@@ -13,6 +13,8 @@ from bundler.codecs.facts import TABLE
 from bundler.codecs.registry import Kernel
 from bundler.errors import UsageError
 
+_BF16_CHUNK = 1 << 18
+
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
     """BF16 bit patterns of float32 values, as ggml rounds them.
@@ -29,7 +31,9 @@ def bf16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def _encode_bf16(src: np.ndarray, dst: np.ndarray) -> int:
-    dst.view(np.uint16)[...] = bf16_bits(src)
+    flat_src, flat_dst = src.reshape(-1), dst.view(np.uint16).reshape(-1)
+    for start in range(0, flat_src.size, _BF16_CHUNK):  # bounds the temporaries
+        flat_dst[start : start + _BF16_CHUNK] = bf16_bits(flat_src[start : start + _BF16_CHUNK])
     return 0
 
 
