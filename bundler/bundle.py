@@ -362,6 +362,8 @@ class Tensor:
 
 def codec_for_dtype(dtype: np.dtype) -> Codec:
     """The element codec storing numpy `dtype` unchanged."""
+    import ml_dtypes  # noqa: F401  (lets numpy name bfloat16 and the float8 dtypes)
+
     from bundler.codecs import TABLE
 
     dtype = np.dtype(dtype)
