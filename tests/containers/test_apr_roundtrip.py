@@ -334,3 +334,51 @@ def test_header_and_entry_schemas_compiled_and_interpreted_agree(sample_file):
 def test_crc32_is_the_ieee_one():
     assert zlib.crc32(b"123456789") == 0xCBF43926
     assert apr.header_crc(bytes(64)) == zlib.crc32(bytes(60))
+
+
+# ------------------------------------------------------------------- API and streaming
+
+
+def test_open_and_save_dispatch_to_apr_by_magic_and_extension(tmp_path):
+    import bundler
+
+    bundle = sample_bundle()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AprCompatibilityWarning)
+        bundle.save(tmp_path / "x.apr")
+    got = bundler.open(tmp_path / "x.apr")
+    assert got.format == "apr"
+    assert_same_bundle(got, bundle)
+
+
+def test_old_magic_is_detected_as_apr_and_refused(tmp_path):
+    from bundler.containers import open_bundle
+    from bundler.errors import UnsupportedFormatError
+
+    (tmp_path / "v1.bin").write_bytes(b"APRN" + bytes(100))
+    with pytest.raises(UnsupportedFormatError, match="APR v1"):
+        open_bundle(tmp_path / "v1.bin")
+
+
+def test_rewrite_in_place_reads_the_old_file_while_writing(sample_file):
+    before = sample_file.read_bytes()
+    _write(apr.read(sample_file), sample_file)
+    assert sample_file.read_bytes() == before
+
+
+def test_rewrite_memory_does_not_grow_with_the_tensor(tmp_path):
+    import tracemalloc
+
+    big = np.random.default_rng(1).integers(0, 256, 48 << 20, dtype=np.uint8)
+    entries, payloads = entries_for([("big", 7, [big.size], big.tobytes())])
+    (tmp_path / "big.apr").write_bytes(RawApr(entries=entries, payloads=payloads).build())
+    del big, payloads
+    bundle = apr.read(tmp_path / "big.apr", verify_footer=False)
+    tracemalloc.start()
+    try:
+        apr.write(bundle, tmp_path / "copy.apr")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"rewriting a 48 MiB tensor took {peak:,} bytes"
+    assert apr.read(tmp_path / "copy.apr").tensors["big"].nbytes == 48 << 20
