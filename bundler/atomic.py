@@ -29,6 +29,8 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
     try:
         prefix = f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}."
         fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
     except OSError as exc:
         raise BundlerIOError(f"{path}: cannot create output: {exc.strerror or exc}") from None
     try:
@@ -41,6 +43,12 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
         if isinstance(exc, OSError) and not isinstance(exc, BundlerIOError):
             raise BundlerIOError(f"{path}: write failed: {exc.strerror or exc}") from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_partials(directory: str, name: str) -> None:
