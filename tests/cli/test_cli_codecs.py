@@ -1,0 +1,93 @@
+"""The codec commands through the installed `bundler` executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import run_cli
+
+from bundler.codecs import TABLE
+
+
+def test_types_lists_every_codec_with_its_ids_as_json():
+    done = run_cli("types", "--json", check=True)
+    rows = json.loads(done.stdout)
+    assert [r["name"] for r in rows] == [f.name for f in TABLE]
+    q4 = next(r for r in rows if r["name"] == "q4_0")
+    assert (q4["ggml_id"], q4["apr_code"], q4["block_size"], q4["type_size"]) == (2, 66, 32, 18)
+    assert q4["bits_per_weight"] == 4.5 and q4["apr_native"] is False
+
+
+def test_types_prints_a_table_for_people():
+    out = run_cli("types", check=True).stdout
+    assert out.splitlines()[0].split()[:4] == ["name", "ggml", "apr", "safetensors"]
+    assert any(line.startswith("q8_0 ") for line in out.splitlines())
+
+
+def test_unknown_command_is_a_usage_error_with_exit_code_2():
+    done = run_cli("frobnicate")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+def test_commands_that_do_not_encode_import_no_compiler():
+    for argv in (["types"], ["--help"], ["bench", "--help"]):
+        code = (
+            f"from bundler.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+        )
+        loaded = _modules_after(code)
+        assert "numba" not in loaded and "llvmlite" not in loaded, argv
+
+
+def test_looking_codecs_up_imports_no_compiler():
+    loaded = _modules_after("import bundler; bundler.codec('q4_0').facts.nbytes((4, 64))")
+    assert "numba" not in loaded
+
+
+def test_compiled_kernels_are_loaded_from_the_disk_cache_on_a_second_run():
+    code = "import numpy as np, bundler; bundler.encode(np.ones((2, 64), np.float32), 'q4_0')"
+    env = dict(os.environ, NUMBA_DEBUG_CACHE="1")
+    for _ in range(2):  # the first run may have to compile and save
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "data loaded from" in done.stdout and "data saved to" not in done.stdout
+
+
+def test_bench_codecs_reports_ratios_against_gguf_as_json():
+    done = run_cli(
+        "bench",
+        "codecs",
+        "--codecs",
+        "q4_0,q8_0",
+        "--rows",
+        "64",
+        "--cols",
+        "1024",
+        "--threads",
+        "1",
+        "--repeat",
+        "1",
+        "--json",
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    assert report["input"] == {"rows": 64, "cols": 1024, "std": 0.02, "seed": 20260101}
+    rows = {r["codec"]: r for r in report["results"]}
+    assert set(rows) == {"q4_0", "q8_0"}
+    for row in rows.values():
+        assert row["gguf_exact"] is True
+        assert row["ours_encode_mib_s"] > 0 and row["gguf_encode_mib_s"] > 0
+        assert row["ratio_encode_vs_gguf"] == row["ours_encode_mib_s"] / row["gguf_encode_mib_s"]
+        assert row["output_bytes"] == 64 * 1024 // 32 * (18 if row["codec"] == "q4_0" else 34)
