@@ -164,7 +164,8 @@ class _Parser:
         self.mm.seek(self.pos)
         try:
             obj = schema.parse_stream(self.mm, end=self.size)
-        except ConstructError:
+        except (ConstructError, struct.error, ValueError, OverflowError):
+            # compiled parsers report a short read as struct.error
             raise self.explain(what) from None
         self.pos = self.mm.tell()
         return obj
@@ -208,6 +209,7 @@ class _Parser:
     def read_kvs(self, n_kv: int) -> Metadata:
         md = Metadata()
         items = md._items  # filled directly: values are already typed
+        self.kv_at: dict[str, int] = {}
         for i in range(n_kv):
             at = self.pos
             kv = self.parse(self.s.kv, f"key/value pair {i}")
@@ -217,6 +219,7 @@ class _Parser:
                 raise self.fail(at, f"key/value pair {i} has an empty key")
             if key in items:
                 raise self.fail(at, f"duplicate metadata key {key!r}")
+            self.kv_at[key] = at
             vt = value_type(kv.type, self.path, at + 8 + kv.key.length, what)
             if vt == ValueType.ARRAY:
                 items[key] = self.read_array_value(kv.value, what)
@@ -239,10 +242,11 @@ class _Parser:
         if S.ALIGNMENT_KEY not in md:
             return S.DEFAULT_ALIGNMENT
         v = md.typed(S.ALIGNMENT_KEY)
+        at = self.kv_at[S.ALIGNMENT_KEY]
         if v.type != ValueType.UINT32:
-            raise self.fail(None, f"{S.ALIGNMENT_KEY} must be UINT32, not {v.type.name}")
+            raise self.fail(at, f"{S.ALIGNMENT_KEY} must be UINT32, not {v.type.name}")
         if v.value == 0 or v.value & (v.value - 1):
-            raise self.fail(None, f"{S.ALIGNMENT_KEY} {v.value} is not a power of two")
+            raise self.fail(at, f"{S.ALIGNMENT_KEY} {v.value} is not a power of two")
         return v.value
 
     # ------------------------------------------------------------------ tensor infos

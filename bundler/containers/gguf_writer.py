@@ -9,9 +9,11 @@ Every file this module writes passes the checks llama.cpp's C reader makes
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from construct import ConstructError
 
 from bundler.atomic import atomic_output
@@ -112,14 +114,18 @@ def encode_kv(key: str, v: Value, big_endian: bool, llama_compatible: bool = Tru
     """One key/value record."""
     if not isinstance(key, str) or not key:
         raise UsageError(f"metadata keys must be non-empty strings, got {key!r}")
+    if not isinstance(v, Value):
+        raise UsageError(f"metadata {key!r}: expected a typed Value, got {type(v).__name__}")
+    if v.type == ValueType.STRING and not isinstance(v.value, str):
+        raise UsageError(f"metadata {key!r}: STRING value is a {type(v.value).__name__}")
+    if v.type == ValueType.ARRAY and not isinstance(v.value, (list, tuple, np.ndarray)):
+        raise UsageError(f"metadata {key!r}: ARRAY value is a {type(v.value).__name__}")
     _check_value(key, v, llama_compatible)
     s = S.schemas(big_endian)
     kb = encode_str(key)
     rec = {"key": {"length": len(kb), "data": kb}, "type": int(v.type)}
     body = b""
     if v.type == ValueType.STRING:
-        if not isinstance(v.value, str):
-            raise UsageError(f"metadata {key!r}: STRING value is a {type(v.value).__name__}")
         vb = encode_str(v.value)
         rec["value"] = {"length": len(vb), "data": vb}
     elif v.type == ValueType.ARRAY:
@@ -131,7 +137,7 @@ def encode_kv(key: str, v: Value, big_endian: bool, llama_compatible: bool = Tru
         rec["value"] = v.value
     try:
         return s.kv.build(rec, **_BUILD) + body
-    except (ConstructError, OverflowError, TypeError, ValueError) as exc:
+    except (ConstructError, struct.error, OverflowError, TypeError, ValueError) as exc:
         raise UsageError(
             f"metadata {key!r}: {v.value!r} does not fit {v.type.name}: {exc}"
         ) from None
