@@ -20,6 +20,8 @@ NaN and infinity are refused, as by every block codec here (aprender would store
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bundler.codecs.registry import Kernel
@@ -27,15 +29,21 @@ from bundler.errors import NonFiniteError, ShapeError
 
 _BLOCK = 32
 _BLOCK_BYTES = 18
+#: Blocks encoded or decoded at a time, to bound the temporaries.
+_CHUNK_BLOCKS = 1 << 15
 #: Smallest normal half; aprender decodes a scale below it (a subnormal) as 0.
 _F16_MIN_NORMAL = np.float32(2.0**-14)
 
 
 def round_half_away(v: np.ndarray) -> np.ndarray:
     """Round to the nearest integer, half-way cases away from zero (Rust's `f32::round`)."""
-    whole = np.trunc(v)
-    frac = v - whole  # exact: a float minus its truncation needs no rounding
-    return whole + np.where(np.abs(frac) >= 0.5, np.sign(v), 0).astype(v.dtype)
+    # |v| + 0.5 is exact in float64 for |v| < 2^52; a larger float32 is a multiple of 2^29,
+    # to which |v| + 0.5 rounds back, so floor gives the right integer for every float32.
+    w = v.astype(np.float64)
+    np.abs(w, out=w)
+    w += 0.5
+    np.floor(w, out=w)
+    return np.copysign(w.astype(v.dtype), v)
 
 
 def _flat_f32(x: np.ndarray, name: str) -> np.ndarray:
@@ -53,82 +61,112 @@ def _flat_f32(x: np.ndarray, name: str) -> np.ndarray:
     return flat
 
 
-def _into(out: np.ndarray | None, result: np.ndarray, what: str) -> np.ndarray:
+def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: str):
     if out is None:
-        return result
-    if out.shape != result.shape or out.dtype != result.dtype or not out.flags.c_contiguous:
+        return np.empty(shape, dtype)
+    if out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous:
         raise ShapeError(
-            f"{what} output buffer must be C-contiguous {result.dtype} of shape "
-            f"{result.shape}, got {out.dtype} {out.shape}"
+            f"{what} output buffer must be C-contiguous {np.dtype(dtype)} of shape "
+            f"{tuple(shape)}, got {out.dtype} {out.shape}"
         )
-    out[...] = result
     return out
+
+
+def _q4_blocks(values: np.ndarray, dst: np.ndarray) -> None:
+    """Encode whole blocks of 32 float32 values (rows of `values`) into 18-byte rows."""
+    amax = np.abs(values).max(axis=1)
+    scale = np.where(amax == 0, np.float32(1.0), amax / np.float32(7.0)).astype(np.float32)
+    q = np.clip(round_half_away(values / scale[:, None]), -8, 7).astype(np.int8)
+    nibbles = (q + 8).view(np.uint8)
+    dst[:, :2] = scale.astype("<f2").view(np.uint8).reshape(-1, 2)
+    dst[:, 2:] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
 
 
 def encode_q4(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """AprQ4 bytes of `x` (flattened in C order)."""
     flat = _flat_f32(np.asarray(x), "apr_q4")
     n = flat.size
-    blocks = -(-n // _BLOCK)
-    padded = np.zeros(blocks * _BLOCK, np.float32)
-    padded[:n] = flat
-    padded = padded.reshape(blocks, _BLOCK)
-    amax = np.abs(padded).max(axis=1) if blocks else np.zeros(0, np.float32)
-    scale = np.where(amax == 0, np.float32(1.0), amax / np.float32(7.0)).astype(np.float32)
-    q = np.clip(round_half_away(padded / scale[:, None]), -8, 7).astype(np.int8)
-    nibbles = (q + 8).astype(np.uint8).reshape(-1)
-    nibbles[n:] = 0  # aprender leaves the unused nibbles of the last block zero
-    nibbles = nibbles.reshape(blocks, _BLOCK)
-    result = np.empty((blocks, _BLOCK_BYTES), np.uint8)
-    result[:, :2] = scale.astype("<f2").view(np.uint8).reshape(blocks, 2)
-    result[:, 2:] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
-    return _into(out, result.reshape(-1), "apr_q4 encode")
+    full, rest = divmod(n, _BLOCK)
+    dst = _output(out, ((full + (rest > 0)) * _BLOCK_BYTES,), np.uint8, "apr_q4 encode")
+    rows = dst.reshape(-1, _BLOCK_BYTES)
+    blocks = flat[: full * _BLOCK].reshape(full, _BLOCK)
+    for start in range(0, full, _CHUNK_BLOCKS):
+        stop = min(start + _CHUNK_BLOCKS, full)
+        _q4_blocks(blocks[start:stop], rows[start:stop])
+    if rest:
+        last = np.zeros((1, _BLOCK), np.float32)
+        last[0, :rest] = flat[full * _BLOCK :]
+        _q4_blocks(last, rows[full:])
+        # aprender leaves the nibbles past the tensor's end zero (not the code of 0)
+        tail = rows[full, 2:]
+        tail[-(-rest // 2) :] = 0
+        if rest % 2:
+            tail[rest // 2] &= 0x0F
+    return dst
 
 
 def decode_q4(raw: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
     """Values of AprQ4 bytes in the logical `shape`, as float32."""
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = math.prod(shape)
     blocks = -(-n // _BLOCK)
     if raw.size != blocks * _BLOCK_BYTES:
         raise ShapeError(
             f"apr_q4 data for shape {tuple(shape)} is {blocks * _BLOCK_BYTES} bytes, got {raw.size}"
         )
+    result = _output(out, shape, np.float32, "apr_q4 decode")
+    dst = result.reshape(-1)
     rows = raw.reshape(blocks, _BLOCK_BYTES)
+    full = n // _BLOCK
+    for start in range(0, blocks, _CHUNK_BLOCKS):
+        chunk = rows[start : start + _CHUNK_BLOCKS]
+        values = _q4_values(chunk)
+        stop = min(start + len(chunk), full)
+        if stop > start:
+            dst[start * _BLOCK : stop * _BLOCK] = values[: stop - start].reshape(-1)
+        if start + len(chunk) > full:  # the partial last block
+            dst[full * _BLOCK :] = values[-1, : n - full * _BLOCK]
+    return result
+
+
+def _q4_values(rows: np.ndarray) -> np.ndarray:
     scale = rows[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
     unusable = ~np.isfinite(scale) | (np.abs(scale) < _F16_MIN_NORMAL)
     scale[unusable] = 0.0
-    codes = np.empty((blocks, _BLOCK), np.int8)
-    codes[:, 0::2] = (rows[:, 2:] & 0x0F).astype(np.int8)
-    codes[:, 1::2] = (rows[:, 2:] >> 4).astype(np.int8)
-    values = (codes - 8).astype(np.float32) * scale[:, None]
-    return _into(out, values.reshape(-1)[:n].reshape(shape), "apr_q4 decode")
+    codes = np.empty((len(rows), _BLOCK), np.int8)
+    codes[:, 0::2] = (rows[:, 2:] & 0x0F).view(np.int8)
+    codes[:, 1::2] = (rows[:, 2:] >> 4).view(np.int8)
+    codes -= 8
+    return codes.astype(np.float32) * scale[:, None]
 
 
 def encode_q8(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """AprQ8 bytes of `x` (flattened in C order): float32 scale, then int8 codes."""
     flat = _flat_f32(np.asarray(x), "apr_q8")
+    dst = _output(out, (4 + flat.size if flat.size else 0,), np.uint8, "apr_q8 encode")
     if flat.size == 0:
-        return _into(out, np.zeros(0, np.uint8), "apr_q8 encode")
-    amax = np.abs(flat).max()
+        return dst
+    step = _CHUNK_BLOCKS * _BLOCK
+    amax = max(np.abs(flat[i : i + step]).max() for i in range(0, flat.size, step))
     scale = np.float32(1.0) if amax == 0 else np.float32(amax / np.float32(127.0))
-    q = np.clip(round_half_away(flat / scale), -127, 127).astype(np.int8)
-    result = np.empty(4 + flat.size, np.uint8)
-    result[:4] = np.array([scale], "<f4").view(np.uint8)
-    result[4:] = q.view(np.uint8)
-    return _into(out, result, "apr_q8 encode")
+    dst[:4] = np.array([scale], "<f4").view(np.uint8)
+    codes = dst[4:].view(np.int8)
+    for i in range(0, flat.size, step):
+        q = np.clip(round_half_away(flat[i : i + step] / scale), -127, 127)
+        codes[i : i + step] = q.astype(np.int8)
+    return dst
 
 
 def decode_q8(raw: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
     """Values of AprQ8 bytes in the logical `shape`, as float32."""
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    n = math.prod(shape)
     need = 4 + n if n else 0
     if raw.size != need:
         raise ShapeError(f"apr_q8 data for shape {tuple(shape)} is {need} bytes, got {raw.size}")
-    if n == 0:
-        return _into(out, np.zeros(shape, np.float32), "apr_q8 decode")
-    scale = raw[:4].copy().view("<f4")[0]
-    values = raw[4:].view(np.int8).astype(np.float32) * scale
-    return _into(out, values.reshape(shape), "apr_q8 decode")
+    dst = _output(out, shape, np.float32, "apr_q8 decode")
+    if n:
+        scale = raw[:4].copy().view("<f4")[0]
+        np.multiply(raw[4:].view(np.int8).reshape(shape), scale, out=dst)
+    return dst
 
 
 KERNELS = {

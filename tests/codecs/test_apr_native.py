@@ -242,3 +242,18 @@ def test_encode_flattens_in_c_order():
     x = np.arange(64, dtype=np.float32).reshape(8, 8) - 32
     assert Q4.encode(x).tobytes() == Q4.encode(x.reshape(-1)).tobytes()
     assert Q4.encode(np.asfortranarray(x)).tobytes() == Q4.encode(x.reshape(-1)).tobytes()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+@pytest.mark.parametrize("n", [31, 32, 100, 224, 250])
+def test_chunked_work_gives_the_same_bytes_and_values(monkeypatch, chunk, n):
+    from bundler.codecs import apr_native
+
+    x = np.resize(_inputs(n), n)
+    want4, want8 = reference_q4(x), reference_q8(x)
+    whole4, whole8 = Q4.decode(want4, (n,)), Q8.decode(want8, (n,))
+    monkeypatch.setattr(apr_native, "_CHUNK_BLOCKS", chunk)
+    assert Q4.encode(x).tobytes() == want4
+    assert Q8.encode(x).tobytes() == want8
+    np.testing.assert_array_equal(Q4.decode(want4, (n,)), whole4)
+    np.testing.assert_array_equal(Q8.decode(want8, (n,)), whole8)
