@@ -39,6 +39,7 @@ def _write_bytes(bundle: Bundle, tmp_path, name="out.safetensors") -> bytes:
     return out.read_bytes()
 
 
+@pytest.mark.realfile
 def test_minilm_rewrite_is_byte_identical(minilm_safetensors, tmp_path):
     bundle = stf.read(minilm_safetensors)
     out = tmp_path / "model.safetensors"
@@ -46,6 +47,7 @@ def test_minilm_rewrite_is_byte_identical(minilm_safetensors, tmp_path):
     assert _sha256(out) == MINILM_SHA256
 
 
+@pytest.mark.realfile
 def test_minilm_read_gives_header_order_and_string_metadata(minilm_safetensors):
     bundle = stf.read(minilm_safetensors)
     assert dict(bundle.metadata) == {"format": "pt"}
@@ -138,6 +140,7 @@ def test_non_ascii_and_control_characters_are_written_as_the_reference_does(tmp_
         assert ours == reference_save(arrays, metadata=md)
 
 
+@pytest.mark.realfile
 def test_prefix_schema_compiled_and_interpreted_agree(minilm_safetensors):
     head = minilm_safetensors.read_bytes()[:8]
     assert PREFIX.parse(head) == PREFIX_COMPILED.parse(head)
