@@ -99,6 +99,11 @@ class _Entry:
     at: int  # file offset of the index entry
 
 
+def _data_order(e: _Entry) -> tuple[int, bool]:
+    # A zero-size tensor shares its offset with the tensor written after it: it goes first.
+    return e.offset, e.size > 0
+
+
 def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
     """The bundle in the APR v2 file at `path`; tensors stay in the file until read."""
     path = os.fspath(path)
@@ -139,7 +144,7 @@ class _Reader:
                 e.codec,
                 FileSource(self.path, h.data_offset + e.offset, e.size, e.codec),
             )
-            for e in sorted(entries, key=lambda e: e.offset)
+            for e in sorted(entries, key=_data_order)
         ]
         info: dict[str, Any] = {"flags": h.flags, "version": (h.major, h.minor)}
         if not typed:  # a file aprender wrote: keep its JSON for an identical rewrite
@@ -332,7 +337,7 @@ class _Reader:
                     f"(file size {self.size:,})",
                 )
             data_end = max(data_end, first + align(e.size))
-        by_offset = sorted(entries, key=lambda e: e.offset)
+        by_offset = sorted((e for e in entries if e.size), key=lambda e: e.offset)
         for a, b in itertools.pairwise(by_offset):
             if a.offset + a.size > b.offset:
                 self.fail(

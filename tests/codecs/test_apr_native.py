@@ -105,6 +105,11 @@ def test_apr_q8_matches_scalar_reference(seed):
 # ----------------------------------------------------------------- rounding and bounds
 
 
+def test_round_half_away_keeps_large_float32_values():
+    v = np.array([2.0**52 + 2.0**29, 3e38, -3e38, 8388609.0, 2.0**24 + 2], np.float32)
+    np.testing.assert_array_equal(round_half_away(v), v)
+
+
 def test_round_half_away_rounds_ties_away_from_zero():
     v = np.array([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 3.0], np.float32)
     want = np.array([1, -1, 2, -2, 3, -3, 0, 0, 3], np.float32)

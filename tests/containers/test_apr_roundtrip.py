@@ -382,3 +382,24 @@ def test_rewrite_memory_does_not_grow_with_the_tensor(tmp_path):
         tracemalloc.stop()
     assert peak < 12 << 20, f"rewriting a 48 MiB tensor took {peak:,} bytes"
     assert apr.read(tmp_path / "copy.apr").tensors["big"].nbytes == 48 << 20
+
+
+@pytest.mark.parametrize(
+    "order",
+    [["e", "a", "b"], ["a", "e", "b"], ["b", "a", "e"], ["e"], ["a", "e", "b", "f"]],
+)
+def test_zero_size_tensors_keep_their_place(tmp_path, order):
+    arrays = {"a": np.ones(3, np.float32), "b": np.zeros(70, np.float32)}
+    tensors = [Tensor.from_array(n, arrays.get(n, np.zeros(0, np.float32))) for n in order]
+    bundle = Bundle(Metadata(), tensors)
+    data = _write(bundle, tmp_path / "x.apr")
+    check_layout(data)
+    assert_same_bundle(apr.read(tmp_path / "x.apr"), bundle)
+
+
+def test_adjacent_zero_size_tensors_read_back_in_name_order(tmp_path):
+    empty = np.zeros(0, np.float32)
+    tensors = [Tensor.from_array(n, empty) for n in ("z", "y")]
+    tensors.append(Tensor.from_array("a", np.ones(2, np.float32)))
+    _write(Bundle(Metadata(), tensors), tmp_path / "x.apr")
+    assert list(apr.read(tmp_path / "x.apr").tensors) == ["y", "z", "a"]
