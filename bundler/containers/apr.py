@@ -105,7 +105,11 @@ def _data_order(e: _Entry) -> tuple[int, bool]:
 
 
 def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
-    """The bundle in the APR v2 file at `path`; tensors stay in the file until read."""
+    """The bundle in the APR v2 file at `path`; tensors stay in the file until read.
+
+    Every check of formats/apr.md is made; `verify_footer=False` skips only the footer CRC,
+    which reads the whole file (in fixed-size chunks).
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -132,7 +136,8 @@ class _Reader:
     def read(self, verify_footer: bool) -> Bundle:
         h = self._header()
         end = self.size - FOOTER_SIZE  # where the footer starts
-        md, typed = self._metadata(h, end)
+        raw_meta = self._metadata_bytes(h, end)
+        md, typed = apr_metadata.loads(raw_meta, self.path, h.metadata_offset)
         entries = self._index(h, end)
         self._check_payloads(h, entries, end)
         if verify_footer:
@@ -148,8 +153,7 @@ class _Reader:
         ]
         info: dict[str, Any] = {"flags": h.flags, "version": (h.major, h.minor)}
         if not typed:  # a file aprender wrote: keep its JSON for an identical rewrite
-            self.f.seek(h.metadata_offset)
-            info["metadata_json"] = self.f.read(h.metadata_size).decode("utf-8")
+            info["metadata_json"] = raw_meta.decode("utf-8")
             info["metadata_snapshot"] = typed_json.dumps(md)
         return Bundle(md, tensors, format=NAME, path=self.path, format_info=info)
 
@@ -214,7 +218,7 @@ class _Reader:
                 UnsupportedFormatError,
             )
 
-    def _metadata(self, h, end: int):
+    def _metadata_bytes(self, h, end: int) -> bytes:
         if end < HEADER_SIZE:
             self.fail(
                 self.size,
@@ -243,8 +247,7 @@ class _Reader:
                 f"must be multiples of {ALIGNMENT}",
             )
         self.f.seek(h.metadata_offset)
-        raw = self.f.read(h.metadata_size)
-        return apr_metadata.loads(raw, self.path, h.metadata_offset)
+        return self.f.read(h.metadata_size)
 
     def _index(self, h, end: int) -> list[_Entry]:
         start, stop = h.tensor_index_offset, h.data_offset
