@@ -1,0 +1,110 @@
+"""What conversions show people: a llama-quantize-style line per tensor, a progress bar on
+a terminal, and a closing summary; or one JSON report with --json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bundler.plan import Choice
+
+MIB = float(1 << 20)
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("--to", choices=("gguf", "safetensors", "apr"), help="output format")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument(
+        "--split-max-size", type=parse_size, metavar="SIZE",
+        help="cut the output into shards of at most SIZE (e.g. 500M, 2G)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON report")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    loud.add_argument("-v", "--verbose", action="store_true", help="say why each choice")
+
+
+def parse_size(text: str) -> int:
+    """'500M' -> 500,000,000 bytes (K, M, G, T are powers of 1000; KiB... powers of 1024)."""
+    units = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    units |= {"KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
+    s = text.strip().upper().removesuffix("B")
+    number = s.rstrip("KMGTI")
+    try:
+        value = float(number) * units[s[len(number) :]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M or 2G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(value)
+
+
+def tensor_line(choice: Choice, total: int) -> str:
+    """One line per tensor, as llama-quantize prints them (dims in GGML order, ne[0] first)."""
+    dims = list(reversed(choice.shape)) + [1] * (4 - len(choice.shape))
+    shape = ", ".join(f"{d:5d}" for d in dims)
+    width = len(str(total))
+    head = f"[{choice.index + 1:{width}d}/{total:{width}d}] {choice.name:>36s} - [{shape}], "
+    head += f"type = {choice.source.name:>6s}, "
+    size = f"size = {choice.source_bytes / MIB:8.2f} MiB"
+    if choice.action == "copy":
+        return head + "copying .. " + size
+    return (
+        head
+        + f"converting to {choice.target.name} .. {size} -> {choice.target_bytes / MIB:8.2f} MiB"
+    )
+
+
+class Feedback:
+    """Prints tensor lines and drives a progress bar (on a terminal only)."""
+
+    def __init__(self, args: argparse.Namespace, total_tensors: int, total_bytes: int):
+        self.args = args
+        self.total = total_tensors
+        self.quiet = args.quiet or args.json
+        self.bar = None
+        if not args.quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=False, desc="writing",
+            )  # fmt: skip
+
+    def tensor_started(self, choice: Choice) -> None:
+        if self.quiet:
+            return
+        line = tensor_line(choice, self.total)
+        if self.args.verbose and choice.note:
+            line += f"  ({choice.note})"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def advance(self, nbytes: int) -> None:
+        if self.bar is not None:
+            self.bar.update(nbytes)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(report: dict[str, Any]) -> str:
+    src, dst = report["source_bytes"], report["target_bytes"]
+    lines = [
+        f"model size  = {src / MIB:10.2f} MiB",
+        f"output size = {dst / MIB:10.2f} MiB (compression ratio {report['ratio'] or 0:.2f})",
+    ]
+    if report["written"]:
+        lines.append(
+            f"wrote {', '.join(report['outputs']) or report['output']} ({report['format']}) "
+            f"in {report['seconds']:.2f} s, {report['mib_per_s'] or 0:.0f} MiB/s"
+        )
+    else:
+        lines.append(f"dry run: nothing written to {report['output']}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""`bundler quantize` and `bundler convert`: the pipeline on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from bundler.cli.feedback import Feedback, add_output_flags, summary, tensor_line
+
+
+def _tensor_type(text: str) -> tuple[str, str]:
+    regex, sep, codec = text.rpartition("=")
+    if not sep or not regex or not codec:
+        raise argparse.ArgumentTypeError(f"expected REGEX=CODEC, got {text!r}")
+    return regex, codec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("quantize", help="quantize a model into any format")
+    q.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
+    q.add_argument("--type", required=True, help="codec or file type: Q4_0, Q8_0, Q4_K_M, F16...")
+    q.add_argument(
+        "--tensor-type", action="append", type=_tensor_type, default=[], metavar="REGEX=CODEC",
+        help="give tensors whose name matches REGEX this codec (first match wins)",
+    )  # fmt: skip
+    q.add_argument(
+        "--pure", action="store_true", help="no per-tensor mixture: every weight gets --type"
+    )
+    q.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight as it is")
+    q.add_argument("--output-tensor-type", metavar="CODEC", help="codec of output.weight")
+    q.add_argument("--token-embedding-type", metavar="CODEC", help="codec of token_embd.weight")
+    q.add_argument(
+        "--allow-requantize", action="store_true",
+        help="allow quantizing tensors that are already quantized (loses accuracy)",
+    )  # fmt: skip
+    q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
+    add_output_flags(q)
+    q.set_defaults(func=run_quantize)
+
+    c = sub.add_parser("convert", help="change the container format; tensors copied bit for bit")
+    c.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
+    add_output_flags(c)
+    c.set_defaults(func=run_convert)
+
+
+def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
+    from bundler.containers import open_bundle
+    from bundler.pipeline import _check_paths, write_bundle
+    from bundler.plan import PlanOptions, make_plan
+
+    _check_paths(args.input, args.output, args.force or args.dry_run)
+    bundle = open_bundle(args.input)
+    plan = make_plan(bundle, PlanOptions(**plan_options) if plan_options else None)
+    feedback = Feedback(args, len(plan.choices), plan.target_bytes)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = write_bundle(
+                bundle, plan, args.output, format=args.to, force=args.force,
+                dry_run=args.dry_run, split_max_size=args.split_max_size,
+                observer=feedback, source_name=args.input,
+            )  # fmt: skip
+    finally:
+        feedback.close()
+    for w in caught:
+        print(f"bundler: warning: {w.message}", file=sys.stderr)
+    result = report.as_dict()
+    if args.json:
+        json.dump(result, sys.stdout, sort_keys=True, indent=2)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        if args.dry_run:
+            for choice in plan.choices:
+                print(tensor_line(choice, len(plan.choices)))
+        print(summary(result))
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    if args.threads:
+        from bundler.codecs import set_threads
+
+        set_threads(args.threads)
+    options = {
+        "type": args.type,
+        "tensor_types": args.tensor_type,
+        "pure": args.pure,
+        "leave_output_tensor": args.leave_output_tensor,
+        "output_tensor_type": args.output_tensor_type,
+        "token_embedding_type": args.token_embedding_type,
+        "allow_requantize": args.allow_requantize,
+    }
+    return _run(args, options)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    return _run(args, None)

@@ -1,0 +1,281 @@
+"""The conversion pipeline: read a bundle, apply a plan, stream it into any container.
+
+Tensors whose codec does not change are copied as raw bytes. The others are decoded and
+re-encoded a chunk of rows at a time; a worker thread prepares the next chunk (read,
+decode, encode on all cores) while the writer writes the current one, so memory stays
+bounded by a few chunks whatever the model size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from bundler.bundle import Bundle, Metadata, Source, Tensor
+from bundler.codecs import Codec
+from bundler.containers import format_for_path, module, open_bundle
+from bundler.errors import OutputExistsError, UsageError
+from bundler.plan import Choice, Plan, PlanOptions, make_plan
+
+
+class TranscodeSource(Source):
+    """A tensor's values re-encoded to another codec, produced chunk by chunk on demand."""
+
+    def __init__(self, tensor: Tensor, target: Codec):
+        self.tensor = tensor
+        self.target = target
+
+    def raw(self) -> np.ndarray:
+        return self.target.encode(self.tensor.numpy()).reshape(-1)
+
+    def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
+        t, target = self.tensor, self.target
+        if len(t.shape) < 2 or target.facts.flat or t.codec.facts.flat:
+            yield from super().iter_raw(chunk_bytes)
+            return
+        n = t.shape[-1]
+        src_row, dst_row = t.codec.facts.row_bytes(n), target.facts.row_bytes(n)
+        rows = max(1, chunk_bytes // max(src_row, dst_row, 1))
+        chunks = t.iter_raw(rows * src_row)
+
+        def next_encoded() -> np.ndarray | None:
+            raw = next(chunks, None)
+            if raw is None:
+                return None
+            values = t.codec.decode(raw, shape=(raw.size // src_row, n))
+            return target.encode(values).reshape(-1)
+
+        # One worker, one chunk ahead: it alone advances `chunks`, whose buffer it reuses.
+        with ThreadPoolExecutor(1, thread_name_prefix="bundler-encode") as pool:
+            pending = pool.submit(next_encoded)
+            while (encoded := pending.result()) is not None:
+                pending = pool.submit(next_encoded)
+                yield encoded
+
+
+class Observer(Protocol):
+    """Receives progress while a bundle is written."""
+
+    def tensor_started(self, choice: Choice) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+
+class _ObservedSource(Source):
+    def __init__(self, inner: Source, choice: Choice, observer: Observer):
+        self.inner, self.choice, self.observer = inner, choice, observer
+
+    def raw(self) -> np.ndarray:
+        self.observer.tensor_started(self.choice)
+        data = self.inner.raw()
+        self.observer.advance(data.size)
+        return data
+
+    def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
+        self.observer.tensor_started(self.choice)
+        for chunk in self.inner.iter_raw(chunk_bytes):
+            yield chunk
+            self.observer.advance(chunk.size)
+
+
+def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> Bundle:
+    """The bundle as the plan wants it written; nothing is read or encoded until written."""
+    metadata = Metadata(bundle.metadata.typed_items())
+    for key, (value, vtype) in plan.metadata_updates.items():
+        metadata.set(key, value, vtype)
+    out = Bundle(metadata, format=bundle.format, path=bundle.path, format_info=bundle.format_info)
+    for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
+        source = tensor.source
+        if choice.action != "copy":
+            source = TranscodeSource(tensor, choice.target)
+        if observer is not None:
+            source = _ObservedSource(source, choice, observer)
+        out.add(Tensor(tensor.name, tensor.shape, choice.target, source))
+    return out
+
+
+@dataclass
+class Report:
+    """What a conversion did: every tensor's choice, the sizes and the time taken."""
+
+    source: str
+    output: str
+    format: str
+    plan: Plan
+    seconds: float = 0.0
+    written: bool = True
+    outputs: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "source": self.source,
+            "output": self.output,
+            "outputs": self.outputs,
+            "format": self.format,
+            "written": self.written,
+            "file_type": plan.file_type.name if plan.file_type else None,
+            "source_bytes": plan.source_bytes,
+            "target_bytes": plan.target_bytes,
+            "ratio": plan.source_bytes / plan.target_bytes if plan.target_bytes else None,
+            "seconds": self.seconds,
+            "mib_per_s": plan.source_bytes / 2**20 / self.seconds if self.seconds else None,
+            "tensors": [_choice_dict(c) for c in plan.choices],
+        }
+
+
+def _choice_dict(c: Choice) -> dict[str, Any]:
+    return {
+        "index": c.index,
+        "name": c.name,
+        "shape": list(c.shape),
+        "from": c.source.name,
+        "to": c.target.name,
+        "action": c.action,
+        "note": c.note,
+        "source_bytes": c.source_bytes,
+        "target_bytes": c.target_bytes,
+    }
+
+
+def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) -> dict[str, Any]:
+    options = dict(extra)
+    if split_max_size:
+        key = {"gguf": "split_max_size", "safetensors": "max_shard_size"}.get(fmt)
+        if key is None:
+            raise UsageError(f"{fmt} output cannot be split; drop --split-max-size")
+        options[key] = int(split_max_size)
+    return options
+
+
+def _check_paths(src: str, dst: str, force: bool) -> None:
+    same = os.path.abspath(src) == os.path.abspath(dst)
+    if not same and os.path.exists(dst) and os.path.exists(src):
+        same = os.path.samefile(src, dst)
+    if same:
+        raise UsageError(f"the output {dst} is the input; write to another path")
+    if not force and os.path.exists(dst):
+        raise OutputExistsError(dst)
+
+
+def write_bundle(
+    bundle: Bundle,
+    plan: Plan,
+    dst: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    split_max_size: int | None = None,
+    observer: Observer | None = None,
+    source_name: str = "<arrays>",
+    write_options: dict[str, Any] | None = None,
+) -> Report:
+    """Write `bundle` as `plan` says; with `dry_run` only the report is made."""
+    dst = os.fspath(dst)
+    fmt = format or format_for_path(dst)
+    options = _write_options(fmt, split_max_size, write_options or {})
+    report = Report(source_name, dst, fmt, plan, written=not dry_run)
+    if dry_run:
+        return report
+    if not force and os.path.exists(dst):
+        raise OutputExistsError(dst)
+    start = time.perf_counter()
+    module(fmt).write(apply_plan(bundle, plan, observer), dst, **options)
+    report.seconds = time.perf_counter() - start
+    report.outputs = _outputs(dst)
+    return report
+
+
+def _outputs(dst: str) -> list[str]:
+    if os.path.exists(dst):
+        return [dst]
+    directory, base = os.path.split(os.path.abspath(dst))
+    stem = base.rsplit(".", 1)[0]
+    return sorted(
+        os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(stem + "-")
+    )
+
+
+def quantize(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    type: str = "q8_0",
+    *,
+    format: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    split_max_size: int | None = None,
+    observer: Observer | None = None,
+    **plan_options: Any,
+) -> Report:
+    """Quantize the model file `src` into `dst` (format from `format` or the extension).
+
+    `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...); `plan_options` are the
+    fields of `PlanOptions` (tensor_types, pure, allow_requantize, ...).
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    _check_paths(src, dst, force or dry_run)
+    bundle = open_bundle(src)
+    plan = make_plan(bundle, PlanOptions(type=type, **plan_options))
+    return write_bundle(
+        bundle, plan, dst, format=format, force=force, dry_run=dry_run,
+        split_max_size=split_max_size, observer=observer, source_name=src,
+    )  # fmt: skip
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    split_max_size: int | None = None,
+    observer: Observer | None = None,
+) -> Report:
+    """Rewrite `src` in another container format; every tensor is copied bit for bit."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    _check_paths(src, dst, force or dry_run)
+    bundle = open_bundle(src)
+    return write_bundle(
+        bundle, make_plan(bundle), dst, format=format, force=force, dry_run=dry_run,
+        split_max_size=split_max_size, observer=observer, source_name=src,
+    )  # fmt: skip
+
+
+def bundle_from_arrays(arrays: dict[str, Any], metadata: Any = None) -> Bundle:
+    """A bundle of `arrays` (name -> numpy array, in order) with `metadata`."""
+    bundle = Bundle(metadata if isinstance(metadata, Metadata) else Metadata(metadata or {}))
+    for name, array in arrays.items():
+        bundle.add(Tensor.from_array(name, np.asarray(array)))
+    return bundle
+
+
+def save(
+    data: Bundle | dict[str, Any],
+    path: str | os.PathLike[str],
+    metadata: Any = None,
+    codec: str | None = None,
+    *,
+    format: str | None = None,
+    force: bool = True,
+    observer: Observer | None = None,
+    **plan_options: Any,
+) -> Report:
+    """Build a bundle from a dict of arrays (or take a bundle), quantize it and write it.
+
+    `metadata` entries are added (plain values are typed as gguf's writer types them; pass
+    `bundler.Value` to choose). `codec` is a codec or file type applied by the plan's rules.
+    """
+    bundle = data if isinstance(data, Bundle) else bundle_from_arrays(data)
+    for key, value in Metadata(metadata or {}).typed_items():
+        bundle.metadata[key] = value
+    plan = make_plan(bundle, PlanOptions(type=codec, **plan_options))
+    return write_bundle(bundle, plan, path, format=format, force=force, observer=observer)

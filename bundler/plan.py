@@ -1,0 +1,238 @@
+"""The quantization plan: which codec each tensor of a bundle is written with, and why.
+
+The default rules are llama-quantize's (llama.cpp `llama_model_quantize_impl` and
+`llama_tensor_get_type`): only tensors whose name ends in "weight" with two or more
+dimensions are quantized; norms, expert gates, position and token-type embeddings and a few
+small recurrent-model weights are kept; the output tensor (or the token embedding when the
+model ties them) gets Q6_K, or Q8_0 when its rows are not a multiple of 256; rows that do
+not fit the target's block fall back to a wider codec, and finally to F16.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bundler.bundle import Bundle, Tensor, ValueType
+from bundler.codecs import Codec, get
+from bundler.errors import UsageError
+from bundler.filetypes import FileType, file_type, for_codec
+
+#: Tensors llama-quantize never quantizes, by name (its list, plus the Hugging Face spellings).
+KEEP_PATTERN = re.compile(
+    r"_norm\.weight$|(^|\.)norm\.weight$|LayerNorm|layer_norm|ffn_gate_inp\.weight"
+    r"|position_embd\.weight|position_embeddings|token_types\.weight|token_type_embeddings"
+    r"|ssm_conv1d\.weight|shortconv\.conv\.weight|attn_rel_b\.weight"
+    r"|time_mix_(first|w0|w1|w2|a0|a1|a2|v0|v1|v2|g1|g2|decay|decay_w1|decay_w2|lerp_fused)\.weight"
+)
+#: Where a tensor goes when its rows do not fit the wanted codec's block (then F16).
+#: llama.cpp sends Q2_K/Q3_K to IQ4_NL, which bundler cannot encode: Q4_0 takes its place.
+FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+LAST_RESORT = "f16"
+#: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
+QUANTIZATION_VERSION = 2
+
+
+@dataclass
+class PlanOptions:
+    """What the user asked for; names follow llama-quantize's flags."""
+
+    type: str | None = None
+    tensor_types: Sequence[tuple[str, str]] = ()
+    pure: bool = False
+    leave_output_tensor: bool = False
+    output_tensor_type: str | None = None
+    token_embedding_type: str | None = None
+    allow_requantize: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The decision for one tensor."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    source: Codec
+    target: Codec
+    #: "copy" (bytes as they are), "quantize", "requantize" (from another block codec),
+    #: or "convert" (between element types)
+    action: str
+    note: str = ""
+
+    @property
+    def source_bytes(self) -> int:
+        return self.source.facts.nbytes(self.shape)
+
+    @property
+    def target_bytes(self) -> int:
+        return self.target.facts.nbytes(self.shape)
+
+
+@dataclass
+class Plan:
+    """Every tensor's choice plus the metadata the output gets."""
+
+    choices: list[Choice]
+    file_type: FileType | None
+    metadata_updates: dict[str, tuple[int, ValueType]] = field(default_factory=dict)
+
+    @property
+    def source_bytes(self) -> int:
+        return sum(c.source_bytes for c in self.choices)
+
+    @property
+    def target_bytes(self) -> int:
+        return sum(c.target_bytes for c in self.choices)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the per-tensor rules need to know about the whole model."""
+
+    arch: str
+    n_layer: int
+    has_output: bool
+    names: tuple[str, ...]
+
+
+def model_info(bundle: Bundle) -> ModelInfo:
+    md = bundle.metadata
+    arch = str(md.get("general.architecture", ""))
+    n_layer = int(md.get(f"{arch}.block_count", 0) or 0)
+    names = tuple(bundle.tensors)
+    return ModelInfo(arch, n_layer, "output.weight" in bundle.tensors, names)
+
+
+def quantizable(tensor: Tensor) -> str | None:
+    """None when llama-quantize would quantize `tensor`, else why it is kept."""
+    if not tensor.name.endswith("weight"):
+        return "not a weight"
+    if len(tensor.shape) < 2:
+        return "1-D"
+    if KEEP_PATTERN.search(tensor.name):
+        return "kept as llama-quantize keeps it"
+    kind = tensor.codec.facts
+    if kind.numpy_dtype is not None and not kind.numpy_dtype.startswith(("<f", "bfloat")):
+        return f"{tensor.codec.name} is not a float type"
+    return None
+
+
+def _is_output(name: str, info: ModelInfo) -> bool:
+    return name == "output.weight" or (not info.has_output and name == "token_embd.weight")
+
+
+def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:
+    return shape[-1] % codec.facts.block_size == 0
+
+
+def _with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
+    if _fits(want, shape):
+        return want, ""
+    fallback = get(FALLBACK.get(want.name, LAST_RESORT))
+    if not _fits(fallback, shape):
+        fallback = get(LAST_RESORT)
+    note = f"rows of {shape[-1]} are not a multiple of {want.facts.block_size} for {want.name}"
+    return fallback, f"{note}: fallback {fallback.name}"
+
+
+class _Chooser:
+    """Picks the wanted codec of each quantizable tensor, in bundle order."""
+
+    def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo):
+        self.options = options
+        self.ftype = ftype
+        self.info = info
+        self.base = ftype.codec
+        self.mixture = None
+        if ftype.mixture and not options.pure:
+            from bundler.presets import Mixture
+
+            self.mixture = Mixture(ftype, info)
+        self.overrides = [(re.compile(rx), get(c)) for rx, c in options.tensor_types]
+
+    def want(self, tensor: Tensor) -> tuple[Codec, str]:
+        name, shape = tensor.name, tensor.shape
+        want, note = self.base, ""
+        quantized_target = self.base.facts.is_block
+        if quantized_target and not self.options.pure:
+            if self.mixture is not None:
+                want, note = self.mixture.choose(name, shape, want)
+            elif _is_output(name, self.info):
+                want, note = self._output_codec(shape), "output tensor"
+        for pattern, codec in self.overrides:
+            if pattern.search(name):
+                want, note = codec, f"--tensor-type {pattern.pattern}={codec.name}"
+                break
+        if self.options.token_embedding_type and name == "token_embd.weight":
+            want, note = get(self.options.token_embedding_type), "--token-embedding-type"
+        if self.options.output_tensor_type and _is_output(name, self.info):
+            want, note = get(self.options.output_tensor_type), "--output-tensor-type"
+        return want, note
+
+    def _output_codec(self, shape: tuple[int, ...]) -> Codec:
+        if shape[-1] % 256:
+            return get("q8_0")
+        return self.base if self.base.name == "q8_0" else get("q6_k")
+
+
+def make_plan(bundle: Bundle, options: PlanOptions | None = None) -> Plan:
+    """Decide every tensor's codec; raises UsageError when requantizing was not allowed."""
+    options = options or PlanOptions()
+    if options.type is None:
+        if options.tensor_types:
+            raise UsageError("--tensor-type needs --type")
+        choices = [_copy(i, t, "") for i, t in enumerate(bundle.tensors.values())]
+        return Plan(choices, None)
+    ftype = _file_type(options.type)
+    chooser = _Chooser(options, ftype, model_info(bundle))
+    choices = [_decide(i, t, options, chooser) for i, t in enumerate(bundle.tensors.values())]
+    _refuse_requantize(choices, options)
+    updates = {"general.file_type": (ftype.ftype, ValueType.UINT32)}
+    if any(c.target.facts.is_block for c in choices):
+        updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
+    return Plan(choices, ftype, updates)
+
+
+def _file_type(name: str) -> FileType:
+    try:
+        return file_type(name)
+    except UsageError:
+        codec = get(name)
+        found = for_codec(codec)
+        if found is None:
+            raise UsageError(f"--type {name}: {codec.name} is not a llama.cpp file type") from None
+        return found
+
+
+def _copy(i: int, t: Tensor, note: str) -> Choice:
+    return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", note)
+
+
+def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser) -> Choice:
+    why_not = quantizable(t)
+    if why_not is None and options.leave_output_tensor and t.name == "output.weight":
+        why_not = "--leave-output-tensor"
+    if why_not is not None:
+        return _copy(i, t, why_not)
+    want, note = chooser.want(t)
+    target, fallback_note = _with_fallback(want, t.shape)
+    note = "; ".join(n for n in (note, fallback_note) if n)
+    if target == t.codec:
+        return _copy(i, t, note or f"already {target.name}")
+    if t.codec.facts.is_block:
+        return Choice(i, t.name, t.shape, t.codec, target, "requantize", note)
+    action = "quantize" if target.facts.is_block else "convert"
+    return Choice(i, t.name, t.shape, t.codec, target, action, note)
+
+
+def _refuse_requantize(choices: list[Choice], options: PlanOptions) -> None:
+    again = [c for c in choices if c.action == "requantize"]
+    if again and not options.allow_requantize:
+        names = ", ".join(f"{c.name} ({c.source.name})" for c in again[:5])
+        more = f" and {len(again) - 5} more" if len(again) > 5 else ""
+        raise UsageError(
+            f"{len(again)} tensors are already quantized: {names}{more}. Requantizing loses "
+            "accuracy; pass --allow-requantize (allow_requantize=True) to do it anyway"
+        )
