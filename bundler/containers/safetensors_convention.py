@@ -97,9 +97,14 @@ def bundle_parts(path: str, header: Header) -> tuple[Metadata, list[Tensor]]:
     for key, other in (RESERVED, RESERVED[::-1]):
         if key not in md:
             raise FormatError(
-                path, header.metadata_at, f"__metadata__ has {other!r} but not {key!r}"
+                path,
+                header.key_offset("__metadata__"),
+                f"__metadata__ has {other!r} but not {key!r}",
             )
-    metadata = typed_json.loads(md[META_KEY], path, header.metadata_at)
+    try:
+        metadata = typed_json.loads(md[META_KEY], path)
+    except FormatError as exc:
+        raise FormatError(path, header.key_offset("__metadata__"), exc.problem) from None
     return metadata, _convention_tensors(path, header, md[TENSORS_KEY])
 
 
@@ -112,7 +117,7 @@ def _plain_tensor(path: str, header: Header, e: Entry) -> Tensor:
     if codec.facts.nbytes(e.shape) != e.end - e.begin:
         raise UnsupportedFormatError(
             path,
-            e.at,
+            header.key_offset(e.name),
             f"tensor {e.name!r}: packed {e.dtype} {list(e.shape)} has rows that are not "
             "whole bytes; bundler keeps packed types as whole-byte rows",
         )
@@ -120,9 +125,8 @@ def _plain_tensor(path: str, header: Header, e: Entry) -> Tensor:
 
 
 def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
-    at = header.metadata_at
-
     def fail(problem: str) -> FormatError:
+        at = header.key_offset("__metadata__")
         return FormatError(path, at, f"bad {TENSORS_KEY}: {problem}")
 
     try:
@@ -168,7 +172,7 @@ def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
         if (want.dtype, want.shape) != (e.dtype, e.shape):
             raise FormatError(
                 path,
-                e.at,
+                header.key_offset(e.name),
                 f"tensor {name!r}: {TENSORS_KEY} says {codec_name} {shape}, stored as "
                 f"{want.dtype} {list(want.shape)}, but the file holds {e.dtype} {list(e.shape)}",
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from construct import Int64ul, Struct
@@ -87,8 +87,6 @@ class Entry:
     shape: tuple[int, ...]
     begin: int
     end: int
-    #: file offset of the entry's key in the header, for error messages
-    at: int = PREFIX_SIZE
 
 
 @dataclass(frozen=True)
@@ -100,13 +98,17 @@ class Header:
     metadata: dict[str, str] | None
     #: tensors in header order
     entries: list[Entry]
-    #: file offset of the `__metadata__` key (the header start when there is none)
-    metadata_at: int = PREFIX_SIZE
+    #: the parser, kept to find where a key is when a later check fails
+    parser: _Parser = field(repr=False, compare=False)
 
     @property
     def data_start(self) -> int:
         """File offset of the data buffer."""
         return PREFIX_SIZE + self.size
+
+    def key_offset(self, key: str) -> int:
+        """File offset of a top-level key's opening quote (the header start if absent)."""
+        return self.parser.key_offset(key)
 
 
 # ---------------------------------------------------------------- reading
@@ -147,19 +149,32 @@ def parse_header(raw: bytes, path: str | None, file_size: int) -> Header:
     except UnicodeDecodeError as exc:
         raise FormatError(path, PREFIX_SIZE + exc.start, "header is not valid UTF-8 text") from None
     parser = _Parser(text, path)
-    metadata, entries = parser.parse()
-    header = Header(len(raw), metadata, entries, parser.metadata_at)
+    try:
+        metadata, entries = parser.parse_fast()
+    except _Retry:
+        parser.parse()  # raises the located error
+        raise FormatError(path, PREFIX_SIZE, "invalid header") from None
+    header = Header(len(raw), metadata, entries, parser)
     _check_layout(header, path, file_size)
     return header
 
 
+class _Retry(Exception):
+    """The fast parse found a problem; the scanning parse will say where."""
+
+
 class _Parser:
-    """The header's top-level object, scanned key by key so every problem has an offset."""
+    """The header's top-level object.
+
+    `parse_fast` parses it in one call to the json module; when anything is wrong, `parse`
+    scans it key by key so the error names the byte offset. Key offsets for errors found
+    later (offsets, sizes, the convention keys) come from a scan made only then.
+    """
 
     def __init__(self, text: str, path: str | None):
         self.text = text
         self.path = path
-        self.metadata_at = PREFIX_SIZE
+        self.keys: dict[str, int] | None = None  # key -> character offset, from `parse`
         self._ascii = text.isascii()
         self._mark = (0, 0)  # (character, byte) position last converted
         self.decoder = json.JSONDecoder(
@@ -176,8 +191,33 @@ class _Parser:
         self._mark = (pos, byte)
         return PREFIX_SIZE + byte
 
-    def fail(self, pos: int, problem: str) -> FormatError:
+    def fail(self, pos: int | None, problem: str) -> FormatError:
+        if pos is None:
+            raise _Retry
         return FormatError(self.path, self.at(pos), problem)
+
+    def key_offset(self, key: str) -> int:
+        if self.keys is None:
+            self.parse()
+        assert self.keys is not None
+        return self.at(self.keys[key]) if key in self.keys else PREFIX_SIZE
+
+    def parse_fast(self) -> tuple[dict[str, str] | None, list[Entry]]:
+        try:
+            obj = self.decoder.decode(self.text)
+        except (ValueError, RecursionError):
+            raise _Retry from None
+        if not isinstance(obj, dict):
+            raise _Retry
+        metadata: dict[str, str] | None = None
+        entries: list[Entry] = []
+        for key, value in obj.items():
+            _check_text(key, self, None, "key")
+            if key == METADATA_KEY:
+                metadata = self.metadata(value, None)
+            else:
+                entries.append(self.entry(key, value, None))
+        return metadata, entries
 
     @staticmethod
     def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -218,7 +258,7 @@ class _Parser:
         self.expect(i, "{", "'{' (the header must be a JSON object)")
         i = self.skip(i + 1)
         metadata: dict[str, str] | None = None
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         entries: list[Entry] = []
         if i < len(text) and text[i] == "}":
             i += 1
@@ -229,7 +269,7 @@ class _Parser:
                 key, i = self.value(i)
                 if key in seen:
                     raise self.fail(start, f"duplicate key {key!r} in the header")
-                seen.add(key)
+                seen[key] = start
                 _check_text(key, self, start, "key")
                 i = self.skip(i)
                 self.expect(i, ":", "':'")
@@ -237,7 +277,6 @@ class _Parser:
                 value, i = self.value(i)
                 if key == METADATA_KEY:
                     metadata = self.metadata(value, start)
-                    self.metadata_at = self.at(start)
                 else:
                     entries.append(self.entry(key, value, start))
                 i = self.skip(i)
@@ -251,9 +290,10 @@ class _Parser:
                 i,
                 f"unexpected {text[i]!r} after the header object (only spaces may pad the header)",
             )
+        self.keys = seen
         return metadata, entries
 
-    def metadata(self, value: Any, pos: int) -> dict[str, str] | None:
+    def metadata(self, value: Any, pos: int | None) -> dict[str, str] | None:
         if value is None:
             return None
         if not isinstance(value, dict):
@@ -273,13 +313,13 @@ class _Parser:
             _check_text(item, self, pos, "metadata value")
         return value
 
-    def entry(self, name: str, value: Any, pos: int) -> Entry:
+    def entry(self, name: str, value: Any, pos: int | None) -> Entry:
         where = f"tensor {name!r}"
         if not isinstance(value, dict):
             raise self.fail(pos, f"{where}: expected an object, got {_kind(value)}")
-        for field in ("dtype", "shape", "data_offsets"):
-            if field not in value:
-                raise self.fail(pos, f"{where}: missing field {field!r}")
+        for name_ in ("dtype", "shape", "data_offsets"):
+            if name_ not in value:
+                raise self.fail(pos, f"{where}: missing field {name_!r}")
         dtype = value["dtype"]
         if dtype not in _RANK:
             raise self.fail(
@@ -291,7 +331,7 @@ class _Parser:
         offsets = value["data_offsets"]
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_u64, offsets)):
             raise self.fail(pos, f"{where}: data_offsets must be two unsigned integers")
-        return Entry(name, dtype, tuple(shape), offsets[0], offsets[1], self.at(pos))
+        return Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
 def _is_u64(v: Any) -> bool:
@@ -315,7 +355,7 @@ def checked_count(shape: tuple[int, ...]) -> int | None:
     return count
 
 
-def _check_text(s: str, parser: _Parser, pos: int, what: str) -> None:
+def _check_text(s: str, parser: _Parser, pos: int | None, what: str) -> None:
     """JSON escapes can spell lone surrogates, which are not text."""
     try:
         s.encode("utf-8")
@@ -339,7 +379,7 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
             after = f"tensor {previous.name!r} ends" if previous else "the data buffer starts"
             raise FormatError(
                 path,
-                e.at,
+                header.key_offset(e.name),
                 f"tensor {e.name!r}: data_offsets [{e.begin:,}, {e.end:,}] {problem}; "
                 f"it must begin at {end:,}, where {after}",
             )
@@ -347,18 +387,20 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
         bits = None if count is None else count * dtype_bits(e.dtype)
         if bits is None or bits > _U64_MAX:
             raise FormatError(
-                path, e.at, f"tensor {e.name!r}: shape {list(e.shape)} overflows a 64-bit size"
+                path,
+                header.key_offset(e.name),
+                f"tensor {e.name!r}: shape {list(e.shape)} overflows a 64-bit size",
             )
         if bits % 8:
             raise FormatError(
                 path,
-                e.at,
+                header.key_offset(e.name),
                 f"tensor {e.name!r}: {count:,} {e.dtype} values are not a whole number of bytes",
             )
         if e.end - e.begin != bits // 8:
             raise FormatError(
                 path,
-                e.at,
+                header.key_offset(e.name),
                 f"tensor {e.name!r}: {e.dtype} {list(e.shape)} needs {bits // 8:,} bytes "
                 f"but data_offsets [{e.begin:,}, {e.end:,}] span {e.end - e.begin:,}",
             )

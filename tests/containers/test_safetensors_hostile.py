@@ -296,3 +296,29 @@ def test_sniff_takes_safetensors_heads_only():
     assert not stf.sniff(_file("[]"))
     assert not stf.sniff(b"\x08\0\0\0\0\0\0\0")
     assert json.loads(_file("{}")[8:]) == {}
+
+
+@pytest.mark.parametrize("mask", [0x01, 0x80])
+def test_fast_and_scanning_parsers_agree_on_every_flipped_header(mask, tmp_path):
+    """The header is parsed by the json module in one call, and scanned key by key only to
+    locate an error: both must accept and refuse the same headers, with the same result."""
+    from bundler.containers.safetensors_header import _Parser, _Retry
+
+    data = _small_file(tmp_path)
+    end = 8 + int.from_bytes(data[:8], "little")
+    for i in range(8, end):
+        flipped = bytearray(data[8:end])
+        flipped[i - 8] ^= mask
+        try:
+            text = bytes(flipped).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        try:
+            fast = _Parser(text, "x").parse_fast()
+        except _Retry:
+            fast = None
+        try:
+            slow = _Parser(text, "x").parse()
+        except FormatError:
+            slow = None
+        assert fast == slow, i
