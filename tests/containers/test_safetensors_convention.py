@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import quantize
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.numpy import save as reference_save
 
@@ -211,3 +213,57 @@ def test_convention_keys_as_written_are_accepted(tmp_path):
     path = _file(tmp_path, {META: GOOD_META, TENSORS: GOOD_TENSORS})
     t = stf.read(path).tensors["w"]
     assert (t.codec.name, t.shape, t.nbytes) == ("q4_0", (4, 64), 144)
+
+
+_VALUE_TYPES = [t for t in ValueType if t not in (ValueType.ARRAY,)]
+
+
+@st.composite
+def _typed_value(draw):
+    t = draw(st.sampled_from([*_VALUE_TYPES, ValueType.ARRAY]))
+    if t == ValueType.STRING:
+        return Value(t, draw(st.text(max_size=6)))
+    if t == ValueType.BOOL:
+        return Value(t, draw(st.booleans()))
+    if t in (ValueType.FLOAT32, ValueType.FLOAT64):
+        width = 32 if t == ValueType.FLOAT32 else 64
+        return Value(t, draw(st.floats(width=width, allow_nan=True)))
+    if t == ValueType.ARRAY:
+        item = draw(st.sampled_from([ValueType.STRING, ValueType.INT16, ValueType.FLOAT64]))
+        if item == ValueType.STRING:
+            return Value(t, draw(st.lists(st.text(max_size=3), max_size=3)), item)
+        values = draw(st.lists(st.integers(-(2**15), 2**15 - 1), max_size=3))
+        return Value(t, np.array(values, item.numpy_dtype), item)
+    info = np.iinfo(t.numpy_dtype)
+    return Value(t, draw(st.integers(int(info.min), int(info.max))))
+
+
+@st.composite
+def _bundles(draw):
+    md = Metadata()
+    for key in draw(st.lists(st.text(min_size=1, max_size=8), max_size=5, unique=True)):
+        md[key] = draw(_typed_value())
+    tensors = []
+    for i, codec in enumerate(draw(st.lists(st.sampled_from(sorted(_CODECS)), max_size=5))):
+        facts = get(codec).facts
+        rows = draw(st.integers(0, 3))
+        shape = (rows, facts.block_size * draw(st.integers(1, 2)))
+        if facts.flat:
+            shape = (rows * 8,)
+        raw = draw(st.binary(min_size=facts.nbytes(shape), max_size=facts.nbytes(shape)))
+        tensors.append(Tensor.from_raw(f"t{i}.{codec}", shape, codec, raw))
+    return Bundle(md, draw(st.permutations(tensors)))
+
+
+_CODECS = [f.name for f in TABLE]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bundle=_bundles())
+def test_any_bundle_round_trips_exactly(bundle, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("any")
+    stf.write(bundle, tmp / "a.safetensors")
+    back = stf.read(tmp / "a.safetensors")
+    _assert_same_bundle(bundle, back)
+    stf.write(back, tmp / "b.safetensors")
+    assert (tmp / "b.safetensors").read_bytes() == (tmp / "a.safetensors").read_bytes()
