@@ -206,3 +206,15 @@ def test_output_equals_reference_save_for_any_arrays(arrays, metadata, tmp_path_
     info = {"metadata_object": metadata is not None}
     bundle = Bundle(md, _canonical(arrays), format="safetensors", format_info=info)
     assert _write_bytes(bundle, tmp) == ref
+
+
+@pytest.mark.realfile
+def test_bundler_open_finds_safetensors_by_its_first_bytes(minilm_safetensors, tmp_path):
+    import bundler
+    from bundler.containers import detect
+
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes(minilm_safetensors.read_bytes())
+    assert detect(renamed) == "safetensors"
+    bundle = bundler.open(renamed)
+    assert bundle.format == "safetensors" and len(bundle.tensors) == 104
