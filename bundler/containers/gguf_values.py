@@ -134,9 +134,12 @@ def _read_nested(buf, pos, end, count, big_endian, path, what, depth) -> tuple[V
 
 def array_body(value: Value, big_endian: bool, key: str) -> bytes:
     """The bytes of an array's elements (after its item type and count)."""
-    item = value.item_type
-    if item is None:
-        raise UsageError(f"metadata {key!r}: an array needs an item type")
+    try:
+        item = ValueType(value.item_type)
+    except ValueError:
+        raise UsageError(
+            f"metadata {key!r}: array item type {value.item_type!r} is not a GGUF value type"
+        ) from None
     if item == ValueType.STRING:
         pack = struct.Struct(">Q" if big_endian else "<Q").pack
         parts = []
@@ -153,7 +156,7 @@ def array_body(value: Value, big_endian: bool, key: str) -> bytes:
         for sub in value.value:
             if not isinstance(sub, Value) or sub.type != ValueType.ARRAY:
                 raise UsageError(f"metadata {key!r}: a nested array holds arrays (Values)")
-            parts.append(head(sub.item_type, array_len(sub)))
+            parts.append(head(int(sub.item_type), array_len(sub)))
             parts.append(array_body(sub, big_endian, key))
         return b"".join(parts)
     return numeric_array(value.value, item, key).astype(item_dtype(item, big_endian)).tobytes()

@@ -130,7 +130,7 @@ def encode_kv(key: str, v: Value, big_endian: bool, llama_compatible: bool = Tru
         rec["value"] = {"length": len(vb), "data": vb}
     elif v.type == ValueType.ARRAY:
         body = array_body(v, big_endian, key)
-        rec["value"] = {"item_type": int(v.item_type), "count": len(v.value)}
+        rec["value"] = {"item_type": int(ValueType(v.item_type)), "count": len(v.value)}
     elif v.type == ValueType.BOOL:
         rec["value"] = 1 if v.value else 0
     else:

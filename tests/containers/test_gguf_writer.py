@@ -136,3 +136,16 @@ def test_source_that_gives_the_wrong_byte_count_is_refused(tmp_path):
     with pytest.raises(UsageError, match="gave 34 bytes"):
         gguf_container.write(_bundle(t), tmp_path / "bad.gguf")
     assert not (tmp_path / "bad.gguf").exists()
+
+
+def test_array_item_type_given_as_a_plain_int_is_written(tmp_path):
+    b = _bundle()
+    b.metadata.set("tokenizer.ggml.tokens", ["a", "b"], ValueType.ARRAY, 8)
+    b.metadata.set("ids", [1, 2], ValueType.ARRAY, 4)
+    gguf_container.write(b, tmp_path / "t.gguf")
+    again = bundler.open(tmp_path / "t.gguf").metadata
+    assert again["tokenizer.ggml.tokens"] == ["a", "b"]
+    assert again.typed("ids").value.dtype == "<u4"
+    with pytest.raises(UsageError, match="not a GGUF value type"):
+        b.metadata.set("bad", [1], ValueType.ARRAY, 99)
+        gguf_container.write(b, tmp_path / "bad.gguf")
