@@ -21,6 +21,10 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
         "--split-max-size", type=parse_size, metavar="SIZE",
         help="cut the output into shards of at most SIZE (e.g. 500M, 2G)",
     )  # fmt: skip
+    p.add_argument(
+        "--aprender", action="store_true",
+        help="APR output: refuse codecs aprender itself cannot read",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON report")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")

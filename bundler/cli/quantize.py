@@ -61,6 +61,7 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
                 bundle, plan, args.output, format=args.to, force=args.force,
                 dry_run=args.dry_run, split_max_size=args.split_max_size,
                 observer=feedback, source_name=args.input,
+                write_options={"aprender": True} if args.aprender else None,
             )  # fmt: skip
     finally:
         feedback.close()
