@@ -133,6 +133,8 @@ def read_file(path: str | os.PathLike[str]) -> Bundle:
 
 def _read_sharded(index_path: str) -> Bundle:
     names, members = shards.read_index(index_path)
+    if not names:
+        raise FormatError(index_path, 0, "the index's weight_map lists no tensors")
     directory = os.path.dirname(index_path)
     for name in names:
         if not os.path.isfile(os.path.join(directory, name)):
@@ -143,17 +145,7 @@ def _read_sharded(index_path: str) -> Bundle:
         part = read_file(shard_path)
         listed, held = set(members[name]), set(part.tensors)
         if listed != held:
-            extra, missing = sorted(held - listed), sorted(listed - held)
-            raise FormatError(
-                shard_path,
-                None,
-                f"holds tensors {extra[:5]} the index does not list for it and lacks "
-                f"{missing[:5]} that it does"
-                if extra and missing
-                else f"holds tensors {extra[:5]} the index does not list for it"
-                if extra
-                else f"lacks tensors {missing[:5]} the index lists for it",
-            )
+            raise FormatError(shard_path, None, _membership_problem(listed, held))
         # Plain shards may differ in metadata (the first one's is taken); typed metadata is
         # the bundle's and must agree.
         if parts and part.format_info["convention"] and part.metadata != parts[0].metadata:
@@ -164,6 +156,15 @@ def _read_sharded(index_path: str) -> Bundle:
     return Bundle(parts[0].metadata, tensors, format=NAME, path=index_path, format_info=info)
 
 
+def _membership_problem(listed: set[str], held: set[str]) -> str:
+    problems = []
+    if held - listed:
+        problems.append(f"holds tensors {sorted(held - listed)[:5]} the index does not list for it")
+    if listed - held:
+        problems.append(f"lacks tensors {sorted(listed - held)[:5]} the index lists for it")
+    return "; ".join(problems)
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -172,7 +173,7 @@ def write(
     path: str | os.PathLike[str],
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     force: bool = True,
-    **_: Any,
+    **options: Any,
 ) -> None:
     """Write `bundle` at `path` (a directory means `<path>/model.safetensors`).
 
@@ -182,6 +183,11 @@ def write(
     `<stem>.safetensors.index.json`; `path` itself is then not written.
     """
     path = os.fspath(path)
+    if options:
+        raise UsageError(
+            f"unknown SafeTensors write option(s) {', '.join(sorted(options))}; "
+            "valid: max_shard_size, force"
+        )
     if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int):
         raise UsageError(f"max_shard_size must be a number of bytes, got {max_shard_size!r}")
     if max_shard_size <= 0:

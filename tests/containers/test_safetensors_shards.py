@@ -158,6 +158,7 @@ def _edit_index(tmp_path, edit) -> str:
         ('{"weight_map": {', "not valid JSON"),
         ("[1]", "'weight_map' object"),
         ('{"weight_map": {"a": "b"}} x', "not valid JSON"),
+        ('{"weight_map": {}}', "lists no tensors"),
         (b"{\xff}".decode("latin-1"), "not valid"),
     ],
 )
@@ -180,3 +181,8 @@ def test_typed_metadata_must_agree_across_shards(tmp_path):
     )
     with pytest.raises(FormatError, match="differs from the first shard"):
         stf.read(tmp_path)
+
+
+def test_unknown_write_options_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="max_shard_sise"):
+        stf.write(_bundle(), tmp_path / "model.safetensors", max_shard_sise=90)
