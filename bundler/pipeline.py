@@ -203,6 +203,26 @@ def _outputs(dst: str) -> list[str]:
     )
 
 
+def _file_to_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    options: PlanOptions | None,
+    *,
+    format: str | None,
+    force: bool,
+    dry_run: bool,
+    split_max_size: int | None,
+    observer: Observer | None,
+) -> Report:
+    src, dst = os.fspath(src), os.fspath(dst)
+    _check_paths(src, dst, force or dry_run)
+    bundle = open_bundle(src)
+    return write_bundle(
+        bundle, make_plan(bundle, options), dst, format=format, force=force, dry_run=dry_run,
+        split_max_size=split_max_size, observer=observer, source_name=src,
+    )  # fmt: skip
+
+
 def quantize(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -220,13 +240,10 @@ def quantize(
     `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...); `plan_options` are the
     fields of `PlanOptions` (tensor_types, pure, allow_requantize, ...).
     """
-    src, dst = os.fspath(src), os.fspath(dst)
-    _check_paths(src, dst, force or dry_run)
-    bundle = open_bundle(src)
-    plan = make_plan(bundle, PlanOptions(type=type, **plan_options))
-    return write_bundle(
-        bundle, plan, dst, format=format, force=force, dry_run=dry_run,
-        split_max_size=split_max_size, observer=observer, source_name=src,
+    options = PlanOptions(type=type, **plan_options)
+    return _file_to_file(
+        src, dst, options, format=format, force=force, dry_run=dry_run,
+        split_max_size=split_max_size, observer=observer,
     )  # fmt: skip
 
 
@@ -241,12 +258,9 @@ def convert(
     observer: Observer | None = None,
 ) -> Report:
     """Rewrite `src` in another container format; every tensor is copied bit for bit."""
-    src, dst = os.fspath(src), os.fspath(dst)
-    _check_paths(src, dst, force or dry_run)
-    bundle = open_bundle(src)
-    return write_bundle(
-        bundle, make_plan(bundle), dst, format=format, force=force, dry_run=dry_run,
-        split_max_size=split_max_size, observer=observer, source_name=src,
+    return _file_to_file(
+        src, dst, None, format=format, force=force, dry_run=dry_run,
+        split_max_size=split_max_size, observer=observer,
     )  # fmt: skip
 
 
