@@ -10,6 +10,7 @@ import os
 
 import gguf
 import numpy as np
+import pytest
 from gguf import GGMLQuantizationType as Q
 
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
@@ -103,6 +104,20 @@ def assert_llama_readable(path: str | os.PathLike[str], big_endian: bool = False
     assert check_llama_rules(path) == []
     if not big_endian:
         assert c_reader_accepts(path) in (True, None)
+
+
+#: Files a test writes on purpose beyond llama.cpp's rules start with this.
+NOT_LLAMA = "nonllama"
+
+
+@pytest.fixture(autouse=True)
+def written_ggufs_pass_llama_rules(tmp_path):
+    """After each test, every .gguf it left in tmp_path passes llama.cpp's rules (files named
+    nonllama* excepted); test modules import this fixture to have it applied."""
+    yield
+    for path in sorted(tmp_path.rglob("*.gguf")):
+        if not path.name.startswith(NOT_LLAMA):
+            assert check_llama_rules(path) == [], path.name
 
 
 def assert_gguf_reader_agrees(

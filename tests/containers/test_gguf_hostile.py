@@ -14,6 +14,7 @@ from gguf_samples import small_bundle
 import bundler
 from bundler.containers import gguf as gguf_container
 from bundler.containers.gguf_reader import parse
+from bundler.containers.gguf_rules import check_llama_rules
 from bundler.errors import FormatError, UnsupportedFormatError, UsageError
 
 #: Extra memory a read of a file of a few KiB may take, whatever its fields claim.
@@ -46,6 +47,7 @@ def _read_bounded(path):
 def small_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("small") / "small.gguf"
     gguf_container.write(small_bundle(), path)
+    assert check_llama_rules(path) == []
     layout = parse(path)
     last = layout.tensors[-1]
     return path, path.read_bytes(), layout.data_start, layout.data_start + last.offset + last.nbytes
@@ -130,4 +132,5 @@ def test_unknown_tensor_type_is_skipped_with_a_warning_and_the_rest_reads(tmp_pa
     with pytest.raises(UsageError, match="drop_unknown"):
         bundle.save(tmp_path / "out.gguf")
     bundle.save(tmp_path / "out.gguf", drop_unknown=True)
+    assert check_llama_rules(tmp_path / "out.gguf") == []
     assert list(bundler.open(tmp_path / "out.gguf").tensors) == ["b"]

@@ -13,6 +13,7 @@ from gguf_samples import (
     every_value_metadata,
     quantized,
     small_bundle,
+    written_ggufs_pass_llama_rules,  # noqa: F401
 )
 
 import bundler

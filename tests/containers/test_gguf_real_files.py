@@ -6,7 +6,10 @@ import hashlib
 
 import gguf
 import pytest
-from gguf_samples import assert_llama_readable
+from gguf_samples import (
+    assert_llama_readable,
+    written_ggufs_pass_llama_rules,  # noqa: F401
+)
 
 import bundler
 from bundler.containers import gguf as gguf_container

@@ -5,7 +5,11 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from gguf_samples import assert_llama_readable, small_bundle
+from gguf_samples import (
+    assert_llama_readable,
+    small_bundle,
+    written_ggufs_pass_llama_rules,  # noqa: F401
+)
 
 import bundler
 from bundler.bundle import Bundle, ValueType

@@ -6,7 +6,11 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from gguf_samples import assert_llama_readable, small_bundle
+from gguf_samples import (
+    assert_llama_readable,
+    small_bundle,
+    written_ggufs_pass_llama_rules,  # noqa: F401
+)
 
 import bundler
 from bundler.bundle import Bundle, Tensor, Value, ValueType
@@ -66,7 +70,7 @@ _NESTED = Value(
     ],
 )
 def test_writer_refuses_what_readers_would_reject(tmp_path, bundle, message, llama_only):
-    out = tmp_path / "out.gguf"
+    out = tmp_path / "nonllama.gguf"
     with pytest.raises(UsageError, match=message):
         gguf_container.write(bundle, out)
     assert not out.exists() and not list(tmp_path.iterdir())
