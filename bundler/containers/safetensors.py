@@ -152,7 +152,11 @@ def _read_sharded(index_path: str) -> Bundle:
             raise FormatError(shard_path, None, f"its {META_KEY} differs from the first shard's")
         parts.append(part)
     tensors = [t for part in parts for t in part.tensors.values()]
-    info = {"shards": names, "metadata_object": parts[0].format_info["metadata_object"]}
+    info = {
+        "shards": names,
+        "shard_tensors": [list(part.tensors) for part in parts],
+        "metadata_object": parts[0].format_info["metadata_object"],
+    }
     return Bundle(parts[0].metadata, tensors, format=NAME, path=index_path, format_info=info)
 
 
@@ -171,14 +175,16 @@ def _membership_problem(listed: set[str], held: set[str]) -> str:
 def write(
     bundle: Bundle,
     path: str | os.PathLike[str],
-    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    max_shard_size: int | None = None,
     force: bool = True,
     **options: Any,
 ) -> None:
     """Write `bundle` at `path` (a directory means `<path>/model.safetensors`).
 
     Tensors are laid out as the reference serializer lays them out and streamed from their
-    sources chunk by chunk. When the data exceeds `max_shard_size` bytes the bundle is cut
+    sources chunk by chunk. A bundle read from a sharded checkpoint keeps its shards unless
+    `max_shard_size` is given; otherwise, when the data exceeds `max_shard_size` bytes
+    (default 5 GB), the bundle is cut
     into `<stem>-0000i-of-0000N.safetensors` shards beside `path` plus
     `<stem>.safetensors.index.json`; `path` itself is then not written.
     """
@@ -188,15 +194,19 @@ def write(
             f"unknown SafeTensors write option(s) {', '.join(sorted(options))}; "
             "valid: max_shard_size, force"
         )
-    if isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int):
+    if max_shard_size is not None and (
+        isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int)
+    ):
         raise UsageError(f"max_shard_size must be a number of bytes, got {max_shard_size!r}")
-    if max_shard_size <= 0:
+    if max_shard_size is not None and max_shard_size <= 0:
         raise UsageError(f"max_shard_size must be positive, got {max_shard_size:,}")
     if os.path.isdir(path):
         path = os.path.join(path, shards.DEFAULT_STEM + ".safetensors")
     tensors = list(bundle.tensors.values())
     planned = {t.name: stored_form(t) for t in tensors}
-    groups = shards.plan(tensors, max_shard_size)
+    groups = _source_shards(bundle) if max_shard_size is None else None
+    if groups is None:
+        groups = shards.plan(tensors, max_shard_size or DEFAULT_MAX_SHARD_SIZE)
     plain = is_plain(bundle.metadata, [[planned[t.name] for t in g] for g in groups], tensors)
     keep_empty = bundle.format == NAME and bool(bundle.format_info.get("metadata_object"))
 
@@ -220,6 +230,15 @@ def write(
         one_file(target, group)
     with atomic_output(index_path, force) as f:
         f.write(shards.index_text(groups, names).encode("utf-8"))
+
+
+def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:
+    """The shards of the checkpoint the bundle was read from, when its tensors are still
+    exactly those, in that order."""
+    members = bundle.format_info.get("shard_tensors") if bundle.format == NAME else None
+    if not members or [n for m in members for n in m] != list(bundle.tensors):
+        return None
+    return [[bundle.tensors[n] for n in m] for m in members]
 
 
 def _write_file(

@@ -186,3 +186,29 @@ def test_typed_metadata_must_agree_across_shards(tmp_path):
 def test_unknown_write_options_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="max_shard_sise"):
         stf.write(_bundle(), tmp_path / "model.safetensors", max_shard_sise=90)
+
+
+def test_a_sharded_checkpoint_keeps_its_shards_when_no_cut_is_given(tmp_path):
+    """Shards cut by another tool (here: a different grouping) are kept on rewrite."""
+    bundle = _bundle()
+    groups = [["t0"], ["t1", "t2"], ["t3", "t4"]]
+    names = shards.shard_names("model", 3)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, group in zip(names, groups, strict=True):
+        part = Bundle(bundle.metadata, [bundle.tensors[n] for n in group])
+        stf.write(part, src / name)
+    index = shards.index_text([[bundle.tensors[n] for n in g] for g in groups], names)
+    (src / "model.safetensors.index.json").write_text(index)
+    out = tmp_path / "out"
+    out.mkdir()
+    stf.write(stf.read(src), out)
+    assert _listing_bytes(out) == _listing_bytes(src)
+    again = tmp_path / "again"
+    again.mkdir()
+    stf.write(stf.read(src), again, max_shard_size=10_000)
+    assert os.listdir(again) == ["model.safetensors"]
+
+
+def _listing_bytes(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
