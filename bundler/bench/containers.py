@@ -201,6 +201,8 @@ def _measure(which: str, src: str, dst: str) -> dict[str, float]:
     """Time and RSS from one run, tracemalloc peak from a second (it slows allocation)."""
     out: dict[str, float] = {}
     for trace in (False, True):
+        # start each run with no dirty pages, so one run's writeback does not slow the next
+        os.sync()
         cmd = [sys.executable, "-m", "bundler.bench.containers", which, src, dst]
         cmd += ["--trace"] if trace else []
         done = subprocess.run(cmd, capture_output=True, text=True)

@@ -81,3 +81,13 @@ def test_vocab_file_rewrite(vocab_ggufs, tmp_path, name):
         assert again.metadata == bundle.metadata
         assert list(again.tensors) == list(bundle.tensors)
         assert out.stat().st_size == src.stat().st_size
+
+
+@pytest.mark.parametrize("window", [8, 100, 4099])
+def test_string_arrays_read_the_same_through_any_copy_window(vocab_ggufs, monkeypatch, window):
+    from bundler.containers import gguf_values
+
+    src = next(p for p in vocab_ggufs if p.name == "ggml-vocab-llama-spm.gguf")
+    expected = bundler.open(src).metadata
+    monkeypatch.setattr(gguf_values, "STRING_WINDOW", window)
+    assert bundler.open(src).metadata == expected
