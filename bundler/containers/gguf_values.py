@@ -48,7 +48,10 @@ def decode_str(data: bytes) -> str:
 
 
 def encode_str(text: str) -> bytes:
-    return text.encode(ENCODING, ERRORS)
+    try:
+        return text.encode(ENCODING, ERRORS)
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"{text[:40]!r} cannot be stored as UTF-8: {exc.reason}") from None
 
 
 # ------------------------------------------------------------------------------ reading
@@ -169,7 +172,7 @@ def array_body(value: Value, big_endian: bool, key: str) -> bytes:
         for s in value.value:
             if not isinstance(s, str):
                 raise UsageError(f"metadata {key!r}: string array holds a {type(s).__name__}")
-            b = s.encode(ENCODING, ERRORS)
+            b = encode_str(s)
             parts.append(pack(len(b)))
             parts.append(b)
         return b"".join(parts)

@@ -153,3 +153,32 @@ def test_array_item_type_given_as_a_plain_int_is_written(tmp_path):
     with pytest.raises(UsageError, match="not a GGUF value type"):
         b.metadata.set("bad", [1], ValueType.ARRAY, 99)
         gguf_container.write(b, tmp_path / "bad.gguf")
+
+
+@pytest.mark.parametrize("where", ["key", "value", "array", "tensor"])
+def test_text_that_is_not_utf8_encodable_is_a_usage_error(tmp_path, where):
+    bad = "x\ud800"  # a lone surrogate that is not an escaped byte
+    b = _bundle()
+    if where == "key":
+        b.metadata[bad] = Value(ValueType.UINT8, 1)
+    elif where == "value":
+        b.metadata["k"] = Value(ValueType.STRING, bad)
+    elif where == "array":
+        b.metadata["k"] = Value(ValueType.ARRAY, ["a", bad], ValueType.STRING)
+    else:
+        b.add(Tensor.from_array(bad, np.zeros(4, np.float32)))
+    with pytest.raises(UsageError, match="UTF-8"):
+        gguf_container.write(b, tmp_path / "t.gguf")
+
+
+def test_undecodable_bytes_in_a_file_are_kept_on_rewrite(tmp_path):
+    import gguf_hostile
+
+    raw = gguf_hostile.valid()
+    raw.kvs.append(gguf_hostile.kv("odd", 8, gguf_hostile.string(b"\xff\xfe ok")))
+    src = tmp_path / "odd.gguf"
+    src.write_bytes(raw.build())
+    bundle = bundler.open(src)
+    assert bundle.metadata["odd"] == "\udcff\udcfe ok"
+    bundle.save(tmp_path / "again.gguf")
+    assert (tmp_path / "again.gguf").read_bytes() == src.read_bytes()
