@@ -289,15 +289,16 @@ class ArraySource(Source):
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
         a = self.array
-        if self.codec.facts.flat or a.ndim < 2:
-            yield from super().iter_raw(chunk_bytes)
+        if a.size == 0:
             return
-        rows = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else None
-        row_bytes = self.codec.facts.row_bytes(a.shape[-1])
-        step = max(1, chunk_bytes // max(row_bytes, 1))
+        rows = None
+        if not self.codec.facts.flat and a.ndim >= 2:
+            rows = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous or a.ndim == 2 else None
         if rows is None:
             yield from super().iter_raw(chunk_bytes)
             return
+        row_bytes = self.codec.facts.row_bytes(a.shape[-1])
+        step = max(1, chunk_bytes // max(row_bytes, 1))
         for start in range(0, rows.shape[0], step):
             yield self.codec.encode(rows[start : start + step]).reshape(-1)
 

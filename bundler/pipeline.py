@@ -1,9 +1,8 @@
 """The conversion pipeline: read a bundle, apply a plan, stream it into any container.
 
-Tensors whose codec does not change are copied as raw bytes. The others are decoded and
-re-encoded a chunk of rows at a time; a worker thread prepares the next chunk (read,
-decode, encode on all cores) while the writer writes the current one, so memory stays
-bounded by a few chunks whatever the model size.
+Tensors whose codec does not change are copied as raw bytes. The others are re-encoded a
+chunk of rows at a time (bundler.transcode): reading, encoding and writing overlap, and
+memory stays bounded by a few chunks whatever the model size.
 """
 
 from __future__ import annotations
@@ -11,52 +10,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Source, Tensor
-from bundler.codecs import Codec
 from bundler.containers import format_for_path, module, open_bundle
 from bundler.errors import OutputExistsError, UsageError
 from bundler.plan import Choice, Plan, PlanOptions, make_plan
-
-
-class TranscodeSource(Source):
-    """A tensor's values re-encoded to another codec, produced chunk by chunk on demand."""
-
-    def __init__(self, tensor: Tensor, target: Codec):
-        self.tensor = tensor
-        self.target = target
-
-    def raw(self) -> np.ndarray:
-        return self.target.encode(self.tensor.numpy()).reshape(-1)
-
-    def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
-        t, target = self.tensor, self.target
-        if len(t.shape) < 2 or target.facts.flat or t.codec.facts.flat:
-            yield from super().iter_raw(chunk_bytes)
-            return
-        n = t.shape[-1]
-        src_row, dst_row = t.codec.facts.row_bytes(n), target.facts.row_bytes(n)
-        rows = max(1, chunk_bytes // max(src_row, dst_row, 1))
-        chunks = t.iter_raw(rows * src_row)
-
-        def next_encoded() -> np.ndarray | None:
-            raw = next(chunks, None)
-            if raw is None:
-                return None
-            values = t.codec.decode(raw, shape=(raw.size // src_row, n))
-            return target.encode(values).reshape(-1)
-
-        # One worker, one chunk ahead: it alone advances `chunks`, whose buffer it reuses.
-        with ThreadPoolExecutor(1, thread_name_prefix="bundler-encode") as pool:
-            pending = pool.submit(next_encoded)
-            while (encoded := pending.result()) is not None:
-                pending = pool.submit(next_encoded)
-                yield encoded
+from bundler.transcode import Buffers, TranscodeSource
 
 
 class Observer(Protocol):
@@ -90,10 +53,11 @@ def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> 
     for key, (value, vtype) in plan.metadata_updates.items():
         metadata.set(key, value, vtype)
     out = Bundle(metadata, format=bundle.format, path=bundle.path, format_info=bundle.format_info)
+    buffers = Buffers()
     for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
         source = tensor.source
         if choice.action != "copy":
-            source = TranscodeSource(tensor, choice.target)
+            source = TranscodeSource(tensor, choice.target, buffers)
         if observer is not None:
             source = _ObservedSource(source, choice, observer)
         out.add(Tensor(tensor.name, tensor.shape, choice.target, source))
@@ -198,9 +162,8 @@ def _outputs(dst: str) -> list[str]:
         return [dst]
     directory, base = os.path.split(os.path.abspath(dst))
     stem = base.rsplit(".", 1)[0]
-    return sorted(
-        os.path.join(directory, n) for n in os.listdir(directory) if n.startswith(stem + "-")
-    )
+    names = (n for n in os.listdir(directory) if n.startswith((stem + "-", stem + ".")))
+    return sorted(os.path.join(directory, n) for n in names if n != base)
 
 
 def _file_to_file(

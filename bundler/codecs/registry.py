@@ -100,6 +100,10 @@ class Codec:
         dst = _output(out, self.encoded_shape(x.shape), np.dtype(np.uint8), "encode")
         if x.size == 0:
             return dst
+        own = self.facts.numpy_dtype
+        if own is not None and x.dtype == np.dtype(own).newbyteorder("="):
+            dst.view(own).reshape(x.shape)[...] = x  # already this dtype: bytes kept exactly
+            return dst
         n = x.shape[-1] if x.ndim else 1
         dst_rows = dst.reshape(-1, dst.shape[-1])
         want = np.dtype(np.float32) if kernel.float_input else None
