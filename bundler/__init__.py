@@ -22,6 +22,7 @@ from bundler.errors import (
     UsageError,
     ValidationError,
 )
+from bundler.pipeline import Report, convert, quantize, save
 
 __all__ = [
     "Bundle",
@@ -32,6 +33,7 @@ __all__ = [
     "Metadata",
     "NonFiniteError",
     "OutputExistsError",
+    "Report",
     "ShapeError",
     "Tensor",
     "UnknownCodecError",
@@ -40,9 +42,12 @@ __all__ = [
     "Value",
     "ValueType",
     "codec",
+    "convert",
     "decode",
     "encode",
     "open",
+    "quantize",
+    "save",
 ]
 
 
