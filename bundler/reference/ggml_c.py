@@ -37,6 +37,10 @@ class BuildFailed(RuntimeError):
     """cmake ran but did not produce a usable library."""
 
 
+class NotBuilt(RuntimeError):
+    """The library is not in the cache and building it was not allowed."""
+
+
 #: Cache key of the build: the source version and the flags below.
 BUILD_TAG = f"{assets.LLAMA_CPP[0]}-{assets.LLAMA_CPP[1]}-ggml-base-nofma-1"
 
@@ -93,11 +97,13 @@ def build_dir() -> Path:
     return assets.cache_dir() / "ggml-c" / BUILD_TAG
 
 
-def library_path() -> Path:
-    """The cached `libggml-base.so`, built on first call."""
+def library_path(build: bool = True) -> Path:
+    """The cached `libggml-base.so`, built on first call (or `NotBuilt` if `build` is False)."""
     target = build_dir() / "libggml-base.so"
     if target.exists():
         return target
+    if not build:
+        raise NotBuilt(f"{target} is not built; run `python -m bundler.reference.ggml_c`")
     _check_toolchain()
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock:
@@ -107,16 +113,17 @@ def library_path() -> Path:
     return target
 
 
-def library() -> ctypes.CDLL:
-    """The loaded C library (built and cached on first use).
+def library(build: bool = True) -> ctypes.CDLL:
+    """The loaded C library (built and cached on first use unless `build` is False).
 
-    Raises `ToolchainMissing` naming what to install when cmake or a compiler is absent, and
-    `assets.AssetUnavailable` when the sources cannot be downloaded.
+    Raises `ToolchainMissing` naming what to install when cmake or a compiler is absent,
+    `assets.AssetUnavailable` when the sources cannot be downloaded, and `NotBuilt` when
+    the library is not cached and `build` is False.
     """
     global _lib
     with _lock:
         if _lib is None:
-            lib = ctypes.CDLL(str(library_path()))
+            lib = ctypes.CDLL(str(library_path(build)))
             lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
             lib.ggml_get_type_traits.argtypes = (ctypes.c_int,)
             lib.ggml_quantize_chunk.restype = ctypes.c_size_t
