@@ -18,16 +18,21 @@ from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
 from bundler.filetypes import FileType, file_type, for_codec
+from bundler.presets import HyperParams, Mixture, category
 
-#: Tensors llama-quantize never quantizes, by name (its list, plus the Hugging Face spellings).
+#: Tensors llama-quantize never quantizes, by name (llama.cpp `tensor_allows_quantization`,
+#: plus the Hugging Face spellings of norms and position/token-type embeddings).
 KEEP_PATTERN = re.compile(
-    r"_norm\.weight$|(^|\.)norm\.weight$|LayerNorm|layer_norm|ffn_gate_inp\.weight"
-    r"|position_embd\.weight|position_embeddings|token_types\.weight|token_type_embeddings"
-    r"|ssm_conv1d\.weight|shortconv\.conv\.weight|attn_rel_b\.weight"
-    r"|time_mix_(first|w0|w1|w2|a0|a1|a2|v0|v1|v2|g1|g2|decay|decay_w1|decay_w2|lerp_fused)\.weight"
+    r"_norm\.weight|ffn_gate_inp\.weight|ffn_gate_tid2eid\.weight|altup|laurel"
+    r"|per_layer_model_proj|ssm_conv1d|shortconv\.conv\.weight|indexer\.[kq]_proj\.weight"
+    r"|time_mix_(first|w0|w1|w2|v0|v1|v2|a0|a1|a2|g1|g2|decay_w1|decay_w2|lerp_fused)\.weight"
+    r"|attn_rel_b\.weight|\.position_embd|sam\.pos_embd|sam\.neck\.|sam\.net_|\.rel_pos"
+    r"|\.patch_embd|\.patch_merger|a\.rvq\.codebook|mm\.a\.code_embd"
+    r"|^position_embd\.weight$|^token_types\.weight$"
+    r"|(^|\.)norm\.weight$|LayerNorm|layer_norm|position_embeddings|token_type_embeddings"
 )
-#: Where a tensor goes when its rows do not fit the wanted codec's block (then F16).
-#: llama.cpp sends Q2_K/Q3_K to IQ4_NL, which bundler cannot encode: Q4_0 takes its place.
+#: Where a tensor goes when its rows do not fit the wanted codec's block (then F16), as
+#: llama.cpp's `tensor_type_fallback` sends them.
 FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 LAST_RESORT = "f16"
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
@@ -91,18 +96,28 @@ class Plan:
 class ModelInfo:
     """What the per-tensor rules need to know about the whole model."""
 
-    arch: str
-    n_layer: int
     has_output: bool
     names: tuple[str, ...]
+    hparams: HyperParams
 
 
 def model_info(bundle: Bundle) -> ModelInfo:
     md = bundle.metadata
     arch = str(md.get("general.architecture", ""))
-    n_layer = int(md.get(f"{arch}.block_count", 0) or 0)
-    names = tuple(bundle.tensors)
-    return ModelInfo(arch, n_layer, "output.weight" in bundle.tensors, names)
+
+    def number(key: str, default: int = 0) -> int:
+        value = md.get(f"{arch}.{key}", default)
+        return int(value) if isinstance(value, (int, float)) else default
+
+    n_head = number("attention.head_count")
+    hp = HyperParams(
+        arch=arch,
+        n_layer=number("block_count"),
+        n_head=n_head,
+        n_head_kv=number("attention.head_count_kv", n_head),
+        n_expert=number("expert_count"),
+    )
+    return ModelInfo("output.weight" in bundle.tensors, tuple(bundle.tensors), hp)
 
 
 def quantizable(tensor: Tensor) -> str | None:
@@ -117,10 +132,6 @@ def quantizable(tensor: Tensor) -> str | None:
     if kind.numpy_dtype is not None and not kind.numpy_dtype.startswith(("<f", "bfloat")):
         return f"{tensor.codec.name} is not a float type"
     return None
-
-
-def _is_output(name: str, info: ModelInfo) -> bool:
-    return name == "output.weight" or (not info.has_output and name == "token_embd.weight")
 
 
 def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:
@@ -138,43 +149,37 @@ def _with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
 
 
 class _Chooser:
-    """Picks the wanted codec of each quantizable tensor, in bundle order."""
+    """Picks the wanted codec of each quantizable tensor, in bundle order
+    (llama.cpp `llama_tensor_get_type`)."""
 
     def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo):
         self.options = options
-        self.ftype = ftype
-        self.info = info
         self.base = ftype.codec
-        self.mixture = None
-        if ftype.mixture and not options.pure:
-            from bundler.presets import Mixture
-
-            self.mixture = Mixture(ftype, info)
+        self.tied = not info.has_output
+        self.mixture = Mixture(ftype, info) if not options.pure else None
         self.overrides = [(re.compile(rx), get(c)) for rx, c in options.tensor_types]
+        self.token_type = (
+            get(options.token_embedding_type) if options.token_embedding_type else None
+        )
+        self.output_type = get(options.output_tensor_type) if options.output_tensor_type else None
 
     def want(self, tensor: Tensor) -> tuple[Codec, str]:
         name, shape = tensor.name, tensor.shape
-        want, note = self.base, ""
-        quantized_target = self.base.facts.is_block
-        if quantized_target and not self.options.pure:
-            if self.mixture is not None:
-                want, note = self.mixture.choose(name, shape, want)
-            elif _is_output(name, self.info):
-                want, note = self._output_codec(shape), "output tensor"
+        cat = category(name)
+        if self.token_type is not None and cat == "token_embd":
+            return self.token_type, "--token-embedding-type"
+        if self.output_type is not None and (
+            cat == "output" or (self.tied and cat == "token_embd")
+        ):
+            return self.output_type, "--output-tensor-type"
+        if not self.base.facts.is_block:
+            return self.base, ""
         for pattern, codec in self.overrides:
             if pattern.search(name):
-                want, note = codec, f"--tensor-type {pattern.pattern}={codec.name}"
-                break
-        if self.options.token_embedding_type and name == "token_embd.weight":
-            want, note = get(self.options.token_embedding_type), "--token-embedding-type"
-        if self.options.output_tensor_type and _is_output(name, self.info):
-            want, note = get(self.options.output_tensor_type), "--output-tensor-type"
-        return want, note
-
-    def _output_codec(self, shape: tuple[int, ...]) -> Codec:
-        if shape[-1] % 256:
-            return get("q8_0")
-        return self.base if self.base.name == "q8_0" else get("q6_k")
+                return codec, f"--tensor-type {pattern.pattern}={codec.name}"
+        if self.mixture is not None:
+            return self.mixture.choose(name, shape, self.base)
+        return self.base, ""
 
 
 def make_plan(bundle: Bundle, options: PlanOptions | None = None) -> Plan:

@@ -1,0 +1,176 @@
+"""llama-quantize's per-tensor mixtures: which tensors of a model get a wider codec than the
+file type's base (Q4_K_M gives some attention-value and feed-forward-down layers Q6_K, the
+output tensor Q6_K, ...).
+
+The rules are those of llama.cpp's `llama_tensor_get_type_impl` (src/llama-quant.cpp, the
+version vendored by llama-cpp-python 0.3.36), restricted to the file types bundler can
+write. They depend on the tensor's category (from its name), on counters kept in tensor
+order, and on a few model hyper-parameters read from the GGUF metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bundler.codecs import Codec, get
+
+if TYPE_CHECKING:
+    from bundler.filetypes import FileType
+    from bundler.plan import ModelInfo
+
+# Categories, tried in this order on the tensor name (llama.cpp `tensor_get_category`).
+_CATEGORIES = (
+    ("attn_qkv.weight", "attn_qkv"),
+    ("attn_kv_b.weight", "attn_kv_b"),
+    ("attn_v.weight", "attn_v"),
+    ("attn_k.weight", "attn_k"),
+    ("attn_q.weight", "attn_q"),
+    ("attn_output.weight", "attn_output"),
+    ("ffn_up", "ffn_up"),
+    ("ffn_gate", "ffn_gate"),
+    ("ffn_down", "ffn_down"),
+)
+_ATTN_V_LIKE = {"attn_v", "attn_qkv", "attn_kv_b"}
+TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
+
+
+def category(name: str) -> str:
+    """The tensor's category: output, token_embd, attn_v, ffn_down, ... or other."""
+    if name == "output.weight":
+        return "output"
+    if name in TOKEN_EMBD_NAMES:
+        return "token_embd"
+    for needle, cat in _CATEGORIES:
+        if needle in name:
+            return cat
+    return "other"
+
+
+def use_more_bits(i_layer: int, n_layers: int) -> bool:
+    """The layers the _M mixtures widen: the first and last eighth, and every third between."""
+    return (
+        i_layer < n_layers // 8
+        or i_layer >= 7 * n_layers // 8
+        or (i_layer - n_layers // 8) % 3 == 2
+    )
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """What the mixture rules read from the model's metadata."""
+
+    arch: str
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_expert: int
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+    @property
+    def is_70b(self) -> bool:
+        """llama.cpp's LLM_TYPE_70B, the only model size its rules look at."""
+        return self.arch == "llama" and self.n_layer == 80 and self.n_head != self.n_head_kv
+
+
+class Mixture:
+    """Chooses each quantizable tensor's codec for one file type, called in tensor order."""
+
+    def __init__(self, ftype: FileType, info: ModelInfo):
+        self.ftype = ftype.name
+        self.base = ftype.codec
+        self.hp = info.hparams
+        self.tied = not info.has_output
+        self.n_attention_wv = sum(category(n) in _ATTN_V_LIKE for n in info.names)
+        self.i_attention_wv = 0
+        self.counters = {"ffn_down": 0, "ffn_gate": 0, "ffn_up": 0}
+
+    def choose(self, name: str, shape: tuple[int, ...], want: Codec) -> tuple[Codec, str]:
+        """The codec for tensor `name` (before the shape fallback) and why."""
+        cat = category(name)
+        if cat == "output" or (self.tied and cat == "token_embd"):
+            return self._output(shape, want), "output tensor"
+        if cat in _ATTN_V_LIKE:
+            chosen = self._attn_v(want)
+            self.i_attention_wv += 1
+        elif cat == "attn_k":
+            chosen = get("q8_0") if self.hp.n_expert == 8 else want
+        elif cat == "ffn_down":
+            chosen = self._ffn_down(name, want)
+        elif cat == "attn_output":
+            chosen = self._attn_output(want)
+        else:
+            if cat in self.counters:
+                self.counters[cat] += 1
+            chosen = want
+        return chosen, (f"{self.ftype} mixture ({cat})" if chosen != want else "")
+
+    def _output(self, shape: tuple[int, ...], want: Codec) -> Codec:
+        if self.hp.arch == "falcon" or shape[-1] % want.facts.block_size:
+            return get("q8_0")
+        return want if want.name == "q8_0" else get("q6_k")
+
+    def _attn_v(self, want: Codec) -> Codec:
+        f, hp, i = self.ftype, self.hp, self.i_attention_wv
+        new = want
+        if f == "Q2_K":
+            new = get("q4_k" if hp.n_gqa >= 4 else "q3_k")
+        elif f == "Q3_K_M":
+            new = get("q5_k" if i < 2 else "q4_k")
+        elif f == "Q3_K_L":
+            new = get("q5_k")
+        elif f in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, self.n_attention_wv):
+            new = get("q6_k")
+        elif f == "Q4_K_S" and i < 4:
+            new = get("q5_k")
+        if hp.is_70b and new.name in ("q3_k", "q4_k"):
+            new = get("q5_k")
+        if hp.n_expert == 8:
+            new = get("q8_0")
+        return new
+
+    def _layer(self, cat: str, name: str) -> tuple[int, int]:
+        i_layer = self.counters[cat]
+        self.counters[cat] += 1
+        if self.hp.n_expert > 1:  # experts are not consecutive: read the layer from the name
+            try:
+                i_layer = int(name.split(".")[1])
+            except (IndexError, ValueError):
+                from bundler.errors import UsageError
+
+                raise UsageError(f"cannot tell the layer of tensor {name!r}") from None
+        return i_layer, self.hp.n_layer
+
+    def _ffn_down(self, name: str, want: Codec) -> Codec:
+        i, n = self._layer("ffn_down", name)
+        f, falcon = self.ftype, self.hp.arch == "falcon"
+        if f == "Q2_K":
+            return get("q3_k")
+        if f == "Q3_K_M":
+            if i < n // 16:
+                return get("q5_k")
+            return get("q4_k" if not falcon or use_more_bits(i, n) else "q3_k")
+        if f == "Q3_K_L":
+            return get("q4_k" if falcon else "q5_k")
+        if f == "Q4_K_M":
+            if falcon:
+                return get("q6_k" if i < n // 16 else "q5_k" if use_more_bits(i, n) else "q4_k")
+            return get("q6_k") if use_more_bits(i, n) else want
+        if f == "Q5_K_M" and use_more_bits(i, n):
+            return get("q6_k")
+        if f == "Q4_K_S" and not falcon and i < n // 8:
+            return get("q5_k")
+        return want
+
+    def _attn_output(self, want: Codec) -> Codec:
+        f = self.ftype
+        if self.hp.arch == "falcon":
+            return get("q4_k") if f == "Q3_K_L" else want
+        if self.hp.n_expert == 8:
+            widened = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M")
+            return get("q5_k") if f in widened else want
+        wider = {"Q2_K": "q3_k", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k"}.get(f)
+        return get(wider) if wider else want
