@@ -1,0 +1,90 @@
+"""`bundler validate`: structural rules, checksums and scales of a model file.
+
+Exit codes: 0 valid, 4 not readable as a model (not a model file, truncated, a feature
+bundler does not implement), 5 a rule failed, 3 no such file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bundler.cli.output import add_json_flag, emit
+from bundler.errors import EXIT_INVALID_FORMAT, EXIT_OK, EXIT_VALIDATION
+
+#: Scans of fewer bytes than this show no progress bar.
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate", help="check a model file's structure, checksums and scales (exit 5: invalid)"
+    )
+    p.add_argument("file", help="GGUF (or a shard of a split set), SafeTensors, index, or APR")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also flag what llama.cpp, aprender or the reference SafeTensors reader refuse",
+    )
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bundler.validate import validate
+
+    bars: list[Any] = []
+    try:
+        report = validate(args.file, strict=args.strict, progress=lambda b: _bar(b, bars))
+    finally:
+        for bar in bars:
+            bar.close()
+    emit(args, report.as_dict(), human)
+    if not report.parsed:
+        first = report.errors[0]
+        print(f"bundler: error: {first.place()}: {first.message}", file=sys.stderr)
+        return EXIT_INVALID_FORMAT
+    return EXIT_OK if report.valid else EXIT_VALIDATION
+
+
+def _bar(bundle, bars: list[Any]) -> Callable[[int], None] | None:
+    """A progress bar for the scale scan: on a terminal only, for large files only."""
+    from bundler.validate import scan_bytes
+
+    total = scan_bytes(bundle)
+    if total < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024,
+        file=sys.stderr, leave=False, desc="scanning scales",
+    )  # fmt: skip
+    bars.append(bar)
+    return bar.update
+
+
+def human(report: dict[str, Any]) -> str:
+    from bundler.validate import Problem
+
+    lines = []
+    for label, items in (("error", report["errors"]), ("warning", report["warnings"])):
+        for item in items:
+            p = Problem(**item)
+            place = p.place()
+            lines.append(f"{label}: {place + ': ' if place else ''}{p.message} [{p.rule}]")
+    if not report["parsed"]:
+        verdict = "cannot be read as a model"
+    elif report["valid"]:
+        verdict = "valid"
+    else:
+        verdict = f"INVALID ({len(report['errors'])} error(s))"
+    strict = ", strict" if report["strict"] else ""
+    lines.append(
+        f"{report['path']}: {report['format'] or 'unknown format'}{strict}: {verdict}; "
+        f"{report['tensors']:,} tensors, scales of {report['scanned_tensors']:,} scanned "
+        f"({report['scanned_bytes']:,} bytes), {len(report['warnings'])} warning(s)"
+    )
+    return "\n".join(lines)
