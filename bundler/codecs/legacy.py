@@ -72,7 +72,7 @@ def encode_symmetric(x, out, bits):
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
-        o = b * size
+        ob = out[b * size : (b + 1) * size]
         amax = F0
         mx = F0
         poison = F0
@@ -86,17 +86,17 @@ def encode_symmetric(x, out, bits):
             bad += 1
         d = mx / -levels
         inv = _inverse(d)
-        _put_half(out, o, d)
+        _put_half(ob, 0, d)
         qh = np.uint32(0)
         for j in range(QK // 2):
             q0 = min(maxq, np.int32(xb[j] * inv + offset))
             q1 = min(maxq, np.int32(xb[j + QK // 2] * inv + offset))
-            out[o + qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+            ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
             qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
             qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
         if bits == 5:
             for k in range(4):
-                out[o + 2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+                ob[2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
     return bad
 
 
@@ -109,7 +109,7 @@ def encode_affine(x, out, bits):
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
-        o = b * size
+        ob = out[b * size : (b + 1) * size]
         mn = np.float32(np.inf)
         mx = np.float32(-np.inf)
         poison = F0
@@ -122,18 +122,18 @@ def encode_affine(x, out, bits):
             bad += 1
         d = (mx - mn) / np.float32(maxq)
         inv = _inverse(d)
-        _put_half(out, o, d)
-        _put_half(out, o + 2, mn)
+        _put_half(ob, 0, d)
+        _put_half(ob, 2, mn)
         qh = np.uint32(0)
         for j in range(QK // 2):
             q0 = min(maxq, np.int32((xb[j] - mn) * inv + HALF))
             q1 = min(maxq, np.int32((xb[j + QK // 2] - mn) * inv + HALF))
-            out[o + qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+            ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
             qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
             qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
         if bits == 5:
             for k in range(4):
-                out[o + 4 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+                ob[4 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
     return bad
 
 
@@ -145,7 +145,7 @@ def encode_q8(x, out, with_sum):
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
-        o = b * size
+        ob = out[b * size : (b + 1) * size]
         amax = F0
         poison = F0
         for j in range(QK):
@@ -155,14 +155,14 @@ def encode_q8(x, out, with_sum):
             bad += 1
         d = amax / np.float32(127)
         inv = _inverse(d)
-        _put_half(out, o, d)
+        _put_half(ob, 0, d)
         total = 0
         for j in range(QK):
             q = _round_away(xb[j] * inv)
             total += q
-            out[o + qs_at + j] = np.uint8(q & 0xFF)
+            ob[qs_at + j] = np.uint8(q & 0xFF)
         if with_sum:
-            _put_half(out, o + 2, np.float32(total) * d)
+            _put_half(ob, 2, np.float32(total) * d)
     return bad
 
 
@@ -171,22 +171,23 @@ def decode_nibbles(raw, out, bits, affine, table):
     """Q4_0, Q4_1, Q5_0, Q5_1 to float32."""
     size = 2 + 2 * affine + 4 * (bits == 5) + 16
     qs_at = size - 16
-    offset = 0 if affine else 1 << (bits - 1)
+    offset = np.float32(0 if affine else 1 << (bits - 1))
     for b in prange(raw.size // size):
-        o = b * size
-        d = _get_half(raw, o, table)
-        m = _get_half(raw, o + 2, table) if affine else F0
+        block = raw[b * size : (b + 1) * size]
+        d = _get_half(block, 0, table)
+        m = _get_half(block, 2, table) if affine else F0
         qh = np.uint32(0)
         if bits == 5:
             for k in range(4):
-                qh |= np.uint32(raw[o + qs_at - 4 + k]) << np.uint32(8 * k)
+                qh |= np.uint32(block[qs_at - 4 + k]) << np.uint32(8 * k)
+        qs = block[qs_at:]
         y = out[b * QK : (b + 1) * QK]
         for j in range(QK // 2):
-            byte = np.int32(raw[o + qs_at + j])
-            h0 = np.int32((qh >> np.uint32(j)) & np.uint32(1)) << 4
-            h1 = np.int32((qh >> np.uint32(j + QK // 2)) & np.uint32(1)) << 4
-            q0 = np.float32(((byte & 0xF) | h0) - offset)
-            q1 = np.float32(((byte >> 4) | h1) - offset)
+            byte = np.uint32(qs[j])
+            h0 = ((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4)
+            h1 = ((qh >> np.uint32(j + QK // 2)) & np.uint32(1)) << np.uint32(4)
+            q0 = np.float32((byte & np.uint32(0xF)) | h0) - offset
+            q1 = np.float32((byte >> np.uint32(4)) | h1) - offset
             if affine:
                 y[j] = q0 * d + m
                 y[j + QK // 2] = q1 * d + m
@@ -201,10 +202,12 @@ def decode_q8(raw, out, with_sum, table):
     size = 36 if with_sum else 34
     qs_at = 4 if with_sum else 2
     for b in prange(raw.size // size):
-        o = b * size
-        d = _get_half(raw, o, table)
+        block = raw[b * size : (b + 1) * size]
+        d = _get_half(block, 0, table)
+        qs = block[qs_at:].view(np.int8)
+        y = out[b * QK : (b + 1) * QK]
         for j in range(QK):
-            out[b * QK + j] = np.float32(np.int8(raw[o + qs_at + j])) * d
+            y[j] = np.float32(qs[j]) * d
 
 
 def _kernel(encode, decode, *args) -> Kernel:
