@@ -11,6 +11,7 @@ other failed rule makes it `invalid` (exit code 5).
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -79,11 +80,15 @@ class Report:
         }
 
 
+#: How the readers say that a file ends before what its header describes: truncated, or
+#: a count or length too large for the file (which cannot be told apart).
+_ENDS_EARLY = re.compile(r"truncated|runs past the end|left in the file|file ends|file ended")
+
+
 def unreadable(exc: FormatError) -> bool:
-    """True when a reader's refusal means the file cannot be read as a model at all: a
-    truncated file or a feature bundler does not implement (the readers start every
-    truncation message with 'truncated')."""
-    return isinstance(exc, UnsupportedFormatError) or exc.problem.startswith("truncated")
+    """True when a reader's refusal means the file cannot be read as a model at all: it ends
+    before what it describes, or uses a feature bundler does not implement."""
+    return isinstance(exc, UnsupportedFormatError) or bool(_ENDS_EARLY.search(exc.problem))
 
 
 def _from_format_error(exc: FormatError) -> Problem:
