@@ -69,7 +69,7 @@ _FMA_FLAGS = ("-march=", "-mfma", "-ffp-contract=fast")
 #: an assertion that aborts the process, so it must never be passed.
 _CHUNK_TYPES = frozenset({0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 30, 39, 40, 41})
 #: Exported per-row functions for types that `ggml_quantize_chunk` and the type traits lack.
-_ROW_QUANTIZERS = {15: "quantize_row_q8_K_ref"}
+_ROW_QUANTIZERS = {9: "quantize_row_q8_1_ref", 15: "quantize_row_q8_K_ref"}
 _ROW_DEQUANTIZERS = {15: "dequantize_row_q8_K"}
 
 _ROW_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -218,9 +218,9 @@ def _run(ranges: list[tuple[int, int]], work) -> None:
 def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """The C reference encoding of float32 rows `x` (rows, n): uint8 array (rows, row bytes).
 
-    Uses `ggml_quantize_chunk(type, ..., imatrix=NULL)`, or the type's reference row function
-    for the types it does not handle (q8_1, q8_k). `threads` > 1 splits the rows over Python
-    threads (ctypes releases the GIL).
+    Uses `ggml_quantize_chunk(type, ..., imatrix=NULL)`, or the reference row function of
+    the activation types it does not handle (q8_1, q8_k). `threads` > 1 splits the rows
+    over Python threads (ctypes releases the GIL).
     """
     type_id, traits = _type(type_name)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -244,18 +244,21 @@ def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
             )
 
     else:
-        if type_id in _ROW_QUANTIZERS:
-            fn = _ROW_FN(ctypes.cast(getattr(lib, _ROW_QUANTIZERS[type_id]), ctypes.c_void_p).value)
-        elif traits.from_float_ref:
-            fn = _ROW_FN(traits.from_float_ref)
-        else:
-            raise ValueError(f"the C library cannot quantize {type_name}")
+        if type_id not in _ROW_QUANTIZERS:
+            raise ValueError(f"the C library cannot quantize {type_name} without an imatrix")
+        fn = _ROW_FN(ctypes.cast(getattr(lib, _ROW_QUANTIZERS[type_id]), ctypes.c_void_p).value)
 
         def work(a: int, b: int) -> None:
             fn(x[a].ctypes.data, out[a].ctypes.data, (b - a) * n)
 
     _run(_row_ranges(nrows, threads), work)
     return out
+
+
+def can_quantize(type_name: str) -> bool:
+    """True when the C library has a reference quantizer for this type (no imatrix)."""
+    type_id, _ = _type(type_name)
+    return type_id in _CHUNK_TYPES or type_id in _ROW_QUANTIZERS
 
 
 def can_dequantize(type_name: str) -> bool:
