@@ -2,10 +2,12 @@
 tensor's scales for values no decoder can use (NaN) or that overflowed (infinity).
 
 The field offsets come from the codec table (`CodecFacts.swap_fields`): every 2-byte field
-a block byte-swaps is a half scale (`d`, then `m` for the legacy codecs, `dmin` for the
-K-quants, `s` for q8_1). Two codecs differ from that rule and are stated here:
-q8_k's only scale is the float32 `d` at byte 0 (its 2-byte fields are int16 sums), and
-apr_q8 has one float32 scale per tensor, in the 4 bytes before its codes.
+a block byte-swaps is a half scale its decoder multiplies by (`d`, then `m` for the legacy
+codecs with a minimum, `dmin` for the K-quants). Three codecs differ from that rule and
+are stated here: q8_1's second half is `s`, a sum the decoder does not use; q8_k's only
+scale is the float32 `d` at byte 0 (its 2-byte fields are int16 sums); apr_q8 has one
+float32 scale per tensor, in the 4 bytes before its codes. (apr_q4 decodes a block with a
+NaN scale as zeros, as aprender does: its values are lost all the same.)
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def scale_fields(facts: CodecFacts) -> tuple[ScaleField, ...]:
     if not facts.is_block:
         return ()
     halves = [off for off, width in facts.swap_fields if width == 2]
-    second = "s" if facts.name == "q8_1" else ("dmin" if facts.block_size == 256 else "m")
-    names = ("d", second)
+    if facts.name == "q8_1":
+        halves = halves[:1]
+    names = ("d", "dmin" if facts.block_size == 256 else "m")
     return tuple(ScaleField(names[i], off, 2) for i, off in enumerate(halves[:2]))
 
 

@@ -181,7 +181,7 @@ def _scale_problem(tensor, finding: Finding) -> Problem:
         more = f" (also block{'s' if finding.count > 2 else ''} {listed}"
         more += f" and {rest:,} more)" if rest else ")"
     if finding.kind == "nan":
-        what = "is NaN: the block cannot be decoded"
+        what = "is NaN: the block's values are lost"
     else:
         what = "is infinite (the block overflowed half precision when it was written)"
     count = f"{finding.count:,} block{'s' if finding.count > 1 else ''}: "
