@@ -1,0 +1,87 @@
+"""TranscodeSource: chunked re-encoding through overlapping read and encode threads."""
+
+from __future__ import annotations
+
+import threading
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from bundler.bundle import FileSource, Source, Tensor
+from bundler.codecs import get
+from bundler.errors import BundlerIOError, FormatError
+from bundler.transcode import Buffers, TranscodeSource
+
+
+def _stage_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name in ("bundler-read", "bundler-encode")]
+
+
+def _file_tensor(tmp_path, values: np.ndarray, codec: str = "f32") -> Tensor:
+    raw = get(codec).encode(values).reshape(-1)
+    path = tmp_path / "values.bin"
+    path.write_bytes(b"\0" * 24 + raw.tobytes())  # an offset, as in a real container
+    return Tensor("w", values.shape, codec, FileSource(path, 24, raw.size, get(codec)))
+
+
+@pytest.mark.parametrize("source_codec", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("chunk_values", [64, 96 * 7, 1 << 20])
+def test_chunks_of_any_size_give_the_bytes_of_one_encode(tmp_path, source_codec, chunk_values):
+    values = np.random.default_rng(0).standard_normal((3, 37, 64), dtype=np.float32)
+    tensor = _file_tensor(tmp_path, values, source_codec)
+    decoded = tensor.numpy()
+    source = TranscodeSource(tensor, get("q4_1"), Buffers(), chunk_values=chunk_values)
+    chunks = [c.copy() for c in source.iter_raw(1 << 20)]
+    expected = gguf.quants.quantize(decoded, Q.Q4_1).reshape(-1)
+    assert np.array_equal(np.concatenate(chunks), expected)
+    assert len(chunks) == -(-111 // max(1, chunk_values // 64))
+    assert _stage_threads() == []
+
+
+def test_buffers_are_reused_across_tensors(tmp_path):
+    values = np.ones((64, 64), np.float32)
+    buffers = Buffers()
+    first = [c.ctypes.data for c in TranscodeSource(
+        Tensor.from_array("a", values), get("q8_0"), buffers, chunk_values=64 * 8
+    ).iter_raw(0)]  # fmt: skip
+    second = [c.ctypes.data for c in TranscodeSource(
+        Tensor.from_array("b", values * 2), get("q8_0"), buffers, chunk_values=64 * 8
+    ).iter_raw(0)]  # fmt: skip
+    assert len(set(first)) <= 4 and set(second) == set(first)
+
+
+def test_leaving_early_stops_both_threads(tmp_path):
+    values = np.zeros((4096, 64), np.float32)
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("q8_0"), chunk_values=64)
+    stream = source.iter_raw(0)
+    next(stream)
+    assert _stage_threads()
+    stream.close()
+    assert _stage_threads() == []
+
+
+def test_a_truncated_source_raises_a_format_error_in_the_caller(tmp_path):
+    values = np.zeros((100, 64), np.float32)
+    tensor = _file_tensor(tmp_path, values)
+    with open(tensor.source.path, "r+b") as f:
+        f.truncate(24 + 50 * 64 * 4 + 10)
+    source = TranscodeSource(tensor, get("q8_0"), chunk_values=64 * 16)
+    with pytest.raises(FormatError, match="file ends inside tensor data"):
+        list(source.iter_raw(0))
+    assert _stage_threads() == []
+
+
+class _Failing(Source):
+    def iter_raw(self, chunk_bytes):
+        yield np.zeros(64 * 4, np.uint8)
+        raise BundlerIOError("disk went away")
+
+
+def test_an_error_of_any_source_reaches_the_caller():
+    tensor = Tensor("w", (4, 64), "f32", _Failing())
+    source = TranscodeSource(tensor, get("q8_0"), chunk_values=64)
+    with pytest.raises(BundlerIOError, match="disk went away"):
+        list(source.iter_raw(0))
+    assert _stage_threads() == []
