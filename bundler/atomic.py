@@ -1,4 +1,9 @@
-"""Crash-safe output: write to a temporary file beside the target, then rename into place."""
+"""Crash-safe output: write to a temporary file beside the target, then rename into place.
+
+A writer holds an exclusive `flock` on its temporary file until the rename, so a later
+run can tell a partial file left by a killed writer (nobody holds it: removed) from one
+still being written (locked: left alone), whatever became of the writer's process id.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from bundler.errors import BundlerIOError, OutputExistsError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: fall back on whether the writer's process id still runs
+    fcntl = None  # type: ignore[assignment]
 
 #: Prefix of the temporary files; a later run removes strays left by a killed one.
 TEMP_PREFIX = ".bundler-partial-"
@@ -33,6 +43,8 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
         os.chmod(tmp, 0o666 & ~_umask())
     except OSError as exc:
         raise BundlerIOError(f"{path}: cannot create output: {exc.strerror or exc}") from None
+    # the lock lives as long as any descriptor of this open file: keep one past the rename
+    lock = _lock(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -43,6 +55,9 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
         if isinstance(exc, OSError) and not isinstance(exc, BundlerIOError):
             raise BundlerIOError(f"{path}: write failed: {exc.strerror or exc}") from None
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _umask() -> int:
@@ -61,8 +76,38 @@ def remove_stale_partials(directory: str, name: str) -> None:
                     os.unlink(entry.path)
 
 
+def _lock(fd: int) -> int | None:
+    """A second descriptor holding an exclusive lock on `fd`'s file (None without flock)."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return os.dup(fd)
+    except OSError:  # a file system without locks: the process-id check remains
+        return None
+
+
 def _owner_gone(path: str) -> bool:
-    """True when the process that created this partial file no longer runs."""
+    """True when no writer holds this partial file any more."""
+    if fcntl is not None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            pass  # no locks on this file system
+        finally:
+            os.close(fd)
+    return _pid_gone(path)
+
+
+def _pid_gone(path: str) -> bool:
+    """True when the process whose id the partial file's name holds no longer runs."""
     try:
         pid = int(os.path.basename(path).rsplit(".", 2)[-2])
     except ValueError:
