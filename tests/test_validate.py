@@ -1,0 +1,35 @@
+"""The scale scan of `validate` reads scales in the file's byte order and places each
+finding at the byte offset of the field in the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundler.bundle import Bundle, FileSource, Tensor
+from bundler.containers import open_bundle, save
+from bundler.validate import validate
+
+NAN = {False: b"\x00\x7e", True: b"\x7e\x00"}  # half 0x7E00, little- and big-endian
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("codec", ["q4_1", "q6_k"])
+def test_a_nan_scale_is_found_in_either_byte_order(tmp_path, big_endian, codec):
+    x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32)
+    path = tmp_path / "m.gguf"
+    save(Bundle({"general.name": "t"}, [Tensor.from_array("w", x, codec)]), path,
+         big_endian=big_endian)  # fmt: skip
+    assert validate(path).valid
+    src = open_bundle(path).tensors["w"].source
+    assert isinstance(src, FileSource)
+    d_at = {"q4_1": 0, "q6_k": 208}[codec]
+    block_bytes = {"q4_1": 20, "q6_k": 210}[codec]
+    at = src.offset + 3 * block_bytes + d_at
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(NAN[big_endian])
+    report = validate(path)
+    assert not report.valid and report.parsed
+    (error,) = report.errors
+    assert (error.tensor, error.blocks, error.offset, error.rule) == ("w", [3], at, "nan-scale")
