@@ -18,7 +18,7 @@ from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
 from bundler.filetypes import FileType, file_type, for_codec
-from bundler.presets import HyperParams, Mixture, category
+from bundler.presets import HyperParams, Mixture, category, loader_order
 
 #: Tensors llama-quantize never quantizes, by name (llama.cpp `tensor_allows_quantization`,
 #: plus the Hugging Face spellings of norms and position/token-type embeddings).
@@ -192,7 +192,11 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None) -> Plan:
         return Plan(choices, None)
     ftype = _file_type(options.type)
     chooser = _Chooser(options, ftype, model_info(bundle))
-    choices = [_decide(i, t, options, chooser) for i, t in enumerate(bundle.tensors.values())]
+    tensors = list(bundle.tensors.values())
+    # decided in llama-quantize's walk (its counters depend on it); listed in the bundle's order
+    walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
+    decided = {i: _decide(i, tensors[i], options, chooser) for i in walk}
+    choices = [decided[i] for i in range(len(tensors))]
     _refuse_requantize(choices, options)
     updates = {"general.file_type": (ftype.ftype, ValueType.UINT32)}
     if any(c.target.facts.is_block for c in choices):

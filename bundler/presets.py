@@ -10,6 +10,7 @@ order, and on a few model hyper-parameters read from the GGUF metadata.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,17 @@ def category(name: str) -> str:
         if needle in name:
             return cat
     return "other"
+
+
+_BLOCK = re.compile(r"blk\.\s*([+-]?\d+)")
+
+
+def loader_order(name: str) -> tuple[int, str]:
+    """Sort key of llama.cpp's loader (`weight_name_comparer`), the order llama-quantize
+    walks a model in: tensors outside the blocks first, then block by block by number
+    (blk.2 before blk.10), by name within a block. Its layer counters follow this walk."""
+    found = _BLOCK.match(name)
+    return (int(found.group(1)) if found else -1, name)
 
 
 def use_more_bits(i_layer: int, n_layers: int) -> bool:
