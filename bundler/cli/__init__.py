@@ -9,7 +9,7 @@ import sys
 from bundler.errors import EXIT_FAILURE, BundlerError
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
-COMMANDS = ("demo", "quantize", "inspect", "validate", "diff", "types", "bench")
+COMMANDS = ("demo", "quantize", "inspect", "validate", "diff", "types", "bench", "recipe")
 
 
 def build_parser() -> argparse.ArgumentParser:
