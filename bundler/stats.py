@@ -10,9 +10,6 @@ import numpy as np
 
 from bundler.errors import ShapeError
 
-#: Values accumulated at a time, so that statistics of a large tensor cost a fixed amount.
-_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class ErrorStats:
@@ -40,18 +37,12 @@ def error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = None) 
     a, b = np.asarray(original), np.asarray(decoded)
     if a.shape != b.shape:
         raise ShapeError(f"cannot compare shapes {a.shape} and {b.shape}")
-    a, b = a.reshape(-1), b.reshape(-1)
-    sq_err = abs_err = max_err = dot = sq_a = sq_b = 0.0
-    for start in range(0, a.size, _CHUNK):
-        x = a[start : start + _CHUNK].astype(np.float64)
-        y = b[start : start + _CHUNK].astype(np.float64)
-        e = x - y
-        sq_err += float(e @ e)
-        abs_err += float(np.abs(e).sum())
-        max_err = max(max_err, float(np.abs(e).max(initial=0.0)))
-        dot += float(x @ y)
-        sq_a += float(x @ x)
-        sq_b += float(y @ y)
+    a, b = _flat(a), _flat(b)
+    from bundler.stats_kernel import partial_sums
+
+    parts = partial_sums(a, b)
+    sq_err, abs_err, dot, sq_a, sq_b = (float(parts[:, i].sum()) for i in (0, 1, 3, 4, 5))
+    max_err = float(parts[:, 2].max(initial=0.0))
     n = a.size
     return ErrorStats(
         n=n,
@@ -62,6 +53,13 @@ def error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = None) 
         snr_db=_snr_db(sq_a, sq_err),
         compression_ratio=(n * 4 / encoded_nbytes) if encoded_nbytes else None,
     )
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(-1)
+    if x.dtype in (np.float32, np.float64):
+        return x
+    return x.astype(np.float64)
 
 
 def _cosine(dot: float, sq_a: float, sq_b: float) -> float:
