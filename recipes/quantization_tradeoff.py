@@ -2,8 +2,9 @@
 
 The weights look like a transformer's: normal with a small scale, plus a few outliers per
 row (the values that make low-bit codecs struggle). Each codec encodes them and decodes them
-back; the table gives bits per weight, compression ratio against float32, RMSE, cosine
-similarity and signal-to-noise ratio, sorted by size. Use it to pick a codec.
+back; every encoding is bundled in one SafeTensors file, and the table gives bits per
+weight, compression ratio against float32, RMSE, cosine similarity and signal-to-noise
+ratio, sorted by size. Use it to pick a codec.
 
 Run: python recipes/quantization_tradeoff.py   (or: bundler recipe run quantization_tradeoff)
 """
@@ -13,11 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 import bundler
+from bundler import Bundle, Tensor
 from bundler.codecs import all_codecs
 from bundler.errors import UsageError
 from bundler.recipe import RecipeContext, script_main
 
-ROWS, COLS = 64, 4096
+ROWS, COLS = 32, 4096
 OUTLIERS_PER_ROW = 4
 
 
@@ -51,9 +53,12 @@ def weights(ctx: RecipeContext) -> np.ndarray:
 def run(ctx: RecipeContext) -> None:
     w = weights(ctx)
     ctx.metric("values", w.size)
-    rows = []
+    rows, stored = [], {}
     for codec in float_codecs():
         encoded = codec.encode(w)
+        stored[f"weights.{codec.name}"] = Tensor.from_raw(
+            f"weights.{codec.name}", w.shape, codec, encoded
+        )
         stats = ctx.error_stats(codec.name, w, codec.decode(encoded, w.shape), encoded.size)
         ctx.metric(f"{codec.name}.bits_per_weight", 8.0 * encoded.size / w.size)
         rows.append(
@@ -67,6 +72,9 @@ def run(ctx: RecipeContext) -> None:
             ]
         )
     ctx.metric("codecs", len(rows))
+    path = ctx.path("tradeoff.safetensors")
+    Bundle(tensors=stored).save(path)
+    ctx.output("safetensors", path)
     ctx.table(
         ["codec", "bits/weight", "ratio", "RMSE", "cosine", "SNR dB"],
         rows,
