@@ -63,12 +63,18 @@ def _get_half(raw, at, table):
 
 
 @njit(**_JIT)
-def _nonfinite(x):
-    bad = 0
+def _max_abs_bits(x):
+    """The largest bit pattern of |x| (an integer reduction, so it vectorises); a pattern
+    from 0x7F800000 up means the block holds an infinity or a NaN."""
+    m = np.uint32(0)
     for i in range(x.size):
-        if x[i] * _F0 != _F0:
-            bad = 1
-    return bad
+        m = max(m, f32_bits(x[i]) & np.uint32(0x7FFFFFFF))
+    return m
+
+
+@njit(**_JIT)
+def _nonfinite(x):
+    return 1 if _max_abs_bits(x) >= np.uint32(0x7F800000) else 0
 
 
 # ---------------------------------------------------------------- sub-block searches
@@ -183,9 +189,9 @@ def _scale_min_lanes(X, W, nmax, rmin, rdelta, nstep, use_mad, L, Laux, XM, S, s
         if any_upd:
             for i in range(n):
                 for k in range(K):
-                    if upd[k] != _F0:
-                        L[i, k] = Laux[i, k]
-                        XM[i, k] = X[i, k] - lo[k]
+                    take = upd[k] != _F0
+                    L[i, k] = Laux[i, k] if take else L[i, k]
+                    XM[i, k] = X[i, k] - lo[k] if take else XM[i, k]
     for k in range(K):
         the_min[k] = -lo[k]
         if flat[k] != _F0:
@@ -210,7 +216,7 @@ def _signed_max_lanes(X, vmax, amax):
 
 
 @njit(**_JIT)
-def _signed_lanes(X, nmax, L, Laux, W, S, scale):
+def _signed_lanes(X, nmax, L, Laux, W, WX, S, scale):
     """Codes 0..2*nmax-1 (offset nmax) and signed scale of each sub-block, weights x^2
     (ggml's make_qx_quants with rmse_type 1): the grid -nmax/max, then the grids
     -(nmax + s/10)/max for s = -9..9, keeping the best weighted least-squares fit."""
@@ -222,6 +228,7 @@ def _signed_lanes(X, nmax, L, Laux, W, S, scale):
     for i in range(n):
         for k in range(K):
             W[i, k] = X[i, k] * X[i, k]
+            WX[i, k] = W[i, k] * X[i, k]
     for k in range(K):
         iscale[k] = -fmax / vmax[k]
         sumlx[k] = _F0
@@ -231,7 +238,7 @@ def _signed_lanes(X, nmax, L, Laux, W, S, scale):
             q = max(-nmax, min(nmax - 1, _nearest(iscale[k] * X[i, k])))
             L[i, k] = q + nmax
             fq = np.float32(q)
-            sumlx[k] += W[i, k] * X[i, k] * fq
+            sumlx[k] += WX[i, k] * fq
             suml2[k] += W[i, k] * fq * fq
     for k in range(K):
         scale[k] = sumlx[k] / suml2[k] if suml2[k] != _F0 else _F0
@@ -249,7 +256,7 @@ def _signed_lanes(X, nmax, L, Laux, W, S, scale):
                 q = max(-nmax, min(nmax - 1, _nearest(iscale[k] * X[i, k])))
                 Laux[i, k] = q + nmax
                 fq = np.float32(q)
-                sumlx[k] += W[i, k] * X[i, k] * fq
+                sumlx[k] += WX[i, k] * fq
                 suml2[k] += W[i, k] * fq * fq
         any_upd = False
         for k in range(K):
@@ -262,8 +269,7 @@ def _signed_lanes(X, nmax, L, Laux, W, S, scale):
         if any_upd:
             for i in range(n):
                 for k in range(K):
-                    if upd[k] != _F0:
-                        L[i, k] = Laux[i, k]
+                    L[i, k] = Laux[i, k] if upd[k] != _F0 else L[i, k]
     for k in range(K):
         if amax[k] < _EPS:
             scale[k] = _F0
@@ -272,7 +278,7 @@ def _signed_lanes(X, nmax, L, Laux, W, S, scale):
 
 
 @njit(**_JIT)
-def _q3_lanes(X, L, W, S, scale):
+def _q3_lanes(X, L, W, WX, S, scale):
     """Codes 0..7 (offset 4) and signed scale of each Q3_K sub-block (ggml's make_q3_quants
     with rmse): the grid -4/max, then up to five rounds of coordinate descent on the
     weighted (x^2) least-squares objective. A lane whose round changed nothing would change
@@ -290,21 +296,23 @@ def _q3_lanes(X, L, W, S, scale):
             q = max(-nmax, min(nmax - 1, _nearest(S[4, k] * X[i, k])))
             L[i, k] = q
             W[i, k] = X[i, k] * X[i, k]
+            WX[i, k] = W[i, k] * X[i, k]
             fq = np.float32(q)
-            sumlx[k] += W[i, k] * X[i, k] * fq
+            sumlx[k] += WX[i, k] * fq
             suml2[k] += W[i, k] * fq * fq
     for _ in range(5):
         changed = False
         for i in range(n):
             for k in range(K):
                 w = W[i, k]
+                wx = WX[i, k]
                 x = X[i, k]
                 fl = np.float32(L[i, k])
-                slx0 = sumlx[k] - w * x * fl
+                slx0 = sumlx[k] - wx * fl
                 sl20 = suml2[k] - w * fl * fl
                 q = max(-nmax, min(nmax - 1, _nearest(x * sl20 / slx0)))
                 fq = np.float32(q)
-                slx = slx0 + w * x * fq
+                slx = slx0 + wx * fq
                 sl2 = sl20 + w * fq * fq
                 take = (
                     (slx0 > _F0)
@@ -332,11 +340,17 @@ def _q3_lanes(X, L, W, S, scale):
 
 @njit(**_JIT)
 def _pack_2bit(L, qs):
-    """Four 2-bit codes per byte: byte 32h+l holds elements 128h+l+32s at bits 2s."""
+    """Four 2-bit codes per byte: byte 32h+l holds the low bits of elements 128h+l+32s at
+    bits 2s."""
     for h in range(2):
         for i in range(32):
             e = 128 * h + i
-            qs[32 * h + i] = np.uint8(L[e] | (L[e + 32] << 2) | (L[e + 64] << 4) | (L[e + 96] << 6))
+            qs[32 * h + i] = np.uint8(
+                (L[e] & 3)
+                | ((L[e + 32] & 3) << 2)
+                | ((L[e + 64] & 3) << 4)
+                | ((L[e + 96] & 3) << 6)
+            )
 
 
 @njit(**_JIT)
@@ -478,8 +492,8 @@ def _q2_k_decode(raw, out, table):
 
 @njit(**_JIT)
 def _q3_k_search(ws):
-    X, W, _, L, _, S, scales, _, _ = ws
-    _q3_lanes(X, L, W, S, scales)
+    X, W, WX, L, _, S, scales, _, _ = ws
+    _q3_lanes(X, L, W, WX, S, scales)
 
 
 @njit(**_JIT)
@@ -518,13 +532,12 @@ def _q3_k_finish(x, y, table, ws, off):
             continue
         for i in range(16):
             codes[16 * j + i] = min(3, max(-4, _nearest(x[16 * j + i] / d))) + 4
-    hm = y[0:32]
+    # bit 2 of the code of element 32s+i goes to bit s of hmask byte i, the rest to qs
     for i in range(32):
-        hm[i] = 0
-    for e in range(QK):
-        if codes[e] > 3:
-            hm[e % 32] |= np.uint8(1 << (e // 32))
-            codes[e] -= 4
+        m = 0
+        for s in range(8):
+            m |= (codes[32 * s + i] >> 2) << s
+        y[i] = np.uint8(m)
     _pack_2bit(codes, y[32:96])
 
 
@@ -703,8 +716,8 @@ def _q5_k_decode(raw, out, table):
 
 @njit(**_JIT)
 def _q6_k_search(ws):
-    X, W, _, L, Laux, S, scales, _, _ = ws
-    _signed_lanes(X, 32, L, Laux, W, S, scales)
+    X, W, WX, L, Laux, S, scales, _, _ = ws
+    _signed_lanes(X, 32, L, Laux, W, WX, S, scales)
 
 
 @njit(**_JIT)
@@ -843,18 +856,17 @@ def _q8_k_encode(src, dst):
     for b in prange(nb):
         x = src[b * QK : (b + 1) * QK]
         y = dst[b * 292 : (b + 1) * 292]
-        bad += _nonfinite(x)
-        vmax = _F0
-        amax = _F0
-        for i in range(QK):
-            ax = abs(x[i])
-            if ax > amax:
-                amax = ax
-                vmax = x[i]
+        top = _max_abs_bits(x)
+        bad += 1 if top >= np.uint32(0x7F800000) else 0
         for i in range(292):
             y[i] = 0
-        if amax == _F0:
+        if top == 0:
             continue
+        vmax = _F0
+        for i in range(QK):  # the first value of largest magnitude, as the reference picks
+            if f32_bits(x[i]) & np.uint32(0x7FFFFFFF) == top:
+                vmax = x[i]
+                break
         iscale = -_F127 / vmax
         for j in range(16):
             total = 0
