@@ -1,7 +1,8 @@
 """Re-encoding a tensor to another codec as a stream of bounded chunks.
 
-Three stages run at once, each on its own thread: one reads a chunk of rows (straight into
-a reused buffer when the values are float32 in a file or an array, else decoding them),
+Three stages run at once, each on its own thread: one reads a chunk of rows (float32 in a
+file is mapped, float32 in an array used in place, anything else decoded into a reused
+buffer),
 one encodes it with the compiled kernels (on all cores, without the GIL), and the caller
 writes the result. Each stage holds a few reused buffers, so memory is a few chunks
 whatever the tensor's size and the disk, not Python, sets the pace.
@@ -9,7 +10,10 @@ whatever the tensor's size and the disk, not Python, sets the pace.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +34,10 @@ DEPTH = 2
 #: Buffers each stage cycles through: the one it fills, the queued ones, the one the next
 #: stage is using.
 RING = DEPTH + 2
+
+#: Linux's MAP_POPULATE (read the window in at mmap time); elsewhere float32 is read with
+#: plain reads into reused buffers.
+_POPULATE = getattr(mmap, "MAP_POPULATE", None)
 
 _DONE = object()
 _F32 = np.dtype("<f4")
@@ -118,13 +126,61 @@ def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterat
         return buffers.take("values", i, (spans[i][1], n), np.float32)
 
     if isinstance(src, FileSource) and t.codec.facts.numpy_dtype == "<f4" and not src.big_endian:
-        yield from _read_floats(src, spans, values)
+        if _POPULATE is not None:
+            yield from _map_floats(src, spans, n)
+        else:
+            yield from _read_floats(src, spans, values)
         return
     src_row = t.codec.facts.row_bytes(n)
     chunks = t.iter_raw(spans[0][1] * src_row)
     for i, (_, count) in enumerate(spans):
         raw = next(chunks)
         yield t.codec.decode(raw, shape=(count, n), out=values(i))
+
+
+def _map_floats(src: FileSource, spans: list[tuple[int, int]], n: int) -> Iterator[np.ndarray]:
+    """float32 rows mapped from the file, one window per chunk, with no copy.
+
+    Each window is mapped with MAP_POPULATE, so this thread (not the encoder) waits for
+    the disk and takes the page faults; a window is unmapped when its ring slot comes
+    round again, so at most RING chunks are resident whatever the tensor's size.
+    """
+    held: list[tuple[mmap.mmap, np.ndarray] | None] = [None] * RING
+    try:
+        with open(src.path, "rb") as f:
+            fd = f.fileno()
+            for i, (start, count) in enumerate(spans):
+                begin = src.offset + start * n * 4
+                end = begin + count * n * 4
+                size = os.fstat(fd).st_size
+                if size < end:  # mapping past the end would fault, not fail
+                    raise FormatError(src.path, size, "file ends inside tensor data")
+                _release(held, i % RING)
+                base = begin - begin % mmap.ALLOCATIONGRANULARITY
+                window = mmap.mmap(
+                    fd, end - base, flags=mmap.MAP_SHARED | _POPULATE,
+                    prot=mmap.PROT_READ, offset=base,
+                )  # fmt: skip
+                rows = np.frombuffer(window, np.float32, count * n, begin - base)
+                held[i % RING] = (window, rows)
+                yield rows.reshape(count, n)
+    except OSError as exc:
+        raise BundlerIOError(f"{src.path}: {exc.strerror or exc}") from None
+    finally:
+        for slot in range(RING):
+            _release(held, slot)
+
+
+def _release(held: list, slot: int) -> None:
+    if held[slot] is None:
+        return
+    window, rows = held[slot]
+    held[slot] = None
+    del rows
+    # mmap refuses to close while an array still views it (the encoder's last chunks when
+    # the reader finishes first): the mapping then goes when that array does
+    with contextlib.suppress(BufferError):
+        window.close()
 
 
 def _read_floats(

@@ -28,6 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_json_flag(k)
     k.set_defaults(func=_run_containers)
+    v = kinds.add_parser(
+        "convert", help="float32 SafeTensors -> Q4_0 GGUF vs the gguf package's own path"
+    )
+    v.add_argument("--size-gib", type=float, default=1.0, help="size of the generated model")
+    v.add_argument("--repeat", type=int, default=1, help="runs of each converter (best kept)")
+    v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
+    add_json_flag(v)
+    v.set_defaults(func=_run_convert)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
@@ -38,5 +46,11 @@ def _run_codecs(args: argparse.Namespace) -> int:
 
 def _run_containers(args: argparse.Namespace) -> int:
     from bundler.bench.containers import main
+
+    return main(args)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from bundler.bench.convert import main
 
     return main(args)
