@@ -10,8 +10,8 @@ converts it to Q4_0 GGUF twice, each in a fresh subprocess:
   each 2-D weight to Q4_0, `gguf.GGUFWriter` writes the file (it holds every tensor until
   it writes).
 
-Each subprocess is timed from start to exit (imports included) and its peak resident set
-is read from `os.wait4`. The two outputs must hold byte-identical tensors.
+Each subprocess is timed from start to exit (imports included) and reports its own peak
+resident set (VmHWM). The two outputs must hold byte-identical tensors.
 """
 
 from __future__ import annotations
@@ -113,40 +113,65 @@ def generate(path: str | os.PathLike[str], size_gib: float) -> int:
 # ------------------------------------------------------------------------------ the runs
 
 
-def _bundler_command() -> list[str]:
-    exe = Path(sys.executable).with_name("bundler")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bundler"]
+#: Prepended to each measured script: at exit it writes the process's resident high-water
+#: mark (VmHWM, which counts only this program: the fork's copy of the parent is not in
+#: it, unlike ru_maxrss) to the path given as its first argument.
+_REPORT_PEAK = """
+import atexit, sys
+_peak_path = sys.argv.pop(1)
+def _report_peak():
+    try:
+        with open("/proc/self/status") as f:
+            hwm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")]
+    except OSError:
+        return
+    with open(_peak_path, "w") as f:
+        f.write(str(hwm[0]))
+atexit.register(_report_peak)
+"""
+#: The `bundler` command itself (its console script runs exactly this).
+_BUNDLER = """
+from bundler.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def run_measured(cmd: list[str]) -> dict[str, Any]:
-    """Run `cmd`; wall seconds, peak RSS (bytes) of that process and its stdout."""
+def run_measured(code: str, args: list[str]) -> dict[str, Any]:
+    """Run Python `code` with `args` in a fresh process: wall seconds (start-up included),
+    peak resident set in bytes, and stdout."""
     os.sync()  # no writeback of an earlier run's pages during this one
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode:
-        from bundler.errors import BundlerError
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_path = os.path.join(tmp, "peak")
+        out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        cmd = [sys.executable, "-c", _REPORT_PEAK + code, peak_path, *args]
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+        exit_code = os.waitstatus_to_exitcode(status)
+        proc.returncode = exit_code
+        stdout = Path(out_path).read_text()
+        if exit_code:
+            from bundler.errors import BundlerError
 
-        raise BundlerError(f"{' '.join(cmd[:3])} ... exited {proc.returncode}: {stderr[-2000:]}")
-    # ru_maxrss is in KiB on Linux
-    return {"seconds": seconds, "peak_rss": usage.ru_maxrss * 1024, "stdout": stdout}
+            stderr = Path(err_path).read_text()
+            raise BundlerError(f"{' '.join(args[:2])} ... exited {exit_code}: {stderr[-2000:]}")
+        try:
+            peak = int(Path(peak_path).read_text())
+        except (OSError, ValueError):  # no /proc: the kernel's figure (KiB on Linux)
+            peak = usage.ru_maxrss * 1024
+    return {"seconds": seconds, "peak_rss": peak, "stdout": stdout}
 
 
 def convert_with_bundler(src: str, dst: str) -> dict[str, Any]:
-    cmd = [*_bundler_command(), "quantize", src, "-o", dst, "--type", "Q4_0", "--json"]
-    m = run_measured(cmd)
+    m = run_measured(_BUNDLER, ["quantize", src, "-o", dst, "--type", "Q4_0", "--json"])
     m["pipeline_seconds"] = json.loads(m.pop("stdout"))["seconds"]
     return m
 
 
 def convert_with_gguf(src: str, dst: str) -> dict[str, Any]:
-    m = run_measured([sys.executable, "-c", _REFERENCE, src, dst])
+    m = run_measured(_REFERENCE, [src, dst])
     del m["stdout"]
     return m
 
