@@ -388,7 +388,29 @@ def _workspace(n):
         np.empty(LANES, np.float32),  # scales
         np.empty(LANES, np.float32),  # mins
         np.empty(QK, np.int32),  # codes of one super-block, natural order
+        np.empty(QK, np.float32),  # per-element scale of one super-block
+        np.empty(QK, np.float32),  # per-element min of one super-block
     )
+
+
+@njit(**_JIT)
+def _requantize(x, n, sub_d, sub_m, lo, hi, shift, L, ws):
+    """Codes of one super-block from its half-rounded sub-block scales (and mins):
+    clamp(nearest((x + m) / d), lo, hi) + shift, except that a sub-block whose scale is zero
+    keeps the codes of its search (the reference skips it). Scales are spread per element
+    so that the division vectorises; adding a zero min changes only the sign of a zero,
+    which nearest_int ignores."""
+    codes, dd, dm = ws[8], ws[9], ws[10]
+    for j in range(QK // n):
+        for i in range(n):
+            dd[n * j + i] = sub_d[j]
+            dm[n * j + i] = sub_m[j]
+    for e in range(QK):
+        codes[e] = min(hi, max(lo, _nearest((x[e] + dm[e]) / dd[e]))) + shift
+    for j in range(QK // n):
+        if sub_d[j] == _F0:
+            for i in range(n):
+                codes[n * j + i] = L[i, j]
 
 
 @njit(**_JIT)
@@ -419,7 +441,7 @@ def _gather(src, first, count, n, X):
 
 @njit(**_JIT)
 def _q2_k_search(ws):
-    X, W, XM, L, Laux, S, scales, mins, _ = ws
+    X, W, XM, L, Laux, S, scales, mins, _ = ws[:9]
     for i in range(16):
         for k in range(LANES):
             W[i, k] = abs(X[i, k])
@@ -456,15 +478,11 @@ def _q2_k_finish(x, y, table, ws, off):
         _put_half(y, 82, _F0)
     dh = _get_half(y, 80, table)
     mh = _get_half(y, 82, table)
+    sub_d, sub_m = ws[5][13], ws[5][14]
     for j in range(16):
-        d = dh * np.float32(sc[j] & 0xF)
-        if d == _F0:  # the reference keeps the codes of the search
-            for i in range(16):
-                codes[16 * j + i] = L[i, j]
-            continue
-        dm = mh * np.float32(sc[j] >> 4)
-        for i in range(16):
-            codes[16 * j + i] = min(3, max(0, _nearest((x[16 * j + i] + dm) / d)))
+        sub_d[j] = dh * np.float32(sc[j] & 0xF)
+        sub_m[j] = mh * np.float32(sc[j] >> 4)
+    _requantize(x, 16, sub_d, sub_m, 0, 3, 0, L, ws)
     _pack_2bit(codes, y[16:80])
 
 
@@ -492,7 +510,7 @@ def _q2_k_decode(raw, out, table):
 
 @njit(**_JIT)
 def _q3_k_search(ws):
-    X, W, WX, L, _, S, scales, _, _ = ws
+    X, W, WX, L, _, S, scales, _, _ = ws[:9]
     _q3_lanes(X, L, W, WX, S, scales)
 
 
@@ -524,14 +542,11 @@ def _q3_k_finish(x, y, table, ws, off):
     else:
         _put_half(y, 108, _F0)
     dh = _get_half(y, 108, table)
+    sub_d, sub_m = ws[5][13], ws[5][14]
     for j in range(16):
-        d = dh * np.float32(_q3_scale(sc, j))
-        if d == _F0:  # the reference keeps the codes of the search
-            for i in range(16):
-                codes[16 * j + i] = L[i, j]
-            continue
-        for i in range(16):
-            codes[16 * j + i] = min(3, max(-4, _nearest(x[16 * j + i] / d))) + 4
+        sub_d[j] = dh * np.float32(_q3_scale(sc, j))
+        sub_m[j] = _F0
+    _requantize(x, 16, sub_d, sub_m, -4, 3, 4, L, ws)
     # bit 2 of the code of element 32s+i goes to bit s of hmask byte i, the rest to qs
     for i in range(32):
         m = 0
@@ -570,7 +585,7 @@ def _q3_k_decode(raw, out, table):
 @njit(**_JIT)
 def _k4_search(ws, nmax, rmin, nstep):
     """Sub-block scales, mins and codes of Q4_K/Q5_K, weights rms(sub-block) + |x|."""
-    X, W, XM, L, Laux, S, scales, mins, _ = ws
+    X, W, XM, L, Laux, S, scales, mins, _ = ws[:9]
     rms = S[15]
     for k in range(LANES):
         rms[k] = _F0
@@ -588,7 +603,6 @@ def _k4_search(ws, nmax, rmin, nstep):
 @njit(**_JIT)
 def _k4_finish(x, y, table, ws, off, nmax):
     """Header of a Q4_K/Q5_K super-block written to y; its codes 0..nmax to ws's `codes`."""
-    codes = ws[8]
     L, scales, mins = _lane_views(ws, off, 8)
     max_scale = _F0
     max_min = _F0
@@ -615,16 +629,12 @@ def _k4_finish(x, y, table, ws, off, nmax):
     _put_half(y, 2, max_min / _F63)
     dh = _get_half(y, 0, table)
     mh = _get_half(y, 2, table)
+    sub_d, sub_m = ws[5][13], ws[5][14]
     for j in range(8):
         ls, lm = _scale_min_k4(sc, j)
-        d = dh * np.float32(ls)
-        if d == _F0:  # the reference keeps the codes of the search
-            for i in range(32):
-                codes[32 * j + i] = L[i, j]
-            continue
-        dm = mh * np.float32(lm)
-        for i in range(32):
-            codes[32 * j + i] = min(nmax, max(0, _nearest((x[32 * j + i] + dm) / d)))
+        sub_d[j] = dh * np.float32(ls)
+        sub_m[j] = mh * np.float32(lm)
+    _requantize(x, 32, sub_d, sub_m, 0, nmax, 0, L, ws)
 
 
 @njit(**_JIT)
@@ -716,7 +726,7 @@ def _q5_k_decode(raw, out, table):
 
 @njit(**_JIT)
 def _q6_k_search(ws):
-    X, W, WX, L, Laux, S, scales, _, _ = ws
+    X, W, WX, L, Laux, S, scales, _, _ = ws[:9]
     _signed_lanes(X, 32, L, Laux, W, WX, S, scales)
 
 
@@ -740,14 +750,11 @@ def _q6_k_finish(x, y, table, ws, off):
     for j in range(16):
         sc[j] = np.uint8(min(127, _nearest(iscale * scales[j])) & 0xFF)
     dh = _get_half(y, 208, table)
+    sub_d, sub_m = ws[5][13], ws[5][14]
     for j in range(16):
-        d = dh * np.float32(np.int8(sc[j]))
-        if d == _F0:  # the reference keeps the codes of the search
-            for i in range(16):
-                codes[16 * j + i] = L[i, j]
-            continue
-        for i in range(16):
-            codes[16 * j + i] = min(31, max(-32, _nearest(x[16 * j + i] / d))) + 32
+        sub_d[j] = dh * np.float32(np.int8(sc[j]))
+        sub_m[j] = _F0
+    _requantize(x, 16, sub_d, sub_m, -32, 31, 32, L, ws)
     for h in range(2):
         for i in range(32):
             e = 128 * h + i
