@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from bundler.errors import EXIT_FAILURE, BundlerError
+from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
 COMMANDS = ("demo", "quantize", "inspect", "validate", "diff", "types", "bench", "recipe")
@@ -47,3 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_FAILURE
+    except OSError as exc:  # one a command did not wrap: still an I/O error, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bundler: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_IO
