@@ -40,7 +40,6 @@ RING = DEPTH + 2
 _POPULATE = getattr(mmap, "MAP_POPULATE", None)
 
 _DONE = object()
-_F32 = np.dtype("<f4")
 
 
 class Buffers:
@@ -116,14 +115,21 @@ def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterat
     """The float32 values of each span of rows, in reused buffers."""
     n = t.shape[-1]
     src = t.source
-    if isinstance(src, ArraySource) and src.array.dtype == _F32 and src.array.flags.c_contiguous:
+    stored_dtype = t.codec.facts.numpy_dtype
+    if (
+        isinstance(src, ArraySource)
+        and src.array.flags.c_contiguous
+        and stored_dtype is not None
+        and src.array.dtype == np.dtype(stored_dtype)
+    ):  # the array holds the tensor's values as they are: encode from it in place
         rows = src.array.reshape(-1, n)
         for start, count in spans:
             yield rows[start : start + count]
         return
+    decoded = np.dtype(t.codec.kernel().out_dtype)  # float32, or float64 for f64
 
     def values(i: int) -> np.ndarray:
-        return buffers.take("values", i, (spans[i][1], n), np.float32)
+        return buffers.take(f"values-{decoded}", i, (spans[i][1], n), decoded)
 
     if isinstance(src, FileSource) and t.codec.facts.numpy_dtype == "<f4" and not src.big_endian:
         if _POPULATE is not None:

@@ -73,6 +73,7 @@ def test_save_without_codec_keeps_every_array_bit_for_bit(tmp_path, ext):
         pytest.param(lambda a: a, id="contiguous-float32"),
         pytest.param(lambda a: np.asfortranarray(a), id="fortran-order"),
         pytest.param(lambda a: a.astype(np.float16), id="float16"),
+        pytest.param(lambda a: a.astype(np.float64), id="float64"),
     ],
 )
 def test_save_streams_tensors_larger_than_a_chunk_exactly(tmp_path, make):

@@ -26,7 +26,7 @@ def _file_tensor(tmp_path, values: np.ndarray, codec: str = "f32") -> Tensor:
     return Tensor("w", values.shape, codec, FileSource(path, 24, raw.size, get(codec)))
 
 
-@pytest.mark.parametrize("source_codec", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("source_codec", ["f32", "f16", "bf16", "f64", "q8_0"])
 @pytest.mark.parametrize("chunk_values", [64, 96 * 7, 1 << 20])
 def test_chunks_of_any_size_give_the_bytes_of_one_encode(tmp_path, source_codec, chunk_values):
     values = np.random.default_rng(0).standard_normal((3, 37, 64), dtype=np.float32)
