@@ -44,7 +44,8 @@ def _decode_bf16(raw: np.ndarray, dst: np.ndarray) -> None:
 def _copy_kernel(dtype: np.dtype, out_dtype: np.dtype, float_input: bool) -> Kernel:
     def encode(src: np.ndarray, dst: np.ndarray) -> int:
         try:
-            np.copyto(dst.view(dtype), src, casting="same_kind")
+            with np.errstate(over="ignore"):  # F16 overflow becomes infinity, as in ggml
+                np.copyto(dst.view(dtype), src, casting="same_kind")
         except TypeError as exc:
             raise UsageError(f"cannot store {src.dtype} values as {dtype}: {exc}") from None
         return 0
