@@ -165,11 +165,9 @@ def _scale_min_lanes(X, W, nmax, rmin, rdelta, nstep, use_mad, L, Laux, XM, S, s
             det = sum_w[k] * sl2[k] - sl[k] * sl[k]
             a = (sum_w[k] * sxl[k] - sum_x[k] * sl[k]) / det
             m = (sl2[k] * sum_x[k] - sl[k] * sxl[k]) / det
-            if m > _F0:
-                m = _F0
-                a = sxl[k] / sl2[k]
-            ts[k] = a
-            tm[k] = m
+            positive = m > _F0  # a min above zero is clamped, the scale refitted
+            ts[k] = sxl[k] / sl2[k] if positive else a
+            tm[k] = _F0 if positive else m
             upd[k] = _F1 if det > _F0 else _F0
         for i in range(n):
             for k in range(K):
@@ -178,20 +176,19 @@ def _scale_min_lanes(X, W, nmax, rmin, rdelta, nstep, use_mad, L, Laux, XM, S, s
                 err[k] += W[i, k] * diff
         any_upd = False
         for k in range(K):
-            take = upd[k] != _F0 and err[k] < best[k] and flat[k] == _F0
+            take = (upd[k] != _F0) & (err[k] < best[k]) & (flat[k] == _F0)
             upd[k] = _F1 if take else _F0
+            best[k] = err[k] if take else best[k]
+            scale[k] = ts[k] if take else scale[k]
+            lo[k] = tm[k] if take else lo[k]
+            span[k] = hi[k] - lo[k]
             any_upd |= take
-            if take:
-                best[k] = err[k]
-                scale[k] = ts[k]
-                lo[k] = tm[k]
-                span[k] = hi[k] - lo[k]
         if any_upd:
+            # branch-free blend (upd is 0 or 1); an unchanged lane's XM is recomputed exactly
             for i in range(n):
                 for k in range(K):
-                    take = upd[k] != _F0
-                    L[i, k] = Laux[i, k] if take else L[i, k]
-                    XM[i, k] = X[i, k] - lo[k] if take else XM[i, k]
+                    L[i, k] += (Laux[i, k] - L[i, k]) * np.int32(upd[k])
+                    XM[i, k] = X[i, k] - lo[k]
     for k in range(K):
         the_min[k] = -lo[k]
         if flat[k] != _F0:
@@ -260,16 +257,16 @@ def _signed_lanes(X, nmax, L, Laux, W, WX, S, scale):
                 suml2[k] += W[i, k] * fq * fq
         any_upd = False
         for k in range(K):
-            take = suml2[k] > _F0 and sumlx[k] * sumlx[k] > best[k] * suml2[k]
+            take = (suml2[k] > _F0) & (sumlx[k] * sumlx[k] > best[k] * suml2[k])
+            fit = sumlx[k] / suml2[k]
             upd[k] = _F1 if take else _F0
+            scale[k] = fit if take else scale[k]
+            best[k] = fit * sumlx[k] if take else best[k]
             any_upd |= take
-            if take:
-                scale[k] = sumlx[k] / suml2[k]
-                best[k] = scale[k] * sumlx[k]
         if any_upd:
             for i in range(n):
                 for k in range(K):
-                    L[i, k] = Laux[i, k] if upd[k] != _F0 else L[i, k]
+                    L[i, k] += (Laux[i, k] - L[i, k]) * np.int32(upd[k])
     for k in range(K):
         if amax[k] < _EPS:
             scale[k] = _F0
