@@ -168,9 +168,7 @@ class _Chooser:
         cat = category(name)
         if self.token_type is not None and cat == "token_embd":
             return self.token_type, "--token-embedding-type"
-        if self.output_type is not None and (
-            cat == "output" or (self.tied and cat == "token_embd")
-        ):
+        if self.output_type is not None and cat == "output":
             return self.output_type, "--output-tensor-type"
         if not self.base.facts.is_block:
             return self.base, ""
@@ -178,6 +176,10 @@ class _Chooser:
             if pattern.search(name):
                 return codec, f"--tensor-type {pattern.pattern}={codec.name}"
         if self.mixture is not None:
+            # a tied token embedding takes the output codec inside the mixture only (not with
+            # --pure, a matching --tensor-type or a float file type), as in llama.cpp
+            if self.output_type is not None and self.tied and cat == "token_embd":
+                return self.output_type, "--output-tensor-type"
             return self.mixture.choose(name, shape, self.base)
         return self.base, ""
 

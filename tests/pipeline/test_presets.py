@@ -169,3 +169,29 @@ def test_rows_that_do_not_fit_fall_back_as_llama_quantize_does(ftype, cols, want
 )
 def test_loader_order_puts_blocks_by_number_after_the_rest(names, want):
     assert sorted(names, key=loader_order) == want
+
+
+@pytest.mark.parametrize(
+    ("options", "want"),
+    [
+        (PlanOptions(type="Q4_K_M", output_tensor_type="f16"), "f16"),
+        # the output codec reaches a tied embedding through the mixture only
+        (PlanOptions(type="Q4_K_M", output_tensor_type="f16", pure=True), "q4_k"),
+        (PlanOptions(type="F16", output_tensor_type="q4_0"), "f16"),
+        (
+            PlanOptions(type="Q4_K_M", output_tensor_type="f16", tensor_types=[("embd", "q4_0")]),
+            "q4_0",
+        ),
+        (PlanOptions(type="Q4_K_M", output_tensor_type="f16", token_embedding_type="q8_0"), "q8_0"),
+    ],
+)
+def test_output_tensor_type_reaches_a_tied_embedding_as_in_llama_quantize(options, want):
+    plan = make_plan(llama_bundle([0], tied=True), options)
+    assert {c.name: c.target.name for c in plan.choices}["token_embd.weight"] == want
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_output_tensor_type_sets_an_untied_output_whatever_the_mixture(pure):
+    options = PlanOptions(type="Q4_K_M", output_tensor_type="q8_0", pure=pure)
+    got = {c.name: c.target.name for c in make_plan(llama_bundle([0]), options).choices}
+    assert (got["output.weight"], got["token_embd.weight"]) == ("q8_0", "q4_k")
