@@ -138,7 +138,8 @@ sys.exit(main(sys.argv[1:]))
 
 def run_measured(code: str, args: list[str]) -> dict[str, Any]:
     """Run Python `code` with `args` in a fresh process: wall seconds (start-up included),
-    peak resident set in bytes, and stdout."""
+    CPU seconds (user + system, all threads: what other load on the machine cannot
+    inflate), peak resident set in bytes, and stdout."""
     os.sync()  # no writeback of an earlier run's pages during this one
     with tempfile.TemporaryDirectory() as tmp:
         peak_path = os.path.join(tmp, "peak")
@@ -161,7 +162,8 @@ def run_measured(code: str, args: list[str]) -> dict[str, Any]:
             peak = int(Path(peak_path).read_text())
         except (OSError, ValueError):  # no /proc: the kernel's figure (KiB on Linux)
             peak = usage.ru_maxrss * 1024
-    return {"seconds": seconds, "peak_rss": peak, "stdout": stdout}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak, "stdout": stdout}
 
 
 def convert_with_bundler(src: str, dst: str) -> dict[str, Any]:
@@ -254,6 +256,7 @@ def _human(r: dict[str, Any]) -> str:
             [
                 label,
                 f"{m['seconds']:.2f} s",
+                f"{m['cpu_seconds']:.2f} s",
                 f"{m['mib_per_s']:.0f} MiB/s",
                 f"{m['peak_rss'] / MIB:.0f} MiB",
                 f"{m['output_bytes'] / MIB:.1f} MiB",
@@ -264,7 +267,7 @@ def _human(r: dict[str, Any]) -> str:
     lines = [
         f"float32 SafeTensors ({r['source_bytes'] / GIB:.2f} GiB) -> Q4_0 GGUF, "
         "each in a fresh process (start-up included):",
-        table(rows, ["converter", "time", "throughput", "peak RSS", "output"], "<>>>>"),
+        table(rows, ["converter", "time", "CPU", "throughput", "peak RSS", "output"], "<>>>>>"),
         "",
         f"bundler pipeline alone: {r['bundler']['pipeline_seconds']:.2f} s "
         f"({r['source_bytes'] / MIB / r['bundler']['pipeline_seconds']:.0f} MiB/s)",

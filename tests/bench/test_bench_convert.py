@@ -52,6 +52,7 @@ def test_bench_convert_compares_both_converters_and_keeps_files_when_asked(tmp_p
         for which in ("bundler", "gguf"):
             m = r[which]
             assert m["seconds"] > 0 and m["peak_rss"] > 0 and m["mib_per_s"] > 0
+            assert m["cpu_seconds"] > 0
             assert m["output_bytes"] > 2 << 20
         assert r["speedup"] == r["gguf"]["seconds"] / r["bundler"]["seconds"]
         assert r["targets"]["peak_rss"] == 256 << 20
@@ -67,7 +68,7 @@ def test_bench_convert_compares_both_converters_and_keeps_files_when_asked(tmp_p
 def test_bench_convert_prints_a_table_and_removes_its_files():
     done = run_cli("bench", "convert", "--size-gib", "0.0625", check=True)
     lines = done.stdout.splitlines()
-    assert lines[1].split() == ["converter", "time", "throughput", "peak", "RSS", "output"]
+    assert lines[1].split() == ["converter", "time", "CPU", "throughput", "peak", "RSS", "output"]
     assert lines[3].startswith("bundler quantize") and lines[4].startswith("safetensors + gguf")
     assert "byte-identical" in done.stdout and "files kept" not in done.stdout
 
