@@ -8,7 +8,9 @@ Without cmake or a compiler the tests skip saying what to install; in CI (CI=tru
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import gguf
@@ -31,6 +33,23 @@ FILE_TYPES = [
         for t in ("Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K")
     ),
 ]
+
+#: File types and flags whose per-tensor choices are compared through both tools' --dry-run.
+DRY_RUNS = [
+    *((t, ()) for t in ("Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")),
+    *((t, ()) for t in ("F16", "BF16")),
+    ("Q4_K_M", ("--pure",)),
+    ("Q4_K_M", ("--leave-output-tensor",)),
+    ("Q4_K_M", ("--output-tensor-type", "f16")),
+    ("Q4_K_M", ("--pure", "--output-tensor-type", "f16")),
+    ("F16", ("--output-tensor-type", "q4_0")),
+    ("Q4_K_M", ("--token-embedding-type", "q4_0")),
+    ("Q4_K_M", ("--tensor-type", "token_embd=q4_0", "--output-tensor-type", "f16")),
+    ("Q4_K_M", ("--tensor-type", "attn_q=q8_0", "--tensor-type", "ffn_down=q5_k")),
+]
+#: One line per tensor of llama-quantize --dry-run: name, type, and the new type in
+#: parentheses when it changes.
+DRY_RUN_LINE = re.compile(r"\]\s+(\S+)\s+- \[.*?type =\s+(\S+), size = [^(]*(?:\((\S+)\))?\s*$")
 
 #: Keys llama-quantize moves to the end of the metadata (it removes and appends what it sets).
 RESET_BY_LLAMA_QUANTIZE = ("general.quantization_version", "general.file_type")
@@ -109,3 +128,23 @@ def test_metadata_order_is_the_source_order_but_for_the_keys_llama_quantize_rese
     keys = [k for k in ours.fields if not k.startswith("GGUF.")]
     moved = [k for k in keys if k not in RESET_BY_LLAMA_QUANTIZE] + list(RESET_BY_LLAMA_QUANTIZE)
     assert [k for k in oracle.fields if not k.startswith("GGUF.")] == moved
+
+
+@pytest.mark.parametrize(("ftype", "flags"), DRY_RUNS, ids=lambda v: " ".join(v) or "-")
+def test_flags_choose_each_codec_as_llama_quantize_does(
+    ftype, flags, llama_quantize, smollm2_gguf, tmp_path
+):
+    from bundler.reference.llama_quantize import run
+
+    done = run(
+        smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags
+    )
+    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
+    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
+    ours = run_cli(
+        "quantize", str(smollm2_gguf), "--type", ftype, "--allow-requantize", *flags,
+        "--dry-run", "--json", "-o", str(tmp_path / "unused.gguf"), check=True,
+    )  # fmt: skip
+    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    assert len(want) == 272
+    assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
