@@ -65,12 +65,22 @@ def test_bench_convert_compares_both_converters_and_keeps_files_when_asked(tmp_p
         shutil.rmtree(r["directory"], ignore_errors=True)
 
 
-def test_bench_convert_prints_a_table_and_removes_its_files():
-    done = run_cli("bench", "convert", "--size-gib", "0.0625", check=True)
-    lines = done.stdout.splitlines()
+def test_the_table_shows_both_converters_and_whether_the_targets_were_met():
+    m = {"seconds": 2.0, "cpu_seconds": 3.0, "mib_per_s": 512.0, "peak_rss": 180 << 20,
+         "output_bytes": 144 << 20, "pipeline_seconds": 1.0}  # fmt: skip
+    result = {
+        "source_bytes": bench.GIB, "bundler": m, "gguf": {**m, "seconds": 5.0},
+        "speedup": 2.5, "memory_ratio": 7.0, "kept": False,
+        "outputs": {"tensors": 33, "equal": True, "differ": []},
+        "targets": {"speedup": 3.0, "speedup_met": False, "peak_rss": 256 << 20,
+                    "peak_rss_met": True},
+    }  # fmt: skip
+    lines = bench._human(result).splitlines()
     assert lines[1].split() == ["converter", "time", "CPU", "throughput", "peak", "RSS", "output"]
-    assert lines[3].startswith("bundler quantize") and lines[4].startswith("safetensors + gguf")
-    assert "byte-identical" in done.stdout and "files kept" not in done.stdout
+    assert lines[3].split()[:4] == ["bundler", "quantize", "2.00", "s"]
+    assert lines[4].startswith("safetensors + gguf")
+    assert "speed-up 2.5x (target 3x: MISSED)" in lines[7]
+    assert "under 256 MiB: met" in lines[7] and "byte-identical" in lines[8]
 
 
 @pytest.mark.parametrize("size", ["0", "-1", "100"])
