@@ -9,6 +9,11 @@ mantissa: round half to even). Facts and search parameters are those of the refe
 Each kernel works on the flattened rows (whole super-blocks are contiguous), runs in parallel
 over chunks of super-blocks, and counts the super-blocks that hold a NaN or infinity so that
 the registry can refuse them by position.
+
+The per-sub-block searches, where the time goes, run on LANES sub-blocks at once (those of
+two or four super-blocks), laid out so that the compiler vectorises across sub-blocks while
+each sub-block still sees exactly the reference's sequence of operations; the rest of a
+super-block (scale quantization, requantization, packing) follows the reference directly.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ QK = 256
 #: Super-blocks per parallel work item.
 _CHUNK = 16
 
-_Q2, _Q3, _Q4, _Q5, _Q6, _Q8 = 10, 11, 12, 13, 14, 15  # GGML type ids
+#: Which K-quant a shared kernel encodes.
+_Q2, _Q3, _Q4, _Q5, _Q6, _Q8 = range(6)
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
@@ -79,11 +85,11 @@ def _nonfinite(x):
 
 # ---------------------------------------------------------------- sub-block searches
 #
-# The searches run on all sub-blocks of a super-block at once: X[i, k] is element i of
-# sub-block k, and every per-sub-block quantity is a row of K lanes. Each lane performs
-# exactly the reference's sequence of float32 operations for its sub-block (the inner loops
-# over lanes carry no dependency, so the compiler can vectorise across sub-blocks without
-# reordering any sum); where the reference branches per sub-block, the lanes select.
+# The searches run on K sub-blocks at once: X[i, k] is element i of sub-block k, and every
+# per-sub-block quantity is a row of K lanes. Each lane performs exactly the reference's
+# sequence of float32 operations for its sub-block (the inner loops over lanes carry no
+# dependency, so the compiler can vectorise across sub-blocks without reordering any sum);
+# where the reference branches per sub-block, the lanes select without branching.
 
 
 @njit(**_JIT)
@@ -97,23 +103,9 @@ def _scale_min_lanes(X, W, nmax, rmin, rdelta, nstep, use_mad, L, Laux, XM, S, s
     the next ones, as in the reference. Fills L (n, K), scale[k] and the_min[k] (= -min).
     """
     n, K = X.shape
-    lo, hi, sum_w, sum_x, span, iscale, best, sl, sl2, sxl, ts, tm, err = (
-        S[0],
-        S[1],
-        S[2],
-        S[3],
-        S[4],
-        S[5],
-        S[6],
-        S[7],
-        S[8],
-        S[9],
-        S[10],
-        S[11],
-        S[12],
-    )
-    flat = S[13]
-    upd = S[14]
+    lo, hi, sum_w, sum_x, span = S[0], S[1], S[2], S[3], S[4]
+    iscale, best, sl, sl2, sxl = S[5], S[6], S[7], S[8], S[9]
+    ts, tm, err, flat, upd = S[10], S[11], S[12], S[13], S[14]
     for k in range(K):
         lo[k] = X[0, k]
         hi[k] = X[0, k]
@@ -391,6 +383,23 @@ def _workspace(n):
 
 
 @njit(**_JIT)
+def _gather(src, first, count, n, X):
+    """X[i, k] = element i of sub-block k, lanes running over the sub-blocks of super-blocks
+    first .. first+count-1; lanes past them are zero (they compute, and are ignored)."""
+    nsub = QK // n
+    for g in range(X.shape[1] // nsub):
+        for j in range(nsub):
+            k = g * nsub + j
+            if g < count:
+                base = (first + g) * QK + n * j
+                for i in range(n):
+                    X[i, k] = src[base + i]
+            else:
+                for i in range(n):
+                    X[i, k] = _F0
+
+
+@njit(**_JIT)
 def _requantize(x, n, sub_d, sub_m, lo, hi, shift, L, ws):
     """Codes of one super-block from its half-rounded sub-block scales (and mins):
     clamp(nearest((x + m) / d), lo, hi) + shift, except that a sub-block whose scale is zero
@@ -417,23 +426,6 @@ def _lane_views(ws, off, nsub):
 
 
 # ---------------------------------------------------------------- Q2_K
-
-
-@njit(**_JIT)
-def _gather(src, first, count, n, X):
-    """X[i, k] = element i of sub-block k, lanes running over the sub-blocks of super-blocks
-    first .. first+count-1; lanes past them are zero (they compute, and are ignored)."""
-    nsub = QK // n
-    for g in range(X.shape[1] // nsub):
-        for j in range(nsub):
-            k = g * nsub + j
-            if g < count:
-                base = (first + g) * QK + n * j
-                for i in range(n):
-                    X[i, k] = src[base + i]
-            else:
-                for i in range(n):
-                    X[i, k] = _F0
 
 
 @njit(**_JIT)
@@ -823,7 +815,7 @@ def _finish(kind, x, y, table, ws, off):
 
 @njit(**_PAR)
 def _encode(kind, src, dst, table):
-    """Encode every super-block of `src` into `dst` as K-quant `kind` (its GGML id); returns
+    """Encode every super-block of `src` into `dst` as K-quant `kind`; returns
     how many super-blocks held a NaN or infinity. The sub-blocks of LANES // (256 / n)
     super-blocks (n values each) are searched side by side."""
     nb = src.size // QK
