@@ -139,3 +139,11 @@ def test_tradeoff_and_embedding_recipes_cover_every_float_codec():
     assert {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q6_k", "f16", "bf16"} <= codecs
     assert codecs == {k.split(".")[0] for k in embeddings if k.endswith(".mean_cosine")}
     assert tradeoff["codecs"] == len(codecs)
+
+
+def test_k_quant_error_falls_with_every_added_bit():
+    tradeoff = recipe.load_expected(recipe.find("quantization_tradeoff", RECIPES))
+    ladder = ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
+    rmse = [tradeoff[f"{name}.rmse"] for name in ladder]
+    bits = [tradeoff[f"{name}.bits_per_weight"] for name in ladder]
+    assert bits == sorted(bits) and rmse == sorted(rmse, reverse=True)
