@@ -147,3 +147,17 @@ def test_k_quant_error_falls_with_every_added_bit():
     rmse = [tradeoff[f"{name}.rmse"] for name in ladder]
     bits = [tradeoff[f"{name}.bits_per_weight"] for name in ladder]
     assert bits == sorted(bits) and rmse == sorted(rmse, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["quantization_tradeoff", "bundle_apr_quantized_q4"])
+def test_metrics_do_not_depend_on_the_thread_count(name):
+    # the other tests run on every core; this one on a single thread
+    from bundler.codecs import set_threads
+
+    spec = recipe.find(name, RECIPES)
+    set_threads(1)
+    try:
+        result = recipe.run_recipe(spec)
+    finally:
+        set_threads(None)
+    assert result.metrics_json() == spec.expected_path.read_bytes()
