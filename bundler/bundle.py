@@ -71,6 +71,14 @@ class Value:
     value: Any
     item_type: ValueType | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", _value_type(self.type))
+        if self.item_type is not None:
+            object.__setattr__(self, "item_type", _value_type(self.item_type))
+        if self.type == ValueType.FLOAT32 and isinstance(self.value, (int, float, np.floating)):
+            # a FLOAT32 holds what float32 can: every container then reads back the same value
+            object.__setattr__(self, "value", float(np.float32(self.value)))
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Value):
             return NotImplemented
@@ -92,6 +100,13 @@ class Value:
         if isinstance(self.value, np.ndarray):
             return self.value.tolist()
         return [v.plain() if isinstance(v, Value) else v for v in self.value]
+
+
+def _value_type(code: Any) -> ValueType:
+    try:
+        return ValueType(code)
+    except ValueError:
+        raise UsageError(f"{code!r} is not a GGUF value type") from None
 
 
 def _same_float(a: float, b: float) -> bool:
