@@ -400,19 +400,23 @@ def _gather(src, first, count, n, X):
 
 
 @njit(**_JIT)
-def _requantize(x, n, sub_d, sub_m, lo, hi, shift, L, ws):
+def _requantize(x, n, sub_d, sub_m, with_min, lo, hi, shift, L, ws):
     """Codes of one super-block from its half-rounded sub-block scales (and mins):
-    clamp(nearest((x + m) / d), lo, hi) + shift, except that a sub-block whose scale is zero
-    keeps the codes of its search (the reference skips it). Scales are spread per element
-    so that the division vectorises; adding a zero min changes only the sign of a zero,
-    which nearest_int ignores."""
+    clamp(nearest((x + m) / d), lo, hi) + shift, or clamp(nearest(x / d), lo, hi) + shift
+    without mins, except that a sub-block whose scale is zero keeps the codes of its search
+    (the reference skips it). Scales are spread per element so that the division
+    vectorises."""
     codes, dd, dm = ws[8], ws[9], ws[10]
-    for j in range(QK // n):
-        for i in range(n):
-            dd[n * j + i] = sub_d[j]
-            dm[n * j + i] = sub_m[j]
     for e in range(QK):
-        codes[e] = min(hi, max(lo, _nearest((x[e] + dm[e]) / dd[e]))) + shift
+        dd[e] = sub_d[e // n]
+    if with_min:
+        for e in range(QK):
+            dm[e] = sub_m[e // n]
+        for e in range(QK):
+            codes[e] = min(hi, max(lo, _nearest((x[e] + dm[e]) / dd[e]))) + shift
+    else:
+        for e in range(QK):
+            codes[e] = min(hi, max(lo, _nearest(x[e] / dd[e]))) + shift
     for j in range(QK // n):
         if sub_d[j] == _F0:
             for i in range(n):
@@ -471,7 +475,7 @@ def _q2_k_finish(x, y, table, ws, off):
     for j in range(16):
         sub_d[j] = dh * np.float32(sc[j] & 0xF)
         sub_m[j] = mh * np.float32(sc[j] >> 4)
-    _requantize(x, 16, sub_d, sub_m, 0, 3, 0, L, ws)
+    _requantize(x, 16, sub_d, sub_m, True, 0, 3, 0, L, ws)
     _pack_2bit(codes, y[16:80])
 
 
@@ -531,17 +535,19 @@ def _q3_k_finish(x, y, table, ws, off):
     else:
         _put_half(y, 108, _F0)
     dh = _get_half(y, 108, table)
-    sub_d, sub_m = ws[5][13], ws[5][14]
+    sub_d = ws[5][13]
     for j in range(16):
         sub_d[j] = dh * np.float32(_q3_scale(sc, j))
-        sub_m[j] = _F0
-    _requantize(x, 16, sub_d, sub_m, -4, 3, 4, L, ws)
+    _requantize(x, 16, sub_d, sub_d, False, -4, 3, 4, L, ws)
     # bit 2 of the code of element 32s+i goes to bit s of hmask byte i, the rest to qs
+    m = ws[4][0]  # the search's Laux, which Q3_K does not use
     for i in range(32):
-        m = 0
-        for s in range(8):
-            m |= (codes[32 * s + i] >> 2) << s
-        y[i] = np.uint8(m)
+        m[i] = 0
+    for s in range(8):
+        for i in range(32):
+            m[i] |= (codes[32 * s + i] >> 2) << s
+    for i in range(32):
+        y[i] = np.uint8(m[i])
     _pack_2bit(codes, y[32:96])
 
 
@@ -623,7 +629,7 @@ def _k4_finish(x, y, table, ws, off, nmax):
         ls, lm = _scale_min_k4(sc, j)
         sub_d[j] = dh * np.float32(ls)
         sub_m[j] = mh * np.float32(lm)
-    _requantize(x, 32, sub_d, sub_m, 0, nmax, 0, L, ws)
+    _requantize(x, 32, sub_d, sub_m, True, 0, nmax, 0, L, ws)
 
 
 @njit(**_JIT)
@@ -739,11 +745,10 @@ def _q6_k_finish(x, y, table, ws, off):
     for j in range(16):
         sc[j] = np.uint8(min(127, _nearest(iscale * scales[j])) & 0xFF)
     dh = _get_half(y, 208, table)
-    sub_d, sub_m = ws[5][13], ws[5][14]
+    sub_d = ws[5][13]
     for j in range(16):
         sub_d[j] = dh * np.float32(np.int8(sc[j]))
-        sub_m[j] = _F0
-    _requantize(x, 16, sub_d, sub_m, -32, 31, 32, L, ws)
+    _requantize(x, 16, sub_d, sub_d, False, -32, 31, 32, L, ws)
     for h in range(2):
         for i in range(32):
             e = 128 * h + i
