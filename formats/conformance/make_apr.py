@@ -13,13 +13,11 @@ and that writing the same content again gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import struct
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -28,6 +26,9 @@ from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import TABLE, get
 from bundler.containers import apr, apr_metadata, typed_json
 from bundler.errors import AprCompatibilityWarning
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sample_files
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apr")
 
@@ -149,7 +150,7 @@ def describe(path: str) -> dict:
             "apr_code": t.codec.facts.apr_code,
             "offset": t.source.offset - data_offset,
             "size": t.nbytes,
-            "sha256": hashlib.sha256(np.ascontiguousarray(t.raw()).tobytes()).hexdigest(),
+            "sha256": sample_files.tensor_sha256(t),
         }
         for t in bundle.tensors.values()
     ]
@@ -165,25 +166,13 @@ def describe(path: str) -> dict:
     }
 
 
+def target_of(name: str) -> str:
+    """Where sample `name` is written."""
+    return os.path.join(HERE, f"{name}.apr")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true", help="regenerate existing files")
-    args = parser.parse_args(argv)
-    os.makedirs(HERE, exist_ok=True)
-    for name in BUILDERS:
-        target = os.path.join(HERE, f"{name}.apr")
-        if os.path.exists(target) and not args.force:
-            print(f"keep   {target}")
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = os.path.join(tmp, f"{name}.apr")
-            build(name, tmp_path)
-            os.replace(tmp_path, target)
-        with open(os.path.join(HERE, f"{name}.json"), "w", encoding="utf-8") as f:
-            json.dump(describe(target), f, indent=1, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
-        print(f"wrote  {target}")
-    return 0
+    return sample_files.main(__doc__, HERE, BUILDERS, target_of, build, describe, argv)
 
 
 if __name__ == "__main__":

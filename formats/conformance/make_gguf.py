@@ -12,18 +12,19 @@ each file as described and that writing the same content again gives the same by
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import get
 from bundler.containers import gguf, typed_json
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sample_files
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gguf")
 
@@ -165,7 +166,7 @@ def describe(path: str) -> dict:
                 "codec": t.codec.name,
                 "nbytes": t.nbytes,
                 "offset": t.source.offset,
-                "sha256": hashlib.sha256(np.ascontiguousarray(t.raw()).tobytes()).hexdigest(),
+                "sha256": sample_files.tensor_sha256(t),
             }
         )
     info = bundle.format_info
@@ -180,25 +181,13 @@ def describe(path: str) -> dict:
     }
 
 
+def target_of(name: str) -> str:
+    """Where sample `name` is written."""
+    return os.path.join(HERE, f"{name}.gguf")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true", help="regenerate existing files")
-    args = parser.parse_args(argv)
-    os.makedirs(HERE, exist_ok=True)
-    for name in NAMES:
-        target = os.path.join(HERE, f"{name}.gguf")
-        if os.path.exists(target) and not args.force:
-            print(f"keep   {target}")
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = os.path.join(tmp, f"{name}.gguf")
-            build(name, tmp_path)
-            os.replace(tmp_path, target)
-        with open(os.path.join(HERE, f"{name}.json"), "w", encoding="utf-8") as f:
-            json.dump(describe(target), f, indent=1, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
-        print(f"wrote  {target}")
-    return 0
+    return sample_files.main(__doc__, HERE, NAMES, target_of, build, describe, argv)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,9 @@ described, that writing the same content again gives the same bytes, and that th
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import shutil
 import sys
-import tempfile
 
 import ml_dtypes  # noqa: F401  (numpy names for bfloat16 and the float8 dtypes)
 import numpy as np
@@ -30,6 +26,9 @@ from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import get
 from bundler.containers import safetensors, typed_json
 from bundler.containers.safetensors_convention import stored_form
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sample_files
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "safetensors")
 #: The cut of the sharded sample, in bytes.
@@ -156,7 +155,7 @@ def describe(path: str) -> dict:
                 "stored_shape": list(stored.shape),
                 "file": os.path.basename(t.source.path),
                 "data_offsets": [begin, begin + t.nbytes],
-                "sha256": hashlib.sha256(np.ascontiguousarray(t.raw()).tobytes()).hexdigest(),
+                "sha256": sample_files.tensor_sha256(t),
             }
         )
     return {
@@ -176,30 +175,12 @@ def describe(path: str) -> dict:
 
 
 def target_of(name: str) -> str:
+    """Where sample `name` is written."""
     return os.path.join(HERE, name if name in SHARDED else f"{name}.safetensors")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--force", action="store_true", help="regenerate existing files")
-    args = parser.parse_args(argv)
-    os.makedirs(HERE, exist_ok=True)
-    for name in [*BUILDERS, *SHARDED]:
-        target = target_of(name)
-        if os.path.exists(target) and not args.force:
-            print(f"keep   {target}")
-            continue
-        with tempfile.TemporaryDirectory(dir=HERE) as tmp:
-            tmp_target = os.path.join(tmp, os.path.basename(target))
-            build(name, tmp_target)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(tmp_target, target)
-        with open(os.path.join(HERE, f"{name}.json"), "w", encoding="utf-8") as f:
-            json.dump(describe(target), f, indent=1, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
-        print(f"wrote  {target}")
-    return 0
+    return sample_files.main(__doc__, HERE, [*BUILDERS, *SHARDED], target_of, build, describe, argv)
 
 
 if __name__ == "__main__":
