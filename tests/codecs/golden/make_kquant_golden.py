@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent / "kquants"
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 import kquant_cases as cases  # noqa: E402
-
-import bundler  # noqa: E402
+import write_once  # noqa: E402
 
 CODECS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
 
@@ -39,18 +38,7 @@ def golden_input() -> np.ndarray:
 
 
 def main() -> None:
-    HERE.mkdir(parents=True, exist_ok=True)
-    source = HERE / "input.f32"
-    if not source.exists():
-        source.write_bytes(golden_input().tobytes())
-    x = np.frombuffer(source.read_bytes(), np.float32).reshape(-1, 256)
-    for name in CODECS:
-        target = HERE / f"{name}.bin"
-        if target.exists():
-            print(f"kept {target}")
-            continue
-        target.write_bytes(bundler.encode(x, name).tobytes())
-        print(f"wrote {target}")
+    write_once.write_missing(HERE, golden_input, CODECS)
 
 
 if __name__ == "__main__":

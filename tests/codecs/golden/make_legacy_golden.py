@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent / "legacy"
-sys.path.insert(0, str(Path(__file__).parents[1]))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 import edge_cases  # noqa: E402
-
-import bundler  # noqa: E402
+import write_once  # noqa: E402
 
 CODECS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1")
 
@@ -36,18 +35,7 @@ def golden_input() -> np.ndarray:
 
 
 def main() -> None:
-    HERE.mkdir(parents=True, exist_ok=True)
-    source = HERE / "input.f32"
-    if not source.exists():
-        source.write_bytes(golden_input().tobytes())
-    x = np.frombuffer(source.read_bytes(), np.float32).reshape(-1, 256)
-    for name in CODECS:
-        target = HERE / f"{name}.bin"
-        if target.exists():
-            print(f"kept {target}")
-            continue
-        target.write_bytes(bundler.encode(x, name).tobytes())
-        print(f"wrote {target}")
+    write_once.write_missing(HERE, golden_input, CODECS)
 
 
 if __name__ == "__main__":
