@@ -12,34 +12,21 @@ type's `to_float`) on numpy arrays, so tests and benchmarks can compare against 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import itertools
-import json
-import os
-import shutil
-import subprocess
+import shutil  # noqa: F401  (its `which` is what the toolchain check consults)
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from bundler.codecs import registry
-from bundler.reference import assets
-
-
-class ToolchainMissing(RuntimeError):
-    """cmake or a C/C++ compiler is not installed, so the C library cannot be built."""
-
-
-class BuildFailed(RuntimeError):
-    """cmake ran but did not produce a usable library."""
-
-
-class NotBuilt(RuntimeError):
-    """The library is not in the cache and building it was not allowed."""
-
+from bundler.reference import assets, cmake_build
+from bundler.reference.cmake_build import FMA_FLAGS as _FMA_FLAGS  # noqa: F401
+from bundler.reference.cmake_build import BuildFailed as BuildFailed
+from bundler.reference.cmake_build import NotBuilt as NotBuilt
+from bundler.reference.cmake_build import ToolchainMissing as ToolchainMissing
+from bundler.reference.cmake_build import check_toolchain as _check_toolchain  # noqa: F401
 
 #: Cache key of the build: the source version and the flags below.
 BUILD_TAG = f"{assets.LLAMA_CPP[0]}-{assets.LLAMA_CPP[1]}-ggml-base-nofma-1"
@@ -62,8 +49,6 @@ _CMAKE_OPTIONS = (
     "-DLLAMA_BUILD_APP=OFF",
     "-DLLAMA_OPENSSL=OFF",
 )
-#: Compiler flags that would let the compiler fuse multiply-adds in the reference quantizers.
-_FMA_FLAGS = ("-march=", "-mfma", "-ffp-contract=fast")
 
 #: GGML ids `ggml_quantize_chunk` handles in this ggml version (its switch); any other id hits
 #: an assertion that aborts the process, so it must never be passed.
@@ -99,18 +84,13 @@ def build_dir() -> Path:
 
 def library_path(build: bool = True) -> Path:
     """The cached `libggml-base.so`, built on first call (or `NotBuilt` if `build` is False)."""
-    target = build_dir() / "libggml-base.so"
-    if target.exists():
-        return target
-    if not build:
-        raise NotBuilt(f"{target} is not built; run `python -m bundler.reference.ggml_c`")
-    _check_toolchain()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
-        if not target.exists():
-            _build(target)
-    return target
+    return cmake_build.cached(
+        build_dir() / "libggml-base.so", _build, build, "bundler.reference.ggml_c"
+    )
+
+
+def _build(target: Path) -> None:
+    cmake_build.build_target(target, "ggml-base", _CMAKE_OPTIONS, ("ggml-quants.c",), "ggml-build-")
 
 
 def library(build: bool = True) -> ctypes.CDLL:
@@ -138,56 +118,6 @@ def library(build: bool = True) -> ctypes.CDLL:
             )
             _lib = lib
     return _lib
-
-
-def _check_toolchain() -> None:
-    missing = [tool for tool in ("cmake", "make") if shutil.which(tool) is None]
-    cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
-    cxx = os.environ.get("CXX") or next(
-        (c for c in ("c++", "g++", "clang++") if shutil.which(c)), None
-    )
-    if cc is None:
-        missing.append("a C compiler (gcc or clang)")
-    if cxx is None:
-        missing.append("a C++ compiler (g++ or clang++)")
-    if missing:
-        raise ToolchainMissing(
-            "building the ggml C reference library needs "
-            + ", ".join(missing)
-            + " (e.g. `apt-get install cmake build-essential`)"
-        )
-
-
-def _build(target: Path) -> None:
-    source = assets.llama_cpp_sdist() / "vendor" / "llama.cpp"
-    with tempfile.TemporaryDirectory(prefix="ggml-build-", dir=target.parent) as tmp:
-        build = Path(tmp)
-        jobs = str(os.cpu_count() or 1)
-        steps = (
-            ["cmake", "-S", str(source), "-B", str(build), *_CMAKE_OPTIONS],
-            ["cmake", "--build", str(build), "--target", "ggml-base", "-j", jobs],
-        )
-        for cmd in steps:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
-        _check_flags(build / "compile_commands.json")
-        built = next(build.rglob("libggml-base.so"), None)
-        if built is None:
-            raise BuildFailed(f"cmake finished but no libggml-base.so under {build}")
-        part = target.with_suffix(".so.part")
-        shutil.copyfile(built.resolve(), part)
-        os.replace(part, target)
-
-
-def _check_flags(commands: Path) -> None:
-    for entry in json.loads(commands.read_text()):
-        if entry["file"].endswith("ggml-quants.c"):
-            bad = [f for f in entry["command"].split() if f.startswith(_FMA_FLAGS)]
-            if bad:
-                raise BuildFailed(f"ggml-quants.c would be compiled with {bad}: FMA possible")
-            return
-    raise BuildFailed("ggml-quants.c is missing from the ggml-base build")
 
 
 def _type(type_name: str) -> tuple[int, _TypeTraits]:

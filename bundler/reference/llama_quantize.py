@@ -14,23 +14,13 @@ the mixed-precision presets (which codec each tensor gets) and of the bytes they
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from bundler.reference import assets
-from bundler.reference.ggml_c import (
-    _FMA_FLAGS,
-    BuildFailed,
-    NotBuilt,
-    ToolchainMissing,
-    _check_toolchain,
-)
+from bundler.reference import assets, cmake_build
+from bundler.reference.ggml_c import BuildFailed, NotBuilt, ToolchainMissing
 
 __all__ = ["BUILD_TAG", "BuildFailed", "NotBuilt", "ToolchainMissing", "binary", "run"]
 
@@ -86,21 +76,13 @@ def binary(build: bool = True) -> Path:
     `assets.AssetUnavailable` when the sources cannot be downloaded, `BuildFailed` when
     the build breaks, and `NotBuilt` when the tool is not cached and `build` is False.
     """
-    target = build_dir() / "llama-quantize"
-    if target.exists():
-        return target
-    if not build:
-        raise NotBuilt(f"{target} is not built; run `python -m bundler.reference.llama_quantize`")
-    try:
-        _check_toolchain()
-    except ToolchainMissing as exc:
-        raise ToolchainMissing(f"llama-quantize cannot be built: {exc}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
-        if not target.exists():
-            _build(target)
-    return target
+    return cmake_build.cached(
+        build_dir() / "llama-quantize",
+        _build,
+        build,
+        "bundler.reference.llama_quantize",
+        label="llama-quantize",
+    )
 
 
 def run(
@@ -121,41 +103,10 @@ def run(
 
 
 def _build(target: Path) -> None:
-    source = assets.llama_cpp_sdist() / "vendor" / "llama.cpp"
-    with tempfile.TemporaryDirectory(prefix="llama-quantize-build-", dir=target.parent) as tmp:
-        build = Path(tmp)
-        jobs = str(os.cpu_count() or 1)
-        steps = (
-            ["cmake", "-S", str(source), "-B", str(build), *_CMAKE_OPTIONS],
-            ["cmake", "--build", str(build), "--target", "llama-quantize", "-j", jobs],
-        )
-        env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-        for cmd in steps:
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode:
-                raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
-        _check_flags(build / "compile_commands.json")
-        built = next((p for p in build.rglob("llama-quantize") if p.is_file()), None)
-        if built is None:
-            raise BuildFailed(f"cmake finished but no llama-quantize under {build}")
-        part = target.with_suffix(".part")
-        shutil.copyfile(built, part)
-        part.chmod(0o755)
-        os.replace(part, target)
-
-
-def _check_flags(commands: Path) -> None:
-    seen = set()
-    for entry in json.loads(commands.read_text()):
-        name = Path(entry["file"]).name
-        if name in _EXACT_SOURCES:
-            bad = [f for f in entry["command"].split() if f.startswith(_FMA_FLAGS)]
-            if bad:
-                raise BuildFailed(f"{name} would be compiled with {bad}: FMA possible")
-            seen.add(name)
-    missing = set(_EXACT_SOURCES) - seen
-    if missing:
-        raise BuildFailed(f"{sorted(missing)} missing from the llama-quantize build")
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    cmake_build.build_target(
+        target, "llama-quantize", _CMAKE_OPTIONS, _EXACT_SOURCES, "llama-quantize-build-", env
+    )
 
 
 def main() -> int:

@@ -1,0 +1,134 @@
+"""Building one target of the vendored llama.cpp sources with cmake, cached and checked.
+
+What `bundler.reference.ggml_c` and `bundler.reference.llama_quantize` share: the toolchain
+check, the build-once-under-a-lock cache, the cmake run, and the check that the sources
+whose arithmetic is compared byte for byte are compiled without multiply-add fusion.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from bundler.reference import assets
+
+
+class ToolchainMissing(RuntimeError):
+    """cmake or a C/C++ compiler is not installed, so the reference cannot be built."""
+
+
+class BuildFailed(RuntimeError):
+    """cmake ran but did not produce a usable build."""
+
+
+class NotBuilt(RuntimeError):
+    """The build is not in the cache and building it was not allowed."""
+
+
+#: Compiler flags that would let the compiler fuse multiply-adds in the reference quantizers.
+FMA_FLAGS = ("-march=", "-mfma", "-ffp-contract=fast")
+
+
+def check_toolchain() -> None:
+    """Raise `ToolchainMissing` naming what to install when cmake, make or a compiler is absent."""
+    missing = [tool for tool in ("cmake", "make") if shutil.which(tool) is None]
+    cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    cxx = os.environ.get("CXX") or next(
+        (c for c in ("c++", "g++", "clang++") if shutil.which(c)), None
+    )
+    if cc is None:
+        missing.append("a C compiler (gcc or clang)")
+    if cxx is None:
+        missing.append("a C++ compiler (g++ or clang++)")
+    if missing:
+        raise ToolchainMissing(
+            "building the ggml C reference library needs "
+            + ", ".join(missing)
+            + " (e.g. `apt-get install cmake build-essential`)"
+        )
+
+
+def cached(
+    target: Path,
+    make: Callable[[Path], None],
+    build: bool,
+    module: str,
+    label: str | None = None,
+) -> Path:
+    """`target`, made by `make(target)` on first call under a lock other processes respect.
+
+    Raises `NotBuilt` (naming `python -m module`) when it is missing and `build` is False,
+    and `ToolchainMissing` (prefixed with "`label` cannot be built" if given) before building.
+    """
+    if target.exists():
+        return target
+    if not build:
+        raise NotBuilt(f"{target} is not built; run `python -m {module}`")
+    try:
+        check_toolchain()
+    except ToolchainMissing as exc:
+        if label is None:
+            raise
+        raise ToolchainMissing(f"{label} cannot be built: {exc}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+        if not target.exists():
+            make(target)
+    return target
+
+
+def build_target(
+    target: Path,
+    cmake_target: str,
+    options: Iterable[str],
+    exact_sources: Iterable[str],
+    prefix: str,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Configure and build `cmake_target` of the vendored llama.cpp with `options` in a
+    temporary directory beside `target`, check `exact_sources` were compiled without FMA,
+    and move the built file named like `target` into place."""
+    source = assets.llama_cpp_sdist() / "vendor" / "llama.cpp"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
+        build = Path(tmp)
+        jobs = str(os.cpu_count() or 1)
+        steps = (
+            ["cmake", "-S", str(source), "-B", str(build), *options],
+            ["cmake", "--build", str(build), "--target", cmake_target, "-j", jobs],
+        )
+        for cmd in steps:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode:
+                raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
+        check_flags(build / "compile_commands.json", exact_sources, cmake_target)
+        built = next((p for p in build.rglob(target.name) if p.is_file()), None)
+        if built is None:
+            raise BuildFailed(f"cmake finished but no {target.name} under {build}")
+        part = target.with_name(target.name + ".part")
+        shutil.copyfile(built.resolve(), part)
+        part.chmod(0o755)
+        os.replace(part, target)
+
+
+def check_flags(commands: Path, exact_sources: Iterable[str], what: str) -> None:
+    """Raise `BuildFailed` unless every file of `exact_sources` is in the compile commands
+    without a flag of `FMA_FLAGS`."""
+    wanted = set(exact_sources)
+    seen = set()
+    for entry in json.loads(commands.read_text()):
+        name = Path(entry["file"]).name
+        if name in wanted:
+            bad = [f for f in entry["command"].split() if f.startswith(FMA_FLAGS)]
+            if bad:
+                raise BuildFailed(f"{name} would be compiled with {bad}: FMA possible")
+            seen.add(name)
+    missing = wanted - seen
+    if missing:
+        raise BuildFailed(f"{sorted(missing)} missing from the {what} build")
