@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -132,3 +133,15 @@ def check_flags(commands: Path, exact_sources: Iterable[str], what: str) -> None
     missing = wanted - seen
     if missing:
         raise BuildFailed(f"{sorted(missing)} missing from the {what} build")
+
+
+def print_built(find: Callable[[], Path]) -> int:
+    """The exit status of a `python -m` entry point: print the path `find` returns, or why
+    it could not be built."""
+    try:
+        path = find()
+    except (ToolchainMissing, BuildFailed, assets.AssetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

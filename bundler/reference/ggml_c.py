@@ -233,15 +233,13 @@ def dequantize(
 
 
 def main() -> int:
-    """Build (or find) the library and print its path."""
-    try:
-        path = library_path()
-        library()
-    except (ToolchainMissing, BuildFailed, assets.AssetUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+    """Build (or find) the library, load it, and print its path."""
+    return cmake_build.print_built(_loaded_path)
+
+
+def _loaded_path() -> Path:
+    library()
+    return library_path(build=False)
 
 
 if __name__ == "__main__":

@@ -111,13 +111,7 @@ def _build(target: Path) -> None:
 
 def main() -> int:
     """Build (or find) the tool and print its path."""
-    try:
-        path = binary()
-    except (ToolchainMissing, BuildFailed, assets.AssetUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+    return cmake_build.print_built(binary)
 
 
 if __name__ == "__main__":
