@@ -22,6 +22,7 @@ from bundler.codecs.byteorder import swapped
 from bundler.containers import gguf_schema as S
 from bundler.containers.gguf_values import array_body, encode_str
 from bundler.errors import UsageError
+from bundler.rawcopy import copy_raw
 
 #: Keys that describe a split set; the writer sets them itself, only when it splits.
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
@@ -179,18 +180,21 @@ def file_head(
 
 
 def write_file(plan: FilePlan, big_endian: bool) -> None:
-    """Write one planned file: the head, then every tensor a chunk at a time, padded."""
+    """Write one planned file: the head, then every tensor (copied in the kernel when it is
+    an unchanged file range, else a chunk at a time), padded."""
     with atomic_output(plan.path) as f:
         f.write(plan.head)
         for t in plan.tensors:
             facts = t.codec.facts
             chunk = max(facts.type_size, CHUNK_BYTES - CHUNK_BYTES % facts.type_size)
-            written = 0
-            for raw in t.iter_raw(chunk):
-                if big_endian:
+            if big_endian:
+                written = 0
+                for raw in t.iter_raw(chunk):
                     raw = swapped(raw, facts)
-                f.write(memoryview(raw.reshape(-1)))
-                written += raw.size
+                    f.write(memoryview(raw.reshape(-1)))
+                    written += raw.size
+            else:
+                written = copy_raw(t, f, chunk_bytes=chunk)
             if written != t.nbytes:
                 raise UsageError(
                     f"tensor {t.name!r}: its source gave {written:,} bytes, "

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from bundler.atomic import atomic_output
 from bundler.bundle import Bundle, Tensor
 from bundler.containers import safetensors_shards as shards
@@ -40,6 +38,7 @@ from bundler.errors import (
     OutputExistsError,
     UsageError,
 )
+from bundler.rawcopy import copy_raw
 
 NAME = "safetensors"
 EXTENSIONS = ("safetensors",)
@@ -257,19 +256,11 @@ def _write_file(
 
 
 def _copy(f: BinaryIO, tensor: Tensor, nbytes: int) -> None:
-    """Stream a tensor's stored bytes into `f`, checking that the source gives exactly
+    """Copy a tensor's stored bytes into `f`, checking that the source gives exactly
     `nbytes` (a short or long source would shift every later tensor)."""
     if nbytes == 0:
         return  # nothing to stream (and an empty array may not split into rows)
-    written = 0
-    for chunk in tensor.iter_raw():
-        data = np.ascontiguousarray(chunk).reshape(-1)
-        if data.dtype != np.uint8:
-            data = data.view(np.uint8)
-        written += data.size
-        if written > nbytes:
-            break
-        f.write(memoryview(data))
+    written = copy_raw(tensor, f, limit=nbytes)
     if written != nbytes:
         raise UsageError(
             f"tensor {tensor.name!r}: its source gives {'more than ' if written > nbytes else ''}"
