@@ -61,6 +61,23 @@ def _round_away(v):
     return t
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at):
+    """Codes min(maxq, trunc((x - shift) * inv + offset)): nibbles at `qs_at` (element j low,
+    j+16 high) and, when `qh_at` >= 0, bit 4 of element i in bit i of the word at `qh_at`.
+    (x - 0.0 is x exactly, so the symmetric types pass shift 0.)"""
+    qh = np.uint32(0)
+    for j in range(QK // 2):
+        q0 = min(maxq, np.int32((xb[j] - shift) * inv + offset))
+        q1 = min(maxq, np.int32((xb[j + QK // 2] - shift) * inv + offset))
+        ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+        qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
+        qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
+    if qh_at >= 0:
+        for k in range(4):
+            ob[qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def encode_symmetric(x, out, bits):
     """Q4_0 (bits=4) or Q5_0 (bits=5); returns the count of blocks with NaN/inf."""
@@ -87,16 +104,7 @@ def encode_symmetric(x, out, bits):
         d = mx / -levels
         inv = _inverse(d)
         _put_half(ob, 0, d)
-        qh = np.uint32(0)
-        for j in range(QK // 2):
-            q0 = min(maxq, np.int32(xb[j] * inv + offset))
-            q1 = min(maxq, np.int32(xb[j + QK // 2] * inv + offset))
-            ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
-            qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
-            qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
-        if bits == 5:
-            for k in range(4):
-                ob[2 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+        _put_codes(xb, ob, F0, inv, offset, maxq, qs_at, 2 if bits == 5 else -1)
     return bad
 
 
@@ -124,16 +132,7 @@ def encode_affine(x, out, bits):
         inv = _inverse(d)
         _put_half(ob, 0, d)
         _put_half(ob, 2, mn)
-        qh = np.uint32(0)
-        for j in range(QK // 2):
-            q0 = min(maxq, np.int32((xb[j] - mn) * inv + HALF))
-            q1 = min(maxq, np.int32((xb[j + QK // 2] - mn) * inv + HALF))
-            ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
-            qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
-            qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
-        if bits == 5:
-            for k in range(4):
-                ob[4 + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+        _put_codes(xb, ob, mn, inv, HALF, maxq, qs_at, 4 if bits == 5 else -1)
     return bad
 
 
