@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from bundler.codecs.facts import TABLE
 from bundler.codecs.halfs import HALF_TO_F32, f32_to_f16_bits
 from bundler.codecs.registry import Kernel
 
@@ -79,13 +80,12 @@ def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_symmetric(x, out, bits):
+def encode_symmetric(x, out, bits, size):
     """Q4_0 (bits=4) or Q5_0 (bits=5); returns the count of blocks with NaN/inf."""
     levels = np.float32(1 << (bits - 1))
     maxq = (1 << bits) - 1
     offset = levels + HALF
-    size = 18 if bits == 4 else 22
-    qs_at = 2 if bits == 4 else 6
+    qs_at = size - QK // 2
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
@@ -104,16 +104,15 @@ def encode_symmetric(x, out, bits):
         d = mx / -levels
         inv = _inverse(d)
         _put_half(ob, 0, d)
-        _put_codes(xb, ob, F0, inv, offset, maxq, qs_at, 2 if bits == 5 else -1)
+        _put_codes(xb, ob, F0, inv, offset, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_affine(x, out, bits):
+def encode_affine(x, out, bits, size):
     """Q4_1 (bits=4) or Q5_1 (bits=5): scale and minimum per block."""
     maxq = (1 << bits) - 1
-    size = 20 if bits == 4 else 24
-    qs_at = 4 if bits == 4 else 8
+    qs_at = size - QK // 2
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
@@ -132,15 +131,14 @@ def encode_affine(x, out, bits):
         inv = _inverse(d)
         _put_half(ob, 0, d)
         _put_half(ob, 2, mn)
-        _put_codes(xb, ob, mn, inv, HALF, maxq, qs_at, 4 if bits == 5 else -1)
+        _put_codes(xb, ob, mn, inv, HALF, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_q8(x, out, with_sum):
+def encode_q8(x, out, with_sum, size):
     """Q8_0, or Q8_1 when `with_sum` (adds half s = d * sum of codes after d)."""
-    size = 36 if with_sum else 34
-    qs_at = 4 if with_sum else 2
+    qs_at = size - QK
     bad = 0
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
@@ -166,10 +164,9 @@ def encode_q8(x, out, with_sum):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_nibbles(raw, out, bits, affine, table):
+def decode_nibbles(raw, out, bits, affine, size, table):
     """Q4_0, Q4_1, Q5_0, Q5_1 to float32."""
-    size = 2 + 2 * affine + 4 * (bits == 5) + 16
-    qs_at = size - 16
+    qs_at = size - QK // 2
     offset = np.float32(0 if affine else 1 << (bits - 1))
     for b in prange(raw.size // size):
         block = raw[b * size : (b + 1) * size]
@@ -196,10 +193,9 @@ def decode_nibbles(raw, out, bits, affine, table):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_q8(raw, out, with_sum, table):
+def decode_q8(raw, out, with_sum, size, table):
     """Q8_0 or Q8_1 to float32 (the Q8_1 sum is not needed to decode)."""
-    size = 36 if with_sum else 34
-    qs_at = 4 if with_sum else 2
+    qs_at = size - QK
     for b in prange(raw.size // size):
         block = raw[b * size : (b + 1) * size]
         d = _get_half(block, 0, table)
@@ -209,21 +205,28 @@ def decode_q8(raw, out, with_sum, table):
             y[j] = np.float32(qs[j]) * d
 
 
-def _kernel(encode, decode, *args) -> Kernel:
+def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
+    """Bind a family's kernels to one codec: its variant (bits, or Q8's sum) and its block
+    bytes from the facts table (the codes are always the block's last bytes)."""
+    size = _TYPE_SIZE[name]
+    decode_args = (variant, size) if affine is None else (variant, affine, size)
+
     def enc(src: np.ndarray, dst: np.ndarray) -> int:
-        return encode(src.reshape(-1), dst.reshape(-1), *args[:1])
+        return encode(src.reshape(-1), dst.reshape(-1), variant, size)
 
     def dec(raw: np.ndarray, dst: np.ndarray) -> None:
-        decode(raw.reshape(-1), dst.reshape(-1), *args[1:], HALF_TO_F32)
+        decode(raw.reshape(-1), dst.reshape(-1), *decode_args, HALF_TO_F32)
 
     return Kernel(enc, dec)
 
 
+_TYPE_SIZE = {f.name: f.type_size for f in TABLE}
+
 KERNELS: dict[str, Kernel] = {
-    "q4_0": _kernel(encode_symmetric, decode_nibbles, 4, 4, False),
-    "q5_0": _kernel(encode_symmetric, decode_nibbles, 5, 5, False),
-    "q4_1": _kernel(encode_affine, decode_nibbles, 4, 4, True),
-    "q5_1": _kernel(encode_affine, decode_nibbles, 5, 5, True),
-    "q8_0": _kernel(encode_q8, decode_q8, False, False),
-    "q8_1": _kernel(encode_q8, decode_q8, True, True),
+    "q4_0": _kernel("q4_0", encode_symmetric, decode_nibbles, 4, False),
+    "q5_0": _kernel("q5_0", encode_symmetric, decode_nibbles, 5, False),
+    "q4_1": _kernel("q4_1", encode_affine, decode_nibbles, 4, True),
+    "q5_1": _kernel("q5_1", encode_affine, decode_nibbles, 5, True),
+    "q8_0": _kernel("q8_0", encode_q8, decode_q8, False),
+    "q8_1": _kernel("q8_1", encode_q8, decode_q8, True),
 }
