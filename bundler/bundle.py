@@ -368,8 +368,6 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The decoded values in the logical shape."""
-        if isinstance(self.source, ArraySource) and not self.codec.facts.is_block:
-            return self.codec.decode(self.source.raw(), self.shape)
         return self.codec.decode(self.raw(), self.shape)
 
     def __repr__(self) -> str:
