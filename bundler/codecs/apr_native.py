@@ -24,11 +24,11 @@ import math
 
 import numpy as np
 
-from bundler.codecs.registry import Kernel
+from bundler.codecs.registry import Kernel, get
 from bundler.errors import NonFiniteError, ShapeError
 
-_BLOCK = 32
-_BLOCK_BYTES = 18
+_BLOCK = get("apr_q4").facts.block_size
+_BLOCK_BYTES = get("apr_q4").facts.type_size
 #: Blocks encoded or decoded at a time, to bound the temporaries.
 _CHUNK_BLOCKS = 1 << 15
 #: Smallest normal half; aprender decodes a scale below it (a subnormal) as 0.

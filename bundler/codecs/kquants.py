@@ -21,8 +21,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from bundler.codecs.facts import TABLE
 from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, f32_to_f16_bits
 from bundler.codecs.registry import Kernel
+
+# Block bytes of each K-quant, from the facts table (compile-time constants in the kernels).
+_TYPE_SIZE = {f.name: f.type_size for f in TABLE}
+Q2_K_BYTES = _TYPE_SIZE["q2_k"]
+Q3_K_BYTES = _TYPE_SIZE["q3_k"]
+Q4_K_BYTES = _TYPE_SIZE["q4_k"]
+Q5_K_BYTES = _TYPE_SIZE["q5_k"]
+Q6_K_BYTES = _TYPE_SIZE["q6_k"]
+Q8_K_BYTES = _TYPE_SIZE["q8_k"]
 
 QK = 256
 #: Super-blocks per parallel work item.
@@ -483,7 +493,7 @@ def _q2_k_finish(x, y, table, ws, off):
 def _q2_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 84 : (b + 1) * 84]
+        y = raw[b * Q2_K_BYTES : (b + 1) * Q2_K_BYTES]
         o = out[b * QK : (b + 1) * QK]
         d = _get_half(y, 80, table)
         dmin = _get_half(y, 82, table)
@@ -555,7 +565,7 @@ def _q3_k_finish(x, y, table, ws, off):
 def _q3_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 110 : (b + 1) * 110]
+        y = raw[b * Q3_K_BYTES : (b + 1) * Q3_K_BYTES]
         o = out[b * QK : (b + 1) * QK]
         d = _get_half(y, 108, table)
         sc = y[96:108]
@@ -675,7 +685,7 @@ def _q5_k_finish(x, y, table, ws, off):
 def _q4_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 144 : (b + 1) * 144]
+        y = raw[b * Q4_K_BYTES : (b + 1) * Q4_K_BYTES]
         o = out[b * QK : (b + 1) * QK]
         d = _get_half(y, 0, table)
         dmin = _get_half(y, 2, table)
@@ -697,7 +707,7 @@ def _q4_k_decode(raw, out, table):
 def _q5_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 176 : (b + 1) * 176]
+        y = raw[b * Q5_K_BYTES : (b + 1) * Q5_K_BYTES]
         o = out[b * QK : (b + 1) * QK]
         d = _get_half(y, 0, table)
         dmin = _get_half(y, 2, table)
@@ -736,7 +746,7 @@ def _q6_k_finish(x, y, table, ws, off):
             max_abs = abs(scales[j])
             max_scale = scales[j]
     if max_abs < _EPS:
-        for i in range(210):
+        for i in range(Q6_K_BYTES):
             y[i] = 0  # the reference writes an all-zero block
         return
     iscale = -_F128 / max_scale
@@ -767,7 +777,7 @@ def _q6_k_finish(x, y, table, ws, off):
 def _q6_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 210 : (b + 1) * 210]
+        y = raw[b * Q6_K_BYTES : (b + 1) * Q6_K_BYTES]
         o = out[b * QK : (b + 1) * QK]
         d = _get_half(y, 208, table)
         for h in range(2):
@@ -856,10 +866,10 @@ def _q8_k_encode(src, dst):
     bad = 0
     for b in prange(nb):
         x = src[b * QK : (b + 1) * QK]
-        y = dst[b * 292 : (b + 1) * 292]
+        y = dst[b * Q8_K_BYTES : (b + 1) * Q8_K_BYTES]
         top = _max_abs_bits(x)
         bad += 1 if top >= np.uint32(0x7F800000) else 0
-        for i in range(292):
+        for i in range(Q8_K_BYTES):
             y[i] = 0
         if top == 0:
             continue
@@ -887,7 +897,7 @@ def _q8_k_encode(src, dst):
 def _q8_k_decode(raw, out, table):
     nb = out.size // QK
     for b in prange(nb):
-        y = raw[b * 292 : (b + 1) * 292]
+        y = raw[b * Q8_K_BYTES : (b + 1) * Q8_K_BYTES]
         bits = (
             np.uint32(y[0])
             | (np.uint32(y[1]) << 8)
