@@ -1,5 +1,5 @@
 import sys
 
-from bundler.cli import main
+from bundler.cli import run
 
-sys.exit(main())
+sys.exit(run())

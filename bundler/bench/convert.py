@@ -131,8 +131,8 @@ atexit.register(_report_peak)
 """
 #: The `bundler` command itself (its console script runs exactly this).
 _BUNDLER = """
-from bundler.cli import main
-sys.exit(main(sys.argv[1:]))
+from bundler.cli import run
+sys.exit(run())
 """
 
 

@@ -16,6 +16,8 @@ Rounding follows the reference `quantize_row_*_ref` exactly: all arithmetic in f
 no fused multiply-add, the inverse scale taken from the float32 scale (not the rounded
 half), codes truncated after adding the offset (+8.5, +16.5 or +0.5), and Q8 codes rounded
 half away from zero (C `roundf`). A block of zeros gets d = -0.0 in Q4_0/Q5_0 (0 / -8).
+Where several elements hold a block's extreme, the first one counts (its sign, or which of
+-0 and +0 becomes Q4_1's minimum), as in the reference's strict comparisons.
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ import numpy as np
 from numba import njit, prange
 
 from bundler.codecs.facts import TABLE
-from bundler.codecs.halfs import HALF_TO_F32, f32_to_f16_bits
+from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, f32_to_f16_bits
 from bundler.codecs.registry import Kernel
 
 QK = 32
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
 HALF = np.float32(0.5)
+# Block extremes are found on float32 bit patterns compared as integers (the loops then
+# vectorize); a key holds the value's order above _POS bits of the element's position.
+_MAGNITUDE = np.uint32(0x7FFFFFFF)
+_INF_BITS = np.int64(0x7F800000)  # magnitudes at or above it are infinities and NaNs
+_POS = 5
+_POS_MASK = QK - 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -79,6 +87,21 @@ def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at):
             ob[qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _abs_key(v, j):
+    """Orders elements by |v|, then the earlier position first: the largest key of a block
+    is the first element of largest magnitude, the one the reference's strict `>` keeps."""
+    return (np.int64(f32_bits(v) & _MAGNITUDE) << _POS) | (QK - 1 - j)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _order(v):
+    """float32 order as an integer: -0 and +0 equal, NaNs beyond the infinities."""
+    w = np.int64(f32_bits(v))
+    magnitude = w & np.int64(_MAGNITUDE)
+    return magnitude if w == magnitude else -magnitude
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def encode_symmetric(x, out, bits, size):
     """Q4_0 (bits=4) or Q5_0 (bits=5); returns the count of blocks with NaN/inf."""
@@ -90,17 +113,13 @@ def encode_symmetric(x, out, bits, size):
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
         ob = out[b * size : (b + 1) * size]
-        amax = F0
-        mx = F0
-        poison = F0
+        key = np.int64(0)
         for j in range(QK):
-            v = xb[j]
-            poison += v * F0
-            if abs(v) > amax:
-                amax = abs(v)
-                mx = v
-        if poison != F0:
+            key = max(key, _abs_key(xb[j], j))
+        if key >> _POS >= _INF_BITS:
             bad += 1
+        # an all-zero block keeps the reference's starting max, +0.0
+        mx = xb[QK - 1 - (key & _POS_MASK)] if key >> _POS else F0
         d = mx / -levels
         inv = _inverse(d)
         _put_half(ob, 0, d)
@@ -117,16 +136,17 @@ def encode_affine(x, out, bits, size):
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
         ob = out[b * size : (b + 1) * size]
-        mn = np.float32(np.inf)
-        mx = np.float32(-np.inf)
-        poison = F0
+        # the reference's strict scans keep the first of equal values (-0 and +0 alike)
+        lo = np.int64(_INF_BITS + 1) << _POS
+        hi = -lo
         for j in range(QK):
-            v = xb[j]
-            poison += v * F0
-            mn = min(mn, v)
-            mx = max(mx, v)
-        if poison != F0:
+            o = _order(xb[j]) << _POS
+            lo = min(lo, o | j)
+            hi = max(hi, o | (QK - 1 - j))
+        if hi >> _POS >= _INF_BITS or lo >> _POS <= -_INF_BITS:
             bad += 1
+        mn = xb[lo & _POS_MASK]
+        mx = xb[QK - 1 - (hi & _POS_MASK)]
         d = (mx - mn) / np.float32(maxq)
         inv = _inverse(d)
         _put_half(ob, 0, d)
@@ -143,14 +163,12 @@ def encode_q8(x, out, with_sum, size):
     for b in prange(x.size // QK):
         xb = x[b * QK : (b + 1) * QK]
         ob = out[b * size : (b + 1) * size]
-        amax = F0
-        poison = F0
+        top = np.uint32(0)
         for j in range(QK):
-            poison += xb[j] * F0
-            amax = max(amax, abs(xb[j]))
-        if poison != F0:
+            top = max(top, f32_bits(xb[j]) & _MAGNITUDE)
+        if top >= _INF_BITS:
             bad += 1
-        d = amax / np.float32(127)
+        d = f32_from_bits(top) / np.float32(127)
         inv = _inverse(d)
         _put_half(ob, 0, d)
         total = 0

@@ -7,6 +7,7 @@ never imports the compiler.
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -67,8 +68,7 @@ class Codec:
         if self._kernel is None:
             if self.facts.kernels is None:
                 raise UsageError(f"codec {self.name!r} can be stored and copied but not encoded")
-            module = importlib.import_module(self.facts.kernels)
-            self._kernel = module.KERNELS[self.name]
+            self._kernel = _import_kernels(self.facts.kernels)[self.name]
         return self._kernel
 
     def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -149,6 +149,21 @@ class Codec:
                 f"got a last axis of {rb} bytes"
             )
         return (*raw_shape[:-1], rb // self.facts.type_size * self.facts.block_size)
+
+
+def _import_kernels(module_name: str) -> dict[str, Kernel]:
+    """The KERNELS table of a kernel module, imported with the cyclic collector paused.
+
+    Importing the compiler creates a few hundred thousand objects; letting the collector
+    trace them over and over while they are made costs about a fifth of a second.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return importlib.import_module(module_name).KERNELS
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _as_bytes(raw: Any) -> np.ndarray:

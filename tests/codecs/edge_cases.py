@@ -33,6 +33,29 @@ def ties(cols: int = 256) -> np.ndarray:
     return np.stack(rows).astype(np.float32)
 
 
+def _with_pairs(rows: np.ndarray, pairs: list[tuple[float, float]]) -> np.ndarray:
+    """`rows` with elements 3 and 17 of every block set to one (first, second) pair per row."""
+    for row, (first, second) in zip(rows, pairs, strict=True):
+        row[3::32], row[17::32] = first, second
+    return rows
+
+
+def tied_magnitudes(cols: int = 256) -> np.ndarray:
+    """Blocks whose largest magnitude is held twice with both signs (+2 then -2, and -2
+    then +2): the first one sets the sign of the symmetric types' scale."""
+    x = np.random.default_rng(SEED + 3).uniform(-1, 1, (2, cols)).astype(np.float32)
+    return _with_pairs(x, [(2.0, -2.0), (-2.0, 2.0)])
+
+
+def signed_zero_extremes(cols: int = 256) -> np.ndarray:
+    """Blocks whose minimum (rows 0-1, values in [1, 2]) or maximum (rows 2-3, values in
+    [-2, -1]) is zero, held as -0.0 then +0.0 or +0.0 then -0.0: the C reference keeps the
+    first, so the stored minimum of Q4_1/Q5_1 carries its sign."""
+    mag = np.random.default_rng(SEED + 4).uniform(1, 2, (4, cols)).astype(np.float32)
+    x = mag * np.array([[1], [1], [-1], [-1]], np.float32)
+    return _with_pairs(x, [(-0.0, 0.0), (0.0, -0.0)] * 2)
+
+
 def zero_blocks(cols: int = 128) -> np.ndarray:
     x = np.zeros((3, cols), np.float32)
     x[1, 32:64] = normal_weights(1, 32)[0]  # one live block between zero ones
@@ -71,6 +94,7 @@ CASES = {
     "bf16_rounded": bf16_rounded,
     "ties": ties,
     "zero_blocks": zero_blocks,
+    "tied_magnitudes": tied_magnitudes,
     "huge_scales": huge_scales,
     "subnormal_scales": subnormal_scales,
     "constant_blocks": constant_blocks,

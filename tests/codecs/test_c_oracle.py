@@ -62,6 +62,8 @@ def _inputs(block: int) -> dict[str, np.ndarray]:
         "uniform": rng.uniform(-3, 3, (16, 1024)),
         "heavy_tails": rng.standard_t(2, (16, 1024)),
         "bf16_rounded": edge_cases.bf16_rounded(16, 1024),
+        "tied_magnitudes": edge_cases.tied_magnitudes(cols),
+        "signed_zero_extremes": edge_cases.signed_zero_extremes(cols),
         "row_scales": rng.standard_normal((8, cols)) * np.logspace(-30, 30, 8)[:, None],
         "zero_and_constant": np.stack(
             [np.zeros(cols), np.full(cols, 0.5), np.full(cols, -3.25), np.full(cols, -0.0)]
