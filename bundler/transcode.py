@@ -1,15 +1,18 @@
 """Re-encoding a tensor to another codec as a stream of bounded chunks.
 
-Three stages run at once, each on its own thread: one reads a chunk of rows (float32 in a
-file is mapped, float32 in an array used in place, anything else decoded into a reused
-buffer),
-one encodes it with the compiled kernels (on all cores, without the GIL), and the caller
-writes the result. Each stage holds a few reused buffers, so memory is a few chunks
-whatever the tensor's size and the disk, not Python, sets the pace.
+Three stages run at once: a reader thread takes a chunk of rows (float32 in a file is
+mapped, float32 in an array used in place, anything else decoded into a reused buffer),
+a pool of encoder threads, one per kernel thread, each encode a whole chunk with the
+compiled kernels (single-threaded, without the GIL), and the caller writes the results in
+order. Whole chunks per thread keep every core busy while the reader and the writer take
+their turns (a kernel split across all cores waits for its slowest part). Each stage
+holds a few reused buffers, so memory is a few chunks per core whatever the tensor's
+size, and the disk, not Python, sets the pace.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import mmap
@@ -17,23 +20,28 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from bundler.bundle import ArraySource, FileSource, Source, Tensor
-from bundler.codecs import Codec
+from bundler.codecs import Codec, kernel_threads, thread_count
 from bundler.errors import BundlerIOError, FormatError, NonFiniteError
 
-#: Values encoded per chunk: enough that the parallel kernels' start-up cost is amortized
-#: (smaller chunks halve their throughput), small enough that the chunks in flight stay
-#: a few tens of MiB.
+#: Values encoded per chunk: enough that a kernel call's start-up cost is amortized, small
+#: enough that the chunks in flight stay a few MiB per core.
 CHUNK_VALUES = 2 << 20
-#: Chunks a stage may finish before the next stage takes them.
+#: Chunks the reader may finish before an encoder takes them.
 DEPTH = 2
-#: Buffers each stage cycles through: the one it fills, the queued ones, the one the next
-#: stage is using.
-RING = DEPTH + 2
+
+
+def ring_size(workers: int) -> int:
+    """Buffers each stage cycles through with `workers` encoders: every chunk from the
+    one the writer holds to the one the reader is filling (the encoders hold one each,
+    plus one queued per pool, and the reader's queue holds DEPTH)."""
+    return workers + DEPTH + 3
+
 
 #: Linux's MAP_POPULATE (read the window in at mmap time); elsewhere float32 is read with
 #: plain reads into reused buffers.
@@ -51,17 +59,20 @@ class Buffers:
     writer does).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ring: int | None = None) -> None:
+        self.ring = ring
         self._slots: dict[str, list[np.ndarray | None]] = {}
 
     def take(self, kind: str, i: int, shape: tuple[int, int], dtype: Any) -> np.ndarray:
-        """Buffer `i` (of RING) of `kind`, as a C-contiguous array of `shape` and `dtype`."""
+        """Buffer `i` (of `ring`) of `kind`, as a C-contiguous array of `shape` and `dtype`."""
+        if self.ring is None:
+            self.ring = ring_size(thread_count())
         dtype = np.dtype(dtype)
         need = shape[0] * shape[1] * dtype.itemsize
-        slots = self._slots.setdefault(kind, [None] * RING)
-        buf = slots[i % RING]
+        slots = self._slots.setdefault(kind, [None] * self.ring)
+        buf = slots[i % self.ring]
         if buf is None or buf.size < need:
-            buf = slots[i % RING] = np.empty(need, np.uint8)
+            buf = slots[i % self.ring] = np.empty(need, np.uint8)
         return buf[:need].view(dtype).reshape(shape)
 
 
@@ -96,18 +107,20 @@ class TranscodeSource(Source):
         step = max(1, min(total_rows, self.chunk_values // n))
         spans = [(start, min(step, total_rows - start)) for start in range(0, total_rows, step)]
         dst_row = target.facts.row_bytes(n)
-        buffers = self.buffers or Buffers()
+        workers = thread_count()
+        buffers = self.buffers or Buffers(ring_size(workers))
 
         def encode(i: int, values: np.ndarray) -> np.ndarray:
             start, rows = spans[i]
             out = buffers.take("encoded", i, (rows, dst_row), np.uint8)
             try:
-                target.encode(values, out=out)
+                with kernel_threads(1):
+                    target.encode(values, out=out)
             except NonFiniteError as exc:
                 raise _locate(exc, t, target, start) from None
             return out.reshape(-1)
 
-        with _Stages(_values(t, spans, buffers), encode) as results:
+        with _Stages(_values(t, spans, buffers), encode, workers) as results:
             yield from results
 
 
@@ -133,7 +146,7 @@ def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterat
 
     if isinstance(src, FileSource) and t.codec.facts.numpy_dtype == "<f4" and not src.big_endian:
         if _POPULATE is not None:
-            yield from _map_floats(src, spans, n)
+            yield from _map_floats(src, spans, n, buffers.ring or ring_size(thread_count()))
         else:
             yield from _read_floats(src, spans, values)
         return
@@ -144,14 +157,16 @@ def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterat
         yield t.codec.decode(raw, shape=(count, n), out=values(i))
 
 
-def _map_floats(src: FileSource, spans: list[tuple[int, int]], n: int) -> Iterator[np.ndarray]:
+def _map_floats(
+    src: FileSource, spans: list[tuple[int, int]], n: int, ring: int
+) -> Iterator[np.ndarray]:
     """float32 rows mapped from the file, one window per chunk, with no copy.
 
-    Each window is mapped with MAP_POPULATE, so this thread (not the encoder) waits for
+    Each window is mapped with MAP_POPULATE, so this thread (not the encoders) waits for
     the disk and takes the page faults; a window is unmapped when its ring slot comes
-    round again, so at most RING chunks are resident whatever the tensor's size.
+    round again, so at most `ring` chunks are resident whatever the tensor's size.
     """
-    held: list[tuple[mmap.mmap, np.ndarray] | None] = [None] * RING
+    held: list[tuple[mmap.mmap, np.ndarray] | None] = [None] * ring
     try:
         with open(src.path, "rb") as f:
             fd = f.fileno()
@@ -161,19 +176,19 @@ def _map_floats(src: FileSource, spans: list[tuple[int, int]], n: int) -> Iterat
                 size = os.fstat(fd).st_size
                 if size < end:  # mapping past the end would fault, not fail
                     raise FormatError(src.path, size, "file ends inside tensor data")
-                _release(held, i % RING)
+                _release(held, i % ring)
                 base = begin - begin % mmap.ALLOCATIONGRANULARITY
                 window = mmap.mmap(
                     fd, end - base, flags=mmap.MAP_SHARED | _POPULATE,
                     prot=mmap.PROT_READ, offset=base,
                 )  # fmt: skip
                 rows = np.frombuffer(window, np.float32, count * n, begin - base)
-                held[i % RING] = (window, rows)
+                held[i % ring] = (window, rows)
                 yield rows.reshape(count, n)
     except OSError as exc:
         raise BundlerIOError(f"{src.path}: {exc.strerror or exc}") from None
     finally:
-        for slot in range(RING):
+        for slot in range(ring):
             _release(held, slot)
 
 
@@ -221,80 +236,74 @@ def _locate(exc: NonFiniteError, t: Tensor, target: Codec, start: int) -> NonFin
 
 
 class _Stages:
-    """Runs `produce` on one thread and `transform` on another, each up to DEPTH items
-    ahead; iterating gives the transformed items in order. Leaving the `with` block early
-    (an error, a closed generator) stops both threads."""
+    """Runs `produce` on a reader thread, up to DEPTH items ahead, and `transform` on a
+    pool of `workers` threads, one item each; iterating gives the transformed items in
+    order. Leaving the `with` block early (an error, a closed generator) stops them all."""
 
-    def __init__(self, produce: Iterator[Any], transform: Callable[[int, Any], Any]):
+    def __init__(self, produce: Iterator[Any], transform: Callable[[int, Any], Any], workers: int):
         self.stop = threading.Event()
         self.inbox: queue.Queue = queue.Queue(DEPTH)
-        self.outbox: queue.Queue = queue.Queue(DEPTH)
-        self.threads = [
-            threading.Thread(
-                target=self._run_produce, args=(produce,), name="bundler-read", daemon=True
-            ),
-            threading.Thread(
-                target=self._run_transform, args=(transform,), name="bundler-encode", daemon=True
-            ),
-        ]
+        self.transform = transform
+        self.workers = workers
+        self.reader = threading.Thread(
+            target=self._run_produce, args=(produce,), name="bundler-read", daemon=True
+        )
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="bundler-encode")
 
     def __enter__(self) -> Iterator[Any]:
-        for thread in self.threads:
-            thread.start()
+        self.reader.start()
         return self._results()
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        for thread in self.threads:
-            thread.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.reader.join()
 
-    def _put(self, box: queue.Queue, item: Any) -> bool:
+    def _run_produce(self, produce: Iterator[Any]) -> None:
+        try:
+            for item in produce:
+                if not self._put((item, None)):
+                    return
+            self._put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put((_DONE, exc))
+
+    def _put(self, item: Any) -> bool:
         while not self.stop.is_set():
             try:
-                box.put(item, timeout=0.05)
+                self.inbox.put(item, timeout=0.05)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _get(self, box: queue.Queue) -> Any:
+    def _next(self, wait: bool) -> tuple[Any, BaseException | None]:
+        """The reader's next (item, error); (None, None) when `wait` is false and none is
+        ready yet."""
         while not self.stop.is_set():
             try:
-                return box.get(timeout=0.05)
+                return self.inbox.get(timeout=0.05) if wait else self.inbox.get_nowait()
             except queue.Empty:
-                continue
+                if not wait:
+                    return None, None
         return _DONE, None
 
-    def _run_produce(self, produce: Iterator[Any]) -> None:
-        try:
-            for item in produce:
-                if not self._put(self.inbox, (item, None)):
-                    return
-            self._put(self.inbox, (_DONE, None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(self.inbox, (_DONE, exc))
-
-    def _run_transform(self, transform: Callable[[int, Any], Any]) -> None:
-        i = 0
-        while True:
-            item, error = self._get(self.inbox)
-            if item is _DONE:
-                self._put(self.outbox, (_DONE, error))
-                return
-            try:
-                result = transform(i, item)
-            except BaseException as exc:
-                self._put(self.outbox, (_DONE, exc))
-                return
-            if not self._put(self.outbox, (result, None)):
-                return
-            i += 1
-
     def _results(self) -> Iterator[Any]:
+        # one item per worker plus one more in the pool, so no worker waits on the writer
+        pending: collections.deque = collections.deque()
+        i, finished = 0, False
         while True:
-            item, error = self._get(self.outbox)
-            if error is not None:
-                raise error
-            if item is _DONE:
+            while not finished and len(pending) <= self.workers:
+                item, error = self._next(wait=not pending)
+                if error is not None:
+                    raise error
+                if item is None:
+                    break
+                if item is _DONE:
+                    finished = True
+                    break
+                pending.append(self.pool.submit(self.transform, i, item))
+                i += 1
+            if not pending:
                 return
-            yield item
+            yield pending.popleft().result()

@@ -32,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "convert", help="float32 SafeTensors -> Q4_0 GGUF vs the gguf package's own path"
     )
     v.add_argument("--size-gib", type=float, default=1.0, help="size of the generated model")
-    v.add_argument("--repeat", type=int, default=1, help="runs of each converter (best kept)")
+    v.add_argument(
+        "--repeat", type=int, default=3, help="runs of each converter, alternating (best kept)"
+    )
     v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
     add_json_flag(v)
     v.set_defaults(func=_run_convert)

@@ -12,8 +12,10 @@ from bundler.codecs.registry import (
     by_ggml_id,
     by_safetensors_dtype,
     get,
+    kernel_threads,
     names,
     set_threads,
+    thread_count,
 )
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "by_ggml_id",
     "by_safetensors_dtype",
     "get",
+    "kernel_threads",
     "names",
     "set_threads",
+    "thread_count",
 ]

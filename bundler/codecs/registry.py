@@ -7,8 +7,10 @@ never imports the compiler.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -152,18 +154,47 @@ class Codec:
 
 
 def _import_kernels(module_name: str) -> dict[str, Kernel]:
-    """The KERNELS table of a kernel module, imported with the cyclic collector paused.
+    """The KERNELS table of a kernel module, imported with the cyclic collector paused,
+    each kernel wrapped by `_managed`."""
+    with _collector_paused():
+        kernels = importlib.import_module(module_name).KERNELS
+    return {
+        name: k._replace(encode=_managed(k.encode), decode=_managed(k.decode))
+        for name, k in kernels.items()
+    }
 
-    Importing the compiler creates a few hundred thousand objects; letting the collector
-    trace them over and over while they are made costs about a fifth of a second.
-    """
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return importlib.import_module(module_name).KERNELS
+        yield
     finally:
         if enabled:
             gc.enable()
+
+
+def _managed(fn: Any) -> Any:
+    """`fn` run with the thread count in effect for the calling thread, and with the
+    collector paused during its first call.
+
+    Importing the compiler, and the first call of a kernel (when it loads its cached
+    machine code), create a few hundred thousand objects; letting the collector trace
+    them over and over while they are made costs about a third of a second.
+    """
+    first = [True]
+
+    def call(*args: Any) -> Any:
+        _apply_threads()
+        if not first[0]:
+            return fn(*args)
+        with _collector_paused():
+            result = fn(*args)
+        first[0] = False
+        return result
+
+    return call
 
 
 def _as_bytes(raw: Any) -> np.ndarray:
@@ -281,12 +312,48 @@ def by_safetensors_dtype(dtype: str) -> Codec:
         raise UnknownCodecError(f"SafeTensors dtype {dtype}", sorted(_BY_ST)) from None
 
 
+#: The count `set_threads` chose for the whole process (None: the compiler's default, all
+#: cores), and the count `kernel_threads` chose for one thread.
+_PROCESS_THREADS: list[int | None] = [None]
+_THREAD = threading.local()
+
+
 def set_threads(n: int | None) -> int:
-    """Set how many threads the compiled kernels use (None: all cores); returns the count."""
+    """Set how many threads the compiled kernels use, from any thread of the process
+    (None: all cores); returns the count."""
     import numba
 
     count = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
     if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
         raise UsageError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
-    numba.set_num_threads(count)
+    _PROCESS_THREADS[0] = count
+    numba.set_num_threads(count)  # for compiled code this thread calls directly
     return count
+
+
+def thread_count() -> int:
+    """How many threads the kernels use: as `set_threads` set it, else all cores."""
+    import numba
+
+    return _PROCESS_THREADS[0] or numba.config.NUMBA_NUM_THREADS
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Within the block, kernels called from this thread use `n` threads."""
+    before = getattr(_THREAD, "count", None)
+    _THREAD.count = n
+    try:
+        yield
+    finally:
+        _THREAD.count = before
+
+
+def _apply_threads() -> None:
+    # the compiler's own setting is per thread: a thread it has not seen uses all cores
+    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
+    if want is not None:
+        import numba
+
+        if numba.get_num_threads() != want:
+            numba.set_num_threads(want)

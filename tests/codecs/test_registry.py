@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+
 import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
 import bundler
-from bundler.codecs import TABLE, by_apr_code, by_ggml_id, by_safetensors_dtype, get, names
+from bundler.codecs import (
+    TABLE,
+    by_apr_code,
+    by_ggml_id,
+    by_safetensors_dtype,
+    get,
+    kernel_threads,
+    names,
+    set_threads,
+    thread_count,
+)
 from bundler.errors import NonFiniteError, ShapeError, UnknownCodecError
 
 BLOCK_CODECS = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1"]
@@ -162,3 +174,37 @@ def test_empty_input_gives_empty_output(name):
     cols = get(name).facts.block_size
     x = np.zeros((0, cols), np.float32)
     assert bundler.encode(x, name).shape == (0, get(name).facts.type_size)
+
+
+def _threads_seen_by_a_kernel_call(encode) -> int:
+    """The compiler's thread count in a new thread right after it ran `encode`."""
+    import numba
+
+    seen = []
+    worker = threading.Thread(target=lambda: (encode(), seen.append(numba.get_num_threads())))
+    worker.start()
+    worker.join()
+    return seen[0]
+
+
+def test_set_threads_applies_to_kernels_called_from_any_thread():
+    x = np.ones((4, 64), np.float32)
+    try:
+        assert set_threads(1) == 1 == thread_count()
+        assert _threads_seen_by_a_kernel_call(lambda: bundler.encode(x, "q8_0")) == 1
+    finally:
+        set_threads(None)
+    assert thread_count() >= 1
+
+
+def test_kernel_threads_sets_the_count_for_one_thread_and_restores_it():
+    x = np.ones((4, 64), np.float32)
+
+    def encode_with_one_thread():
+        with kernel_threads(1):
+            bundler.encode(x, "q8_0")
+
+    assert _threads_seen_by_a_kernel_call(encode_with_one_thread) == 1
+    with kernel_threads(1):
+        pass
+    assert _threads_seen_by_a_kernel_call(lambda: bundler.encode(x, "q8_0")) == thread_count()
