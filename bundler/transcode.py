@@ -29,9 +29,11 @@ from bundler.bundle import ArraySource, FileSource, Source, Tensor
 from bundler.codecs import Codec, kernel_threads, thread_count
 from bundler.errors import BundlerIOError, FormatError, NonFiniteError
 
-#: Values encoded per chunk: enough that a kernel call's start-up cost is amortized, small
-#: enough that the chunks in flight stay a few MiB per core.
+#: Values encoded per chunk at most: enough that a kernel call's start-up cost is amortized.
 CHUNK_VALUES = 2 << 20
+#: Bytes of float32 values all chunks in flight may hold together; on many cores the chunks
+#: shrink to stay within it.
+IN_FLIGHT_BYTES = 64 << 20
 #: Chunks the reader may finish before an encoder takes them.
 DEPTH = 2
 
@@ -48,6 +50,12 @@ def ring_size(workers: int) -> int:
 _POPULATE = getattr(mmap, "MAP_POPULATE", None)
 
 _DONE = object()
+
+
+def chunk_values_for(workers: int) -> int:
+    """Values per chunk with `workers` encoders: CHUNK_VALUES, or fewer so that the chunks
+    in flight stay within IN_FLIGHT_BYTES."""
+    return max(1 << 16, min(CHUNK_VALUES, IN_FLIGHT_BYTES // 4 // ring_size(workers)))
 
 
 class Buffers:
@@ -84,7 +92,7 @@ class TranscodeSource(Source):
         tensor: Tensor,
         target: Codec,
         buffers: Buffers | None = None,
-        chunk_values: int = CHUNK_VALUES,
+        chunk_values: int | None = None,
     ):
         self.tensor = tensor
         self.target = target
@@ -96,7 +104,7 @@ class TranscodeSource(Source):
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
         """The encoded bytes in chunks of whole rows (`chunk_bytes` is not used: the chunk
-        size is set by `chunk_values`, which keeps the kernels efficient)."""
+        size is set by `chunk_values`, by default `chunk_values_for` the kernel threads)."""
         t, target = self.tensor, self.target
         if len(t.shape) < 2 or target.facts.flat or t.codec.facts.flat or t.n_values == 0:
             # aprender's flat codecs span the whole tensor; 1-D tensors are small
@@ -104,10 +112,10 @@ class TranscodeSource(Source):
             return
         n = t.shape[-1]
         total_rows = math.prod(t.shape[:-1])
-        step = max(1, min(total_rows, self.chunk_values // n))
+        workers = thread_count()
+        step = max(1, min(total_rows, (self.chunk_values or chunk_values_for(workers)) // n))
         spans = [(start, min(step, total_rows - start)) for start in range(0, total_rows, step)]
         dst_row = target.facts.row_bytes(n)
-        workers = thread_count()
         buffers = self.buffers or Buffers(ring_size(workers))
 
         def encode(i: int, values: np.ndarray) -> np.ndarray:

@@ -77,7 +77,7 @@ def test_save_without_codec_keeps_every_array_bit_for_bit(tmp_path, ext):
     ],
 )
 def test_save_streams_tensors_larger_than_a_chunk_exactly(tmp_path, make):
-    # 2.5 chunks of rows (bundler.transcode.CHUNK_VALUES is 2M values)
+    # 2.5 chunks of rows or more (bundler.transcode.CHUNK_VALUES is 2M values at most)
     values = np.random.default_rng(2).standard_normal((5 << 10, 1024), dtype=np.float32)
     array = make(values)
     path = tmp_path / "big.gguf"

@@ -12,7 +12,14 @@ from gguf import GGMLQuantizationType as Q
 from bundler.bundle import FileSource, Source, Tensor
 from bundler.codecs import get, thread_count
 from bundler.errors import BundlerIOError, FormatError
-from bundler.transcode import Buffers, TranscodeSource, ring_size
+from bundler.transcode import (
+    CHUNK_VALUES,
+    IN_FLIGHT_BYTES,
+    Buffers,
+    TranscodeSource,
+    chunk_values_for,
+    ring_size,
+)
 
 
 def _stage_threads() -> list[threading.Thread]:
@@ -87,3 +94,10 @@ def test_an_error_of_any_source_reaches_the_caller():
     with pytest.raises(BundlerIOError, match="disk went away"):
         list(source.iter_raw(0))
     assert _stage_threads() == []
+
+
+@pytest.mark.parametrize("workers", [1, 2, 8, 64])
+def test_chunks_in_flight_stay_within_the_memory_budget_on_any_core_count(workers):
+    values = chunk_values_for(workers)
+    assert values <= CHUNK_VALUES
+    assert values * 4 * ring_size(workers) <= IN_FLIGHT_BYTES
