@@ -10,7 +10,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 
 from bundler.bundle import FileSource, Source, Tensor
-from bundler.codecs import get, thread_count
+from bundler.codecs import get, set_threads, thread_count
 from bundler.errors import BundlerIOError, FormatError
 from bundler.transcode import (
     CHUNK_VALUES,
@@ -101,3 +101,18 @@ def test_chunks_in_flight_stay_within_the_memory_budget_on_any_core_count(worker
     values = chunk_values_for(workers)
     assert values <= CHUNK_VALUES
     assert values * 4 * ring_size(workers) <= IN_FLIGHT_BYTES
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_set_threads_sets_how_many_chunks_are_encoded_at_once(tmp_path, threads):
+    values = np.random.default_rng(5).standard_normal((4096, 64), np.float32)
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("q8_0"), chunk_values=64)
+    try:
+        limit = set_threads(threads)
+        encoders = set()
+        for chunk in source.iter_raw(0):
+            encoders.update(t.name for t in _stage_threads() if t.name != "bundler-read")
+            assert chunk.size
+    finally:
+        set_threads(None)
+    assert 1 <= len(encoders) <= limit
