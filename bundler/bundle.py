@@ -15,7 +15,7 @@ import numpy as np
 
 from bundler.codecs import Codec, get
 from bundler.codecs.byteorder import swap_inplace
-from bundler.errors import BundlerIOError, FormatError, UsageError
+from bundler.errors import BundlerIOError, FormatError, TruncatedError, UsageError
 
 #: Bytes read or encoded at a time when a tensor is streamed.
 CHUNK_BYTES = 8 << 20
@@ -281,7 +281,7 @@ class FileSource(Source):
                     view = buf[: min(left, chunk)]
                     got = f.readinto(memoryview(view))
                     if got != view.size:
-                        raise FormatError(
+                        raise TruncatedError(
                             self.path,
                             self.offset + self.nbytes - left,
                             "file ends inside tensor data",

@@ -81,6 +81,11 @@ class FormatError(BundlerError, ValueError):
         super().__init__(f"{where}{at}: {problem}")
 
 
+class TruncatedError(FormatError):
+    """A file that ends before what its header describes: cut short, or a count or length
+    too large for the file (the two cannot be told apart)."""
+
+
 class UnsupportedFormatError(FormatError):
     """A valid file that uses a feature bundler does not implement (compression, encryption)."""
 

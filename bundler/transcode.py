@@ -27,7 +27,7 @@ import numpy as np
 
 from bundler.bundle import ArraySource, FileSource, Source, Tensor
 from bundler.codecs import Codec, kernel_threads, thread_count
-from bundler.errors import BundlerIOError, FormatError, NonFiniteError
+from bundler.errors import BundlerIOError, NonFiniteError, TruncatedError
 
 #: Values encoded per chunk at most: enough that a kernel call's start-up cost is amortized.
 CHUNK_VALUES = 2 << 20
@@ -183,7 +183,7 @@ def _map_floats(
                 end = begin + count * n * 4
                 size = os.fstat(fd).st_size
                 if size < end:  # mapping past the end would fault, not fail
-                    raise FormatError(src.path, size, "file ends inside tensor data")
+                    raise TruncatedError(src.path, size, "file ends inside tensor data")
                 _release(held, i % ring)
                 base = begin - begin % mmap.ALLOCATIONGRANULARITY
                 window = mmap.mmap(
@@ -224,7 +224,7 @@ def _read_floats(
                 got = f.readinto(memoryview(view).cast("B"))
                 if got != view.nbytes:
                     at = src.offset + start * view.shape[1] * 4 + (got or 0)
-                    raise FormatError(src.path, at, "file ends inside tensor data")
+                    raise TruncatedError(src.path, at, "file ends inside tensor data")
                 yield view
     except OSError as exc:
         raise BundlerIOError(f"{src.path}: {exc.strerror or exc}") from None

@@ -11,7 +11,6 @@ other failed rule makes it `invalid` (exit code 5).
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from bundler.bundle import Bundle
 from bundler.containers import detect
-from bundler.errors import FormatError, UnsupportedFormatError
+from bundler.errors import FormatError, TruncatedError, UnsupportedFormatError
 from bundler.inspection import open_header
 from bundler.scales import Finding, scale_fields, scan, where
 
@@ -80,15 +79,10 @@ class Report:
         }
 
 
-#: How the readers say that a file ends before what its header describes: truncated, or
-#: a count or length too large for the file (which cannot be told apart).
-_ENDS_EARLY = re.compile(r"truncated|runs past the end|left in the file|file ends|file ended")
-
-
 def unreadable(exc: FormatError) -> bool:
     """True when a reader's refusal means the file cannot be read as a model at all: it ends
     before what it describes, or uses a feature bundler does not implement."""
-    return isinstance(exc, UnsupportedFormatError) or bool(_ENDS_EARLY.search(exc.problem))
+    return isinstance(exc, (TruncatedError, UnsupportedFormatError))
 
 
 def _from_format_error(exc: FormatError) -> Problem:

@@ -33,3 +33,20 @@ def test_a_nan_scale_is_found_in_either_byte_order(tmp_path, big_endian, codec):
     assert not report.valid and report.parsed
     (error,) = report.errors
     assert (error.tensor, error.blocks, error.offset, error.rule) == ("w", [3], at, "nan-scale")
+
+
+@pytest.mark.parametrize("ext", ["gguf", "safetensors", "apr"])
+def test_a_file_cut_anywhere_is_unreadable_not_invalid(tmp_path, ext):
+    # unreadable (exit 4) rests on the readers' TruncatedError, whichever check trips first
+    path = tmp_path / f"m.{ext}"
+    meta = {"general.architecture": "t", "general.name": "a name to cut through"}
+    x = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
+    save(Bundle(meta, [Tensor.from_array("w", x, "q8_0")]), path)
+    data = path.read_bytes()
+    src = open_bundle(path).tensors["w"].source
+    cut = tmp_path / f"cut.{ext}"
+    # from past the format's magic to the last tensor byte (GGUF's end padding is optional)
+    for n in range(16, src.offset + src.nbytes, 5):
+        cut.write_bytes(data[:n])
+        report = validate(cut)
+        assert not report.valid and not report.parsed, (n, report.errors)

@@ -48,6 +48,7 @@ from bundler.errors import (
     BundlerIOError,
     FileNotFound,
     FormatError,
+    TruncatedError,
     UnknownCodecError,
     UnsupportedFormatError,
     UsageError,
@@ -175,6 +176,7 @@ class _Reader:
                 len(head),
                 f"truncated: the header needs bytes 0..{HEADER_SIZE} "
                 f"but the file ends at {len(head)}",
+                TruncatedError,
             )
         h = HEADER_COMPILED.parse(head)
         crc = header_crc(head)
@@ -224,6 +226,7 @@ class _Reader:
                 self.size,
                 f"truncated: a header and a {FOOTER_SIZE}-byte footer need "
                 f"{HEADER_SIZE + FOOTER_SIZE} bytes but the file has {self.size}",
+                TruncatedError,
             )
         if h.metadata_offset < HEADER_SIZE:
             self.fail(12, f"metadata offset {h.metadata_offset:,} lies inside the header")
@@ -233,12 +236,20 @@ class _Reader:
                 20,
                 f"truncated or bad sizes: metadata needs bytes {h.metadata_offset:,}.."
                 f"{meta_end:,} but the data ends at {end:,} (file size {self.size:,})",
+                TruncatedError,
             )
-        if not meta_end <= h.tensor_index_offset <= h.data_offset <= end:
+        if not meta_end <= h.tensor_index_offset <= h.data_offset:
             self.fail(
                 24,
                 f"sections out of order: metadata ends at {meta_end:,}, index at "
-                f"{h.tensor_index_offset:,}, data at {h.data_offset:,}, footer at {end:,}",
+                f"{h.tensor_index_offset:,}, data at {h.data_offset:,}",
+            )
+        if h.data_offset > end:
+            self.fail(
+                32,
+                f"truncated or bad offset: the data section starts at {h.data_offset:,} "
+                f"but the footer starts at {end:,} (file size {self.size:,})",
+                TruncatedError,
             )
         if h.tensor_index_offset % ALIGNMENT or h.data_offset % ALIGNMENT:
             self.fail(
@@ -338,6 +349,7 @@ class _Reader:
                     f"truncated or bad offset: tensor {e.name!r} needs bytes {first:,}.."
                     f"{first + e.size:,} but the data ends at {end:,} "
                     f"(file size {self.size:,})",
+                    TruncatedError,
                 )
             data_end = max(data_end, first + align(e.size))
         by_offset = sorted((e for e in entries if e.size), key=lambda e: e.offset)
@@ -354,6 +366,7 @@ class _Reader:
                 end,
                 f"truncated: the padded tensor data ends at {data_end:,} and the footer needs "
                 f"{FOOTER_SIZE} more bytes, but the file ends at {self.size:,}",
+                TruncatedError,
             )
         if end > data_end:
             self.fail(

@@ -23,6 +23,7 @@ from bundler.errors import (
     BundlerIOError,
     FileNotFound,
     FormatError,
+    TruncatedError,
     UnknownCodecError,
     UnsupportedFormatError,
 )
@@ -86,7 +87,7 @@ def parse(path: str | os.PathLike[str], compiled: bool = True) -> Layout:
                 head = f.read()
                 if head[:4] != S.MAGIC[: len(head[:4])]:
                     raise FormatError(path, 0, f"not a GGUF file: starts with {head[:4]!r}")
-                raise FormatError(
+                raise TruncatedError(
                     path, size, f"truncated: the GGUF header needs 24 bytes, the file has {size}"
                 )
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -110,8 +111,10 @@ class _Parser:
         self.compiled = compiled
         self.pos = 0
 
-    def fail(self, at: int | None, problem: str) -> FormatError:
-        return FormatError(self.path, at, problem)
+    def fail(
+        self, at: int | None, problem: str, cls: type[FormatError] = FormatError
+    ) -> FormatError:
+        return cls(self.path, at, problem)
 
     def left(self) -> int:
         return self.size - self.pos
@@ -140,6 +143,7 @@ class _Parser:
                 16,
                 f"kv_count {n_kv:,} cannot be right: that many key/value pairs need at least "
                 f"{n_kv * S.MIN_KV_BYTES:,} bytes but {self.left():,} are left in the file",
+                TruncatedError,
             )
         if n_tensors * S.MIN_TENSOR_INFO_BYTES > self.left():
             raise self.fail(
@@ -147,6 +151,7 @@ class _Parser:
                 f"tensor_count {n_tensors:,} cannot be right: that many tensor infos need at "
                 f"least {n_tensors * S.MIN_TENSOR_INFO_BYTES:,} bytes but {self.left():,} "
                 "are left in the file",
+                TruncatedError,
             )
         metadata = self.read_kvs(n_kv)
         alignment = self.alignment(metadata)
@@ -192,6 +197,7 @@ class _Parser:
                     at,
                     f"{what}: string length {n:,} runs past the end of the file "
                     f"({self.size - at - 8:,} bytes left)",
+                    TruncatedError,
                 )
             at += 8 + n
             if "tensor" in what and step == "string":
@@ -202,7 +208,9 @@ class _Parser:
                             at, f"{what}: n_dims {n_dims:,} is more than {S.MAX_DIMS_READ}"
                         )
                 break
-        return self.fail(self.pos, f"truncated: {what} runs past the end of the file")
+        return self.fail(
+            self.pos, f"truncated: {what} runs past the end of the file", TruncatedError
+        )
 
     # ------------------------------------------------------------------ key/value pairs
 
@@ -293,6 +301,7 @@ class _Parser:
                     t.at,
                     f"truncated: tensor {t.name!r} needs bytes {start:,}..{start + t.nbytes:,} "
                     f"but the file ends at {self.size:,}",
+                    TruncatedError,
                 )
             expected = t.offset + _pad(t.nbytes, layout.alignment)
             layout.tensors.append(t)
@@ -301,6 +310,7 @@ class _Parser:
                 layout.infos_end,
                 f"truncated: the data section starts at {layout.data_start:,} "
                 f"but the file ends at {self.size:,}",
+                TruncatedError,
             )
 
     def nbytes(self, t: TensorInfo) -> int:

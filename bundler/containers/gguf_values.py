@@ -15,7 +15,7 @@ import numpy as np
 
 from bundler.bundle import Value, ValueType
 from bundler.containers.gguf_schema import MAX_NESTING
-from bundler.errors import FormatError, UsageError
+from bundler.errors import FormatError, TruncatedError, UsageError
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
@@ -89,7 +89,7 @@ def read_array(
 
 
 def _too_long(path, pos, what, count, kind, need, left) -> FormatError:
-    return FormatError(
+    return TruncatedError(
         path,
         pos,
         f"{what}: array of {count:,} {kind} needs at least {need:,} bytes "
@@ -113,10 +113,10 @@ def _read_strings(buf, pos, end, count, big_endian, path, what) -> tuple[Value, 
         if at + 8 > len(data):
             base, data, at = _refill(buf, base + at, end, _window(count - i))
             if at + 8 > len(data):
-                raise FormatError(path, base, f"{what}: truncated at string {i:,} of {count:,}")
+                raise TruncatedError(path, base, f"{what}: truncated at string {i:,} of {count:,}")
         (n,) = unpack(data, at)
         if n > end - (base + at + 8):
-            raise FormatError(
+            raise TruncatedError(
                 path,
                 base + at,
                 f"{what}: string {i:,} claims {n:,} bytes but only "
@@ -145,7 +145,7 @@ def _read_nested(buf, pos, end, count, big_endian, path, what, depth) -> tuple[V
     items: list[Value] = []
     for i in range(count):
         if pos + _ARRAY_HEAD > end:
-            raise FormatError(path, pos, f"{what}: truncated at nested array {i:,}")
+            raise TruncatedError(path, pos, f"{what}: truncated at nested array {i:,}")
         code, n = head.unpack_from(buf, pos)
         sub = value_type(code, path, pos, f"{what}[{i}]")
         value, pos = read_array(

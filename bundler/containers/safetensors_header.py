@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from construct import Int64ul, Struct
 
 from bundler.codecs import by_safetensors_dtype
-from bundler.errors import FormatError, UsageError
+from bundler.errors import FormatError, TruncatedError, UsageError
 
 #: The length prefix; the only binary framing of the format.
 PREFIX = Struct("header_size" / Int64ul)
@@ -121,7 +121,7 @@ def read_header(f: BinaryIO, path: str, file_size: int) -> Header:
     """
     prefix = f.read(PREFIX_SIZE)
     if len(prefix) < PREFIX_SIZE:
-        raise FormatError(
+        raise TruncatedError(
             path, 0, f"truncated: the 8-byte header length needs 8 bytes, the file has {file_size}"
         )
     n = PREFIX_COMPILED.parse(prefix).header_size
@@ -130,7 +130,7 @@ def read_header(f: BinaryIO, path: str, file_size: int) -> Header:
             path, 0, f"header length {n:,} exceeds the limit of {MAX_HEADER_SIZE:,} bytes"
         )
     if PREFIX_SIZE + n > file_size:
-        raise FormatError(
+        raise TruncatedError(
             path,
             PREFIX_SIZE,
             f"truncated: the header needs bytes 8..{PREFIX_SIZE + n:,} "
@@ -138,7 +138,7 @@ def read_header(f: BinaryIO, path: str, file_size: int) -> Header:
         )
     raw = f.read(n)
     if len(raw) != n:
-        raise FormatError(path, PREFIX_SIZE + len(raw), "file ended while reading the header")
+        raise TruncatedError(path, PREFIX_SIZE + len(raw), "file ended while reading the header")
     return parse_header(raw, path, file_size)
 
 
@@ -410,7 +410,7 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
     if data_end > file_size:
         last = previous
         assert last is not None
-        raise FormatError(
+        raise TruncatedError(
             path,
             header.data_start + last.begin,
             f"truncated: tensor {last.name!r} needs bytes {header.data_start + last.begin:,}.."

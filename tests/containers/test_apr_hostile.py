@@ -17,6 +17,7 @@ from bundler.errors import (
     AprCompatibilityWarning,
     FileNotFound,
     FormatError,
+    TruncatedError,
     UnsupportedFormatError,
 )
 
@@ -57,12 +58,14 @@ def test_small_file_reads(small_file, tmp_path):
     assert list(apr.read(tmp_path / "ok.apr").tensors) == ["w", "b"]
 
 
-def test_truncated_at_every_byte_offset_is_a_format_error(small_file, tmp_path):
+def test_truncated_at_every_byte_offset_is_a_truncation_error(small_file, tmp_path):
     path = tmp_path / "cut.apr"
     for n in range(len(small_file)):
         path.write_bytes(small_file[:n])
         e = _read_error(path)
         assert e.offset <= len(small_file), (n, e)
+        # under four bytes the magic cannot be told from another format's
+        assert isinstance(e, TruncatedError) == (n >= 4), (n, e)
 
 
 @pytest.mark.parametrize("at", range(64))
@@ -107,7 +110,7 @@ CASES = {
     "metadata at 1 TB": (RawApr(overrides={"metadata_offset": 2**40}), 20, "metadata needs"),
     "metadata inside header": (RawApr(overrides={"metadata_offset": 0}), 12, "inside the header"),
     "index at 2^63": (RawApr(overrides={"tensor_index_offset": 2**63}), 24, "out of order"),
-    "data at 1 TB": (RawApr(overrides={"data_offset": 2**40}), 24, "out of order"),
+    "data at 1 TB": (RawApr(overrides={"data_offset": 2**40}), 32, "data section starts at"),
     "data before index": (RawApr(overrides={"data_offset": 64}), 24, "out of order"),
     "misaligned index": (RawApr(overrides={"tensor_index_offset": 100}), 24, "multiples of 64"),
     # lying index entries

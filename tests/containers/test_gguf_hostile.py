@@ -15,7 +15,7 @@ import bundler
 from bundler.containers import gguf as gguf_container
 from bundler.containers.gguf_reader import parse
 from bundler.containers.gguf_rules import check_llama_rules
-from bundler.errors import FormatError, UnsupportedFormatError, UsageError
+from bundler.errors import FormatError, TruncatedError, UnsupportedFormatError, UsageError
 
 #: Extra memory a read of a file of a few KiB may take, whatever its fields claim.
 MEMORY_BOUND = 8 << 20
@@ -53,7 +53,7 @@ def small_file(tmp_path_factory):
     return path, path.read_bytes(), layout.data_start, layout.data_start + last.offset + last.nbytes
 
 
-def test_truncated_at_every_byte_is_a_format_error(small_file, tmp_path):
+def test_truncated_at_every_byte_is_a_truncation_error(small_file, tmp_path):
     _, data, _, data_end = small_file
     path = tmp_path / "cut.gguf"
     for n in range(len(data)):
@@ -61,6 +61,7 @@ def test_truncated_at_every_byte_is_a_format_error(small_file, tmp_path):
         result = _read_bounded(path)
         if n < data_end:
             assert isinstance(result, FormatError), f"a file cut at {n} was read"
+            assert isinstance(result, TruncatedError), (n, result)
             assert result.path == str(path) and result.problem
             assert result.offset is not None and 0 <= result.offset <= n
         else:  # only the last tensor's padding is missing: every byte is there
