@@ -3,11 +3,14 @@
 A writer holds an exclusive `flock` on its temporary file until the rename, so a later
 run can tell a partial file left by a killed writer (nobody holds it: removed) from one
 still being written (locked: left alone), whatever became of the writer's process id.
+The files of a multi-file output (a split GGUF, a sharded SafeTensors checkpoint) are
+renamed together at the end, inside `output_group`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +25,12 @@ except ImportError:  # not POSIX: fall back on whether the writer's process id s
 
 #: Prefix of the temporary files; a later run removes strays left by a killed one.
 TEMP_PREFIX = ".bundler-partial-"
+
+#: Finished files of the open `output_group` waiting for their rename: (temporary, final
+#: path, lock descriptor).
+_GROUP: contextvars.ContextVar[list[tuple[str, str, int | None]] | None] = contextvars.ContextVar(
+    "bundler_output_group", default=None
+)
 
 
 @contextlib.contextmanager
@@ -48,7 +57,12 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-        os.replace(tmp, path)
+        group = _GROUP.get()
+        if group is None:
+            os.replace(tmp, path)
+        else:  # renamed with the rest of the group; the group holds the lock until then
+            group.append((tmp, path, lock))
+            lock = None
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -58,6 +72,45 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
     finally:
         if lock is not None:
             os.close(lock)
+
+
+@contextlib.contextmanager
+def output_group(entry: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Files written with `atomic_output` inside the block appear together: each keeps its
+    temporary name until the block ends without error, then all are renamed into place
+    (`entry`, the file a reader opens first, last of all); on an error all are removed.
+    Inside another group the outer one decides."""
+    if _GROUP.get() is not None:
+        yield
+        return
+    pending: list[tuple[str, str, int | None]] = []
+    token = _GROUP.set(pending)
+    try:
+        yield
+    except BaseException:
+        _discard(pending)
+        raise
+    finally:
+        _GROUP.reset(token)
+    last = os.path.abspath(entry) if entry is not None else None
+    pending.sort(key=lambda item: os.path.abspath(item[1]) == last)
+    for i, (tmp, path, lock) in enumerate(pending):
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            _discard(pending[i:])
+            raise BundlerIOError(f"{path}: cannot rename into place: {exc.strerror}") from None
+        if lock is not None:
+            os.close(lock)
+
+
+def _discard(pending: list[tuple[str, str, int | None]]) -> None:
+    for tmp, _, lock in pending:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock)
 
 
 def _umask() -> int:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bundler.atomic import TEMP_PREFIX, atomic_output
+from bundler.atomic import TEMP_PREFIX, atomic_output, output_group
 from bundler.errors import BundlerIOError, OutputExistsError
 
 
@@ -94,3 +94,43 @@ def test_the_partial_of_a_live_writer_is_left_alone(tmp_path):
         writer.communicate("go\n", timeout=30)
     assert writer.returncode == 0
     assert _entries(tmp_path) == ["out.bin"] and dst.read_bytes() == b"first"
+
+
+def test_files_of_a_group_appear_together_when_the_group_ends(tmp_path):
+    with output_group():
+        for name in ("a.bin", "b.bin"):
+            with atomic_output(tmp_path / name) as f:
+                f.write(name.encode())
+        assert all(n.startswith(TEMP_PREFIX) for n in _entries(tmp_path))
+    assert _entries(tmp_path) == ["a.bin", "b.bin"]
+    assert (tmp_path / "b.bin").read_bytes() == b"b.bin"
+
+
+def test_an_error_in_a_group_removes_the_files_it_finished(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"old")
+    with pytest.raises(RuntimeError), output_group():
+        with atomic_output(tmp_path / "a.bin") as f:
+            f.write(b"new")
+        with atomic_output(tmp_path / "b.bin") as f:
+            raise RuntimeError("boom")
+    assert _entries(tmp_path) == ["a.bin"] and (tmp_path / "a.bin").read_bytes() == b"old"
+
+
+def test_a_group_renames_its_entry_file_last(tmp_path, monkeypatch):
+    renamed = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(os.path.basename(b)),
+                                                      replace(a, b)))  # fmt: skip
+    with output_group(entry=tmp_path / "index.json"):
+        for name in ("index.json", "1.bin", "2.bin"):
+            with atomic_output(tmp_path / name) as f:
+                f.write(b"x")
+    assert renamed == ["1.bin", "2.bin", "index.json"]
+
+
+def test_a_group_inside_a_group_leaves_the_renames_to_the_outer_one(tmp_path):
+    with output_group():
+        with output_group(), atomic_output(tmp_path / "a.bin") as f:
+            f.write(b"a")
+        assert _entries(tmp_path)[0].startswith(TEMP_PREFIX)
+    assert _entries(tmp_path) == ["a.bin"]

@@ -12,6 +12,7 @@ import os
 import warnings
 from typing import Any
 
+from bundler.atomic import output_group
 from bundler.bundle import Bundle, FileSource, Tensor
 from bundler.containers import gguf_split
 from bundler.containers.gguf_reader import Layout, parse
@@ -101,8 +102,10 @@ def write(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -> None:
             f"valid: {', '.join(WRITE_OPTIONS)}"
         )
     opts = {**WRITE_OPTIONS, **options}
-    for plan in plan_files(bundle, os.fspath(path), **opts):
-        write_file(plan, _big_endian(bundle, opts["big_endian"]))
+    plans = plan_files(bundle, os.fspath(path), **opts)
+    with output_group(entry=plans[0].path):  # a split set appears whole or not at all
+        for plan in plans:
+            write_file(plan, _big_endian(bundle, opts["big_endian"]))
 
 
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:

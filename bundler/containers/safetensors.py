@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, BinaryIO
 
-from bundler.atomic import atomic_output
+from bundler.atomic import atomic_output, output_group
 from bundler.bundle import Bundle, Tensor
 from bundler.containers import safetensors_shards as shards
 from bundler.containers.safetensors_convention import (
@@ -225,10 +225,11 @@ def write(
         for target in [*targets, index_path]:
             if os.path.exists(target):
                 raise OutputExistsError(target)
-    for target, group in zip(targets, groups, strict=True):
-        one_file(target, group)
-    with atomic_output(index_path, force) as f:
-        f.write(shards.index_text(groups, names).encode("utf-8"))
+    with output_group(entry=index_path):  # the shards and index appear together or not at all
+        for target, group in zip(targets, groups, strict=True):
+            one_file(target, group)
+        with atomic_output(index_path, force) as f:
+            f.write(shards.index_text(groups, names).encode("utf-8"))
 
 
 def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:

@@ -122,3 +122,37 @@ def test_an_output_directory_that_does_not_exist_is_an_io_error(big_input, tmp_p
     )  # fmt: skip
     assert done.returncode == 7 and str(dst) in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", ["gguf", "safetensors"])
+def test_a_split_output_killed_in_a_later_shard_leaves_no_shard(big_input, tmp_path, ext):
+    # each 2048 x 4096 Q8_0 tensor is 8.5 MiB: a 20 MB limit gives three shards
+    dst = tmp_path / f"out.{ext}"
+    proc = subprocess.Popen(
+        _command("quantize", str(big_input), "-o", str(dst), "--type", "Q8_0", "-q",
+                 "--split-max-size", "20M"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(_partials(tmp_path)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)  # the first shard is complete once the second one is being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_partials(tmp_path)) >= 2
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(TEMP_PREFIX)] == []
+
+
+@pytest.mark.parametrize("ext", ["gguf", "safetensors"])
+def test_an_error_in_a_later_shard_removes_the_shards_already_written(tmp_path, ext):
+    ok = np.ones((256, 1024), np.float32)
+    bad = ok.copy()
+    bad[7, 9] = np.nan
+    arrays = [ok, ok, bad]
+    tensors = [bundler.Tensor.from_array(f"blk.{i}.ffn_up.weight", a) for i, a in enumerate(arrays)]
+    src = tmp_path / "src.safetensors"
+    bundler.Bundle({"general.architecture": "llama"}, tensors).save(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(bundler.NonFiniteError, match=r"'blk\.2\.ffn_up\.weight'"):
+        bundler.quantize(src, out / f"q.{ext}", "q8_0", pure=True, split_max_size=300_000)
+    assert list(out.iterdir()) == []
