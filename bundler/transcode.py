@@ -103,38 +103,65 @@ class TranscodeSource(Source):
         return self.target.encode(self.tensor.numpy()).reshape(-1)
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
-        """The encoded bytes in chunks of whole rows (`chunk_bytes` is not used: the chunk
-        size is set by `chunk_values`, by default `chunk_values_for` the kernel threads)."""
+        """The encoded bytes in chunks of whole blocks (`chunk_bytes` is not used: the chunk
+        size is set by `chunk_values`, by default `chunk_values_for` the kernel threads).
+
+        A chunk is whole rows when a row fits, else a run of whole blocks of both codecs
+        (the blocks of a tensor follow each other across rows, in the values and in the
+        encoded bytes alike), so a long row or a large 1-D tensor streams too."""
         t, target = self.tensor, self.target
-        if len(t.shape) < 2 or target.facts.flat or t.codec.facts.flat or t.n_values == 0:
-            # aprender's flat codecs span the whole tensor; 1-D tensors are small
+        if target.facts.flat or t.codec.facts.flat or t.n_values == 0:
+            # aprender's flat codecs span the whole tensor
             yield from super().iter_raw(chunk_bytes)
             return
-        n = t.shape[-1]
-        total_rows = math.prod(t.shape[:-1])
         workers = thread_count()
-        step = max(1, min(total_rows, (self.chunk_values or chunk_values_for(workers)) // n))
-        spans = [(start, min(step, total_rows - start)) for start in range(0, total_rows, step)]
-        dst_row = target.facts.row_bytes(n)
+        spans = _spans(t, target, self.chunk_values or chunk_values_for(workers))
         buffers = self.buffers or Buffers(ring_size(workers))
 
         def encode(i: int, values: np.ndarray) -> np.ndarray:
-            start, rows = spans[i]
-            out = buffers.take("encoded", i, (rows, dst_row), np.uint8)
+            out = buffers.take("encoded", i, target.encoded_shape(values.shape), np.uint8)
             try:
-                with kernel_threads(1):
-                    target.encode(values, out=out)
+                target.encode(values, out=out)
             except NonFiniteError as exc:
-                raise _locate(exc, t, target, start) from None
+                raise _locate(exc, t, target, spans[i][0], values.shape[-1]) from None
             return out.reshape(-1)
 
-        with _Stages(_values(t, spans, buffers), encode, workers) as results:
+        if len(spans) == 1:  # one chunk: encoded here, on all cores, with no stage threads
+            with contextlib.closing(_values(t, spans, buffers)) as values:
+                yield encode(0, next(values))
+            return
+
+        def encode_alone(i: int, values: np.ndarray) -> np.ndarray:
+            with kernel_threads(1):  # one chunk per core
+                return encode(i, values)
+
+        with _Stages(_values(t, spans, buffers), encode_alone, workers) as results:
             yield from results
 
 
-def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterator[np.ndarray]:
-    """The float32 values of each span of rows, in reused buffers."""
-    n = t.shape[-1]
+#: (first value, value count, chunk shape) of each chunk of a tensor.
+Span = tuple[int, int, tuple[int, int]]
+
+
+def _spans(t: Tensor, target: Codec, chunk_values: int) -> list[Span]:
+    """The chunks of `t`: whole rows when one fits in `chunk_values`, else runs of values
+    that are whole blocks of both codecs."""
+    n, total = t.shape[-1] if t.shape else 1, t.n_values
+    if n <= chunk_values:
+        step, width = chunk_values // n * n, n
+    else:
+        unit = math.lcm(t.codec.facts.block_size, target.facts.block_size)
+        step = width = max(unit, chunk_values // unit * unit)
+    spans = []
+    for start in range(0, total, step):
+        count = min(step, total - start)
+        shape = (count // width, width) if count % width == 0 else (1, count)
+        spans.append((start, count, shape))
+    return spans
+
+
+def _values(t: Tensor, spans: list[Span], buffers: Buffers) -> Iterator[np.ndarray]:
+    """The float32 values of each span, in reused buffers."""
     src = t.source
     stored_dtype = t.codec.facts.numpy_dtype
     if (
@@ -143,31 +170,54 @@ def _values(t: Tensor, spans: list[tuple[int, int]], buffers: Buffers) -> Iterat
         and stored_dtype is not None
         and src.array.dtype == np.dtype(stored_dtype)
     ):  # the array holds the tensor's values as they are: encode from it in place
-        rows = src.array.reshape(-1, n)
-        for start, count in spans:
-            yield rows[start : start + count]
+        flat = src.array.reshape(-1)
+        for start, count, shape in spans:
+            yield flat[start : start + count].reshape(shape)
         return
     decoded = np.dtype(t.codec.kernel().out_dtype)  # float32, or float64 for f64
 
     def values(i: int) -> np.ndarray:
-        return buffers.take(f"values-{decoded}", i, (spans[i][1], n), decoded)
+        return buffers.take(f"values-{decoded}", i, spans[i][2], decoded)
 
     if isinstance(src, FileSource) and t.codec.facts.numpy_dtype == "<f4" and not src.big_endian:
         if _POPULATE is not None:
-            yield from _map_floats(src, spans, n, buffers.ring or ring_size(thread_count()))
+            yield from _map_floats(src, spans, buffers.ring or ring_size(thread_count()))
         else:
             yield from _read_floats(src, spans, values)
         return
-    src_row = t.codec.facts.row_bytes(n)
-    chunks = t.iter_raw(spans[0][1] * src_row)
-    for i, (_, count) in enumerate(spans):
-        raw = next(chunks)
-        yield t.codec.decode(raw, shape=(count, n), out=values(i))
+    facts = t.codec.facts
+    sizes = [facts.nbytes((count,)) for _, count, _ in spans]
+    raws = _regrouped(
+        t.iter_raw(sizes[0]), sizes, lambda i, n: buffers.take("raw", i, (1, n), np.uint8)
+    )
+    for i, raw in enumerate(raws):
+        yield t.codec.decode(raw, shape=spans[i][2], out=values(i))
 
 
-def _map_floats(
-    src: FileSource, spans: list[tuple[int, int]], n: int, ring: int
+def _regrouped(
+    chunks: Iterator[np.ndarray], sizes: list[int], buffer: Callable[[int, int], np.ndarray]
 ) -> Iterator[np.ndarray]:
+    """The bytes of `chunks` in pieces of `sizes`: a piece a chunk holds whole is a view of
+    it, any other is assembled in `buffer(i, size)` (copied before the next chunk is read,
+    since a source may reuse its chunk buffer)."""
+    pending, at = np.empty(0, np.uint8), 0
+    for i, size in enumerate(sizes):
+        if pending.size - at >= size:
+            yield pending[at : at + size]
+            at += size
+            continue
+        piece = buffer(i, size).reshape(-1)
+        filled = 0
+        while filled < size:
+            if at == pending.size:
+                pending, at = next(chunks).reshape(-1), 0
+            take = min(size - filled, pending.size - at)
+            piece[filled : filled + take] = pending[at : at + take]
+            filled, at = filled + take, at + take
+        yield piece
+
+
+def _map_floats(src: FileSource, spans: list[Span], ring: int) -> Iterator[np.ndarray]:
     """float32 rows mapped from the file, one window per chunk, with no copy.
 
     Each window is mapped with MAP_POPULATE, so this thread (not the encoders) waits for
@@ -178,9 +228,9 @@ def _map_floats(
     try:
         with open(src.path, "rb") as f:
             fd = f.fileno()
-            for i, (start, count) in enumerate(spans):
-                begin = src.offset + start * n * 4
-                end = begin + count * n * 4
+            for i, (start, count, shape) in enumerate(spans):
+                begin = src.offset + start * 4
+                end = begin + count * 4
                 size = os.fstat(fd).st_size
                 if size < end:  # mapping past the end would fault, not fail
                     raise TruncatedError(src.path, size, "file ends inside tensor data")
@@ -190,9 +240,9 @@ def _map_floats(
                     fd, end - base, flags=mmap.MAP_SHARED | _POPULATE,
                     prot=mmap.PROT_READ, offset=base,
                 )  # fmt: skip
-                rows = np.frombuffer(window, np.float32, count * n, begin - base)
+                rows = np.frombuffer(window, np.float32, count, begin - base)
                 held[i % ring] = (window, rows)
-                yield rows.reshape(count, n)
+                yield rows.reshape(shape)
     except OSError as exc:
         raise BundlerIOError(f"{src.path}: {exc.strerror or exc}") from None
     finally:
@@ -213,28 +263,30 @@ def _release(held: list, slot: int) -> None:
 
 
 def _read_floats(
-    src: FileSource, spans: list[tuple[int, int]], values: Callable[[int], np.ndarray]
+    src: FileSource, spans: list[Span], values: Callable[[int], np.ndarray]
 ) -> Iterator[np.ndarray]:
     """float32 rows read from the file straight into the buffers the encoder takes."""
     try:
         with open(src.path, "rb", buffering=0) as f:
             f.seek(src.offset)
-            for i, (start, _) in enumerate(spans):
+            for i, (start, _, _) in enumerate(spans):
                 view = values(i)
                 got = f.readinto(memoryview(view).cast("B"))
                 if got != view.nbytes:
-                    at = src.offset + start * view.shape[1] * 4 + (got or 0)
+                    at = src.offset + start * 4 + (got or 0)
                     raise TruncatedError(src.path, at, "file ends inside tensor data")
                 yield view
     except OSError as exc:
         raise BundlerIOError(f"{src.path}: {exc.strerror or exc}") from None
 
 
-def _locate(exc: NonFiniteError, t: Tensor, target: Codec, start: int) -> NonFiniteError:
-    """The error of a chunk, with the index in the whole tensor and the tensor's name."""
+def _locate(
+    exc: NonFiniteError, t: Tensor, target: Codec, start: int, width: int
+) -> NonFiniteError:
+    """The error of a chunk (values from `start`, rows of `width`), with the index in the
+    whole tensor and the tensor's name."""
     row, col = exc.index[0] if len(exc.index) > 1 else 0, exc.index[-1]
-    index = (*np.unravel_index(start + row, t.shape[:-1]), col)
-    index = tuple(int(i) for i in index)
+    index = tuple(int(i) for i in np.unravel_index(start + row * width + col, t.shape))
     return NonFiniteError(
         f"tensor {t.name!r}: {target.name} cannot encode {exc.value} at index {index}: "
         "block codecs need finite values",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import gguf
@@ -11,7 +12,7 @@ from gguf import GGMLQuantizationType as Q
 
 from bundler.bundle import FileSource, Source, Tensor
 from bundler.codecs import get, set_threads, thread_count
-from bundler.errors import BundlerIOError, FormatError
+from bundler.errors import BundlerIOError, FormatError, NonFiniteError
 from bundler.transcode import (
     CHUNK_VALUES,
     IN_FLIGHT_BYTES,
@@ -116,3 +117,37 @@ def test_set_threads_sets_how_many_chunks_are_encoded_at_once(tmp_path, threads)
     finally:
         set_threads(None)
     assert 1 <= len(encoders) <= limit
+
+
+@pytest.mark.parametrize("source_codec", ["f32", "f16", "f64", "q8_0", "array-f64"])
+@pytest.mark.parametrize("target", ["q4_1", "q4_k"])
+def test_rows_longer_than_a_chunk_stream_in_runs_of_whole_blocks(tmp_path, source_codec, target):
+    values = np.random.default_rng(6).standard_normal((3, 2048), dtype=np.float32)
+    if source_codec == "array-f64":
+        tensor = Tensor.from_array("w", values.astype(np.float64), "f32")
+    else:
+        tensor = _file_tensor(tmp_path, values, source_codec)
+    decoded = tensor.numpy().astype(np.float32)
+    source = TranscodeSource(tensor, get(target), Buffers(), chunk_values=700)
+    chunks = [c.copy() for c in source.iter_raw(0)]
+    # a run is the most whole blocks of both codecs that fit in 700 values
+    unit = math.lcm(tensor.codec.facts.block_size, get(target).facts.block_size)
+    assert len(chunks) == -(-3 * 2048 // (700 // unit * unit)) > 3
+    # the whole-tensor encode is checked against gguf and the C library in tests/codecs
+    assert np.array_equal(np.concatenate(chunks), get(target).encode(decoded).reshape(-1))
+
+
+def test_a_long_1d_tensor_streams_in_chunks(tmp_path):
+    values = np.random.default_rng(7).standard_normal(64 * 100, dtype=np.float32)
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("q8_0"), chunk_values=640)
+    chunks = [c.copy() for c in source.iter_raw(0)]
+    assert len(chunks) == 10
+    assert np.array_equal(np.concatenate(chunks), gguf.quants.quantize(values, Q.Q8_0))
+
+
+def test_a_nan_in_a_long_row_is_named_at_its_index_in_the_tensor(tmp_path):
+    values = np.zeros((4, 4096), np.float32)
+    values[2, 3001] = np.inf
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("q4_0"), chunk_values=1000)
+    with pytest.raises(NonFiniteError, match=r"index \(2, 3001\)"):
+        list(source.iter_raw(0))
