@@ -35,6 +35,7 @@ def test_a_nan_scale_is_found_in_either_byte_order(tmp_path, big_endian, codec):
     assert (error.tensor, error.blocks, error.offset, error.rule) == ("w", [3], at, "nan-scale")
 
 
+@pytest.mark.filterwarnings("ignore::bundler.errors.AprCompatibilityWarning")
 @pytest.mark.parametrize("ext", ["gguf", "safetensors", "apr"])
 def test_a_file_cut_anywhere_is_unreadable_not_invalid(tmp_path, ext):
     # unreadable (exit 4) rests on the readers' TruncatedError, whichever check trips first
