@@ -71,12 +71,12 @@ class Buffers:
         self.ring = ring
         self._slots: dict[str, list[np.ndarray | None]] = {}
 
-    def take(self, kind: str, i: int, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+    def take(self, kind: str, i: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """Buffer `i` (of `ring`) of `kind`, as a C-contiguous array of `shape` and `dtype`."""
         if self.ring is None:
             self.ring = ring_size(thread_count())
         dtype = np.dtype(dtype)
-        need = shape[0] * shape[1] * dtype.itemsize
+        need = math.prod(shape) * dtype.itemsize
         slots = self._slots.setdefault(kind, [None] * self.ring)
         buf = slots[i % self.ring]
         if buf is None or buf.size < need:
@@ -108,10 +108,11 @@ class TranscodeSource(Source):
 
         A chunk is whole rows when a row fits, else a run of whole blocks of both codecs
         (the blocks of a tensor follow each other across rows, in the values and in the
-        encoded bytes alike), so a long row or a large 1-D tensor streams too."""
+        encoded bytes alike), so a long row or a large 1-D tensor streams too, and so do
+        aprender's AprQ4 blocks, laid over the flattened tensor."""
         t, target = self.tensor, self.target
-        if target.facts.flat or t.codec.facts.flat or t.n_values == 0:
-            # aprender's flat codecs span the whole tensor
+        if target.facts.header_bytes or t.codec.facts.header_bytes or t.n_values == 0:
+            # a tensor-wide header (aprender's AprQ8 scale) needs every value first
             yield from super().iter_raw(chunk_bytes)
             return
         workers = thread_count()
@@ -144,10 +145,11 @@ Span = tuple[int, int, tuple[int, int]]
 
 
 def _spans(t: Tensor, target: Codec, chunk_values: int) -> list[Span]:
-    """The chunks of `t`: whole rows when one fits in `chunk_values`, else runs of values
-    that are whole blocks of both codecs."""
+    """The chunks of `t`: whole rows when one fits in `chunk_values`, else (or when a codec
+    is laid over the flattened tensor) runs of values that are whole blocks of both codecs;
+    a flat codec's partial last block ends the last run."""
     n, total = t.shape[-1] if t.shape else 1, t.n_values
-    if n <= chunk_values:
+    if n <= chunk_values and not (t.codec.facts.flat or target.facts.flat):
         step, width = chunk_values // n * n, n
     else:
         unit = math.lcm(t.codec.facts.block_size, target.facts.block_size)

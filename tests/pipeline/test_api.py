@@ -189,3 +189,17 @@ def test_import_bundler_does_not_load_the_compiler():
     code = "import bundler, sys; print('numba' in sys.modules, callable(bundler.save))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.filterwarnings("ignore::bundler.errors.AprCompatibilityWarning")
+@pytest.mark.parametrize("codec", ["apr_q4", "apr_q8"])
+def test_aprender_codecs_by_tensor_type_give_the_bytes_of_one_encode(tmp_path, codec):
+    # 2.4M values: more than one chunk, so AprQ4 streams in runs (AprQ8 is encoded whole)
+    x = np.random.default_rng(10).standard_normal((600, 4000), dtype=np.float32)
+    src, name = tmp_path / "src.safetensors", "blk.0.ffn_up.weight"
+    tensor = bundler.Tensor.from_array(name, x)
+    bundler.Bundle({"general.architecture": "llama"}, [tensor]).save(src)
+    bundler.quantize(src, tmp_path / "out.apr", "q8_0", tensor_types=[("ffn_up", codec)])
+    got = bundler.open(tmp_path / "out.apr").tensors[name]
+    assert got.codec.name == codec
+    assert np.array_equal(got.raw().reshape(-1), bundler.codec(codec).encode(x).reshape(-1))

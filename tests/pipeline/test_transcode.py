@@ -151,3 +151,24 @@ def test_a_nan_in_a_long_row_is_named_at_its_index_in_the_tensor(tmp_path):
     source = TranscodeSource(_file_tensor(tmp_path, values), get("q4_0"), chunk_values=1000)
     with pytest.raises(NonFiniteError, match=r"index \(2, 3001\)"):
         list(source.iter_raw(0))
+
+
+@pytest.mark.parametrize(("source_codec", "target"), [("f32", "apr_q4"), ("apr_q4", "q8_0")])
+def test_aprender_q4_blocks_over_the_flat_tensor_stream_in_runs(tmp_path, source_codec, target):
+    # 4 x 232 values: rows are not whole blocks of 32, and the last block is partial
+    rows = 4 if target == "apr_q4" else 29
+    values = np.random.default_rng(8).standard_normal((rows, 232 if rows == 4 else 32))
+    tensor = _file_tensor(tmp_path, values.astype(np.float32), source_codec)
+    source = TranscodeSource(tensor, get(target), Buffers(), chunk_values=100)
+    chunks = [c.copy() for c in source.iter_raw(0)]
+    assert len(chunks) == -(-values.size // 96) > 1
+    whole = get(target).encode(tensor.numpy()).reshape(-1)
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_aprender_q8_with_its_tensor_wide_scale_is_encoded_whole(tmp_path):
+    values = np.random.default_rng(9).standard_normal((8, 64), np.float32)
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("apr_q8"), chunk_values=64)
+    chunks = list(source.iter_raw(1 << 20))
+    assert len(chunks) == 1
+    assert np.array_equal(chunks[0], get("apr_q8").encode(values).reshape(-1))
