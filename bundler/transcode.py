@@ -109,15 +109,17 @@ class TranscodeSource(Source):
         A chunk is whole rows when a row fits, else a run of whole blocks of both codecs
         (the blocks of a tensor follow each other across rows, in the values and in the
         encoded bytes alike), so a long row or a large 1-D tensor streams too, and so do
-        aprender's AprQ4 blocks, laid over the flattened tensor."""
+        aprender's AprQ4 blocks, laid over the flattened tensor; AprQ8's tensor-wide scale
+        comes from a first pass over the values."""
         t, target = self.tensor, self.target
-        if target.facts.header_bytes or t.codec.facts.header_bytes or t.n_values == 0:
-            # a tensor-wide header (aprender's AprQ8 scale) needs every value first
-            yield from super().iter_raw(chunk_bytes)
+        if t.n_values == 0:
             return
         workers = thread_count()
         spans = _spans(t, target, self.chunk_values or chunk_values_for(workers))
         buffers = self.buffers or Buffers(ring_size(workers))
+        if target.facts.header_bytes:
+            yield from _with_header(t, target, spans, buffers)
+            return
 
         def encode(i: int, values: np.ndarray) -> np.ndarray:
             out = buffers.take("encoded", i, target.encoded_shape(values.shape), np.uint8)
@@ -138,6 +140,24 @@ class TranscodeSource(Source):
 
         with _Stages(_values(t, spans, buffers), encode_alone, workers) as results:
             yield from results
+
+
+def _with_header(
+    t: Tensor, target: Codec, spans: list[Span], buffers: Buffers
+) -> Iterator[np.ndarray]:
+    """The bytes of `t` in a codec with a tensor-wide header, from two passes over the
+    values: one for the header, one for the chunks."""
+    encoder = target.kernel().header_encoder()
+    with contextlib.closing(_values(t, spans, buffers)) as chunks:
+        for (start, _, _), values in zip(spans, chunks, strict=True):
+            try:
+                encoder.add(values)
+            except NonFiniteError as exc:
+                raise _locate(exc, t, target, start, values.shape[-1]) from None
+    yield encoder.header()
+    with contextlib.closing(_values(t, spans, buffers)) as chunks:
+        for i, values in enumerate(chunks):
+            yield encoder.encode(values, buffers.take("encoded", i, (values.size,), np.uint8))
 
 
 #: (first value, value count, chunk shape) of each chunk of a tensor.
@@ -187,13 +207,18 @@ def _values(t: Tensor, spans: list[Span], buffers: Buffers) -> Iterator[np.ndarr
         else:
             yield from _read_floats(src, spans, values)
         return
-    facts = t.codec.facts
-    sizes = [facts.nbytes((count,)) for _, count, _ in spans]
+    head = t.codec.facts.header_bytes
+    sizes = [t.codec.facts.nbytes((count,)) - head for _, count, _ in spans]
     raws = _regrouped(
-        t.iter_raw(sizes[0]), sizes, lambda i, n: buffers.take("raw", i, (1, n), np.uint8)
-    )
+        t.iter_raw(sizes[0] + head), [head, *sizes] if head else sizes,
+        lambda i, n: buffers.take("raw", i, (n,), np.uint8),
+    )  # fmt: skip
+    decode = t.codec.kernel().header_decoder(next(raws).copy()) if head else None
     for i, raw in enumerate(raws):
-        yield t.codec.decode(raw, shape=spans[i][2], out=values(i))
+        if decode is None:
+            yield t.codec.decode(raw, shape=spans[i][2], out=values(i))
+        else:
+            yield decode(raw, spans[i][2], values(i))
 
 
 def _regrouped(

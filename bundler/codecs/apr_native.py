@@ -145,15 +145,53 @@ def encode_q8(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     dst = _output(out, (4 + flat.size if flat.size else 0,), np.uint8, "apr_q8 encode")
     if flat.size == 0:
         return dst
-    step = _CHUNK_BLOCKS * _BLOCK
-    amax = max(np.abs(flat[i : i + step]).max() for i in range(0, flat.size, step))
-    scale = np.float32(1.0) if amax == 0 else np.float32(amax / np.float32(127.0))
-    dst[:4] = np.array([scale], "<f4").view(np.uint8)
-    codes = dst[4:].view(np.int8)
-    for i in range(0, flat.size, step):
-        q = np.clip(round_half_away(flat[i : i + step] / scale), -127, 127)
-        codes[i : i + step] = q.astype(np.int8)
+    encoder = Q8Encoder()
+    encoder.add(flat, checked=True)
+    dst[:4] = encoder.header()
+    encoder.encode(flat, dst[4:])
     return dst
+
+
+class Q8Encoder:
+    """AprQ8 of a tensor given in chunks, twice: `add` every chunk (the scale needs every
+    value), then `header()` and, chunk by chunk in the same order, `encode`."""
+
+    def __init__(self) -> None:
+        self.amax = np.float32(0.0)
+
+    def add(self, values: np.ndarray, checked: bool = False) -> None:
+        """Take a chunk's values into the scale (refusing NaN and infinity unless `checked`)."""
+        flat = values.reshape(-1) if checked else _flat_f32(values, "apr_q8")
+        step = _CHUNK_BLOCKS * _BLOCK
+        for i in range(0, flat.size, step):
+            self.amax = max(self.amax, np.abs(flat[i : i + step]).max())
+
+    def scale(self) -> np.float32:
+        return np.float32(1.0) if self.amax == 0 else np.float32(self.amax / np.float32(127.0))
+
+    def header(self) -> np.ndarray:
+        """The 4 bytes of the float32 scale."""
+        return np.array([self.scale()], "<f4").view(np.uint8)
+
+    def encode(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The int8 codes of a chunk, into `out` (uint8, one byte per value)."""
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        codes, scale = out.reshape(-1).view(np.int8), self.scale()
+        step = _CHUNK_BLOCKS * _BLOCK
+        for i in range(0, flat.size, step):
+            q = np.clip(round_half_away(flat[i : i + step] / scale), -127, 127)
+            codes[i : i + step] = q.astype(np.int8)
+        return out
+
+
+def q8_body_decoder(header: np.ndarray):
+    """Decoder of AprQ8 code chunks, `(body, shape, out)`, given the tensor's 4 header bytes."""
+    scale = np.ascontiguousarray(header, np.uint8).view("<f4")[0]
+
+    def decode(body: np.ndarray, shape: tuple[int, ...], out: np.ndarray) -> np.ndarray:
+        return np.multiply(body.view(np.int8).reshape(shape), scale, out=out)
+
+    return decode
 
 
 def decode_q8(raw: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
@@ -164,12 +202,13 @@ def decode_q8(raw: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = 
         raise ShapeError(f"apr_q8 data for shape {tuple(shape)} is {need} bytes, got {raw.size}")
     dst = _output(out, shape, np.float32, "apr_q8 decode")
     if n:
-        scale = raw[:4].copy().view("<f4")[0]
-        np.multiply(raw[4:].view(np.int8).reshape(shape), scale, out=dst)
+        q8_body_decoder(raw[:4])(raw[4:], shape, dst)
     return dst
 
 
 KERNELS = {
     "apr_q4": Kernel(encode_q4, decode_q4),
-    "apr_q8": Kernel(encode_q8, decode_q8),
+    "apr_q8": Kernel(
+        encode_q8, decode_q8, header_encoder=Q8Encoder, header_decoder=q8_body_decoder
+    ),
 }

@@ -30,12 +30,19 @@ class Kernel(NamedTuple):
     numeric dtype for element types) and its uint8 destination rows, and returns how many
     blocks held a NaN or infinity (0 when the codec stores them). `decode(raw, dst)` fills
     `dst` (dtype `out_dtype`) from C-contiguous uint8 rows.
+
+    A flat codec with a tensor-wide header (its `header_bytes`) streams through two more:
+    `header_encoder()` makes an object that is given every chunk of values (`add`), then
+    gives the header (`header()`) and each chunk's bytes (`encode(values, out)`);
+    `header_decoder(header)` gives a function `(body, shape, out)` decoding one chunk.
     """
 
     encode: Any
     decode: Any
     out_dtype: Any = np.float32
     float_input: bool = True
+    header_encoder: Any = None
+    header_decoder: Any = None
 
 
 class Codec:

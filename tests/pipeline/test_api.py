@@ -194,7 +194,7 @@ def test_import_bundler_does_not_load_the_compiler():
 @pytest.mark.filterwarnings("ignore::bundler.errors.AprCompatibilityWarning")
 @pytest.mark.parametrize("codec", ["apr_q4", "apr_q8"])
 def test_aprender_codecs_by_tensor_type_give_the_bytes_of_one_encode(tmp_path, codec):
-    # 2.4M values: more than one chunk, so AprQ4 streams in runs (AprQ8 is encoded whole)
+    # 2.4M values: more than one chunk (AprQ4 streams in runs of blocks, AprQ8 in two passes)
     x = np.random.default_rng(10).standard_normal((600, 4000), dtype=np.float32)
     src, name = tmp_path / "src.safetensors", "blk.0.ffn_up.weight"
     tensor = bundler.Tensor.from_array(name, x)

@@ -166,9 +166,33 @@ def test_aprender_q4_blocks_over_the_flat_tensor_stream_in_runs(tmp_path, source
     assert np.array_equal(np.concatenate(chunks), whole)
 
 
-def test_aprender_q8_with_its_tensor_wide_scale_is_encoded_whole(tmp_path):
+@pytest.mark.parametrize("source_codec", ["f32", "f16", "array-f32"])
+def test_aprender_q8_streams_its_tensor_wide_scale_then_the_codes(tmp_path, source_codec):
     values = np.random.default_rng(9).standard_normal((8, 64), np.float32)
-    source = TranscodeSource(_file_tensor(tmp_path, values), get("apr_q8"), chunk_values=64)
-    chunks = list(source.iter_raw(1 << 20))
-    assert len(chunks) == 1
-    assert np.array_equal(chunks[0], get("apr_q8").encode(values).reshape(-1))
+    if source_codec == "array-f32":
+        tensor = Tensor.from_array("w", values)
+    else:
+        tensor = _file_tensor(tmp_path, values, source_codec)
+    source = TranscodeSource(tensor, get("apr_q8"), chunk_values=128)
+    chunks = [c.copy() for c in source.iter_raw(0)]
+    assert [c.size for c in chunks] == [4] + [128] * 4  # the scale, then the codes
+    whole = get("apr_q8").encode(tensor.numpy()).reshape(-1)
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_aprender_q8_source_decodes_chunk_by_chunk_with_its_scale(tmp_path):
+    values = np.random.default_rng(11).standard_normal((8, 64), np.float32)
+    tensor = _file_tensor(tmp_path, values, "apr_q8")
+    source = TranscodeSource(tensor, get("q8_0"), chunk_values=96)  # 96 = 3 Q8_0 blocks
+    chunks = [c.copy() for c in source.iter_raw(0)]
+    assert len(chunks) == -(-512 // 96)
+    whole = gguf.quants.quantize(tensor.numpy(), Q.Q8_0).reshape(-1)
+    assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_a_nan_is_named_at_its_index_before_any_aprender_q8_byte(tmp_path):
+    values = np.ones((8, 64), np.float32)
+    values[6, 5] = np.nan
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("apr_q8"), chunk_values=128)
+    with pytest.raises(NonFiniteError, match=r"index \(6, 5\)"):
+        next(source.iter_raw(0))
