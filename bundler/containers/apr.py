@@ -30,6 +30,7 @@ from bundler.containers.apr_schema import (
     FOOTER_SIZE,
     HEADER_COMPILED,
     HEADER_CRC_AT,
+    HEADER_FIELDS,
     HEADER_SIZE,
     INDEX_ENTRY_COMPILED,
     MAGIC,
@@ -59,6 +60,8 @@ EXTENSIONS = ("apr",)
 
 #: Bytes read at a time when the footer CRC is computed.
 CRC_CHUNK = 4 << 20
+#: Byte offset of each header field: where an error about that field points.
+_AT = {name: at for name, (at, _) in HEADER_FIELDS.items()}
 
 
 def sniff(head: bytes) -> bool:
@@ -163,14 +166,15 @@ class _Reader:
         magic = head[:4]
         if magic in OLD_MAGICS:
             self.fail(
-                0,
+                _AT["magic"],
                 f"{OLD_MAGICS[magic]} files are not supported; only APR v2 with magic "
                 "'APR\\0' is (re-export the model with a current aprender)",
                 UnsupportedFormatError,
             )
         if magic != MAGIC:
             what = f"starts with {head[:4].hex(' ')}" if head else "is empty"
-            self.fail(0, f"not an APR v2 file: expected magic 41 50 52 00 ('APR\\0'), {what}")
+            problem = f"not an APR v2 file: expected magic 41 50 52 00 ('APR\\0'), {what}"
+            self.fail(_AT["magic"], problem)
         if len(head) < HEADER_SIZE:
             self.fail(
                 len(head),
@@ -188,19 +192,19 @@ class _Reader:
             )
         if (h.major, h.minor) != VERSION:
             self.fail(
-                4,
+                _AT["version"],
                 f"unsupported APR version {h.major}.{h.minor}; only 2.0 is supported",
                 UnsupportedFormatError,
             )
         self._check_flags(h.flags)
         if any(h.reserved):
-            self.fail(44, "reserved header bytes 44..64 must be zero")
+            self.fail(_AT["reserved"], "reserved header bytes 44..64 must be zero")
         return h
 
     def _check_flags(self, flags: int) -> None:
         if flags & Flags.COLUMN_MAJOR:
             self.fail(
-                6,
+                _AT["flags"],
                 "the LAYOUT_COLUMN_MAJOR flag (0x0800) is set: column-major APR files are "
                 "refused (aprender refuses them too); re-export with row-major layout",
                 UnsupportedFormatError,
@@ -208,14 +212,14 @@ class _Reader:
         named = [name for bit, name in UNREADABLE_FLAGS if flags & bit]
         if named:
             self.fail(
-                6,
+                _AT["flags"],
                 f"flags {flags:#06x} ask for {', '.join(named)}: APR v2 defines no layout for "
                 "compressed, encrypted or signed payloads, so they cannot be read",
                 UnsupportedFormatError,
             )
         if flags & ~Flags.KNOWN:
             self.fail(
-                6,
+                _AT["flags"],
                 f"unknown flag bits {flags & ~Flags.KNOWN:#06x} (flags {flags:#06x})",
                 UnsupportedFormatError,
             )
@@ -229,31 +233,32 @@ class _Reader:
                 TruncatedError,
             )
         if h.metadata_offset < HEADER_SIZE:
-            self.fail(12, f"metadata offset {h.metadata_offset:,} lies inside the header")
+            problem = f"metadata offset {h.metadata_offset:,} lies inside the header"
+            self.fail(_AT["metadata_offset"], problem)
         meta_end = h.metadata_offset + h.metadata_size
         if meta_end > end:
             self.fail(
-                20,
+                _AT["metadata_size"],
                 f"truncated or bad sizes: metadata needs bytes {h.metadata_offset:,}.."
                 f"{meta_end:,} but the data ends at {end:,} (file size {self.size:,})",
                 TruncatedError,
             )
         if not meta_end <= h.tensor_index_offset <= h.data_offset:
             self.fail(
-                24,
+                _AT["tensor_index_offset"],
                 f"sections out of order: metadata ends at {meta_end:,}, index at "
                 f"{h.tensor_index_offset:,}, data at {h.data_offset:,}",
             )
         if h.data_offset > end:
             self.fail(
-                32,
+                _AT["data_offset"],
                 f"truncated or bad offset: the data section starts at {h.data_offset:,} "
                 f"but the footer starts at {end:,} (file size {self.size:,})",
                 TruncatedError,
             )
         if h.tensor_index_offset % ALIGNMENT or h.data_offset % ALIGNMENT:
             self.fail(
-                24,
+                _AT["tensor_index_offset"],
                 f"index offset {h.tensor_index_offset:,} and data offset {h.data_offset:,} "
                 f"must be multiples of {ALIGNMENT}",
             )
@@ -264,7 +269,7 @@ class _Reader:
         start, stop = h.tensor_index_offset, h.data_offset
         if h.tensor_count * MIN_ENTRY_BYTES > stop - start:
             self.fail(
-                8,
+                _AT["tensor_count"],
                 f"tensor count {h.tensor_count:,} cannot fit: even the smallest entries need "
                 f"{h.tensor_count * MIN_ENTRY_BYTES:,} bytes but the index has "
                 f"{stop - start:,} (bytes {start:,}..{stop:,})",
