@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 
 import gguf
@@ -145,11 +146,18 @@ def test_a_long_1d_tensor_streams_in_chunks(tmp_path):
     assert np.array_equal(np.concatenate(chunks), gguf.quants.quantize(values, Q.Q8_0))
 
 
-def test_a_nan_in_a_long_row_is_named_at_its_index_in_the_tensor(tmp_path):
-    values = np.zeros((4, 4096), np.float32)
-    values[2, 3001] = np.inf
-    source = TranscodeSource(_file_tensor(tmp_path, values), get("q4_0"), chunk_values=1000)
-    with pytest.raises(NonFiniteError, match=r"index \(2, 3001\)"):
+@pytest.mark.parametrize(
+    ("target", "shape", "at", "chunk_values"),
+    [
+        ("q4_0", (4, 4096), (2, 3001), 1000),  # a row longer than a chunk
+        ("apr_q8", (8, 64), (6, 5), 128),  # found in the pass for the tensor-wide scale
+    ],
+)
+def test_a_nan_is_named_at_its_index_in_the_tensor(tmp_path, target, shape, at, chunk_values):
+    values = np.zeros(shape, np.float32)
+    values[at] = np.inf
+    source = TranscodeSource(_file_tensor(tmp_path, values), get(target), chunk_values=chunk_values)
+    with pytest.raises(NonFiniteError, match=re.escape(f"index {at}")):
         list(source.iter_raw(0))
 
 
@@ -188,11 +196,3 @@ def test_aprender_q8_source_decodes_chunk_by_chunk_with_its_scale(tmp_path):
     assert len(chunks) == -(-512 // 96)
     whole = gguf.quants.quantize(tensor.numpy(), Q.Q8_0).reshape(-1)
     assert np.array_equal(np.concatenate(chunks), whole)
-
-
-def test_a_nan_is_named_at_its_index_before_any_aprender_q8_byte(tmp_path):
-    values = np.ones((8, 64), np.float32)
-    values[6, 5] = np.nan
-    source = TranscodeSource(_file_tensor(tmp_path, values), get("apr_q8"), chunk_values=128)
-    with pytest.raises(NonFiniteError, match=r"index \(6, 5\)"):
-        next(source.iter_raw(0))
