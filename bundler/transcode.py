@@ -114,6 +114,9 @@ class TranscodeSource(Source):
         t, target = self.tensor, self.target
         if t.n_values == 0:
             return
+        for codec in (t.codec, target):  # before counting threads: a compiled one says how
+            if codec.facts.kernels:
+                codec.kernel()
         workers = thread_count()
         spans = _spans(t, target, self.chunk_values or chunk_values_for(workers))
         buffers = self.buffers or Buffers(ring_size(workers))

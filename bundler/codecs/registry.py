@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -339,10 +341,15 @@ def set_threads(n: int | None) -> int:
 
 
 def thread_count() -> int:
-    """How many threads the kernels use: as `set_threads` set it, else all cores."""
-    import numba
-
-    return _PROCESS_THREADS[0] or numba.config.NUMBA_NUM_THREADS
+    """How many threads the kernels use: as `set_threads` set it, else all cores (as the
+    compiler counts them once it is loaded; numpy kernels do not load it)."""
+    if _PROCESS_THREADS[0]:
+        return _PROCESS_THREADS[0]
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        return numba.config.NUMBA_NUM_THREADS
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -359,8 +366,6 @@ def kernel_threads(n: int) -> Iterator[None]:
 def _apply_threads() -> None:
     # the compiler's own setting is per thread: a thread it has not seen uses all cores
     want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
-    if want is not None:
-        import numba
-
-        if numba.get_num_threads() != want:
-            numba.set_num_threads(want)
+    numba = sys.modules.get("numba")  # numpy kernels have no thread setting
+    if want is not None and numba is not None and numba.get_num_threads() != want:
+        numba.set_num_threads(want)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import gguf
 import numpy as np
@@ -203,3 +205,22 @@ def test_aprender_codecs_by_tensor_type_give_the_bytes_of_one_encode(tmp_path, c
     got = bundler.open(tmp_path / "out.apr").tensors[name]
     assert got.codec.name == codec
     assert np.array_equal(got.raw().reshape(-1), bundler.codec(codec).encode(x).reshape(-1))
+
+
+def test_a_conversion_to_a_float_type_loads_no_compiler(tmp_path):
+    # F16 is a numpy conversion: the pipeline must not import numba to count threads
+    x = np.random.default_rng(12).standard_normal((600, 4096), dtype=np.float32)
+    src, name = tmp_path / "src.safetensors", "blk.0.ffn_up.weight"
+    tensor = bundler.Tensor.from_array(name, x)
+    bundler.Bundle({"general.architecture": "llama"}, [tensor]).save(src)
+    out = tmp_path / "out.gguf"
+    code = (
+        f"import sys, bundler\nbundler.quantize({str(src)!r}, {str(out)!r}, 'f16')\n"
+        "print('numba' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False"]
+    got = bundler.open(out).tensors[name]
+    assert got.codec.name == "f16"
+    assert np.array_equal(got.numpy(), x.astype(np.float16).astype(np.float32))
