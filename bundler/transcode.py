@@ -27,7 +27,7 @@ import numpy as np
 
 from bundler.bundle import ArraySource, FileSource, Source, Tensor
 from bundler.codecs import Codec, kernel_threads, thread_count
-from bundler.errors import BundlerIOError, NonFiniteError, TruncatedError
+from bundler.errors import BundlerIOError, NonFiniteError, TruncatedError, UsageError
 
 #: Values encoded per chunk at most: enough that a kernel call's start-up cost is amortized.
 CHUNK_VALUES = 2 << 20
@@ -214,7 +214,7 @@ def _values(t: Tensor, spans: list[Span], buffers: Buffers) -> Iterator[np.ndarr
     sizes = [t.codec.facts.nbytes((count,)) - head for _, count, _ in spans]
     raws = _regrouped(
         t.iter_raw(sizes[0] + head), [head, *sizes] if head else sizes,
-        lambda i, n: buffers.take("raw", i, (n,), np.uint8),
+        lambda i, n: buffers.take("raw", i, (n,), np.uint8), f"tensor {t.name!r}",
     )  # fmt: skip
     decode = t.codec.kernel().header_decoder(next(raws).copy()) if head else None
     for i, raw in enumerate(raws):
@@ -225,11 +225,15 @@ def _values(t: Tensor, spans: list[Span], buffers: Buffers) -> Iterator[np.ndarr
 
 
 def _regrouped(
-    chunks: Iterator[np.ndarray], sizes: list[int], buffer: Callable[[int, int], np.ndarray]
+    chunks: Iterator[np.ndarray],
+    sizes: list[int],
+    buffer: Callable[[int, int], np.ndarray],
+    what: str,
 ) -> Iterator[np.ndarray]:
     """The bytes of `chunks` in pieces of `sizes`: a piece a chunk holds whole is a view of
     it, any other is assembled in `buffer(i, size)` (copied before the next chunk is read,
-    since a source may reuse its chunk buffer)."""
+    since a source may reuse its chunk buffer). A source that ends early is a UsageError
+    naming `what`."""
     pending, at = np.empty(0, np.uint8), 0
     for i, size in enumerate(sizes):
         if pending.size - at >= size:
@@ -240,7 +244,11 @@ def _regrouped(
         filled = 0
         while filled < size:
             if at == pending.size:
-                pending, at = next(chunks).reshape(-1), 0
+                chunk = next(chunks, None)
+                if chunk is None:
+                    raise UsageError(f"{what}: its source ends {sum(sizes[i:]) - filled:,} "
+                                     "bytes short of what its shape needs")  # fmt: skip
+                pending, at = chunk.reshape(-1), 0
             take = min(size - filled, pending.size - at)
             piece[filled : filled + take] = pending[at : at + take]
             filled, at = filled + take, at + take

@@ -31,6 +31,8 @@ _BLOCK = get("apr_q4").facts.block_size
 _BLOCK_BYTES = get("apr_q4").facts.type_size
 #: Blocks encoded or decoded at a time, to bound the temporaries.
 _CHUNK_BLOCKS = 1 << 15
+#: AprQ8 values encoded at a time, for the same reason.
+_CHUNK_VALUES = _CHUNK_BLOCKS * _BLOCK
 #: Smallest normal half; aprender decodes a scale below it (a subnormal) as 0.
 _F16_MIN_NORMAL = np.float32(2.0**-14)
 
@@ -162,9 +164,8 @@ class Q8Encoder:
     def add(self, values: np.ndarray, checked: bool = False) -> None:
         """Take a chunk's values into the scale (refusing NaN and infinity unless `checked`)."""
         flat = values.reshape(-1) if checked else _flat_f32(values, "apr_q8")
-        step = _CHUNK_BLOCKS * _BLOCK
-        for i in range(0, flat.size, step):
-            self.amax = max(self.amax, np.abs(flat[i : i + step]).max())
+        for i in range(0, flat.size, _CHUNK_VALUES):
+            self.amax = max(self.amax, np.abs(flat[i : i + _CHUNK_VALUES]).max())
 
     def scale(self) -> np.float32:
         return np.float32(1.0) if self.amax == 0 else np.float32(self.amax / np.float32(127.0))
@@ -177,10 +178,9 @@ class Q8Encoder:
         """The int8 codes of a chunk, into `out` (uint8, one byte per value)."""
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         codes, scale = out.reshape(-1).view(np.int8), self.scale()
-        step = _CHUNK_BLOCKS * _BLOCK
-        for i in range(0, flat.size, step):
-            q = np.clip(round_half_away(flat[i : i + step] / scale), -127, 127)
-            codes[i : i + step] = q.astype(np.int8)
+        for i in range(0, flat.size, _CHUNK_VALUES):
+            q = np.clip(round_half_away(flat[i : i + _CHUNK_VALUES] / scale), -127, 127)
+            codes[i : i + _CHUNK_VALUES] = q.astype(np.int8)
         return out
 
 

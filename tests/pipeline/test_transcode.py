@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from bundler.bundle import FileSource, Source, Tensor
+from bundler.bundle import BytesSource, FileSource, Source, Tensor
 from bundler.codecs import get, set_threads, thread_count
-from bundler.errors import BundlerIOError, FormatError, NonFiniteError
+from bundler.errors import BundlerIOError, FormatError, NonFiniteError, UsageError
 from bundler.transcode import (
     CHUNK_VALUES,
     IN_FLIGHT_BYTES,
@@ -196,3 +196,11 @@ def test_aprender_q8_source_decodes_chunk_by_chunk_with_its_scale(tmp_path):
     assert len(chunks) == -(-512 // 96)
     whole = gguf.quants.quantize(tensor.numpy(), Q.Q8_0).reshape(-1)
     assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_a_source_that_ends_early_is_a_usage_error_naming_the_tensor():
+    short = BytesSource(np.zeros(64 * 64 * 2 - 6, np.uint8))  # f16 bytes, 3 values short
+    tensor = Tensor("w", (64, 64), "f16", short)
+    source = TranscodeSource(tensor, get("q8_0"), chunk_values=1000)
+    with pytest.raises(UsageError, match="tensor 'w': its source ends 6 bytes short"):
+        list(source.iter_raw(0))
