@@ -103,7 +103,7 @@ def container_facts(bundle: Bundle) -> dict[str, Any]:
         facts["alignment"] = info.get("alignment")
         facts["skipped_tensors"] = info.get("skipped_tensors") or []
     elif bundle.format == "apr":
-        from bundler.containers.apr_schema import Flags
+        from bundler.containers.apr.schema import Flags
 
         major, minor = info.get("version", (2, 0))
         flags = int(info.get("flags", 0))

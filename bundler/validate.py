@@ -136,7 +136,7 @@ def _files(bundle: Bundle) -> list[str]:
 
 def _check_apr_footer(path: str, report: Report) -> None:
     from bundler.containers.apr import file_crc
-    from bundler.containers.apr_schema import FOOTER_SIZE
+    from bundler.containers.apr.schema import FOOTER_SIZE
 
     with open(path, "rb") as f:
         end = os.fstat(f.fileno()).st_size - FOOTER_SIZE
@@ -194,7 +194,7 @@ def _scale_problem(tensor, finding: Finding) -> Problem:
 
 
 def _strict_gguf(bundle: Bundle, report: Report) -> None:
-    from bundler.containers.gguf_rules import check_llama_rules
+    from bundler.containers.gguf.rules import check_llama_rules
 
     for p in report.files:
         for message in check_llama_rules(p):
@@ -204,7 +204,7 @@ def _strict_gguf(bundle: Bundle, report: Report) -> None:
 def _strict_apr(bundle: Bundle, report: Report) -> None:
     from bundler.codecs import get
     from bundler.containers.apr import non_native
-    from bundler.containers.apr_schema import APRENDER_MAX_METADATA, HEADER_COMPILED, HEADER_SIZE
+    from bundler.containers.apr.schema import APRENDER_MAX_METADATA, HEADER_COMPILED, HEADER_SIZE
 
     for codec, names in non_native(list(bundle.tensors.values())).items():
         shown = ", ".join(repr(n) for n in names[:5])

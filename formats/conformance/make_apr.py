@@ -24,7 +24,8 @@ import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import TABLE, get
-from bundler.containers import apr, apr_metadata, typed_json
+from bundler.containers import apr, typed_json
+from bundler.containers.apr import metadata as apr_metadata
 from bundler.errors import AprCompatibilityWarning
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

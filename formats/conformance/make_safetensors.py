@@ -25,7 +25,7 @@ import numpy as np
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import get
 from bundler.containers import safetensors, typed_json
-from bundler.containers.safetensors_convention import stored_form
+from bundler.containers.safetensors.convention import stored_form
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sample_files
@@ -58,7 +58,7 @@ def _element_tensor(dtype: str, seed: int) -> Tensor:
 
 def every_dtype() -> Bundle:
     """One tensor of every SafeTensors dtype, packed F4/F6 included, laid out canonically."""
-    from bundler.containers.safetensors_header import DTYPE_ORDER
+    from bundler.containers.safetensors.schema import DTYPE_ORDER
 
     tensors = [_element_tensor(d, i) for i, d in enumerate(reversed(DTYPE_ORDER))]
     return Bundle(Metadata({"note": "one tensor per dtype"}), tensors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bundler.bench import containers as bench
-from bundler.containers.gguf_rules import check_llama_rules
+from bundler.containers.gguf.rules import check_llama_rules
 
 
 @pytest.fixture(scope="module")

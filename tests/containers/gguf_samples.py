@@ -15,7 +15,7 @@ from gguf import GGMLQuantizationType as Q
 
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs.byteorder import swapped
-from bundler.containers.gguf_rules import check_llama_rules
+from bundler.containers.gguf.rules import check_llama_rules
 
 
 def quantized(name: str, codec: str, shape: tuple[int, ...], seed: int = 0) -> Tensor:

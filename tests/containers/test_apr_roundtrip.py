@@ -20,7 +20,8 @@ from apr_samples import (
 
 from bundler.bundle import Bundle, BytesSource, Metadata, Tensor, ValueType
 from bundler.codecs import get
-from bundler.containers import apr, apr_schema, typed_json
+from bundler.containers import apr, typed_json
+from bundler.containers.apr import schema as apr_schema
 from bundler.errors import AprCompatibilityWarning, UsageError
 
 

@@ -14,8 +14,8 @@ from gguf_samples import assert_llama_readable, c_reader_accepts
 
 from bundler.bundle import ValueType
 from bundler.codecs.facts import TABLE
-from bundler.containers import gguf_reader
-from bundler.containers.gguf_rules import check_llama_rules
+from bundler.containers.gguf import reader as gguf_reader
+from bundler.containers.gguf.rules import check_llama_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT / "formats" / "conformance"

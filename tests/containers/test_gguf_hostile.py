@@ -13,8 +13,8 @@ from gguf_samples import small_bundle
 
 import bundler
 from bundler.containers import gguf as gguf_container
-from bundler.containers.gguf_reader import parse
-from bundler.containers.gguf_rules import check_llama_rules
+from bundler.containers.gguf.reader import parse
+from bundler.containers.gguf.rules import check_llama_rules
 from bundler.errors import FormatError, TruncatedError, UnsupportedFormatError, UsageError
 
 #: Extra memory a read of a file of a few KiB may take, whatever its fields claim.

@@ -85,7 +85,7 @@ def test_vocab_file_rewrite(vocab_ggufs, tmp_path, name):
 
 @pytest.mark.parametrize("window", [8, 100, 4099])
 def test_string_arrays_read_the_same_through_any_copy_window(vocab_ggufs, monkeypatch, window):
-    from bundler.containers import gguf_values
+    from bundler.containers.gguf import values as gguf_values
 
     src = next(p for p in vocab_ggufs if p.name == "ggml-vocab-llama-spm.gguf")
     expected = bundler.open(src).metadata

@@ -14,7 +14,7 @@ from gguf_samples import (
 import bundler
 from bundler.bundle import Bundle, ValueType
 from bundler.containers import gguf as gguf_container
-from bundler.containers.gguf_split import SPLIT_KEYS
+from bundler.containers.gguf.split import SPLIT_KEYS
 from bundler.errors import FormatError
 
 

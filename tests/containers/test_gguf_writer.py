@@ -15,7 +15,7 @@ from gguf_samples import (
 import bundler
 from bundler.bundle import Bundle, Tensor, Value, ValueType
 from bundler.containers import gguf as gguf_container
-from bundler.containers.gguf_rules import check_llama_rules
+from bundler.containers.gguf.rules import check_llama_rules
 from bundler.errors import UsageError
 
 

@@ -9,7 +9,7 @@ import ml_dtypes  # noqa: F401  (numpy names for bfloat16 and the float8 dtypes)
 import numpy as np
 
 from bundler.codecs import TABLE, by_safetensors_dtype
-from bundler.containers.safetensors_header import DTYPE_ORDER, dtype_bits
+from bundler.containers.safetensors.schema import DTYPE_ORDER, dtype_bits
 
 DOC = Path(__file__).resolve().parents[2] / "formats" / "safetensors.md"
 

@@ -301,7 +301,7 @@ def test_sniff_takes_safetensors_heads_only():
 def test_fast_and_scanning_parsers_agree_on_every_flipped_header(mask, tmp_path):
     """The header is parsed by the json module in one call, and scanned key by key only to
     locate an error: both must accept and refuse the same headers, with the same result."""
-    from bundler.containers.safetensors_header import _Parser, _Retry
+    from bundler.containers.safetensors.reader import _Parser, _Retry
 
     data = _small_file(tmp_path)
     end = 8 + int.from_bytes(data[:8], "little")

@@ -17,7 +17,7 @@ from safetensors.numpy import save as reference_save
 from bundler.bundle import Bundle, Metadata, Tensor
 from bundler.codecs import TABLE
 from bundler.containers import safetensors as stf
-from bundler.containers.safetensors_header import DTYPE_ORDER, PREFIX, PREFIX_COMPILED
+from bundler.containers.safetensors.schema import DTYPE_ORDER, PREFIX, PREFIX_COMPILED
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -152,7 +152,7 @@ def _canonical(arrays: dict[str, np.ndarray]) -> list[Tensor]:
     """Tensors holding the arrays' bytes as they are, in the order the writer lays them out
     (so the bundle is plain)."""
     from bundler.bundle import codec_for_dtype
-    from bundler.containers.safetensors_header import layout_key
+    from bundler.containers.safetensors.schema import layout_key
 
     tensors = [
         Tensor.from_raw(n, a.shape, codec_for_dtype(a.dtype), a.reshape(-1).view(np.uint8))

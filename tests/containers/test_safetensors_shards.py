@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from bundler.bundle import Bundle, Metadata, Tensor
 from bundler.containers import safetensors as stf
-from bundler.containers import safetensors_shards as shards
+from bundler.containers.safetensors import shards as shards
 from bundler.errors import FormatError, OutputExistsError, UsageError
 
 

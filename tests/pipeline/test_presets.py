@@ -11,7 +11,7 @@ import pytest
 
 from bundler.bundle import Bundle, BytesSource, Tensor
 from bundler.plan import PlanOptions, make_plan
-from bundler.presets import loader_order, use_more_bits
+from bundler.plan.mixtures import loader_order, use_more_bits
 
 N_LAYER = 32
 N_EMBD, N_FF, N_KV, N_VOCAB = 4096, 11008, 1024, 32000

@@ -16,7 +16,7 @@ from typing import Any
 from bundler.bundle import FileSource, Metadata, Tensor, Value, ValueType
 from bundler.codecs import by_safetensors_dtype, get
 from bundler.containers import typed_json
-from bundler.containers.safetensors_header import (
+from bundler.containers.safetensors.schema import (
     Entry,
     Header,
     Planned,

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable
 
 from bundler.bundle import Tensor, Value, ValueType
-from bundler.containers import gguf_schema as S
-from bundler.containers.gguf_reader import Layout, parse
+from bundler.containers.gguf import schema as S
+from bundler.containers.gguf.reader import Layout, parse
 from bundler.errors import FileNotFound, FormatError, UsageError
 
 SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"

@@ -1,117 +1,66 @@
-"""The SafeTensors header: the 8-byte length prefix (a Construct schema), parsing of the JSON
-header with every check the reference reader makes, and the reference writer's canonical
-header bytes.
-
-The layout is `u64 N` (little-endian), N bytes of UTF-8 JSON, then the data buffer that
-tensor offsets are relative to (formats/safetensors.md).
-"""
+"""SafeTensors reading: the JSON header parsed with every check the reference reader makes,
+one file or a sharded checkpoint (its index or directory); tensors stay in the file."""
 
 from __future__ import annotations
 
 import json
-import math
-import re
-from dataclasses import dataclass, field
+import os
 from typing import Any, BinaryIO
 
-from construct import Int64ul, Struct
-
-from bundler.codecs import by_safetensors_dtype
-from bundler.errors import FormatError, TruncatedError, UsageError
-
-#: The length prefix; the only binary framing of the format.
-PREFIX = Struct("header_size" / Int64ul)
-PREFIX_COMPILED = PREFIX.compile()
-PREFIX_SIZE = 8
-#: The reference reader refuses longer headers.
-MAX_HEADER_SIZE = 100_000_000
-METADATA_KEY = "__metadata__"
-_U64_MAX = 2**64 - 1
-
-#: The reference's dtype enum, in its declared (ascending alignment) order. Its writer lays
-#: tensors out by this order descending, then by name; dtypes of one size are not
-#: interchangeable (I8 comes before U8 and F8_E5M2 after it). Checked against the
-#: `safetensors` package by tests/containers/test_safetensors_layout.py.
-DTYPE_ORDER = (
-    "BOOL",
-    "F4",
-    "F6_E2M3",
-    "F6_E3M2",
-    "U8",
-    "I8",
-    "F8_E5M2",
-    "F8_E4M3",
-    "F8_E8M0",
-    "F8_E4M3FNUZ",
-    "F8_E5M2FNUZ",
-    "I16",
-    "U16",
-    "F16",
-    "BF16",
-    "I32",
-    "U32",
-    "F32",
-    "C64",
-    "F64",
-    "I64",
-    "U64",
+from bundler.bundle import Bundle
+from bundler.containers.safetensors import shards as shards
+from bundler.containers.safetensors.convention import (
+    META_KEY,
+    bundle_parts,
 )
-_RANK = {d: i for i, d in enumerate(DTYPE_ORDER)}
-_WS = re.compile(r"[ \t\n\r]*")
+from bundler.containers.safetensors.schema import (
+    _RANK,
+    _U64_MAX,
+    _WS,
+    DTYPE_ORDER,
+    MAX_HEADER_SIZE,
+    METADATA_KEY,
+    NAME,
+    PREFIX_COMPILED,
+    PREFIX_SIZE,
+    Entry,
+    Header,
+    checked_count,
+    dtype_bits,
+)
+from bundler.errors import (
+    BundlerIOError,
+    FileNotFound,
+    FormatError,
+    TruncatedError,
+)
 
 
-def dtype_bits(dtype: str) -> int:
-    """Bits of one element of a SafeTensors dtype (4 for F4, 6 for the F6 types)."""
-    facts = by_safetensors_dtype(dtype).facts
-    return 8 * facts.type_size // facts.block_size
+def sniff(head: bytes) -> bool:
+    """True when `head` starts with a plausible header length followed by '{'."""
+    if len(head) <= PREFIX_SIZE:
+        return False
+    n = int.from_bytes(head[:PREFIX_SIZE], "little")
+    if not 2 <= n <= MAX_HEADER_SIZE:
+        return False
+    return head[PREFIX_SIZE : PREFIX_SIZE + n].lstrip(b" \t\r\n")[:1] == b"{"
 
 
-def data_nbytes(dtype: str, shape: tuple[int, ...]) -> int | None:
-    """Bytes of a tensor as the reference reader computes them; None when the element
-    count times the element bits is not a whole number of bytes (packed F4/F6 types)."""
-    bits = math.prod(shape) * dtype_bits(dtype)
-    return None if bits % 8 else bits // 8
-
-
-def layout_key(name: str, dtype: str) -> tuple[int, str]:
-    """Sort key of the reference writer's data order: dtype order descending, then name."""
-    return (-_RANK[dtype], name)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One tensor of a header: its dtype, shape and byte range in the data buffer."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-
-@dataclass(frozen=True)
-class Header:
-    """A parsed, validated header."""
-
-    size: int
-    #: `__metadata__` in file order; None when the key is absent or null
-    metadata: dict[str, str] | None
-    #: tensors in header order
-    entries: list[Entry]
-    #: the parser, kept to find where a key is when a later check fails
-    parser: _Parser = field(repr=False, compare=False)
-
-    @property
-    def data_start(self) -> int:
-        """File offset of the data buffer."""
-        return PREFIX_SIZE + self.size
-
-    def key_offset(self, key: str) -> int:
-        """File offset of a top-level key's opening quote (the header start if absent)."""
-        return self.parser.key_offset(key)
-
-
-# ---------------------------------------------------------------- reading
+def sniff_path(path: str) -> bool:
+    """True for what `read` takes besides SafeTensors files: a directory holding a checkpoint,
+    or a `.json` file holding a JSON object (a sharded checkpoint's index)."""
+    if os.path.isdir(path):
+        try:
+            return any(n.endswith((".safetensors", shards.INDEX_SUFFIX)) for n in os.listdir(path))
+        except OSError:
+            return False
+    if not path.endswith(".json"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return shards.looks_like_index(f.read(64))
+    except OSError:
+        return False
 
 
 def read_header(f: BinaryIO, path: str, file_size: int) -> Header:
@@ -344,17 +293,6 @@ def _kind(v: Any) -> str:
     )
 
 
-def checked_count(shape: tuple[int, ...]) -> int | None:
-    """The element count, or None once a partial product overflows 64 bits (as the
-    reference's checked multiplication fails, even when a later axis is 0)."""
-    count = 1
-    for s in shape:
-        count *= s
-        if count > _U64_MAX:
-            return None
-    return count
-
-
 def _check_text(s: str, parser: _Parser, pos: int | None, what: str) -> None:
     """JSON escapes can spell lone surrogates, which are not text."""
     try:
@@ -425,48 +363,81 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
         )
 
 
-# ---------------------------------------------------------------- writing
+def read(path: str | os.PathLike[str]) -> Bundle:
+    """Read a SafeTensors file, a sharded checkpoint (its index or its directory)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = shards.entry_in_directory(path)
+    head = _head(path)
+    if not sniff(head) and (shards.looks_like_index(head) or path.endswith(".json")):
+        return _read_sharded(path)
+    return read_file(path)
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A tensor as it is stored: name, SafeTensors dtype, stored shape and byte count."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-
-
-def layout(tensors: list[Planned]) -> list[Planned]:
-    """The reference writer's data order."""
-    return sorted(tensors, key=lambda t: layout_key(t.name, t.dtype))
-
-
-def build_header(metadata: dict[str, str] | None, tensors: list[Planned]) -> bytes:
-    """Prefix plus header bytes, exactly as the reference writer makes them for `tensors`
-    laid out in `layout` order: compact JSON, `__metadata__` first (omitted when None), each
-    entry's keys in the order dtype, shape, data_offsets, spaces up to a multiple of 8."""
-    obj: dict[str, Any] = {}
-    if metadata is not None:
-        obj[METADATA_KEY] = metadata
-    offset = 0
-    for t in layout(tensors):
-        if t.name == METADATA_KEY or t.name in obj:
-            problem = "is reserved" if t.name == METADATA_KEY else "is used twice"
-            raise UsageError(f"tensor name {t.name!r} {problem} in SafeTensors")
-        obj[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset]}
-        offset += t.nbytes
-        obj[t.name]["data_offsets"].append(offset)
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def _head(path: str) -> bytes:
     try:
-        body = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise UsageError(f"SafeTensors header text is not valid Unicode: {exc}") from None
-    body += b" " * (-len(body) % 8)
-    if len(body) > MAX_HEADER_SIZE:
-        raise UsageError(
-            f"SafeTensors header would be {len(body):,} bytes; readers refuse more than "
-            f"{MAX_HEADER_SIZE:,}"
-        )
-    return PREFIX_COMPILED.build({"header_size": len(body)}) + body
+        with open(path, "rb") as f:
+            return f.read(64)
+    except FileNotFoundError:
+        raise FileNotFound(path) from None
+    except OSError as exc:
+        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+
+
+def read_file(path: str | os.PathLike[str]) -> Bundle:
+    """Read one SafeTensors file; only its header is read, tensors stay in the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            header = read_header(f, path, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        raise FileNotFound(path) from None
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not a SafeTensors file") from None
+    except OSError as exc:
+        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+    metadata, tensors = bundle_parts(path, header)
+    info = {
+        "header_size": header.size,
+        "metadata_object": header.metadata is not None,
+        "convention": META_KEY in (header.metadata or {}),
+    }
+    return Bundle(metadata, tensors, format=NAME, path=path, format_info=info)
+
+
+def _read_sharded(index_path: str) -> Bundle:
+    names, members = shards.read_index(index_path)
+    if not names:
+        raise FormatError(index_path, 0, "the index's weight_map lists no tensors")
+    directory = os.path.dirname(index_path)
+    for name in names:
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise FormatError(index_path, None, f"shard {name!r} named in the index is missing")
+    parts = []
+    for name in names:
+        shard_path = os.path.join(directory, name)
+        part = read_file(shard_path)
+        listed, held = set(members[name]), set(part.tensors)
+        if listed != held:
+            raise FormatError(shard_path, None, _membership_problem(listed, held))
+        # Plain shards may differ in metadata (the first one's is taken); typed metadata is
+        # the bundle's and must agree.
+        if parts and part.format_info["convention"] and part.metadata != parts[0].metadata:
+            raise FormatError(shard_path, None, f"its {META_KEY} differs from the first shard's")
+        parts.append(part)
+    tensors = [t for part in parts for t in part.tensors.values()]
+    info = {
+        "shards": names,
+        "shard_tensors": [list(part.tensors) for part in parts],
+        "metadata_object": parts[0].format_info["metadata_object"],
+    }
+    return Bundle(parts[0].metadata, tensors, format=NAME, path=index_path, format_info=info)
+
+
+def _membership_problem(listed: set[str], held: set[str]) -> str:
+    problems = []
+    if held - listed:
+        problems.append(f"holds tensors {sorted(held - listed)[:5]} the index does not list for it")
+    if listed - held:
+        problems.append(f"lacks tensors {sorted(listed - held)[:5]} the index lists for it")
+    return "; ".join(problems)

@@ -17,8 +17,8 @@ from construct import ConstructError
 
 from bundler.bundle import Metadata, Value, ValueType
 from bundler.codecs import Codec, by_ggml_id
-from bundler.containers import gguf_schema as S
-from bundler.containers.gguf_values import decode_str, read_array, value_type
+from bundler.containers.gguf import schema as S
+from bundler.containers.gguf.values import decode_str, read_array, value_type
 from bundler.errors import (
     BundlerIOError,
     FileNotFound,

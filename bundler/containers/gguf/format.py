@@ -14,10 +14,10 @@ from typing import Any
 
 from bundler.atomic import output_group
 from bundler.bundle import Bundle, FileSource, Tensor
-from bundler.containers import gguf_split
-from bundler.containers.gguf_reader import Layout, parse
-from bundler.containers.gguf_schema import MAGIC, WRITE_VERSION
-from bundler.containers.gguf_writer import FilePlan, alignment_of, file_head, write_file
+from bundler.containers.gguf import split as gguf_split
+from bundler.containers.gguf.reader import Layout, parse
+from bundler.containers.gguf.schema import MAGIC, WRITE_VERSION
+from bundler.containers.gguf.writer import FilePlan, alignment_of, file_head, write_file
 from bundler.errors import UsageError
 
 NAME = "gguf"

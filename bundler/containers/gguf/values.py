@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bundler.bundle import Value, ValueType
-from bundler.containers.gguf_schema import MAX_NESTING
+from bundler.containers.gguf.schema import MAX_NESTING
 from bundler.errors import FormatError, TruncatedError, UsageError
 
 ENCODING = "utf-8"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import construct as c
 from construct import this
 
+#: The format's name in the registry and in Bundle.format.
+NAME = "apr"
 MAGIC = b"APR\0"
 #: Magics of the older APR containers this project does not read.
 OLD_MAGICS = {b"APRN": "APR v1 (APRN)", b"APR2": "early APR v2 (APR2)"}

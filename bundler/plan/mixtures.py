@@ -11,14 +11,10 @@ order, and on a few model hyper-parameters read from the GGUF metadata.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bundler.codecs import Codec, get
-
-if TYPE_CHECKING:
-    from bundler.filetypes import FileType
-    from bundler.plan import ModelInfo
+from bundler.plan.filetypes import FileType
+from bundler.plan.model import ModelInfo
 
 # Categories, tried in this order on the tensor name (llama.cpp `tensor_get_category`).
 _CATEGORIES = (
@@ -66,26 +62,6 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
         or i_layer >= 7 * n_layers // 8
         or (i_layer - n_layers // 8) % 3 == 2
     )
-
-
-@dataclass(frozen=True)
-class HyperParams:
-    """What the mixture rules read from the model's metadata."""
-
-    arch: str
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    n_expert: int
-
-    @property
-    def n_gqa(self) -> int:
-        return self.n_head // self.n_head_kv if self.n_head_kv else 0
-
-    @property
-    def is_70b(self) -> bool:
-        """llama.cpp's LLM_TYPE_70B, the only model size its rules look at."""
-        return self.arch == "llama" and self.n_layer == 80 and self.n_head != self.n_head_kv
 
 
 class Mixture:

@@ -1,7 +1,7 @@
 """llama.cpp's file types: the names `--type` accepts and the `general.file_type` numbers.
 
 A file type is a base codec plus, for the K-quant mixtures (Q4_K_M, ...), a rule set that
-gives some tensors a wider codec (bundler.presets). The numbers are llama.cpp's
+gives some tensors a wider codec (bundler.plan.mixtures). The numbers are llama.cpp's
 `llama_ftype` values, which differ from the GGML tensor type ids.
 """
 
@@ -20,7 +20,7 @@ class FileType:
     name: str
     ftype: int
     base: str
-    #: True for the K-quant mixtures whose per-tensor choices live in bundler.presets
+    #: True for the K-quant mixtures whose per-tensor choices live in bundler.plan.mixtures
     mixture: bool = False
 
     @property

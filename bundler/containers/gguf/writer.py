@@ -19,8 +19,8 @@ from construct import ConstructError
 from bundler.atomic import atomic_output
 from bundler.bundle import CHUNK_BYTES, Tensor, Value, ValueType
 from bundler.codecs.byteorder import swapped
-from bundler.containers import gguf_schema as S
-from bundler.containers.gguf_values import array_body, encode_str
+from bundler.containers.gguf import schema as S
+from bundler.containers.gguf.values import array_body, encode_str
 from bundler.errors import UsageError
 from bundler.rawcopy import copy_raw
 

@@ -17,24 +17,14 @@ from dataclasses import dataclass, field
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
-from bundler.filetypes import FileType, file_type, for_codec
-from bundler.presets import HyperParams, Mixture, category, loader_order
-
-#: Tensors llama-quantize never quantizes, by name (llama.cpp `tensor_allows_quantization`,
-#: plus the Hugging Face spellings of norms and position/token-type embeddings).
-KEEP_PATTERN = re.compile(
-    r"_norm\.weight|ffn_gate_inp\.weight|ffn_gate_tid2eid\.weight|altup|laurel"
-    r"|per_layer_model_proj|ssm_conv1d|shortconv\.conv\.weight|indexer\.[kq]_proj\.weight"
-    r"|time_mix_(first|w0|w1|w2|v0|v1|v2|a0|a1|a2|g1|g2|decay_w1|decay_w2|lerp_fused)\.weight"
-    r"|attn_rel_b\.weight|\.position_embd|sam\.pos_embd|sam\.neck\.|sam\.net_|\.rel_pos"
-    r"|\.patch_embd|\.patch_merger|a\.rvq\.codebook|mm\.a\.code_embd"
-    r"|^position_embd\.weight$|^token_types\.weight$"
-    r"|(^|\.)norm\.weight$|LayerNorm|layer_norm|position_embeddings|token_type_embeddings"
+from bundler.plan.filetypes import FileType, file_type, for_codec
+from bundler.plan.mixtures import Mixture, category, loader_order
+from bundler.plan.model import ModelInfo, model_info
+from bundler.plan.rules import (
+    _with_fallback,
+    quantizable,
 )
-#: Where a tensor goes when its rows do not fit the wanted codec's block (then F16), as
-#: llama.cpp's `tensor_type_fallback` sends them.
-FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
-LAST_RESORT = "f16"
+
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
 QUANTIZATION_VERSION = 2
 
@@ -90,62 +80,6 @@ class Plan:
     @property
     def target_bytes(self) -> int:
         return sum(c.target_bytes for c in self.choices)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the per-tensor rules need to know about the whole model."""
-
-    has_output: bool
-    names: tuple[str, ...]
-    hparams: HyperParams
-
-
-def model_info(bundle: Bundle) -> ModelInfo:
-    md = bundle.metadata
-    arch = str(md.get("general.architecture", ""))
-
-    def number(key: str, default: int = 0) -> int:
-        value = md.get(f"{arch}.{key}", default)
-        return int(value) if isinstance(value, (int, float)) else default
-
-    n_head = number("attention.head_count")
-    hp = HyperParams(
-        arch=arch,
-        n_layer=number("block_count"),
-        n_head=n_head,
-        n_head_kv=number("attention.head_count_kv", n_head),
-        n_expert=number("expert_count"),
-    )
-    return ModelInfo("output.weight" in bundle.tensors, tuple(bundle.tensors), hp)
-
-
-def quantizable(tensor: Tensor) -> str | None:
-    """None when llama-quantize would quantize `tensor`, else why it is kept."""
-    if not tensor.name.endswith("weight"):
-        return "not a weight"
-    if len(tensor.shape) < 2:
-        return "1-D"
-    if KEEP_PATTERN.search(tensor.name):
-        return "kept as llama-quantize keeps it"
-    kind = tensor.codec.facts
-    if kind.numpy_dtype is not None and not kind.numpy_dtype.startswith(("<f", "bfloat")):
-        return f"{tensor.codec.name} is not a float type"
-    return None
-
-
-def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:
-    return shape[-1] % codec.facts.block_size == 0
-
-
-def _with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
-    if _fits(want, shape):
-        return want, ""
-    fallback = get(FALLBACK.get(want.name, LAST_RESORT))
-    if not _fits(fallback, shape):
-        fallback = get(LAST_RESORT)
-    note = f"rows of {shape[-1]} are not a multiple of {want.facts.block_size} for {want.name}"
-    return fallback, f"{note}: fallback {fallback.name}"
 
 
 class _Chooser:

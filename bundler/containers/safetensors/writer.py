@@ -1,0 +1,162 @@
+"""SafeTensors writing: the reference writer's canonical header bytes and layout order, and
+the streamed (optionally sharded) file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, BinaryIO
+
+from bundler.atomic import atomic_output, output_group
+from bundler.bundle import Bundle, Tensor
+from bundler.containers.safetensors import shards as shards
+from bundler.containers.safetensors.convention import (
+    file_metadata,
+    is_plain,
+    stored_form,
+)
+from bundler.containers.safetensors.schema import (
+    MAX_HEADER_SIZE,
+    METADATA_KEY,
+    NAME,
+    PREFIX_COMPILED,
+    Planned,
+    layout_key,
+)
+from bundler.errors import (
+    OutputExistsError,
+    UsageError,
+)
+from bundler.rawcopy import copy_raw
+
+
+def layout(tensors: list[Planned]) -> list[Planned]:
+    """The reference writer's data order."""
+    return sorted(tensors, key=lambda t: layout_key(t.name, t.dtype))
+
+
+def build_header(metadata: dict[str, str] | None, tensors: list[Planned]) -> bytes:
+    """Prefix plus header bytes, exactly as the reference writer makes them for `tensors`
+    laid out in `layout` order: compact JSON, `__metadata__` first (omitted when None), each
+    entry's keys in the order dtype, shape, data_offsets, spaces up to a multiple of 8."""
+    obj: dict[str, Any] = {}
+    if metadata is not None:
+        obj[METADATA_KEY] = metadata
+    offset = 0
+    for t in layout(tensors):
+        if t.name == METADATA_KEY or t.name in obj:
+            problem = "is reserved" if t.name == METADATA_KEY else "is used twice"
+            raise UsageError(f"tensor name {t.name!r} {problem} in SafeTensors")
+        obj[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset]}
+        offset += t.nbytes
+        obj[t.name]["data_offsets"].append(offset)
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"SafeTensors header text is not valid Unicode: {exc}") from None
+    body += b" " * (-len(body) % 8)
+    if len(body) > MAX_HEADER_SIZE:
+        raise UsageError(
+            f"SafeTensors header would be {len(body):,} bytes; readers refuse more than "
+            f"{MAX_HEADER_SIZE:,}"
+        )
+    return PREFIX_COMPILED.build({"header_size": len(body)}) + body
+
+
+def write(
+    bundle: Bundle,
+    path: str | os.PathLike[str],
+    max_shard_size: int | None = None,
+    force: bool = True,
+    **options: Any,
+) -> None:
+    """Write `bundle` at `path` (a directory means `<path>/model.safetensors`).
+
+    Tensors are laid out as the reference serializer lays them out and streamed from their
+    sources chunk by chunk. A bundle read from a sharded checkpoint keeps its shards unless
+    `max_shard_size` is given; otherwise, when the data exceeds `max_shard_size` bytes
+    (default 5 GB), the bundle is cut
+    into `<stem>-0000i-of-0000N.safetensors` shards beside `path` plus
+    `<stem>.safetensors.index.json`; `path` itself is then not written.
+    """
+    path = os.fspath(path)
+    if options:
+        raise UsageError(
+            f"unknown SafeTensors write option(s) {', '.join(sorted(options))}; "
+            "valid: max_shard_size, force"
+        )
+    if max_shard_size is not None and (
+        isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int)
+    ):
+        raise UsageError(f"max_shard_size must be a number of bytes, got {max_shard_size!r}")
+    if max_shard_size is not None and max_shard_size <= 0:
+        raise UsageError(f"max_shard_size must be positive, got {max_shard_size:,}")
+    if os.path.isdir(path):
+        path = os.path.join(path, shards.DEFAULT_STEM + ".safetensors")
+    tensors = list(bundle.tensors.values())
+    planned = {t.name: stored_form(t) for t in tensors}
+    groups = _source_shards(bundle) if max_shard_size is None else None
+    if groups is None:
+        groups = shards.plan(tensors, max_shard_size or shards.DEFAULT_MAX_SHARD_SIZE)
+    plain = is_plain(bundle.metadata, [[planned[t.name] for t in g] for g in groups], tensors)
+    keep_empty = bundle.format == NAME and bool(bundle.format_info.get("metadata_object"))
+
+    def one_file(target: str, group: list[Tensor]) -> None:
+        md = file_metadata(bundle.metadata, group, plain, keep_empty)
+        _write_file(target, md, group, [planned[t.name] for t in group], force)
+
+    if len(groups) == 1:
+        one_file(path, groups[0])
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    stem = shards.stem_of(path)
+    names = shards.shard_names(stem, len(groups))
+    index_path = os.path.join(directory, stem + shards.INDEX_SUFFIX)
+    targets = [os.path.join(directory, n) for n in names]
+    if not force:
+        for target in [*targets, index_path]:
+            if os.path.exists(target):
+                raise OutputExistsError(target)
+    with output_group(entry=index_path):  # the shards and index appear together or not at all
+        for target, group in zip(targets, groups, strict=True):
+            one_file(target, group)
+        with atomic_output(index_path, force) as f:
+            f.write(shards.index_text(groups, names).encode("utf-8"))
+
+
+def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:
+    """The shards of the checkpoint the bundle was read from, when its tensors are still
+    exactly those, in that order."""
+    members = bundle.format_info.get("shard_tensors") if bundle.format == NAME else None
+    if not members or [n for m in members for n in m] != list(bundle.tensors):
+        return None
+    return [[bundle.tensors[n] for n in m] for m in members]
+
+
+def _write_file(
+    path: str,
+    metadata: dict[str, str] | None,
+    tensors: list[Tensor],
+    planned: list[Planned],
+    force: bool,
+) -> None:
+    head = build_header(metadata, planned)
+    by_name = {t.name: t for t in tensors}
+    with atomic_output(path, force) as f:
+        f.write(head)
+        for p in layout(planned):
+            _copy(f, by_name[p.name], p.nbytes)
+
+
+def _copy(f: BinaryIO, tensor: Tensor, nbytes: int) -> None:
+    """Copy a tensor's stored bytes into `f`, checking that the source gives exactly
+    `nbytes` (a short or long source would shift every later tensor)."""
+    if nbytes == 0:
+        return  # nothing to stream (and an empty array may not split into rows)
+    written = copy_raw(tensor, f, limit=nbytes)
+    if written != nbytes:
+        raise UsageError(
+            f"tensor {tensor.name!r}: its source gives {'more than ' if written > nbytes else ''}"
+            f"{written:,} bytes where {tensor.codec.name} {list(tensor.shape)} needs {nbytes:,}"
+        )
