@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.codecs import Codec, get
+from bundler.codecs import Codec, by_numpy_dtype, get
 from bundler.codecs.byteorder import swap_inplace
 from bundler.errors import BundlerIOError, FormatError, TruncatedError, UsageError
 
@@ -376,19 +376,7 @@ class Tensor:
 
 def codec_for_dtype(dtype: np.dtype) -> Codec:
     """The element codec storing numpy `dtype` unchanged."""
-    import ml_dtypes  # noqa: F401  (lets numpy name bfloat16 and the float8 dtypes)
-
-    from bundler.codecs import TABLE
-
-    dtype = np.dtype(dtype)
-    for facts in TABLE:
-        if (
-            facts.numpy_dtype
-            and not facts.is_block
-            and np.dtype(facts.numpy_dtype) == dtype.newbyteorder("<")
-        ):
-            return get(facts.name)
-    raise UsageError(f"no codec stores numpy dtype {dtype}")
+    return by_numpy_dtype(dtype)
 
 
 class Bundle:

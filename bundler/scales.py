@@ -1,13 +1,10 @@
 """The floating-point scale fields of the block codecs, and a bounded-memory scan of a
 tensor's scales for values no decoder can use (NaN) or that overflowed (infinity).
 
-The field offsets come from the codec table (`CodecFacts.swap_fields`): every 2-byte field
-a block byte-swaps is a half scale its decoder multiplies by (`d`, then `m` for the legacy
-codecs with a minimum, `dmin` for the K-quants). Three codecs differ from that rule and
-are stated here: q8_1's second half is `s`, a sum the decoder does not use; q8_k's only
-scale is the float32 `d` at byte 0 (its 2-byte fields are int16 sums); apr_q8 has one
-float32 scale per tensor, in the 4 bytes before its codes. (apr_q4 decodes a block with a
-NaN scale as zeros, as aprender does: its values are lost all the same.)
+The fields come from the codec table (`CodecFacts.scale_fields`): the half or float32
+scales each block's decoder multiplies by, or for a flat codec with a header (apr_q8) the
+tensor's one scale in that header, scanned as block 0. (apr_q4 decodes a block with a NaN
+scale as zeros, as aprender does: its values are lost all the same.)
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bundler.bundle import CHUNK_BYTES, FileSource, Tensor
-from bundler.codecs.facts import CodecFacts
+from bundler.codecs.facts import CodecFacts, Field
 
 #: Blocks named one by one in a finding; the rest are only counted.
 LISTED_BLOCKS = 10
@@ -26,28 +23,9 @@ LISTED_BLOCKS = 10
 _FLOAT_BITS = {2: (np.dtype("<u2"), 0x7C00, 0x03FF), 4: (np.dtype("<u4"), 0x7F800000, 0x7FFFFF)}
 
 
-@dataclass(frozen=True)
-class ScaleField:
-    """A scale of one block: its name, byte offset inside the block and width (2 or 4)."""
-
-    name: str
-    offset: int
-    width: int
-
-
-def scale_fields(facts: CodecFacts) -> tuple[ScaleField, ...]:
+def scale_fields(facts: CodecFacts) -> tuple[Field, ...]:
     """The scale fields of one block of `facts` (empty for codecs without float scales)."""
-    if facts.name == "q8_k":
-        return (ScaleField("d", 0, 4),)
-    if facts.name == "apr_q8":
-        return (ScaleField("scale", 0, 4),)  # the tensor's one scale, read as block 0
-    if not facts.is_block:
-        return ()
-    halves = [off for off, width in facts.swap_fields if width == 2]
-    if facts.name == "q8_1":
-        halves = halves[:1]
-    names = ("d", "dmin" if facts.block_size == 256 else "m")
-    return tuple(ScaleField(names[i], off, 2) for i, off in enumerate(halves[:2]))
+    return facts.scale_fields
 
 
 @dataclass
@@ -90,9 +68,11 @@ def scan(
     if not fields or tensor.nbytes == 0:
         return []
     found: dict[tuple[str, str], Finding] = {}
-    if facts.name == "apr_q8":
-        head = next(iter(tensor.iter_raw(max(chunk_bytes, 4))))[:4]
-        _check(tensor, found, fields[0], head.reshape(1, 4), 0)
+    if facts.header_bytes:
+        size = facts.header_bytes
+        head = next(iter(tensor.iter_raw(max(chunk_bytes, size))))[:size].reshape(1, size)
+        for f in fields:
+            _check(tensor, found, f, head[:, f.offset : f.offset + f.width], 0)
         if progress:
             progress(tensor.nbytes)
         return list(found.values())
@@ -116,7 +96,7 @@ def scan(
 def _check(
     tensor: Tensor,
     found: dict[tuple[str, str], Finding],
-    f: ScaleField,
+    f: Field,
     raw: np.ndarray,
     first_block: int,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from bundler.cli import coldstart
 from bundler.cli.output import add_json_flag
 
 
@@ -38,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
     add_json_flag(v)
     v.set_defaults(func=_run_convert)
+    coldstart.add_bench_parser(kinds)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:

@@ -24,11 +24,12 @@ import math
 
 import numpy as np
 
-from bundler.codecs.registry import Kernel, get
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.kernels import Kernel
 from bundler.errors import NonFiniteError, ShapeError
 
-_BLOCK = get("apr_q4").facts.block_size
-_BLOCK_BYTES = get("apr_q4").facts.type_size
+_BLOCK = BY_NAME["apr_q4"].block_size
+_BLOCK_BYTES = BY_NAME["apr_q4"].type_size
 #: Blocks encoded or decoded at a time, to bound the temporaries.
 _CHUNK_BLOCKS = 1 << 15
 #: AprQ8 values encoded at a time, for the same reason.

@@ -15,12 +15,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: APR dtype codes aprender itself knows; every other APR code is this project's extension.
-APR_NATIVE_CODES = frozenset({0, 1, 3, 4, 5, 6, 7, 12, 14, 30, 128, 129})
 #: Codes older aprender files used for AprQ4 / AprQ8.
 APR_LEGACY_ALIASES = {8: 128, 9: 129}
 #: Offset of this project's APR codes for GGML types aprender lacks.
 APR_GGML_BASE = 64
+
+
+@dataclass(frozen=True)
+class Field:
+    """A multi-byte field of one block (or of a flat codec's tensor-wide header):
+    its name, byte offset and width. A `scale` is a float the decoder multiplies by (a NaN
+    there is a lost block); other fields (sums) are integers or floats the decoder does not
+    use. Every field is byte-swapped in big-endian files."""
+
+    name: str
+    offset: int
+    width: int
+    scale: bool = True
+    #: in the tensor-wide header of a flat codec, not in each block
+    header: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,9 +48,8 @@ class CodecFacts:
     safetensors_dtype: str | None = None
     #: numpy dtype string of one element, for element (non-block) types.
     numpy_dtype: str | None = None
-    #: (byte offset, width) of the multi-byte fields of one block that are byte-swapped in
-    #: big-endian files; for element types the whole element.
-    swap_fields: tuple[tuple[int, int], ...] = ()
+    #: the multi-byte fields of one block (element types: none, the element is swapped whole)
+    fields: tuple[Field, ...] = ()
     #: module holding this codec's kernels; None when bundler only stores its bytes.
     kernels: str | None = None
     #: codes laid out over the whole flattened tensor, not per row (aprender's own codecs):
@@ -50,6 +62,20 @@ class CodecFacts:
     def is_block(self) -> bool:
         """True for quantized block codecs (more than one value per block)."""
         return self.block_size > 1 or self.numpy_dtype is None
+
+    @property
+    def swap_fields(self) -> tuple[tuple[int, int], ...]:
+        """(byte offset, width) of the multi-byte fields of one block that are byte-swapped
+        in big-endian files; for element types the whole element. (A flat codec's header
+        is swapped whole: see `header_bytes`.)"""
+        if not self.is_block:
+            return ((0, self.type_size),) if self.type_size > 1 else ()
+        return tuple((f.offset, f.width) for f in self.fields if not f.header)
+
+    @property
+    def scale_fields(self) -> tuple[Field, ...]:
+        """The float scales of one block (of the header for flat codecs with one)."""
+        return tuple(f for f in self.fields if f.scale)
 
     @property
     def bits_per_weight(self) -> float:
@@ -67,8 +93,9 @@ class CodecFacts:
 
     @property
     def apr_native(self) -> bool:
-        """True when aprender itself can read tensors of this codec."""
-        return self.apr_code in APR_NATIVE_CODES
+        """True when aprender itself can read tensors of this codec (it has aprender's own
+        code, not this project's extension)."""
+        return self.apr_own_code is not None
 
     @property
     def has_kernels(self) -> bool:
@@ -92,16 +119,24 @@ class CodecFacts:
         return rows * self.row_bytes(shape[-1])
 
 
-_H = (0, 2)  # a leading half `d`
+def _f(*spec: tuple) -> tuple[Field, ...]:
+    return tuple(Field(*s) for s in spec)
+
+
+#: The block fields of the codecs: a leading half scale `d`, then a half min `m` (legacy) or
+#: `dmin` (K-quants), or a half sum `s` the decoder does not use.
+_D = _f(("d", 0, 2))
+_DM = _f(("d", 0, 2), ("m", 2, 2))
+_DS = _f(("d", 0, 2), ("s", 2, 2, False))
+_DDMIN = _f(("d", 0, 2), ("dmin", 2, 2))
 
 
 def _elem(name, size, ggml=None, apr=None, st=None, dtype=None, kernels=None, desc=""):
-    swap = ((0, size),) if size > 1 else ()
-    return CodecFacts(name, 1, size, ggml, apr, st, dtype, swap, kernels, description=desc)
+    return CodecFacts(name, 1, size, ggml, apr, st, dtype, kernels=kernels, description=desc)
 
 
-def _block(name, block, size, ggml, swap, kernels=None, apr=None, desc=""):
-    return CodecFacts(name, block, size, ggml, apr, None, None, swap, kernels, description=desc)
+def _block(name, block, size, ggml, fields, kernels=None, apr=None, desc=""):
+    return CodecFacts(name, block, size, ggml, apr, None, None, fields, kernels, description=desc)
 
 
 _FLOATS = "bundler.codecs.floats"
@@ -113,34 +148,34 @@ _APR = "bundler.codecs.apr_native"
 TABLE: tuple[CodecFacts, ...] = (
     _elem("f32", 4, 0, 0, "F32", "<f4", _FLOATS, "IEEE binary32"),
     _elem("f16", 2, 1, 1, "F16", "<f2", _FLOATS, "IEEE binary16, round to nearest even"),
-    _block("q4_0", 32, 18, 2, (_H,), _LEGACY, desc="4-bit symmetric, half scale"),
-    _block("q4_1", 32, 20, 3, (_H, (2, 2)), _LEGACY, desc="4-bit with half scale and min"),
-    _block("q5_0", 32, 22, 6, (_H,), _LEGACY, desc="5-bit symmetric, half scale"),
-    _block("q5_1", 32, 24, 7, (_H, (2, 2)), _LEGACY, desc="5-bit with half scale and min"),
-    _block("q8_0", 32, 34, 8, (_H,), _LEGACY, desc="8-bit symmetric, half scale"),
-    _block("q8_1", 32, 36, 9, (_H, (2, 2)), _LEGACY, desc="8-bit with half scale and sum"),
-    _block("q2_k", 256, 84, 10, ((80, 2), (82, 2)), _KQUANTS, desc="2-bit K-quant"),
-    _block("q3_k", 256, 110, 11, ((108, 2),), _KQUANTS, desc="3-bit K-quant"),
-    _block("q4_k", 256, 144, 12, (_H, (2, 2)), _KQUANTS, apr=12, desc="4-bit K-quant"),
-    _block("q5_k", 256, 176, 13, (_H, (2, 2)), _KQUANTS, desc="5-bit K-quant"),
-    _block("q6_k", 256, 210, 14, ((208, 2),), _KQUANTS, apr=14, desc="6-bit K-quant"),
+    _block("q4_0", 32, 18, 2, _D, _LEGACY, desc="4-bit symmetric, half scale"),
+    _block("q4_1", 32, 20, 3, _DM, _LEGACY, desc="4-bit with half scale and min"),
+    _block("q5_0", 32, 22, 6, _D, _LEGACY, desc="5-bit symmetric, half scale"),
+    _block("q5_1", 32, 24, 7, _DM, _LEGACY, desc="5-bit with half scale and min"),
+    _block("q8_0", 32, 34, 8, _D, _LEGACY, desc="8-bit symmetric, half scale"),
+    _block("q8_1", 32, 36, 9, _DS, _LEGACY, desc="8-bit with half scale and sum"),
+    _block("q2_k", 256, 84, 10, _f(("d", 80, 2), ("dmin", 82, 2)), _KQUANTS, desc="2-bit K-quant"),
+    _block("q3_k", 256, 110, 11, _f(("d", 108, 2)), _KQUANTS, desc="3-bit K-quant"),
+    _block("q4_k", 256, 144, 12, _DDMIN, _KQUANTS, apr=12, desc="4-bit K-quant"),
+    _block("q5_k", 256, 176, 13, _DDMIN, _KQUANTS, desc="5-bit K-quant"),
+    _block("q6_k", 256, 210, 14, _f(("d", 208, 2)), _KQUANTS, apr=14, desc="6-bit K-quant"),
     _block(
         "q8_k",
         256,
         292,
         15,
-        ((0, 4), *((260 + 2 * i, 2) for i in range(16))),
+        _f(("d", 0, 4), *((f"bsums[{i}]", 260 + 2 * i, 2, False) for i in range(16))),
         _KQUANTS,
         desc="8-bit K-quant (activations)",
     ),
-    _block("iq2_xxs", 256, 66, 16, (_H,)),
-    _block("iq2_xs", 256, 74, 17, (_H,)),
-    _block("iq3_xxs", 256, 98, 18, (_H,)),
-    _block("iq1_s", 256, 50, 19, (_H,)),
-    _block("iq4_nl", 32, 18, 20, (_H,)),
-    _block("iq3_s", 256, 110, 21, (_H,)),
-    _block("iq2_s", 256, 82, 22, (_H,)),
-    _block("iq4_xs", 256, 136, 23, (_H,)),
+    _block("iq2_xxs", 256, 66, 16, _D),
+    _block("iq2_xs", 256, 74, 17, _D),
+    _block("iq3_xxs", 256, 98, 18, _D),
+    _block("iq1_s", 256, 50, 19, _D),
+    _block("iq4_nl", 32, 18, 20, _D),
+    _block("iq3_s", 256, 110, 21, _D),
+    _block("iq2_s", 256, 82, 22, _D),
+    _block("iq4_xs", 256, 136, 23, _D),
     _elem("i8", 1, 24, 6, "I8", "i1", _FLOATS, "signed 8-bit integer"),
     _elem("i16", 2, 25, None, "I16", "<i2", _FLOATS, "signed 16-bit integer"),
     _elem("i32", 4, 26, 4, "I32", "<i4", _FLOATS, "signed 32-bit integer"),
@@ -148,11 +183,11 @@ TABLE: tuple[CodecFacts, ...] = (
     _elem("f64", 8, 28, 3, "F64", "<f8", _FLOATS, "IEEE binary64"),
     _block("iq1_m", 256, 56, 29, ()),
     _elem("bf16", 2, 30, 30, "BF16", "bfloat16", _FLOATS, "bfloat16, round to nearest even"),
-    _block("tq1_0", 256, 54, 34, ((52, 2),)),
-    _block("tq2_0", 256, 66, 35, ((64, 2),)),
+    _block("tq1_0", 256, 54, 34, _f(("d", 52, 2))),
+    _block("tq2_0", 256, 66, 35, _f(("d", 64, 2))),
     _block("mxfp4", 32, 17, 39, ()),
     _block("nvfp4", 64, 36, 40, ()),
-    _block("q1_0", 128, 18, 41, (_H,)),
+    _block("q1_0", 128, 18, 41, _D),
     # Types that only SafeTensors (and APR for u8) can hold.
     _elem("u8", 1, None, 7, "U8", "u1", _FLOATS, "unsigned 8-bit integer"),
     _elem("u16", 2, None, None, "U16", "<u2", _FLOATS, "unsigned 16-bit integer"),
@@ -174,7 +209,7 @@ TABLE: tuple[CodecFacts, ...] = (
         32,
         18,
         apr_own_code=128,
-        swap_fields=(_H,),
+        fields=_D,
         kernels=_APR,
         flat=True,
         description="aprender Q4: blocks of 32, half scale max|x|/7, adjacent nibble pairs",
@@ -184,9 +219,15 @@ TABLE: tuple[CodecFacts, ...] = (
         1,
         1,
         apr_own_code=129,
+        fields=_f(("scale", 0, 4, True, True)),
         kernels=_APR,
         flat=True,
         header_bytes=4,
         description="aprender Q8: one float32 scale per tensor, then int8 codes",
     ),
 )
+
+#: The facts of each codec, by name.
+BY_NAME: dict[str, CodecFacts] = {f.name: f for f in TABLE}
+#: The codecs aprender itself reads (the others' APR codes are this project's extension).
+APRENDER_CODECS: tuple[str, ...] = tuple(f.name for f in TABLE if f.apr_native)

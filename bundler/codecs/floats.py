@@ -10,7 +10,7 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 and the float8 dtypes with n
 import numpy as np
 
 from bundler.codecs.facts import TABLE
-from bundler.codecs.registry import Kernel
+from bundler.codecs.kernels import Kernel
 from bundler.errors import UsageError
 
 _BF16_CHUNK = 1 << 18

@@ -61,3 +61,17 @@ def f32_to_f16_bits(f):
     if shl1_w > np.uint32(0xFF000000):
         nonsign = np.uint32(0x7E00)
     return np.uint16((sign >> np.uint32(16)) | nonsign)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def put_half(out, at, f):
+    """Store the half of float32 `f` little-endian at out[at], out[at + 1]."""
+    h = f32_to_f16_bits(f)
+    out[at] = np.uint8(h & np.uint16(0xFF))
+    out[at + 1] = np.uint8(h >> np.uint16(8))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def get_half(raw, at, table):
+    """The float32 value of the little-endian half at raw[at] (`table` is `HALF_TO_F32`)."""
+    return table[np.int64(raw[at]) | (np.int64(raw[at + 1]) << 8)]

@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from bundler.codecs.facts import TABLE
-from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, f32_to_f16_bits
-from bundler.codecs.registry import Kernel
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
+from bundler.codecs.kernels import Kernel
 
 QK = 32
 F0 = np.float32(0.0)
@@ -39,18 +39,6 @@ _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _INF_BITS = np.int64(0x7F800000)  # magnitudes at or above it are infinities and NaNs
 _POS = 5
 _POS_MASK = QK - 1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _put_half(out, o, v):
-    h = f32_to_f16_bits(v)
-    out[o] = np.uint8(h & 0xFF)
-    out[o + 1] = np.uint8(h >> 8)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _get_half(raw, o, table):
-    return table[np.int64(raw[o]) | (np.int64(raw[o + 1]) << 8)]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -122,7 +110,7 @@ def encode_symmetric(x, out, bits, size):
         mx = xb[QK - 1 - (key & _POS_MASK)] if key >> _POS else F0
         d = mx / -levels
         inv = _inverse(d)
-        _put_half(ob, 0, d)
+        put_half(ob, 0, d)
         _put_codes(xb, ob, F0, inv, offset, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
     return bad
 
@@ -149,8 +137,8 @@ def encode_affine(x, out, bits, size):
         mx = xb[QK - 1 - (hi & _POS_MASK)]
         d = (mx - mn) / np.float32(maxq)
         inv = _inverse(d)
-        _put_half(ob, 0, d)
-        _put_half(ob, 2, mn)
+        put_half(ob, 0, d)
+        put_half(ob, 2, mn)
         _put_codes(xb, ob, mn, inv, HALF, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
     return bad
 
@@ -170,14 +158,14 @@ def encode_q8(x, out, with_sum, size):
             bad += 1
         d = f32_from_bits(top) / np.float32(127)
         inv = _inverse(d)
-        _put_half(ob, 0, d)
+        put_half(ob, 0, d)
         total = 0
         for j in range(QK):
             q = _round_away(xb[j] * inv)
             total += q
             ob[qs_at + j] = np.uint8(q & 0xFF)
         if with_sum:
-            _put_half(ob, 2, np.float32(total) * d)
+            put_half(ob, 2, np.float32(total) * d)
     return bad
 
 
@@ -188,8 +176,8 @@ def decode_nibbles(raw, out, bits, affine, size, table):
     offset = np.float32(0 if affine else 1 << (bits - 1))
     for b in prange(raw.size // size):
         block = raw[b * size : (b + 1) * size]
-        d = _get_half(block, 0, table)
-        m = _get_half(block, 2, table) if affine else F0
+        d = get_half(block, 0, table)
+        m = get_half(block, 2, table) if affine else F0
         qh = np.uint32(0)
         if bits == 5:
             for k in range(4):
@@ -216,7 +204,7 @@ def decode_q8(raw, out, with_sum, size, table):
     qs_at = size - QK
     for b in prange(raw.size // size):
         block = raw[b * size : (b + 1) * size]
-        d = _get_half(block, 0, table)
+        d = get_half(block, 0, table)
         qs = block[qs_at:].view(np.int8)
         y = out[b * QK : (b + 1) * QK]
         for j in range(QK):
@@ -226,7 +214,7 @@ def decode_q8(raw, out, with_sum, size, table):
 def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
     """Bind a family's kernels to one codec: its variant (bits, or Q8's sum) and its block
     bytes from the facts table (the codes are always the block's last bytes)."""
-    size = _TYPE_SIZE[name]
+    size = BY_NAME[name].type_size
     decode_args = (variant, size) if affine is None else (variant, affine, size)
 
     def enc(src: np.ndarray, dst: np.ndarray) -> int:
@@ -237,8 +225,6 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
 
     return Kernel(enc, dec)
 
-
-_TYPE_SIZE = {f.name: f.type_size for f in TABLE}
 
 KERNELS: dict[str, Kernel] = {
     "q4_0": _kernel("q4_0", encode_symmetric, decode_nibbles, 4, False),

@@ -7,44 +7,18 @@ never imports the compiler.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import importlib
-import os
-import sys
-import threading
+import functools
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from bundler.codecs.facts import APR_LEGACY_ALIASES, TABLE, CodecFacts
+from bundler.codecs.kernels import Kernel, import_kernels
 from bundler.errors import NonFiniteError, ShapeError, UnknownCodecError, UsageError
 
 #: Rows converted at a time when the input is not already contiguous float32.
 _CHUNK_VALUES = 1 << 20
-
-
-class Kernel(NamedTuple):
-    """The compiled pair of a codec family module.
-
-    `encode(src, dst)` takes a C-contiguous 2-D source chunk (float32 for block codecs, any
-    numeric dtype for element types) and its uint8 destination rows, and returns how many
-    blocks held a NaN or infinity (0 when the codec stores them). `decode(raw, dst)` fills
-    `dst` (dtype `out_dtype`) from C-contiguous uint8 rows.
-
-    A flat codec with a tensor-wide header (its `header_bytes`) streams through two more:
-    `header_encoder()` makes an object that is given every chunk of values (`add`), then
-    gives the header (`header()`) and each chunk's bytes (`encode(values, out)`);
-    `header_decoder(header)` gives a function `(body, shape, out)` decoding one chunk.
-    """
-
-    encode: Any
-    decode: Any
-    out_dtype: Any = np.float32
-    float_input: bool = True
-    header_encoder: Any = None
-    header_decoder: Any = None
 
 
 class Codec:
@@ -79,7 +53,7 @@ class Codec:
         if self._kernel is None:
             if self.facts.kernels is None:
                 raise UsageError(f"codec {self.name!r} can be stored and copied but not encoded")
-            self._kernel = _import_kernels(self.facts.kernels)[self.name]
+            self._kernel = import_kernels(self.facts.kernels)[self.name]
         return self._kernel
 
     def encoded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -160,50 +134,6 @@ class Codec:
                 f"got a last axis of {rb} bytes"
             )
         return (*raw_shape[:-1], rb // self.facts.type_size * self.facts.block_size)
-
-
-def _import_kernels(module_name: str) -> dict[str, Kernel]:
-    """The KERNELS table of a kernel module, imported with the cyclic collector paused,
-    each kernel wrapped by `_managed`."""
-    with _collector_paused():
-        kernels = importlib.import_module(module_name).KERNELS
-    return {
-        name: k._replace(encode=_managed(k.encode), decode=_managed(k.decode))
-        for name, k in kernels.items()
-    }
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _managed(fn: Any) -> Any:
-    """`fn` run with the thread count in effect for the calling thread, and with the
-    collector paused during its first call.
-
-    Importing the compiler, and the first call of a kernel (when it loads its cached
-    machine code), create a few hundred thousand objects; letting the collector trace
-    them over and over while they are made costs about a third of a second.
-    """
-    first = [True]
-
-    def call(*args: Any) -> Any:
-        _apply_threads()
-        if not first[0]:
-            return fn(*args)
-        with _collector_paused():
-            result = fn(*args)
-        first[0] = False
-        return result
-
-    return call
 
 
 def _as_bytes(raw: Any) -> np.ndarray:
@@ -313,59 +243,29 @@ def by_apr_code(code: int) -> Codec:
         raise UnknownCodecError(f"APR dtype {code}", sorted(map(str, _BY_APR))) from None
 
 
+def by_numpy_dtype(dtype: Any) -> Codec:
+    """The element codec storing numpy `dtype` unchanged (either byte order)."""
+    dtype = np.dtype(dtype)
+    found = _by_numpy().get(dtype.newbyteorder("<"))
+    if found is None:
+        raise UsageError(f"no codec stores numpy dtype {dtype}")
+    return found
+
+
+@functools.cache
+def _by_numpy() -> dict[np.dtype, Codec]:
+    import ml_dtypes  # noqa: F401  (lets numpy name bfloat16 and the float8 dtypes)
+
+    return {
+        np.dtype(c.facts.numpy_dtype): c
+        for c in _BY_NAME.values()
+        if c.facts.numpy_dtype and not c.facts.is_block
+    }
+
+
 def by_safetensors_dtype(dtype: str) -> Codec:
     """The codec for a SafeTensors dtype string such as 'BF16'."""
     try:
         return _BY_ST[dtype]
     except KeyError:
         raise UnknownCodecError(f"SafeTensors dtype {dtype}", sorted(_BY_ST)) from None
-
-
-#: The count `set_threads` chose for the whole process (None: the compiler's default, all
-#: cores), and the count `kernel_threads` chose for one thread.
-_PROCESS_THREADS: list[int | None] = [None]
-_THREAD = threading.local()
-
-
-def set_threads(n: int | None) -> int:
-    """Set how many threads the compiled kernels use, from any thread of the process
-    (None: all cores); returns the count."""
-    import numba
-
-    count = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
-    if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
-        raise UsageError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
-    _PROCESS_THREADS[0] = count
-    numba.set_num_threads(count)  # for compiled code this thread calls directly
-    return count
-
-
-def thread_count() -> int:
-    """How many threads the kernels use: as `set_threads` set it, else all cores (as the
-    compiler counts them once it is loaded; numpy kernels do not load it)."""
-    if _PROCESS_THREADS[0]:
-        return _PROCESS_THREADS[0]
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        return numba.config.NUMBA_NUM_THREADS
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return max(1, len(cores) if cores else os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def kernel_threads(n: int) -> Iterator[None]:
-    """Within the block, kernels called from this thread use `n` threads."""
-    before = getattr(_THREAD, "count", None)
-    _THREAD.count = n
-    try:
-        yield
-    finally:
-        _THREAD.count = before
-
-
-def _apply_threads() -> None:
-    # the compiler's own setting is per thread: a thread it has not seen uses all cores
-    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
-    numba = sys.modules.get("numba")  # numpy kernels have no thread setting
-    if want is not None and numba is not None and numba.get_num_threads() != want:
-        numba.set_num_threads(want)

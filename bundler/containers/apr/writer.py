@@ -13,6 +13,7 @@ import numpy as np
 from bundler.atomic import atomic_output
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs import get
+from bundler.codecs.facts import APRENDER_CODECS
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
 from bundler.containers.apr.crc import header_crc
@@ -169,8 +170,8 @@ def _check_compatibility(tensors: list[Tensor], aprender: bool) -> None:
     detail = _describe(found)
     if aprender:
         raise UsageError(
-            "aprender cannot read these tensors (it knows F32, F16, BF16, F64, I32, I64, I8, "
-            f"U8, Q4_K, Q6_K, AprQ4, AprQ8): {detail}; convert them to one of those codecs"
+            f"aprender cannot read these tensors (it knows {', '.join(APRENDER_CODECS)}): "
+            f"{detail}; convert them to one of those codecs"
         )
     warnings.warn(
         f"this APR file uses this project's dtype codes, which aprender cannot read: {detail}"

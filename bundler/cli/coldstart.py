@@ -1,0 +1,53 @@
+"""`bundler bench coldstart`: first-use and start-up times of `quantize`, in new processes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bundler.cli.output import add_json_flag, emit, table
+
+
+def add_bench_parser(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "coldstart",
+        help="first quantize with an empty kernel cache, then warm, in new processes",
+    )
+    p.add_argument(
+        "--input", type=Path, default=None, help="model to quantize (default: MiniLM SafeTensors)"
+    )
+    p.add_argument("--repeat", type=int, default=3, help="warm runs per measurement (best kept)")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bundler.bench.coldstart import run as measure
+
+    emit(args, measure(args.input, args.repeat), _human)
+    return 0
+
+
+def _human(report: dict[str, Any]) -> str:
+    def mark(seconds: float, goal: float) -> str:
+        return f"{seconds:.2f}" + ("" if seconds <= goal else " (over)")
+
+    rows = [
+        [
+            r["type"],
+            mark(r["cold_seconds"], r["cold_goal_seconds"]),
+            f"{r['cold_cpu_seconds']:.2f}",
+            f"{r['cold_goal_seconds']:g}",
+            f"{r['warm_seconds']:.2f}",
+            mark(r["warm_start_seconds"], r["warm_start_goal_seconds"]),
+            f"{r['warm_start_cpu_seconds']:.2f}",
+            f"{r['warm_start_goal_seconds']:g}",
+        ]
+        for r in report["results"]
+    ]
+    head = ["type", "cold s", "cpu s", "goal", "warm s", "warm start s", "cpu s", "goal"]
+    return (
+        f"bundler quantize {report['source']} ({report['source_bytes'] / 2**20:.1f} MiB), "
+        f"each run a new process; cold: empty kernel cache\n" + table(rows, head, "<>>>>>>>")
+    )

@@ -1,0 +1,266 @@
+"""Loading the kernel modules: the `Kernel` pair a family module exports, importing it on
+first use, the compiler's first call (said on stderr when it compiles, with a progress
+bar on a terminal), the collector paused while the compiler builds its objects, and how
+many threads the compiled kernels use.
+
+Nothing here imports the compiler: numpy kernels (floats, aprender's) never load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import importlib
+import os
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bundler.errors import UsageError
+
+
+class Kernel(NamedTuple):
+    """The compiled pair of a codec family module.
+
+    `encode(src, dst)` takes a C-contiguous 2-D source chunk (float32 for block codecs, any
+    numeric dtype for element types) and its uint8 destination rows, and returns how many
+    blocks held a NaN or infinity (0 when the codec stores them). `decode(raw, dst)` fills
+    `dst` (dtype `out_dtype`) from C-contiguous uint8 rows.
+
+    A flat codec with a tensor-wide header (its `header_bytes`) streams through two more:
+    `header_encoder()` makes an object that is given every chunk of values (`add`), then
+    gives the header (`header()`) and each chunk's bytes (`encode(values, out)`);
+    `header_decoder(header)` gives a function `(body, shape, out)` decoding one chunk.
+    """
+
+    encode: Any
+    decode: Any
+    out_dtype: Any = np.float32
+    float_input: bool = True
+    header_encoder: Any = None
+    header_decoder: Any = None
+
+
+def import_kernels(module_name: str) -> dict[str, Kernel]:
+    """The KERNELS table of a kernel module, imported with the cyclic collector paused,
+    each kernel's first call announced when it compiles (see `first_call`)."""
+    with collector_paused():
+        kernels = importlib.import_module(module_name).KERNELS
+    return {
+        name: k._replace(
+            encode=first_call(k.encode, f"{name} encoder"),
+            decode=first_call(k.decode, f"{name} decoder"),
+        )
+        for name, k in kernels.items()
+    }
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off within the block (back on if it was on)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# ---------------------------------------------------------------- compilation
+
+#: Functions compiled in this process, per kernel label ("q4_k encoder").
+COMPILED: Counter[str] = Counter()
+#: True while `bundler warmup` compiles (the notice then gives no hint to run it).
+AHEAD_OF_TIME = [False]
+#: First calls run one at a time, so that one compilation is announced once.
+_FIRST_CALLS = threading.RLock()
+
+
+class _CompileReporter:
+    """Listens to the compiler's `numba:compile` events during one first call: the first
+    one prints the one-line notice, each finished function advances the progress bar."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.count = 0
+        self.bar: Any = None
+
+    def on_start(self, event: Any) -> None:
+        if self.count == 0 and self.bar is None:
+            hint = "" if AHEAD_OF_TIME[0] else " (`bundler warmup` compiles them ahead)"
+            print(
+                f"bundler: compiling the {self.label} kernels once, cached in "
+                f"{_cache_dir(event.data)}{hint}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(desc=f"compiling {self.label}", unit=" functions", leave=False)
+            else:
+                self.bar = False
+
+    def on_end(self, event: Any) -> None:
+        self.count += 1
+        if self.bar:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+@functools.cache
+def _listener_type() -> type:
+    """`_CompileReporter` as one of the compiler's event listeners."""
+    from numba.core.event import Listener
+
+    return type("CompileListener", (_CompileReporter, Listener), {})
+
+
+def _cache_dir(data: Any) -> str:
+    try:
+        return str(data["dispatcher"].stats.cache_path)
+    except Exception:  # a dispatcher without a disk cache
+        return "memory only"
+
+
+@contextlib.contextmanager
+def compiling(label: str) -> Iterator[None]:
+    """Within the block, compilations by the kernels are announced under `label` and
+    counted in COMPILED[label]; the collector is paused meanwhile.
+
+    Importing the compiler, and the first call of a kernel (when it compiles or loads its
+    cached machine code), create a few hundred thousand objects; letting the collector
+    trace them over and over while they are made costs about a third of a second.
+    """
+    with _FIRST_CALLS, collector_paused():
+        numba = sys.modules.get("numba")
+        if numba is None:  # numpy kernels: nothing is ever compiled
+            yield
+            return
+        from numba.core import event
+
+        reporter = _listener_type()(label)
+        event.register("numba:compile", reporter)
+        try:
+            yield
+        finally:
+            event.unregister("numba:compile", reporter)
+            reporter.close()
+            COMPILED[label] += reporter.count
+
+
+def first_call(fn: Any, label: str) -> Any:
+    """`fn` run with the thread count in effect for the calling thread; its first call
+    inside `compiling(label)`."""
+    done = [False]
+
+    def call(*args: Any) -> Any:
+        apply_threads()
+        if done[0]:
+            return fn(*args)
+        with compiling(label):
+            result = fn(*args)
+            done[0] = True
+        return result
+
+    return call
+
+
+# ---------------------------------------------------------------- threads
+
+#: The count `set_threads` chose for the whole process (None: the compiler's default, all
+#: cores), and the count `kernel_threads` chose for one thread.
+_PROCESS_THREADS: list[int | None] = [None]
+_THREAD = threading.local()
+
+
+def set_threads(n: int | None) -> int:
+    """Set how many threads the compiled kernels use, from any thread of the process
+    (None: all cores); returns the count."""
+    import numba
+
+    count = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
+    if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
+    _PROCESS_THREADS[0] = count
+    numba.set_num_threads(count)  # for compiled code this thread calls directly
+    return count
+
+
+def thread_count() -> int:
+    """How many threads the kernels use: as `set_threads` set it, else all cores (as the
+    compiler counts them once it is loaded; numpy kernels do not load it)."""
+    if _PROCESS_THREADS[0]:
+        return _PROCESS_THREADS[0]
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        return numba.config.NUMBA_NUM_THREADS
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def kernel_threads(n: int) -> Iterator[None]:
+    """Within the block, kernels called from this thread use `n` threads."""
+    before = getattr(_THREAD, "count", None)
+    _THREAD.count = n
+    try:
+        yield
+    finally:
+        _THREAD.count = before
+
+
+#: Workers of `split_run`, made on first use (as many as the compiler's threads).
+_POOL: list[Any] = []
+#: Fewest items of work a thread is given (below it, splitting costs more than it saves).
+_MIN_SPLIT = 64
+
+
+def split_run(kernel: Any, count: int, *args: Any) -> int:
+    """`kernel(*args, lo, hi)` over 0 .. count cut into one contiguous range per thread
+    in effect (the calling thread takes the first), for nogil kernels that are not
+    parallel loops themselves; returns the sum of the results."""
+    threads = min(_effective_threads(), max(1, count // _MIN_SPLIT))
+    if threads <= 1:
+        return int(kernel(*args, 0, count))
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _FIRST_CALLS:
+            if not _POOL:
+                _POOL.append(ThreadPoolExecutor(_max_threads(), "bundler-kernel"))
+    bounds = [count * i // threads for i in range(threads + 1)]
+    rest = [_POOL[0].submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+    total = int(kernel(*args, bounds[0], bounds[1]))
+    return total + sum(int(f.result()) for f in rest)
+
+
+def _effective_threads() -> int:
+    import numba
+
+    apply_threads()
+    return numba.get_num_threads()
+
+
+def _max_threads() -> int:
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def apply_threads() -> None:
+    """Set the compiler's thread count for the calling thread to the one in effect."""
+    # the compiler's own setting is per thread: a thread it has not seen uses all cores
+    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
+    numba = sys.modules.get("numba")  # numpy kernels have no thread setting
+    if want is not None and numba is not None and numba.get_num_threads() != want:
+        numba.set_num_threads(want)

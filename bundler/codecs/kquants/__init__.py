@@ -1,0 +1,51 @@
+"""Kernels of the K-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K (256-value super-blocks).
+
+Encoders reproduce ggml's reference quantizers (`quantize_row_<type>_ref`, no importance
+matrix) byte for byte: every step is float32 arithmetic in the reference's order, without
+fused multiply-add, and codes are rounded with ggml's `nearest_int` (add 1.5 * 2^23, read the
+mantissa: round half to even). Facts and search parameters are those of the reference notes
+(shared K-quant section); the layouts are in `facts.py` and ggml's `ggml-common.h`.
+
+The modules, one job each: `common` (constants, rounding, packed-scale readers), `search`
+(the per-sub-block searches, run on LANES sub-blocks at once so that the compiler
+vectorises across sub-blocks while each still sees exactly the reference's sequence of
+operations), `workspace` (a worker's scratch and the steps every encoder shares), `blocks`
+(each type's search parameters, header and packing), `encode` and `decode` (the parallel
+kernels, one compiled per type). Each type's kernels compile on its first use only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bundler.codecs.facts import TABLE
+from bundler.codecs.halfs import HALF_TO_F32
+from bundler.codecs.kernels import Kernel, split_run
+from bundler.codecs.kquants.common import QK
+from bundler.codecs.kquants.decode import super_block_decoder
+from bundler.codecs.kquants.encode import KINDS, q8_k_encode, super_block_encoder
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    if not a.flags.c_contiguous:
+        raise ValueError("K-quant kernels need C-contiguous arrays")
+    return a.reshape(-1)
+
+
+def _kernel(name: str) -> Kernel:
+    compiled_encode = super_block_encoder(name) if name in KINDS else q8_k_encode
+    compiled_decode = super_block_decoder(name)
+
+    def encode(src: np.ndarray, dst: np.ndarray) -> int:
+        """Encode float32 rows into K-quant rows; returns the count of non-finite blocks."""
+        flat = _flat(src)
+        return split_run(compiled_encode, flat.size // QK, flat, _flat(dst), HALF_TO_F32)
+
+    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
+        """Decode K-quant rows into float32 rows."""
+        compiled_decode(_flat(raw), _flat(dst), HALF_TO_F32)
+
+    return Kernel(encode, decode)
+
+
+KERNELS = {f.name: _kernel(f.name) for f in TABLE if f.kernels == __name__}

@@ -1,0 +1,87 @@
+"""Kernel compilation a user can see and do ahead: `bundler warmup` and the notice on
+stderr when a command compiles, each in a new process with its own empty kernel cache."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+import bundler
+
+#: A cheap codec to compile (a few seconds), and its file type.
+CODEC, FILE_TYPE = "q8_0", "Q8_0"
+
+
+def _env(cache) -> dict[str, str]:
+    return {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+
+
+def _notice(codec: str, cache) -> str:
+    return f"bundler: compiling the {codec} encoder kernels once, cached in {cache}"
+
+
+@pytest.fixture
+def small_model(tmp_path):
+    path = tmp_path / "small.safetensors"
+    x = np.random.default_rng(3).standard_normal((64, 256)).astype(np.float32)
+    bundler.save({"blk.0.ffn_down.weight": x}, path)
+    return path
+
+
+def test_warmup_compiles_into_an_empty_cache_then_finds_it_filled(tmp_path):
+    cache = tmp_path / "kernels"
+    first = run_cli("warmup", "--codecs", CODEC, "--json", env=_env(cache), check=True)
+    report = json.loads(first.stdout)
+    assert [r["codec"] for r in report["codecs"]] == [CODEC]
+    assert report["codecs"][0]["compiled_functions"] > 0
+    assert report["compiled_functions"] == report["codecs"][0]["compiled_functions"]
+    assert report["cache_dirs"] and all(d.startswith(str(cache)) for d in report["cache_dirs"])
+    assert first.stderr.startswith(_notice(CODEC, cache))
+    assert "bundler warmup" not in first.stderr  # no hint to run what is running
+    again = run_cli("warmup", "--codecs", CODEC, "--json", env=_env(cache), check=True)
+    assert json.loads(again.stdout)["codecs"][0]["compiled_functions"] == 0
+    assert "compiling" not in again.stderr
+
+
+def test_warmup_prints_a_table_for_people(tmp_path):
+    done = run_cli("warmup", "--codecs", CODEC, env=_env(tmp_path), check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["codec", "compiled", "seconds"]
+    assert lines[2].split()[0] == CODEC
+    assert "1 codec(s) ready" in done.stdout
+
+
+def test_a_warmed_cache_makes_the_first_conversion_compile_nothing(tmp_path, small_model):
+    cache = tmp_path / "kernels"
+    run_cli("warmup", "--codecs", CODEC, env=_env(cache), check=True)
+    out = tmp_path / "out.gguf"
+    done = run_cli(
+        "quantize", str(small_model), "-o", str(out), "--type", FILE_TYPE, env=_env(cache)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "compiling" not in done.stderr
+
+
+def test_the_first_conversion_says_on_stderr_that_it_compiles_and_where(tmp_path, small_model):
+    cache = tmp_path / "kernels"
+    out = tmp_path / "out.gguf"
+    args = ("quantize", str(small_model), "-o", str(out), "--type", FILE_TYPE, "--force")
+    first = run_cli(*args, env=_env(cache), check=True)
+    notices = [line for line in first.stderr.splitlines() if "compiling" in line]
+    assert len(notices) == 1 and notices[0].startswith(_notice(CODEC, cache))
+    assert notices[0].endswith(" (`bundler warmup` compiles them ahead)")
+    assert "compiling" not in run_cli(*args, env=_env(cache), check=True).stderr
+
+
+@pytest.mark.parametrize(
+    ("codecs", "says"),
+    [("q9_9", "unknown codec"), ("iq2_xxs", "can be stored and copied but not encoded")],
+)
+def test_warmup_of_a_codec_without_kernels_is_a_usage_error(tmp_path, codecs, says):
+    done = run_cli("warmup", "--codecs", codecs, env=_env(tmp_path))
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
