@@ -1,0 +1,23 @@
+"""Compiling only what is used: each K-quant's kernels compile on their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_encoding_one_k_quant_compiles_no_other_types_search(tmp_path):
+    code = "import numpy as np, bundler\nbundler.encode(np.ones((1, 256), np.float32), 'q6_k')\n"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert "compiling the q6_k encoder kernels once" in done.stderr
+    cached = " ".join(p.name for p in tmp_path.rglob("*.nbi"))
+    assert "signed_lanes" in cached
+    for other in ("scale_min_lanes", "q3_lanes", "k4_finish", "q2_k_finish", "decode"):
+        assert other not in cached
