@@ -89,10 +89,12 @@ class _CompileReporter:
     def __init__(self, label: str):
         self.label = label
         self.count = 0
-        self.bar: Any = None
+        self.announced = False
+        self.bar: Any = None  # a tqdm bar on a terminal
 
     def on_start(self, event: Any) -> None:
-        if self.count == 0 and self.bar is None:
+        if not self.announced:
+            self.announced = True
             hint = "" if AHEAD_OF_TIME[0] else " (`bundler warmup` compiles them ahead)"
             print(
                 f"bundler: compiling the {self.label} kernels once, cached in "
@@ -104,16 +106,14 @@ class _CompileReporter:
                 from tqdm import tqdm
 
                 self.bar = tqdm(desc=f"compiling {self.label}", unit=" functions", leave=False)
-            else:
-                self.bar = False
 
     def on_end(self, event: Any) -> None:
         self.count += 1
-        if self.bar:
+        if self.bar is not None:
             self.bar.update(1)
 
     def close(self) -> None:
-        if self.bar:
+        if self.bar is not None:
             self.bar.close()
 
 
