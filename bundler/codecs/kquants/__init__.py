@@ -23,7 +23,7 @@ from bundler.codecs.halfs import HALF_TO_F32
 from bundler.codecs.kernels import Kernel, split_run
 from bundler.codecs.kquants.common import QK
 from bundler.codecs.kquants.decode import super_block_decoder
-from bundler.codecs.kquants.encode import KINDS, q8_k_encode, super_block_encoder
+from bundler.codecs.kquants.encode import q8_k_encode, super_block_encoder
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -33,7 +33,7 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 
 def _kernel(name: str) -> Kernel:
-    compiled_encode = super_block_encoder(name) if name in KINDS else q8_k_encode
+    compiled_encode = q8_k_encode if name == "q8_k" else super_block_encoder(name)
     compiled_decode = super_block_decoder(name)
 
     def encode(src: np.ndarray, dst: np.ndarray) -> int:

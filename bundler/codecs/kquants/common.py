@@ -10,6 +10,9 @@ from bundler.codecs.halfs import f32_bits
 
 #: Values per super-block.
 QK = BY_NAME["q4_k"].block_size
+#: Which K-quant a compiled kernel is built for: a constant of the kernel (a closure
+#: variable), so that the other types' branches are pruned before compilation.
+KINDS = {"q2_k": 2, "q3_k": 3, "q4_k": 4, "q5_k": 5, "q6_k": 6, "q8_k": 8}
 #: Sub-blocks searched side by side (a multiple of 16 and of 8, wide enough to vectorise).
 LANES = 32
 

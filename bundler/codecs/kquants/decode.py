@@ -8,7 +8,7 @@ from numba import njit, prange
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_from_bits, get_half
-from bundler.codecs.kquants.common import JIT, PAR, QK, q3_scale, scale_min_k4
+from bundler.codecs.kquants.common import JIT, KINDS, PAR, QK, q3_scale, scale_min_k4
 
 
 @njit(**JIT)
@@ -99,12 +99,9 @@ def q8_k_block(y, o, table):
         o[i] = d * np.float32(np.int8(y[4 + i]))
 
 
-_KINDS = {"q2_k": 2, "q3_k": 3, "q4_k": 4, "q5_k": 5, "q6_k": 6, "q8_k": 8}
-
-
 def super_block_decoder(name: str):
     """The compiled decoder `(raw, out, table)` of K-quant `name` (float32 out)."""
-    kind = _KINDS[name]
+    kind = KINDS[name]
     size = BY_NAME[name].type_size
 
     @njit(**PAR)

@@ -23,6 +23,7 @@ from bundler.codecs.kquants.common import (
     F1,
     F127,
     JIT,
+    KINDS,
     LANES,
     QK,
     max_abs_bits,
@@ -31,10 +32,7 @@ from bundler.codecs.kquants.common import (
 )
 from bundler.codecs.kquants.workspace import gather, workspace
 
-#: Which K-quant an encoder kernel is built for (a constant of the kernel: the other types'
-#: branches are pruned before compilation).
-KINDS = {"q2_k": 2, "q3_k": 3, "q4_k": 4, "q5_k": 5, "q6_k": 6}
-#: Values per sub-block of each type.
+#: Values per sub-block of each type that searches its sub-blocks (all but Q8_K).
 _SUB_BLOCK = {"q2_k": 16, "q3_k": 16, "q4_k": 32, "q5_k": 32, "q6_k": 16}
 
 
