@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.errors import BundlerError
+from bundler.errors import BundlerError, FileNotFound
 
 #: The file types measured, and the goals for a cold and a warm run (seconds).
 TYPES = ("Q4_K_M", "Q4_0")
@@ -39,6 +39,9 @@ def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
         from bundler.reference.assets import minilm_safetensors
 
         source = minilm_safetensors()
+    if not Path(source).is_file():
+        raise FileNotFound(source)
+    source = Path(source)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bundler-coldstart-") as tmp:
         work = Path(tmp)
