@@ -2,8 +2,8 @@
 
 `facts` declares every codec's layout, fields and ids; `registry` looks them up and wraps
 their kernels; `kernels` loads the kernel modules (compilation, threads); `halfs` holds the
-half-precision helpers; `floats`, `legacy`, `kquants` and `apr_native` hold the kernels of
-each family.
+half-precision helpers; `warmup` compiles kernels ahead of use; `floats`, `legacy`,
+`kquants` and `apr_native` hold the kernels of each family.
 """
 
 from bundler.codecs.facts import TABLE, CodecFacts
