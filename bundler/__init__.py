@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bundler.batching import BatchReport, batch, run_config
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import Codec
 from bundler.codecs import get as codec
@@ -25,6 +26,7 @@ from bundler.errors import (
 from bundler.pipeline import Report, convert, quantize, save
 
 __all__ = [
+    "BatchReport",
     "Bundle",
     "BundlerError",
     "Codec",
@@ -41,12 +43,14 @@ __all__ = [
     "ValidationError",
     "Value",
     "ValueType",
+    "batch",
     "codec",
     "convert",
     "decode",
     "encode",
     "open",
     "quantize",
+    "run_config",
     "save",
 ]
 

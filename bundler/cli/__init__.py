@@ -10,7 +10,10 @@ import sys
 from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
-COMMANDS = ("demo", "quantize", "inspect", "validate", "diff", "types", "bench", "recipe", "warmup")
+COMMANDS = (
+    "demo", "quantize", "batch", "run", "inspect", "validate", "diff", "types", "bench", "recipe",
+    "warmup",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

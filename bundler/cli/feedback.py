@@ -12,11 +12,10 @@ from bundler.plan import Choice
 MIB = float(1 << 20)
 
 
-def add_output_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="the file to write")
+def add_output_flags(p: argparse.ArgumentParser, output_help: str = "the file to write") -> None:
+    p.add_argument("-o", "--output", required=True, help=output_help)
     p.add_argument("--to", choices=("gguf", "safetensors", "apr"), help="output format")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    add_common_flags(p)
     p.add_argument(
         "--split-max-size", type=parse_size, metavar="SIZE",
         help="cut the output into shards of at most SIZE (e.g. 500M, 2G)",
@@ -25,6 +24,17 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
         "--aprender", action="store_true",
         help="APR output: refuse codecs aprender itself cannot read",
     )  # fmt: skip
+    add_report_flags(p)
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """--force and --dry-run."""
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+
+
+def add_report_flags(p: argparse.ArgumentParser) -> None:
+    """--json, and -q / -v."""
     p.add_argument("--json", action="store_true", help="print one JSON report")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -33,17 +43,13 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 
 def parse_size(text: str) -> int:
     """'500M' -> 500,000,000 bytes (K, M, G, T are powers of 1000; KiB... powers of 1024)."""
-    units = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-    units |= {"KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}
-    s = text.strip().upper().removesuffix("B")
-    number = s.rstrip("KMGTI")
+    from bundler.errors import UsageError
+    from bundler.sizes import parse_size as parse
+
     try:
-        value = float(number) * units[s[len(number) :]]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M or 2G)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return int(value)
+        return parse(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tensor_line(choice: Choice, total: int) -> str:

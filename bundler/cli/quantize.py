@@ -20,7 +20,22 @@ def _tensor_type(text: str) -> tuple[str, str]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
-    q.add_argument("--type", required=True, help="codec or file type: Q4_0, Q8_0, Q4_K_M, F16...")
+    add_plan_flags(q)
+    add_output_flags(q)
+    q.set_defaults(func=run_quantize)
+
+    c = sub.add_parser("convert", help="change the container format; tensors copied bit for bit")
+    c.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
+    add_output_flags(c)
+    c.set_defaults(func=run_convert)
+
+
+def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> None:
+    """The options that choose each tensor's codec (PlanOptions), and --threads."""
+    q.add_argument(
+        "--type", required=type_required,
+        help="codec or file type: Q4_0, Q8_0, Q4_K_M, F16...",
+    )  # fmt: skip
     q.add_argument(
         "--tensor-type", action="append", type=_tensor_type, default=[], metavar="REGEX=CODEC",
         help="give tensors whose name matches REGEX this codec (first match wins)",
@@ -36,13 +51,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="allow quantizing tensors that are already quantized (loses accuracy)",
     )  # fmt: skip
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
-    add_output_flags(q)
-    q.set_defaults(func=run_quantize)
 
-    c = sub.add_parser("convert", help="change the container format; tensors copied bit for bit")
-    c.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
-    add_output_flags(c)
-    c.set_defaults(func=run_convert)
+
+def plan_options(args: argparse.Namespace) -> dict:
+    """The PlanOptions fields `add_plan_flags`' options gave."""
+    return {
+        "type": args.type,
+        "tensor_types": args.tensor_type,
+        "pure": args.pure,
+        "leave_output_tensor": args.leave_output_tensor,
+        "output_tensor_type": args.output_tensor_type,
+        "token_embedding_type": args.token_embedding_type,
+        "allow_requantize": args.allow_requantize,
+    }
 
 
 def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
@@ -84,16 +105,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         from bundler.codecs import set_threads
 
         set_threads(args.threads)
-    options = {
-        "type": args.type,
-        "tensor_types": args.tensor_type,
-        "pure": args.pure,
-        "leave_output_tensor": args.leave_output_tensor,
-        "output_tensor_type": args.output_tensor_type,
-        "token_embedding_type": args.token_embedding_type,
-        "allow_requantize": args.allow_requantize,
-    }
-    return _run(args, options)
+    return _run(args, plan_options(args))
 
 
 def run_convert(args: argparse.Namespace) -> int:
