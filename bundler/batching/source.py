@@ -137,9 +137,8 @@ def _toml(path: str, text: str) -> tuple[Any, Lines]:
 
 _TABLE = re.compile(r"^\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
 _ARRAY_TABLE = re.compile(r"^\[\[\s*([^\[\]]+?)\s*\]\]\s*(#.*)?$")
-_KEY = re.compile(
-    r"""^((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
+_PART = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_KEY = re.compile(rf"^({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _toml_lines(text: str) -> dict[Path, int]:
@@ -181,5 +180,5 @@ def _toml_lines(text: str) -> dict[Path, int]:
 
 
 def _split_key(text: str) -> Path:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
+    parts = re.findall(_PART, text)
     return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
