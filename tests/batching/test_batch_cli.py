@@ -1,0 +1,137 @@
+"""`bundler batch` through real subprocess runs on a zoo with one broken file in the middle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from batch_zoo import TYPE, expected, outputs, partials, zoo
+from conftest import run_cli
+
+from bundler.errors import EXIT_INVALID_FORMAT, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_VALIDATION
+
+
+def batch(zoo, out, *flags):
+    return run_cli(
+        "batch", *map(str, zoo), "-o", str(out), "--type", TYPE, "--allow-requantize", *flags
+    )
+
+
+def test_continue_on_error_converts_every_other_model_and_reports_the_broken_one(
+    zoo, expected, tmp_path
+):
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    done = batch(zoo, out, "--continue-on-error", "--report", str(report))
+    assert done.returncode == EXIT_INVALID_FORMAT, done.stderr
+    assert outputs(out) == expected  # byte-identical to converting each model alone
+    assert partials(tmp_path) == []
+    data = json.loads(report.read_text())
+    assert [r["status"] for r in data["results"]] == ["ok", "ok", "failed", "ok", "ok"]
+    broken = data["results"][2]
+    assert broken["error_type"] == "TruncatedError" and "broken.gguf" in broken["error"]
+    assert broken["exit_code"] == EXIT_INVALID_FORMAT and not data["ok"]
+    assert (
+        "broken.gguf: TruncatedError" in done.stderr and "1 of 5 conversions failed" in done.stderr
+    )
+    lines = done.stdout.splitlines()
+    table = lines[[line.split()[:3] for line in lines].index(["model", "type", "status"]) :]
+    assert sum(" failed " in line for line in table) == 1
+
+
+def test_without_continue_on_error_the_run_stops_at_the_broken_model_leaving_no_partial_output(
+    zoo, expected, tmp_path
+):
+    out = tmp_path / "out"
+    done = batch(zoo, out, "--json")
+    assert done.returncode == EXIT_INVALID_FORMAT
+    data = json.loads(done.stdout)
+    assert [r["status"] for r in data["results"]] == ["ok", "ok", "failed", "not run", "not run"]
+    names = sorted(expected)
+    assert outputs(out) == {n: expected[n] for n in names if n.startswith(("minilm", "gen-a"))}
+    assert partials(tmp_path) == []
+    assert "2 not run" in done.stderr
+
+
+def test_skip_existing_skips_what_exists_and_redoes_nothing_else(zoo, expected, tmp_path):
+    out = tmp_path / "out"
+    good = [p for p in zoo if not p.name.startswith("broken")]
+    first = batch(good[:2], out)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = batch(good, out, "--skip-existing", "--json")
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert [r["status"] for r in data["results"]] == ["skipped", "skipped", "ok", "ok"]
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+    assert outputs(out) == expected
+
+
+def test_an_existing_output_without_force_or_skip_existing_is_refused_before_any_conversion(
+    zoo, tmp_path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"gen-b-{TYPE}.safetensors").write_bytes(b"keep me")
+    done = batch(zoo[:2] + zoo[3:4], out)
+    assert done.returncode == EXIT_VALIDATION
+    assert "gen-b-Q8_0.safetensors" in done.stderr and "--skip-existing" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"gen-b-{TYPE}.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "message"),
+    [
+        (["--template", "{stem}.{ext}", "--type", "Q8_0,F16"], EXIT_USAGE, "would both be written"),
+        (["--template", "{stem}-{bits}.{ext}"], EXIT_USAGE, "unknown field {bits}"),
+        (["--type", "Q9_9"], EXIT_USAGE, "Q9_9"),
+        (["--bits", "8", "--type", "Q8_0"], EXIT_USAGE, "not several"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_any_conversion(zoo, tmp_path, flags, code, message):
+    out = tmp_path / "out"
+    done = run_cli("batch", str(zoo[1]), "-o", str(out), *flags)
+    assert done.returncode == code, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_missing_input_is_named_before_any_conversion(zoo, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("batch", str(zoo[1]), str(tmp_path / "nope.gguf"), "-o", str(out))
+    assert done.returncode == EXIT_NOT_FOUND
+    assert "nope.gguf: no such file" in done.stderr
+    assert not out.exists()
+
+
+def test_bits_and_template_name_the_outputs_as_asked(zoo, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli(
+        "batch", str(zoo[1]), str(zoo[3]), "-o", str(out), "--bits", "8", "--per-channel",
+        "--template", "{format}/{stem}.{type}.{ext}", "--to", "gguf", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.gguf")) == [
+        "gguf/gen-a.Q8_0.gguf", "gguf/gen-b.Q8_0.gguf",
+    ]  # fmt: skip
+    assert {r["type"] for r in json.loads(done.stdout)["results"]} == {"Q8_0"}
+
+
+def test_dry_run_prints_every_planned_conversion_with_sizes_and_writes_nothing(
+    zoo, expected, tmp_path
+):
+    out = tmp_path / "out"
+    args = ["batch", str(zoo[0]), str(zoo[1]), "-o", str(out), "--type", "Q8_0,F16", "--dry-run"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    table = lines[[line.split()[:3] for line in lines].index(["model", "type", "status"]) :]
+    assert [row.split()[1:3] for row in table[2:6]] == [
+        ["Q8_0", "planned"], ["F16", "planned"], ["Q8_0", "planned"], ["F16", "planned"],
+    ]  # fmt: skip
+    assert "nothing written" in table[-1]
+    data = json.loads(run_cli(*args, "--json").stdout)
+    planned = {r["output"].rsplit("/", 1)[1]: r["target_bytes"] for r in data["results"]}
+    # the plan's size is the tensor payload: the written file adds only its header
+    for name in ("minilm-Q8_0.safetensors", "gen-a-Q8_0.gguf"):
+        assert 0 < len(expected[name]) - planned[name] < 64 << 10
+    assert not out.exists()
