@@ -317,8 +317,10 @@ class MissingInputs(FileNotFound):
     """Inputs of a batch that do not exist (every one is listed)."""
 
     def __init__(self, jobs: list[Job]):
-        seen = dict.fromkeys(f"{_at(j)}{j.input}: no such file" for j in jobs)
-        super().__init__("\n  ".join(seen))
+        super().__init__(jobs[0].input)
+        self.paths = list(dict.fromkeys(j.input for j in jobs))
+        lines = dict.fromkeys(f"{_at(j)}{j.input}: no such file" for j in jobs)
+        self.args = ("\n  ".join(lines),)
 
 
 def skipped(job: Job) -> Result | None:

@@ -89,13 +89,13 @@ def execute(args: argparse.Namespace, jobs: list, **settings: Any) -> int:
     """Run `jobs` with a progress bar over them, then print the table and write the report."""
     from bundler import batching
 
+    settings["jobs_at_once"] = args.jobs or settings.get("jobs_at_once", 1)
+    settings["memory_budget"] = args.memory_budget or settings.get("memory_budget")
     progress = Progress(args, len(jobs))
     try:
         report = batching.execute(
-            jobs, dry_run=args.dry_run, jobs_at_once=args.jobs or settings.pop("jobs_at_once", 1),
-            memory_budget=args.memory_budget or settings.pop("memory_budget", None),
-            ray=args.ray, on_result=progress.result, **settings,
-        )  # fmt: skip
+            jobs, dry_run=args.dry_run, ray=args.ray, on_result=progress.result, **settings
+        )
     finally:
         progress.close()
     data = report.as_dict()
@@ -154,10 +154,11 @@ def closing_table(report: Any) -> str:
     header = ["model", "type", "status", "MiB in", "MiB out", "ratio", "s", "output / error"]
     data = report.as_dict()
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
-    total = (
-        f"{len(report)} conversions ({counts}) in {report.seconds:.2f} s, "
-        f"{report.workers} at once ({report.runner})"
-    )
+    total = f"{len(report)} conversions ({counts}) in {report.seconds:.2f} s"
+    if report.runner == "ray":
+        total += ", one Ray task each (ray)"
+    elif report.runner == "local":
+        total += f", {report.workers} at once (local)"
     if report.runner == "dry run":
         planned = [r for r in report if r.status == "planned"]
         src = sum(r.source_bytes or 0 for r in planned) / MIB

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from batch_zoo import TYPE, expected, outputs, partials, zoo
@@ -135,3 +136,37 @@ def test_dry_run_prints_every_planned_conversion_with_sizes_and_writes_nothing(
     for name in ("minilm-Q8_0.safetensors", "gen-a-Q8_0.gguf"):
         assert 0 < len(expected[name]) - planned[name] < 64 << 10
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "statuses"),
+    [
+        (["--continue-on-error"], ["ok", "ok", "failed", "ok", "ok"]),
+        ([], None),  # stops at the failure: what ran besides it is complete, nothing partial
+    ],
+)
+def test_two_jobs_at_once_write_the_same_bytes(zoo, expected, tmp_path, flags, statuses):
+    out = tmp_path / "out"
+    done = batch(zoo, out, "--jobs", "2", "--json", *flags)
+    assert done.returncode == EXIT_INVALID_FORMAT, done.stderr
+    data = json.loads(done.stdout)
+    assert data["workers"] == 2
+    got = [r["status"] for r in data["results"]]
+    if statuses:
+        assert got == statuses
+    else:
+        assert got[2] == "failed" and "not run" in got and set(got) <= {"ok", "failed", "not run"}
+    assert outputs(out) == {k: v for k, v in expected.items() if k in outputs(out)}
+    assert len(outputs(out)) == got.count("ok")
+    assert partials(tmp_path) == []
+
+
+def test_ray_without_ray_installed_is_a_usage_error_naming_the_extra(zoo, tmp_path):
+    blocker = tmp_path / "no-ray" / "ray"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker.parent))
+    done = run_cli("batch", str(zoo[1]), "-o", str(tmp_path / "out"), "--ray", env=env)
+    assert done.returncode == EXIT_USAGE
+    assert 'pip install "bundler[ray]"' in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
