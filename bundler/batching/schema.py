@@ -222,7 +222,7 @@ class _Checker:
             return found
         if not os.path.exists(pattern):
             self.missing += 1
-            self.problem((*key, name), f"{pattern}: no such file")
+            self.problem((*key, name), f"{entry[name]}: no such file")
             return []
         return [pattern]
 

@@ -74,8 +74,6 @@ def run_batch(args: argparse.Namespace) -> int:
 
     options = plan_options(args)
     types = [t for t in (options.pop("type") or "").split(",") if t] or None
-    if args.per_channel and args.bits is None and types is None:
-        args.bits = 8
     inputs = batching.expand_inputs(args.inputs)
     jobs = batching.make_jobs(
         inputs, args.output, batching.resolve_types(None, types, args.bits, args.per_channel),
