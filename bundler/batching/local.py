@@ -24,6 +24,8 @@ from bundler.batching.jobs import (
 )
 from bundler.errors import EXIT_FAILURE, UsageError
 
+#: The module the workers' server process imports first (bundler/batching/warm.py).
+WARM = "bundler.batching.warm"
 #: Called with each result as it arrives.
 OnResult = Callable[[Result], None]
 
@@ -77,8 +79,7 @@ def run_local(
 def _run_pool(
     jobs: list[Job], workers: int, force: bool, record: Callable[[int, Result], bool]
 ) -> None:
-    # spawned, not forked: the parent may already run the compiler's thread pool
-    context = multiprocessing.get_context("spawn")
+    context = _context()
     pending = iter(enumerate(jobs))
     threads = worker_threads(workers)
     with cf.ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -108,6 +109,16 @@ def _run_pool(
             for future in running:
                 future.cancel()
             raise
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a server process that loaded the compiled kernels once (never
+    from this process, whose compiler threads may run); spawned where there is no fork."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bundler.batching.jobs", "bundler.pipeline", WARM])
+    return context
 
 
 def _outcome(future: cf.Future, job: Job) -> Result:
