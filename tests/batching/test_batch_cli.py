@@ -170,3 +170,36 @@ def test_ray_without_ray_installed_is_a_usage_error_naming_the_extra(zoo, tmp_pa
     assert done.returncode == EXIT_USAGE
     assert 'pip install "bundler[ray]"' in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_on_a_terminal_one_progress_bar_goes_over_the_models_on_stderr(zoo, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("bundler")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "bundler"]
+    leader, follower = pty.openpty()
+    # a terminal of 24 x 100 characters (a new pseudo-terminal has no size: bars stay empty)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    args = ["batch", str(zoo[1]), str(zoo[3]), "-o", str(tmp_path / "out"), "--type", "F16"]
+    done = subprocess.run([*cmd, *args], stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    bar = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:
+            break
+        if not chunk:
+            break
+        bar += chunk
+    os.close(leader)
+    assert done.returncode == 0
+    assert b"batch:" in bar and b"0/2" in bar and b"1/2" in bar and b"model/s" in bar
+    assert "[1/2]" not in done.stdout  # the per-model lines are for pipes and files only
+    assert " ok " in done.stdout  # the closing table

@@ -106,3 +106,19 @@ def test_a_worker_killed_during_a_conversion_is_retried_and_leaves_no_partial_fi
     assert proc.returncode == 0, stderr
     assert outputs(out) == outputs(reference)
     assert partials(out) == []
+
+
+def test_the_same_config_runs_unchanged_on_ray_with_the_same_bytes(cluster, zoo, tmp_path):
+    text = (
+        f'type = "{TYPE}"\noutput_dir = "out"\n\n[[models]]\ninput = "{zoo[0].parent}/gen-*"\n'
+        "types = ['Q8_0', 'F16']\n"
+    )
+    runs = {}
+    for where, flags in (("local", []), ("ray", ["--ray", cluster])):
+        (tmp_path / where).mkdir()
+        config = tmp_path / where / "zoo.toml"
+        config.write_text(text)
+        done = run_cli("run", str(config), *flags)
+        assert done.returncode == 0, done.stderr
+        runs[where] = outputs(tmp_path / where / "out")
+    assert len(runs["local"]) == 4 and runs["ray"] == runs["local"]
