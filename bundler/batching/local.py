@@ -8,9 +8,8 @@ outputs are complete files) and the rest are reported as not run.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bundler.batching.jobs import (
     FAILED,
@@ -23,6 +22,10 @@ from bundler.batching.jobs import (
     worker_threads,
 )
 from bundler.errors import EXIT_FAILURE, UsageError
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
+    import multiprocessing.context
 
 #: The module the workers' server process imports first (bundler/batching/warm.py).
 WARM = "bundler.batching.warm"
@@ -79,6 +82,8 @@ def run_local(
 def _run_pool(
     jobs: list[Job], workers: int, force: bool, record: Callable[[int, Result], bool]
 ) -> None:
+    import concurrent.futures as cf
+
     context = _context()
     pending = iter(enumerate(jobs))
     threads = worker_threads(workers)
@@ -114,6 +119,8 @@ def _run_pool(
 def _context() -> multiprocessing.context.BaseContext:
     """Workers forked from a server process that loaded the compiled kernels once (never
     from this process, whose compiler threads may run); spawned where there is no fork."""
+    import multiprocessing
+
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
@@ -124,9 +131,11 @@ def _context() -> multiprocessing.context.BaseContext:
 def _outcome(future: cf.Future, job: Job) -> Result:
     """The job's result, or a failed one when its worker process died (killed, out of
     memory); the atomic writers leave no partial file either way."""
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         return future.result()
-    except cf.process.BrokenProcessPool as exc:
+    except BrokenProcessPool as exc:
         result = not_run(job)
         result.status, result.error_type, result.exit_code = FAILED, "WorkerDied", EXIT_FAILURE
         result.error = f"the worker process converting it died ({exc})"
