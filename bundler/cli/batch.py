@@ -126,12 +126,15 @@ class Progress:
 
     def result(self, r: Any) -> None:
         self.done += 1
+        width = len(str(self.total))
+        line = f"[{self.done:{width}d}/{self.total}] {r.status:7s} {r.output}"
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix_str(f"{r.status}: {r.output}", refresh=False)
+            if getattr(self.args, "verbose", False):
+                self.bar.write(line, file=sys.stdout)
         elif not (self.args.quiet or self.args.json):
-            width = len(str(self.total))
-            print(f"[{self.done:{width}d}/{self.total}] {r.status:7s} {r.output}", flush=True)
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
