@@ -14,18 +14,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from bundler.batching.jobs import (
-    DEFAULT_TEMPLATE,
-    BatchReport,
-    Job,
-    Result,
-    bits_type,
-    expand_inputs,
-    make_jobs,
-    preflight,
-    run_job,
-)
+from bundler.batching.jobs import Job, expand_inputs, make_jobs, preflight, run_job
 from bundler.batching.local import OnResult, parallel_jobs, run_local
+from bundler.batching.naming import DEFAULT_TEMPLATE, bits_type
+from bundler.batching.results import BatchReport, Result
 from bundler.batching.schema import Config, read_config
 from bundler.batching.source import ConfigError
 from bundler.errors import UsageError

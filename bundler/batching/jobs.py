@@ -1,4 +1,4 @@
-"""One conversion of a batch (a `Job`), what became of it (a `Result`), and running one.
+"""One conversion of a batch (a `Job`): making them, checking them, running one.
 
 A job is plain data (paths and option values), so it can be sent to another process or a
 Ray worker; `run_job` turns it into a result and never raises for a bad model: the typed
@@ -10,37 +10,15 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import string
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from bundler.errors import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    BundlerError,
-    FileNotFound,
-    OutputExistsError,
-    UsageError,
-)
+from bundler.batching.naming import DEFAULT_TEMPLATE, check_template, output_format, output_name
+from bundler.batching.results import FAILED, NOT_RUN, OK, PLANNED, SKIPPED, Result
+from bundler.errors import EXIT_FAILURE, BundlerError, FileNotFound, OutputExistsError, UsageError
 
-#: quantize-rs's `--bits` as a codec: the GGML block codec of that width, whose scales are
-#: per 32 values of a row (finer than quantize-rs's per-channel scales).
-BITS_TYPES = {4: "Q4_0", 8: "Q8_0"}
-#: quantize-rs's default width when nothing names a type.
-DEFAULT_BITS = 8
-#: The default output-name template.
-DEFAULT_TEMPLATE = "{stem}-{type}.{ext}"
-#: Fields an output-name template may use.
-TEMPLATE_FIELDS = {
-    "stem": "the input's file name without its extension (a directory's name)",
-    "name": "the input's file name",
-    "parent": "the name of the input's directory",
-    "type": "the output type as written, upper case (Q4_K_M)",
-    "format": "the output format (gguf, safetensors, apr)",
-    "ext": "the output format's file extension",
-}
 #: Memory one conversion needs at most, whatever the model's size: the interpreter with
 #: numpy and the compiled kernels, plus the transcoder's chunks in flight (read, encoded).
 BASE_MEMORY = 384 << 20
@@ -51,10 +29,6 @@ def conversion_memory() -> int:
     from bundler.transcode import IN_FLIGHT_BYTES
 
     return BASE_MEMORY + 2 * IN_FLIGHT_BYTES
-
-
-#: Statuses a result can have.
-OK, FAILED, SKIPPED, PLANNED, NOT_RUN = "ok", "failed", "skipped", "planned", "not run"
 
 
 @dataclass(frozen=True)
@@ -75,157 +49,6 @@ class Job:
     @property
     def type(self) -> str | None:
         return self.options.get("type")
-
-
-@dataclass
-class Result:
-    """What became of one job: status, sizes, time and the error, if any."""
-
-    input: str
-    output: str
-    type: str | None
-    status: str
-    outputs: list[str] = field(default_factory=list)
-    format: str | None = None
-    source_bytes: int | None = None
-    target_bytes: int | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    error_type: str | None = None
-    exit_code: int = EXIT_OK
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (OK, SKIPPED, PLANNED)
-
-    @property
-    def ratio(self) -> float | None:
-        if self.source_bytes and self.target_bytes:
-            return self.source_bytes / self.target_bytes
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"ratio": self.ratio}
-
-
-@dataclass
-class BatchReport:
-    """Every job's result, in the order the jobs were given."""
-
-    results: list[Result]
-    seconds: float = 0.0
-    workers: int = 1
-    runner: str = "local"
-
-    def __iter__(self):
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, i: int) -> Result:
-        return self.results[i]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
-
-    @property
-    def failures(self) -> list[Result]:
-        return [r for r in self.results if r.status == FAILED]
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every job succeeded; else the failures' exit code when they share one
-        (4 for broken files, ...), 1 when they differ or jobs were left unrun."""
-        if self.ok:
-            return EXIT_OK
-        codes = {r.exit_code for r in self.failures}
-        return codes.pop() if len(codes) == 1 else EXIT_FAILURE
-
-    def as_dict(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for r in self.results:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        return {
-            "ok": self.ok,
-            "exit_code": self.exit_code,
-            "runner": self.runner,
-            "workers": self.workers,
-            "seconds": self.seconds,
-            "counts": counts,
-            "source_bytes": sum(r.source_bytes or 0 for r in self.results if r.status == OK),
-            "target_bytes": sum(r.target_bytes or 0 for r in self.results if r.status == OK),
-            "results": [r.as_dict() for r in self.results],
-        }
-
-
-def bits_type(bits: int, per_channel: bool = False) -> str:
-    """quantize-rs's `--bits N [--per-channel]` as a type name. The block codecs scale
-    every 32 values of a channel separately, so per-channel is already implied."""
-    try:
-        return BITS_TYPES[int(bits)]
-    except (KeyError, ValueError, TypeError):
-        raise UsageError(f"bits must be 4 or 8, got {bits!r}") from None
-
-
-def check_type(name: str) -> None:
-    """Raise UsageError unless `name` is a codec or file type the planner accepts."""
-    from bundler.bundle import Bundle, Metadata
-    from bundler.plan import PlanOptions, make_plan
-
-    make_plan(Bundle(Metadata({})), PlanOptions(type=name))
-
-
-def check_template(template: str) -> None:
-    """Raise UsageError for a template naming an unknown field or not a valid format."""
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise UsageError(f"output-name template {template!r}: {exc}") from None
-    for name in names:
-        if name not in TEMPLATE_FIELDS:
-            raise UsageError(
-                f"output-name template {template!r}: unknown field {{{name}}}; "
-                f"fields: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
-            )
-    if not names or "{" not in template:
-        raise UsageError(f"output-name template {template!r} names no field: every output gets it")
-
-
-def output_name(template: str, src: str, type: str, fmt: str | None) -> str:
-    """The output file name `template` gives the input `src` converted to `type` in `fmt`
-    (None: a file whose format cannot be told keeps its extension; its job fails later)."""
-    from bundler.containers import module
-
-    src = os.path.normpath(src)
-    name = os.path.basename(src)
-    stem, dot, ext = name.rpartition(".")
-    if os.path.isdir(src) or not dot:
-        stem, ext = name, ""
-    values = {
-        "stem": stem,
-        "name": name,
-        "parent": os.path.basename(os.path.dirname(os.path.abspath(src))),
-        "type": type.upper(),
-        "format": fmt or ext,
-        "ext": module(fmt).EXTENSIONS[0] if fmt else ext,
-    }
-    return template.format(**values)
-
-
-def output_format(job_format: str | None, src: str) -> str | None:
-    """The output format: the one asked for, else the input's own (None when the input is
-    not a model file: its job reports that when it runs)."""
-    from bundler.containers import detect
-
-    if job_format:
-        return job_format
-    try:
-        return detect(src)
-    except BundlerError:
-        return None
 
 
 def make_jobs(

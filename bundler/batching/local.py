@@ -12,15 +12,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bundler.batching.jobs import (
-    FAILED,
     Job,
-    Result,
     available_memory,
     conversion_memory,
     not_run,
     run_job,
     worker_threads,
 )
+from bundler.batching.results import FAILED, Result
 from bundler.errors import EXIT_FAILURE, UsageError
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from bundler.batching.jobs import FAILED, Job, Result, conversion_memory, not_run, run_job
+from bundler.batching.jobs import Job, conversion_memory, not_run, run_job
 from bundler.batching.local import OnResult
+from bundler.batching.results import FAILED, Result
 from bundler.errors import EXIT_FAILURE, UsageError
 
 #: Attempts after the first for a task whose worker died.

@@ -21,10 +21,10 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-from bundler.batching.jobs import (
+from bundler.batching.jobs import Job
+from bundler.batching.naming import (
     DEFAULT_BITS,
     DEFAULT_TEMPLATE,
-    Job,
     bits_type,
     check_template,
     check_type,

@@ -13,7 +13,7 @@ from bundler.cli.quantize import add_plan_flags, plan_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from bundler.batching.jobs import DEFAULT_TEMPLATE, TEMPLATE_FIELDS
+    from bundler.batching.naming import DEFAULT_TEMPLATE, TEMPLATE_FIELDS
 
     b = sub.add_parser(
         "batch", help="quantize many models into a directory; one bad model stops nothing "
