@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bundler import vectors
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import Codec
 from bundler.codecs import get as codec
@@ -48,6 +49,7 @@ __all__ = [
     "open",
     "quantize",
     "save",
+    "vectors",
 ]
 
 
