@@ -10,7 +10,9 @@ import sys
 from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
-COMMANDS = ("demo", "quantize", "inspect", "validate", "diff", "types", "bench", "recipe")
+COMMANDS = (
+    "demo", "quantize", "inspect", "validate", "diff", "types", "bench", "recipe", "vectors",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
