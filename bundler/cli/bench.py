@@ -38,6 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
     add_json_flag(v)
     v.set_defaults(func=_run_convert)
+    e = kinds.add_parser(
+        "vectors", help="per-vector schemes: encode/decode time vs faiss and lnmp-quant's figures"
+    )
+    e.add_argument("--vectors", type=int, default=1024, help="vectors in the batch")
+    e.add_argument("--dim", type=int, default=512, help="values per vector")
+    e.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (median)")
+    add_json_flag(e)
+    e.set_defaults(func=_run_vectors)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
@@ -54,5 +62,11 @@ def _run_containers(args: argparse.Namespace) -> int:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from bundler.bench.convert import main
+
+    return main(args)
+
+
+def _run_vectors(args: argparse.Namespace) -> int:
+    from bundler.bench.vectors import main
 
     return main(args)

@@ -1,8 +1,10 @@
 """Compiled per-row loops of the vector schemes, in float32 exactly as formats/vectors.md states.
 
-Every constant is a float32 so that no operation widens to float64; numba without
-fastmath neither reorders sums nor fuses a multiply and an add, so each operation rounds
-once, in the order written. Rows are independent; the loops run on one thread.
+Every float constant is a float32 so that no operation widens to float64; numba without
+fastmath neither reorders sums nor fuses a multiply and an add, so each float operation
+rounds once, in the order written. Loops are written so that the compiler can vectorize
+them (integer reductions, no branches in the inner loops); rows are independent and run on
+one thread.
 """
 
 from __future__ import annotations
@@ -10,17 +12,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
+from bundler.codecs.halfs import f32_bits, f32_from_bits
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
+_F2 = np.float32(2.0)
 _HALF = np.float32(0.5)
 _TINY = np.float32(1e-10)
 _I8_LEVELS = np.float32(255.0)
 _I4_LEVELS = np.float32(15.0)
 _TWO_112 = np.float32(2.0**112)
-#: The eight ±1 values of every byte, least significant bit first.
-_SIGNS = (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).astype(np.float32)
+_I32_MIN = np.int32(-(2**31))
+_I32_MAX = np.int32(2**31 - 1)
+_U0 = np.uint32(0)
+_SIGN = np.uint32(0x80000000)
+_POS_INF = np.int32(0x7F800000)
+_NEG_INF = np.uint32(0xFF800000)
+#: b * _SPREAD puts a copy of byte b in each of 8 bytes; & _PICK keeps bit k in byte k
+_SPREAD = np.uint64(0x0101010101010101)
+_PICK = np.uint64(0x8040201008040201)
+_SEVEN_F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_ONES = np.uint64(0x0101010101010101)
+#: eight 0/1 bytes u (byte k = bit k) times _GATHER has the packed byte in its top 8 bits
+_GATHER = np.uint64(0x0102040810204080)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -32,72 +46,46 @@ def _scale_and_inverse(lo, hi, levels):
     return scale, inv
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _lesser(a, b):
-    return a if a < b else b
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _greater(a, b):
-    return a if a > b else b
-
-
 @njit(cache=True, nogil=True)
-def row_min_max(x, low, high):
-    """Each row's min and max, over eight interleaved strides (the order does not change a
-    min or max of finite values, only which of -0.0 and 0.0 is kept: the caller fixes that)."""
-    dim = x.shape[1]
-    full = dim - dim % 8
+def row_ranges(x, low, high, bad):
+    """Each row's min and max, and whether it holds a NaN or infinity (bad = 1).
+
+    Works on the bit patterns with three integer reductions: signed max, signed min and
+    unsigned max. Non-negative floats order like their bits, negative ones in reverse, so
+    max = signed max when some value is >= +0 else signed min, and min = unsigned max when
+    some value is negative else signed min. The min keeps lnmp-quant's choice among equal
+    minima (the first one): of -0.0 and 0.0 the first in the row.
+    """
+    bits = x.view(np.int32)
+    ubits = x.view(np.uint32)
     for i in range(x.shape[0]):
-        row = x[i]
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = row[0]
-        b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = row[0]
-        for j in range(0, full, 8):
-            a0 = _lesser(a0, row[j])
-            a1 = _lesser(a1, row[j + 1])
-            a2 = _lesser(a2, row[j + 2])
-            a3 = _lesser(a3, row[j + 3])
-            a4 = _lesser(a4, row[j + 4])
-            a5 = _lesser(a5, row[j + 5])
-            a6 = _lesser(a6, row[j + 6])
-            a7 = _lesser(a7, row[j + 7])
-            b0 = _greater(b0, row[j])
-            b1 = _greater(b1, row[j + 1])
-            b2 = _greater(b2, row[j + 2])
-            b3 = _greater(b3, row[j + 3])
-            b4 = _greater(b4, row[j + 4])
-            b5 = _greater(b5, row[j + 5])
-            b6 = _greater(b6, row[j + 6])
-            b7 = _greater(b7, row[j + 7])
-        lo = _lesser(
-            _lesser(_lesser(a0, a1), _lesser(a2, a3)), _lesser(_lesser(a4, a5), _lesser(a6, a7))
-        )
-        hi = _greater(
-            _greater(_greater(b0, b1), _greater(b2, b3)),
-            _greater(_greater(b4, b5), _greater(b6, b7)),
-        )
-        for j in range(full, dim):
-            lo = _lesser(lo, row[j])
-            hi = _greater(hi, row[j])
-        low[i] = lo
-        high[i] = hi
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _round_half_away(x):
-    """Rust's `f32::round`: to nearest, ties away from zero (x is never negative here)."""
-    t = np.float32(np.trunc(x))
-    if x - t >= _HALF:
-        t += _F1
-    return t
+        row = bits[i]
+        urow = ubits[i]
+        smax = _I32_MIN
+        smin = _I32_MAX
+        umax = _U0
+        for j in range(row.shape[0]):
+            smax = max(smax, row[j])
+            smin = min(smin, row[j])
+            umax = max(umax, urow[j])
+        bad[i] = smax >= _POS_INF or umax >= _NEG_INF
+        hi = smax if smax >= 0 else smin
+        lo = np.int32(umax) if umax >= _SIGN else smin
+        if (lo & _I32_MAX) == 0:  # a zero min: the first zero's sign
+            for j in range(row.shape[0]):
+                if (row[j] & _I32_MAX) == 0:
+                    lo = row[j]
+                    break
+        high[i] = f32_from_bits(np.uint32(hi))
+        low[i] = f32_from_bits(np.uint32(lo))
 
 
 @njit(cache=True, nogil=True)
 def qint8_encode(x, low, high, codes, scale):
     """codes[i, j] = clamp(trunc((x[i, j] - min_i) * (1 / scale_i)) - 128, -128, 127).
 
-    `low` and `high` are each row's min and max; x is finite and max - min does not
-    overflow, so the product is finite and truncating it is Rust's `as i32`.
+    x is finite and max - min does not overflow, so the product is finite and truncating
+    it is Rust's `as i32`.
     """
     for i in range(x.shape[0]):
         row = x[i]
@@ -106,8 +94,8 @@ def qint8_encode(x, low, high, codes, scale):
         scale[i] = s
         out = codes[i]
         for j in range(row.shape[0]):
-            q = np.int32((row[j] - lo) * inv) - 128
-            out[j] = min(max(q, -128), 127)
+            q = np.int32((row[j] - lo) * inv) - np.int32(128)
+            out[j] = min(max(q, np.int32(-128)), np.int32(127))
 
 
 @njit(cache=True, nogil=True)
@@ -119,53 +107,48 @@ def qint8_decode(codes, scale, low, out):
         c = codes[i]
         o = out[i]
         for j in range(c.shape[0]):
-            o[j] = np.float32(np.int32(c[j]) + 128) * s + lo
+            o[j] = np.float32(np.int32(c[j]) + np.int32(128)) * s + lo
 
 
 @njit(cache=True, nogil=True)
 def qint4_encode(x, low, high, packed, scale):
-    """Nibbles round((x - min) * (1 / scale)) clamped to 0..15; the first value of a pair in
-    the high nibble, a missing last value as 0. `low`/`high` as for qint8_encode."""
+    """Nibbles round((x - min) * (1 / scale)), ties away from zero, clamped to 0..15; the
+    first value of a pair in the high nibble, a missing last value as 0."""
     dim = x.shape[1]
-    pairs = dim // 2
-    nibbles = np.empty(dim, np.uint8)
+    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
+    pairs = nibbles.view(np.uint16)
     for i in range(x.shape[0]):
         row = x[i]
         lo = low[i]
         s, inv = _scale_and_inverse(lo, high[i], _I4_LEVELS)
         scale[i] = s
-        out = packed[i]
         for j in range(dim):
-            nibbles[j] = _nibble((row[j] - lo) * inv)
-        for b in range(pairs):
-            out[b] = (nibbles[2 * b] << 4) | nibbles[2 * b + 1]
-        if dim % 2:
-            out[pairs] = nibbles[dim - 1] << 4
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _nibble(x):
-    return np.uint8(min(max(_round_half_away(x), _F0), _I4_LEVELS))
+            n = (row[j] - lo) * inv  # never negative
+            t = np.float32(np.trunc(n))
+            r = t + _F1 if n - t >= _HALF else t  # Rust's f32::round
+            nibbles[j] = np.uint8(min(max(r, _F0), _I4_LEVELS))
+        out = packed[i]
+        for b in range(out.shape[0]):
+            p = pairs[b]  # little-endian: first nibble in the low byte
+            out[b] = np.uint8(((p << np.uint16(4)) | (p >> np.uint16(8))) & np.uint16(0xFF))
 
 
 @njit(cache=True, nogil=True)
 def qint4_decode(packed, scale, low, out):
-    """out = nibble * scale + min (two roundings)."""
+    """out = float32(nibble) * scale + min (two roundings)."""
     dim = out.shape[1]
-    pairs = dim // 2
-    levels = np.empty(16, np.float32)
+    nibbles = np.empty(2 * packed.shape[1], np.uint8)
+    pairs = nibbles.view(np.uint16)
     for i in range(packed.shape[0]):
         s = scale[i]
         lo = low[i]
-        for k in range(16):
-            levels[k] = np.float32(k) * s + lo
         p = packed[i]
+        for b in range(p.shape[0]):
+            v = np.uint16(p[b])
+            pairs[b] = (v >> np.uint16(4)) | ((v & np.uint16(15)) << np.uint16(8))
         o = out[i]
-        for b in range(pairs):
-            o[2 * b] = levels[p[b] >> 4]
-            o[2 * b + 1] = levels[p[b] & 15]
-        if dim % 2:
-            o[dim - 1] = levels[p[pairs] >> 4]
+        for j in range(dim):
+            o[j] = np.float32(nibbles[j]) * s + lo
 
 
 @njit(cache=True, nogil=True)
@@ -208,6 +191,7 @@ def binary_encode(x, packed, mean):
     row_sums(x, mean)
     n = np.float32(dim)
     bits = np.zeros(packed.shape[1] * 8, np.uint8)
+    words = bits.view(np.uint64)
     for i in range(rows):
         m = mean[i] / n
         mean[i] = m
@@ -216,56 +200,67 @@ def binary_encode(x, packed, mean):
             bits[j] = np.uint8(row[j] >= m)
         out = packed[i]
         for b in range(out.shape[0]):
-            k = 8 * b
-            out[b] = (
-                bits[k]
-                | (bits[k + 1] << 1)
-                | (bits[k + 2] << 2)
-                | (bits[k + 3] << 3)
-                | (bits[k + 4] << 4)
-                | (bits[k + 5] << 5)
-                | (bits[k + 6] << 6)
-                | (bits[k + 7] << 7)
-            )
+            out[b] = np.uint8((words[b] * _GATHER) >> np.uint64(56))
 
 
 @njit(cache=True, nogil=True)
 def binary_decode(packed, out):
     """+1 for a set bit, -1 for a clear one."""
     dim = out.shape[1]
-    full = dim // 8
+    bits = np.empty(packed.shape[1] * 8, np.uint8)
+    words = bits.view(np.uint64)
     for i in range(packed.shape[0]):
         p = packed[i]
+        for b in range(p.shape[0]):
+            picked = (np.uint64(p[b]) * _SPREAD) & _PICK
+            words[b] = ((picked + _SEVEN_F) >> np.uint64(7)) & _ONES
         o = out[i]
-        for b in range(full):
-            signs = _SIGNS[p[b]]
-            for k in range(8):
-                o[8 * b + k] = signs[k]
-        for j in range(8 * full, dim):
-            o[j] = np.float32(((p[full] >> (j - 8 * full)) & 1) * 2 - 1)
+        for j in range(dim):
+            o[j] = np.float32(bits[j]) * _F2 - _F1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_half(f):
+    """binary16 bits of float32 f: round to nearest even, overflow to infinity, NaN to the
+    quiet NaN 0x7E00 with its sign (the float-arithmetic rounding of halfs.py, branch-free)."""
+    base = (np.float32(abs(f)) * np.float32(2.0**112)) * np.float32(2.0**-110)
+    w = f32_bits(f)
+    shl1_w = np.uint32(w + w)
+    sign = w & _SIGN
+    bias = max(shl1_w & np.uint32(0xFF000000), np.uint32(0x71000000))
+    base = f32_from_bits(np.uint32((bias >> np.uint32(1)) + np.uint32(0x07800000))) + base
+    bits = f32_bits(base)
+    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    nonsign = np.uint32(0x7E00) if shl1_w > np.uint32(0xFF000000) else nonsign
+    return np.uint16((sign >> np.uint32(16)) | nonsign)
 
 
 @njit(cache=True, nogil=True)
-def f16_encode(x, out):
-    """IEEE binary16 bits, round to nearest even, overflow to infinity."""
+def f16_encode(x, out, special):
+    """IEEE binary16 bits of every value; special[i] = 1 when row i has an infinity or NaN
+    among its halves."""
     for i in range(x.shape[0]):
         row = x[i]
         o = out[i]
+        exponents = np.uint16(0)
         for j in range(row.shape[0]):
-            o[j] = f32_to_f16_bits(row[j])
+            h = _to_half(row[j])
+            o[j] = h
+            exponents = max(exponents, h & np.uint16(0x7C00))
+        special[i] = exponents == np.uint16(0x7C00)
 
 
 @njit(cache=True, nogil=True)
-def f16_decode(bits, out):
+def f16_decode(halves, out):
     """float32 of binary16 bits, exact: the magnitude bits moved into float32's field and
     scaled by 2^112 (subnormals included); all-ones exponents become inf/NaN."""
-    for i in range(bits.shape[0]):
-        h = bits[i]
+    for i in range(halves.shape[0]):
+        h = halves[i]
         o = out[i]
         for j in range(h.shape[0]):
             u = np.uint32(h[j])
             mag = (u & np.uint32(0x7FFF)) << np.uint32(13)
-            f = f32_from_bits(mag) * _TWO_112
-            if (u & np.uint32(0x7C00)) == np.uint32(0x7C00):
-                f = f32_from_bits(mag | np.uint32(0x7F800000))
-            o[j] = f32_from_bits(f32_bits(f) | ((u & np.uint32(0x8000)) << np.uint32(16)))
+            finite = f32_bits(f32_from_bits(mag) * _TWO_112)
+            special = (u & np.uint32(0x7C00)) == np.uint32(0x7C00)
+            r = (mag | np.uint32(0x7F800000)) if special else finite
+            o[j] = f32_from_bits(r | ((u & np.uint32(0x8000)) << np.uint32(16)))

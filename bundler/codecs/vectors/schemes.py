@@ -219,11 +219,14 @@ def as_matrix(x: Any, dim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def check_finite(x: np.ndarray) -> None:
-    """EncodingFailed naming the first non-finite value (row, column) of a matrix."""
+def check_finite(x: np.ndarray, first_row: int = 0) -> None:
+    """EncodingFailed naming the first non-finite value (row, column) of a matrix whose
+    first row is row `first_row` of the caller's."""
     if not np.isfinite(x).all():
         row, col = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
-        err = EncodingFailed(f"vector {row}: value {col} is {x[row, col]}; vectors must be finite")
+        value = x[row, col]
+        row += first_row
+        err = EncodingFailed(f"vector {row}: value {col} is {value}; vectors must be finite")
         err.index = row
         raise err
 
@@ -232,18 +235,6 @@ def range_overflows(x: np.ndarray) -> np.ndarray:
     """Rows whose max - min overflows float32 (lnmp-quant would emit NaN reconstructions)."""
     with np.errstate(over="ignore"):
         return ~np.isfinite(x.max(axis=1) - x.min(axis=1))
-
-
-def row_min_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's min and max; a zero min is the first zero of its row, sign included
-    (lnmp-quant keeps the first of equal minima, and -0.0 == 0.0)."""
-    low = np.empty(len(x), np.float32)
-    high = np.empty(len(x), np.float32)
-    kernels.row_min_max(x, low, high)
-    for i in np.flatnonzero(low == 0):
-        row = x[i]
-        low[i] = row[np.flatnonzero(row == 0)[0]]
-    return low, high
 
 
 def quantize(x: Any, scheme: Scheme | str) -> QuantizedVector | QuantizedVectors:
@@ -258,32 +249,50 @@ def quantize(x: Any, scheme: Scheme | str) -> QuantizedVector | QuantizedVectors
     return q[0] if one else q
 
 
+def _raise_non_finite(x: np.ndarray, suspects: np.ndarray) -> None:
+    """EncodingFailed for the first of the `suspects` rows holding a NaN or infinity."""
+    for i in suspects.tolist():
+        check_finite(x[i : i + 1], first_row=i)
+
+
 def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
-    """Quantize a checked C-contiguous float32 (N, D) matrix."""
-    check_finite(x)
+    """Quantize a C-contiguous float32 (N, D) matrix.
+
+    Raises EncodingFailed for a NaN or infinity, or (QInt8, QInt4) a range float32
+    cannot hold, naming the first such vector.
+    """
     n, dim = x.shape
-    if scheme in (Scheme.QINT8, Scheme.QINT4):
-        bad = np.flatnonzero(range_overflows(x))
-        if bad.size:
-            err = EncodingFailed(
-                f"vector {int(bad[0])}: max - min overflows float32; {scheme.value} cannot "
-                "represent it (use fp16 or scale the vector)"
-            )
-            err.index = int(bad[0])
-            raise err
     data = np.empty((n, scheme.data_size(dim)), np.uint8)
     scale = np.ones(n, np.float32)
-    low = np.zeros(n, np.float32)
-    if scheme == Scheme.QINT8:
-        low, high = row_min_max(x)
-        kernels.qint8_encode(x, low, high, data.view(np.int8), scale)
-    elif scheme == Scheme.QINT4:
-        low, high = row_min_max(x)
-        kernels.qint4_encode(x, low, high, data, scale)
+    low = np.empty(n, np.float32)
+    if scheme in (Scheme.QINT8, Scheme.QINT4):
+        high = np.empty(n, np.float32)
+        bad = np.empty(n, np.uint8)
+        kernels.row_ranges(x, low, high, bad)
+        _raise_non_finite(x, np.flatnonzero(bad))
+        with np.errstate(over="ignore"):
+            overflow = np.flatnonzero(~np.isfinite(high - low))
+        if overflow.size:
+            err = EncodingFailed(
+                f"vector {int(overflow[0])}: max - min overflows float32; {scheme.value} "
+                "cannot represent it (use fp16 or scale the vector)"
+            )
+            err.index = int(overflow[0])
+            raise err
+        if scheme == Scheme.QINT8:
+            kernels.qint8_encode(x, low, high, data.view(np.int8), scale)
+        else:
+            kernels.qint4_encode(x, low, high, data, scale)
     elif scheme == Scheme.BINARY:
         kernels.binary_encode(x, data, low)
+        # a NaN or infinity makes the mean non-finite (so may a sum that overflows)
+        _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
     else:
-        kernels.f16_encode(x, data.view("<u2"))
+        special = np.empty(n, np.uint8)
+        kernels.f16_encode(x, data.view("<u2"), special)
+        # a NaN or infinity gives an all-ones exponent (so does a finite value above 65504)
+        _raise_non_finite(x, np.flatnonzero(special))
+        low[:] = 0
     return QuantizedVectors(scheme, dim, scale, low, data)
 
 
