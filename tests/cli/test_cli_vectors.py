@@ -92,31 +92,31 @@ def test_quantize_and_eval_a_real_bundle_tensor(minilm_safetensors, tmp_path):
     assert json.loads(done.stdout)["mean_cosine"] > 0.999
 
 
-def _nan_npy(tmp_path):
+#: id: (arguments with {d} for the test's directory, exit code, text of the message)
+BAD = {
+    "missing": ("quantize {d}/missing.npy -o {d}/o.gguf --scheme qint8", 3, "no such file"),
+    "nan": ("quantize {d}/nan.npy -o {d}/o.gguf --scheme qint8", 2, "vector 123: value 7 is nan"),
+    "same_path": ("quantize {d}/emb.npy -o {d}/emb.npy --scheme fp16", 2, "is the input"),
+    "unknown_extension": (
+        "quantize {d}/emb.npy -o {d}/o.txt --scheme fp16", 2, "cannot tell the format",
+    ),
+    "bad_scheme": ("quantize {d}/emb.npy -o {d}/o.gguf --scheme int3", 2, "invalid choice"),
+    "bad_target": (
+        "quantize {d}/emb.npy -o {d}/o.gguf --scheme auto --target-cosine 1.5", 2, "(0, 1]",
+    ),
+    "not_an_array": ("quantize {d}/junk.npy -o {d}/o.gguf --scheme qint8", 4, "junk.npy"),
+    "eval_bad_scheme": ("eval {d}/emb.npy --schemes qint8,q2", 2, "unknown vector scheme 'q2'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_a_one_line_error_with_its_exit_code(npy, tmp_path, case):
+    (tmp_path / "junk.npy").write_bytes(b"this is not an array")
     bad = X.copy()
     bad[123, 7] = np.nan
-    path = tmp_path / "nan.npy"
-    np.save(path, bad)
-    return path
-
-
-@pytest.mark.parametrize(
-    ("make_args", "code", "message"),
-    [
-        (lambda p: ["quantize", str(p / "missing.npy"), "-o", str(p / "o.gguf"), "--scheme", "qint8"], 3, "no such file"),
-        (lambda p: ["quantize", str(_nan_npy(p)), "-o", str(p / "o.gguf"), "--scheme", "qint8"], 2, "vector 123: value 7 is nan"),
-        (lambda p: ["quantize", str(p / "emb.npy"), "-o", str(p / "emb.npy"), "--scheme", "fp16"], 2, "is the input"),
-        (lambda p: ["quantize", str(p / "emb.npy"), "-o", str(p / "o.txt"), "--scheme", "fp16"], 2, "cannot tell the format"),
-        (lambda p: ["quantize", str(p / "emb.npy"), "-o", str(p / "o.gguf"), "--scheme", "int3"], 2, "invalid choice"),
-        (lambda p: ["quantize", str(p / "emb.npy"), "-o", str(p / "o.gguf"), "--scheme", "auto", "--target-cosine", "1.5"], 2, "must be in (0, 1]"),
-        (lambda p: ["quantize", str(p / "junk.npy"), "-o", str(p / "o.gguf"), "--scheme", "qint8"], 4, "junk.npy"),
-        (lambda p: ["eval", str(p / "emb.npy"), "--schemes", "qint8,q2"], 2, "unknown vector scheme 'q2'"),
-    ],
-    ids=["missing", "nan", "same_path", "unknown_extension", "bad_scheme", "bad_target", "not_a_file_format", "eval_bad_scheme"],
-)  # fmt: skip
-def test_bad_input_is_a_one_line_error_with_its_exit_code(npy, tmp_path, make_args, code, message):
-    (tmp_path / "junk.npy").write_bytes(b"this is not an array")
-    done = run_cli("vectors", *make_args(tmp_path))
+    np.save(tmp_path / "nan.npy", bad)
+    args, code, message = BAD[case]
+    done = run_cli("vectors", *args.format(d=tmp_path).split())
     assert done.returncode == code, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "o.gguf").exists()
