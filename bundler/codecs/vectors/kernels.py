@@ -236,18 +236,25 @@ def _to_half(f):
 
 
 @njit(cache=True, nogil=True)
-def f16_encode(x, out, special):
-    """IEEE binary16 bits of every value; special[i] = 1 when row i has an infinity or NaN
-    among its halves."""
+def f16_encode(x, out):
+    """IEEE binary16 bits of every value."""
     for i in range(x.shape[0]):
         row = x[i]
         o = out[i]
-        exponents = np.uint16(0)
         for j in range(row.shape[0]):
-            h = _to_half(row[j])
-            o[j] = h
-            exponents = max(exponents, h & np.uint16(0x7C00))
-        special[i] = exponents == np.uint16(0x7C00)
+            o[j] = _to_half(row[j])
+
+
+@njit(cache=True, nogil=True)
+def f16_specials(halves, special):
+    """special[i] = 1 when row i holds an infinity or NaN half (a separate pass: counting
+    inside the encoding loop stops it from being vectorized)."""
+    for i in range(halves.shape[0]):
+        h = halves[i]
+        count = np.int32(0)
+        for j in range(h.shape[0]):
+            count += np.int32((np.int32(h[j]) & np.int32(0x7C00)) == np.int32(0x7C00))
+        special[i] = count > 0
 
 
 @njit(cache=True, nogil=True)
@@ -260,7 +267,7 @@ def f16_decode(halves, out):
         for j in range(h.shape[0]):
             u = np.uint32(h[j])
             mag = (u & np.uint32(0x7FFF)) << np.uint32(13)
-            finite = f32_bits(f32_from_bits(mag) * _TWO_112)
-            special = (u & np.uint32(0x7C00)) == np.uint32(0x7C00)
-            r = (mag | np.uint32(0x7F800000)) if special else finite
-            o[j] = f32_from_bits(r | ((u & np.uint32(0x8000)) << np.uint32(16)))
+            f = f32_from_bits(mag) * _TWO_112
+            if (u & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                f = f32_from_bits(mag | np.uint32(0x7F800000))
+            o[j] = f32_from_bits(f32_bits(f) | ((u & np.uint32(0x8000)) << np.uint32(16)))

@@ -289,7 +289,8 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
         _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
     else:
         special = np.empty(n, np.uint8)
-        kernels.f16_encode(x, data.view("<u2"), special)
+        kernels.f16_encode(x, data.view("<u2"))
+        kernels.f16_specials(data.view("<u2"), special)
         # a NaN or infinity gives an all-ones exponent (so does a finite value above 65504)
         _raise_non_finite(x, np.flatnonzero(special))
         low[:] = 0
