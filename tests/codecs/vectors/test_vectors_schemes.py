@@ -8,6 +8,8 @@ import lnmp_reference as ref
 import numpy as np
 import pytest
 import vector_cases
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bundler import vectors
 from bundler.errors import EncodingFailed, InvalidDimension, InvalidScheme
@@ -134,3 +136,24 @@ def test_an_unknown_scheme_is_invalid_scheme_listing_the_valid_ones(name):
 @pytest.mark.parametrize("alias", ["QInt8", "QINT8", "q_int8", 0])
 def test_scheme_names_parse_in_any_case_and_by_code(alias):
     assert vectors.Scheme.parse(alias) is vectors.Scheme.QINT8
+
+
+_BOUND = float(np.float32(1e30))  # ranges stay below float32's max
+_FINITE = st.floats(
+    min_value=-_BOUND, max_value=_BOUND, allow_nan=False, allow_infinity=False, width=32
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_FINITE, min_size=1, max_size=40))
+def test_any_finite_vector_matches_the_restatement(values):
+    v = np.array(values, np.float32)
+    codes, scale, lo = ref.qint8(v)
+    q8 = vectors.quantize(v, "qint8")
+    assert q8.data.view(np.int8).tolist() == codes
+    assert _bits(q8.scale) == _bits(scale) and _bits(q8.min_val) == _bits(lo)
+    nibbles, scale, lo = ref.qint4(v)
+    assert vectors.quantize(v, "qint4").data.tobytes() == ref.qint4_pack(nibbles)
+    packed, mean = ref.binary(v)
+    qb = vectors.quantize(v, "binary")
+    assert qb.data.tobytes() == packed and _bits(qb.min_val) == _bits(mean)
