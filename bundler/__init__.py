@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from bundler import vectors
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import Codec
 from bundler.codecs import get as codec
@@ -81,3 +80,12 @@ def open(path: Any, format: str | None = None) -> Bundle:
     from bundler.containers import open_bundle
 
     return open_bundle(path, format=format)
+
+
+def __getattr__(name: str) -> Any:
+    # bundler.vectors loads on first use: its kernels need the compiler, `import bundler` not
+    if name == "vectors":
+        import importlib
+
+        return importlib.import_module("bundler.vectors")
+    raise AttributeError(f"module 'bundler' has no attribute {name!r}")
