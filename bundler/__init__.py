@@ -52,6 +52,7 @@ __all__ = [
     "quantize",
     "run_config",
     "save",
+    "vectors",
 ]
 
 
@@ -83,3 +84,12 @@ def open(path: Any, format: str | None = None) -> Bundle:
     from bundler.containers import open_bundle
 
     return open_bundle(path, format=format)
+
+
+def __getattr__(name: str) -> Any:
+    # bundler.vectors loads on first use: its kernels need the compiler, `import bundler` not
+    if name == "vectors":
+        import importlib
+
+        return importlib.import_module("bundler.vectors")
+    raise AttributeError(f"module 'bundler' has no attribute {name!r}")

@@ -118,5 +118,34 @@ class BundlerIOError(BundlerError, OSError):
         return str(self.args[0])
 
 
+# ------------------------------------------------------------------ embedding vectors
+
+
+class VectorError(BundlerError):
+    """A problem with one embedding vector; `index` is its row in a batch (None alone)."""
+
+    index: int | None = None
+
+
+class InvalidDimension(VectorError, ShapeError):
+    """A vector with no values, or whose length differs from the collection's dimension."""
+
+
+class InvalidScheme(VectorError, UsageError):
+    """A vector quantization scheme name or id that does not exist, or the wrong one."""
+
+
+class EncodingFailed(VectorError, UsageError):
+    """A vector that cannot be quantized: a NaN or infinity, or a range float32 overflows."""
+
+
+class DecodingFailed(VectorError, UsageError):
+    """Quantized codes that cannot be turned back into values (e.g. a non-finite scale)."""
+
+
+class DataCorrupted(VectorError, FormatError):
+    """Serialized vector bytes that are truncated, mislabelled or fail their checksum."""
+
+
 class AprCompatibilityWarning(UserWarning):
     """An APR file was written with dtype codes (or sizes) that aprender itself cannot read."""

@@ -12,7 +12,7 @@ from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
 #: Command modules under bundler.cli, in the order `--help` lists them.
 COMMANDS = (
     "demo", "quantize", "batch", "run", "inspect", "validate", "diff", "types", "bench", "recipe",
-    "warmup",
+    "warmup", "vectors",
 )  # fmt: skip
 
 

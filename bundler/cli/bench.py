@@ -40,6 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json_flag(v)
     v.set_defaults(func=_run_convert)
     coldstart.add_bench_parser(kinds)
+    e = kinds.add_parser(
+        "vectors", help="per-vector schemes: encode/decode time vs faiss and lnmp-quant's figures"
+    )
+    e.add_argument("--vectors", type=int, default=1024, help="vectors in the batch")
+    e.add_argument("--dim", type=int, default=512, help="values per vector")
+    e.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (median)")
+    add_json_flag(e)
+    e.set_defaults(func=_run_vectors)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
@@ -56,5 +64,11 @@ def _run_containers(args: argparse.Namespace) -> int:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from bundler.bench.convert import main
+
+    return main(args)
+
+
+def _run_vectors(args: argparse.Namespace) -> int:
+    from bundler.bench.vectors import main
 
     return main(args)

@@ -34,7 +34,14 @@ def _files_under(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-@pytest.fixture(scope="module", params=NAMES)
+#: Recipes that take minutes (whole real embedding matrices searched exactly).
+SLOW = {"vectors_real_embeddings"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES],
+)
 def runs(request, tmp_path_factory):
     """(spec, Reproduction, files left in cwd and in the temp root after each run)."""
     spec = recipe.find(request.param, RECIPES)
@@ -113,6 +120,11 @@ def test_recipe_reports_something_for_people(runs):
         ("roundtrip_all_formats", "failures", 0),
         ("convert_safetensors_to_gguf", "round_trip_identical", True),
         ("convert_gguf_to_apr", "round_trip_identical", True),
+        ("vectors_real_embeddings", "minilm.qint8_recall_at_least_faiss_sq8", True),
+        ("vectors_real_embeddings", "minilm.qint4_recall_at_least_faiss_sq4", True),
+        ("vectors_real_embeddings", "minilm.binary_recall_at_least_faiss_binary", True),
+        ("vectors_real_embeddings", "smollm2.binary_recall_at_least_faiss_binary", True),
+        ("vectors_real_embeddings", "smollm2.fp16.recall_at_10", 1.0),
     ],
 )
 def test_committed_metrics_state_what_each_recipe_proves(name, key, value):

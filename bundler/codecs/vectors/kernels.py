@@ -1,0 +1,273 @@
+"""Compiled per-row loops of the vector schemes, in float32 exactly as formats/vectors.md states.
+
+Every float constant is a float32 so that no operation widens to float64; numba without
+fastmath neither reorders sums nor fuses a multiply and an add, so each float operation
+rounds once, in the order written. Loops are written so that the compiler can vectorize
+them (integer reductions, no branches in the inner loops); rows are independent and run on
+one thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bundler.codecs.halfs import f32_bits, f32_from_bits
+
+_F0 = np.float32(0.0)
+_F1 = np.float32(1.0)
+_F2 = np.float32(2.0)
+_HALF = np.float32(0.5)
+_TINY = np.float32(1e-10)
+_I8_LEVELS = np.float32(255.0)
+_I4_LEVELS = np.float32(15.0)
+_TWO_112 = np.float32(2.0**112)
+_I32_MIN = np.int32(-(2**31))
+_I32_MAX = np.int32(2**31 - 1)
+_U0 = np.uint32(0)
+_SIGN = np.uint32(0x80000000)
+_POS_INF = np.int32(0x7F800000)
+_NEG_INF = np.uint32(0xFF800000)
+#: b * _SPREAD puts a copy of byte b in each of 8 bytes; & _PICK keeps bit k in byte k
+_SPREAD = np.uint64(0x0101010101010101)
+_PICK = np.uint64(0x8040201008040201)
+_SEVEN_F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_ONES = np.uint64(0x0101010101010101)
+#: eight 0/1 bytes u (byte k = bit k) times _GATHER has the packed byte in its top 8 bits
+_GATHER = np.uint64(0x0102040810204080)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scale_and_inverse(lo, hi, levels):
+    """lnmp-quant's step: (hi - lo) / levels, 1 when the range is below 1e-10."""
+    span = hi - lo
+    scale = _F1 if abs(span) < _TINY else span / levels
+    inv = _F1 / scale if abs(scale) > _TINY else _F1
+    return scale, inv
+
+
+@njit(cache=True, nogil=True)
+def row_ranges(x, low, high, bad):
+    """Each row's min and max, and whether it holds a NaN or infinity (bad = 1).
+
+    Works on the bit patterns with three integer reductions: signed max, signed min and
+    unsigned max. Non-negative floats order like their bits, negative ones in reverse, so
+    max = signed max when some value is >= +0 else signed min, and min = unsigned max when
+    some value is negative else signed min. The min keeps lnmp-quant's choice among equal
+    minima (the first one): of -0.0 and 0.0 the first in the row.
+    """
+    bits = x.view(np.int32)
+    ubits = x.view(np.uint32)
+    for i in range(x.shape[0]):
+        row = bits[i]
+        urow = ubits[i]
+        smax = _I32_MIN
+        smin = _I32_MAX
+        umax = _U0
+        for j in range(row.shape[0]):
+            smax = max(smax, row[j])
+            smin = min(smin, row[j])
+            umax = max(umax, urow[j])
+        bad[i] = smax >= _POS_INF or umax >= _NEG_INF
+        hi = smax if smax >= 0 else smin
+        lo = np.int32(umax) if umax >= _SIGN else smin
+        if (lo & _I32_MAX) == 0:  # a zero min: the first zero's sign
+            for j in range(row.shape[0]):
+                if (row[j] & _I32_MAX) == 0:
+                    lo = row[j]
+                    break
+        high[i] = f32_from_bits(np.uint32(hi))
+        low[i] = f32_from_bits(np.uint32(lo))
+
+
+@njit(cache=True, nogil=True)
+def qint8_encode(x, low, high, codes, scale):
+    """codes[i, j] = clamp(trunc((x[i, j] - min_i) * (1 / scale_i)) - 128, -128, 127).
+
+    x is finite and max - min does not overflow, so the product is finite and truncating
+    it is Rust's `as i32`.
+    """
+    for i in range(x.shape[0]):
+        row = x[i]
+        lo = low[i]
+        s, inv = _scale_and_inverse(lo, high[i], _I8_LEVELS)
+        scale[i] = s
+        out = codes[i]
+        for j in range(row.shape[0]):
+            q = np.int32((row[j] - lo) * inv) - np.int32(128)
+            out[j] = min(max(q, np.int32(-128)), np.int32(127))
+
+
+@njit(cache=True, nogil=True)
+def qint8_decode(codes, scale, low, out):
+    """out[i, j] = float32(codes[i, j] + 128) * scale_i + min_i (two roundings)."""
+    for i in range(codes.shape[0]):
+        s = scale[i]
+        lo = low[i]
+        c = codes[i]
+        o = out[i]
+        for j in range(c.shape[0]):
+            o[j] = np.float32(np.int32(c[j]) + np.int32(128)) * s + lo
+
+
+@njit(cache=True, nogil=True)
+def qint4_encode(x, low, high, packed, scale):
+    """Nibbles round((x - min) * (1 / scale)), ties away from zero, clamped to 0..15; the
+    first value of a pair in the high nibble, a missing last value as 0."""
+    dim = x.shape[1]
+    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
+    pairs = nibbles.view(np.uint16)
+    for i in range(x.shape[0]):
+        row = x[i]
+        lo = low[i]
+        s, inv = _scale_and_inverse(lo, high[i], _I4_LEVELS)
+        scale[i] = s
+        for j in range(dim):
+            n = (row[j] - lo) * inv  # never negative
+            t = np.float32(np.trunc(n))
+            r = t + _F1 if n - t >= _HALF else t  # Rust's f32::round
+            nibbles[j] = np.uint8(min(max(r, _F0), _I4_LEVELS))
+        out = packed[i]
+        for b in range(out.shape[0]):
+            p = pairs[b]  # little-endian: first nibble in the low byte
+            out[b] = np.uint8(((p << np.uint16(4)) | (p >> np.uint16(8))) & np.uint16(0xFF))
+
+
+@njit(cache=True, nogil=True)
+def qint4_decode(packed, scale, low, out):
+    """out = float32(nibble) * scale + min (two roundings)."""
+    dim = out.shape[1]
+    nibbles = np.empty(2 * packed.shape[1], np.uint8)
+    pairs = nibbles.view(np.uint16)
+    for i in range(packed.shape[0]):
+        s = scale[i]
+        lo = low[i]
+        p = packed[i]
+        for b in range(p.shape[0]):
+            v = np.uint16(p[b])
+            pairs[b] = (v >> np.uint16(4)) | ((v & np.uint16(15)) << np.uint16(8))
+        o = out[i]
+        for j in range(dim):
+            o[j] = np.float32(nibbles[j]) * s + lo
+
+
+@njit(cache=True, nogil=True)
+def row_sums(x, total):
+    """Each row's float32 sum, strictly left to right (Rust's `iter().sum::<f32>()`); eight
+    rows are summed side by side so that their additions overlap."""
+    rows, dim = x.shape
+    full = rows - rows % 8
+    for s in range(0, full, 8):
+        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = _F0
+        for j in range(dim):
+            t0 += x[s, j]
+            t1 += x[s + 1, j]
+            t2 += x[s + 2, j]
+            t3 += x[s + 3, j]
+            t4 += x[s + 4, j]
+            t5 += x[s + 5, j]
+            t6 += x[s + 6, j]
+            t7 += x[s + 7, j]
+        total[s] = t0
+        total[s + 1] = t1
+        total[s + 2] = t2
+        total[s + 3] = t3
+        total[s + 4] = t4
+        total[s + 5] = t5
+        total[s + 6] = t6
+        total[s + 7] = t7
+    for i in range(full, rows):
+        t = _F0
+        for j in range(dim):
+            t += x[i, j]
+        total[i] = t
+
+
+@njit(cache=True, nogil=True)
+def binary_encode(x, packed, mean):
+    """Bit j % 8 (least significant first) of byte j // 8 is set when x[j] >= the row's
+    mean, the mean being the left-to-right float32 sum divided by float32(dim)."""
+    rows, dim = x.shape
+    row_sums(x, mean)
+    n = np.float32(dim)
+    bits = np.zeros(packed.shape[1] * 8, np.uint8)
+    words = bits.view(np.uint64)
+    for i in range(rows):
+        m = mean[i] / n
+        mean[i] = m
+        row = x[i]
+        for j in range(dim):
+            bits[j] = np.uint8(row[j] >= m)
+        out = packed[i]
+        for b in range(out.shape[0]):
+            out[b] = np.uint8((words[b] * _GATHER) >> np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
+def binary_decode(packed, out):
+    """+1 for a set bit, -1 for a clear one."""
+    dim = out.shape[1]
+    bits = np.empty(packed.shape[1] * 8, np.uint8)
+    words = bits.view(np.uint64)
+    for i in range(packed.shape[0]):
+        p = packed[i]
+        for b in range(p.shape[0]):
+            picked = (np.uint64(p[b]) * _SPREAD) & _PICK
+            words[b] = ((picked + _SEVEN_F) >> np.uint64(7)) & _ONES
+        o = out[i]
+        for j in range(dim):
+            o[j] = np.float32(bits[j]) * _F2 - _F1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_half(f):
+    """binary16 bits of float32 f: round to nearest even, overflow to infinity, NaN to the
+    quiet NaN 0x7E00 with its sign (the float-arithmetic rounding of halfs.py, branch-free)."""
+    base = (np.float32(abs(f)) * np.float32(2.0**112)) * np.float32(2.0**-110)
+    w = f32_bits(f)
+    shl1_w = np.uint32(w + w)
+    sign = w & _SIGN
+    bias = max(shl1_w & np.uint32(0xFF000000), np.uint32(0x71000000))
+    base = f32_from_bits(np.uint32((bias >> np.uint32(1)) + np.uint32(0x07800000))) + base
+    bits = f32_bits(base)
+    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    nonsign = np.uint32(0x7E00) if shl1_w > np.uint32(0xFF000000) else nonsign
+    return np.uint16((sign >> np.uint32(16)) | nonsign)
+
+
+@njit(cache=True, nogil=True)
+def f16_encode(x, out):
+    """IEEE binary16 bits of every value."""
+    for i in range(x.shape[0]):
+        row = x[i]
+        o = out[i]
+        for j in range(row.shape[0]):
+            o[j] = _to_half(row[j])
+
+
+@njit(cache=True, nogil=True)
+def f16_specials(halves, special):
+    """special[i] = 1 when row i holds an infinity or NaN half (a separate pass: counting
+    inside the encoding loop stops it from being vectorized)."""
+    for i in range(halves.shape[0]):
+        h = halves[i]
+        count = np.int32(0)
+        for j in range(h.shape[0]):
+            count += np.int32((np.int32(h[j]) & np.int32(0x7C00)) == np.int32(0x7C00))
+        special[i] = count > 0
+
+
+@njit(cache=True, nogil=True)
+def f16_decode(halves, out):
+    """float32 of binary16 bits, exact: the magnitude bits moved into float32's field and
+    scaled by 2^112 (subnormals included); all-ones exponents become inf/NaN."""
+    for i in range(halves.shape[0]):
+        h = halves[i]
+        o = out[i]
+        for j in range(h.shape[0]):
+            u = np.uint32(h[j])
+            mag = (u & np.uint32(0x7FFF)) << np.uint32(13)
+            f = f32_from_bits(mag) * _TWO_112
+            if (u & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                f = f32_from_bits(mag | np.uint32(0x7F800000))
+            o[j] = f32_from_bits(f32_bits(f) | ((u & np.uint32(0x8000)) << np.uint32(16)))
