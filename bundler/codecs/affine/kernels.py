@@ -1,0 +1,123 @@
+"""Compiled loops of the affine codecs: quantizing, the MSE search's errors, the entropy
+(KL) threshold search. Everything else is numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Values quantized per parallel task.
+_CHUNK = 8192
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def quantize(x, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
+    """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints.
+
+    q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (rint rounds half
+    to even)."""
+    p_n, s_n, q_n = x.shape
+    per = (q_n + _CHUNK - 1) // _CHUNK
+    shared = scale.shape[0] == 1
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for task in prange(p_n * s_n * per):
+        ps = task // per
+        c = task % per
+        p = ps // s_n
+        s = ps % s_n
+        pp = 0 if shared else p
+        d = scale[pp, s]
+        z = zero[pp, s]
+        end = min(q_n, (c + 1) * _CHUNK)
+        for j in range(c * _CHUNK, end):
+            q = np.rint(np.float64(x[p, s, j]) / d) + z
+            out[p, s, j] = min(max(q, lo), hi)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def squared_errors(slices, scale, zero, qmin, qmax, err):  # pragma: no cover - compiled
+    """err[i, k]: sum over slice i of (x - x')^2 quantized with scale[i, k], zero[i, k],
+    x' decoded in float32 exactly as `dequantize` does."""
+    s_n, l_n = slices.shape
+    k_n = scale.shape[1]
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for t in prange(s_n * k_n):
+        i = t // k_n
+        k = t % k_n
+        d = scale[i, k]
+        d32 = np.float32(d)
+        z = zero[i, k]
+        e = 0.0
+        for j in range(l_n):
+            v = slices[i, j]
+            q = min(max(np.rint(np.float64(v) / d) + z, lo), hi)
+            r = np.float32(q - z) * d32
+            e += (np.float64(v) - np.float64(r)) ** 2
+        err[i, k] = e
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def entropy_thresholds(slices, amax, levels, n_bins, n_candidates, out):  # pragma: no cover
+    """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
+    [0, amax]; for each candidate threshold (bins levels..n_bins), the KL divergence between
+    the clipped reference (outliers folded into its last bin) and its quantization into
+    `levels` bins spread back over their non-empty bins; out[i] = the threshold of least
+    divergence (the upper edge of its last bin)."""
+    s_n, l_n = slices.shape
+    for i in prange(s_n):
+        a = amax[i]
+        if a == 0.0:
+            out[i] = 0.0
+            continue
+        width = a / n_bins
+        hist = np.zeros(n_bins, dtype=np.float64)
+        for j in range(l_n):
+            b = int(abs(np.float64(slices[i, j])) / width)
+            if b >= n_bins:
+                b = n_bins - 1
+            hist[b] += 1.0
+        csum = np.zeros(n_bins + 1, dtype=np.float64)
+        cnz = np.zeros(n_bins + 1, dtype=np.float64)
+        cplogp = np.zeros(n_bins + 1, dtype=np.float64)
+        for b in range(n_bins):
+            h = hist[b]
+            csum[b + 1] = csum[b] + h
+            cnz[b + 1] = cnz[b] + (1.0 if h > 0 else 0.0)
+            cplogp[b + 1] = cplogp[b] + (h * np.log(h) if h > 0 else 0.0)
+        total = csum[n_bins]
+        best = np.inf
+        best_c = n_bins
+        span = n_bins - levels
+        for k in range(n_candidates):
+            c = n_bins if n_candidates == 1 else levels + (span * k) // (n_candidates - 1)
+            outliers = total - csum[c]
+            last = hist[c - 1] + outliers
+            plogp = cplogp[c - 1] + (last * np.log(last) if last > 0 else 0.0)
+            merged = c // levels
+            qlogq = 0.0
+            infinite = False
+            for m in range(levels):
+                start = m * merged
+                end = c if m == levels - 1 else start + merged
+                t = csum[end] - csum[start]
+                nz = cnz[end] - cnz[start]
+                mass = t
+                if end == c:
+                    mass += outliers
+                    if hist[c - 1] == 0 and last > 0:
+                        nz += 1.0
+                if mass > 0:
+                    if t == 0:
+                        infinite = True
+                        break
+                    qlogq += mass * np.log(t / nz)
+            if infinite:
+                continue
+            kl = (plogp - total * np.log(total) - qlogq + total * np.log(csum[c])) / total
+            if kl < best:
+                best = kl
+                best_c = c
+        out[i] = best_c * width
