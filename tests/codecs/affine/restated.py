@@ -39,16 +39,14 @@ def quantize(x, bits, symmetric, granularity, lo, hi, axis=0, group=128, scale_d
     qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
     sid, pshape = slice_index(x.shape, granularity, axis, group)
     scales, zeros = [], []
-    for a, b in zip(lo, hi):
+    for a, b in zip(lo, hi, strict=True):
         a, b = float(a), float(b)
         if a == b:
             s = abs(a) or 1.0
         else:
             a0, b0 = min(a, 0.0), max(b, 0.0)
-            if symmetric:
-                s = max(-a0, b0) / ((qmax - qmin) / 2)
-            else:
-                s = (b0 - a0) / (qmax - qmin)
+            half = (qmax - qmin) / 2
+            s = max(-a0, b0) / half if symmetric else (b0 - a0) / (qmax - qmin)
             s = s or 1.0
         s = SCALE[scale_dtype](np.float32(s))
         zp = 0

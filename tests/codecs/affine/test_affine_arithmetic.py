@@ -52,7 +52,6 @@ def test_minmax_codes_scales_zero_points_equal_float64_restatement(bits, sym, gr
         assert enc.codes.min() >= 0 and enc.codes.max() <= 2**bits - 1
     # decoding is (q - z) * s in float32
     s = scale.astype(np.float32)
-    _, pshape = slice_index(MATRIX.shape, granularity, 0, group)
     sid, _ = slice_index(MATRIX.shape, granularity, 0, group)
     want = (codes.reshape(-1) - zero.reshape(-1)[sid]).astype(np.float32) * s.reshape(-1)[sid]
     np.testing.assert_array_equal(enc.decode(), want.reshape(MATRIX.shape))
@@ -68,6 +67,8 @@ def test_channel_along_any_axis_equals_restatement(axis, sym):
     assert enc.scale.shape == scale.shape
     np.testing.assert_array_equal(enc.codes.astype(np.int64), codes)
     np.testing.assert_array_equal(enc.scale, scale)
+    if not sym:
+        np.testing.assert_array_equal(enc.zero_point.astype(np.int64), zero)
 
 
 @pytest.mark.parametrize("method", ["p99.9", "p2-97", "meanstd2", "meanstd3"])
