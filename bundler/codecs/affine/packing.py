@@ -11,7 +11,7 @@ rule; asymmetric codes are already unsigned).
   ceil(cols * B / 32) words. For B = 4 and 8 the words' bytes are the nibble / byte
   sequence itself. Earlier releases put 32 // B whole values in each word (no straddling,
   ceil(cols / (32 // B)) words); `unpack_int32` reads both, told apart by the word count
-  (they differ only for B = 3, 5, 6, 7).
+  where they differ (some widths for B = 3, 5, 6, 7; equal counts read as dense).
 """
 
 from __future__ import annotations

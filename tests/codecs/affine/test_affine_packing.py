@@ -39,13 +39,15 @@ def test_int32_packing_equals_bitwise_restatement_and_unpacks(bits, cols):
 @pytest.mark.parametrize("bits", [3, 5, 6, 7])
 def test_older_non_straddling_layout_is_read_too(bits):
     per = 32 // bits
-    values = RNG.integers(0, 2**bits, size=(2, 50))
-    n = -(-50 // per)
+    cols = 128
+    values = RNG.integers(0, 2**bits, size=(2, cols))
+    n = -(-cols // per)
+    assert n != packing.packed_words(cols, bits)  # the word counts tell the layouts apart
     words = np.zeros((2, n), np.uint64)
-    for c in range(50):
+    for c in range(cols):
         words[:, c // per] |= values[:, c].astype(np.uint64) << np.uint64((c % per) * bits)
     old = words.astype(np.uint32).view(np.int32)
-    np.testing.assert_array_equal(packing.unpack_int32(old, bits, 50), values)
+    np.testing.assert_array_equal(packing.unpack_int32(old, bits, cols), values)
 
 
 def test_four_bit_words_are_the_nibble_bytes_first_value_low():
