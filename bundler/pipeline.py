@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bundler.affine_plan import plan_bundle
 from bundler.bundle import Bundle, Metadata, Source, Tensor
 from bundler.containers import format_for_path, module, open_bundle
 from bundler.errors import OutputExistsError, UsageError
-from bundler.plan import Choice, Plan, PlanOptions, make_plan
+from bundler.plan import Choice, Plan, PlanOptions
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -56,7 +57,7 @@ def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> 
     buffers = Buffers()
     for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
         source = tensor.source
-        if choice.action != "copy":
+        if choice.action != "copy" and choice.target != tensor.codec:
             source = TranscodeSource(tensor, choice.target, buffers)
         if observer is not None:
             source = _ObservedSource(source, choice, observer)
@@ -179,9 +180,9 @@ def _file_to_file(
 ) -> Report:
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
-    bundle = open_bundle(src)
+    bundle, plan = plan_bundle(open_bundle(src), options)
     return write_bundle(
-        bundle, make_plan(bundle, options), dst, format=format, force=force, dry_run=dry_run,
+        bundle, plan, dst, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, source_name=src,
     )  # fmt: skip
 
@@ -254,5 +255,5 @@ def save(
     bundle = data if isinstance(data, Bundle) else bundle_from_arrays(data)
     for key, value in Metadata(metadata or {}).typed_items():
         bundle.metadata[key] = value
-    plan = make_plan(bundle, PlanOptions(type=codec, **plan_options))
+    bundle, plan = plan_bundle(bundle, PlanOptions(type=codec, **plan_options))
     return write_bundle(bundle, plan, path, format=format, force=force, observer=observer)

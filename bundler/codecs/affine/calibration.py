@@ -6,11 +6,13 @@ or a group) that the affine codec then maps onto its integer range.
 - MeanStd(k): mean +- k standard deviations, never beyond the extremes.
 - MSE: of the MinMax range (widened to 0) shrunk by factors from 1.0 to 0.2 (21 coarse
   steps of 0.04, then 14 steps of 0.005 around the best), the one whose quantization gives
-  the least sum of squared errors on that very slice. 1.0 is a candidate, so MSE is never
-  worse than MinMax.
-- Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 levels
-  per code and the slice length, at most 2048; 64 thresholds), giving +-threshold clipped
-  to the extremes. At more than 10 bits the histogram cannot resolve the codes and the range
+  the least sum of squared errors on that very slice. Candidates are ranked by a fast
+  float32 error; the best three and 1.0 are then compared exactly (float64, decoded as the
+  codec decodes), so MSE is never worse than MinMax.
+- Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 per
+  positive code and the slice length, at most 2048; 64 evenly spaced thresholds, fewer for
+  slices shorter than 4 values per positive code: 16 * length / codes, at least 16), giving
+  +-threshold clipped to the extremes. At more than 10 bits the histogram cannot resolve the codes and the range
   is MinMax's.
 
 A slice whose values are all equal keeps that one value as its range under every method.
@@ -147,29 +149,35 @@ class MSE(Method):
 
 
 def _best_factor(slices, lo0, hi0, factors, quantizer) -> np.ndarray:
-    """For each slice, the factor (of its row of candidates) of least squared error; the
-    first on ties, so the earlier (wider) candidate wins."""
+    """For each slice, the factor (of its row of candidates) of least squared error: the
+    candidates are ranked by the fast approximate errors, then the best few and the first
+    (the widest) are compared exactly; the first wins ties."""
     from bundler.codecs.affine import kernels
     from bundler.codecs.affine.arithmetic import parameters
 
-    scale, zero = parameters(
-        lo0[:, None] * factors,
-        hi0[:, None] * factors,
-        quantizer.qmin,
-        quantizer.qmax,
-        quantizer.symmetric,
-        quantizer.scale_dtype,
-    )
-    err = np.empty(factors.shape, dtype=np.float64)
+    def params(f):
+        s, z = parameters(
+            lo0[:, None] * f, hi0[:, None] * f, quantizer.qmin, quantizer.qmax,
+            quantizer.symmetric, quantizer.scale_dtype,
+        )  # fmt: skip
+        return s.astype(np.float64), z.astype(np.float64)
+
+    scale, zero = params(factors)
+    approx = np.empty(factors.shape, dtype=np.float64)
+    kernels.approximate_errors(slices, scale, zero, quantizer.qmin, quantizer.qmax, approx)
+    top = np.argsort(approx, axis=1, kind="stable")[:, :_RERANKED]
+    keep = np.concatenate([np.zeros((len(factors), 1), dtype=np.int64), top], axis=1)
+    rows = np.arange(len(factors))[:, None]
+    finalists = factors[rows, keep]
+    err = np.empty(finalists.shape, dtype=np.float64)
     kernels.squared_errors(
-        slices,
-        scale.astype(np.float64),
-        zero.astype(np.float64),
-        quantizer.qmin,
-        quantizer.qmax,
-        err,
+        slices, scale[rows, keep], zero[rows, keep], quantizer.qmin, quantizer.qmax, err
     )
-    return factors[np.arange(len(factors)), np.argmin(err, axis=1)]
+    return finalists[np.arange(len(factors)), np.argmin(err, axis=1)]
+
+
+#: Candidates of least approximate error compared exactly (with the first one).
+_RERANKED = 3
 
 
 #: Entropy search: the largest histogram, thresholds tried, and the widest codes it resolves.
@@ -195,10 +203,12 @@ class Entropy(Method):
         levels = 1 << (quantizer.bits - 1)
         length = slices.shape[1]
         n_bins = min(MAX_BINS, max(4 * levels, 1 << max(0, (length - 1).bit_length())))
-        n_candidates = min(CANDIDATES, n_bins - levels + 1)
+        # short slices (int8 groups) try fewer thresholds: 16 per code level of values
+        n_candidates = min(CANDIDATES, n_bins - levels + 1, max(16, 16 * length // levels))
         amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
         threshold = np.empty(len(amax), dtype=np.float64)
-        kernels.entropy_thresholds(slices, amax, levels, n_bins, n_candidates, threshold)
+        log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
+        kernels.entropy_thresholds(slices, amax, levels, n_bins, n_candidates, log_n, threshold)
         threshold = threshold.reshape(lo.shape)
         constant = lo == hi
         new_lo = np.where(constant, lo, np.maximum(lo, -threshold))

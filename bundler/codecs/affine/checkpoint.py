@@ -32,7 +32,7 @@ import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Source, Tensor, ValueType
 from bundler.codecs.affine import packing
-from bundler.codecs.affine.codec import AffineCodec, dequantize
+from bundler.codecs.affine.codec import AffineCodec, Encoded, dequantize
 from bundler.codecs.affine.scheme import Scheme
 from bundler.errors import FormatError, UsageError
 
@@ -96,14 +96,16 @@ def pieces(module: str, shape: tuple[int, ...], codec: AffineCodec) -> list[Piec
     return out
 
 
-def stored_arrays(module: str, encoded: Any) -> dict[str, np.ndarray]:
-    """The arrays of each piece of an `Encoded` weight, by tensor name."""
+def stored_arrays(module: str, encoded: Any, only: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of each piece of an `Encoded` weight (or of the piece `only`), by name."""
     codec: AffineCodec = encoded.codec
     s = codec.scheme
     shift = 0 if s.symmetric else 1 << (s.bits - 1)
     signed = np.dtype(np.int8 if s.bits <= 8 else np.int16)
     out: dict[str, np.ndarray] = {}
     for piece in pieces(module, encoded.shape, codec):
+        if only is not None and piece.name != only:
+            continue
         if piece.part == "codes":
             if format_of(s) == "int-quantized":
                 arr = (encoded.codes.astype(np.int32) - shift).astype(signed)
@@ -126,21 +128,27 @@ def stored_arrays(module: str, encoded: Any) -> dict[str, np.ndarray]:
 
 
 class _Encoding:
-    """Encodes one weight when a piece is first read; keeps the small pieces (scales, zero
-    points) for their turn and lets the codes go once they are written."""
+    """Quantizes one weight as its pieces are read: the calibration (the costly search) is
+    done once and kept (it is small); the codes are made when their piece is written."""
 
     def __init__(self, module: str, tensor: Tensor, codec: AffineCodec):
         self.module, self.tensor, self.codec = module, tensor, codec
-        self.kept: dict[str, np.ndarray] = {}
+        self.calibration: Any = None
 
     def array(self, piece: Piece) -> np.ndarray:
-        if piece.name in self.kept:
-            return self.kept.pop(piece.name)
-        arrays = stored_arrays(self.module, self.codec.encode(self.tensor.numpy()))
-        for p in pieces(self.module, self.tensor.shape, self.codec):
-            if p.part in ("scale", "zero_point") and p.name != piece.name:
-                self.kept[p.name] = arrays[p.name]
-        return arrays[piece.name]
+        values = None
+        if self.calibration is None:
+            values = self.tensor.numpy()
+            self.calibration = self.codec.calibrate(values)
+        cal = self.calibration
+        if piece.part == "codes":
+            values = self.tensor.numpy() if values is None else values
+            encoded = self.codec.encode(values, calibration=cal)
+        else:
+            zero = None if self.codec.scheme.symmetric else cal.zero_point
+            codes = np.broadcast_to(np.zeros((), self.codec.code_dtype), self.tensor.shape)
+            encoded = Encoded(self.codec, codes, cal.scale, zero)
+        return stored_arrays(self.module, encoded, only=piece.name)[piece.name]
 
 
 class _PieceSource(Source):

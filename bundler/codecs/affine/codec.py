@@ -107,13 +107,14 @@ class AffineCodec:
         return Calibration(lo.reshape(shape), hi.reshape(shape), scale.reshape(shape),
                            zero.reshape(shape))  # fmt: skip
 
-    def encode(self, x: Any) -> Encoded:
-        """Calibrate and quantize `x` (refusing NaN and infinity with their position)."""
+    def encode(self, x: Any, calibration: Calibration | None = None) -> Encoded:
+        """Calibrate and quantize `x` (refusing NaN and infinity with their position);
+        `calibration`, when given, is what `calibrate(x)` returned."""
         from bundler.codecs.affine import kernels
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
-        cal = self.calibrate(x)
+        cal = self.calibrate(x) if calibration is None else calibration
         codes = np.empty(x.shape, dtype=self.code_dtype)
         p, s, q = layout.view3
         scale2 = cal.scale.astype(np.float64).reshape(-1, s)

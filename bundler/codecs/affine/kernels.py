@@ -59,65 +59,100 @@ def squared_errors(slices, scale, zero, qmin, qmax, err):  # pragma: no cover - 
         err[i, k] = e
 
 
+@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc"})
+def approximate_errors(slices, scale, zero, qmin, qmax, err):  # pragma: no cover - compiled
+    """`squared_errors` for ranking candidates quickly: float32, multiplying by the inverse
+    scale, the sum reassociated (vectorized), so a few ulps off; the search re-ranks its best
+    candidates with `squared_errors`."""
+    s_n, l_n = slices.shape
+    k_n = scale.shape[1]
+    lo = np.float32(qmin)
+    hi = np.float32(qmax)
+    for t in prange(s_n * k_n):
+        i = t // k_n
+        k = t % k_n
+        d = np.float32(scale[i, k])
+        inv = np.float32(1.0) / d
+        z = np.float32(zero[i, k])
+        e = np.float32(0.0)
+        for j in range(l_n):
+            v = slices[i, j]
+            q = min(max(np.float32(np.rint(v * inv)) + z, lo), hi)
+            r = (q - z) * d
+            e += (v - r) * (v - r)
+        err[i, k] = e
+
+
+#: Slices per parallel task of the entropy search (its buffers are made once per task).
+_SLICES = 64
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def entropy_thresholds(slices, amax, levels, n_bins, n_candidates, out):  # pragma: no cover
+def entropy_thresholds(slices, amax, levels, n_bins, n_candidates, log_n, out):  # pragma: no cover
     """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
     [0, amax]; for each candidate threshold (bins levels..n_bins), the KL divergence between
     the clipped reference (outliers folded into its last bin) and its quantization into
     `levels` bins spread back over their non-empty bins; out[i] = the threshold of least
-    divergence (the upper edge of its last bin)."""
-    s_n, l_n = slices.shape
-    for i in prange(s_n):
-        a = amax[i]
-        if a == 0.0:
-            out[i] = 0.0
-            continue
-        width = a / n_bins
-        hist = np.zeros(n_bins, dtype=np.float64)
-        for j in range(l_n):
-            b = int(abs(np.float64(slices[i, j])) / width)
-            if b >= n_bins:
-                b = n_bins - 1
-            hist[b] += 1.0
+    divergence (the upper edge of its last bin). log_n[c] = log(c) for the counts 1..len."""
+    s_n = slices.shape[0]
+    for task in prange((s_n + _SLICES - 1) // _SLICES):
+        hist = np.empty(n_bins, dtype=np.float64)
         csum = np.zeros(n_bins + 1, dtype=np.float64)
         cnz = np.zeros(n_bins + 1, dtype=np.float64)
         cplogp = np.zeros(n_bins + 1, dtype=np.float64)
-        for b in range(n_bins):
-            h = hist[b]
-            csum[b + 1] = csum[b] + h
-            cnz[b + 1] = cnz[b] + (1.0 if h > 0 else 0.0)
-            cplogp[b + 1] = cplogp[b] + (h * np.log(h) if h > 0 else 0.0)
-        total = csum[n_bins]
-        best = np.inf
-        best_c = n_bins
-        span = n_bins - levels
-        for k in range(n_candidates):
-            c = n_bins if n_candidates == 1 else levels + (span * k) // (n_candidates - 1)
-            outliers = total - csum[c]
-            last = hist[c - 1] + outliers
-            plogp = cplogp[c - 1] + (last * np.log(last) if last > 0 else 0.0)
-            merged = c // levels
-            qlogq = 0.0
-            infinite = False
-            for m in range(levels):
-                start = m * merged
-                end = c if m == levels - 1 else start + merged
-                t = csum[end] - csum[start]
-                nz = cnz[end] - cnz[start]
-                mass = t
-                if end == c:
-                    mass += outliers
-                    if hist[c - 1] == 0 and last > 0:
-                        nz += 1.0
-                if mass > 0:
-                    if t == 0:
-                        infinite = True
-                        break
-                    qlogq += mass * np.log(t / nz)
-            if infinite:
-                continue
-            kl = (plogp - total * np.log(total) - qlogq + total * np.log(csum[c])) / total
-            if kl < best:
-                best = kl
-                best_c = c
-        out[i] = best_c * width
+        for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
+            out[i] = _entropy_one(
+                slices[i], amax[i], levels, n_bins, n_candidates, log_n, hist, csum, cnz, cplogp
+            )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _entropy_one(row, a, levels, n_bins, n_candidates, log_n, hist, csum, cnz, cplogp):
+    if a == 0.0:
+        return 0.0
+    width = a / n_bins
+    hist[:] = 0.0
+    for j in range(row.shape[0]):
+        b = int(abs(np.float64(row[j])) / width)
+        if b >= n_bins:
+            b = n_bins - 1
+        hist[b] += 1.0
+    for b in range(n_bins):
+        h = hist[b]
+        csum[b + 1] = csum[b] + h
+        cnz[b + 1] = cnz[b] + (1.0 if h > 0 else 0.0)
+        cplogp[b + 1] = cplogp[b] + (h * log_n[int(h)] if h > 0 else 0.0)
+    total = csum[n_bins]
+    best = np.inf
+    best_c = n_bins
+    span = n_bins - levels
+    for k in range(n_candidates):
+        c = n_bins if n_candidates == 1 else levels + (span * k) // (n_candidates - 1)
+        outliers = total - csum[c]
+        last = hist[c - 1] + outliers
+        plogp = cplogp[c - 1] + (last * log_n[int(last)] if last > 0 else 0.0)
+        merged = c // levels
+        qlogq = 0.0
+        infinite = False
+        for m in range(levels):
+            start = m * merged
+            end = c if m == levels - 1 else start + merged
+            t = csum[end] - csum[start]
+            nz = cnz[end] - cnz[start]
+            mass = t
+            if end == c:
+                mass += outliers
+                if hist[c - 1] == 0 and last > 0:
+                    nz += 1.0
+            if mass > 0:
+                if t == 0:
+                    infinite = True
+                    break
+                qlogq += mass * (log_n[int(t)] - log_n[int(nz)])
+        if infinite:
+            continue
+        kl = (plogp - total * log_n[int(total)] - qlogq + total * log_n[int(csum[c])]) / total
+        if kl < best:
+            best = kl
+            best_c = c
+    return best_c * width
