@@ -12,8 +12,8 @@ or a group) that the affine codec then maps onto its integer range.
 - Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 per
   positive code and the slice length, at most 2048; 64 evenly spaced thresholds, fewer for
   slices shorter than 4 values per positive code: 16 * length / codes, at least 16), giving
-  +-threshold clipped to the extremes. At more than 10 bits the histogram cannot resolve the codes and the range
-  is MinMax's.
+  +-threshold clipped to the extremes. At more than 10 bits the histogram cannot resolve
+  the codes and the range is MinMax's.
 
 A slice whose values are all equal keeps that one value as its range under every method.
 """
