@@ -4,7 +4,8 @@ replaced by affine groups when the type is an affine codec.
 
 Which tensors are quantized follows the plan's rules (`plan.quantizable`: 2-D weights but
 norms and embeddings of position or token type; `--leave-output-tensor`); `--tensor-type
-REGEX=CODEC` gives matching tensors another affine codec. Quantizing tensors that are
+REGEX=CODEC` gives matching tensors another affine codec; a tensor whose rows are not a
+multiple of the group size falls back to per-channel scales. Quantizing tensors that are
 already quantized (GGML blocks or affine groups) needs `allow_requantize`; decoding affine
 groups to F32/F16/BF16 does not.
 """
@@ -57,7 +58,8 @@ def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Pl
     for name, codec in codecs.items():
         source = bundle.tensors[name]
         for piece in checkpoint.pieces(checkpoint.module_of(name), source.shape, codec):
-            origin[piece.name] = f"{name} {source.codec.name} -> {codec.name}"
+            note = f"{name} {source.codec.name} -> {codec.name}"
+            origin[piece.name] = "; ".join([note, *filter(None, [chooser.fallbacks.get(name)])])
     plan.choices = [
         dataclasses.replace(c, action="quantize", note=origin[c.name]) if c.name in origin else c
         for c in plan.choices
@@ -86,6 +88,7 @@ class _Chooser:
                 )
             self.overrides.append((re.compile(regex), AffineCodec(name)))
         self.requantized: list[str] = []
+        self.fallbacks: dict[str, str] = {}
 
     def codec_for(self, tensor: Tensor) -> AffineCodec | None:
         if quantizable(tensor) is not None:
@@ -93,6 +96,14 @@ class _Chooser:
         if self.options.leave_output_tensor and tensor.name in ("output.weight", "lm_head.weight"):
             return None
         codec = next((c for rx, c in self.overrides if rx.search(tensor.name)), self.base)
+        s = codec.scheme
+        if s.granularity == "group" and tensor.shape[-1] % s.group_size:
+            # as GGML types fall back when rows do not fit their blocks
+            codec = AffineCodec(s.replace(granularity="channel"))
+            self.fallbacks[tensor.name] = (
+                f"rows of {tensor.shape[-1]} are not a multiple of {s.group_size}: fallback "
+                f"{codec.name}"
+            )
         if tensor.codec.facts.is_block:
             self.requantized.append(f"{tensor.name} ({tensor.codec.name})")
         return codec

@@ -125,8 +125,13 @@ def _check_paths(src: str, dst: str, force: bool) -> None:
         same = os.path.samefile(src, dst)
     if same:
         raise UsageError(f"the output {dst} is the input; write to another path")
-    if not force and os.path.exists(dst):
-        raise OutputExistsError(dst)
+    if not force and os.path.exists(_target(dst)):
+        raise OutputExistsError(_target(dst))
+
+
+def _target(dst: str) -> str:
+    """The file written for `dst`: a model folder's model.safetensors, else `dst`."""
+    return os.path.join(dst, "model.safetensors") if os.path.isdir(dst) else dst
 
 
 def write_bundle(
@@ -149,8 +154,8 @@ def write_bundle(
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
         return report
-    if not force and os.path.exists(dst):
-        raise OutputExistsError(dst)
+    if not force and os.path.exists(_target(dst)):
+        raise OutputExistsError(_target(dst))
     start = time.perf_counter()
     module(fmt).write(apply_plan(bundle, plan, observer), dst, **options)
     report.seconds = time.perf_counter() - start
@@ -159,6 +164,8 @@ def write_bundle(
 
 
 def _outputs(dst: str) -> list[str]:
+    if os.path.isdir(dst):
+        return sorted(os.path.join(dst, n) for n in os.listdir(dst))
     if os.path.exists(dst):
         return [dst]
     directory, base = os.path.split(os.path.abspath(dst))

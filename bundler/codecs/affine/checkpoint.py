@@ -409,3 +409,33 @@ def dequantized(bundle: Bundle, found: dict[str, Group] | None = None) -> Bundle
             done.add(g.module)
             out.add(Tensor(f"{g.module}.weight", g.shape, "f32", _DecodedSource(bundle, g)))
     return out
+
+
+def write_model_config(bundle: Bundle, folder: str, force: bool = True) -> None:
+    """Put the bundle's quantization_config into `<folder>/config.json` (the folder's own
+    config.json, else the source folder's, else a new one), as Transformers and vLLM read
+    compressed-tensors models."""
+    text = bundle.metadata.get(CONFIG_KEY)
+    if not isinstance(text, str):
+        return
+    from bundler.atomic import atomic_output
+
+    target = os.path.join(folder, "config.json")
+    sources = [target]
+    if bundle.path:
+        src = bundle.path if os.path.isdir(bundle.path) else os.path.dirname(bundle.path)
+        sources.append(os.path.join(src, "config.json"))
+    model: dict[str, Any] = {}
+    for candidate in sources:
+        if os.path.isfile(candidate):
+            try:
+                with open(candidate, encoding="utf-8") as f:
+                    loaded = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(loaded, dict):
+                model = loaded
+                break
+    model[CONFIG_KEY] = json.loads(text)
+    with atomic_output(target, force=True) as f:
+        f.write((json.dumps(model, indent=2, sort_keys=True) + "\n").encode("utf-8"))
