@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bundler.affine_plan import plan_bundle
 from bundler.bundle import Bundle, Metadata, Source, Tensor
 from bundler.containers import format_for_path, module, open_bundle
 from bundler.errors import OutputExistsError, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
+from bundler.plan.affine import plan_bundle
 from bundler.transcode import Buffers, TranscodeSource
 
 

@@ -82,10 +82,10 @@ def plan_options(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
-    from bundler.affine_plan import plan_bundle
     from bundler.containers import open_bundle
     from bundler.pipeline import _check_paths, write_bundle
     from bundler.plan import PlanOptions
+    from bundler.plan.affine import plan_bundle
 
     _check_paths(args.input, args.output, args.force or args.dry_run)
     options = PlanOptions(**plan_options) if plan_options else None
@@ -127,8 +127,8 @@ def run_quantize(args: argparse.Namespace) -> int:
 def affine_type(args: argparse.Namespace) -> str | None:
     """--type, with the affine flags (--bits, --group-size, --per-channel, --asym,
     --calibration, --scale-dtype) folded into its short string form."""
-    from bundler.affine_plan import is_affine
     from bundler.errors import UsageError
+    from bundler.plan.affine import is_affine
 
     tokens = []
     if args.group_size is not None:

@@ -18,7 +18,8 @@ import re
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
 from bundler.errors import UsageError
-from bundler.plan import Plan, PlanOptions, make_plan, quantizable
+from bundler.plan.planner import Plan, PlanOptions, _file_type, make_plan
+from bundler.plan.rules import quantizable
 
 
 def is_affine(type_name: str | None) -> bool:
@@ -70,8 +71,6 @@ def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Pl
 def _quantized_target(options: PlanOptions) -> bool:
     if is_affine(options.type):
         return True
-    from bundler.plan import _file_type
-
     return _file_type(options.type).codec.facts.is_block
 
 
