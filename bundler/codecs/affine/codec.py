@@ -114,6 +114,10 @@ class AffineCodec:
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
+        if calibration is None and self._fused():
+            encoded = self._encode_groups(x, layout)
+            if encoded is not None:
+                return encoded
         cal = self.calibrate(x) if calibration is None else calibration
         codes = np.empty(x.shape, dtype=self.code_dtype)
         p, s, q = layout.view3
@@ -125,6 +129,32 @@ class AffineCodec:
         )  # fmt: skip
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
         return Encoded(self, codes, cal.scale, zero)
+
+    def _fused(self) -> bool:
+        s = self.scheme
+        return (
+            s.granularity == "group"
+            and s.scale_dtype == "f32"
+            and s.calibration.token == ("minmax")
+        )
+
+    def _encode_groups(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
+        """MinMax groups with float32 scales in one compiled pass (None: a row held a
+        non-finite value; the general path then reports where)."""
+        from bundler.codecs.affine import kernels
+
+        p, s, q = layout.view3
+        codes = np.empty(x.shape, dtype=self.code_dtype)
+        scale = np.empty(p * s, dtype=np.float32)
+        zero = np.empty(p * s, dtype=np.int64)
+        sch = self.scheme
+        rows = x.reshape(p * s, q)
+        if kernels.minmax_groups(rows, sch.symmetric, sch.qmin, sch.qmax,
+                                 codes.reshape(p * s, q), scale, zero):  # fmt: skip
+            return None
+        shape = layout.param_shape
+        zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
+        return Encoded(self, codes, scale.reshape(shape), zp)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""

@@ -156,3 +156,52 @@ def _entropy_one(row, a, levels, n_bins, n_candidates, log_n, hist, csum, cnz, c
             best = kl
             best_c = c
     return best_c * width
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def minmax_groups(x, symmetric, qmin, qmax, codes, scale, zero):  # pragma: no cover - compiled
+    """MinMax calibration and quantization of each row of x (S, G) in one pass, float32
+    scales, exactly as `arithmetic.parameters` and `quantize` compute them; returns how many
+    rows held a NaN or an infinity (their outputs are then not written)."""
+    s_n, g_n = x.shape
+    bad = 0
+    lo_q = np.float64(qmin)
+    hi_q = np.float64(qmax)
+    half = (np.float64(qmax) - np.float64(qmin)) / 2.0
+    span = np.float64(qmax) - np.float64(qmin)
+    tiny = np.float32(1.401298464324817e-45)
+    for i in prange(s_n):
+        mn = x[i, 0]
+        mx = x[i, 0]
+        check = np.float32(0.0)
+        for j in range(g_n):
+            v = x[i, j]
+            mn = min(mn, v)
+            mx = max(mx, v)
+            check += v - v
+        if check != 0.0 or check != check:
+            bad += 1
+            continue
+        lo = np.float64(mn)
+        hi = np.float64(mx)
+        lo0 = min(lo, 0.0)
+        hi0 = max(hi, 0.0)
+        if lo == hi:
+            s = abs(lo)
+        elif symmetric:
+            s = max(-lo0, hi0) / half
+        else:
+            s = (hi0 - lo0) / span
+        if s == 0.0:
+            s = 1.0
+        s32 = np.float32(s)
+        if s32 == 0.0:
+            s32 = tiny
+        d = np.float64(s32)
+        z = 0.0 if symmetric else min(max(np.rint(lo_q - lo0 / d), lo_q), hi_q)
+        scale[i] = s32
+        zero[i] = np.int64(z)
+        for j in range(g_n):
+            q = np.rint(np.float64(x[i, j]) / d) + z
+            codes[i, j] = min(max(q, lo_q), hi_q)
+    return bad
