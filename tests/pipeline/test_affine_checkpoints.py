@@ -290,3 +290,17 @@ def test_checkpoints_written_by_other_tools_are_read_and_dequantized(tmp_path):
     assert sorted(d.tensors) == ["model.a.weight", "model.b.weight", "model.norm.weight"]
     np.testing.assert_array_equal(d.tensors["model.b.weight"].numpy(), want_b)
     assert math.isclose(float(d.tensors["model.norm.weight"].numpy()[0]), 1.0)
+
+
+@pytest.mark.realfile
+def test_diff_compares_affine_weights_as_the_floats_they_decode_to(tmp_path, minilm_safetensors):
+    q = tmp_path / "q.gguf"
+    run_cli("quantize", str(minilm_safetensors), "-o", str(q), "--type", "int8:channel",
+            check=True)  # fmt: skip
+    report = json.loads(run_cli("diff", str(minilm_safetensors), str(q), "--json",
+                                check=True).stdout)  # fmt: skip
+    assert report["only_in_a"] == [] and report["only_in_b"] == []
+    rows = {r["name"]: r for r in report["tensors"]}
+    dense = rows["encoder.layer.0.intermediate.dense.weight"]
+    assert 0 < dense["rmse"] < 1e-3 and dense["cosine"] > 0.9999
+    assert rows["encoder.layer.0.output.LayerNorm.weight"]["rmse"] == 0
