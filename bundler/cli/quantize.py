@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
     add_plan_flags(q)
+    add_affine_flags(q)
     add_output_flags(q)
     q.set_defaults(func=run_quantize)
 
@@ -38,19 +39,6 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
         "int4:g128:asym:mse (see `bundler types`)",
     )
     q.set_defaults(type_required=type_required)
-    q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
-    q.add_argument("--group-size", type=int, metavar="G", help="affine: one scale per G values")
-    q.add_argument(
-        "--per-channel", action="store_true", help="affine: one scale per output channel"
-    )
-    q.add_argument("--asym", action="store_true", help="affine: unsigned codes with a zero point")
-    q.add_argument(
-        "--calibration", metavar="METHOD",
-        help="affine: minmax (default), p99.9, p<lo>-<hi>, meanstd3, mse, entropy",
-    )  # fmt: skip
-    q.add_argument(
-        "--scale-dtype", choices=("f32", "f16", "bf16"), help="affine: dtype of the scales"
-    )
     q.add_argument(
         "--tensor-type", action="append", type=_tensor_type, default=[], metavar="REGEX=CODEC",
         help="give tensors whose name matches REGEX this codec (first match wins)",
@@ -68,10 +56,27 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
 
 
+def add_affine_flags(q: argparse.ArgumentParser) -> None:
+    """`quantize`'s affine options, folded into --type by `affine_type`."""
+    q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
+    q.add_argument("--group-size", type=int, metavar="G", help="affine: one scale per G values")
+    q.add_argument(
+        "--per-channel", action="store_true", help="affine: one scale per output channel"
+    )
+    q.add_argument("--asym", action="store_true", help="affine: unsigned codes with a zero point")
+    q.add_argument(
+        "--calibration", metavar="METHOD",
+        help="affine: minmax (default), p99.9, p<lo>-<hi>, meanstd3, mse, entropy",
+    )  # fmt: skip
+    q.add_argument(
+        "--scale-dtype", choices=("f32", "f16", "bf16"), help="affine: dtype of the scales"
+    )
+
+
 def plan_options(args: argparse.Namespace) -> dict:
     """The PlanOptions fields `add_plan_flags`' options gave."""
     return {
-        "type": affine_type(args),
+        "type": args.type,
         "tensor_types": args.tensor_type,
         "pure": args.pure,
         "leave_output_tensor": args.leave_output_tensor,
@@ -121,7 +126,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         from bundler.codecs import set_threads
 
         set_threads(args.threads)
-    return _run(args, plan_options(args))
+    return _run(args, {**plan_options(args), "type": affine_type(args)})
 
 
 def affine_type(args: argparse.Namespace) -> str | None:
