@@ -12,6 +12,7 @@ from bundler.batching import BatchReport, batch, run_config
 from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
 from bundler.codecs import Codec
 from bundler.codecs import get as codec
+from bundler.codecs.affine import AffineCodec, calibrate
 from bundler.errors import (
     BundlerError,
     FileNotFound,
@@ -26,6 +27,7 @@ from bundler.errors import (
 from bundler.pipeline import Report, convert, quantize, save
 
 __all__ = [
+    "AffineCodec",
     "BatchReport",
     "Bundle",
     "BundlerError",
@@ -44,6 +46,7 @@ __all__ = [
     "Value",
     "ValueType",
     "batch",
+    "calibrate",
     "codec",
     "convert",
     "decode",

@@ -2,7 +2,9 @@
 and how their metadata differs.
 
 Each common tensor is decoded on both sides, one tensor at a time, and compared with
-`bundler.stats.error_stats` (A is the original, B the approximation).
+`bundler.stats.error_stats` (A is the original, B the approximation). Affine-quantized
+weights (compressed-tensors layout) are compared as the one float `<m>.weight` they decode
+to, so a quantized file diffs against its source.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def diff(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Compare the model files at `path_a` and `path_b`."""
+    from bundler.codecs.affine.checkpoint import dequantized
     from bundler.containers import open_bundle
 
-    return diff_bundles(open_bundle(path_a), open_bundle(path_b), threshold, progress)
+    a, b = (dequantized(open_bundle(p)) for p in (path_a, path_b))
+    return diff_bundles(a, b, threshold, progress)

@@ -18,7 +18,8 @@ import numpy as np
 from bundler.bundle import Bundle, Metadata, Source, Tensor
 from bundler.containers import format_for_path, module, open_bundle
 from bundler.errors import OutputExistsError, UsageError
-from bundler.plan import Choice, Plan, PlanOptions, make_plan
+from bundler.plan import Choice, Plan, PlanOptions
+from bundler.plan.affine import plan_bundle
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -56,7 +57,7 @@ def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> 
     buffers = Buffers()
     for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
         source = tensor.source
-        if choice.action != "copy":
+        if choice.action != "copy" and choice.target != tensor.codec:
             source = TranscodeSource(tensor, choice.target, buffers)
         if observer is not None:
             source = _ObservedSource(source, choice, observer)
@@ -124,8 +125,13 @@ def _check_paths(src: str, dst: str, force: bool) -> None:
         same = os.path.samefile(src, dst)
     if same:
         raise UsageError(f"the output {dst} is the input; write to another path")
-    if not force and os.path.exists(dst):
-        raise OutputExistsError(dst)
+    if not force and os.path.exists(_target(dst)):
+        raise OutputExistsError(_target(dst))
+
+
+def _target(dst: str) -> str:
+    """The file written for `dst`: a model folder's model.safetensors, else `dst`."""
+    return os.path.join(dst, "model.safetensors") if os.path.isdir(dst) else dst
 
 
 def write_bundle(
@@ -148,8 +154,8 @@ def write_bundle(
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
         return report
-    if not force and os.path.exists(dst):
-        raise OutputExistsError(dst)
+    if not force and os.path.exists(_target(dst)):
+        raise OutputExistsError(_target(dst))
     start = time.perf_counter()
     module(fmt).write(apply_plan(bundle, plan, observer), dst, **options)
     report.seconds = time.perf_counter() - start
@@ -158,6 +164,8 @@ def write_bundle(
 
 
 def _outputs(dst: str) -> list[str]:
+    if os.path.isdir(dst):
+        return sorted(os.path.join(dst, n) for n in os.listdir(dst))
     if os.path.exists(dst):
         return [dst]
     directory, base = os.path.split(os.path.abspath(dst))
@@ -179,9 +187,9 @@ def _file_to_file(
 ) -> Report:
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
-    bundle = open_bundle(src)
+    bundle, plan = plan_bundle(open_bundle(src), options)
     return write_bundle(
-        bundle, make_plan(bundle, options), dst, format=format, force=force, dry_run=dry_run,
+        bundle, plan, dst, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, source_name=src,
     )  # fmt: skip
 
@@ -254,5 +262,5 @@ def save(
     bundle = data if isinstance(data, Bundle) else bundle_from_arrays(data)
     for key, value in Metadata(metadata or {}).typed_items():
         bundle.metadata[key] = value
-    plan = make_plan(bundle, PlanOptions(type=codec, **plan_options))
+    bundle, plan = plan_bundle(bundle, PlanOptions(type=codec, **plan_options))
     return write_bundle(bundle, plan, path, format=format, force=force, observer=observer)

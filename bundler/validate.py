@@ -125,6 +125,7 @@ def validate(
     _scan_scales(bundle, report, progress(bundle) if progress else None)
     if strict:
         _STRICT[report.format](bundle, report)
+        _strict_affine(bundle, report)
     return report
 
 
@@ -245,6 +246,28 @@ def _strict_safetensors(bundle: Bundle, report: Report) -> None:
             report.errors.append(
                 Problem(f"the reference SafeTensors reader refuses it: {exc}", "safetensors", p)
             )
+
+
+def _strict_affine(bundle: Bundle, report: Report) -> None:
+    """Affine-quantized weights (formats/affine.md) run in compressed-tensors readers (vLLM,
+    Transformers) from SafeTensors; llama.cpp and aprender have no such tensors."""
+    from bundler.codecs.affine import checkpoint
+
+    runtime = {"gguf": "llama.cpp", "apr": "aprender"}.get(report.format or "")
+    if runtime is None or checkpoint.read_config(bundle) is None:
+        return
+    scales = [n for n in bundle.tensors if n.endswith(".weight_scale")]
+    if scales:
+        report.errors.append(
+            Problem(
+                f"{runtime} cannot run affine-quantized weights (compressed-tensors layout, "
+                f"{len(scales)} weights such as {scales[0][: -len('_scale')]!r}); decode them "
+                "(--type f16) or convert to SafeTensors",
+                runtime,
+                report.path,
+                tensor=scales[0],
+            )
+        )
 
 
 _STRICT = {"gguf": _strict_gguf, "apr": _strict_apr, "safetensors": _strict_safetensors}

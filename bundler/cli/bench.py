@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)"
     )
     c.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
+    c.add_argument(
+        "--affine", action="store_true",
+        help="the affine codecs (int8/int4, calibrations) beside onnxruntime's weight quantizers",
+    )  # fmt: skip
     add_json_flag(c)
     c.set_defaults(func=_run_codecs)
     k = kinds.add_parser("containers", help="open and rewrite model files vs the reference readers")
@@ -51,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
+    if args.affine:
+        from bundler.bench.affine import main as affine_main
+
+        return affine_main(args)
     from bundler.bench.codecs import main
 
     return main(args)

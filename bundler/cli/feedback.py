@@ -62,6 +62,8 @@ def tensor_line(choice: Choice, total: int) -> str:
     size = f"size = {choice.source_bytes / MIB:8.2f} MiB"
     if choice.action == "copy":
         return head + "copying .. " + size
+    if choice.target == choice.source:  # a piece of an affine-quantized weight
+        return head + f"{choice.action} {choice.note} .. " + size
     return (
         head
         + f"converting to {choice.target.name} .. {size} -> {choice.target_bytes / MIB:8.2f} MiB"

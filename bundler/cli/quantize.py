@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
     add_plan_flags(q)
+    add_affine_flags(q)
     add_output_flags(q)
     q.set_defaults(func=run_quantize)
 
@@ -33,9 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> None:
     """The options that choose each tensor's codec (PlanOptions), and --threads."""
     q.add_argument(
-        "--type", required=type_required,
-        help="codec or file type: Q4_0, Q8_0, Q4_K_M, F16...",
-    )  # fmt: skip
+        "--type",
+        help="codec or file type: Q4_0, Q8_0, Q4_K_M, F16..., or an affine codec: int8, int4, "
+        "int4:g128:asym:mse (see `bundler types`)",
+    )
+    q.set_defaults(type_required=type_required)
     q.add_argument(
         "--tensor-type", action="append", type=_tensor_type, default=[], metavar="REGEX=CODEC",
         help="give tensors whose name matches REGEX this codec (first match wins)",
@@ -51,6 +54,23 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
         help="allow quantizing tensors that are already quantized (loses accuracy)",
     )  # fmt: skip
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
+
+
+def add_affine_flags(q: argparse.ArgumentParser) -> None:
+    """`quantize`'s affine options, folded into --type by `affine_type`."""
+    q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
+    q.add_argument("--group-size", type=int, metavar="G", help="affine: one scale per G values")
+    q.add_argument(
+        "--per-channel", action="store_true", help="affine: one scale per output channel"
+    )
+    q.add_argument("--asym", action="store_true", help="affine: unsigned codes with a zero point")
+    q.add_argument(
+        "--calibration", metavar="METHOD",
+        help="affine: minmax (default), p99.9, p<lo>-<hi>, meanstd3, mse, entropy",
+    )  # fmt: skip
+    q.add_argument(
+        "--scale-dtype", choices=("f32", "f16", "bf16"), help="affine: dtype of the scales"
+    )
 
 
 def plan_options(args: argparse.Namespace) -> dict:
@@ -69,11 +89,12 @@ def plan_options(args: argparse.Namespace) -> dict:
 def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
     from bundler.containers import open_bundle
     from bundler.pipeline import _check_paths, write_bundle
-    from bundler.plan import PlanOptions, make_plan
+    from bundler.plan import PlanOptions
+    from bundler.plan.affine import plan_bundle
 
     _check_paths(args.input, args.output, args.force or args.dry_run)
-    bundle = open_bundle(args.input)
-    plan = make_plan(bundle, PlanOptions(**plan_options) if plan_options else None)
+    options = PlanOptions(**plan_options) if plan_options else None
+    bundle, plan = plan_bundle(open_bundle(args.input), options)
     feedback = Feedback(args, len(plan.choices), plan.target_bytes)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -105,7 +126,43 @@ def run_quantize(args: argparse.Namespace) -> int:
         from bundler.codecs import set_threads
 
         set_threads(args.threads)
-    return _run(args, plan_options(args))
+    return _run(args, {**plan_options(args), "type": affine_type(args)})
+
+
+def affine_type(args: argparse.Namespace) -> str | None:
+    """--type, with the affine flags (--bits, --group-size, --per-channel, --asym,
+    --calibration, --scale-dtype) folded into its short string form."""
+    from bundler.errors import UsageError
+    from bundler.plan.affine import is_affine
+
+    tokens = []
+    if args.group_size is not None:
+        tokens.append(f"g{args.group_size}")
+    if args.per_channel:
+        tokens.append("channel")
+    if args.asym:
+        tokens.append("asym")
+    if args.calibration:
+        tokens.append(args.calibration)
+    if args.scale_dtype:
+        tokens.append(args.scale_dtype)
+    base = args.type
+    if args.bits is not None:
+        if base is not None and not (
+            is_affine(base) and base.lower().startswith(f"int{args.bits}")
+        ):
+            raise UsageError(f"--bits {args.bits} contradicts --type {base}")
+        base = base or f"int{args.bits}"
+    if base is None:
+        if tokens or getattr(args, "type_required", True):
+            raise UsageError("--type is required (or --bits for an affine codec)")
+        return None
+    if tokens and not is_affine(base):
+        raise UsageError(
+            f"--group-size, --per-channel, --asym, --calibration and --scale-dtype apply to "
+            f"affine codecs (int8, int4, ...), not to {base}"
+        )
+    return ":".join([base, *tokens])
 
 
 def run_convert(args: argparse.Namespace) -> int:

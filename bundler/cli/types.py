@@ -31,8 +31,33 @@ def run(args: argparse.Namespace) -> int:
         }
         for f in TABLE
     ]
+    rows += _affine_rows()
     emit(args, rows, _human)
     return 0
+
+
+def _affine_rows() -> list[dict]:
+    """The affine family: one row per width; granularity, zero point, calibration and scale
+    dtype are chosen in the name (int4:g128:asym:mse)."""
+    from bundler.codecs.affine.scheme import MAX_BITS, MIN_BITS
+
+    form = "[:tensor|:channel[N]|:g<G>][:sym|:asym][:minmax|:p99.9|:meanstd3|:mse|:entropy]"
+    return [
+        {
+            "name": f"int{bits}",
+            "ggml_id": None,
+            "apr_code": None,
+            "apr_native": False,
+            "safetensors_dtype": "I32" if bits < 8 else "I8" if bits == 8 else "I16",
+            "block_size": 1,
+            "type_size": bits / 8,
+            "bits_per_weight": float(bits),
+            "encode": True,
+            "description": f"affine int{bits}{form}[:f16|:bf16], codes + scales",
+        }
+        for bits in (2, 3, 4, 8, 16)
+        if MIN_BITS <= bits <= MAX_BITS
+    ]
 
 
 def _dash(v: object) -> str:

@@ -214,9 +214,15 @@ def all_codecs() -> list[Codec]:
 
 
 def get(codec: str | int | Codec) -> Codec:
-    """Look a codec up by name (any case), by GGML type id, or pass a Codec through."""
+    """Look a codec up by name (any case), by GGML type id, or pass a Codec through.
+
+    An affine configuration (a `config()` dict with id "affine", or a short string such as
+    `int4:g128:asym:mse`) gives an `AffineCodec` (bundler.codecs.affine)."""
     if isinstance(codec, Codec):
         return codec
+    affine = _affine(codec)
+    if affine is not None:
+        return affine
     if isinstance(codec, (int, np.integer)) and not isinstance(codec, bool):
         return by_ggml_id(int(codec))
     if isinstance(codec, str):
@@ -224,6 +230,18 @@ def get(codec: str | int | Codec) -> Codec:
         if found is not None:
             return found
     raise UnknownCodecError(codec, names())
+
+
+def _affine(codec: Any) -> Any:
+    from bundler.codecs.affine import AffineCodec, looks_affine
+
+    if isinstance(codec, AffineCodec):
+        return codec
+    if (isinstance(codec, dict) and codec.get("id") == "affine") or (
+        isinstance(codec, str) and looks_affine(codec)
+    ):
+        return AffineCodec(codec)
+    return None
 
 
 def by_ggml_id(type_id: int) -> Codec:

@@ -1,6 +1,7 @@
 """Which codec each tensor of a bundle is written with, and why: the file types
 (`filetypes`), what may be quantized and the fallbacks (`rules`), llama-quantize's mixtures
-(`mixtures`), what the rules know of the model (`model`) and the planner (`planner`)."""
+(`mixtures`), what the rules know of the model (`model`) and the planner (`planner`);
+`affine` is the stage that makes or decodes affine-quantized weights around the planner."""
 
 from __future__ import annotations
 

@@ -167,7 +167,9 @@ def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser) -> Choic
     if target == t.codec:
         return _copy(i, t, note or f"already {target.name}")
     if t.codec.facts.is_block:
-        return Choice(i, t.name, t.shape, t.codec, target, "requantize", note)
+        # decoding to a float type is not requantizing
+        action = "requantize" if target.facts.is_block else "dequantize"
+        return Choice(i, t.name, t.shape, t.codec, target, action, note)
     action = "quantize" if target.facts.is_block else "convert"
     return Choice(i, t.name, t.shape, t.codec, target, action, note)
 

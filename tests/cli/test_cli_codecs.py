@@ -12,10 +12,13 @@ from conftest import run_cli
 from bundler.codecs import TABLE
 
 
-def test_types_lists_every_codec_with_its_ids_as_json():
+def test_types_lists_every_codec_and_the_affine_family_as_json():
     done = run_cli("types", "--json", check=True)
     rows = json.loads(done.stdout)
-    assert [r["name"] for r in rows] == [f.name for f in TABLE]
+    affine = ["int2", "int3", "int4", "int8", "int16"]
+    assert [r["name"] for r in rows] == [f.name for f in TABLE] + affine
+    int4 = next(r for r in rows if r["name"] == "int4")
+    assert (int4["bits_per_weight"], int4["safetensors_dtype"], int4["encode"]) == (4, "I32", True)
     q4 = next(r for r in rows if r["name"] == "q4_0")
     assert (q4["ggml_id"], q4["apr_code"], q4["block_size"], q4["type_size"]) == (2, 66, 32, 18)
     assert q4["bits_per_weight"] == 4.5 and q4["apr_native"] is False

@@ -71,7 +71,8 @@ def write(
     force: bool = True,
     **options: Any,
 ) -> None:
-    """Write `bundle` at `path` (a directory means `<path>/model.safetensors`).
+    """Write `bundle` at `path` (a directory means `<path>/model.safetensors`, and an
+    affine-quantized bundle's quantization_config goes into `<path>/config.json` too).
 
     Tensors are laid out as the reference serializer lays them out and streamed from their
     sources chunk by chunk. A bundle read from a sharded checkpoint keeps its shards unless
@@ -93,6 +94,9 @@ def write(
     if max_shard_size is not None and max_shard_size <= 0:
         raise UsageError(f"max_shard_size must be positive, got {max_shard_size:,}")
     if os.path.isdir(path):
+        from bundler.codecs.affine.checkpoint import write_model_config
+
+        write_model_config(bundle, path, force)
         path = os.path.join(path, shards.DEFAULT_STEM + ".safetensors")
     tensors = list(bundle.tensors.values())
     planned = {t.name: stored_form(t) for t in tensors}

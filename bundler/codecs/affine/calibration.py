@@ -1,0 +1,265 @@
+"""Calibration methods: each chooses the range [lo, hi] of every slice (a tensor, a channel
+or a group) that the affine codec then maps onto its integer range.
+
+- MinMax: the slice's extremes.
+- Percentile(lower, upper), in percent: numpy's linear-interpolation percentiles.
+- MeanStd(k): mean +- k standard deviations, never beyond the extremes.
+- MSE: of the MinMax range (widened to 0) shrunk by factors from 1.0 to 0.2 (21 coarse
+  steps of 0.04, then 14 steps of 0.005 around the best), the one whose quantization gives
+  the least sum of squared errors on that very slice. Candidates are ranked by a fast
+  float32 error; the best three and 1.0 are then compared exactly (float64, decoded as the
+  codec decodes), so MSE is never worse than MinMax.
+- Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 per
+  positive code and the slice length, at most 2048; 64 evenly spaced thresholds, fewer for
+  slices shorter than 4 values per positive code: 16 * length / codes, at least 16), giving
+  +-threshold clipped to the extremes. At more than 10 bits the histogram cannot resolve
+  the codes and the range is MinMax's.
+
+A slice whose values are all equal keeps that one value as its range under every method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from bundler.errors import UsageError
+
+
+class Quantizer(Protocol):
+    """What a range search needs to know of the codec (an affine `Scheme`)."""
+
+    bits: int
+    symmetric: bool
+    scale_dtype: str
+
+    @property
+    def qmin(self) -> int: ...
+
+    @property
+    def qmax(self) -> int: ...
+
+
+class Method:
+    """A calibration method: `ranges(slices, lo, hi, quantizer)` -> (lo, hi) per slice."""
+
+    token = ""
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def ranges(
+        self, slices: np.ndarray, lo: np.ndarray, hi: np.ndarray, quantizer: Quantizer
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MinMax(Method):
+    """The extremes of each slice."""
+
+    token = "minmax"
+
+    def config(self) -> dict[str, Any]:
+        return {"method": "minmax"}
+
+    def ranges(self, slices, lo, hi, quantizer):
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class Percentile(Method):
+    """The lower-th and upper-th percentiles of each slice (99.9 clips the top 0.1%)."""
+
+    lower: float = 0.1
+    upper: float = 99.9
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lower < self.upper <= 100:
+            raise UsageError(
+                f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, "
+                f"{self.upper}"
+            )
+
+    @property
+    def token(self) -> str:
+        if np.isclose(self.lower, 100 - self.upper):
+            return f"p{self.upper:g}"
+        return f"p{self.lower:g}-{self.upper:g}"
+
+    def config(self) -> dict[str, Any]:
+        return {"method": "percentile", "lower": self.lower, "upper": self.upper}
+
+    def ranges(self, slices, lo, hi, quantizer):
+        p = np.percentile(slices.astype(np.float64), [self.lower, self.upper], axis=1)
+        return p[0].reshape(lo.shape), p[1].reshape(hi.shape)
+
+
+@dataclass(frozen=True)
+class MeanStd(Method):
+    """mean +- k standard deviations, clipped to the slice's extremes."""
+
+    k: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.k > 0:
+            raise UsageError(f"MeanStd needs k > 0, got {self.k}")
+
+    @property
+    def token(self) -> str:
+        return f"meanstd{self.k:g}"
+
+    def config(self) -> dict[str, Any]:
+        return {"method": "meanstd", "k": self.k}
+
+    def ranges(self, slices, lo, hi, quantizer):
+        mean = slices.mean(axis=1, dtype=np.float64).reshape(lo.shape)
+        std = slices.std(axis=1, dtype=np.float64).reshape(lo.shape)
+        return np.maximum(lo, mean - self.k * std), np.minimum(hi, mean + self.k * std)
+
+
+#: MSE search: coarse shrink factors 1.0, 0.96, ... 0.2, then +-7 steps of 0.005 around the best.
+_COARSE = 1.0 - 0.04 * np.arange(21)
+_FINE = 0.005 * np.array([j for j in range(-7, 8) if j])
+
+
+@dataclass(frozen=True)
+class MSE(Method):
+    """The shrunk MinMax range of least squared reconstruction error on the slice."""
+
+    token = "mse"
+
+    def config(self) -> dict[str, Any]:
+        return {"method": "mse"}
+
+    def ranges(self, slices, lo, hi, quantizer):
+        shape = lo.shape
+        lo, hi = lo.reshape(-1), hi.reshape(-1)
+        lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+        best = _best_factor(slices, lo0, hi0, _COARSE[None, :].repeat(len(lo), 0), quantizer)
+        fine = np.clip(best[:, None] + _FINE[None, :], 0.01, 1.0)
+        candidates = np.concatenate([best[:, None], fine], axis=1)
+        best = _best_factor(slices, lo0, hi0, candidates, quantizer)
+        constant = lo == hi
+        new_lo = np.where(constant, lo, lo0 * best)
+        new_hi = np.where(constant, hi, hi0 * best)
+        return new_lo.reshape(shape), new_hi.reshape(shape)
+
+
+def _best_factor(slices, lo0, hi0, factors, quantizer) -> np.ndarray:
+    """For each slice, the factor (of its row of candidates) of least squared error: the
+    candidates are ranked by the fast approximate errors, then the best few and the first
+    (the widest) are compared exactly; the first wins ties."""
+    from bundler.codecs.affine import kernels
+    from bundler.codecs.affine.arithmetic import parameters
+
+    def params(f):
+        s, z = parameters(
+            lo0[:, None] * f, hi0[:, None] * f, quantizer.qmin, quantizer.qmax,
+            quantizer.symmetric, quantizer.scale_dtype,
+        )  # fmt: skip
+        return s.astype(np.float64), z.astype(np.float64)
+
+    scale, zero = params(factors)
+    approx = np.empty(factors.shape, dtype=np.float64)
+    kernels.approximate_errors(slices, scale, zero, quantizer.qmin, quantizer.qmax, approx)
+    top = np.argsort(approx, axis=1, kind="stable")[:, :_RERANKED]
+    keep = np.concatenate([np.zeros((len(factors), 1), dtype=np.int64), top], axis=1)
+    rows = np.arange(len(factors))[:, None]
+    finalists = factors[rows, keep]
+    err = np.empty(finalists.shape, dtype=np.float64)
+    kernels.squared_errors(
+        slices, scale[rows, keep], zero[rows, keep], quantizer.qmin, quantizer.qmax, err
+    )
+    return finalists[np.arange(len(factors)), np.argmin(err, axis=1)]
+
+
+#: Candidates of least approximate error compared exactly (with the first one).
+_RERANKED = 3
+
+
+#: Entropy search: the largest histogram, thresholds tried, and the widest codes it resolves.
+MAX_BINS = 2048
+CANDIDATES = 64
+ENTROPY_MAX_BITS = 10
+
+
+@dataclass(frozen=True)
+class Entropy(Method):
+    """TensorRT's KL-divergence threshold over a histogram of |x|."""
+
+    token = "entropy"
+
+    def config(self) -> dict[str, Any]:
+        return {"method": "entropy"}
+
+    def ranges(self, slices, lo, hi, quantizer):
+        if quantizer.bits > ENTROPY_MAX_BITS:
+            return lo, hi
+        from bundler.codecs.affine import kernels
+
+        levels = 1 << (quantizer.bits - 1)
+        length = slices.shape[1]
+        n_bins = min(MAX_BINS, max(4 * levels, 1 << max(0, (length - 1).bit_length())))
+        # short slices (int8 groups) try fewer thresholds: 16 per code level of values
+        n_candidates = min(CANDIDATES, n_bins - levels + 1, max(16, 16 * length // levels))
+        amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
+        threshold = np.empty(len(amax), dtype=np.float64)
+        log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
+        kernels.entropy_thresholds(slices, amax, levels, n_bins, n_candidates, log_n, threshold)
+        threshold = threshold.reshape(lo.shape)
+        constant = lo == hi
+        new_lo = np.where(constant, lo, np.maximum(lo, -threshold))
+        new_hi = np.where(constant, hi, np.minimum(hi, threshold))
+        return new_lo, new_hi
+
+
+_BY_NAME: dict[str, type[Method]] = {
+    "minmax": MinMax,
+    "percentile": Percentile,
+    "meanstd": MeanStd,
+    "mse": MSE,
+    "entropy": Entropy,
+}
+
+
+def method_from(spec: Any) -> Method:
+    """A method from an instance, a `config()` dict, or a token (`minmax`, `p99.9`,
+    `p1-99`, `meanstd3`, `mse`, `entropy`, `percentile`, `meanstd`)."""
+    if isinstance(spec, Method):
+        return spec
+    if isinstance(spec, dict):
+        params = dict(spec)
+        name = params.pop("method", None)
+        if name not in _BY_NAME:
+            raise UsageError(f"unknown calibration method {name!r}; valid: {', '.join(_BY_NAME)}")
+        try:
+            return _BY_NAME[name](**params)
+        except TypeError as e:
+            raise UsageError(f"calibration {name}: {e}") from None
+    if isinstance(spec, str):
+        return _from_token(spec.strip().lower())
+    raise UsageError(f"not a calibration method: {spec!r}")
+
+
+def _from_token(token: str) -> Method:
+    if token in _BY_NAME:
+        return _BY_NAME[token]()
+    try:
+        if token.startswith("meanstd"):
+            return MeanStd(float(token[7:]))
+        if token.startswith("p"):
+            body = token[1:]
+            if "-" in body:
+                low, high = body.split("-", 1)
+                return Percentile(float(low), float(high))
+            upper = float(body)
+            return Percentile(round(100 - upper, 10), upper)
+    except ValueError:
+        pass
+    raise UsageError(
+        f"unknown calibration {token!r}; valid: minmax, p<upper>, p<lower>-<upper>, "
+        "meanstd<k>, mse, entropy"
+    )

@@ -1,0 +1,276 @@
+"""The affine codec: a `Scheme` that encodes a float tensor into integer codes, scales and
+zero points (an `Encoded`), and decodes them back; and `calibrate`, the same range search
+on its own.
+
+Slices: `tensor` is the whole tensor; `channel` every index of `axis` (parameters of shape
+1 on the other axes, so [rows, 1] for a matrix's output axis 0); `group` every run of
+`group_size` values along the last (input) axis (parameters [..., cols / group_size]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bundler.codecs.affine import arithmetic
+from bundler.codecs.affine.calibration import Method, method_from
+from bundler.codecs.affine.scheme import Scheme, SchemeError, from_config, parse
+from bundler.errors import NonFiniteError, ShapeError
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """An affine-quantized tensor: codes in the logical shape, and per-slice parameters
+    (`zero_point` None for symmetric schemes, whose zero point is 0)."""
+
+    codec: AffineCodec
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    def decode(self) -> np.ndarray:
+        return self.codec.decode(self)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrated ranges of each slice, and the scheme's scales and zero points for them
+    (all in the parameter shape; `zero_point` is 0 for symmetric schemes)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+
+
+class AffineCodec:
+    """One affine codec; its configuration (`scheme`) is its identity."""
+
+    __slots__ = ("scheme",)
+
+    def __init__(self, scheme: Scheme | str | dict[str, Any]):
+        if isinstance(scheme, str):
+            scheme = parse(scheme)
+        elif isinstance(scheme, dict):
+            scheme = from_config(scheme)
+        self.scheme = scheme
+
+    @property
+    def name(self) -> str:
+        return self.scheme.name
+
+    def config(self) -> dict[str, Any]:
+        """Plain-JSON identity; `bundler.codec(config)` gives this codec back."""
+        return self.scheme.config()
+
+    def __repr__(self) -> str:
+        return f"AffineCodec({self.name!r})"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AffineCodec) and other.scheme == self.scheme
+
+    def __hash__(self) -> int:
+        return hash(self.scheme)
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return arithmetic.code_dtype(self.scheme.bits, self.scheme.symmetric)
+
+    @property
+    def scale_dtype(self) -> np.dtype:
+        return arithmetic.SCALE_NUMPY[self.scheme.scale_dtype]
+
+    def parameter_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the scales and zero points of a tensor of `shape`."""
+        return _Layout(self.scheme, tuple(shape)).param_shape
+
+    def calibrate(self, x: Any) -> Calibration:
+        """Ranges, scales and zero points this codec would use for `x`."""
+        x = _as_float32(x)
+        layout = _Layout(self.scheme, x.shape)
+        lo, hi = _ranges(x, layout, self.scheme.calibration, self.scheme)
+        scale, zero = arithmetic.parameters(
+            lo, hi, self.scheme.qmin, self.scheme.qmax, self.scheme.symmetric,
+            self.scheme.scale_dtype,
+        )  # fmt: skip
+        shape = layout.param_shape
+        return Calibration(lo.reshape(shape), hi.reshape(shape), scale.reshape(shape),
+                           zero.reshape(shape))  # fmt: skip
+
+    def encode(self, x: Any, calibration: Calibration | None = None) -> Encoded:
+        """Calibrate and quantize `x` (refusing NaN and infinity with their position);
+        `calibration`, when given, is what `calibrate(x)` returned."""
+        from bundler.codecs.affine import kernels
+
+        x = _as_float32(x)
+        layout = _Layout(self.scheme, x.shape)
+        if calibration is None and self._fused():
+            encoded = self._encode_groups(x, layout)
+            if encoded is not None:
+                return encoded
+        cal = self.calibrate(x) if calibration is None else calibration
+        codes = np.empty(x.shape, dtype=self.code_dtype)
+        p, s, q = layout.view3
+        scale2 = cal.scale.astype(np.float64).reshape(-1, s)
+        zero2 = cal.zero_point.astype(np.float64).reshape(-1, s)
+        kernels.quantize(
+            x.reshape(p, s, q), scale2, zero2, self.scheme.qmin, self.scheme.qmax,
+            codes.reshape(p, s, q),
+        )  # fmt: skip
+        zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
+        return Encoded(self, codes, cal.scale, zero)
+
+    def _fused(self) -> bool:
+        s = self.scheme
+        return (
+            s.granularity == "group"
+            and s.scale_dtype == "f32"
+            and s.calibration.token == ("minmax")
+        )
+
+    def _encode_groups(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
+        """MinMax groups with float32 scales in one compiled pass (None: a row held a
+        non-finite value; the general path then reports where)."""
+        from bundler.codecs.affine import kernels
+
+        p, s, q = layout.view3
+        codes = np.empty(x.shape, dtype=self.code_dtype)
+        scale = np.empty(p * s, dtype=np.float32)
+        zero = np.empty(p * s, dtype=np.int64)
+        sch = self.scheme
+        rows = x.reshape(p * s, q)
+        if kernels.minmax_groups(rows, sch.symmetric, sch.qmin, sch.qmax,
+                                 codes.reshape(p * s, q), scale, zero):  # fmt: skip
+            return None
+        shape = layout.param_shape
+        zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
+        return Encoded(self, codes, scale.reshape(shape), zp)
+
+    def decode(self, encoded: Encoded) -> np.ndarray:
+        """The float32 values `(codes - zero_point) * scale`."""
+        return dequantize(
+            encoded.codes, encoded.scale, encoded.zero_point, self.scheme, encoded.shape
+        )
+
+
+def dequantize(
+    codes: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray | None,
+    scheme: Scheme,
+    shape: tuple[int, ...] | None = None,
+) -> np.ndarray:
+    """Float32 values of codes and parameters laid out as `scheme` lays them out."""
+    codes = np.asarray(codes)
+    shape = tuple(codes.shape) if shape is None else tuple(shape)
+    layout = _Layout(scheme, shape)
+    want = layout.param_shape
+    scale = np.asarray(scale)
+    if math.prod(scale.shape) != math.prod(want):
+        raise ShapeError(
+            f"{scheme.name}: a tensor of shape {shape} has scales of shape {want}, "
+            f"got {scale.shape}"
+        )
+    scale = scale.reshape(want)
+    zero = None if zero_point is None else np.asarray(zero_point).reshape(want)
+    if scheme.granularity == "group":
+        lead, cols = shape[:-1], shape[-1]
+        g = scheme.group_size
+        grouped = codes.reshape(*lead, cols // g, g)
+        z = None if zero is None else zero[..., None]
+        return arithmetic.dequantize(grouped, scale[..., None], z).reshape(shape)
+    return arithmetic.dequantize(codes.reshape(shape), scale, zero)
+
+
+def calibrate(
+    x: Any, method: Method | str | dict[str, Any] = "minmax", scheme: Any = None, **fields: Any
+) -> Calibration:
+    """Calibrate `x` with `method` for a scheme (an affine codec, its string or config, or
+    Scheme fields such as bits=4, symmetric=False, granularity="group", group_size=32;
+    default int8 symmetric per tensor): the ranges, scales and zero points per slice."""
+    if scheme is None:
+        base = Scheme(**fields)
+    else:
+        base = AffineCodec(scheme).scheme if not isinstance(scheme, AffineCodec) else scheme.scheme
+        if fields:
+            base = base.replace(**fields)
+    return AffineCodec(base.replace(calibration=method_from(method))).calibrate(x)
+
+
+class _Layout:
+    """How a tensor of `shape` splits into the slices of a scheme."""
+
+    def __init__(self, scheme: Scheme, shape: tuple[int, ...]):
+        self.scheme = scheme
+        self.shape = shape
+        n = math.prod(shape)
+        if n == 0:
+            raise ShapeError(f"{scheme.name} cannot quantize an empty tensor (shape {shape})")
+        if scheme.granularity == "tensor":
+            self.view3 = (1, 1, n)
+            self.param_shape: tuple[int, ...] = (1,)
+        elif scheme.granularity == "channel":
+            ndim = max(len(shape), 1)
+            if not -ndim <= scheme.axis < ndim:
+                raise SchemeError(
+                    f"{scheme.name}: axis {scheme.axis} is out of range for shape {shape}"
+                )
+            a = scheme.axis % ndim
+            dims = shape or (1,)
+            self.view3 = (math.prod(dims[:a]), dims[a], math.prod(dims[a + 1 :]))
+            self.param_shape = tuple(d if i == a else 1 for i, d in enumerate(dims))
+        else:
+            cols = shape[-1] if shape else 1
+            g = scheme.group_size
+            if cols % g:
+                raise ShapeError(
+                    f"{scheme.name}: group size {g} does not divide the last axis of shape "
+                    f"{shape} ({cols} values)"
+                )
+            self.view3 = (n // cols, cols // g, g)
+            self.param_shape = (*shape[:-1], cols // g)
+
+    def slices(self, x: np.ndarray) -> np.ndarray:
+        """(slice, values) rows; a view except for channels of an inner axis."""
+        p, s, q = self.view3
+        if self.scheme.granularity == "channel" and p > 1:
+            return np.ascontiguousarray(np.moveaxis(x.reshape(p, s, q), 1, 0)).reshape(s, -1)
+        if self.scheme.granularity == "group":
+            return x.reshape(p * s, q)
+        return x.reshape(s, p * q) if p == 1 else x.reshape(1, -1)
+
+
+def _as_float32(x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiub" and a.dtype.name != "bfloat16":
+        raise ShapeError(f"affine codecs quantize numbers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _ranges(
+    x: np.ndarray, layout: _Layout, method: Method, scheme: Scheme
+) -> tuple[np.ndarray, np.ndarray]:
+    slices = layout.slices(x)
+    lo = slices.min(axis=1).astype(np.float64)
+    hi = slices.max(axis=1).astype(np.float64)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        flat = int(np.argmax(~np.isfinite(x.reshape(-1))))
+        index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
+        value = float(x.reshape(-1)[flat])
+        raise NonFiniteError(
+            f"{scheme.name} cannot quantize {value} at index {index}: values must be finite",
+            index,
+            value,
+        )
+    lo, hi = method.ranges(slices, lo, hi, scheme)
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)

@@ -1,0 +1,108 @@
+"""The plan's affine stage: before the usual plan, weights already stored as affine groups
+(compressed-tensors) are decoded when the user asks for another type, and weights are
+replaced by affine groups when the type is an affine codec.
+
+Which tensors are quantized follows the plan's rules (`plan.quantizable`: 2-D weights but
+norms and embeddings of position or token type; `--leave-output-tensor`); `--tensor-type
+REGEX=CODEC` gives matching tensors another affine codec; a tensor whose rows are not a
+multiple of the group size falls back to per-channel scales. Quantizing tensors that are
+already quantized (GGML blocks or affine groups) needs `allow_requantize`; decoding affine
+groups to F32/F16/BF16 does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from bundler.bundle import Bundle, Tensor
+from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
+from bundler.errors import UsageError
+from bundler.plan.planner import Plan, PlanOptions, _file_type, make_plan
+from bundler.plan.rules import quantizable
+
+
+def is_affine(type_name: str | None) -> bool:
+    """True when `type_name` names an affine codec (int4, int8:channel, ...)."""
+    return isinstance(type_name, str) and looks_affine(type_name)
+
+
+def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Plan]:
+    """The bundle to write and its plan, with affine groups decoded or made as asked."""
+    if options is None or options.type is None:
+        return bundle, make_plan(bundle, options)
+    found = checkpoint.groups(bundle)
+    if found:
+        if _quantized_target(options) and not options.allow_requantize:
+            names = ", ".join(sorted(found)[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            raise UsageError(
+                f"{len(found)} weights are already affine-quantized: {names}{more}. "
+                "Requantizing loses accuracy; pass --allow-requantize (allow_requantize=True) "
+                "to do it anyway, or choose F32/F16/BF16 to decode them"
+            )
+        bundle = checkpoint.dequantized(bundle, found)
+    if not is_affine(options.type):
+        return bundle, make_plan(bundle, options)
+    chooser = _Chooser(options)
+    quantized, codecs = checkpoint.quantize_bundle(bundle, chooser.codec_for)
+    if chooser.requantized and not options.allow_requantize:
+        names = ", ".join(chooser.requantized[:5])
+        more = f" and {len(chooser.requantized) - 5} more" if len(chooser.requantized) > 5 else ""
+        raise UsageError(
+            f"{len(chooser.requantized)} tensors are already quantized: {names}{more}. "
+            "Requantizing loses accuracy; pass --allow-requantize (allow_requantize=True) to "
+            "do it anyway"
+        )
+    plan = make_plan(quantized, None)
+    origin = {}
+    for name, codec in codecs.items():
+        source = bundle.tensors[name]
+        for piece in checkpoint.pieces(checkpoint.module_of(name), source.shape, codec):
+            note = f"{name} {source.codec.name} -> {codec.name}"
+            origin[piece.name] = "; ".join([note, *filter(None, [chooser.fallbacks.get(name)])])
+    plan.choices = [
+        dataclasses.replace(c, action="quantize", note=origin[c.name]) if c.name in origin else c
+        for c in plan.choices
+    ]
+    return quantized, plan
+
+
+def _quantized_target(options: PlanOptions) -> bool:
+    if is_affine(options.type):
+        return True
+    return _file_type(options.type).codec.facts.is_block
+
+
+class _Chooser:
+    def __init__(self, options: PlanOptions):
+        self.options = options
+        self.base = AffineCodec(options.type)
+        self.overrides = []
+        for regex, name in options.tensor_types:
+            if not is_affine(name):
+                raise UsageError(
+                    f"--tensor-type {regex}={name}: with an affine --type, tensor types are "
+                    "affine codecs too (int8, int4:g64, ...)"
+                )
+            self.overrides.append((re.compile(regex), AffineCodec(name)))
+        self.requantized: list[str] = []
+        self.fallbacks: dict[str, str] = {}
+
+    def codec_for(self, tensor: Tensor) -> AffineCodec | None:
+        if quantizable(tensor) is not None:
+            return None
+        if self.options.leave_output_tensor and tensor.name in ("output.weight", "lm_head.weight"):
+            return None
+        codec = next((c for rx, c in self.overrides if rx.search(tensor.name)), self.base)
+        s = codec.scheme
+        if s.granularity == "group" and tensor.shape[-1] % s.group_size:
+            # as GGML types fall back when rows do not fit their blocks
+            codec = AffineCodec(s.replace(granularity="channel"))
+            self.fallbacks[tensor.name] = (
+                f"rows of {tensor.shape[-1]} are not a multiple of {s.group_size}: fallback "
+                f"{codec.name}"
+            )
+        if tensor.codec.facts.is_block:
+            self.requantized.append(f"{tensor.name} ({tensor.codec.name})")
+        return codec

@@ -1,0 +1,118 @@
+"""MSE and Entropy calibration against independent restatements of their searches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bundler.codecs.affine import AffineCodec, calibrate
+
+RNG = np.random.default_rng(5)
+# heavy-tailed rows (Student t), where clipping pays
+HEAVY = RNG.standard_t(3, size=(12, 512)).astype(np.float32)
+
+
+def _slice_errors(x, codec):
+    """Per-row squared error of encode/decode, in float64."""
+    d = codec.decode(codec.encode(x)).astype(np.float64)
+    return ((x.astype(np.float64) - d) ** 2).reshape(x.shape[0], -1).sum(axis=1)
+
+
+def _restated_errors(row, lo0, hi0, factors, bits, symmetric):
+    qmin = -(2 ** (bits - 1)) if symmetric else 0
+    qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
+    out = []
+    for f in factors:
+        a, b = lo0 * f, hi0 * f
+        s = max(-a, b) / ((qmax - qmin) / 2) if symmetric else (b - a) / (qmax - qmin)
+        s = float(np.float32(s))
+        z = 0 if symmetric else min(max(np.rint(qmin - a / s), qmin), qmax)
+        q = np.clip(np.rint(row.astype(np.float64) / s) + z, qmin, qmax)
+        r = (np.float32(1) * (q - z).astype(np.float32)) * np.float32(s)
+        out.append(float(((row.astype(np.float64) - r) ** 2).sum()))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "spec", ["int4:channel", "int4:channel:asym", "int8:channel", "int3:g64:asym"]
+)
+def test_mse_is_never_worse_than_minmax_on_any_slice(spec):
+    x = HEAVY if "g64" not in spec else HEAVY.reshape(-1, 64)
+    mse = _slice_errors(x, AffineCodec(spec + ":mse"))
+    mm = _slice_errors(x, AffineCodec(spec + ":minmax"))
+    assert np.all(mse <= mm)
+    assert mse.sum() < mm.sum()  # heavy tails: clipping helps somewhere
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_choice_is_the_least_error_of_its_candidates(symmetric):
+    bits = 4
+    cal = calibrate(HEAVY, "mse", f"int{bits}:channel:{'sym' if symmetric else 'asym'}")
+    coarse = 1.0 - 0.04 * np.arange(21)
+    for i, row in enumerate(HEAVY):
+        lo0, hi0 = min(float(row.min()), 0.0), max(float(row.max()), 0.0)
+        errs = _restated_errors(row, lo0, hi0, coarse, bits, symmetric)
+        best = coarse[int(np.argmin(errs))]
+        fine = np.clip(best + 0.005 * np.array([j for j in range(-7, 8) if j]), 0.01, 1.0)
+        cands = np.concatenate([[best], fine])
+        f = cands[int(np.argmin(_restated_errors(row, lo0, hi0, cands, bits, symmetric)))]
+        np.testing.assert_allclose(cal.hi[i, 0], hi0 * f, rtol=1e-12)
+        np.testing.assert_allclose(cal.lo[i, 0], lo0 * f, rtol=1e-12)
+
+
+def _restated_entropy(row, bits, n_bins, n_cand):
+    """TensorRT's KL search, written out with explicit distributions."""
+    levels = 2 ** (bits - 1)
+    amax = float(np.abs(row.astype(np.float64)).max())
+    width = amax / n_bins
+    b = np.minimum((np.abs(row.astype(np.float64)) / width).astype(int), n_bins - 1)
+    hist = np.bincount(b, minlength=n_bins).astype(np.float64)
+    best, best_c = np.inf, n_bins
+    for k in range(n_cand):
+        c = levels + ((n_bins - levels) * k) // (n_cand - 1)
+        p = hist[:c].copy()
+        p[-1] += hist[c:].sum()
+        nz = p > 0
+        merged = c // levels
+        q = np.zeros(c)
+        for m in range(levels):
+            start = m * merged
+            end = c if m == levels - 1 else start + merged
+            norm = nz[start:end].sum()
+            if norm:
+                q[start:end][nz[start:end]] = hist[start:end].sum() / norm
+        if np.any(q[nz] == 0):
+            continue
+        pn, qn = p / p.sum(), q / q.sum()
+        kl = float(np.sum(pn[nz] * np.log(pn[nz] / qn[nz])))
+        if kl < best - 1e-12:
+            best, best_c = kl, c
+    return best_c * width
+
+
+@pytest.mark.parametrize(("bits", "n_bins"), [(8, 2048), (4, 512)])
+def test_entropy_threshold_equals_restated_kl_search(bits, n_bins):
+    x = RNG.standard_t(4, size=(4, 4096 if bits == 8 else 512)).astype(np.float32)
+    cal = calibrate(x, "entropy", f"int{bits}:channel")
+    for i, row in enumerate(x):
+        t = _restated_entropy(row, bits, n_bins, 64)
+        np.testing.assert_allclose(cal.hi[i, 0], min(t, row.max()), rtol=1e-9)
+        np.testing.assert_allclose(cal.lo[i, 0], max(-t, row.min()), rtol=1e-9)
+
+
+def test_entropy_clips_heavy_tails_and_is_minmax_above_ten_bits():
+    cal = calibrate(HEAVY, "entropy", "int8:channel")
+    amax = np.abs(HEAVY).max(axis=1)
+    assert np.all(np.maximum(-cal.lo[:, 0], cal.hi[:, 0]) <= amax)
+    assert np.any(np.maximum(-cal.lo[:, 0], cal.hi[:, 0]) < amax)
+    wide = calibrate(HEAVY, "entropy", "int12:channel")
+    np.testing.assert_array_equal(wide.hi[:, 0], HEAVY.max(axis=1))
+
+
+@pytest.mark.parametrize("method", ["minmax", "p99", "meanstd3", "mse", "entropy"])
+def test_every_method_returns_ranges_scales_and_zero_points_in_the_parameter_shape(method):
+    cal = calibrate(HEAVY, method, "int4:g128:asym")
+    assert cal.lo.shape == cal.hi.shape == cal.scale.shape == cal.zero_point.shape == (12, 4)
+    assert np.all(cal.lo <= cal.hi)
+    assert np.all((cal.zero_point >= 0) & (cal.zero_point <= 15))
+    assert np.all(cal.scale > 0)
