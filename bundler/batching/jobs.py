@@ -185,14 +185,14 @@ def run_job(job: Job, force: bool = False, dry_run: bool = False) -> Result:
 def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
     from bundler.containers import open_bundle
     from bundler.pipeline import write_bundle
-    from bundler.plan import PlanOptions, make_plan
+    from bundler.plan import PlanOptions
+    from bundler.plan.affine import plan_bundle
 
     if job.threads:
         from bundler.codecs import set_threads
 
         set_threads(job.threads)
-    bundle = open_bundle(job.input)
-    plan = make_plan(bundle, PlanOptions(**job.options))
+    bundle, plan = plan_bundle(open_bundle(job.input), PlanOptions(**job.options))
     result.source_bytes, result.target_bytes = plan.source_bytes, plan.target_bytes
     if not dry_run and os.path.dirname(job.output):
         os.makedirs(os.path.dirname(job.output), exist_ok=True)

@@ -8,9 +8,8 @@ import string
 
 from bundler.errors import BundlerError, UsageError
 
-#: quantize-rs's `--bits` as a codec: the GGML block codec of that width, whose scales are
-#: per 32 values of a row (finer than quantize-rs's per-channel scales).
-BITS_TYPES = {4: "Q4_0", 8: "Q8_0"}
+#: The widths quantize-rs's `--bits` takes; each names the affine codec of that width.
+BITS = (4, 8)
 #: quantize-rs's default width when nothing names a type.
 DEFAULT_BITS = 8
 #: The default output-name template.
@@ -20,27 +19,27 @@ TEMPLATE_FIELDS = {
     "stem": "the input's file name without its extension (a directory's name)",
     "name": "the input's file name",
     "parent": "the name of the input's directory",
-    "type": "the output type as written, upper case (Q4_K_M)",
+    "type": "the output type as written, upper case, ':' as '-' (Q4_K_M, INT8-CHANNEL)",
     "format": "the output format (gguf, safetensors, apr)",
     "ext": "the output format's file extension",
 }
 
 
 def bits_type(bits: int, per_channel: bool = False) -> str:
-    """quantize-rs's `--bits N [--per-channel]` as a type name. The block codecs scale
-    every 32 values of a channel separately, so per-channel is already implied."""
-    try:
-        return BITS_TYPES[int(bits)]
-    except (KeyError, ValueError, TypeError):
-        raise UsageError(f"bits must be 4 or 8, got {bits!r}") from None
+    """quantize-rs's `--bits N [--per-channel]` as a type name: the affine codec of that
+    width, one scale per tensor or per output channel (as `quantize --bits` means it)."""
+    if isinstance(bits, bool) or bits not in BITS:
+        raise UsageError(f"bits must be 4 or 8, got {bits!r}")
+    return f"int{bits}" + (":channel" if per_channel else "")
 
 
 def check_type(name: str) -> None:
     """Raise UsageError unless `name` is a codec or file type the planner accepts."""
     from bundler.bundle import Bundle, Metadata
-    from bundler.plan import PlanOptions, make_plan
+    from bundler.plan import PlanOptions
+    from bundler.plan.affine import plan_bundle
 
-    make_plan(Bundle(Metadata({})), PlanOptions(type=name))
+    plan_bundle(Bundle(Metadata({})), PlanOptions(type=name))
 
 
 def check_template(template: str) -> None:
@@ -73,7 +72,7 @@ def output_name(template: str, src: str, type: str, fmt: str | None) -> str:
         "stem": stem,
         "name": name,
         "parent": os.path.basename(os.path.dirname(os.path.abspath(src))),
-        "type": type.upper(),
+        "type": type.upper().replace(":", "-"),
         "format": fmt or ext,
         "ext": module(fmt).EXTENSIONS[0] if fmt else ext,
     }

@@ -25,12 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_plan_flags(b, type_required=False)
     b.add_argument(
         "--bits", type=int, choices=(4, 8),
-        help="quantize-rs's width, when no --type: 4 is Q4_0, 8 is Q8_0 (the default)",
+        help="quantize-rs's width, when no --type: the affine int4 or int8 codec (8 by default)",
     )  # fmt: skip
     b.add_argument(
         "--per-channel", action="store_true",
-        help="quantize-rs's flag, accepted: the block codecs scale every 32 values of a "
-        "channel on their own, finer than per channel",
+        help="with --bits: one scale per output channel (int8:channel), as quantize --per-channel",
     )  # fmt: skip
     fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
     b.add_argument(
@@ -122,7 +121,14 @@ class Progress:
         if not args.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="model", file=sys.stderr, leave=False, desc="batch")
+            self.bar = tqdm(
+                total=total,
+                unit="model",
+                file=sys.stderr,
+                leave=False,
+                desc="batch",
+                mininterval=0,  # few updates, each a finished model: show every one
+            )
 
     def result(self, r: Any) -> None:
         self.done += 1

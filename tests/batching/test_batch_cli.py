@@ -9,6 +9,7 @@ import pytest
 from batch_zoo import TYPE, expected, outputs, partials, zoo
 from conftest import run_cli
 
+import bundler
 from bundler.errors import EXIT_INVALID_FORMAT, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_VALIDATION
 
 
@@ -112,9 +113,12 @@ def test_bits_and_template_name_the_outputs_as_asked(zoo, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.gguf")) == [
-        "gguf/gen-a.Q8_0.gguf", "gguf/gen-b.Q8_0.gguf",
+        "gguf/gen-a.INT8-CHANNEL.gguf", "gguf/gen-b.INT8-CHANNEL.gguf",
     ]  # fmt: skip
-    assert {r["type"] for r in json.loads(done.stdout)["results"]} == {"Q8_0"}
+    assert {r["type"] for r in json.loads(done.stdout)["results"]} == {"int8:channel"}
+    alone = tmp_path / "alone.gguf"
+    bundler.quantize(zoo[1], alone, "int8:channel")
+    assert (out / "gguf/gen-a.INT8-CHANNEL.gguf").read_bytes() == alone.read_bytes()
 
 
 def test_dry_run_prints_every_planned_conversion_with_sizes_and_writes_nothing(
