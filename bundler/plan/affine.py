@@ -18,7 +18,8 @@ import re
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
 from bundler.errors import UsageError
-from bundler.plan.planner import Plan, PlanOptions, _file_type, make_plan
+from bundler.plan.filetypes import choose
+from bundler.plan.planner import Plan, PlanOptions, make_plan
 from bundler.plan.rules import quantizable
 
 
@@ -74,7 +75,7 @@ def plan_bundle(
 def _quantized_target(options: PlanOptions) -> bool:
     if is_affine(options.type):
         return True
-    return _file_type(options.type).codec.facts.is_block
+    return choose(options.type).codec.facts.is_block
 
 
 class _Chooser:
