@@ -140,11 +140,15 @@ def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) 
 
 def output_format(dst: str | os.PathLike[str], format: str | None = None) -> str:
     """The format written to `dst`: `format`, else the one its extension names. A usage
-    error when `dst` is a directory or its extension names another format than `format`."""
+    error when `dst` is a directory (but for a SafeTensors model folder) or its extension
+    names another format than `format`."""
     dst = os.fspath(dst)
     if os.path.isdir(dst):
+        if format == "safetensors":  # a model folder
+            return format
         raise UsageError(
-            f"the output {dst} is a directory; give a file name (e.g. {dst}/model.gguf)"
+            f"the output {dst} is a directory; give a file name (e.g. {dst}/model.gguf), "
+            "or --to safetensors for a model folder"
         )
     if format is None:
         return format_for_path(dst)

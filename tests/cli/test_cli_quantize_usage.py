@@ -33,7 +33,8 @@ def test_an_existing_directory_as_output_fails_before_any_work(
     err = _usage_error(command[0], str(minilm_safetensors), *command[1:], "-o", str(out),
                        "--force", cwd=tmp_path)  # fmt: skip
     assert err.strip() == (
-        f"bundler: error: the output {out} is a directory; give a file name (e.g. {out}/model.gguf)"
+        f"bundler: error: the output {out} is a directory; give a file name (e.g. "
+        f"{out}/model.gguf), or --to safetensors for a model folder"
     )
     assert list(out.iterdir()) == []
 
