@@ -4,27 +4,57 @@ SafeTensors and APR files.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from bundler.batching import BatchReport, batch, run_config
-from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
-from bundler.codecs import Codec
-from bundler.codecs import get as codec
-from bundler.codecs.affine import AffineCodec, calibrate
-from bundler.errors import (
-    BundlerError,
-    FileNotFound,
-    FormatError,
-    NonFiniteError,
-    OutputExistsError,
-    ShapeError,
-    UnknownCodecError,
-    UsageError,
-    ValidationError,
-)
-from bundler.pipeline import Report, convert, quantize, save
+    from bundler.batching import BatchReport, batch, run_config
+    from bundler.bundle import Bundle, Metadata, Tensor, Value, ValueType
+    from bundler.codecs import Codec
+    from bundler.codecs import get as codec
+    from bundler.codecs.affine import AffineCodec, calibrate
+    from bundler.errors import (
+        BundlerError,
+        FileNotFound,
+        FormatError,
+        NonFiniteError,
+        OutputExistsError,
+        PlanWarning,
+        ShapeError,
+        UnknownCodecError,
+        UsageError,
+        ValidationError,
+    )
+    from bundler.pipeline import Report, convert, quantize, save
+
+#: Where each public name lives; imported on first use, so that `import bundler.cli` (and a
+#: Ctrl-C while it starts) costs nothing before the command line takes over.
+_LAZY = {
+    **dict.fromkeys(("BatchReport", "batch", "run_config"), "bundler.batching"),
+    **dict.fromkeys(("Bundle", "Metadata", "Tensor", "Value", "ValueType"), "bundler.bundle"),
+    "Codec": "bundler.codecs",
+    **dict.fromkeys(("AffineCodec", "calibrate"), "bundler.codecs.affine"),
+    "codec": "bundler.codecs:get",
+    **dict.fromkeys(
+        (
+            "BundlerError",
+            "FileNotFound",
+            "FormatError",
+            "NonFiniteError",
+            "OutputExistsError",
+            "PlanWarning",
+            "ShapeError",
+            "UnknownCodecError",
+            "UsageError",
+            "ValidationError",
+        ),
+        "bundler.errors",
+    ),
+    **dict.fromkeys(("Report", "convert", "quantize", "save"), "bundler.pipeline"),
+}
 
 __all__ = [
     "AffineCodec",
@@ -37,6 +67,7 @@ __all__ = [
     "Metadata",
     "NonFiniteError",
     "OutputExistsError",
+    "PlanWarning",
     "Report",
     "ShapeError",
     "Tensor",
@@ -45,6 +76,7 @@ __all__ = [
     "ValidationError",
     "Value",
     "ValueType",
+    "__version__",
     "batch",
     "calibrate",
     "codec",
@@ -57,6 +89,33 @@ __all__ = [
     "save",
     "vectors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
+    where = _LAZY.get(name)
+    if where is None:  # a subpackage used as an attribute: bundler.codecs, bundler.stats, ...
+        if name.startswith("_") or importlib.util.find_spec(f"bundler.{name}") is None:
+            raise AttributeError(f"module 'bundler' has no attribute {name!r}")
+        return importlib.import_module(f"bundler.{name}")
+    module, _, attr = where.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bundler")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def encode(x: Any, codec: str | int | Codec, out: np.ndarray | None = None) -> np.ndarray:
@@ -87,12 +146,3 @@ def open(path: Any, format: str | None = None) -> Bundle:
     from bundler.containers import open_bundle
 
     return open_bundle(path, format=format)
-
-
-def __getattr__(name: str) -> Any:
-    # bundler.vectors loads on first use: its kernels need the compiler, `import bundler` not
-    if name == "vectors":
-        import importlib
-
-        return importlib.import_module("bundler.vectors")
-    raise AttributeError(f"module 'bundler' has no attribute {name!r}")

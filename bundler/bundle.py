@@ -159,8 +159,9 @@ def _infer_list(items: list[Any]) -> Value:
 class Metadata(MutableMapping[str, Any]):
     """Ordered metadata whose values keep their types.
 
-    `md[key]` gives the plain value, `md.typed(key)` the `Value`; assigning a plain value
-    infers its type, assigning a `Value` keeps it.
+    `md[key]` gives the plain value (a Python scalar, or a list for every array, whatever
+    its item type), `md.typed(key)` the `Value` (numeric arrays as numpy arrays); assigning
+    a plain value infers its type, assigning a `Value` keeps it.
     """
 
     def __init__(self, items: Any = ()):
@@ -170,7 +171,7 @@ class Metadata(MutableMapping[str, Any]):
             self[key] = value
 
     def __getitem__(self, key: str) -> Any:
-        return self._items[key].value
+        return self._items[key].plain()
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):

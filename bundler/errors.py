@@ -32,10 +32,10 @@ class UsageError(BundlerError, ValueError):
 class UnknownCodecError(UsageError, KeyError):
     """A codec name or id that the registry does not know."""
 
-    def __init__(self, wanted: object, valid: list[str]):
+    def __init__(self, wanted: object, valid: list[str], message: str | None = None):
         self.wanted = wanted
         self.valid = valid
-        super().__init__(f"unknown codec {wanted!r}; valid codecs: {', '.join(valid)}")
+        super().__init__(message or f"unknown codec {wanted!r}; valid codecs: {', '.join(valid)}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -149,3 +149,7 @@ class DataCorrupted(VectorError, FormatError):
 
 class AprCompatibilityWarning(UserWarning):
     """An APR file was written with dtype codes (or sizes) that aprender itself cannot read."""
+
+
+class PlanWarning(UserWarning):
+    """A codec was asked for, but the plan leaves some tensors as they are."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,9 +18,10 @@ import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Source, Tensor
 from bundler.containers import format_for_path, module, open_bundle
-from bundler.errors import OutputExistsError, UsageError
+from bundler.errors import OutputExistsError, PlanWarning, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
 from bundler.plan.affine import plan_bundle
+from bundler.plan.rules import by_name
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -77,6 +79,21 @@ class Report:
     written: bool = True
     outputs: list[str] = field(default_factory=list)
 
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(name, reason) of every tensor the plan left as it is although a type was given."""
+        return [(c.name, c.note) for c in self.plan.kept]
+
+    def __repr__(self) -> str:
+        plan = self.plan
+        ftype = f", type={plan.file_type.name}" if plan.file_type else ""
+        done = f"{self.seconds:.2f} s" if self.written else "dry run"
+        return (
+            f"Report({self.output!r}, format={self.format!r}{ftype}, "
+            f"{len(plan.choices)} tensors, {len(self.skipped)} skipped, "
+            f"{plan.source_bytes:,} -> {plan.target_bytes:,} bytes, {done})"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         plan = self.plan
         return {
@@ -92,6 +109,7 @@ class Report:
             "seconds": self.seconds,
             "mib_per_s": plan.source_bytes / 2**20 / self.seconds if self.seconds else None,
             "tensors": [_choice_dict(c) for c in plan.choices],
+            "skipped": [{"name": name, "reason": why} for name, why in self.skipped],
         }
 
 
@@ -104,6 +122,7 @@ def _choice_dict(c: Choice) -> dict[str, Any]:
         "to": c.target.name,
         "action": c.action,
         "note": c.note,
+        "kept": c.kept,
         "source_bytes": c.source_bytes,
         "target_bytes": c.target_bytes,
     }
@@ -117,6 +136,32 @@ def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) 
             raise UsageError(f"{fmt} output cannot be split; drop --split-max-size")
         options[key] = int(split_max_size)
     return options
+
+
+def output_format(dst: str | os.PathLike[str], format: str | None = None) -> str:
+    """The format written to `dst`: `format`, else the one its extension names. A usage
+    error when `dst` is a directory (but for a SafeTensors model folder) or its extension
+    names another format than `format`."""
+    dst = os.fspath(dst)
+    if os.path.isdir(dst):
+        if format == "safetensors":  # a model folder
+            return format
+        raise UsageError(
+            f"the output {dst} is a directory; give a file name (e.g. {dst}/model.gguf), "
+            "or --to safetensors for a model folder"
+        )
+    if format is None:
+        return format_for_path(dst)
+    try:
+        named = format_for_path(dst)
+    except UsageError:  # an extension no format claims: the format says what it is
+        return format
+    if named != format:
+        raise UsageError(
+            f"the output {dst} has the {named} extension but the format asked is {format}; "
+            f"give it the .{module(format).EXTENSIONS[0]} extension or drop --to (format=)"
+        )
+    return format
 
 
 def _check_paths(src: str, dst: str, force: bool) -> None:
@@ -149,7 +194,7 @@ def write_bundle(
 ) -> Report:
     """Write `bundle` as `plan` says; with `dry_run` only the report is made."""
     dst = os.fspath(dst)
-    fmt = format or format_for_path(dst)
+    fmt = output_format(dst, format)
     options = _write_options(fmt, split_max_size, write_options or {})
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
@@ -250,17 +295,39 @@ def save(
     codec: str | None = None,
     *,
     format: str | None = None,
-    force: bool = True,
+    force: bool = False,
     observer: Observer | None = None,
     **plan_options: Any,
 ) -> Report:
     """Build a bundle from a dict of arrays (or take a bundle), quantize it and write it.
 
     `metadata` entries are added (plain values are typed as gguf's writer types them; pass
-    `bundler.Value` to choose). `codec` is a codec or file type applied by the plan's rules.
+    `bundler.Value` to choose). `codec` is a codec or file type applied as `quantize`
+    applies it (llama-quantize's rules); with `pure=True` every float tensor of two or more
+    dimensions gets it whatever its name, and a tensor a `tensor_types` regex names gets its
+    codec whatever its name. 1-D and integer tensors are always kept. `Report.skipped` lists
+    every tensor left as it is; a `PlanWarning` names those kept for their name. An existing
+    `path` is an `OutputExistsError` unless `force=True`, as for `quantize` and `convert`.
     """
     bundle = data if isinstance(data, Bundle) else bundle_from_arrays(data)
     for key, value in Metadata(metadata or {}).typed_items():
         bundle.metadata[key] = value
-    bundle, plan = plan_bundle(bundle, PlanOptions(type=codec, **plan_options))
+    options = PlanOptions(type=codec, **plan_options)
+    bundle, plan = plan_bundle(bundle, options, name_rules=False)
+    _warn_kept(plan, codec)
     return write_bundle(bundle, plan, path, format=format, force=force, observer=observer)
+
+
+def _warn_kept(plan: Plan, codec: str | None) -> None:
+    kept = [c for c in plan.kept if by_name(c.note)]
+    if codec is None or not kept:
+        return
+    names = ", ".join(f"{c.name} ({c.note})" for c in kept[:5])
+    more = f" and {len(kept) - 5} more" if len(kept) > 5 else ""
+    warnings.warn(
+        f"codec {codec!r}: {len(kept)} tensor(s) left as they are: {names}{more}; "
+        "pass pure=True or tensor_types to quantize them (Report.skipped lists every tensor "
+        "left as it is)",
+        PlanWarning,
+        stacklevel=2,
+    )

@@ -303,12 +303,25 @@ class RecipeSpec:
         return self.path.with_name(f"{self.name}.expected.json")
 
 
+#: The package the recipe scripts are installed as (recipes/ mapped by setup.py).
+INSTALLED_RECIPES = "bundler.recipe_scripts"
+
+
 def recipes_dir() -> Path:
-    """$BUNDLER_RECIPES, else recipes/ beside the package (a source checkout), else ./recipes."""
+    """$BUNDLER_RECIPES, else recipes/ beside the package (a source checkout), else the
+    recipes installed with the package."""
     if os.environ.get(RECIPES_ENV):
         return Path(os.environ[RECIPES_ENV])
     beside = Path(__file__).resolve().parent.parent / "recipes"
-    return beside if beside.is_dir() else Path("recipes")
+    if beside.is_dir():
+        return beside
+    spec = importlib.util.find_spec(INSTALLED_RECIPES)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            f"no recipes directory: this installation has no {INSTALLED_RECIPES} package; "
+            f"pass --dir or set ${RECIPES_ENV}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _spec(path: Path) -> RecipeSpec:
@@ -323,7 +336,7 @@ def discover(directory: str | os.PathLike[str] | None = None) -> list[RecipeSpec
     """Every recipe script in `directory` (default `recipes_dir()`), by name."""
     root = Path(directory) if directory is not None else recipes_dir()
     if not root.is_dir():
-        return []
+        raise UsageError(f"no recipes directory at {root}")
     return [_spec(p) for p in sorted(root.glob("*.py")) if not p.name.startswith("_")]
 
 

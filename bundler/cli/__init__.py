@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
+# Only modules the interpreter has loaded already: a Ctrl-C while this module is imported
+# would escape main(); argparse and the rest are imported inside it.
 import gc
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
-from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
+import bundler
+
+if TYPE_CHECKING:
+    import argparse
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
 COMMANDS = (
@@ -17,38 +22,38 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="bundler",
         description="Quantize tensors with the GGML block codecs and bundle them into "
         "GGUF, SafeTensors and APR files.",
     )
-    parser.add_argument("--version", action="version", version=f"bundler {_version()}")
+    parser.add_argument("--version", action="version", version=f"bundler {bundler.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"bundler.cli.{name}").add_parser(sub)
     return parser
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("bundler")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
     try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("bundler: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
+
+    try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except BundlerError as exc:
         print(f"bundler: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("bundler: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return EXIT_FAILURE
     except OSError as exc:  # one a command did not wrap: still an I/O error, no traceback

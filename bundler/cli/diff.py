@@ -7,7 +7,7 @@ from typing import Any
 
 from bundler.cli.output import add_json_flag, emit, table
 
-#: Tensor names shown in the threshold error message.
+#: Tensor names shown in a list (the threshold error, the unmatched tensors).
 NAMED = 10
 
 
@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", help="the model file compared with it (any format)")
     p.add_argument(
         "--threshold", type=_cosine, metavar="MIN_COSINE",
-        help="exit 5 when a common tensor's cosine similarity is below MIN_COSINE",
+        help="exit 5 when a compared tensor's cosine similarity is below MIN_COSINE "
+        "(diff exits 5 whenever no tensor could be compared)",
     )  # fmt: skip
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -39,15 +40,25 @@ def run(args: argparse.Namespace) -> int:
 
     report = diff(args.a, args.b, args.threshold)
     emit(args, report, human)
+    compared = report["summary"]["compared"]
+    if compared == 0:
+        raise ValidationError(
+            f"nothing compared: {args.a} and {args.b} have no tensor of the same name and "
+            f"shape ({len(report['only_in_a'])} only in A, {len(report['only_in_b'])} only "
+            f"in B, {len(report['shape_mismatches'])} of different shapes)"
+        )
     below = report["below_threshold"]
     if below:
-        names = ", ".join(below[:NAMED]) + (
-            f" and {len(below) - NAMED} more" if len(below) > NAMED else ""
-        )
         raise ValidationError(
-            f"{len(below)} tensor(s) have a cosine similarity below {args.threshold}: {names}"
+            f"{len(below)} of {compared} compared tensor(s) have a cosine similarity below "
+            f"{args.threshold}: {_names(below)}"
         )
     return 0
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMED])
+    return shown + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
 
 
 def _num(x: float | None, spec: str) -> str:
@@ -75,7 +86,10 @@ def human(r: dict[str, Any]) -> str:
             lines.append(f"not compared: {t['name']}: {t['error']}")
     for key, label in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
         if r[key]:
-            lines.append(f"{len(r[key])} tensor(s) {label}: {', '.join(r[key])}")
+            lines.append(f"{len(r[key])} tensor(s) {label}, not compared:")
+            lines += [f"  {name}" for name in r[key][:NAMED]]
+            if len(r[key]) > NAMED:
+                lines.append(f"  ... and {len(r[key]) - NAMED} more (--json lists them all)")
     for m in r["shape_mismatches"]:
         lines.append(f"shape mismatch: {m['name']}: A {m['shape_a']} vs B {m['shape_b']}")
     md = r["metadata"]
@@ -85,7 +99,7 @@ def human(r: dict[str, Any]) -> str:
     )
     for key, label in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
         if md[key]:
-            lines.append(f"  {label}: {', '.join(md[key])}")
+            lines.append(f"  {label}: {_names(md[key])}")
     for d in md["different"]:
         lines.append(f"  {d['key']}: {_short(d['a'])} -> {_short(d['b'])}")
     s = r["summary"]
@@ -93,6 +107,11 @@ def human(r: dict[str, Any]) -> str:
         f"{s['compared']} tensor(s) compared; min cosine {_num(s['min_cosine'], '.6f')}, "
         f"max rmse {_num(s['max_rmse'], '.4e')}"
     )
+    if r["threshold"] is not None and s["compared"]:
+        lines.append(
+            f"threshold {r['threshold']}: {len(r['below_threshold'])} of the {s['compared']} "
+            "compared tensor(s) below"
+        )
     return "\n".join(lines)
 
 

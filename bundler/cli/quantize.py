@@ -11,9 +11,16 @@ from bundler.cli.feedback import Feedback, add_output_flags, summary, tensor_lin
 
 
 def _tensor_type(text: str) -> tuple[str, str]:
+    from bundler.errors import UsageError
+    from bundler.plan.planner import compile_pattern
+
     regex, sep, codec = text.rpartition("=")
     if not sep or not regex or not codec:
         raise argparse.ArgumentTypeError(f"expected REGEX=CODEC, got {text!r}")
+    try:
+        compile_pattern(regex)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--tensor-type: ")) from None
     return regex, codec
 
 
@@ -88,11 +95,12 @@ def plan_options(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
     from bundler.containers import open_bundle
-    from bundler.pipeline import _check_paths, write_bundle
+    from bundler.pipeline import _check_paths, output_format, write_bundle
     from bundler.plan import PlanOptions
     from bundler.plan.affine import plan_bundle
 
     _check_paths(args.input, args.output, args.force or args.dry_run)
+    output_format(args.output, args.to)
     options = PlanOptions(**plan_options) if plan_options else None
     bundle, plan = plan_bundle(open_bundle(args.input), options)
     feedback = Feedback(args, len(plan.choices), plan.target_bytes)

@@ -8,13 +8,15 @@ import sys
 from bundler.cli.output import add_json_flag, emit, table
 from bundler.errors import EXIT_OK, EXIT_VALIDATION
 
+DIR_HELP = "recipes directory (default: $BUNDLER_RECIPES, else the recipes bundler ships)"
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recipe", help="list and run the recipes (reproducible workflows)")
     actions = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
 
     ls = actions.add_parser("list", help="every recipe with one line about it")
-    ls.add_argument("--dir", help="recipes directory (default: $BUNDLER_RECIPES or ./recipes)")
+    ls.add_argument("--dir", help=DIR_HELP)
     add_json_flag(ls)
     ls.set_defaults(func=run_list)
 
@@ -25,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "with NAME.expected.json; exits 5 when they differ.",
     )
     run.add_argument("name", help="recipe name (see `bundler recipe list`) or path to its script")
-    run.add_argument("--dir", help="recipes directory (default: $BUNDLER_RECIPES or ./recipes)")
+    run.add_argument("--dir", help=DIR_HELP)
     run.add_argument(
         "--update-expected",
         action="store_true",

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     emit(args, report.as_dict(), human)
-    if not report.parsed:
-        first = report.errors[0]
-        print(f"bundler: error: {first.place()}: {first.message}", file=sys.stderr)
+    if not report.parsed:  # said once, on stderr (the human report leaves it out)
+        for error in report.errors:
+            print(f"bundler: error: {error.place()}: {error.message}", file=sys.stderr)
         return EXIT_INVALID_FORMAT
     return EXIT_OK if report.valid else EXIT_VALIDATION
 
@@ -71,6 +71,8 @@ def human(report: dict[str, Any]) -> str:
 
     lines = []
     for label, items in (("error", report["errors"]), ("warning", report["warnings"])):
+        if label == "error" and not report["parsed"]:
+            continue  # the command prints it on stderr
         for item in items:
             p = Problem(**item)
             place = p.place()

@@ -18,7 +18,8 @@ import re
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
 from bundler.errors import UsageError
-from bundler.plan.planner import Plan, PlanOptions, _file_type, make_plan
+from bundler.plan.filetypes import choose
+from bundler.plan.planner import Plan, PlanOptions, make_plan
 from bundler.plan.rules import quantizable
 
 
@@ -27,10 +28,13 @@ def is_affine(type_name: str | None) -> bool:
     return isinstance(type_name, str) and looks_affine(type_name)
 
 
-def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Plan]:
-    """The bundle to write and its plan, with affine groups decoded or made as asked."""
+def plan_bundle(
+    bundle: Bundle, options: PlanOptions | None, name_rules: bool = True
+) -> tuple[Bundle, Plan]:
+    """The bundle to write and its plan, with affine groups decoded or made as asked
+    (`name_rules` as for `make_plan`)."""
     if options is None or options.type is None:
-        return bundle, make_plan(bundle, options)
+        return bundle, make_plan(bundle, options, name_rules)
     found = checkpoint.groups(bundle)
     if found:
         if _quantized_target(options) and not options.allow_requantize:
@@ -43,7 +47,7 @@ def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Pl
             )
         bundle = checkpoint.dequantized(bundle, found)
     if not is_affine(options.type):
-        return bundle, make_plan(bundle, options)
+        return bundle, make_plan(bundle, options, name_rules)
     chooser = _Chooser(options)
     quantized, codecs = checkpoint.quantize_bundle(bundle, chooser.codec_for)
     if chooser.requantized and not options.allow_requantize:
@@ -71,7 +75,7 @@ def plan_bundle(bundle: Bundle, options: PlanOptions | None) -> tuple[Bundle, Pl
 def _quantized_target(options: PlanOptions) -> bool:
     if is_affine(options.type):
         return True
-    return _file_type(options.type).codec.facts.is_block
+    return choose(options.type).codec.facts.is_block
 
 
 class _Chooser:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bundler.codecs import Codec, get
-from bundler.errors import UnknownCodecError
+from bundler.codecs import Codec, all_codecs, get
+from bundler.errors import UnknownCodecError, UsageError
 
 
 @dataclass(frozen=True)
 class FileType:
-    """One `--type` choice."""
+    """One `--type` choice; `ftype` is None for a codec llama.cpp has no file type for
+    (aprender's AprQ4 / AprQ8): no `general.file_type` is written then."""
 
     name: str
-    ftype: int
+    ftype: int | None
     base: str
     #: True for the K-quant mixtures whose per-tensor choices live in bundler.plan.mixtures
     mixture: bool = False
@@ -47,6 +48,11 @@ FILE_TYPES: tuple[FileType, ...] = (
     FileType("Q6_K", 18, "q6_k", True),
     FileType("BF16", 32, "bf16"),
 )
+#: llama.cpp file types whose codecs bundler reads and copies but cannot encode yet.
+NOT_WRITABLE = (
+    "IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ3_M",
+    "IQ2_S", "IQ2_M", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4_MOE",
+)  # fmt: skip
 #: llama-quantize's short names for the medium mixtures.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 
@@ -61,6 +67,52 @@ def file_type(name: str) -> FileType:
         return _BY_NAME[key]
     except KeyError:
         raise UnknownCodecError(name, [f.name for f in FILE_TYPES]) from None
+
+
+def choose(name: str) -> FileType:
+    """What `--type name` means: a file type (Q4_K_M, ...), or a codec written to every
+    quantized tensor (the plain file type of that codec, or, for a codec llama.cpp has no
+    file type for, one without a `general.file_type`)."""
+    key = name.strip().upper() if isinstance(name, str) else name
+    if key in NOT_WRITABLE:
+        raise UsageError(
+            f"--type {name}: a llama.cpp file type bundler cannot write yet (it reads and "
+            f"copies {name} tensors, but has no encoder for them); file types it writes: "
+            f"{', '.join(_writable_names())}"
+        )
+    try:
+        return file_type(name)
+    except UnknownCodecError:
+        pass
+    try:
+        codec = get(name)
+    except UnknownCodecError:
+        raise UnknownCodecError(
+            name,
+            _writable_names(),
+            f"unknown --type {name!r}; file types: {', '.join(_writable_names())}; "
+            f"codecs: {', '.join(c.name for c in encodable())}",
+        ) from None
+    if codec not in encodable():
+        raise UsageError(
+            f"--type {name}: bundler does not quantize weights to {codec.name}; codecs it "
+            f"quantizes to: {', '.join(c.name for c in encodable())}"
+        )
+    return for_codec(codec) or FileType(codec.name.upper(), None, codec.name)
+
+
+def _writable_names() -> list[str]:
+    return [f.name for f in FILE_TYPES] + [f"{k} (= {v})" for k, v in ALIASES.items()]
+
+
+def encodable() -> list[Codec]:
+    """Every codec `--type` can write floats with (block and float codecs bundler encodes)."""
+    return [c for c in all_codecs() if c.facts.has_kernels and _takes_floats(c)]
+
+
+def _takes_floats(codec: Codec) -> bool:
+    dtype = codec.facts.numpy_dtype
+    return codec.facts.is_block or dtype.startswith(("<f", "bfloat"))
 
 
 def for_codec(codec: Codec) -> FileType | None:

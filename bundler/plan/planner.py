@@ -11,19 +11,16 @@ not fit the target's block fall back to a wider codec, and finally to F16.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
-from bundler.plan.filetypes import FileType, file_type, for_codec
+from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
-from bundler.plan.rules import (
-    _with_fallback,
-    quantizable,
-)
+from bundler.plan.rules import _with_fallback, by_name, quantizable
 
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
 QUANTIZATION_VERSION = 2
@@ -31,7 +28,11 @@ QUANTIZATION_VERSION = 2
 
 @dataclass
 class PlanOptions:
-    """What the user asked for; names follow llama-quantize's flags."""
+    """What the user asked for; names follow llama-quantize's flags.
+
+    `tensor_types` is a sequence of (regex, codec) pairs (a dict {regex: codec} is taken
+    too); the first regex that matches a tensor's name gives its codec.
+    """
 
     type: str | None = None
     tensor_types: Sequence[tuple[str, str]] = ()
@@ -40,6 +41,29 @@ class PlanOptions:
     output_tensor_type: str | None = None
     token_embedding_type: str | None = None
     allow_requantize: bool = False
+
+    def __post_init__(self) -> None:
+        self.tensor_types = _tensor_type_pairs(self.tensor_types)
+
+
+def _tensor_type_pairs(given: Sequence[tuple[str, str]] | Mapping[str, str]) -> list:
+    pairs = list(given.items()) if isinstance(given, Mapping) else list(given)
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise UsageError(
+                f"tensor_types: expected (regex, codec) pairs or a dict {{regex: codec}}, "
+                f"got {pair!r}"
+            )
+        compile_pattern(pair[0])
+    return [(str(rx), codec) for rx, codec in pairs]
+
+
+def compile_pattern(regex: str) -> re.Pattern[str]:
+    """`regex` compiled; a UsageError naming it when it is not a valid regular expression."""
+    try:
+        return re.compile(regex)
+    except (re.error, TypeError) as exc:
+        raise UsageError(f"--tensor-type: {regex!r} is not a regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,8 @@ class Choice:
     #: or "convert" (between element types)
     action: str
     note: str = ""
+    #: True when the rules left the tensor as it is (its shape, dtype or name), `note` says why
+    kept: bool = False
 
     @property
     def source_bytes(self) -> int:
@@ -81,6 +107,18 @@ class Plan:
     def target_bytes(self) -> int:
         return sum(c.target_bytes for c in self.choices)
 
+    @property
+    def kept(self) -> list[Choice]:
+        """The tensors the rules left as they are, each with its reason in `note`."""
+        return [c for c in self.choices if c.kept]
+
+    def __repr__(self) -> str:
+        ftype = self.file_type.name if self.file_type else None
+        return (
+            f"Plan(type={ftype!r}, {len(self.choices)} tensors, {len(self.kept)} kept, "
+            f"{self.source_bytes:,} -> {self.target_bytes:,} bytes)"
+        )
+
 
 class _Chooser:
     """Picks the wanted codec of each quantizable tensor, in bundle order
@@ -91,11 +129,15 @@ class _Chooser:
         self.base = ftype.codec
         self.tied = not info.has_output
         self.mixture = Mixture(ftype, info) if not options.pure else None
-        self.overrides = [(re.compile(rx), get(c)) for rx, c in options.tensor_types]
+        self.overrides = [(compile_pattern(rx), get(c)) for rx, c in options.tensor_types]
         self.token_type = (
             get(options.token_embedding_type) if options.token_embedding_type else None
         )
         self.output_type = get(options.output_tensor_type) if options.output_tensor_type else None
+
+    def named(self, name: str) -> bool:
+        """True when a --tensor-type regex names the tensor."""
+        return any(pattern.search(name) for pattern, _ in self.overrides)
 
     def want(self, tensor: Tensor) -> tuple[Codec, str]:
         name, shape = tensor.name, tensor.shape
@@ -118,49 +160,49 @@ class _Chooser:
         return self.base, ""
 
 
-def make_plan(bundle: Bundle, options: PlanOptions | None = None) -> Plan:
-    """Decide every tensor's codec; raises UsageError when requantizing was not allowed."""
+def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bool = True) -> Plan:
+    """Decide every tensor's codec; raises UsageError when requantizing was not allowed.
+
+    `name_rules=False` (what `bundler.save` does) lets `pure` and `tensor_types` override
+    llama-quantize's name rules: with `pure` every float tensor of two or more dimensions
+    gets the codec, and a tensor a `tensor_types` regex names gets its codec, whatever
+    their names.
+    """
     options = options or PlanOptions()
     if options.type is None:
         if options.tensor_types:
-            raise UsageError("--tensor-type needs --type")
+            raise UsageError("--tensor-type (tensor_types=) needs --type (a codec or file type)")
         choices = [_copy(i, t, "") for i, t in enumerate(bundle.tensors.values())]
         return Plan(choices, None)
-    ftype = _file_type(options.type)
+    ftype = choose(options.type)
     chooser = _Chooser(options, ftype, model_info(bundle))
     tensors = list(bundle.tensors.values())
     # decided in llama-quantize's walk (its counters depend on it); listed in the bundle's order
     walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
-    decided = {i: _decide(i, tensors[i], options, chooser) for i in walk}
+    decided = {i: _decide(i, tensors[i], options, chooser, name_rules) for i in walk}
     choices = [decided[i] for i in range(len(tensors))]
     _refuse_requantize(choices, options)
-    updates = {"general.file_type": (ftype.ftype, ValueType.UINT32)}
+    updates = {}
+    if ftype.ftype is not None:
+        updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
     if any(c.target.facts.is_block for c in choices):
         updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
     return Plan(choices, ftype, updates)
-
-
-def _file_type(name: str) -> FileType:
-    try:
-        return file_type(name)
-    except UsageError:
-        codec = get(name)
-        found = for_codec(codec)
-        if found is None:
-            raise UsageError(f"--type {name}: {codec.name} is not a llama.cpp file type") from None
-        return found
 
 
 def _copy(i: int, t: Tensor, note: str) -> Choice:
     return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", note)
 
 
-def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser) -> Choice:
+def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser, name_rules: bool) -> Choice:
     why_not = quantizable(t)
+    overridden = not name_rules and (options.pure or chooser.named(t.name))
+    if why_not is not None and by_name(why_not) and overridden:
+        why_not = None
     if why_not is None and options.leave_output_tensor and t.name == "output.weight":
         why_not = "--leave-output-tensor"
     if why_not is not None:
-        return _copy(i, t, why_not)
+        return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
     want, note = chooser.want(t)
     target, fallback_note = _with_fallback(want, t.shape)
     note = "; ".join(n for n in (note, fallback_note) if n)

@@ -26,18 +26,28 @@ FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_
 LAST_RESORT = "f16"
 
 
+#: Why a tensor is kept for its name alone (what `PlanOptions(name_rules=False)` lifts).
+NOT_A_WEIGHT = "not a weight"
+KEPT_BY_NAME = "kept as llama-quantize keeps it"
+
+
 def quantizable(tensor: Tensor) -> str | None:
     """None when llama-quantize would quantize `tensor`, else why it is kept."""
-    if not tensor.name.endswith("weight"):
-        return "not a weight"
     if len(tensor.shape) < 2:
         return "1-D"
-    if KEEP_PATTERN.search(tensor.name):
-        return "kept as llama-quantize keeps it"
     kind = tensor.codec.facts
     if kind.numpy_dtype is not None and not kind.numpy_dtype.startswith(("<f", "bfloat")):
         return f"{tensor.codec.name} is not a float type"
+    if not tensor.name.endswith("weight"):
+        return NOT_A_WEIGHT
+    if KEEP_PATTERN.search(tensor.name):
+        return KEPT_BY_NAME
     return None
+
+
+def by_name(why_kept: str) -> bool:
+    """True when `quantizable` kept a tensor for its name only."""
+    return why_kept in (NOT_A_WEIGHT, KEPT_BY_NAME)
 
 
 def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:

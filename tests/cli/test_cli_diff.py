@@ -82,9 +82,8 @@ def test_threshold_fails_with_exit_5_naming_the_tensors_below_it(minilm_safetens
     assert done.returncode == 5 and below
     rows = {r["name"]: r for r in report["tensors"]}
     assert set(below) == {n for n, r in rows.items() if r["cosine"] < 0.9999}
-    assert f"{len(below)} tensor(s) have a cosine similarity below 0.9999: {below[0]}, " in (
-        done.stderr
-    )
+    said = f"{len(below)} of {len(rows)} compared tensor(s) have a cosine similarity below 0.9999"
+    assert f"{said}: {below[0]}, " in done.stderr
 
 
 @pytest.fixture
@@ -121,7 +120,32 @@ def test_human_output_lists_figures_and_differences(small_pair):
     assert out[0].startswith("A: ") and out[0].endswith("(gguf)")
     row = next(x for x in out if x.startswith("w "))
     assert row.split() == ["w", "4x64", "f32", "0.0000e+00", "0.0000e+00", "1.000000"]
-    assert "1 tensor(s) only in A: only_a" in out and "1 tensor(s) only in B: only_b" in out
+    assert out[out.index("1 tensor(s) only in A, not compared:") + 1] == "  only_a"
+    assert out[out.index("1 tensor(s) only in B, not compared:") + 1] == "  only_b"
     assert "shape mismatch: s: A [4, 64] vs B [8, 32]" in out
     assert "metadata: 0 same, 1 different, 1 only in A, 1 only in B" in out
     assert "  k: INT32 1 -> INT32 2" in out
+
+
+@pytest.mark.parametrize("threshold", [[], ["--threshold", "0.99"]], ids=["plain", "threshold"])
+def test_two_unrelated_models_exit_5_saying_nothing_was_compared(
+    smollm2_gguf, minilm_safetensors, threshold
+):
+    done = _diff(str(smollm2_gguf), str(minilm_safetensors), *threshold)
+    assert done.returncode == 5
+    assert done.stderr.strip().splitlines() == [
+        f"bundler: error: nothing compared: {smollm2_gguf} and {minilm_safetensors} have no "
+        "tensor of the same name and shape (272 only in A, 104 only in B, 0 of different shapes)"
+    ]
+    out = done.stdout.splitlines()
+    # the unmatched names, one per line and at most ten of them per side
+    start = out.index("272 tensor(s) only in A, not compared:")
+    assert out[start + 1 : start + 3] == ["  token_embd.weight", "  blk.0.attn_norm.weight"]
+    assert out[start + 11] == "  ... and 262 more (--json lists them all)"
+    assert max(len(line) for line in out) < 400
+
+
+def test_the_threshold_gates_only_on_compared_tensors_and_says_how_many(small_pair):
+    done = _diff(*small_pair, "--threshold", "0.5")
+    assert done.returncode == 0
+    assert "threshold 0.5: 0 of the 1 compared tensor(s) below" in done.stdout.splitlines()

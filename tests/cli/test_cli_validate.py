@@ -184,3 +184,18 @@ def test_split_gguf_and_sharded_safetensors_are_valid(smollm2_gguf, minilm_safet
         code, report = _validate_json(str(path), "--strict")
         assert code == 0 and report["valid"], report["errors"]
         assert len(report["files"]) >= 3
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["human", "json"])
+def test_a_file_that_cannot_be_read_is_reported_once(smollm2_gguf, tmp_path, json_flag):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(smollm2_gguf.read_bytes()[:100])
+    done = _validate(str(cut), *json_flag)
+    assert done.returncode == 4
+    problem = "kv_count 33 cannot be right"
+    assert done.stderr.count(problem) == 1
+    assert done.stderr.startswith(f"bundler: error: {cut} at byte 16: {problem}")
+    if json_flag:  # the report keeps it for scripts
+        assert json.loads(done.stdout)["errors"][0]["message"].startswith(problem)
+    else:
+        assert problem not in done.stdout and "cannot be read as a model" in done.stdout

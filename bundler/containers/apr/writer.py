@@ -175,7 +175,9 @@ def _check_compatibility(tensors: list[Tensor], aprender: bool) -> None:
         )
     warnings.warn(
         f"this APR file uses this project's dtype codes, which aprender cannot read: {detail}"
-        " (write with aprender=True to refuse them)",
+        "; `validate --strict` will reject it. For a file aprender reads, quantize to one of "
+        "its codecs (--type apr_q4, apr_q8, q4_k or q6_k); --aprender (aprender=True) "
+        "refuses the others",
         AprCompatibilityWarning,
         stacklevel=3,
     )

@@ -1,0 +1,49 @@
+"""Ctrl-C at any moment of a command's start-up and work: exit 130 with one line on
+stderr, never a traceback, and no half-written output."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+#: Seconds after bundler starts importing when SIGINT is sent: inside the package's and the
+#: command line's imports, the compiler's imports and the conversion.
+DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0)
+
+#: What the `bundler` console script runs, once the interpreter is up (a signal during the
+#: interpreter's own start-up is Python's to report): it waits for a line on stdin first,
+#: then says it starts.
+SCRIPT = """
+import sys
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.readline()
+sys.stdout.write("start\\n"); sys.stdout.flush()
+from bundler.cli import run
+sys.exit(run())
+"""
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_ctrl_c_gives_exit_130_and_one_line(minilm_safetensors, tmp_path, delay):
+    argv = ["quantize", str(minilm_safetensors), "-o", "out.gguf", "--type", "q4_k_m"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, *argv], cwd=tmp_path, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "start\n"
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert proc.returncode in (130, 0), err  # interrupted, or done before the signal
+    if proc.returncode == 130:
+        assert err.splitlines()[-1] == "bundler: interrupted"
+        assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,35 @@
+"""The `bundler` namespace: every public name resolves on first use, the subpackages the
+README names are reachable as attributes, and importing it loads nothing heavy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import bundler
+
+
+@pytest.mark.parametrize("name", bundler.__all__)
+def test_every_public_name_resolves(name):
+    assert getattr(bundler, name) is not None
+    assert name in dir(bundler)
+
+
+@pytest.mark.parametrize(("module", "attr"), [("codecs", "set_threads"), ("stats", "error_stats")])
+def test_subpackages_are_attributes_in_a_fresh_interpreter(module, attr):
+    code = f"import bundler; print(callable(bundler.{module}.{attr}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
+
+
+def test_an_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        bundler.nope  # noqa: B018
+
+
+def test_importing_the_command_line_loads_no_numpy():
+    code = "import sys, bundler.cli; print('numpy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
