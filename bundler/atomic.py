@@ -5,6 +5,11 @@ run can tell a partial file left by a killed writer (nobody holds it: removed) f
 still being written (locked: left alone), whatever became of the writer's process id.
 The files of a multi-file output (a split GGUF, a sharded SafeTensors checkpoint) are
 renamed together at the end, inside `output_group`.
+
+Without `force` the final step is a hard link from the temporary name, which fails when
+the target exists: of two writers racing to one new path exactly one succeeds, the other
+gets `OutputExistsError`, whatever happened between their start-up checks. A file system
+without hard links falls back on an exclusive create of the final name.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import contextlib
 import contextvars
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from bundler.errors import BundlerIOError, OutputExistsError
+from bundler.errors import BundlerError, BundlerIOError, FormatError, OutputExistsError
 
 try:
     import fcntl
@@ -27,18 +32,25 @@ except ImportError:  # not POSIX: fall back on whether the writer's process id s
 TEMP_PREFIX = ".bundler-partial-"
 
 #: Finished files of the open `output_group` waiting for their rename: (temporary, final
-#: path, lock descriptor).
-_GROUP: contextvars.ContextVar[list[tuple[str, str, int | None]] | None] = contextvars.ContextVar(
-    "bundler_output_group", default=None
+#: path, lock descriptor, may replace).
+_GROUP: contextvars.ContextVar[list[tuple[str, str, int | None, bool]] | None] = (
+    contextvars.ContextVar("bundler_output_group", default=None)
 )
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[BinaryIO]:
+def atomic_output(
+    path: str | os.PathLike[str],
+    force: bool = True,
+    check: Callable[[str], None] | None = None,
+) -> Iterator[BinaryIO]:
     """Open a temporary file in `path`'s directory; on success it replaces `path`.
 
     On any error (or KeyboardInterrupt) the temporary file is removed and `path` is left
-    as it was. With `force=False` an existing `path` raises `OutputExistsError`.
+    as it was. With `force=False` an existing `path` raises `OutputExistsError`, checked
+    at the start and again, atomically, when the file is put in place. `check(temporary
+    path)` runs on the finished file before it is put in place (a reader that re-parses
+    it); what it raises aborts the write.
     """
     path = os.fspath(path)
     if not force and os.path.exists(path):
@@ -57,16 +69,23 @@ def atomic_output(path: str | os.PathLike[str], force: bool = True) -> Iterator[
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+        if check is not None:
+            try:
+                check(tmp)
+            except FormatError as exc:
+                raise FormatError(
+                    path, exc.offset, f"not written: the file would not read back: {exc.problem}"
+                ) from None
         group = _GROUP.get()
         if group is None:
-            os.replace(tmp, path)
+            _place(tmp, path, force)
         else:  # renamed with the rest of the group; the group holds the lock until then
-            group.append((tmp, path, lock))
+            group.append((tmp, path, lock, force))
             lock = None
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, BundlerIOError):
+        if isinstance(exc, OSError) and not isinstance(exc, BundlerError):
             raise BundlerIOError(f"{path}: write failed: {exc.strerror or exc}") from None
         raise
     finally:
@@ -83,7 +102,7 @@ def output_group(entry: str | os.PathLike[str] | None = None) -> Iterator[None]:
     if _GROUP.get() is not None:
         yield
         return
-    pending: list[tuple[str, str, int | None]] = []
+    pending: list[tuple[str, str, int | None, bool]] = []
     token = _GROUP.set(pending)
     try:
         yield
@@ -94,18 +113,42 @@ def output_group(entry: str | os.PathLike[str] | None = None) -> Iterator[None]:
         _GROUP.reset(token)
     last = os.path.abspath(entry) if entry is not None else None
     pending.sort(key=lambda item: os.path.abspath(item[1]) == last)
-    for i, (tmp, path, lock) in enumerate(pending):
+    for i, (tmp, path, lock, force) in enumerate(pending):
         try:
-            os.replace(tmp, path)
-        except OSError as exc:
+            _place(tmp, path, force)
+        except BaseException:
             _discard(pending[i:])
-            raise BundlerIOError(f"{path}: cannot rename into place: {exc.strerror}") from None
+            raise
         if lock is not None:
             os.close(lock)
 
 
-def _discard(pending: list[tuple[str, str, int | None]]) -> None:
-    for tmp, _, lock in pending:
+def _place(tmp: str, path: str, force: bool) -> None:
+    """Rename `tmp` to `path`; without `force`, fail (OutputExistsError) if `path` exists."""
+    try:
+        if force:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise OutputExistsError(path) from None
+        except OSError:  # no hard links here: claim the name exclusively, then replace it
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                raise OutputExistsError(path) from None
+            os.replace(tmp, path)
+            return
+        os.unlink(tmp)
+    except OSError as exc:
+        if isinstance(exc, (OutputExistsError, BundlerIOError)):
+            raise
+        raise BundlerIOError(f"{path}: cannot rename into place: {exc.strerror}") from None
+
+
+def _discard(pending: list[tuple[str, str, int | None, bool]]) -> None:
+    for tmp, _, lock, _ in pending:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if lock is not None:

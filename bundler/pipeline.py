@@ -202,7 +202,7 @@ def write_bundle(
     if not force and os.path.exists(_target(dst)):
         raise OutputExistsError(_target(dst))
     start = time.perf_counter()
-    module(fmt).write(apply_plan(bundle, plan, observer), dst, **options)
+    module(fmt).write(apply_plan(bundle, plan, observer), dst, force=force, **options)
     report.seconds = time.perf_counter() - start
     report.outputs = _outputs(dst)
     return report

@@ -50,6 +50,7 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
+        _escape_unencodable()
         return int(args.func(args) or 0)
     except BundlerError as exc:
         print(f"bundler: error: {exc}", file=sys.stderr)
@@ -60,6 +61,19 @@ def _main(argv: list[str] | None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"bundler: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_IO
+
+
+def _escape_unencodable() -> None:
+    """Names read from files may hold bytes that are not UTF-8 (kept as surrogate escapes):
+    print them as backslash escapes instead of failing on a strict stdout."""
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            # ValueError/OSError: already written to, or not a text stream
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def run() -> int:

@@ -79,7 +79,9 @@ def _container_line(c: dict[str, Any]) -> str:
         names = "|".join(c["flag_names"]) or "none"
         return f"APR v{c['version']}, flags {c['flags']:#06x} ({names}); {size}"
     if fmt == "safetensors":
-        typed = ", bundler typed-metadata convention" if c["convention"] else ""
+        typed = ", bundler typed-metadata convention" if c.get("convention") else ""
+        if c.get("header_size") is None:  # a sharded checkpoint: one header per shard
+            return f"SafeTensors, sharded{typed}; {size}"
         return f"SafeTensors, header {c['header_size']:,} bytes{typed}; {size}"
     return f"{fmt}; {size}"
 

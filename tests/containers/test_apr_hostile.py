@@ -106,7 +106,7 @@ def _two_tensors(**changes) -> RawApr:
 CASES = {
     # lying counts and lengths in the header
     "2^32-1 tensors": (RawApr(overrides={"tensor_count": 2**32 - 1}), 8, "tensor count"),
-    "4 GiB metadata": (RawApr(overrides={"metadata_size": 2**32 - 1}), 20, "metadata needs"),
+    "4 GiB metadata": (RawApr(overrides={"metadata_size": 2**32 - 1}), 20, "more than the limit"),
     "metadata at 1 TB": (RawApr(overrides={"metadata_offset": 2**40}), 20, "metadata needs"),
     "metadata inside header": (RawApr(overrides={"metadata_offset": 0}), 12, "inside the header"),
     "index at 2^63": (RawApr(overrides={"tensor_index_offset": 2**63}), 24, "out of order"),
@@ -120,7 +120,7 @@ CASES = {
     "ndim past index": (_two_tensors(**{"1_ndim": 8}), None, "index ends"),
     "offset 2^60": (_two_tensors(**{"1_offset": 2**60}), 157, "bad offset"),
     "size 2^60": (_two_tensors(**{"0_size": 2**60}), None, "does not match"),
-    "dims 2^63": (_two_tensors(**{"0_dims": [2**63, 2**63]}), None, "does not match"),
+    "dims 2^63": (_two_tensors(**{"0_dims": [2**63, 2**63]}), None, "cannot be materialized"),
     "overlapping offsets": (_two_tensors(**{"1_offset": 0}), None, "overlap"),
     "misaligned offset": (_two_tensors(**{"1_offset": 8}), None, "not 64-aligned"),
     "unsorted index": (_two_tensors(**{"0_name": b"c"}), None, "not sorted"),

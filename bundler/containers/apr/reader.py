@@ -26,6 +26,7 @@ from bundler.containers.apr.schema import (
     HEADER_SIZE,
     INDEX_ENTRY_COMPILED,
     MAGIC,
+    MAX_METADATA_BYTES,
     MAX_NAME_BYTES,
     MAX_NDIM,
     MIN_ENTRY_BYTES,
@@ -36,6 +37,7 @@ from bundler.containers.apr.schema import (
     Flags,
     align,
 )
+from bundler.containers.limits import MAX_TENSORS, shape_problem
 from bundler.errors import (
     BundlerError,
     BundlerIOError,
@@ -189,6 +191,12 @@ class _Reader:
                 f"{HEADER_SIZE + FOOTER_SIZE} bytes but the file has {self.size}",
                 TruncatedError,
             )
+        if h.metadata_size > MAX_METADATA_BYTES:
+            self.fail(
+                _AT["metadata_size"],
+                f"metadata section of {h.metadata_size:,} bytes is more than the limit of "
+                f"{MAX_METADATA_BYTES:,}",
+            )
         if h.metadata_offset < HEADER_SIZE:
             problem = f"metadata offset {h.metadata_offset:,} lies inside the header"
             self.fail(_AT["metadata_offset"], problem)
@@ -224,6 +232,11 @@ class _Reader:
 
     def _index(self, h, end: int) -> list[_Entry]:
         start, stop = h.tensor_index_offset, h.data_offset
+        if h.tensor_count > MAX_TENSORS:
+            self.fail(
+                _AT["tensor_count"],
+                f"tensor count {h.tensor_count:,} is more than the limit of {MAX_TENSORS:,}",
+            )
         if h.tensor_count * MIN_ENTRY_BYTES > stop - start:
             self.fail(
                 _AT["tensor_count"],
@@ -270,6 +283,9 @@ class _Reader:
         except UnknownCodecError:
             self.fail(at + 2 + name_len, f"{what} ({name!r}): unknown dtype code {e.dtype}")
         shape = tuple(int(d) for d in e.dims)
+        problem = shape_problem(shape, MAX_NDIM)
+        if problem:
+            self.fail(at + 4 + name_len, f"{what} ({name!r}): {problem}")
         after = at + 4 + name_len + 8 * ndim + 16
         return _Entry(name, codec, shape, int(e.offset), int(e.size), at), after
 

@@ -23,6 +23,7 @@ from bundler.containers.apr.schema import (
     HEADER_SIZE,
     INDEX_ENTRY_COMPILED,
     MAGIC,
+    MAX_METADATA_BYTES,
     MAX_NAME_BYTES,
     MAX_NDIM,
     NAME,
@@ -66,8 +67,11 @@ def write(
         if aprender:
             raise UsageError(message)
         warnings.warn(message, AprCompatibilityWarning, stacklevel=2)
-    if len(meta) > 0xFFFFFFFF:
-        raise UsageError(f"the metadata JSON is {len(meta):,} bytes; APR allows at most 4 GiB")
+    if len(meta) > MAX_METADATA_BYTES:
+        raise UsageError(
+            f"the metadata JSON is {len(meta):,} bytes; APR readers here take at most "
+            f"{MAX_METADATA_BYTES:,}"
+        )
 
     offsets, cursor = [], 0
     for t in tensors:
@@ -81,7 +85,7 @@ def write(
     data_offset = index_offset + align(len(index))
     header = _header_bytes(_flags(bundle), len(tensors), len(meta), index_offset, data_offset)
 
-    with atomic_output(path, force=force) as f:
+    with atomic_output(path, force=force, check=_reads_back) as f:
         out = _CrcWriter(f)
         out.write(header)
         out.write(meta)
@@ -125,6 +129,12 @@ def _copy_tensor(out: _CrcWriter, t: Tensor) -> int:
             f"{done:,} bytes but {t.codec.name} {t.shape} needs {want:,}"
         )
     return done
+
+
+def _reads_back(path: str) -> None:
+    from bundler.containers.apr.reader import read
+
+    read(path, verify_footer=False)
 
 
 def _check_tensors(tensors: list[Tensor]) -> None:

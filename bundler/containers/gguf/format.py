@@ -87,8 +87,10 @@ def _bundle(path: str, layouts: list[Layout], split_keys: dict[str, int] | None)
     return Bundle(first.metadata, tensors, format=NAME, path=path, format_info=info)
 
 
-def write(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -> None:
-    """Write `bundle` as GGUF version 3.
+def write(
+    bundle: Bundle, path: str | os.PathLike[str], *, force: bool = True, **options: Any
+) -> None:
+    """Write `bundle` as GGUF version 3 (without `force`, refuse an existing `path`).
 
     Options: `big_endian` (default: the byte order of the GGUF the bundle was read from,
     else little-endian), `llama_compatible` (default True: refuse what llama.cpp cannot
@@ -105,7 +107,7 @@ def write(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -> None:
     plans = plan_files(bundle, os.fspath(path), **opts)
     with output_group(entry=plans[0].path):  # a split set appears whole or not at all
         for plan in plans:
-            write_file(plan, _big_endian(bundle, opts["big_endian"]))
+            write_file(plan, _big_endian(bundle, opts["big_endian"]), force)
 
 
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:

@@ -19,6 +19,7 @@ from bundler.bundle import Metadata, Value, ValueType
 from bundler.codecs import Codec, by_ggml_id
 from bundler.containers.gguf import schema as S
 from bundler.containers.gguf.values import decode_str, read_array, value_type
+from bundler.containers.limits import NestedBudget, shape_problem
 from bundler.errors import (
     BundlerIOError,
     FileNotFound,
@@ -138,6 +139,12 @@ class _Parser:
                 self.path, 4, f"GGUF version {version} is not supported (versions 2 and 3 are)"
             )
         n_tensors, n_kv = head.tensor_count, head.kv_count
+        if n_kv > S.MAX_ENTRIES:
+            raise self.fail(16, f"kv_count {n_kv:,} is more than the limit of {S.MAX_ENTRIES:,}")
+        if n_tensors > S.MAX_TENSORS:
+            raise self.fail(
+                8, f"tensor_count {n_tensors:,} is more than the limit of {S.MAX_TENSORS:,}"
+            )
         if n_kv * S.MIN_KV_BYTES > self.left():
             raise self.fail(
                 16,
@@ -216,6 +223,7 @@ class _Parser:
 
     def read_kvs(self, n_kv: int) -> Metadata:
         md = Metadata()
+        self.budget = NestedBudget()
         items = md._items  # filled directly: values are already typed
         self.kv_at: dict[str, int] = {}
         for i in range(n_kv):
@@ -242,8 +250,9 @@ class _Parser:
     def read_array_value(self, head, what: str) -> Value:
         item = value_type(head.item_type, self.path, self.pos - 12, f"{what} array")
         value, self.pos = read_array(
-            self.mm, self.pos, self.size, item, head.count, self.big, self.path, what
-        )
+            self.mm, self.pos, self.size, item, head.count, self.big, self.path, what,
+            budget=self.budget,
+        )  # fmt: skip
         return value
 
     def alignment(self, md: Metadata) -> int:
@@ -261,12 +270,38 @@ class _Parser:
 
     def read_tensor_info(self, i: int) -> TensorInfo:
         at = self.pos
-        rec = self.parse(self.s.tensor_info, f"tensor info {i}")
-        name = decode_str(rec.name.data)
-        for d, n in enumerate(rec.dims):
+        rec = self.fast_tensor_info()
+        if rec is None:
+            rec = self.parse(self.s.tensor_info, f"tensor info {i}")
+            rec = (rec.name.data, tuple(rec.dims), rec.ggml_type, rec.offset)
+        raw, dims, ggml_type, offset = rec
+        name = decode_str(raw)
+        for d, n in enumerate(dims):
             if n >= 1 << 63:
                 raise self.fail(at, f"tensor {name!r}: dimension {d} is negative ({n - 2**64})")
-        return TensorInfo(name, tuple(rec.dims), rec.ggml_type, rec.offset, at)
+        problem = shape_problem(dims, S.MAX_DIMS_READ)
+        if problem:
+            raise self.fail(at, f"tensor {name!r}: {problem}")
+        return TensorInfo(name, dims, ggml_type, offset, at)
+
+    def fast_tensor_info(self) -> tuple[bytes, tuple[int, ...], int, int] | None:
+        """The record at self.pos unpacked with `struct` (the schema's layout, without
+        Construct's per-record cost); None when it does not fit: the schema then says why."""
+        fmt = ">" if self.big else "<"
+        pos, mm, size = self.pos, self.mm, self.size
+        if pos + 12 > size:
+            return None
+        (n,) = struct.unpack_from(fmt + "Q", mm, pos)
+        head = pos + 8 + n
+        if n > size - pos - 8 or head + 4 > size:
+            return None
+        (n_dims,) = struct.unpack_from(fmt + "I", mm, head)
+        end = head + 4 + 8 * n_dims + 12
+        if n_dims > S.MAX_DIMS_READ or end > size:
+            return None
+        *dims, ggml_type, offset = struct.unpack_from(f"{fmt}{n_dims}QIQ", mm, head + 4)
+        self.pos = end
+        return mm[pos + 8 : head], tuple(dims), ggml_type, offset
 
     def place_tensors(self, layout: Layout, infos: list[TensorInfo]) -> None:
         """Resolve codecs and sizes; check names, offsets and bounds the way llama.cpp does."""
@@ -305,6 +340,8 @@ class _Parser:
                 )
             expected = t.offset + _pad(t.nbytes, layout.alignment)
             layout.tensors.append(t)
+        if layout.skipped:
+            self.check_overlaps(layout)
         if infos and layout.data_start > self.size:
             raise self.fail(
                 layout.infos_end,
@@ -312,6 +349,25 @@ class _Parser:
                 f"but the file ends at {self.size:,}",
                 TruncatedError,
             )
+
+    def check_overlaps(self, layout: Layout) -> None:
+        """After a tensor of unknown type, offsets are no longer derived: check instead that
+        no two known tensors share bytes and no unknown one starts inside a known one."""
+        spans = sorted(
+            [(t.offset, t.offset + t.nbytes, t) for t in layout.tensors if t.nbytes]
+            + [(t.offset, t.offset, t) for t in layout.skipped],
+            key=lambda s: (s[0], s[1]),
+        )
+        end, owner = 0, None
+        for start, stop, t in spans:
+            if start < end:
+                raise self.fail(
+                    t.at,
+                    f"tensor {t.name!r} at data offset {start:,} overlaps tensor {owner.name!r}, "
+                    f"which ends at {end:,}",
+                )
+            if stop > end:
+                end, owner = stop, t
 
     def nbytes(self, t: TensorInfo) -> int:
         facts = t.codec.facts

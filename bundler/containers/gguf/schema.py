@@ -57,8 +57,10 @@ MAX_NAME_BYTES = 63
 MAX_DIMS = 4
 #: The most dimensions bundler reads (files other writers made may exceed llama.cpp's 4).
 MAX_DIMS_READ = 32
-#: Deepest array nesting bundler reads (llama.cpp reads none).
-MAX_NESTING = 8
+#: Deepest array nesting (llama.cpp reads none) and the other shared header limits.
+from bundler.containers.limits import MAX_ENTRIES as MAX_ENTRIES  # noqa: E402
+from bundler.containers.limits import MAX_NESTING as MAX_NESTING  # noqa: E402
+from bundler.containers.limits import MAX_TENSORS as MAX_TENSORS  # noqa: E402
 
 #: Smallest encodings, used to check counts against the bytes left before reading them.
 MIN_KV_BYTES = 8 + 4 + 1

@@ -15,6 +15,7 @@ import numpy as np
 
 from bundler.bundle import Value, ValueType
 from bundler.containers.gguf.schema import MAX_NESTING
+from bundler.containers.limits import NestedBudget
 from bundler.errors import FormatError, TruncatedError, UsageError
 
 ENCODING = "utf-8"
@@ -67,8 +68,11 @@ def read_array(
     path: str,
     what: str,
     depth: int = 0,
+    budget: NestedBudget | None = None,
 ) -> tuple[Value, int]:
-    """Parse the `count` elements of an array starting at `pos`; returns (value, end pos)."""
+    """Parse the `count` elements of an array starting at `pos`; returns (value, end pos).
+
+    `budget` counts nested arrays across calls (one per file) against the shared limit."""
     left = end - pos
     if item == ValueType.STRING:
         if count * 8 > left:
@@ -79,7 +83,11 @@ def read_array(
             raise FormatError(path, pos, f"{what}: arrays nested more than {MAX_NESTING} deep")
         if count * _ARRAY_HEAD > left:
             raise _too_long(path, pos, what, count, "arrays", count * _ARRAY_HEAD, left)
-        return _read_nested(buf, pos, end, count, big_endian, path, what, depth)
+        budget = budget or NestedBudget()
+        problem = budget.take(count)
+        if problem:
+            raise FormatError(path, pos - _ARRAY_HEAD, f"{what}: {problem}")
+        return _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget)
     size = ITEM_BYTES[item] * count
     if size > left:
         raise _too_long(path, pos, what, count, item.name, size, left)
@@ -140,7 +148,7 @@ def _refill(buf, pos: int, end: int, size: int) -> tuple[int, bytes, int]:
     return pos, buf[pos : min(end, pos + size)], 0
 
 
-def _read_nested(buf, pos, end, count, big_endian, path, what, depth) -> tuple[Value, int]:
+def _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget) -> tuple[Value, int]:
     head = struct.Struct(">IQ" if big_endian else "<IQ")
     items: list[Value] = []
     for i in range(count):
@@ -149,8 +157,9 @@ def _read_nested(buf, pos, end, count, big_endian, path, what, depth) -> tuple[V
         code, n = head.unpack_from(buf, pos)
         sub = value_type(code, path, pos, f"{what}[{i}]")
         value, pos = read_array(
-            buf, pos + _ARRAY_HEAD, end, sub, n, big_endian, path, f"{what}[{i}]", depth + 1
-        )
+            buf, pos + _ARRAY_HEAD, end, sub, n, big_endian, path, f"{what}[{i}]", depth + 1,
+            budget,
+        )  # fmt: skip
         items.append(value)
     return Value(ValueType.ARRAY, items, ValueType.ARRAY), pos
 
@@ -189,14 +198,17 @@ def array_body(value: Value, big_endian: bool, key: str) -> bytes:
 
 
 def array_len(value: Value) -> int:
-    return len(value.value)
+    return int(np.size(value.value)) if isinstance(value.value, np.ndarray) else len(value.value)
 
 
 def numeric_array(data: Any, item: ValueType, key: str) -> np.ndarray:
     """`data` as a 1-D array of `item`'s dtype, refusing values the type cannot hold."""
     arr = np.asarray(data)
+    if arr.ndim != 1 and arr.size:
+        # a count of len(data) and a body of arr.size values would misparse the next key
+        raise UsageError(f"metadata {key!r}: {item.name} array has shape {arr.shape}, not 1-D")
     if arr.ndim != 1:
-        arr = arr.reshape(-1) if arr.size else arr.reshape(0)
+        arr = arr.reshape(0)
     if item == ValueType.BOOL:
         return arr.astype(np.uint8) != 0
     dt = item.numpy_dtype

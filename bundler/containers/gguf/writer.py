@@ -8,7 +8,6 @@ Every file this module writes passes the checks llama.cpp's C reader makes
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from bundler.atomic import atomic_output
 from bundler.bundle import CHUNK_BYTES, Tensor, Value, ValueType
 from bundler.codecs.byteorder import swapped
 from bundler.containers.gguf import schema as S
-from bundler.containers.gguf.values import array_body, encode_str
+from bundler.containers.gguf.values import array_body, array_len, encode_str
+from bundler.containers.limits import shape_problem
 from bundler.errors import UsageError
 from bundler.rawcopy import copy_raw
 
@@ -69,16 +69,17 @@ def check_tensor(t: Tensor, llama_compatible: bool) -> int:
         raise UsageError(
             f"tensor {t.name!r}: codec {facts.name} has no GGML type, so GGUF cannot store it"
         )
-    if len(t.shape) > S.MAX_DIMS_READ:
-        raise UsageError(f"tensor {t.name!r} has {len(t.shape)} dimensions; GGUF readers take 32")
+    if any(d < 0 for d in t.shape):
+        raise UsageError(f"tensor {t.name!r} has a negative dimension: {t.shape}")
+    problem = shape_problem(t.shape, S.MAX_DIMS_READ)
+    if problem:
+        raise UsageError(f"tensor {t.name!r}: GGUF readers would refuse it: {problem}")
     row = t.shape[-1] if t.shape else 1
     if row % facts.block_size:
         raise UsageError(
             f"tensor {t.name!r}: {facts.name} rows must be a multiple of {facts.block_size} "
             f"values, shape {t.shape} has {row}"
         )
-    if any(d < 0 for d in t.shape):
-        raise UsageError(f"tensor {t.name!r} has a negative dimension: {t.shape}")
     if not llama_compatible:
         return facts.ggml_id
     name_bytes = len(encode_str(t.name))
@@ -92,8 +93,6 @@ def check_tensor(t: Tensor, llama_compatible: bool) -> int:
             f"tensor {t.name!r} has {len(t.shape)} dimensions; llama.cpp reads at most "
             f"{S.MAX_DIMS} (pass llama_compatible=False to write it anyway)"
         )
-    if math.prod(t.shape) >= 1 << 63:
-        raise UsageError(f"tensor {t.name!r}: {t.shape} has more than 2^63 values")
     return facts.ggml_id
 
 
@@ -131,7 +130,7 @@ def encode_kv(key: str, v: Value, big_endian: bool, llama_compatible: bool = Tru
         rec["value"] = {"length": len(vb), "data": vb}
     elif v.type == ValueType.ARRAY:
         body = array_body(v, big_endian, key)
-        rec["value"] = {"item_type": int(ValueType(v.item_type)), "count": len(v.value)}
+        rec["value"] = {"item_type": int(ValueType(v.item_type)), "count": array_len(v)}
     elif v.type == ValueType.BOOL:
         rec["value"] = 1 if v.value else 0
     else:
@@ -179,10 +178,16 @@ def file_head(
     return head
 
 
-def write_file(plan: FilePlan, big_endian: bool) -> None:
+def _reads_back(path: str) -> None:
+    from bundler.containers.gguf.reader import parse
+
+    parse(path)
+
+
+def write_file(plan: FilePlan, big_endian: bool, force: bool = True) -> None:
     """Write one planned file: the head, then every tensor (copied in the kernel when it is
     an unchanged file range, else a chunk at a time), padded."""
-    with atomic_output(plan.path) as f:
+    with atomic_output(plan.path, force, check=_reads_back) as f:
         f.write(plan.head)
         for t in plan.tensors:
             facts = t.codec.facts

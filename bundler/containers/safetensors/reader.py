@@ -8,6 +8,7 @@ import os
 from typing import Any, BinaryIO
 
 from bundler.bundle import Bundle
+from bundler.containers.limits import shape_problem
 from bundler.containers.safetensors import shards as shards
 from bundler.containers.safetensors.convention import (
     META_KEY,
@@ -18,6 +19,7 @@ from bundler.containers.safetensors.schema import (
     _U64_MAX,
     _WS,
     DTYPE_ORDER,
+    MAX_DIMS,
     MAX_HEADER_SIZE,
     METADATA_KEY,
     NAME,
@@ -270,13 +272,16 @@ class _Parser:
             if name_ not in value:
                 raise self.fail(pos, f"{where}: missing field {name_!r}")
         dtype = value["dtype"]
-        if dtype not in _RANK:
+        if not isinstance(dtype, str) or dtype not in _RANK:
             raise self.fail(
                 pos, f"{where}: unknown dtype {dtype!r}; valid: {', '.join(DTYPE_ORDER)}"
             )
         shape = value["shape"]
         if not isinstance(shape, list) or not all(_is_u64(s) for s in shape):
             raise self.fail(pos, f"{where}: shape must be a list of unsigned integers")
+        problem = shape_problem(shape, MAX_DIMS)
+        if problem:
+            raise self.fail(pos, f"{where}: {problem}")
         offsets = value["data_offsets"]
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_u64, offsets)):
             raise self.fail(pos, f"{where}: data_offsets must be two unsigned integers")
@@ -350,7 +355,7 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
         assert last is not None
         raise TruncatedError(
             path,
-            header.data_start + last.begin,
+            min(header.data_start + last.begin, file_size),
             f"truncated: tensor {last.name!r} needs bytes {header.data_start + last.begin:,}.."
             f"{data_end:,} but the file ends at {file_size:,}",
         )

@@ -25,6 +25,8 @@ PREFIX_SIZE = 8
 #: The reference reader refuses longer headers.
 MAX_HEADER_SIZE = 100_000_000
 METADATA_KEY = "__metadata__"
+#: Most dimensions of one tensor (the reference sets none; numpy 1.x reads at most 32).
+MAX_DIMS = 32
 _U64_MAX = 2**64 - 1
 
 #: The reference's dtype enum, in its declared (ascending alignment) order. Its writer lays

@@ -138,6 +138,12 @@ def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:
     return [[bundle.tensors[n] for n in m] for m in members]
 
 
+def _reads_back(path: str) -> None:
+    from bundler.containers.safetensors.reader import read_file
+
+    read_file(path)
+
+
 def _write_file(
     path: str,
     metadata: dict[str, str] | None,
@@ -147,7 +153,7 @@ def _write_file(
 ) -> None:
     head = build_header(metadata, planned)
     by_name = {t.name: t for t in tensors}
-    with atomic_output(path, force) as f:
+    with atomic_output(path, force, check=_reads_back) as f:
         f.write(head)
         for p in layout(planned):
             _copy(f, by_name[p.name], p.nbytes)

@@ -1,0 +1,162 @@
+"""`bundler bench hostile`: parse cost of headers built to amplify work and memory.
+
+Each case is a small file whose header asks for much (issue 18's amplification cases):
+two million empty nested GGUF arrays, hundreds of thousands of zero-size tensors in GGUF
+and SafeTensors, a long APR metadata array. Each is opened in a fresh subprocess; the
+wall time, tracemalloc peak and resident-set growth are reported per header megabyte,
+with the outcome (read, or the typed error and its message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+MIB = 1 << 20
+
+
+# ------------------------------------------------------------------------------ generators
+
+
+def _gguf_string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_nested_arrays(path: str, count: int) -> None:
+    """A GGUF whose one key holds `count` empty UINT8 arrays (12 bytes each)."""
+    body = struct.pack("<IQ", 0, 0) * count
+    kv = _gguf_string("nested") + struct.pack("<IIQ", 9, 9, count) + body
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv)
+
+
+def gguf_zero_tensors(path: str, count: int) -> None:
+    """A GGUF of `count` zero-size F32 tensors, all at data offset 0."""
+    infos = b"".join(_gguf_string(f"t{i}") + struct.pack("<IQIQ", 1, 0, 0, 0) for i in range(count))
+    head = b"GGUF" + struct.pack("<IQQ", 3, count, 0) + infos
+    with open(path, "wb") as f:
+        f.write(head + bytes(-len(head) % 32))
+
+
+def safetensors_zero_tensors(path: str, count: int) -> None:
+    """A SafeTensors file of `count` zero-size F32 tensors."""
+    entry = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    header = json.dumps({f"t{i}": entry for i in range(count)}, separators=(",", ":"))
+    raw = header.encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+
+
+def apr_long_array(path: str, count: int) -> None:
+    """An APR file with no tensors whose metadata holds one array of `count` zeros."""
+    from bundler.containers.apr.crc import header_crc
+    from bundler.containers.apr.schema import ALIGNMENT, HEADER_COMPILED, align
+
+    meta = b'{"zeros":[' + b",".join([b"0"] * count) + b"]}"
+    index_at = align(64 + len(meta))
+    head = {
+        "magic": b"APR\0", "major": 2, "minor": 0, "flags": 0, "tensor_count": 0,
+        "metadata_offset": 64, "metadata_size": len(meta), "tensor_index_offset": index_at,
+        "data_offset": index_at, "header_crc": 0, "reserved": bytes(20),
+    }  # fmt: skip
+    raw = HEADER_COMPILED.build(head)
+    head["header_crc"] = header_crc(raw)
+    body = HEADER_COMPILED.build(head) + meta
+    body += bytes(index_at - len(body))
+    assert index_at % ALIGNMENT == 0
+    import zlib
+
+    with open(path, "wb") as f:
+        f.write(body + struct.pack("<I", zlib.crc32(body)))
+
+
+#: name -> (generator, count, file extension): the sizes of issue 18.
+CASES: dict[str, tuple[Callable[[str, int], None], int, str]] = {
+    "gguf-nested-arrays": (gguf_nested_arrays, 2_000_000, "gguf"),
+    "gguf-zero-tensors": (gguf_zero_tensors, 800_000, "gguf"),
+    "safetensors-zero-tensors": (safetensors_zero_tensors, 1_500_000, "safetensors"),
+    "apr-long-array": (apr_long_array, 25_000_000, "apr"),
+}
+
+_PROBE = r"""
+import json, resource, sys, time, tracemalloc
+import bundler
+from bundler.errors import BundlerError
+path = sys.argv[1]
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+start = time.perf_counter()
+try:
+    b = bundler.open(path)
+    listed = [(t.name, t.shape, t.codec.name) for t in b.tensors.values()]
+    outcome, message = "read", f"{len(listed)} tensors, {len(b.metadata)} keys"
+except BundlerError as exc:
+    outcome, message = type(exc).__name__, str(exc)[:200]
+seconds = time.perf_counter() - start
+peak = tracemalloc.get_traced_memory()[1]
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
+print(json.dumps({"outcome": outcome, "message": message, "seconds": seconds,
+                  "peak_bytes": peak, "rss_growth_bytes": rss * 1024}))
+"""
+
+
+def measure(path: str) -> dict[str, Any]:
+    """Open and list `path` in a fresh interpreter: time, memory and outcome."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, path], capture_output=True, text=True, check=False
+    )
+    if out.returncode:
+        return {"outcome": "crash", "message": out.stderr.strip()[-300:]}
+    return json.loads(out.stdout)
+
+
+def run(cases: list[str], scale: float = 1.0, workdir: str | None = None) -> list[dict[str, Any]]:
+    """Build each case (its count times `scale`) and measure opening it."""
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for name in cases:
+            make, count, ext = CASES[name]
+            count = max(1, int(count * scale))
+            path = os.path.join(tmp, f"{name}.{ext}")
+            make(path, count)
+            size = os.path.getsize(path)
+            row = {"case": name, "count": count, "file_bytes": size, **measure(path)}
+            mb = size / MIB
+            if "seconds" in row:
+                row["seconds_per_mib"] = row["seconds"] / mb
+                row["peak_mib_per_mib"] = row["peak_bytes"] / MIB / mb
+            rows.append(row)
+            os.unlink(path)
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    from bundler.cli.output import emit, table
+
+    cases = args.cases.split(",") if args.cases else list(CASES)
+    rows = run(cases, args.scale)
+
+    def human(rows: list[dict[str, Any]]) -> str:
+        cells = [
+            [
+                r["case"], f"{r['count']:,}", f"{r['file_bytes'] / MIB:.1f}",
+                f"{r.get('seconds', float('nan')):.2f}",
+                f"{r.get('peak_bytes', 0) / MIB:.0f}",
+                f"{r.get('rss_growth_bytes', 0) / MIB:.0f}",
+                f"{r.get('peak_mib_per_mib', float('nan')):.1f}", r["outcome"],
+            ]
+            for r in rows
+        ]  # fmt: skip
+        head = ["case", "count", "MiB", "seconds", "peak MiB", "RSS+ MiB", "peak/MiB", "outcome"]
+        return table(cells, head, "<>>>>>><")
+
+    emit(args, {"cases": rows}, human)
+    return 0
