@@ -215,6 +215,8 @@ class Metadata(MutableMapping[str, Any]):
 class Source:
     """Where a tensor's encoded bytes come from."""
 
+    __slots__ = ()
+
     def raw(self) -> np.ndarray:
         raise NotImplementedError
 
@@ -244,6 +246,9 @@ class FileSource(Source):
     `raw()` memory-maps it; `iter_raw` reads it with plain file reads into a reused buffer,
     so streaming a tensor costs a fixed amount of memory whatever its size.
     """
+
+    # one per tensor of a file: a million-tensor header must not cost a dict each
+    __slots__ = ("big_endian", "codec", "nbytes", "offset", "path")
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from bundler.errors import (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     """One tensor-info record as stored: dims in GGUF order (ne[0] first)."""
 

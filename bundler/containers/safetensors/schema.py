@@ -79,7 +79,7 @@ def layout_key(name: str, dtype: str) -> tuple[int, str]:
     return (-_RANK[dtype], name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One tensor of a header: its dtype, shape and byte range in the data buffer."""
 
