@@ -331,7 +331,9 @@ class Tensor:
 
     def __init__(self, name: str, shape: tuple[int, ...], codec: Codec | str, source: Source):
         self.name = name
-        self.shape = tuple(int(s) for s in shape)
+        if type(shape) is not tuple or not all(type(s) is int for s in shape):
+            shape = tuple(int(s) for s in shape)
+        self.shape = shape  # shared with the reader's record: one tuple per tensor
         self.codec = get(codec)
         self.source = source
 

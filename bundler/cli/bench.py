@@ -52,6 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (median)")
     add_json_flag(e)
     e.set_defaults(func=_run_vectors)
+    h = kinds.add_parser(
+        "hostile", help="parse time and memory of headers built to amplify work (issue 18)"
+    )
+    h.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    h.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of the issue's counts to generate"
+    )
+    add_json_flag(h)
+    h.set_defaults(func=_run_hostile)
 
 
 def _run_codecs(args: argparse.Namespace) -> int:
@@ -78,5 +87,11 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 def _run_vectors(args: argparse.Namespace) -> int:
     from bundler.bench.vectors import main
+
+    return main(args)
+
+
+def _run_hostile(args: argparse.Namespace) -> int:
+    from bundler.bench.hostile import main
 
     return main(args)

@@ -292,9 +292,9 @@ print(outcome, tracemalloc.get_traced_memory()[1])
 #: (formats/*.md) with headroom, at a tenth of issue 18's sizes.
 AMPLIFICATION = {
     "gguf-nested-arrays": (MAX_NESTED_ARRAYS + 1, 1.0),
-    "gguf-zero-tensors": (80_000, 12.0),
-    "safetensors-zero-tensors": (150_000, 12.0),
-    "apr-long-array": (2_500_000, 12.0),
+    "gguf-zero-tensors": (80_000, 16.0),
+    "safetensors-zero-tensors": (150_000, 10.0),
+    "apr-long-array": (2_500_000, 14.0),
 }
 
 

@@ -8,7 +8,7 @@ import os
 from typing import Any, BinaryIO
 
 from bundler.bundle import Bundle
-from bundler.containers.limits import shape_problem
+from bundler.containers.limits import MAX_TENSORS, shape_problem
 from bundler.containers.safetensors import shards as shards
 from bundler.containers.safetensors.convention import (
     META_KEY,
@@ -105,6 +105,10 @@ def parse_header(raw: bytes, path: str | None, file_size: int) -> Header:
     except _Retry:
         parser.parse()  # raises the located error
         raise FormatError(path, PREFIX_SIZE, "invalid header") from None
+    if len(entries) > MAX_TENSORS:
+        raise FormatError(
+            path, PREFIX_SIZE, f"{len(entries):,} tensors, more than the limit of {MAX_TENSORS:,}"
+        )
     header = Header(len(raw), metadata, entries, parser)
     _check_layout(header, path, file_size)
     return header
@@ -171,7 +175,13 @@ class _Parser:
         return metadata, entries
 
     @staticmethod
-    def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Fields:
+        # A well-formed tensor entry becomes a small tuple at once: a million-tensor header
+        # must not hold a dict and two lists per tensor while it is parsed.
+        if len(pairs) == 3 and {k for k, _ in pairs} == _TENSOR_KEYS:
+            compact = _compact(dict(pairs))
+            if compact is not None:
+                return compact
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
@@ -247,6 +257,10 @@ class _Parser:
     def metadata(self, value: Any, pos: int | None) -> dict[str, str] | None:
         if value is None:
             return None
+        if type(value) is _Fields:  # a well-formed tensor entry under the reserved key
+            raise self.fail(
+                pos, "__metadata__ holds a tensor entry ('__metadata__' cannot be a tensor name)"
+            )
         if not isinstance(value, dict):
             raise self.fail(pos, f"__metadata__ must be an object, got {_kind(value)}")
         for key, item in value.items():
@@ -265,6 +279,8 @@ class _Parser:
         return value
 
     def entry(self, name: str, value: Any, pos: int | None) -> Entry:
+        if type(value) is _Fields:
+            return Entry(name, *value)
         where = f"tensor {name!r}"
         if not isinstance(value, dict):
             raise self.fail(pos, f"{where}: expected an object, got {_kind(value)}")
@@ -286,6 +302,32 @@ class _Parser:
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_u64, offsets)):
             raise self.fail(pos, f"{where}: data_offsets must be two unsigned integers")
         return Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+class _Fields(tuple):
+    """A tensor entry the object hook already checked: (dtype, shape, begin, end)."""
+
+    __slots__ = ()
+
+
+_TENSOR_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+#: One string object per dtype name, shared by every entry.
+_DTYPES = {d: d for d in DTYPE_ORDER}
+
+
+def _compact(fields: dict[str, Any]) -> _Fields | None:
+    """The entry as a `_Fields` when every field is well-formed, else None (then `entry`
+    says what is wrong, with its offset)."""
+    dtype, shape, offsets = fields["dtype"], fields["shape"], fields["data_offsets"]
+    if type(dtype) is not str or dtype not in _DTYPES:
+        return None
+    if type(shape) is not list or not all(map(_is_u64, shape)):
+        return None
+    if shape_problem(shape, MAX_DIMS) is not None:
+        return None
+    if type(offsets) is not list or len(offsets) != 2 or not all(map(_is_u64, offsets)):
+        return None
+    return _Fields((_DTYPES[dtype], tuple(shape), offsets[0], offsets[1]))
 
 
 def _is_u64(v: Any) -> bool:
