@@ -24,7 +24,7 @@ MAX_NDIM = 8
 #: aprender's largest metadata section.
 APRENDER_MAX_METADATA = 16 << 20
 #: bundler's largest metadata section (JSON costs several times its size once parsed).
-MAX_METADATA_BYTES = 64 << 20
+MAX_METADATA_BYTES = 32 << 20
 #: Smallest index entry: name length, empty name, dtype, ndim 0, offset, size.
 MIN_ENTRY_BYTES = 2 + 1 + 1 + 8 + 8
 
