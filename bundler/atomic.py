@@ -30,6 +30,8 @@ except ImportError:  # not POSIX: fall back on whether the writer's process id s
 
 #: Prefix of the temporary files; a later run removes strays left by a killed one.
 TEMP_PREFIX = ".bundler-partial-"
+#: Prefix of a temporary file for the instant before it is locked.
+STAGING_PREFIX = ".bundler-staging-"
 
 #: Finished files of the open `output_group` waiting for their rename: (temporary, final
 #: path, lock descriptor, may replace).
@@ -59,13 +61,17 @@ def atomic_output(
     remove_stale_partials(directory, os.path.basename(path))
     try:
         prefix = f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}."
-        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+        # created under a name no clean-up scans, locked, then renamed: a concurrent
+        # writer's `remove_stale_partials` never sees it unlocked
+        fd, staging = tempfile.mkstemp(prefix=STAGING_PREFIX, dir=directory)
+        # the lock lives as long as any descriptor of this open file: keep one past the rename
+        lock = _lock(fd)
+        tmp = os.path.join(directory, prefix + os.path.basename(staging)[len(STAGING_PREFIX) :])
+        os.rename(staging, tmp)
         # mkstemp makes the file private (0600); give it the mode a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_umask())
     except OSError as exc:
         raise BundlerIOError(f"{path}: cannot create output: {exc.strerror or exc}") from None
-    # the lock lives as long as any descriptor of this open file: keep one past the rename
-    lock = _lock(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
