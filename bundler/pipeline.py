@@ -131,7 +131,7 @@ def _choice_dict(c: Choice) -> dict[str, Any]:
 def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) -> dict[str, Any]:
     options = dict(extra)
     if split_max_size:
-        key = {"gguf": "split_max_size", "safetensors": "max_shard_size"}.get(fmt)
+        key = module(fmt).SPLIT_OPTION
         if key is None:
             raise UsageError(f"{fmt} output cannot be split; drop --split-max-size")
         options[key] = int(split_max_size)

@@ -9,12 +9,19 @@ are computed up front, then each tensor's stored bytes are copied chunk by chunk
 
 from __future__ import annotations
 
+from bundler.bundle import Bundle
+from bundler.containers.apr.checks import check, check_strict
 from bundler.containers.apr.crc import file_crc, header_crc
+from bundler.containers.apr.details import AprDetails
 from bundler.containers.apr.reader import read
 from bundler.containers.apr.schema import MAGIC, NAME, OLD_MAGICS
 from bundler.containers.apr.writer import non_native, write
 
+TITLE = "APR"
 EXTENSIONS = ("apr",)
+#: An APR file is always one file.
+SPLIT_OPTION = None
+DETAILS = AprDetails
 
 
 def sniff(head: bytes) -> bool:
@@ -22,4 +29,36 @@ def sniff(head: bytes) -> bool:
     return head[:4] == MAGIC or head[:4] in OLD_MAGICS
 
 
-__all__ = ["EXTENSIONS", "NAME", "file_crc", "header_crc", "non_native", "read", "sniff", "write"]
+def sniff_path(path: str) -> bool:
+    """APR files always start with their magic: no path is claimed without it."""
+    return False
+
+
+def read_header(path: str) -> Bundle:
+    """`read` without the footer CRC, which covers the whole file (`check` makes it)."""
+    return read(path, verify_footer=False)
+
+
+def describe(bundle: Bundle) -> AprDetails:
+    """The APR details of `bundle` (a new file's defaults when it was not read from one)."""
+    return AprDetails.of(bundle) or AprDetails()
+
+
+__all__ = [
+    "DETAILS",
+    "EXTENSIONS",
+    "NAME",
+    "SPLIT_OPTION",
+    "TITLE",
+    "check",
+    "check_strict",
+    "describe",
+    "file_crc",
+    "header_crc",
+    "non_native",
+    "read",
+    "read_header",
+    "sniff",
+    "sniff_path",
+    "write",
+]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 import construct
 
@@ -17,6 +17,7 @@ from bundler.codecs import Codec, by_apr_code
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
 from bundler.containers.apr.crc import file_crc, header_crc
+from bundler.containers.apr.details import AprDetails
 from bundler.containers.apr.schema import (
     ALIGNMENT,
     FOOTER_SIZE,
@@ -112,10 +113,13 @@ class _Reader:
             )
             for e in sorted(entries, key=_data_order)
         ]
-        info: dict[str, Any] = {"flags": h.flags, "version": (h.major, h.minor)}
+        info = AprDetails(h.flags, (h.major, h.minor))
         if not typed:  # a file aprender wrote: keep its JSON for an identical rewrite
-            info["metadata_json"] = raw_meta.decode("utf-8")
-            info["metadata_snapshot"] = typed_json.dumps(md)
+            info = replace(
+                info,
+                metadata_json=raw_meta.decode("utf-8"),
+                metadata_snapshot=typed_json.dumps(md),
+            )
         return Bundle(md, tensors, format=NAME, path=self.path, format_info=info)
 
     def _header(self):

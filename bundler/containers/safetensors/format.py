@@ -9,22 +9,47 @@ formats/safetensors.md.
 
 from __future__ import annotations
 
+from bundler.bundle import Bundle
 from bundler.containers.safetensors import shards
+from bundler.containers.safetensors.checks import check, check_strict
+from bundler.containers.safetensors.details import SafetensorsDetails
 from bundler.containers.safetensors.reader import read, read_file, sniff, sniff_path
 from bundler.containers.safetensors.schema import NAME, PREFIX
 from bundler.containers.safetensors.writer import write
 
+TITLE = "SafeTensors"
 EXTENSIONS = ("safetensors",)
 SCHEMAS = {"prefix": PREFIX}
 DEFAULT_MAX_SHARD_SIZE = shards.DEFAULT_MAX_SHARD_SIZE
+SPLIT_OPTION = "max_shard_size"
+DETAILS = SafetensorsDetails
+
+
+def read_header(path: str) -> Bundle:
+    """The same as `read`: SafeTensors has no whole-file checks beyond its headers."""
+    return read(path)
+
+
+def describe(bundle: Bundle) -> SafetensorsDetails:
+    """The SafeTensors details of `bundle` (a new file's defaults when it was not read from
+    one)."""
+    return SafetensorsDetails.of(bundle) or SafetensorsDetails()
+
 
 __all__ = [
     "DEFAULT_MAX_SHARD_SIZE",
+    "DETAILS",
     "EXTENSIONS",
     "NAME",
     "SCHEMAS",
+    "SPLIT_OPTION",
+    "TITLE",
+    "check",
+    "check_strict",
+    "describe",
     "read",
     "read_file",
+    "read_header",
     "sniff",
     "sniff_path",
     "write",

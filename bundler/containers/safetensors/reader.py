@@ -13,6 +13,7 @@ from bundler.containers.safetensors.convention import (
     META_KEY,
     bundle_parts,
 )
+from bundler.containers.safetensors.details import SafetensorsDetails
 from bundler.containers.safetensors.schema import (
     _RANK,
     _U64_MAX,
@@ -397,11 +398,11 @@ def read_file(path: str | os.PathLike[str]) -> Bundle:
     except OSError as exc:
         raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
     metadata, tensors = bundle_parts(path, header)
-    info = {
-        "header_size": header.size,
-        "metadata_object": header.metadata is not None,
-        "convention": META_KEY in (header.metadata or {}),
-    }
+    info = SafetensorsDetails(
+        header_size=header.size,
+        metadata_object=header.metadata is not None,
+        convention=META_KEY in (header.metadata or {}),
+    )
     return Bundle(metadata, tensors, format=NAME, path=path, format_info=info)
 
 
@@ -422,15 +423,15 @@ def _read_sharded(index_path: str) -> Bundle:
             raise FormatError(shard_path, None, _membership_problem(listed, held))
         # Plain shards may differ in metadata (the first one's is taken); typed metadata is
         # the bundle's and must agree.
-        if parts and part.format_info["convention"] and part.metadata != parts[0].metadata:
+        if parts and part.format_info.convention and part.metadata != parts[0].metadata:
             raise FormatError(shard_path, None, f"its {META_KEY} differs from the first shard's")
         parts.append(part)
     tensors = [t for part in parts for t in part.tensors.values()]
-    info = {
-        "shards": names,
-        "shard_tensors": [list(part.tensors) for part in parts],
-        "metadata_object": parts[0].format_info["metadata_object"],
-    }
+    info = SafetensorsDetails(
+        metadata_object=parts[0].format_info.metadata_object,
+        shards=tuple(names),
+        shard_tensors=tuple(tuple(part.tensors) for part in parts),
+    )
     return Bundle(parts[0].metadata, tensors, format=NAME, path=index_path, format_info=info)
 
 
