@@ -4,6 +4,7 @@ the `gguf` package's `quants` module (and the C library when it is built), in on
 
 from __future__ import annotations
 
+import importlib
 import platform
 from typing import Any
 
@@ -46,7 +47,7 @@ def _gguf_pair(name: str):
 def _c_pair(name: str, threads: int):
     """(quantize, dequantize) of the C library, or (None, None) when it is not built."""
     try:
-        from bundler.reference import ggml_c
+        ggml_c = importlib.import_module("tools.reference.ggml_c")
 
         ggml_c.library(build=False)
     except Exception:

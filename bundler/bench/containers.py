@@ -230,7 +230,7 @@ def run(size_gib: float = 2.0, gguf_rewrite: bool = True) -> dict[str, Any]:
     files of 0.25 GiB and `size_gib` GiB with each (fresh process each)."""
     if not 0 < size_gib <= 64:
         raise UsageError(f"--size-gib must be in (0, 64], got {size_gib}")
-    from bundler.reference import assets
+    from bundler import assets
 
     smollm2 = str(assets.smollm2_gguf())
     sizes = sorted({SMALL_GIB, size_gib})
