@@ -10,12 +10,16 @@ are computed up front, then each tensor's stored bytes are copied chunk by chunk
 from __future__ import annotations
 
 from bundler.bundle import Bundle
-from bundler.containers.apr.checks import check, check_strict
-from bundler.containers.apr.crc import file_crc, header_crc
+from bundler.containers.apr.checks import check as check
+from bundler.containers.apr.checks import check_strict as check_strict
+from bundler.containers.apr.crc import file_crc as file_crc
+from bundler.containers.apr.crc import header_crc as header_crc
 from bundler.containers.apr.details import AprDetails
-from bundler.containers.apr.reader import read
-from bundler.containers.apr.schema import MAGIC, NAME, OLD_MAGICS
-from bundler.containers.apr.writer import non_native, write
+from bundler.containers.apr.reader import read as read
+from bundler.containers.apr.schema import MAGIC, OLD_MAGICS
+from bundler.containers.apr.schema import NAME as NAME
+from bundler.containers.apr.writer import non_native as non_native
+from bundler.containers.apr.writer import write as write
 
 TITLE = "APR"
 EXTENSIONS = ("apr",)
@@ -42,23 +46,3 @@ def read_header(path: str) -> Bundle:
 def describe(bundle: Bundle) -> AprDetails:
     """The APR details of `bundle` (a new file's defaults when it was not read from one)."""
     return AprDetails.of(bundle) or AprDetails()
-
-
-__all__ = [
-    "DETAILS",
-    "EXTENSIONS",
-    "NAME",
-    "SPLIT_OPTION",
-    "TITLE",
-    "check",
-    "check_strict",
-    "describe",
-    "file_crc",
-    "header_crc",
-    "non_native",
-    "read",
-    "read_header",
-    "sniff",
-    "sniff_path",
-    "write",
-]

@@ -37,10 +37,8 @@ from bundler.containers.apr.schema import (
     Flags,
     align,
 )
+from bundler.containers.oserrors import reading
 from bundler.errors import (
-    BundlerError,
-    BundlerIOError,
-    FileNotFound,
     FormatError,
     TruncatedError,
     UnknownCodecError,
@@ -74,16 +72,8 @@ def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with reading(path, "an APR file"), open(path, "rb") as f:
             return _Reader(path, f, os.fstat(f.fileno()).st_size).read(verify_footer)
-    except BundlerError:
-        raise
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not an APR file") from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
     except (construct.ConstructError, struct.error) as exc:  # a check missed above
         raise FormatError(path, None, f"malformed APR structure: {exc}") from None
 

@@ -15,10 +15,13 @@ from typing import Any
 from bundler.atomic import output_group
 from bundler.bundle import Bundle, FileSource, Tensor
 from bundler.containers.gguf import split as gguf_split
-from bundler.containers.gguf.checks import check, check_strict
+from bundler.containers.gguf.checks import check as check
+from bundler.containers.gguf.checks import check_strict as check_strict
 from bundler.containers.gguf.details import GgufDetails, SkippedTensor, SplitSet
 from bundler.containers.gguf.reader import Layout, parse
-from bundler.containers.gguf.schema import MAGIC, NAME, WRITE_VERSION
+from bundler.containers.gguf.schema import MAGIC
+from bundler.containers.gguf.schema import NAME as NAME
+from bundler.containers.gguf.schema import WRITE_VERSION as WRITE_VERSION
 from bundler.containers.gguf.writer import FilePlan, alignment_of, file_head, write_file
 from bundler.errors import UsageError
 
@@ -179,23 +182,3 @@ def plan_files(
         head = file_head(kvs, group, alignment, big, llama_compatible)
         plans.append(FilePlan(p, head, group, alignment))
     return plans
-
-
-__all__ = [
-    "DETAILS",
-    "EXTENSIONS",
-    "NAME",
-    "SPLIT_OPTION",
-    "TITLE",
-    "WRITE_VERSION",
-    "UnknownTensorTypeWarning",
-    "check",
-    "check_strict",
-    "describe",
-    "plan_files",
-    "read",
-    "read_header",
-    "sniff",
-    "sniff_path",
-    "write",
-]

@@ -8,6 +8,7 @@ import os
 from typing import Any, BinaryIO
 
 from bundler.bundle import Bundle
+from bundler.containers.oserrors import reading
 from bundler.containers.safetensors import shards as shards
 from bundler.containers.safetensors.convention import (
     META_KEY,
@@ -30,8 +31,6 @@ from bundler.containers.safetensors.schema import (
     dtype_bits,
 )
 from bundler.errors import (
-    BundlerIOError,
-    FileNotFound,
     FormatError,
     TruncatedError,
 )
@@ -376,27 +375,15 @@ def read(path: str | os.PathLike[str]) -> Bundle:
 
 
 def _head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(64)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+    with reading(path, "a SafeTensors file"), open(path, "rb") as f:
+        return f.read(64)
 
 
 def read_file(path: str | os.PathLike[str]) -> Bundle:
     """Read one SafeTensors file; only its header is read, tensors stay in the file."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            header = read_header(f, path, os.fstat(f.fileno()).st_size)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a SafeTensors file") from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+    with reading(path, "a SafeTensors file"), open(path, "rb") as f:
+        header = read_header(f, path, os.fstat(f.fileno()).st_size)
     metadata, tensors = bundle_parts(path, header)
     info = SafetensorsDetails(
         header_size=header.size,
