@@ -80,6 +80,11 @@ class Details(Fields):
         return []
 
 
+def claims_no_path(path: str) -> bool:
+    """`sniff_path` of a format whose files always start with their magic bytes."""
+    return False
+
+
 class Format(Protocol):
     """The entry points of one container format (the names its `format.py` defines)."""
 

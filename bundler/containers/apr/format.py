@@ -20,6 +20,7 @@ from bundler.containers.apr.schema import MAGIC, OLD_MAGICS
 from bundler.containers.apr.schema import NAME as NAME
 from bundler.containers.apr.writer import non_native as non_native
 from bundler.containers.apr.writer import write as write
+from bundler.containers.protocol import claims_no_path
 
 TITLE = "APR"
 EXTENSIONS = ("apr",)
@@ -33,9 +34,8 @@ def sniff(head: bytes) -> bool:
     return head[:4] == MAGIC or head[:4] in OLD_MAGICS
 
 
-def sniff_path(path: str) -> bool:
-    """APR files always start with their magic: no path is claimed without it."""
-    return False
+#: Files of this format always start with its magic bytes.
+sniff_path = claims_no_path
 
 
 def read_header(path: str) -> Bundle:

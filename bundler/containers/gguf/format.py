@@ -23,6 +23,7 @@ from bundler.containers.gguf.schema import MAGIC
 from bundler.containers.gguf.schema import NAME as NAME
 from bundler.containers.gguf.schema import WRITE_VERSION as WRITE_VERSION
 from bundler.containers.gguf.writer import FilePlan, alignment_of, file_head, write_file
+from bundler.containers.protocol import claims_no_path
 from bundler.errors import UsageError
 
 TITLE = "GGUF"
@@ -49,9 +50,8 @@ def sniff(head: bytes) -> bool:
     return head[:4] == MAGIC
 
 
-def sniff_path(path: str) -> bool:
-    """GGUF files always start with their magic: no path is claimed without it."""
-    return False
+#: Files of this format always start with its magic bytes.
+sniff_path = claims_no_path
 
 
 def read(path: str | os.PathLike[str]) -> Bundle:

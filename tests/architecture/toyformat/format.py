@@ -11,7 +11,7 @@ from typing import Any
 from bundler.atomic import atomic_output
 from bundler.bundle import Bundle, FileSource, Metadata, Tensor
 from bundler.codecs import get
-from bundler.containers.protocol import Details
+from bundler.containers.protocol import Details, claims_no_path
 from bundler.errors import FormatError
 from bundler.problems import Problem
 from bundler.rawcopy import copy_raw
@@ -43,8 +43,8 @@ def sniff(head: bytes) -> bool:
     return head[:4] == MAGIC
 
 
-def sniff_path(path: str) -> bool:
-    return False
+#: Files of this format always start with its magic bytes.
+sniff_path = claims_no_path
 
 
 def read(path: str | os.PathLike[str]) -> Bundle:
