@@ -9,6 +9,10 @@ import tarfile
 from pathlib import Path
 
 from bundler.assets import (
+    MINILM,
+    MINILM_SHA256,
+    SMOLLM2,
+    SMOLLM2_SHA256,
     AssetUnavailable,
     cache_dir,
     download,
@@ -19,6 +23,10 @@ from bundler.assets import (
 LLAMA_CPP = ("llama-cpp-python", "0.3.36")
 
 __all__ = [
+    "MINILM",
+    "MINILM_SHA256",
+    "SMOLLM2",
+    "SMOLLM2_SHA256",
     "AssetUnavailable",
     "cache_dir",
     "llama_cpp_sdist",
