@@ -23,7 +23,7 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path, known: set[str]) -> set[str]:
+def imports(name: str, path: Path, known: set[str], unknown: set[str] | None = None) -> set[str]:
     """The package's modules that module `name` imports at run time (a package's `__init__`
     counts only when it is what is imported; `if TYPE_CHECKING:` blocks do not count)."""
     tree = ast.parse(path.read_text(), str(path))
@@ -43,6 +43,21 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         else:
             continue
         found.update(t for t in targets if t in known and t != name)
+        if unknown is not None:
+            unknown.update(t for t in targets if t.startswith(PACKAGE + ".") and t not in known)
+    return found
+
+
+def unresolved() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (anywhere, even inside a function) that do
+    not exist."""
+    mods = modules()
+    found = {}
+    for name, path in mods.items():
+        missing: set[str] = set()
+        imports(name, path, set(mods), missing)
+        if missing:
+            found[name] = missing
     return found
 
 

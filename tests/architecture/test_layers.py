@@ -7,7 +7,7 @@ import ast
 import importlib
 
 import pytest
-from importgraph import ROOT, cycles, graph, modules
+from importgraph import ROOT, cycles, graph, modules, unresolved
 
 from bundler.containers import registry
 
@@ -31,6 +31,11 @@ def test_every_module_imports(name):
 
 def test_the_package_has_no_import_cycle():
     assert cycles(graph()) == []
+
+
+def test_every_import_of_a_package_module_names_one_that_exists():
+    # imports inside functions run only when called: a moved module must not leave one behind
+    assert unresolved() == {}
 
 
 def test_the_import_graph_sees_known_edges():
