@@ -56,9 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_codecs(args: argparse.Namespace) -> int:
     if args.affine:
-        from bundler.bench.affine import main as affine_main
+        from bundler.bench.affine import human as affine_human
+        from bundler.bench.affine import run as affine_run
 
-        return affine_main(args)
+        emit(args, affine_run(args), affine_human)
+        return 0
     from bundler.bench.codecs import run
     from bundler.cli.bench.codecs import human
 
@@ -86,6 +88,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_vectors(args: argparse.Namespace) -> int:
-    from bundler.bench.vectors import main
+    from bundler.bench.vectors import human, run
 
-    return main(args)
+    emit(args, run(args), human)
+    return 0
