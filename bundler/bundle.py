@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bundler.codecs import Codec, by_numpy_dtype, get
 from bundler.codecs.byteorder import swap_inplace
 from bundler.errors import BundlerIOError, FormatError, TruncatedError, UsageError
+
+if TYPE_CHECKING:
+    from bundler.containers.protocol import Details
 
 #: Bytes read or encoded at a time when a tensor is streamed.
 CHUNK_BYTES = 8 << 20
@@ -387,11 +390,24 @@ def codec_for_dtype(dtype: np.dtype) -> Codec:
     return by_numpy_dtype(dtype)
 
 
+#: What `Bundle.save` calls: `bundler.containers.save`, registered by that package (the
+#: containers build on bundles, so this module cannot import them).
+_writer: Callable[..., None] | None = None
+
+
+def register_writer(writer: Callable[..., None]) -> None:
+    """Make `writer(bundle, path, format=..., **options)` what `Bundle.save` calls."""
+    global _writer
+    _writer = writer
+
+
 class Bundle:
     """Ordered typed metadata plus ordered tensors; every container maps to and from it.
 
     `format` names the container it was read from (None when built in memory) and
-    `format_info` keeps what that container needs for a byte-identical rewrite.
+    `format_info` holds that container's typed details (`bundler.containers.protocol.Details`):
+    what `inspect` shows and what its writer needs for a byte-identical rewrite. A plain
+    mapping with the same field names is accepted and read as those details.
     """
 
     def __init__(
@@ -400,7 +416,7 @@ class Bundle:
         tensors: Any = (),
         format: str | None = None,
         path: str | None = None,
-        format_info: dict[str, Any] | None = None,
+        format_info: Details | Mapping[str, Any] | None = None,
     ):
         self.metadata = metadata if isinstance(metadata, Metadata) else Metadata(metadata or {})
         self.tensors: dict[str, Tensor] = {}
@@ -408,7 +424,7 @@ class Bundle:
             self.add(t)
         self.format = format
         self.path = path
-        self.format_info = dict(format_info or {})
+        self.format_info = dict(format_info) if isinstance(format_info, Mapping) else format_info
 
     def add(self, tensor: Tensor) -> None:
         """Append a tensor; names must be unique."""
@@ -418,9 +434,9 @@ class Bundle:
 
     def save(self, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
         """Write the bundle; the format comes from the extension when not given."""
-        from bundler.containers import save
-
-        save(self, path, format=format, **options)
+        if _writer is None:
+            raise RuntimeError("no container writer registered: import bundler.containers")
+        _writer(self, path, format=format, **options)
 
     def __repr__(self) -> str:
         keys, tensors = len(self.metadata), len(self.tensors)

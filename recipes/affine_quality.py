@@ -24,10 +24,11 @@ import math
 import numpy as np
 
 import bundler
+from bundler import assets
+from bundler.cli.recipe import script_main
 from bundler.codecs.affine import AffineCodec, checkpoint
 from bundler.plan import quantizable
-from bundler.recipe import RecipeContext, exact_error_stats, script_main, sha256_file
-from bundler.reference import assets
+from bundler.recipe import RecipeContext, exact_error_stats, sha256_file
 
 METHODS = ("minmax", "p99.9", "meanstd3", "mse", "entropy")
 SCHEMES = ("int4:g64:asym", "int8:channel")

@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 
 import bundler
-from bundler.recipe import RecipeContext, script_main
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext
 
 #: name -> shape of the weights, in the naming style of a small transformer
 SHAPES = {

@@ -13,7 +13,8 @@ import numpy as np
 from gguf import GGUFReader
 
 import bundler
-from bundler.recipe import RecipeContext, script_main
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext
 
 SHAPES = {
     "token_embd.weight": (512, 128),

@@ -14,7 +14,8 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import bundler
-from bundler.recipe import RecipeContext, script_main
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext
 
 SHAPES = {
     "encoder.layer.0.attention.self.query.weight": (384, 384),

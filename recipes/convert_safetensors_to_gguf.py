@@ -16,8 +16,9 @@ from gguf import GGUFReader
 from safetensors.numpy import load_file
 
 import bundler
-from bundler.recipe import RecipeContext, script_main, sha256_file
-from bundler.reference import assets
+from bundler import assets
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext, sha256_file
 
 
 def run(ctx: RecipeContext) -> None:

@@ -15,9 +15,10 @@ import numpy as np
 
 import bundler
 from bundler import Bundle, Tensor
+from bundler.cli.recipe import script_main
 from bundler.codecs import all_codecs
 from bundler.errors import UsageError
-from bundler.recipe import RecipeContext, script_main
+from bundler.recipe import RecipeContext
 
 ROWS, COLS = 32, 4096
 OUTLIERS_PER_ROW = 4

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bundler import Bundle, Tensor
-from bundler.recipe import RecipeContext, script_main
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext
 
 COUNT, DIM, QUERIES = 384, 768, 24
 

@@ -19,7 +19,8 @@ import numpy as np
 
 import bundler
 from bundler import Bundle, Metadata, Tensor, Value, ValueType
-from bundler.recipe import RecipeContext, script_main, sha256_file
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext, sha256_file
 
 FORMATS = {"gguf": ".gguf", "safetensors": ".safetensors", "apr": ".apr"}
 #: name -> (shape, codec)

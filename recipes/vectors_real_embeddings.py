@@ -27,9 +27,9 @@ import math
 
 import numpy as np
 
-from bundler import Bundle, vectors
-from bundler.recipe import RecipeContext, script_main, sha256_file
-from bundler.reference import assets
+from bundler import Bundle, assets, vectors
+from bundler.cli.recipe import script_main
+from bundler.recipe import RecipeContext, sha256_file
 
 K = 10
 QUERIES = 100

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.reference import assets
+from tools.reference import assets
 
 #: In CI every real-file test must run: a missing file fails instead of skipping.
 IN_CI = os.environ.get("CI") == "true"

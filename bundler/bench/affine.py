@@ -23,10 +23,10 @@ import numpy as np
 
 from bundler.bench.codecs import SEED, _cpus, bench_input
 from bundler.bench.measure import MIB, median_seconds, progress
-from bundler.cli.output import emit, table
 from bundler.codecs import get
 from bundler.codecs.affine import AffineCodec
 from bundler.errors import UsageError
+from bundler.texttable import table
 
 #: (our codec, ONNX Runtime's quantizer or None) measured side by side.
 PAIRS = (
@@ -179,8 +179,3 @@ def human(report: dict[str, Any]) -> str:
         "MiB/s of float32 encoded, medians; x minmax = speed against the same scheme's MinMax"
     )
     return title + "\n" + table(body, head, "<>>><>>>")
-
-
-def main(args: argparse.Namespace) -> int:
-    emit(args, run(args), human)
-    return 0

@@ -4,14 +4,13 @@ the `gguf` package's `quants` module (and the C library when it is built), in on
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import platform
 from typing import Any
 
 import numpy as np
 
 from bundler.bench.measure import MIB, median_seconds, peak_alloc_bytes, progress
-from bundler.cli.output import emit, table
 from bundler.codecs import get, set_threads
 
 #: Codecs measured by default: those the gguf package can also encode, plus the K-quants.
@@ -48,7 +47,7 @@ def _gguf_pair(name: str):
 def _c_pair(name: str, threads: int):
     """(quantize, dequantize) of the C library, or (None, None) when it is not built."""
     try:
-        from bundler.reference import ggml_c
+        ggml_c = importlib.import_module("tools.reference.ggml_c")
 
         ggml_c.library(build=False)
     except Exception:
@@ -134,19 +133,26 @@ def _thread_list(spec: str | None) -> list[int]:
     return [int(t) for t in str(spec).split(",")]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure every requested codec at every requested thread count."""
-    x = bench_input(args.rows, args.cols)
-    rows = []
-    jobs = [(t, n) for t in _thread_list(args.threads) for n in _codec_list(args.codecs)]
-    for threads, name in progress(jobs, "bench codecs"):
-        set_threads(threads)
-        rows.append(_measure_codec(name, x, threads, args.repeat))
+def run(
+    codecs: str | None = None,
+    rows: int = 4096,
+    cols: int = 4096,
+    threads: str | None = None,
+    repeat: int = 5,
+) -> dict[str, Any]:
+    """Measure every requested codec (comma-separated names; default: all legacy) at every
+    requested thread count (comma-separated; default: 1 and all cores)."""
+    x = bench_input(rows, cols)
+    results = []
+    jobs = [(t, n) for t in _thread_list(threads) for n in _codec_list(codecs)]
+    for count, name in progress(jobs, "bench codecs"):
+        set_threads(count)
+        results.append(_measure_codec(name, x, count, repeat))
     set_threads(None)
     return {
-        "input": {"rows": args.rows, "cols": args.cols, "std": 0.02, "seed": SEED},
+        "input": {"rows": rows, "cols": cols, "std": 0.02, "seed": SEED},
         "machine": {"cpus": _cpus(), "processor": platform.processor() or platform.machine()},
-        "results": rows,
+        "results": results,
     }
 
 
@@ -154,69 +160,3 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def _fmt(v: float | None, spec: str = ".0f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _exact(row: dict[str, Any]) -> str:
-    marks = [row.get("gguf_exact"), row.get("c_exact")]
-    known = [m for m in marks if m is not None]
-    return "-" if not known else ("yes" if all(known) else "NO")
-
-
-def human(report: dict[str, Any]) -> str:
-    body = [
-        [
-            r["codec"],
-            r["threads"],
-            _fmt(r["ours_encode_mib_s"]),
-            _fmt(r["gguf_encode_mib_s"]),
-            _fmt(r["ratio_encode_vs_gguf"], ".1f"),
-            _fmt(r["c_encode_mib_s"]),
-            _fmt(r["ratio_encode_vs_c"], ".2f"),
-            _fmt(r["ours_decode_mib_s"]),
-            _fmt(r["gguf_decode_mib_s"]),
-            _fmt(r["ratio_decode_vs_gguf"], ".1f"),
-            _fmt(r["c_decode_mib_s"]),
-            _fmt(r["ratio_decode_vs_c"], ".2f"),
-            _fmt(r["ours_encode_extra_bytes"] / MIB, ".1f"),
-            _fmt(
-                None
-                if r["gguf_encode_extra_bytes"] is None
-                else r["gguf_encode_extra_bytes"] / MIB,
-                ".1f",
-            ),
-            _exact(r),
-        ]
-        for r in report["results"]
-    ]
-    head = [
-        "codec",
-        "thr",
-        "enc",
-        "gguf",
-        "x",
-        "C",
-        "x",
-        "dec",
-        "gguf",
-        "x",
-        "C",
-        "x",
-        "extra MiB",
-        "gguf extra",
-        "exact",
-    ]
-    inp = report["input"]
-    title = (
-        f"{inp['rows']}x{inp['cols']} float32 (std {inp['std']}, seed {inp['seed']}), "
-        f"MiB/s of float32, medians; extra = memory allocated beyond the output"
-    )
-    return title + "\n" + table(body, head, "<>" + ">" * 12 + "<")
-
-
-def main(args: argparse.Namespace) -> int:
-    emit(args, run(args), human)
-    return 0

@@ -36,7 +36,7 @@ def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
     process's CPU time beside it.
     """
     if source is None:
-        from bundler.reference.assets import minilm_safetensors
+        from bundler.assets import minilm_safetensors
 
         source = minilm_safetensors()
     if not Path(source).is_file():

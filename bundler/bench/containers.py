@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.cli.output import emit, table
+from bundler.errors import UsageError
 
 SMALL_GIB = 0.25
 TENSOR_BYTES = 64 << 20
@@ -226,8 +225,12 @@ def _progress(total: int):
     return tqdm(total=total, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
 
-def run(size_gib: float, gguf_rewrite: bool = True) -> dict[str, Any]:
-    from bundler.reference import assets
+def run(size_gib: float = 2.0, gguf_rewrite: bool = True) -> dict[str, Any]:
+    """Open + list a real GGUF with bundler and gguf.GGUFReader, then rewrite generated GGUF
+    files of 0.25 GiB and `size_gib` GiB with each (fresh process each)."""
+    if not 0 < size_gib <= 64:
+        raise UsageError(f"--size-gib must be in (0, 64], got {size_gib}")
+    from bundler import assets
 
     smollm2 = str(assets.smollm2_gguf())
     sizes = sorted({SMALL_GIB, size_gib})
@@ -267,58 +270,6 @@ def run(size_gib: float, gguf_rewrite: bool = True) -> dict[str, Any]:
                 rewrites.append(row)
         result["rewrite"] = rewrites
     return result
-
-
-def _human(result: dict[str, Any]) -> str:
-    o = result["open"]
-    lines = [
-        f"open + list {o['file']} ({o['items']} metadata keys and tensors), median:",
-        table(
-            [
-                ["bundler", f"{o['bundler_seconds'] * 1e3:.1f} ms", f"{o['speedup']:.0f}x"],
-                ["gguf.GGUFReader", f"{o['gguf_seconds'] * 1e3:.1f} ms", "1x"],
-            ],
-            ["reader", "time", "speed"],
-            "<>>",
-        ),
-        "",
-        "rewrite a generated GGUF (fresh process each; extra memory over the imports):",
-    ]
-    rows = []
-    for r in result["rewrite"]:
-        for which in ("bundler", "gguf"):
-            if which not in r:
-                continue
-            m = r[which]
-            rows.append(
-                [
-                    f"{r['bytes'] / GIB:.2f} GiB",
-                    which,
-                    f"{m['seconds']:.2f} s",
-                    f"{r['bytes'] / m['seconds'] / 1e6:.0f} MB/s",
-                    f"{m['tracemalloc_peak'] / 2**20:.1f} MiB",
-                    f"{m['rss_growth'] / 2**20:.1f} MiB",
-                ]
-            )
-    lines.append(
-        table(
-            rows,
-            ["file", "writer", "time", "speed", "tracemalloc peak", "RSS growth"],
-            "<<>>>>",
-        )
-    )
-    return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry point of `bundler bench containers`."""
-    from bundler.errors import UsageError
-
-    size = float(getattr(args, "size_gib", 2.0))
-    if not 0 < size <= 64:
-        raise UsageError(f"--size-gib must be in (0, 64], got {size}")
-    emit(args, run(size), _human)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ resident set (VmHWM). The two outputs must hold byte-identical tensors.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.cli.output import emit, table
+from bundler.errors import UsageError
 
 GIB = 1 << 30
 MIB = float(1 << 20)
@@ -197,8 +196,13 @@ def compare_outputs(ours: str, theirs: str) -> dict[str, Any]:
     return {"tensors": len(a), "equal": not differ, "differ": differ[:10]}
 
 
-def run(size_gib: float, keep: bool = False, repeat: int = 1) -> dict[str, Any]:
-    """Generate, convert both ways, compare; with `keep` the files stay in `directory`."""
+def run(size_gib: float = 1.0, keep: bool = False, repeat: int = 3) -> dict[str, Any]:
+    """Generate, convert both ways (`repeat` runs each, alternating, best kept), compare;
+    with `keep` the files stay in `directory`."""
+    if not 0 < size_gib <= 64:
+        raise UsageError(f"--size-gib must be in (0, 64], got {size_gib}")
+    if repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {repeat}")
     directory = tempfile.mkdtemp(prefix="bundler-bench-convert-")
     try:
         src = os.path.join(directory, "model-f32.safetensors")
@@ -246,53 +250,3 @@ def run(size_gib: float, keep: bool = False, repeat: int = 1) -> dict[str, Any]:
 def _say(text: str) -> None:
     if sys.stderr.isatty():
         print(f"bench convert: {text}", file=sys.stderr, flush=True)
-
-
-def _human(r: dict[str, Any]) -> str:
-    rows = []
-    for which, label in (("bundler", "bundler quantize"), ("gguf", "safetensors + gguf")):
-        m = r[which]
-        rows.append(
-            [
-                label,
-                f"{m['seconds']:.2f} s",
-                f"{m['cpu_seconds']:.2f} s",
-                f"{m['mib_per_s']:.0f} MiB/s",
-                f"{m['peak_rss'] / MIB:.0f} MiB",
-                f"{m['output_bytes'] / MIB:.1f} MiB",
-            ]
-        )
-    t = r["targets"]
-    out = r["outputs"]
-    lines = [
-        f"float32 SafeTensors ({r['source_bytes'] / GIB:.2f} GiB) -> Q4_0 GGUF, "
-        "each in a fresh process (start-up included):",
-        table(rows, ["converter", "time", "CPU", "throughput", "peak RSS", "output"], "<>>>>>"),
-        "",
-        f"bundler pipeline alone: {r['bundler']['pipeline_seconds']:.2f} s "
-        f"({r['source_bytes'] / MIB / r['bundler']['pipeline_seconds']:.0f} MiB/s)",
-        f"speed-up {r['speedup']:.1f}x (target {t['speedup']:.0f}x: "
-        f"{'met' if t['speedup_met'] else 'MISSED'}); peak memory {r['memory_ratio']:.1f}x "
-        f"smaller (target under {t['peak_rss'] / MIB:.0f} MiB: "
-        f"{'met' if t['peak_rss_met'] else 'MISSED'})",
-        f"outputs: {out['tensors']} tensors, "
-        + ("byte-identical" if out["equal"] else f"DIFFER: {', '.join(out['differ'])}"),
-    ]
-    if r.get("kept"):
-        lines.append(f"files kept in {r['directory']}")
-    return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    """Entry point of `bundler bench convert`; exit 1 when the two outputs differ."""
-    from bundler.errors import UsageError
-
-    size = float(getattr(args, "size_gib", 1.0))
-    if not 0 < size <= 64:
-        raise UsageError(f"--size-gib must be in (0, 64], got {size}")
-    repeat = int(getattr(args, "repeat", 1))
-    if repeat < 1:
-        raise UsageError(f"--repeat must be at least 1, got {repeat}")
-    result = run(size, keep=bool(getattr(args, "keep", False)), repeat=repeat)
-    emit(args, result, _human)
-    return 0 if result["outputs"]["equal"] else 1

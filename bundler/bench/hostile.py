@@ -9,7 +9,6 @@ with the outcome (read, or the typed error and its message).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import struct
@@ -136,27 +135,3 @@ def run(cases: list[str], scale: float = 1.0, workdir: str | None = None) -> lis
             rows.append(row)
             os.unlink(path)
     return rows
-
-
-def main(args: argparse.Namespace) -> int:
-    from bundler.cli.output import emit, table
-
-    cases = args.cases.split(",") if args.cases else list(CASES)
-    rows = run(cases, args.scale)
-
-    def human(rows: list[dict[str, Any]]) -> str:
-        cells = [
-            [
-                r["case"], f"{r['count']:,}", f"{r['file_bytes'] / MIB:.1f}",
-                f"{r.get('seconds', float('nan')):.2f}",
-                f"{r.get('peak_bytes', 0) / MIB:.0f}",
-                f"{r.get('rss_growth_bytes', 0) / MIB:.0f}",
-                f"{r.get('peak_mib_per_mib', float('nan')):.1f}", r["outcome"],
-            ]
-            for r in rows
-        ]  # fmt: skip
-        head = ["case", "count", "MiB", "seconds", "peak MiB", "RSS+ MiB", "peak/MiB", "outcome"]
-        return table(cells, head, "<>>>>>><")
-
-    emit(args, {"cases": rows}, human)
-    return 0

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from bundler.bench.measure import median_seconds, progress
-from bundler.cli.output import emit, table
 from bundler.codecs.vectors.schemes import Scheme, dequantize, quantize_matrix
+from bundler.texttable import table
 
 SEED = 20260513
 
@@ -144,8 +144,3 @@ def human(report: dict[str, Any]) -> str:
         f"median of {i['repeat']}\n* lnmp-quant's published figures, measured on other hardware"
     )
     return title + "\n" + table(body, head, "<" + ">" * 8 + "<")
-
-
-def main(args: argparse.Namespace) -> int:
-    emit(args, run(args), human)
-    return 0

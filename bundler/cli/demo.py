@@ -22,10 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bundler import assets
     from bundler.containers import open_bundle
     from bundler.errors import BundlerIOError
     from bundler.pipeline import quantize
-    from bundler.reference import assets
     from bundler.stats import error_stats
 
     try:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from bundler.containers import formats
 from bundler.plan import Choice
 
 MIB = float(1 << 20)
@@ -14,7 +15,7 @@ MIB = float(1 << 20)
 
 def add_output_flags(p: argparse.ArgumentParser, output_help: str = "the file to write") -> None:
     p.add_argument("-o", "--output", required=True, help=output_help)
-    p.add_argument("--to", choices=("gguf", "safetensors", "apr"), help="output format")
+    p.add_argument("--to", choices=formats(), help="output format")
     add_common_flags(p)
     p.add_argument(
         "--split-max-size", type=parse_size, metavar="SIZE",

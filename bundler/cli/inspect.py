@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def human(report: dict[str, Any], full: bool = False) -> str:
+    from bundler.inspection import headline
+
     c = report["container"]
-    lines = [f"{report['path']}: {_container_line(c)}"]
+    lines = [f"{report['path']}: {headline(c)}"]
     if len(c["files"]) > 1:
         lines += [f"  {p}" for p in c["files"]]
-    if c.get("skipped_tensors"):
-        names = ", ".join(s["name"] for s in c["skipped_tensors"])
-        lines.append(f"tensors of unknown GGML type, left out: {names}")
+    lines += c.get("notes", [])
     md = report["metadata"]
     lines += ["", f"metadata ({len(md)} keys)"]
     if md:
@@ -68,22 +68,6 @@ def human(report: dict[str, Any], full: bool = False) -> str:
     if rows:
         lines.append(table(rows, ["codec", "tensors", "parameters", "bytes"], "<>>>"))
     return "\n".join(lines)
-
-
-def _container_line(c: dict[str, Any]) -> str:
-    fmt = c["format"]
-    size = f"{c['file_bytes']:,} bytes in {len(c['files'])} file(s)"
-    if fmt == "gguf":
-        return f"GGUF v{c['version']}, {c['byte_order']}, alignment {c['alignment']}; {size}"
-    if fmt == "apr":
-        names = "|".join(c["flag_names"]) or "none"
-        return f"APR v{c['version']}, flags {c['flags']:#06x} ({names}); {size}"
-    if fmt == "safetensors":
-        typed = ", bundler typed-metadata convention" if c.get("convention") else ""
-        if c.get("header_size") is None:  # a sharded checkpoint: one header per shard
-            return f"SafeTensors, sharded{typed}; {size}"
-        return f"SafeTensors, header {c['header_size']:,} bytes{typed}; {size}"
-    return f"{fmt}; {size}"
 
 
 def _type(v: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bundler.cli.output import add_json_flag, emit, table
@@ -122,3 +123,10 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def script_main(path: str) -> int:
+    """`python recipes/NAME.py [options]`: the same as `bundler recipe run NAME [options]`."""
+    from bundler.cli import main
+
+    return main(["recipe", "run", os.path.abspath(path), *sys.argv[1:]])

@@ -1,41 +1,43 @@
-"""GGUF, SafeTensors and APR: detection by magic bytes, and read/write dispatch.
+"""Container formats: detection by magic bytes (or by path, for multi-file checkpoints),
+and read/write dispatch.
 
-Each format module exposes the same names: `NAME`, `EXTENSIONS`, `sniff(head: bytes) ->
-bool`, `read(path) -> Bundle` and `write(bundle, path, **options)`, plus its Construct
-schemas. A format whose checkpoints can be a directory or an index file also has
-`sniff_path(path) -> bool`, asked when no magic bytes match.
+Each format is a package here whose `format.py` implements `protocol.Format`; `registry`
+lists them.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from types import ModuleType
 from typing import Any
 
-from bundler.bundle import Bundle
+from bundler.bundle import Bundle, register_writer
+from bundler.containers import registry
+from bundler.containers.protocol import Details, Format
 from bundler.errors import FileNotFound, FormatError, UsageError
 
-#: Format name -> module, in the order sniffing tries them.
-_MODULES = {
-    "gguf": "bundler.containers.gguf",
-    "apr": "bundler.containers.apr",
-    "safetensors": "bundler.containers.safetensors",
-}
 #: Bytes a sniff check may look at.
 SNIFF_BYTES = 64
 
 
-def module(name: str) -> ModuleType:
-    """The module of format `name`."""
-    try:
-        return importlib.import_module(_MODULES[name])
-    except KeyError:
-        raise UsageError(f"unknown format {name!r}; valid formats: {', '.join(_MODULES)}") from None
+def module(name: str) -> Format:
+    """The format called `name` (its `format.py`)."""
+    return registry.get(name)
 
 
 def formats() -> list[str]:
-    return list(_MODULES)
+    """Every format's name."""
+    return registry.names()
+
+
+def format_of(bundle: Bundle) -> Format | None:
+    """The format a bundle was read from, None for a bundle built in memory."""
+    return registry.get(bundle.format) if bundle.format else None
+
+
+def describe(bundle: Bundle) -> Details | None:
+    """The typed details of the container a bundle was read from."""
+    fmt = format_of(bundle)
+    return fmt.describe(bundle) if fmt is not None else None
 
 
 def detect(path: str | os.PathLike[str]) -> str:
@@ -50,13 +52,13 @@ def detect(path: str | os.PathLike[str]) -> str:
         return _detect_directory(path)
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    for name in _MODULES:
-        if module(name).sniff(head):
-            return name
+    for fmt in registry.all_formats():
+        if fmt.sniff(head):
+            return fmt.NAME
     claimed = _claimed_path(path)
     if claimed:
         return claimed
-    raise FormatError(path, 0, f"not a GGUF, SafeTensors or APR file ({_describe(head)})")
+    raise FormatError(path, 0, f"not a {registry.titles()} file ({_describe(head)})")
 
 
 def _detect_directory(path: str) -> str:
@@ -69,10 +71,9 @@ def _detect_directory(path: str) -> str:
 def _claimed_path(path: str) -> str | None:
     """The format whose optional `sniff_path(path)` claims a path that has no magic bytes
     (a directory or index file of a multi-file checkpoint)."""
-    for name in _MODULES:
-        sniff_path = getattr(module(name), "sniff_path", None)
-        if sniff_path is not None and sniff_path(path):
-            return name
+    for fmt in registry.all_formats():
+        if fmt.sniff_path(path):
+            return fmt.NAME
     return None
 
 
@@ -90,19 +91,29 @@ def _describe(head: bytes) -> str:
 def format_for_path(path: str | os.PathLike[str]) -> str:
     """The format a file extension asks for."""
     ext = os.path.basename(os.fspath(path)).rsplit(".", 1)[-1].lower()
-    for name in _MODULES:
-        if ext in module(name).EXTENSIONS:
-            return name
+    for fmt in registry.all_formats():
+        if ext in fmt.EXTENSIONS:
+            return fmt.NAME
     raise UsageError(f"cannot tell the format from {os.fspath(path)!r}; pass format= / --to")
 
 
 def open_bundle(path: str | os.PathLike[str], format: str | None = None) -> Bundle:
     """Read the model file at `path` (format found by magic bytes unless given)."""
-    return module(format or detect(path)).read(os.fspath(path))
+    return registry.get(format or detect(path)).read(os.fspath(path))
+
+
+def open_header(path: str | os.PathLike[str]) -> Bundle:
+    """The bundle of the model file at `path` from its headers and indexes only: no
+    whole-file check (such as a footer checksum) is made."""
+    path = os.fspath(path)
+    return registry.get(detect(path)).read_header(path)
 
 
 def save(
     bundle: Bundle, path: str | os.PathLike[str], format: str | None = None, **options: Any
 ) -> None:
     """Write `bundle` to `path` (format from the extension unless given)."""
-    module(format or format_for_path(path)).write(bundle, os.fspath(path), **options)
+    registry.get(format or format_for_path(path)).write(bundle, os.fspath(path), **options)
+
+
+register_writer(save)

@@ -15,6 +15,7 @@ import re
 from bundler.codecs import Codec, get
 from bundler.plan.filetypes import FileType
 from bundler.plan.model import ModelInfo
+from bundler.plan.rules import output_codec
 
 # Categories, tried in this order on the tensor name (llama.cpp `tensor_get_category`).
 _CATEGORIES = (
@@ -80,7 +81,7 @@ class Mixture:
         """The codec for tensor `name` (before the shape fallback) and why."""
         cat = category(name)
         if cat == "output" or (self.tied and cat == "token_embd"):
-            return self._output(shape, want), "output tensor"
+            return output_codec(want, shape, self.hp.arch), "output tensor"
         if cat in _ATTN_V_LIKE:
             chosen = self._attn_v(want)
             self.i_attention_wv += 1
@@ -95,11 +96,6 @@ class Mixture:
                 self.counters[cat] += 1
             chosen = want
         return chosen, (f"{self.ftype} mixture ({cat})" if chosen != want else "")
-
-    def _output(self, shape: tuple[int, ...], want: Codec) -> Codec:
-        if self.hp.arch == "falcon" or shape[-1] % want.facts.block_size:
-            return get("q8_0")
-        return want if want.name == "q8_0" else get("q6_k")
 
     def _attn_v(self, want: Codec) -> Codec:
         f, hp, i = self.ftype, self.hp, self.i_attention_wv

@@ -20,7 +20,7 @@ from bundler.errors import UsageError
 from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
-from bundler.plan.rules import _with_fallback, by_name, quantizable
+from bundler.plan.rules import by_name, quantizable, with_fallback
 
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
 QUANTIZATION_VERSION = 2
@@ -204,7 +204,7 @@ def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser, name_rul
     if why_not is not None:
         return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
     want, note = chooser.want(t)
-    target, fallback_note = _with_fallback(want, t.shape)
+    target, fallback_note = with_fallback(want, t.shape)
     note = "; ".join(n for n in (note, fallback_note) if n)
     if target == t.codec:
         return _copy(i, t, note or f"already {target.name}")

@@ -24,6 +24,11 @@ KEEP_PATTERN = re.compile(
 #: llama.cpp's `tensor_type_fallback` sends them.
 FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
 LAST_RESORT = "f16"
+#: The output tensor's codec in a llama-quantize mixture, and what it takes instead when
+#: its rows do not fit the file type's block (or the model is a Falcon).
+OUTPUT_TYPE, OUTPUT_FALLBACK = "q6_k", "q8_0"
+#: Architectures whose output tensor always takes OUTPUT_FALLBACK.
+OUTPUT_FALLBACK_ARCHS = ("falcon",)
 
 
 #: Why a tensor is kept for its name alone (what `PlanOptions(name_rules=False)` lifts).
@@ -54,7 +59,16 @@ def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:
     return shape[-1] % codec.facts.block_size == 0
 
 
-def _with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
+def output_codec(want: Codec, shape: tuple[int, ...], arch: str | None) -> Codec:
+    """The output tensor's codec in a mixture whose base codec is `want` (llama.cpp
+    `llama_tensor_get_type` for `output.weight`)."""
+    if arch in OUTPUT_FALLBACK_ARCHS or not _fits(want, shape):
+        return get(OUTPUT_FALLBACK)
+    return want if want.name == OUTPUT_FALLBACK else get(OUTPUT_TYPE)
+
+
+def with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
+    """`want`, or where a tensor of `shape` goes when its rows do not fit it, and a note."""
     if _fits(want, shape):
         return want, ""
     fallback = get(FALLBACK.get(want.name, LAST_RESORT))

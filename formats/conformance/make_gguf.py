@@ -54,18 +54,7 @@ def minimal() -> tuple[Bundle, dict]:
 
 def every_value_type() -> tuple[Bundle, dict]:
     md = _base()
-    md.set("t.uint8", 200, ValueType.UINT8)
-    md.set("t.int8", -100, ValueType.INT8)
-    md.set("t.uint16", 60000, ValueType.UINT16)
-    md.set("t.int16", -30000, ValueType.INT16)
-    md.set("t.uint32", 4_000_000_000, ValueType.UINT32)
-    md.set("t.int32", -2_000_000_000, ValueType.INT32)
-    md.set("t.float32", float(np.float32(0.1)), ValueType.FLOAT32)
-    md.set("t.bool", True, ValueType.BOOL)
-    md.set("t.string", "grüße, 世界", ValueType.STRING)
-    md.set("t.uint64", 2**64 - 1, ValueType.UINT64)
-    md.set("t.int64", -(2**63), ValueType.INT64)
-    md.set("t.float64", 2.0**-1074, ValueType.FLOAT64)
+    sample_files.set_every_scalar(md, True)
     for vt in ValueType:
         if vt.numpy_dtype is None:
             continue
@@ -181,13 +170,8 @@ def describe(path: str) -> dict:
     }
 
 
-def target_of(name: str) -> str:
-    """Where sample `name` is written."""
-    return os.path.join(HERE, f"{name}.gguf")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return sample_files.main(__doc__, HERE, NAMES, target_of, build, describe, argv)
+#: Where each sample is written, and `main(argv)`: write the missing ones (all with --force).
+target_of, main = sample_files.generator(__doc__, HERE, "gguf", NAMES, build, describe)
 
 
 if __name__ == "__main__":

@@ -174,13 +174,10 @@ def describe(path: str) -> dict:
     }
 
 
-def target_of(name: str) -> str:
-    """Where sample `name` is written."""
-    return os.path.join(HERE, name if name in SHARDED else f"{name}.safetensors")
-
-
-def main(argv: list[str] | None = None) -> int:
-    return sample_files.main(__doc__, HERE, [*BUILDERS, *SHARDED], target_of, build, describe, argv)
+#: Where each sample is written, and `main(argv)`: write the missing ones (all with --force).
+target_of, main = sample_files.generator(
+    __doc__, HERE, "safetensors", BUILDERS, build, describe, SHARDED
+)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from conftest import run_cli
 from safetensors import safe_open
 
 from bundler.bench import convert as bench
+from bundler.cli.bench.convert import human
 
 
 def test_generated_model_is_float32_weights_and_norms_of_the_asked_size(tmp_path):
@@ -75,7 +76,7 @@ def test_the_table_shows_both_converters_and_whether_the_targets_were_met():
         "targets": {"speedup": 3.0, "speedup_met": False, "peak_rss": 256 << 20,
                     "peak_rss_met": True},
     }  # fmt: skip
-    lines = bench._human(result).splitlines()
+    lines = human(result).splitlines()
     assert lines[1].split() == ["converter", "time", "CPU", "throughput", "peak", "RSS", "output"]
     assert lines[3].split()[:4] == ["bundler", "quantize", "2.00", "s"]
     assert lines[4].startswith("safetensors + gguf")

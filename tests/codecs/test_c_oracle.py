@@ -18,7 +18,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from bundler.codecs import registry
-from bundler.reference import assets
+from tools.reference import assets
 
 pytestmark = pytest.mark.oracle_c
 
@@ -28,7 +28,7 @@ IN_CI = os.environ.get("CI") == "true"
 @pytest.fixture(scope="module")
 def ggml_c():
     """The ggml_c module with its library built and loaded."""
-    from bundler.reference import ggml_c
+    from tools.reference import ggml_c
 
     try:
         ggml_c.library()
@@ -127,7 +127,7 @@ def test_a_second_build_call_reuses_the_cached_library(ggml_c):
 
 
 def test_a_missing_toolchain_is_reported_with_what_to_install(monkeypatch):
-    from bundler.reference import ggml_c as module
+    from tools.reference import ggml_c as module
 
     monkeypatch.setattr(module.shutil, "which", lambda tool: None)
     monkeypatch.delenv("CC", raising=False)
@@ -137,9 +137,9 @@ def test_a_missing_toolchain_is_reported_with_what_to_install(monkeypatch):
 
 
 def test_loading_without_building_refuses_an_empty_cache(monkeypatch, tmp_path):
-    from bundler.reference import ggml_c as module
+    from tools.reference import ggml_c as module
 
     monkeypatch.setenv("BUNDLER_CACHE", str(tmp_path))
-    with pytest.raises(module.NotBuilt, match=r"python -m bundler\.reference\.ggml_c"):
+    with pytest.raises(module.NotBuilt, match=r"python -m tools\.reference\.ggml_c"):
         module.library_path(build=False)
     assert not any(tmp_path.rglob("*.so"))

@@ -1,6 +1,6 @@
 """K-quants (Q2_K..Q6_K, Q8_K): byte-exact with ggml's reference quantizers, bit-exact decode.
 
-Oracles: the C library (`bundler.reference.ggml_c`, ggml-base built from the llama-cpp-python
+Oracles: the C library (`tools.reference.ggml_c`, ggml-base built from the llama-cpp-python
 sources) for encode and decode, and the gguf package's dequantizers for decode. Golden files
 in tests/codecs/golden/kquants/ (made by make_kquant_golden.py) pin the bytes forever.
 """

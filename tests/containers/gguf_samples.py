@@ -77,7 +77,7 @@ class _Params(ctypes.Structure):
 @functools.cache
 def _c_gguf():
     try:
-        from bundler.reference import ggml_c
+        from tools.reference import ggml_c
 
         lib = ctypes.CDLL(str(ggml_c.library_path()))
     except Exception:  # no toolchain, no network, or the helper is absent

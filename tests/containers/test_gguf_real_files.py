@@ -13,7 +13,7 @@ from gguf_samples import (
 
 import bundler
 from bundler.containers import gguf as gguf_container
-from bundler.reference import assets
+from tools.reference import assets
 
 pytestmark = pytest.mark.realfile
 

@@ -2,7 +2,7 @@
 so both requantize: dequantize to float32, then encode) quantized by both tools must hold
 the same codec and the same bytes in every tensor, and the same metadata.
 
-llama-quantize is built from the llama-cpp-python sources (bundler.reference.llama_quantize).
+llama-quantize is built from the llama-cpp-python sources (tools.reference.llama_quantize).
 Without cmake or a compiler the tests skip saying what to install; in CI (CI=true) they fail.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from bundler.reference import assets
+from tools.reference import assets
 
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
 
@@ -54,7 +54,7 @@ RESET_BY_LLAMA_QUANTIZE = ("general.quantization_version", "general.file_type")
 @pytest.fixture(scope="session")
 def llama_quantize() -> Path:
     """The llama-quantize executable, built and cached on first use."""
-    from bundler.reference import llama_quantize
+    from tools.reference import llama_quantize
 
     try:
         return llama_quantize.binary()
@@ -67,7 +67,7 @@ def llama_quantize() -> Path:
 @pytest.fixture(scope="module", params=FILE_TYPES)
 def quantized(request, llama_quantize, smollm2_gguf, tmp_path_factory):
     """(file type, llama-quantize's output, bundler's output) for SmolLM2."""
-    from bundler.reference.llama_quantize import run
+    from tools.reference.llama_quantize import run
 
     ftype = request.param
     out = tmp_path_factory.mktemp(f"smollm2-{ftype}")
@@ -130,7 +130,7 @@ def test_metadata_order_is_the_source_order_but_for_the_keys_llama_quantize_rese
 def test_flags_choose_each_codec_as_llama_quantize_does(
     ftype, flags, llama_quantize, smollm2_gguf, tmp_path
 ):
-    from bundler.reference.llama_quantize import run
+    from tools.reference.llama_quantize import run
 
     done = run(
         smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags

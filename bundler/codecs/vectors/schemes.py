@@ -179,12 +179,6 @@ class QuantizedVector:
         """The (dim,) float32 reconstruction."""
         return dequantize(self.as_batch())[0]
 
-    def to_bytes(self) -> bytes:
-        """The serialized form (formats/vectors.md)."""
-        from bundler.codecs.vectors.serialization import vector_to_bytes
-
-        return vector_to_bytes(self)
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantizedVector):
             return NotImplemented

@@ -7,8 +7,8 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 import construct
 
@@ -17,6 +17,7 @@ from bundler.codecs import Codec, by_apr_code
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
 from bundler.containers.apr.crc import file_crc, header_crc
+from bundler.containers.apr.details import AprDetails
 from bundler.containers.apr.schema import (
     ALIGNMENT,
     FOOTER_SIZE,
@@ -38,10 +39,8 @@ from bundler.containers.apr.schema import (
     align,
 )
 from bundler.containers.limits import MAX_TENSORS, shape_problem
+from bundler.containers.oserrors import reading
 from bundler.errors import (
-    BundlerError,
-    BundlerIOError,
-    FileNotFound,
     FormatError,
     TruncatedError,
     UnknownCodecError,
@@ -75,16 +74,8 @@ def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with reading(path, "an APR file"), open(path, "rb") as f:
             return _Reader(path, f, os.fstat(f.fileno()).st_size).read(verify_footer)
-    except BundlerError:
-        raise
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not an APR file") from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
     except (construct.ConstructError, struct.error) as exc:  # a check missed above
         raise FormatError(path, None, f"malformed APR structure: {exc}") from None
 
@@ -114,10 +105,13 @@ class _Reader:
             )
             for e in sorted(entries, key=_data_order)
         ]
-        info: dict[str, Any] = {"flags": h.flags, "version": (h.major, h.minor)}
+        info = AprDetails(h.flags, (h.major, h.minor))
         if not typed:  # a file aprender wrote: keep its JSON for an identical rewrite
-            info["metadata_json"] = raw_meta.decode("utf-8")
-            info["metadata_snapshot"] = typed_json.dumps(md)
+            info = replace(
+                info,
+                metadata_json=raw_meta.decode("utf-8"),
+                metadata_snapshot=typed_json.dumps(md),
+            )
         return Bundle(md, tensors, format=NAME, path=self.path, format_info=info)
 
     def _header(self):

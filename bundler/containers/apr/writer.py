@@ -17,6 +17,7 @@ from bundler.codecs.facts import APRENDER_CODECS
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
 from bundler.containers.apr.crc import header_crc
+from bundler.containers.apr.details import AprDetails
 from bundler.containers.apr.schema import (
     APRENDER_MAX_METADATA,
     HEADER_COMPILED,
@@ -26,7 +27,6 @@ from bundler.containers.apr.schema import (
     MAX_METADATA_BYTES,
     MAX_NAME_BYTES,
     MAX_NDIM,
-    NAME,
     UNREADABLE_FLAGS,
     VERSION,
     Flags,
@@ -194,15 +194,16 @@ def _check_compatibility(tensors: list[Tensor], aprender: bool) -> None:
 
 
 def _metadata_bytes(bundle: Bundle, tensors: list[Tensor]) -> bytes:
-    info = bundle.format_info if bundle.format == NAME else {}
-    original = info.get("metadata_json")
-    if original is not None and info.get("metadata_snapshot") == typed_json.dumps(bundle.metadata):
+    info = AprDetails.of(bundle)
+    original = info.metadata_json if info else None
+    if original is not None and info.metadata_snapshot == typed_json.dumps(bundle.metadata):
         return original.encode("utf-8")
     return apr_metadata.dumps(bundle.metadata, tensors)
 
 
 def _flags(bundle: Bundle) -> int:
-    flags = bundle.format_info.get("flags", 0) if bundle.format == NAME else 0
+    info = AprDetails.of(bundle)
+    flags = info.flags if info else 0
     flags &= Flags.KNOWN & ~Flags.COLUMN_MAJOR
     for bit, _ in UNREADABLE_FLAGS:
         flags &= ~bit

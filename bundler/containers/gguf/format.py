@@ -15,13 +15,22 @@ from typing import Any
 from bundler.atomic import output_group
 from bundler.bundle import Bundle, FileSource, Tensor
 from bundler.containers.gguf import split as gguf_split
+from bundler.containers.gguf.checks import check as check
+from bundler.containers.gguf.checks import check_strict as check_strict
+from bundler.containers.gguf.details import GgufDetails, SkippedTensor, SplitSet
 from bundler.containers.gguf.reader import Layout, parse
-from bundler.containers.gguf.schema import MAGIC, WRITE_VERSION
+from bundler.containers.gguf.schema import MAGIC
+from bundler.containers.gguf.schema import NAME as NAME
+from bundler.containers.gguf.schema import WRITE_VERSION as WRITE_VERSION
 from bundler.containers.gguf.writer import FilePlan, alignment_of, file_head, write_file
+from bundler.containers.protocol import claims_no_path
 from bundler.errors import UsageError
 
-NAME = "gguf"
+TITLE = "GGUF"
 EXTENSIONS = ("gguf",)
+SPLIT_OPTION = "split_max_size"
+WRITES_FOLDER = False
+DETAILS = GgufDetails
 
 #: Options `write` takes, with their defaults.
 WRITE_OPTIONS = {
@@ -42,6 +51,10 @@ def sniff(head: bytes) -> bool:
     return head[:4] == MAGIC
 
 
+#: Files of this format always start with its magic bytes.
+sniff_path = claims_no_path
+
+
 def read(path: str | os.PathLike[str]) -> Bundle:
     """Open a GGUF file (or the whole split set it belongs to) as a bundle."""
     path = os.fspath(path)
@@ -54,6 +67,17 @@ def read(path: str | os.PathLike[str]) -> Bundle:
     return _bundle(first, layouts, keys)
 
 
+def read_header(path: str) -> Bundle:
+    """The same as `read`: GGUF has no whole-file checks beyond its headers."""
+    return read(path)
+
+
+def describe(bundle: Bundle) -> GgufDetails:
+    """The GGUF details of `bundle` (the defaults of a new file when it was not read from
+    one)."""
+    return GgufDetails.of(bundle) or GgufDetails()
+
+
 def _bundle(path: str, layouts: list[Layout], split_keys: dict[str, int] | None) -> Bundle:
     first = layouts[0]
     tensors = []
@@ -63,27 +87,29 @@ def _bundle(path: str, layouts: list[Layout], split_keys: dict[str, int] | None)
                 layout.path, layout.data_start + t.offset, t.nbytes, t.codec, layout.big_endian
             )
             tensors.append(Tensor(t.name, t.shape, t.codec, source))
-    skipped = [
-        {"name": t.name, "ggml_type": t.ggml_type, "dims": list(t.dims), "path": x.path}
+    skipped = tuple(
+        SkippedTensor(t.name, t.ggml_type, tuple(t.dims), x.path)
         for x in layouts
         for t in x.skipped
-    ]
+    )
     for s in skipped:
         warnings.warn(
-            f"{s['path']}: tensor {s['name']!r} has GGML type {s['ggml_type']}, which bundler "
+            f"{s.path}: tensor {s.name!r} has GGML type {s.ggml_type}, which bundler "
             "does not know; it is left out of the bundle",
             UnknownTensorTypeWarning,
             stacklevel=3,
         )
-    info: dict[str, Any] = {
-        "version": first.version,
-        "big_endian": first.big_endian,
-        "alignment": first.alignment,
-        "padded_end": first.file_size >= first.padded_end or bool(first.tensors),
-        "skipped_tensors": skipped,
-    }
+    split = None
     if len(layouts) > 1 or split_keys is not None:
-        info["split"] = {"count": len(layouts), "paths": [x.path for x in layouts]}
+        split = SplitSet(len(layouts), tuple(x.path for x in layouts))
+    info = GgufDetails(
+        version=first.version,
+        big_endian=first.big_endian,
+        alignment=first.alignment,
+        padded_end=first.file_size >= first.padded_end or bool(first.tensors),
+        skipped_tensors=skipped,
+        split=split,
+    )
     return Bundle(first.metadata, tensors, format=NAME, path=path, format_info=info)
 
 
@@ -113,7 +139,8 @@ def write(
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:
     if asked is not None:
         return bool(asked)
-    return bundle.format == NAME and bool(bundle.format_info.get("big_endian"))
+    info = GgufDetails.of(bundle)
+    return info is not None and info.big_endian
 
 
 def plan_files(
@@ -127,10 +154,10 @@ def plan_files(
     drop_unknown: bool = False,
 ) -> list[FilePlan]:
     """What `write` will write: one plan per output file, all checks done up front."""
-    info = bundle.format_info if bundle.format == NAME else {}
-    skipped = info.get("skipped_tensors") or []
+    info = GgufDetails.of(bundle)
+    skipped = info.skipped_tensors if info else ()
     if skipped and not drop_unknown:
-        names = ", ".join(repr(s["name"]) for s in skipped)
+        names = ", ".join(repr(s.name) for s in skipped)
         raise UsageError(
             f"the source GGUF had tensors of unknown type ({names}) that this bundle lacks; "
             "pass drop_unknown=True to write it without them"
@@ -147,7 +174,7 @@ def plan_files(
     tensors = list(bundle.tensors.values())
     groups = gguf_split.group_tensors(tensors, split_max_size, split_max_tensors)
     if len(groups) == 1:
-        pad_empty = bool(info.get("padded_end", True))
+        pad_empty = info.padded_end if info else True
         head = file_head(items, tensors, alignment, big, llama_compatible, pad_empty)
         return [FilePlan(path, head, tensors, alignment)]
     paths = gguf_split.shard_paths(path, len(groups))
@@ -158,15 +185,3 @@ def plan_files(
         head = file_head(kvs, group, alignment, big, llama_compatible)
         plans.append(FilePlan(p, head, group, alignment))
     return plans
-
-
-__all__ = [
-    "EXTENSIONS",
-    "NAME",
-    "WRITE_VERSION",
-    "UnknownTensorTypeWarning",
-    "plan_files",
-    "read",
-    "sniff",
-    "write",
-]

@@ -20,9 +20,8 @@ from bundler.codecs import Codec, by_ggml_id
 from bundler.containers.gguf import schema as S
 from bundler.containers.gguf.values import decode_str, read_array, value_type
 from bundler.containers.limits import NestedBudget, shape_problem
+from bundler.containers.oserrors import reading
 from bundler.errors import (
-    BundlerIOError,
-    FileNotFound,
     FormatError,
     TruncatedError,
     UnknownCodecError,
@@ -81,23 +80,16 @@ def _pad(n: int, alignment: int) -> int:
 def parse(path: str | os.PathLike[str], compiled: bool = True) -> Layout:
     """The layout of the GGUF file at `path` (Construct schemas compiled unless told not to)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < S.HEADER_BYTES:
-                head = f.read()
-                if head[:4] != S.MAGIC[: len(head[:4])]:
-                    raise FormatError(path, 0, f"not a GGUF file: starts with {head[:4]!r}")
-                raise TruncatedError(
-                    path, size, f"truncated: the GGUF header needs 24 bytes, the file has {size}"
-                )
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a GGUF file") from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with reading(path, "a GGUF file", "cannot read: "), open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < S.HEADER_BYTES:
+            head = f.read()
+            if head[:4] != S.MAGIC[: len(head[:4])]:
+                raise FormatError(path, 0, f"not a GGUF file: starts with {head[:4]!r}")
+            raise TruncatedError(
+                path, size, f"truncated: the GGUF header needs 24 bytes, the file has {size}"
+            )
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         return _Parser(path, mm, size, compiled).run()
     finally:

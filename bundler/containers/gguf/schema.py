@@ -48,6 +48,8 @@ MAGIC = b"GGUF"
 #: Versions bundler reads; it always writes WRITE_VERSION.
 READ_VERSIONS = (2, 3)
 WRITE_VERSION = 3
+#: The format's name in the registry.
+NAME = "gguf"
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = "general.alignment"
 #: llama.cpp's limits (ggml/src/gguf.cpp, ggml/include/ggml.h).

@@ -9,11 +9,13 @@ from typing import Any, BinaryIO
 
 from bundler.bundle import Bundle
 from bundler.containers.limits import MAX_TENSORS, shape_problem
+from bundler.containers.oserrors import reading
 from bundler.containers.safetensors import shards as shards
 from bundler.containers.safetensors.convention import (
     META_KEY,
     bundle_parts,
 )
+from bundler.containers.safetensors.details import SafetensorsDetails
 from bundler.containers.safetensors.schema import (
     _RANK,
     _U64_MAX,
@@ -31,8 +33,6 @@ from bundler.containers.safetensors.schema import (
     dtype_bits,
 )
 from bundler.errors import (
-    BundlerIOError,
-    FileNotFound,
     FormatError,
     TruncatedError,
 )
@@ -422,33 +422,21 @@ def read(path: str | os.PathLike[str]) -> Bundle:
 
 
 def _head(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(64)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+    with reading(path, "a SafeTensors file"), open(path, "rb") as f:
+        return f.read(64)
 
 
 def read_file(path: str | os.PathLike[str]) -> Bundle:
     """Read one SafeTensors file; only its header is read, tensors stay in the file."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            header = read_header(f, path, os.fstat(f.fileno()).st_size)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a SafeTensors file") from None
-    except OSError as exc:
-        raise BundlerIOError(f"{path}: {exc.strerror or exc}") from None
+    with reading(path, "a SafeTensors file"), open(path, "rb") as f:
+        header = read_header(f, path, os.fstat(f.fileno()).st_size)
     metadata, tensors = bundle_parts(path, header)
-    info = {
-        "header_size": header.size,
-        "metadata_object": header.metadata is not None,
-        "convention": META_KEY in (header.metadata or {}),
-    }
+    info = SafetensorsDetails(
+        header_size=header.size,
+        metadata_object=header.metadata is not None,
+        convention=META_KEY in (header.metadata or {}),
+    )
     return Bundle(metadata, tensors, format=NAME, path=path, format_info=info)
 
 
@@ -469,15 +457,15 @@ def _read_sharded(index_path: str) -> Bundle:
             raise FormatError(shard_path, None, _membership_problem(listed, held))
         # Plain shards may differ in metadata (the first one's is taken); typed metadata is
         # the bundle's and must agree.
-        if parts and part.format_info["convention"] and part.metadata != parts[0].metadata:
+        if parts and part.format_info.convention and part.metadata != parts[0].metadata:
             raise FormatError(shard_path, None, f"its {META_KEY} differs from the first shard's")
         parts.append(part)
     tensors = [t for part in parts for t in part.tensors.values()]
-    info = {
-        "shards": names,
-        "shard_tensors": [list(part.tensors) for part in parts],
-        "metadata_object": parts[0].format_info["metadata_object"],
-    }
+    info = SafetensorsDetails(
+        metadata_object=parts[0].format_info.metadata_object,
+        shards=tuple(names),
+        shard_tensors=tuple(tuple(part.tensors) for part in parts),
+    )
     return Bundle(parts[0].metadata, tensors, format=NAME, path=index_path, format_info=info)
 
 

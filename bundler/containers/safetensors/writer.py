@@ -15,10 +15,10 @@ from bundler.containers.safetensors.convention import (
     is_plain,
     stored_form,
 )
+from bundler.containers.safetensors.details import SafetensorsDetails
 from bundler.containers.safetensors.schema import (
     MAX_HEADER_SIZE,
     METADATA_KEY,
-    NAME,
     PREFIX_COMPILED,
     Planned,
     layout_key,
@@ -104,7 +104,8 @@ def write(
     if groups is None:
         groups = shards.plan(tensors, max_shard_size or shards.DEFAULT_MAX_SHARD_SIZE)
     plain = is_plain(bundle.metadata, [[planned[t.name] for t in g] for g in groups], tensors)
-    keep_empty = bundle.format == NAME and bool(bundle.format_info.get("metadata_object"))
+    info = SafetensorsDetails.of(bundle)
+    keep_empty = info is not None and info.metadata_object
 
     def one_file(target: str, group: list[Tensor]) -> None:
         md = file_metadata(bundle.metadata, group, plain, keep_empty)
@@ -132,7 +133,8 @@ def write(
 def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:
     """The shards of the checkpoint the bundle was read from, when its tensors are still
     exactly those, in that order."""
-    members = bundle.format_info.get("shard_tensors") if bundle.format == NAME else None
+    info = SafetensorsDetails.of(bundle)
+    members = info.shard_tensors if info else None
     if not members or [n for m in members for n in m] != list(bundle.tensors):
         return None
     return [[bundle.tensors[n] for n in m] for m in members]

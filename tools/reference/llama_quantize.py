@@ -4,12 +4,12 @@
 or BLAS back-end, no network code) from the source distribution `assets.llama_cpp_sdist()`
 unpacks, and caches the statically linked executable under `assets.cache_dir()` keyed by
 that version. The ggml quantizers in it are compiled without FMA contraction, as in
-`bundler.reference.ggml_c`, so its output is comparable byte for byte.
+`tools.reference.ggml_c`, so its output is comparable byte for byte.
 
 `run(src, dst, file_type)` quantizes a GGUF file with it; tests use it as the oracle of
 the mixed-precision presets (which codec each tensor gets) and of the bytes they hold.
 
-`python -m bundler.reference.llama_quantize` builds the tool and prints its path.
+`python -m tools.reference.llama_quantize` builds the tool and prints its path.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bundler.reference import assets, cmake_build
-from bundler.reference.ggml_c import BuildFailed, NotBuilt, ToolchainMissing
+from tools.reference import assets, cmake_build
+from tools.reference.ggml_c import BuildFailed, NotBuilt, ToolchainMissing
 
 __all__ = ["BUILD_TAG", "BuildFailed", "NotBuilt", "ToolchainMissing", "binary", "run"]
 
@@ -80,7 +80,7 @@ def binary(build: bool = True) -> Path:
         build_dir() / "llama-quantize",
         _build,
         build,
-        "bundler.reference.llama_quantize",
+        "tools.reference.llama_quantize",
         label="llama-quantize",
     )
 

@@ -1,6 +1,6 @@
 """Building one target of the vendored llama.cpp sources with cmake, cached and checked.
 
-What `bundler.reference.ggml_c` and `bundler.reference.llama_quantize` share: the toolchain
+What `tools.reference.ggml_c` and `tools.reference.llama_quantize` share: the toolchain
 check, the build-once-under-a-lock cache, the cmake run, and the check that the sources
 whose arithmetic is compared byte for byte are compiled without multiply-add fusion.
 """
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bundler.reference import assets
+from tools.reference import assets
 
 
 class ToolchainMissing(RuntimeError):

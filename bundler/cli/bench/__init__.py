@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bundler.cli import coldstart
-from bundler.cli.output import add_json_flag
+from bundler.cli.output import add_json_flag, emit
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,33 +65,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_codecs(args: argparse.Namespace) -> int:
     if args.affine:
-        from bundler.bench.affine import main as affine_main
+        from bundler.bench.affine import human as affine_human
+        from bundler.bench.affine import run as affine_run
 
-        return affine_main(args)
-    from bundler.bench.codecs import main
+        emit(args, affine_run(args), affine_human)
+        return 0
+    from bundler.bench.codecs import run
+    from bundler.cli.bench.codecs import human
 
-    return main(args)
+    report = run(args.codecs, args.rows, args.cols, args.threads, args.repeat)
+    emit(args, report, human)
+    return 0
 
 
 def _run_containers(args: argparse.Namespace) -> int:
-    from bundler.bench.containers import main
+    from bundler.bench.containers import run
+    from bundler.cli.bench.containers import human
 
-    return main(args)
+    emit(args, run(args.size_gib), human)
+    return 0
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from bundler.bench.convert import main
+    """Exit 1 when the two converters' outputs differ."""
+    from bundler.bench.convert import run
+    from bundler.cli.bench.convert import human
 
-    return main(args)
+    result = run(args.size_gib, keep=args.keep, repeat=args.repeat)
+    emit(args, result, human)
+    return 0 if result["outputs"]["equal"] else 1
 
 
 def _run_vectors(args: argparse.Namespace) -> int:
-    from bundler.bench.vectors import main
+    from bundler.bench.vectors import human, run
 
-    return main(args)
+    emit(args, run(args), human)
+    return 0
 
 
 def _run_hostile(args: argparse.Namespace) -> int:
-    from bundler.bench.hostile import main
+    from bundler.bench.hostile import CASES, run
+    from bundler.cli.bench.hostile import human
 
-    return main(args)
+    cases = args.cases.split(",") if args.cases else list(CASES)
+    emit(args, {"cases": run(cases, args.scale)}, human)
+    return 0

@@ -6,7 +6,7 @@ under `assets.cache_dir()` keyed by that version, and loads it. `quantize` and `
 run the C reference codecs (`ggml_quantize_chunk` without an importance matrix, and each
 type's `to_float`) on numpy arrays, so tests and benchmarks can compare against them.
 
-`python -m bundler.reference.ggml_c` builds the library and prints its path.
+`python -m tools.reference.ggml_c` builds the library and prints its path.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from bundler.codecs import registry
-from bundler.reference import assets, cmake_build
-from bundler.reference.cmake_build import FMA_FLAGS as _FMA_FLAGS  # noqa: F401
-from bundler.reference.cmake_build import BuildFailed as BuildFailed
-from bundler.reference.cmake_build import NotBuilt as NotBuilt
-from bundler.reference.cmake_build import ToolchainMissing as ToolchainMissing
-from bundler.reference.cmake_build import check_toolchain as _check_toolchain  # noqa: F401
+from tools.reference import assets, cmake_build
+from tools.reference.cmake_build import FMA_FLAGS as _FMA_FLAGS  # noqa: F401
+from tools.reference.cmake_build import BuildFailed as BuildFailed
+from tools.reference.cmake_build import NotBuilt as NotBuilt
+from tools.reference.cmake_build import ToolchainMissing as ToolchainMissing
+from tools.reference.cmake_build import check_toolchain as _check_toolchain  # noqa: F401
 
 #: Cache key of the build: the source version and the flags below.
 BUILD_TAG = f"{assets.LLAMA_CPP[0]}-{assets.LLAMA_CPP[1]}-ggml-base-nofma-1"
@@ -85,7 +85,7 @@ def build_dir() -> Path:
 def library_path(build: bool = True) -> Path:
     """The cached `libggml-base.so`, built on first call (or `NotBuilt` if `build` is False)."""
     return cmake_build.cached(
-        build_dir() / "libggml-base.so", _build, build, "bundler.reference.ggml_c"
+        build_dir() / "libggml-base.so", _build, build, "tools.reference.ggml_c"
     )
 
 

@@ -1,0 +1,1 @@
+"""A fourth container format for the architecture tests: one folder, one registry line."""
