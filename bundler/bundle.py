@@ -4,6 +4,7 @@ tensors whose bytes stay where they are (a file, an array, an encoded buffer) un
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -435,7 +436,9 @@ class Bundle:
     def save(self, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> None:
         """Write the bundle; the format comes from the extension when not given."""
         if _writer is None:
-            raise RuntimeError("no container writer registered: import bundler.containers")
+            # The containers package registers its writer when imported; it is named here by
+            # string so that the data model does not import the formats it is written in.
+            importlib.import_module("bundler.containers")
         _writer(self, path, format=format, **options)
 
     def __repr__(self) -> str:

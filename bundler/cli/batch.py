@@ -9,7 +9,7 @@ from typing import Any
 
 from bundler.cli.feedback import MIB, add_output_flags, parse_size
 from bundler.cli.output import table
-from bundler.cli.quantize import add_plan_flags, plan_options
+from bundler.cli.quantize import add_affine_flags, add_plan_flags, affine_type, plan_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="model files or globs")
     add_plan_flags(b, type_required=False)
-    b.add_argument(
-        "--bits", type=int, choices=(4, 8),
-        help="quantize-rs's width, when no --type: the affine int4 or int8 codec (8 by default)",
-    )  # fmt: skip
-    b.add_argument(
-        "--per-channel", action="store_true",
-        help="with --bits: one scale per output channel (int8:channel), as quantize --per-channel",
-    )  # fmt: skip
+    add_affine_flags(b)  # quantize-rs's --bits (int8 when no --type) and --per-channel too
     fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
     b.add_argument(
         "--template", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
@@ -72,14 +65,25 @@ def run_batch(args: argparse.Namespace) -> int:
     from bundler import batching
 
     options = plan_options(args)
-    types = [t for t in (options.pop("type") or "").split(",") if t] or None
+    types = _types(args, options.pop("type"))
     inputs = batching.expand_inputs(args.inputs)
     jobs = batching.make_jobs(
-        inputs, args.output, batching.resolve_types(None, types, args.bits, args.per_channel),
+        inputs, args.output, types,
         options, template=args.template, format=args.to, split_max_size=args.split_max_size,
         aprender=args.aprender, threads=args.threads, skip_existing=args.skip_existing,
     )  # fmt: skip
     return execute(args, jobs, force=args.force, continue_on_error=args.continue_on_error)
+
+
+def _types(args: argparse.Namespace, given: str | None) -> list[str]:
+    """Each comma-separated --type with the affine flags folded in, as `quantize` folds them;
+    with neither --type nor --bits, quantize-rs's default width (int8)."""
+    from bundler.batching.naming import DEFAULT_BITS
+
+    names = list(dict.fromkeys(t for t in (given or "").split(",") if t)) or [None]
+    bits = DEFAULT_BITS if names == [None] and args.bits is None else args.bits
+    asked = vars(args)
+    return [affine_type(argparse.Namespace(**{**asked, "type": t, "bits": bits})) for t in names]
 
 
 def execute(args: argparse.Namespace, jobs: list, **settings: Any) -> int:

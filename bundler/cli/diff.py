@@ -61,6 +61,16 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
 
 
+#: The report's keys for what only one side has, and how the human report names them.
+SIDES = (("only_in_a", "only in A"), ("only_in_b", "only in B"))
+
+
+def _listing(names: list[str]) -> list[str]:
+    """One indented line per name, the first NAMED of them."""
+    more = [f"  ... and {len(names) - NAMED} more (--json lists them all)"]
+    return [f"  {name}" for name in names[:NAMED]] + (more if len(names) > NAMED else [])
+
+
 def _num(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -81,27 +91,21 @@ def human(r: dict[str, Any]) -> str:
     ]
     if rows:
         lines.append(table(rows, ["name", "shape", "codec", "rmse", "max_abs", "cosine"], "<<<>>>"))
-    for t in r["tensors"]:
-        if t["error"]:
-            lines.append(f"not compared: {t['name']}: {t['error']}")
-    for key, label in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
+    lines += [f"not compared: {t['name']}: {t['error']}" for t in r["tensors"] if t["error"]]
+    for key, label in SIDES:
         if r[key]:
-            lines.append(f"{len(r[key])} tensor(s) {label}, not compared:")
-            lines += [f"  {name}" for name in r[key][:NAMED]]
-            if len(r[key]) > NAMED:
-                lines.append(f"  ... and {len(r[key]) - NAMED} more (--json lists them all)")
-    for m in r["shape_mismatches"]:
-        lines.append(f"shape mismatch: {m['name']}: A {m['shape_a']} vs B {m['shape_b']}")
+            lines += [f"{len(r[key])} tensor(s) {label}, not compared:", *_listing(r[key])]
+    lines += [
+        f"shape mismatch: {m['name']}: A {m['shape_a']} vs B {m['shape_b']}"
+        for m in r["shape_mismatches"]
+    ]
     md = r["metadata"]
     lines.append(
         f"metadata: {md['same']} same, {len(md['different'])} different, "
         f"{len(md['only_in_a'])} only in A, {len(md['only_in_b'])} only in B"
     )
-    for key, label in (("only_in_a", "only in A"), ("only_in_b", "only in B")):
-        if md[key]:
-            lines.append(f"  {label}: {_names(md[key])}")
-    for d in md["different"]:
-        lines.append(f"  {d['key']}: {_short(d['a'])} -> {_short(d['b'])}")
+    lines += [f"  {label}: {_names(md[key])}" for key, label in SIDES if md[key]]
+    lines += [f"  {d['key']}: {_short(d['a'])} -> {_short(d['b'])}" for d in md["different"]]
     s = r["summary"]
     lines.append(
         f"{s['compared']} tensor(s) compared; min cosine {_num(s['min_cosine'], '.6f')}, "

@@ -86,7 +86,7 @@ def test_an_existing_output_without_force_or_skip_existing_is_refused_before_any
         (["--template", "{stem}.{ext}", "--type", "Q8_0,F16"], EXIT_USAGE, "would both be written"),
         (["--template", "{stem}-{bits}.{ext}"], EXIT_USAGE, "unknown field {bits}"),
         (["--type", "Q9_9"], EXIT_USAGE, "Q9_9"),
-        (["--bits", "8", "--type", "Q8_0"], EXIT_USAGE, "not several"),
+        (["--bits", "4", "--type", "Q8_0"], EXIT_USAGE, "--bits 4 contradicts --type Q8_0"),
     ],
 )
 def test_bad_options_are_usage_errors_before_any_conversion(zoo, tmp_path, flags, code, message):

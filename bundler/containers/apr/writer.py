@@ -16,22 +16,9 @@ from bundler.codecs import get
 from bundler.codecs.facts import APRENDER_CODECS
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
+from bundler.containers.apr import schema as S
 from bundler.containers.apr.crc import header_crc
 from bundler.containers.apr.details import AprDetails
-from bundler.containers.apr.schema import (
-    APRENDER_MAX_METADATA,
-    HEADER_COMPILED,
-    HEADER_SIZE,
-    INDEX_ENTRY_COMPILED,
-    MAGIC,
-    MAX_METADATA_BYTES,
-    MAX_NAME_BYTES,
-    MAX_NDIM,
-    UNREADABLE_FLAGS,
-    VERSION,
-    Flags,
-    align,
-)
 from bundler.errors import (
     AprCompatibilityWarning,
     UsageError,
@@ -59,30 +46,30 @@ def write(
     _check_tensors(tensors)
     _check_compatibility(tensors, aprender)
     meta = _metadata_bytes(bundle, tensors)
-    if len(meta) > APRENDER_MAX_METADATA:
+    if len(meta) > S.APRENDER_MAX_METADATA:
         message = (
             f"the metadata JSON is {len(meta):,} bytes; aprender reads at most "
-            f"{APRENDER_MAX_METADATA:,}"
+            f"{S.APRENDER_MAX_METADATA:,}"
         )
         if aprender:
             raise UsageError(message)
         warnings.warn(message, AprCompatibilityWarning, stacklevel=2)
-    if len(meta) > MAX_METADATA_BYTES:
+    if len(meta) > S.MAX_METADATA_BYTES:
         raise UsageError(
             f"the metadata JSON is {len(meta):,} bytes; APR readers here take at most "
-            f"{MAX_METADATA_BYTES:,}"
+            f"{S.MAX_METADATA_BYTES:,}"
         )
 
     offsets, cursor = [], 0
     for t in tensors:
         offsets.append(cursor)
-        cursor += align(t.nbytes)
+        cursor += S.align(t.nbytes)
     index = b"".join(
         _entry_bytes(t, off)
         for t, off in sorted(zip(tensors, offsets, strict=True), key=lambda p: p[0].name.encode())
     )
-    index_offset = HEADER_SIZE + align(len(meta))
-    data_offset = index_offset + align(len(index))
+    index_offset = S.HEADER_SIZE + S.align(len(meta))
+    data_offset = index_offset + S.align(len(index))
     header = _header_bytes(_flags(bundle), len(tensors), len(meta), index_offset, data_offset)
 
     with atomic_output(path, force=force, check=_reads_back) as f:
@@ -109,7 +96,7 @@ class _CrcWriter:
         self.crc = zlib.crc32(data, self.crc)
 
     def pad(self, n: int) -> None:
-        extra = align(n) - n
+        extra = S.align(n) - n
         if extra:
             self.write(bytes(extra))
 
@@ -144,14 +131,14 @@ def _check_tensors(tensors: list[Tensor]) -> None:
                 f"tensor {t.name!r}: codec {t.codec.name} has no APR dtype code, so it "
                 "cannot be stored in an APR file"
             )
-        if len(t.name.encode("utf-8")) > MAX_NAME_BYTES:
+        if len(t.name.encode("utf-8")) > S.MAX_NAME_BYTES:
             raise UsageError(
                 f"tensor name {t.name[:40]!r}... is {len(t.name.encode()):,} bytes; APR "
-                f"allows at most {MAX_NAME_BYTES}"
+                f"allows at most {S.MAX_NAME_BYTES}"
             )
-        if len(t.shape) > MAX_NDIM:
+        if len(t.shape) > S.MAX_NDIM:
             raise UsageError(
-                f"tensor {t.name!r} has {len(t.shape)} dimensions; APR allows at most {MAX_NDIM}"
+                f"tensor {t.name!r} has {len(t.shape)} dimensions; APR allows at most {S.MAX_NDIM}"
             )
 
 
@@ -204,15 +191,15 @@ def _metadata_bytes(bundle: Bundle, tensors: list[Tensor]) -> bytes:
 def _flags(bundle: Bundle) -> int:
     info = AprDetails.of(bundle)
     flags = info.flags if info else 0
-    flags &= Flags.KNOWN & ~Flags.COLUMN_MAJOR
-    for bit, _ in UNREADABLE_FLAGS:
+    flags &= S.Flags.KNOWN & ~S.Flags.COLUMN_MAJOR
+    for bit, _ in S.UNREADABLE_FLAGS:
         flags &= ~bit
-    return flags | Flags.ROW_MAJOR
+    return flags | S.Flags.ROW_MAJOR
 
 
 def _entry_bytes(t: Tensor, offset: int) -> bytes:
     name = t.name.encode("utf-8")
-    return INDEX_ENTRY_COMPILED.build(
+    return S.INDEX_ENTRY_COMPILED.build(
         {
             "name_len": len(name),
             "name": name,
@@ -227,17 +214,17 @@ def _entry_bytes(t: Tensor, offset: int) -> bytes:
 
 def _header_bytes(flags: int, count: int, meta_size: int, index_at: int, data_at: int) -> bytes:
     fields = {
-        "magic": MAGIC,
-        "major": VERSION[0],
-        "minor": VERSION[1],
+        "magic": S.MAGIC,
+        "major": S.VERSION[0],
+        "minor": S.VERSION[1],
         "flags": flags,
         "tensor_count": count,
-        "metadata_offset": HEADER_SIZE,
+        "metadata_offset": S.HEADER_SIZE,
         "metadata_size": meta_size,
         "tensor_index_offset": index_at,
         "data_offset": data_at,
         "header_crc": 0,
         "reserved": bytes(20),
     }
-    fields["header_crc"] = header_crc(HEADER_COMPILED.build(fields))
-    return HEADER_COMPILED.build(fields)
+    fields["header_crc"] = header_crc(S.HEADER_COMPILED.build(fields))
+    return S.HEADER_COMPILED.build(fields)
