@@ -277,7 +277,11 @@ def test_typed_metadata_of_every_type_still_reads_exactly():
 _PEAK_PROBE = r"""
 import sys, tracemalloc
 import bundler
+import bundler.containers as formats
 from bundler.errors import BundlerError
+for name in formats.formats():  # every reader imported before memory is traced
+    formats.module(name)
+bundler.open
 tracemalloc.start()
 try:
     b = bundler.open(sys.argv[1])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.codecs.vectors import schemes
+from bundler.codecs.vectors import schemes as vq
 from bundler.codecs.vectors.schemes import Scheme, cosine
 from bundler.codecs.vectors.search import exact_scores, scores, top_k
 
@@ -73,15 +73,15 @@ def evaluate_scheme(
     truth: np.ndarray,
     k: int = 10,
     metric: str = "cosine",
-) -> tuple[SchemeReport, schemes.QuantizedVectors]:
+) -> tuple[SchemeReport, vq.QuantizedVectors]:
     """The figures of `scheme` on matrix x, given query rows and their exact neighbours."""
     scheme = Scheme.parse(scheme)
     # load the compiled kernels before timing
-    schemes.dequantize(schemes.quantize_matrix(x[:1], scheme))
+    vq.dequantize(vq.quantize_matrix(x[:1], scheme))
     start = time.perf_counter()
-    q = schemes.quantize_matrix(x, scheme)
+    q = vq.quantize_matrix(x, scheme)
     encoded = time.perf_counter()
-    decoded = schemes.dequantize(q)
+    decoded = vq.dequantize(q)
     done = time.perf_counter()
     cos = cosine(x, decoded)
     found = neighbours(scores(x[queries], q, metric), queries, k)
@@ -110,8 +110,8 @@ def evaluate(
     metric: str = "cosine",
 ) -> list[SchemeReport]:
     """Figures of every scheme (default all four) on collection x."""
-    x = schemes.as_matrix(x)
-    schemes.check_finite(x)
+    x = vq.as_matrix(x)
+    vq.check_finite(x)
     rows = sample_queries(len(x), queries)
     truth = ground_truth(x, rows, k, metric)
     return [evaluate_scheme(x, s, rows, truth, k, metric)[0] for s in (schemes or list(Scheme))]

@@ -41,5 +41,6 @@ class SafetensorsDetails(Details):
 
     def headline(self, size: str) -> str:
         typed = ", bundler typed-metadata convention" if self.convention else ""
-        header = f"{self.header_size:,}" if self.header_size is not None else "-"
-        return f"SafeTensors, header {header} bytes{typed}; {size}"
+        if self.header_size is None:  # a sharded checkpoint: one header per shard
+            return f"SafeTensors, sharded{typed}; {size}"
+        return f"SafeTensors, header {self.header_size:,} bytes{typed}; {size}"
