@@ -27,14 +27,15 @@ EXTERNAL_MIN_BYTES = 1024
 EXTERNAL_ALIGN = 64
 
 
-def write(bundle: Bundle, path: str, **options: Any) -> None:
-    """Write `bundle` as an ONNX model at `path`."""
+def write(bundle: Bundle, path: str, force: bool = True, **options: Any) -> None:
+    """Write `bundle` as an ONNX model at `path` (an existing `path` is refused unless
+    `force`)."""
     if options:
         raise UsageError(f"ONNX output takes no options ({', '.join(options)})")
     details = OnnxDetails.of(bundle)
     source = details.model if details else None
     model = onto_source(bundle, source) if source else weights_only(bundle)
-    save_model(model, path)
+    save_model(model, path, force=force)
 
 
 def onto_source(bundle: Bundle, source: str) -> Any:
