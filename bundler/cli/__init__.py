@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 #: Command modules under bundler.cli, in the order `--help` lists them.
 COMMANDS = (
-    "demo", "quantize", "batch", "run", "inspect", "validate", "diff", "types", "bench", "recipe",
-    "warmup", "vectors",
+    "demo", "quantize", "batch", "run", "inspect", "validate", "diff", "types", "benchmark",
+    "bench", "recipe", "warmup", "vectors",
 )  # fmt: skip
 
 

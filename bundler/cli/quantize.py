@@ -26,9 +26,13 @@ def _tensor_type(text: str) -> tuple[str, str]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
-    q.add_argument("input", help="GGUF, SafeTensors (file, index or directory) or APR")
+    q.add_argument("input", help="GGUF, SafeTensors (file, index or directory), APR or ONNX")
     add_plan_flags(q)
     add_affine_flags(q)
+    q.add_argument(
+        "--matmul-nbits", action="store_true",
+        help="ONNX to ONNX, 4-bit: MatMul weights as ONNX Runtime's MatMulNBits (com.microsoft)",
+    )  # fmt: skip
     add_output_flags(q)
     q.set_defaults(func=run_quantize)
 
@@ -130,6 +134,10 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
+    from bundler.cli import models
+
+    if models.is_native_rewrite(args):
+        return models.run_quantize(args)
     if args.threads:
         from bundler.codecs import set_threads
 

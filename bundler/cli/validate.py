@@ -22,7 +22,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate", help="check a model file's structure, checksums and scales (exit 5: invalid)"
     )
-    p.add_argument("file", help="GGUF (or a shard of a split set), SafeTensors, index, or APR")
+    p.add_argument("file", help="GGUF (or a shard of a split set), SafeTensors, index, APR or ONNX")
+    p.add_argument(
+        "quantized", nargs="?",
+        help="ONNX: a quantized version of FILE to compare with it (structure, weights, sizes, "
+        "both run in ONNX Runtime; exit 5 when an output falls under --threshold)",
+    )  # fmt: skip
+    p.add_argument("--detailed", action="store_true", help="two ONNX files: per-weight analysis")
+    p.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+        help="two ONNX files: the shape of a model input (dynamic dimensions default small)",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-value", action="append", default=[], metavar="NAME=NUMBER",
+        help="two ONNX files: fill this input with one value (e.g. a sample rate)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="two ONNX files: least cosine similarity of every output (default 0.99)",
+    )  # fmt: skip
+    p.add_argument(
+        "--samples", type=int, default=4, help="two ONNX files: generated input sets to run"
+    )
+    p.add_argument("--seed", type=int, default=0, help="two ONNX files: seed of the inputs")
     p.add_argument(
         "--strict",
         action="store_true",
@@ -34,6 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bundler.validate import validate
+
+    if args.quantized is not None:
+        from bundler.cli.models import run_validate_pair
+
+        return run_validate_pair(args)
 
     bars: list[Any] = []
     try:

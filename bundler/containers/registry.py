@@ -14,6 +14,7 @@ PACKAGES = {
     "gguf": "bundler.containers.gguf",
     "safetensors": "bundler.containers.safetensors",
     "apr": "bundler.containers.apr",
+    "onnx": "bundler.containers.onnx",
 }
 
 

@@ -41,5 +41,5 @@ def test_details_belong_only_to_bundles_of_their_format(name):
 def test_an_unknown_format_is_a_usage_error_listing_the_formats():
     from bundler.errors import UsageError
 
-    with pytest.raises(UsageError, match="valid formats: gguf, safetensors, apr"):
-        registry.get("onnx")
+    with pytest.raises(UsageError, match="valid formats: gguf, safetensors, apr, onnx"):
+        registry.get("tflite")

@@ -66,7 +66,9 @@ def test_a_file_that_is_not_a_model_exits_4_saying_what_it_looks_like(
     path.write_bytes(content)
     code, err = _run(command, path, tmp_path, smollm2_gguf)
     assert code == 4
-    assert err.startswith(f"bundler: error: {path} at byte 0: not a GGUF, SafeTensors or APR file")
+    assert err.startswith(
+        f"bundler: error: {path} at byte 0: not a GGUF, SafeTensors, APR or ONNX file"
+    )
     assert says in err
 
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from bundler.assets import (
     MINILM,
     MINILM_SHA256,
+    SILERO,
+    SILERO_SHA256,
     SMOLLM2,
     SMOLLM2_SHA256,
     AssetUnavailable,
     cache_dir,
     download,
     minilm_safetensors,
+    silero_vad_onnx,
     smollm2_gguf,
 )
 
@@ -25,12 +28,15 @@ LLAMA_CPP = ("llama-cpp-python", "0.3.36")
 __all__ = [
     "MINILM",
     "MINILM_SHA256",
+    "SILERO",
+    "SILERO_SHA256",
     "SMOLLM2",
     "SMOLLM2_SHA256",
     "AssetUnavailable",
     "cache_dir",
     "llama_cpp_sdist",
     "minilm_safetensors",
+    "silero_vad_onnx",
     "smollm2_gguf",
     "vocab_ggufs",
 ]

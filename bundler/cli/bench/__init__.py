@@ -61,6 +61,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_json_flag(h)
     h.set_defaults(func=_run_hostile)
+    o = kinds.add_parser(
+        "onnx", help="ONNX weight quantization vs ONNX Runtime's quantize_dynamic and 4-bit"
+    )
+    o.add_argument("--repeat", type=int, default=3, help="runs of each quantizer (best kept)")
+    add_json_flag(o)
+    o.set_defaults(func=_run_onnx)
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from bundler.bench.onnx import run
+    from bundler.cli.bench.onnx import human
+
+    emit(args, run(args.repeat), human)
+    return 0
 
 
 def _run_codecs(args: argparse.Namespace) -> int:

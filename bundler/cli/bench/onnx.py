@@ -1,0 +1,34 @@
+"""The report `bundler bench onnx` prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bundler.cli.output import table
+
+
+def human(result: dict[str, Any]) -> str:
+    body = []
+    for r in result["rows"]:
+        if "error" in r:
+            body.append([r["model"], r["quantizer"], "-", "-", "-", "-", "-", r["error"][:60]])
+            continue
+        body.append([
+            r["model"], r["quantizer"],
+            f"{r['seconds'] * 1000:.0f} ms" if "seconds" in r else "-",
+            f"{r['cosine']:.6f}" if "cosine" in r else "-",
+            f"{r['top1']:.3f}" if r.get("top1") is not None else "-",
+            f"{r['latency_seconds'] * 1000:.3f} ms",
+            f"{r['file_bytes'] / (1 << 20):.2f} MiB", "",
+        ])  # fmt: skip
+    head = ["model", "quantizer", "quantize", "cosine", "top-1", "latency", "size", ""]
+    lines = [table(body, head, "<<>>>>><")]
+    for s in result["speedups"]:
+        lines.append(
+            f"{s['model']} {s['bits']}: bundler {s['speedup']:.1f}x faster than ORT "
+            f"(target {s['target']:.0f}x); agreement "
+            f"{'no worse' if s['cosine_no_worse'] else 'WORSE'}"
+        )
+    for s in result["skipped"]:
+        lines.append(f"skipped {s['name']}: {s['skipped']}")
+    return "\n".join(lines)
