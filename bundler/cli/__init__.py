@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Only modules the interpreter has loaded already: a Ctrl-C while this module is imported
 # would escape main(); argparse and the rest are imported inside it.
+import _thread
 import gc
 import importlib
 import sys
@@ -36,8 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
+    """A Ctrl-C that lands in a callback Python ignores exceptions in (an import lock's
+    clean-up) is printed as "Exception ignored" and lost: raise it again in the main thread."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _thread.interrupt_main()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    sys.unraisablehook = _redeliver_interrupt
     try:
         return _main(argv)
     except KeyboardInterrupt:
