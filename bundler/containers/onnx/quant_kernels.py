@@ -12,6 +12,26 @@ TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit(cache=True, nogil=True)
+def _parameters(lo, hi, qmin, qmax, signed):  # pragma: no cover - compiled
+    """The float32 scale and the zero point of a block whose values span [lo, hi]."""
+    lo0 = min(np.float64(lo), 0.0)
+    hi0 = max(np.float64(hi), 0.0)
+    extreme = lo0 if -lo0 >= hi0 else hi0
+    scale = extreme / qmin if signed else (hi0 - lo0) / (qmax - qmin)
+    if lo == hi:
+        scale = abs(np.float64(lo))
+    if scale == 0.0:
+        scale = 1.0
+    s32 = np.float32(scale)
+    if s32 == 0:
+        s32 = TINY
+    zero = 0.0
+    if not signed:
+        zero = min(max(np.rint(qmin - lo0 / np.float64(s32)), qmin), qmax)
+    return s32, zero
+
+
+@njit(cache=True, nogil=True)
 def blocks(x, size, qmin, qmax, signed, codes, scales, zeros):  # pragma: no cover - compiled
     """x float32 [rows, k]; codes [rows, k] (int16); scales float32 / zeros int16 [rows,
     ceil(k / size)]."""
@@ -27,20 +47,7 @@ def blocks(x, size, qmin, qmax, signed, codes, scales, zeros):  # pragma: no cov
                 v = x[r, i]
                 lo = min(lo, v)
                 hi = max(hi, v)
-            lo0 = min(np.float64(lo), 0.0)
-            hi0 = max(np.float64(hi), 0.0)
-            extreme = lo0 if -lo0 >= hi0 else hi0
-            scale = extreme / qmin if signed else (hi0 - lo0) / (qmax - qmin)
-            if lo == hi:
-                scale = abs(np.float64(lo))
-            if scale == 0.0:
-                scale = 1.0
-            s32 = np.float32(scale)
-            if s32 == 0:
-                s32 = TINY
-            zero = 0.0
-            if not signed:
-                zero = min(max(np.rint(qmin - lo0 / np.float64(s32)), qmin), qmax)
+            s32, zero = _parameters(lo, hi, qmin, qmax, signed)
             scales[r, j] = s32
             zeros[r, j] = np.int16(zero)
             z32 = np.float32(zero)
@@ -72,20 +79,7 @@ def nbits(w, size, signed, packed, scales, zeros):  # pragma: no cover - compile
             for i in range(1, m):
                 lo = min(lo, column[i])
                 hi = max(hi, column[i])
-            lo0 = min(np.float64(lo), 0.0)
-            hi0 = max(np.float64(hi), 0.0)
-            extreme = lo0 if -lo0 >= hi0 else hi0
-            scale = extreme / qmin if signed else (hi0 - lo0) / (qmax - qmin)
-            if lo == hi:
-                scale = abs(np.float64(lo))
-            if scale == 0.0:
-                scale = 1.0
-            s32 = np.float32(scale)
-            if s32 == 0:
-                s32 = TINY
-            zero = 0.0
-            if not signed:
-                zero = min(max(np.rint(qmin - lo0 / np.float64(s32)), qmin), qmax)
+            s32, zero = _parameters(lo, hi, qmin, qmax, signed)
             scales[c, j] = s32
             zeros[c, j] = np.int16(zero)
             z32 = np.float32(zero)
