@@ -192,6 +192,10 @@ def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
         from bundler.codecs import set_threads
 
         set_threads(job.threads)
+    native = _native_format(job)
+    if native is not None:
+        _convert_native(native, job, result, force, dry_run)
+        return
     bundle, plan = plan_bundle(open_bundle(job.input), PlanOptions(**job.options))
     result.source_bytes, result.target_bytes = plan.source_bytes, plan.target_bytes
     if not dry_run and os.path.dirname(job.output):
@@ -203,6 +207,35 @@ def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
     )  # fmt: skip
     result.format = report.format
     result.outputs = report.outputs
+
+
+def _native_format(job: Job) -> Any | None:
+    """The input's format when it quantizes a model in its own format (rewriting the graph,
+    not just the weights) and the job writes that format; None otherwise."""
+    from bundler.containers import detect, module
+
+    fmt = module(detect(job.input))
+    native = hasattr(fmt, "quantize_native") and (job.format or fmt.NAME) == fmt.NAME
+    return fmt if native else None
+
+
+def _convert_native(fmt: Any, job: Job, result: Result, force: bool, dry_run: bool) -> None:
+    from bundler.plan.affine import native_arguments
+
+    if job.split_max_size or job.aprender:
+        raise UsageError(f"--split-max-size and --aprender do not apply to {fmt.TITLE} output")
+    if not dry_run and os.path.dirname(job.output):
+        os.makedirs(os.path.dirname(job.output), exist_ok=True)
+    report = fmt.quantize_native(
+        job.input, job.output, **native_arguments(job.type),
+        tensor_types=list(job.options.get("tensor_types") or ()),
+        allow_requantize=job.options.get("allow_requantize", False),
+        force=force or dry_run, dry_run=dry_run,
+    )  # fmt: skip
+    result.format = fmt.NAME
+    result.source_bytes = report["weight_bytes_before"]
+    result.target_bytes = report["weight_bytes_after"]
+    result.outputs = report["outputs"]
 
 
 def _fail(result: Result, exc: BaseException, code: int, message: str | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any
 
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
@@ -26,6 +27,19 @@ from bundler.plan.rules import quantizable
 def is_affine(type_name: str | None) -> bool:
     """True when `type_name` names an affine codec (int4, int8:channel, ...)."""
     return isinstance(type_name, str) and looks_affine(type_name)
+
+
+def native_arguments(codec: str) -> dict[str, Any]:
+    """An affine codec as the arguments of a format's `quantize_native` (formats that rewrite
+    a model around its own dequantize operator take int8/uint8/int4/uint4 and a layout)."""
+    if not is_affine(codec):
+        raise UsageError(f"a model rewritten in its own format takes an affine codec, not {codec}")
+    scheme = AffineCodec(codec).scheme
+    return {
+        "type": ("" if scheme.symmetric else "u") + f"int{scheme.bits}",
+        "per_channel": scheme.granularity == "channel",
+        "group_size": scheme.group_size if scheme.granularity == "group" else None,
+    }
 
 
 def plan_bundle(

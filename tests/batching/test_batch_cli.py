@@ -207,3 +207,26 @@ def test_on_a_terminal_one_progress_bar_goes_over_the_models_on_stderr(zoo, tmp_
     assert b"batch:" in bar and b"0/2" in bar and b"1/2" in bar and b"model/s" in bar
     assert "[1/2]" not in done.stdout  # the per-model lines are for pipes and files only
     assert " ok " in done.stdout  # the closing table
+
+
+def test_an_onnx_model_is_rewritten_runnable_as_quantize_rewrites_it(silero_vad_onnx, tmp_path):
+    import onnxruntime
+
+    src, out = silero_vad_onnx["silero_vad.onnx"], tmp_path / "out"
+    done = run_cli("batch", str(src), "-o", str(out), "--json")  # quantize-rs's default: int8
+    assert done.returncode == 0, done.stderr
+    [r] = json.loads(done.stdout)["results"]
+    assert r["status"] == "ok" and r["source_bytes"] > 3.5 * r["target_bytes"]
+    alone = tmp_path / "alone.onnx"
+    run_cli("quantize", str(src), "-o", str(alone), "--type", "int8", check=True)
+    written = out / "silero_vad-INT8.onnx"
+    assert written.read_bytes() == alone.read_bytes()
+    onnxruntime.InferenceSession(str(written))  # the graph is whole: ONNX Runtime loads it
+
+
+def test_an_onnx_model_refuses_a_block_codec_by_name(silero_vad_onnx, tmp_path):
+    src = silero_vad_onnx["silero_vad.onnx"]
+    done = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--type", "Q4_K_M")
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "takes an affine codec, not Q4_K_M" in done.stderr
+    assert not any((tmp_path / "out").glob("*.onnx"))
