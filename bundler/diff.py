@@ -110,8 +110,17 @@ def diff(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Compare the model files at `path_a` and `path_b`."""
-    from bundler.codecs.affine.checkpoint import dequantized
-    from bundler.containers import open_bundle
-
-    a, b = (dequantized(open_bundle(p)) for p in (path_a, path_b))
+    a, b = (_as_floats(p) for p in (path_a, path_b))
     return diff_bundles(a, b, threshold, progress)
+
+
+def _as_floats(path: str | os.PathLike[str]) -> Bundle:
+    """The model at `path` with quantized weights as the floats they stand for: affine
+    groups decoded, and whatever the format itself computes from integer constants (its
+    optional `dequantized`, e.g. ONNX's DequantizeLinear weights)."""
+    from bundler.codecs.affine.checkpoint import dequantized
+    from bundler.containers import module, open_bundle
+
+    bundle = dequantized(open_bundle(path))
+    own = getattr(module(bundle.format), "dequantized", None)
+    return own(bundle) if own is not None else bundle

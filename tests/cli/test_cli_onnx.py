@@ -11,6 +11,7 @@ import pytest
 from conftest import run_cli
 
 from bundler.containers.onnx import samples
+from bundler.errors import EXIT_VALIDATION
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,18 @@ def test_diff_compares_two_onnx_files(pair, tmp_path):
     run_cli("convert", str(pair[0]), "-o", str(same), check=True)
     done = run_cli("diff", str(pair[0]), str(same), "--json")
     assert done.returncode == 0, done.stderr
+
+
+def test_diff_compares_each_quantized_weight_with_the_original(pair):
+    done = run_cli("diff", str(pair[0]), str(pair[1]), "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    weights = {"conv1.weight", "conv2.weight", "fc.weight"}
+    compared = {t["name"]: t for t in r["tensors"]}
+    assert weights <= set(compared) and r["only_in_a"] == [] and r["only_in_b"] == []
+    assert all(0.999 < compared[w]["cosine"] < 1.0 for w in weights)  # int8: close, not equal
+    gate = run_cli("diff", str(pair[0]), str(pair[1]), "--threshold", "0.9999999")
+    assert gate.returncode == EXIT_VALIDATION and "conv1.weight" in gate.stderr
 
 
 def test_benchmark_reports_both_models(pair):

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from bundler.bundle import Bundle, Tensor
+from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import Scope, scopes, sites
 from bundler.containers.onnx.quant import dequantize, expand_blocks
 from bundler.containers.onnx.reader import external_info, load_model
@@ -76,19 +78,51 @@ def float_weights(model: Any) -> dict[str, np.ndarray]:
 def dequantized_weights(model: Any) -> dict[str, tuple[np.ndarray, str]]:
     """The weights a quantized model computes from constants: DequantizeLinear outputs and
     MatMulNBits weights (as [K, N]), by the name the original weight had, with a label."""
-    found = {}
+    return {name: (value, label) for name, value, label, _ in _computed_weights(model)}
+
+
+def _computed_weights(model: Any) -> list[tuple[str, np.ndarray, str, list[str]]]:
+    """Each weight computed from constants: its name, value, label and the constants it is
+    computed from (the integer pieces a quantized model stores)."""
+    found = []
     for scope in scopes(model.graph):
         for node in scope.graph.node:
             if node.op_type == "DequantizeLinear":
-                value = _dequantize_linear(scope, node)
-                if value is not None:
-                    found[scope.prefix + node.output[0]] = value
+                value, name = _dequantize_linear(scope, node), node.output[0]
             elif node.op_type == "MatMulNBits":
-                value = _matmul_nbits(scope, node)
-                if value is not None:
-                    name = node.input[1].removesuffix("_MatMulNBits_B")
-                    found[scope.prefix + name] = value
+                value, name = (
+                    _matmul_nbits(scope, node),
+                    node.input[1].removesuffix("_MatMulNBits_B"),
+                )
+            else:
+                continue
+            if value is not None:
+                first = 0 if node.op_type == "DequantizeLinear" else 1
+                pieces = [scope.prefix + i for i in node.input[first:] if i]
+                found.append((scope.prefix + name, *value, pieces))
     return found
+
+
+def dequantized_bundle(bundle: Bundle) -> Bundle:
+    """The bundle with each weight the model computes from integer constants given as the
+    float tensor it computes, under the original weight's name, instead of its pieces (what
+    `diff` compares against the unquantized model)."""
+    details = OnnxDetails.of(bundle)
+    if details is None or details.model is None:
+        return bundle
+    computed = _computed_weights(load_for_rewrite(details.model))
+    if not computed:
+        return bundle
+    pieces = {p for *_, used in computed for p in used}
+    out = Bundle(bundle.metadata, format=bundle.format, path=bundle.path,
+                 format_info=bundle.format_info)  # fmt: skip
+    for name, tensor in bundle.tensors.items():
+        if name not in pieces:
+            out.add(tensor)
+    for name, value, _, _ in computed:
+        if name not in out.tensors:
+            out.add(Tensor.from_array(name, value))
+    return out
 
 
 def _dequantize_linear(scope: Scope, node: Any) -> tuple[np.ndarray, str] | None:

@@ -81,6 +81,13 @@ def compare_models(original: str, quantized: str, **options: Any) -> dict[str, A
     return validate_pair(original, quantized, **options)
 
 
+def dequantized(bundle: Bundle) -> Bundle:
+    """The bundle with quantized weights as the floats the model computes (compare.py)."""
+    from bundler.containers.onnx.compare import dequantized_bundle
+
+    return dequantized_bundle(bundle)
+
+
 def benchmark_models(original: str, quantized: str, **options: Any) -> dict[str, Any]:
     """Load time, latency, peak memory and size of two models (benchmark.py)."""
     from bundler.containers.onnx.benchmark import benchmark
@@ -90,6 +97,6 @@ def benchmark_models(original: str, quantized: str, **options: Any) -> dict[str,
 
 __all__ = [
     "DETAILS", "EXTENSIONS", "NAME", "SPLIT_OPTION", "TITLE", "WRITES_FOLDER",
-    "benchmark_models", "check", "check_strict", "compare_models", "describe",
+    "benchmark_models", "check", "check_strict", "compare_models", "dequantized", "describe",
     "quantize_native", "read", "read_header", "save_model", "sniff", "sniff_path", "write",
 ]  # fmt: skip
