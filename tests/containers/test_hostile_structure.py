@@ -89,6 +89,20 @@ def test_zero_byte_tensor_with_a_huge_dimension_is_refused_everywhere(tmp_path, 
     _cli_refuses(path, tmp_path, "gguf" if fmt != "gguf" else "safetensors")
 
 
+def test_an_onnx_zero_byte_tensor_with_a_huge_dimension_is_refused_everywhere(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    huge = helper.make_tensor("a", TensorProto.FLOAT, [0, 2**62, 16], b"", raw=True)
+    graph = helper.make_graph([], "g", [], [], initializer=[huge])
+    path = tmp_path / "in.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(FormatError, match=r"tensor 'a': .*cannot be materialized") as info:
+        bundler.open(path)
+    assert info.value.path == str(path)
+    _cli_refuses(path, tmp_path, "safetensors")
+
+
 # ------------------------------------------------------------------------ 2. dimension limits
 
 

@@ -12,10 +12,11 @@ import numpy as np
 
 from bundler.bundle import ArraySource, Bundle, BytesSource, FileSource, Metadata, Tensor
 from bundler.codecs import get
+from bundler.containers.limits import shape_problem
 from bundler.containers.onnx import deps
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import CONSTANT_LISTS, Site, scopes, sites
-from bundler.containers.onnx.schema import ELEMENT_TYPES, NAME, WIDENED, type_name
+from bundler.containers.onnx.schema import ELEMENT_TYPES, MAX_DIMS, NAME, WIDENED, type_name
 from bundler.errors import FileNotFound, FormatError, TruncatedError
 
 #: TensorProto.data_location of tensors kept in an external file.
@@ -165,6 +166,9 @@ def proto_tensor(path: str, name: str, proto: Any) -> Tensor | None:
     shape = tuple(int(d) for d in proto.dims)
     if any(d < 0 for d in shape):
         raise FormatError(path, None, f"tensor {name!r}: negative dimension in {list(shape)}")
+    problem = shape_problem(shape, MAX_DIMS)
+    if problem:
+        raise FormatError(path, None, f"tensor {name!r}: {problem}")
     n = math.prod(shape)
     packed = proto.data_type in WIDENED
     expected = (n + 1) // 2 if packed else codec.facts.nbytes(shape)

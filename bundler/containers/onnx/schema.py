@@ -8,6 +8,8 @@ bundle's metadata under `onnx.skipped` instead.
 from __future__ import annotations
 
 NAME = "onnx"
+#: Most dimensions a tensor may have here (ONNX sets none; numpy allows 64).
+MAX_DIMS = 32
 
 #: ONNX element type number -> (ONNX name, codec name or None).
 ELEMENT_TYPES: dict[int, tuple[str, str | None]] = {
