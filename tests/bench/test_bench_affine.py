@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import onnxruntime  # noqa: F401  (a test dependency: its absence fails, never skips)
 from conftest import run_cli
-
-pytest.importorskip("onnxruntime")
 
 
 def test_affine_bench_measures_each_codec_beside_onnxruntime_on_the_same_matrix():

@@ -364,9 +364,7 @@ def _classify(path: Path, workdir: Path) -> Outcome:
             if exc.path is None:
                 return Outcome("untyped", f"FormatError without a path: {exc}")
             return Outcome(f"refused:{type(exc).__name__}", exc.problem)
-        except BundlerError as exc:
-            return Outcome(f"refused:{type(exc).__name__}", str(exc))
-        except Exception as exc:
+        except Exception as exc:  # a broken file is a FormatError naming it, nothing else
             return Outcome("untyped", f"{type(exc).__name__}: {exc}")
         try:
             list(b.metadata.typed_items())

@@ -4,13 +4,12 @@ parameters, and decoding equals DequantizeLinear, per tensor, per axis and block
 from __future__ import annotations
 
 import numpy as np
+import onnx  # a test dependency: its absence is a failure, not a skip
 import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 from bundler.codecs.affine import AffineCodec
-
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 RNG = np.random.default_rng(21)
 X = (RNG.standard_normal((16, 128)) * np.geomspace(0.001, 10, 16)[:, None]).astype(np.float32)
@@ -65,7 +64,8 @@ def _model(codec: AffineCodec, enc, quantize: bool) -> onnx.ModelProto:
 def _run(model, x, runtime):
     if runtime == "reference":
         return ReferenceEvaluator(model).run(None, {"x": x})[0]
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {"x": x})[0]
 
