@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -74,23 +76,38 @@ def exact_error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = 
 
 
 def _kernel_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
-    from bundler.stats_kernel import partial_sums
+    from bundler.codecs.kernels import announced
+
+    partial_sums = announced("bundler.stats_kernel", "error statistics").partial_sums
 
     parts = partial_sums(a, b)
     sq_err, abs_err, dot, sq_a, sq_b = (float(parts[:, i].sum()) for i in (0, 1, 3, 4, 5))
     return _Sums(sq_err, abs_err, float(parts[:, 2].max(initial=0.0)), dot, sq_a, sq_b)
 
 
+#: Values converted to Python floats at a time by the exact sums (bounds their memory).
+_EXACT_CHUNK = 1 << 16
+
+
 def _exact_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
-    a, b = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
-    e = a - b
+    a, b = a.reshape(-1), b.reshape(-1)
+
+    def pieces(term: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Iterator[np.ndarray]:
+        for i in range(0, a.size, _EXACT_CHUNK):
+            x, y = (v[i : i + _EXACT_CHUNK].astype(np.float64) for v in (a, b))
+            yield term(x, y)
+
+    def fsum(term: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
+        # math.fsum is exactly rounded over everything it is given, however it arrives
+        return math.fsum(itertools.chain.from_iterable(p.tolist() for p in pieces(term)))
+
     return _Sums(
-        sq_err=math.fsum((e * e).tolist()),
-        abs_err=math.fsum(np.abs(e).tolist()),
-        max_err=float(np.abs(e).max(initial=0.0)),
-        dot=math.fsum((a * b).tolist()),
-        sq_a=math.fsum((a * a).tolist()),
-        sq_b=math.fsum((b * b).tolist()),
+        sq_err=fsum(lambda x, y: (x - y) * (x - y)),
+        abs_err=fsum(lambda x, y: np.abs(x - y)),
+        max_err=max((float(p.max()) for p in pieces(lambda x, y: np.abs(x - y))), default=0.0),
+        dot=fsum(lambda x, y: x * y),
+        sq_a=fsum(lambda x, y: x * x),
+        sq_b=fsum(lambda x, y: y * y),
     )
 
 
