@@ -60,6 +60,26 @@ def import_kernels(module_name: str) -> dict[str, Kernel]:
     }
 
 
+@functools.cache
+def announced(module_name: str, label: str) -> Any:
+    """A kernel module whose compiled functions are each wrapped by `first_call`, so that
+    their compilation is announced ("the affine kernels") and the thread count applies; for
+    families called function by function rather than through a `Kernel` pair."""
+    from types import SimpleNamespace
+
+    with collector_paused():
+        module = importlib.import_module(module_name)
+    from numba.core.dispatcher import Dispatcher
+
+    return SimpleNamespace(
+        **{
+            name: first_call(f, label) if isinstance(f, Dispatcher) else f
+            for name, f in vars(module).items()
+            if not name.startswith("__")
+        }
+    )
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off within the block (back on if it was on)."""
@@ -78,6 +98,8 @@ def collector_paused() -> Iterator[None]:
 COMPILED: Counter[str] = Counter()
 #: True while `bundler warmup` compiles (the notice then gives no hint to run it).
 AHEAD_OF_TIME = [False]
+#: Labels whose compilation this process has announced (one line per label, not per function).
+_ANNOUNCED: set[str] = set()
 #: First calls run one at a time, so that one compilation is announced once.
 _FIRST_CALLS = threading.RLock()
 
@@ -93,8 +115,9 @@ class _CompileReporter:
         self.bar: Any = None  # a tqdm bar on a terminal
 
     def on_start(self, event: Any) -> None:
-        if not self.announced:
+        if not self.announced and self.label not in _ANNOUNCED:
             self.announced = True
+            _ANNOUNCED.add(self.label)
             hint = "" if AHEAD_OF_TIME[0] else " (`bundler warmup` compiles them ahead)"
             print(
                 f"bundler: compiling the {self.label} kernels once, cached in "

@@ -1,5 +1,6 @@
-"""Compiling the codec kernels ahead of their first use (`bundler warmup`), for images and
-CI runs that should not pay for it during a conversion."""
+"""Compiling the kernels ahead of their first use (`bundler warmup`), for images and CI runs
+that should not pay for it during a conversion: every block codec's, and the families
+called function by function (affine integers, embedding vectors, error statistics)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from bundler.codecs import kernels
 from bundler.codecs.registry import Codec, all_codecs, get
+from bundler.errors import UsageError
 
 #: Columns of the sample each codec encodes: a whole number of blocks of every codec.
 _SAMPLE_COLS = 256
@@ -22,17 +24,60 @@ def compiled_codecs() -> list[str]:
     return [c.name for c in all_codecs() if c.facts.has_kernels and c.facts.is_block]
 
 
-def warmup(names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Compile, or load from the cache, the encode and decode kernels of `names` (default:
-    every compiled codec), for writable and read-only (memory-mapped) arrays alike.
+def _sample() -> np.ndarray:
+    return np.linspace(-1.0, 1.0, 2 * _SAMPLE_COLS, dtype=np.float32).reshape(2, _SAMPLE_COLS)
 
-    Returns per codec the functions compiled now (0: they were cached) and the seconds.
+
+def _warm_affine() -> None:
+    # every code width and calibration search the kernels specialize on
+    for spec in ("int8:channel", "int8:asym", "int4:g32:asym", "int16", "int16:asym",
+                 "int8:channel:mse", "int4:g32:entropy"):  # fmt: skip
+        codec = get(spec)
+        for writable in (True, False):
+            x = _sample()
+            x.setflags(write=writable)
+            codec.decode(codec.encode(x))
+
+
+def _warm_vectors() -> None:
+    from bundler.codecs import vectors
+
+    x = _sample()
+    for scheme in vectors.Scheme:
+        q = vectors.quantize(x, scheme)
+        q.dequantize()
+        vectors.search(x[:1], q, k=1)
+
+
+def _warm_stats() -> None:
+    from bundler.stats import error_stats
+
+    error_stats(_sample(), _sample(), 1)
+
+
+#: Kernel families compiled function by function -> (their label in COMPILED, warm-up).
+FAMILIES = {
+    "affine": ("affine", _warm_affine),
+    "vectors": ("vector", _warm_vectors),
+    "stats": ("error statistics", _warm_stats),
+}
+
+
+def warmup(names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compile, or load from the cache, the kernels of `names`: codecs (their encode and
+    decode kernels, for writable and read-only (memory-mapped) arrays alike) or families
+    (`affine`, `vectors`, `stats`); default: every compiled codec and every family.
+
+    Returns per name the functions compiled now (0: they were cached) and the seconds.
     """
-    chosen = [get(n) for n in names] if names else [get(n) for n in compiled_codecs()]
+    names = list(names) if names else [*compiled_codecs(), *FAMILIES]
+    for name in names:
+        if name not in FAMILIES:
+            _check_codec(name)
     started = time.perf_counter()
     kernels.AHEAD_OF_TIME[0] = True
     try:
-        rows = [_warm(codec) for codec in chosen]
+        rows = [_warm_family(n) if n in FAMILIES else _warm(get(n)) for n in names]
     finally:
         kernels.AHEAD_OF_TIME[0] = False
     return {
@@ -43,11 +88,31 @@ def warmup(names: Sequence[str] | None = None) -> dict[str, Any]:
     }
 
 
+def _check_codec(name: str) -> None:
+    codec = get(name)  # UnknownCodecError for a name no codec has
+    if not isinstance(codec, Codec):
+        raise UsageError(
+            f"{name} is one of a family's codecs: warm up its family ({', '.join(FAMILIES)})"
+        )
+
+
+def _warm_family(name: str) -> dict[str, Any]:
+    label, warm = FAMILIES[name]
+    before = kernels.COMPILED[label]
+    started = time.perf_counter()
+    warm()
+    return {
+        "codec": name,
+        "compiled_functions": kernels.COMPILED[label] - before,
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def _warm(codec: Codec) -> dict[str, Any]:
     labels = (f"{codec.name} encoder", f"{codec.name} decoder")
     before = sum(kernels.COMPILED[label] for label in labels)
     started = time.perf_counter()
-    x = np.linspace(-1.0, 1.0, 2 * _SAMPLE_COLS, dtype=np.float32).reshape(2, _SAMPLE_COLS)
+    x = _sample()
     for writable in (True, False):
         x.setflags(write=writable)
         raw = codec.encode(x)
@@ -64,7 +129,7 @@ def _cache_dirs() -> list[str]:
     """Where the compiler caches the kernels of the loaded kernel modules."""
     found = set()
     for name, module in list(sys.modules.items()):
-        if not name.startswith("bundler.codecs.") or module is None:
+        if not name.startswith("bundler.") or module is None:
             continue
         for value in vars(module).values():
             path = getattr(getattr(value, "stats", None), "cache_path", None)

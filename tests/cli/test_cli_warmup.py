@@ -79,9 +79,27 @@ def test_the_first_conversion_says_on_stderr_that_it_compiles_and_where(tmp_path
 
 @pytest.mark.parametrize(
     ("codecs", "says"),
-    [("q9_9", "unknown codec"), ("iq2_xxs", "can be stored and copied but not encoded")],
+    [
+        ("q9_9", "unknown codec"),
+        ("iq2_xxs", "can be stored and copied but not encoded"),
+        ("int8", "warm up its family (affine, vectors, stats)"),
+    ],
 )
 def test_warmup_of_a_codec_without_kernels_is_a_usage_error(tmp_path, codecs, says):
     done = run_cli("warmup", "--codecs", codecs, env=_env(tmp_path))
     assert done.returncode == 2
     assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_affine_quantize_says_it_compiles_then_warmup_of_its_family_leaves_nothing_to_do(
+    tmp_path, small_model
+):
+    cache = tmp_path / "kernels"
+    args = ["quantize", str(small_model), "--type", "int4", "--group-size", "32", "--asym"]
+    cold = run_cli(*args, "-o", str(tmp_path / "a.safetensors"), env=_env(cache), check=True)
+    assert "bundler: compiling the affine kernels once, cached in " + str(cache) in cold.stderr
+    assert cold.stderr.count("compiling the affine kernels") == 1  # one line, not per function
+    fresh = tmp_path / "fresh"
+    run_cli("warmup", "--codecs", "affine", env=_env(fresh), check=True)
+    warm = run_cli(*args, "-o", str(tmp_path / "b.safetensors"), env=_env(fresh), check=True)
+    assert "compiling" not in warm.stderr

@@ -152,8 +152,10 @@ def _best_factor(slices, lo0, hi0, factors, quantizer) -> np.ndarray:
     """For each slice, the factor (of its row of candidates) of least squared error: the
     candidates are ranked by the fast approximate errors, then the best few and the first
     (the widest) are compared exactly; the first wins ties."""
-    from bundler.codecs.affine import kernels
     from bundler.codecs.affine.arithmetic import parameters
+    from bundler.codecs.kernels import announced
+
+    kernels = announced("bundler.codecs.affine.kernels", "affine")
 
     def params(f):
         s, z = parameters(
@@ -198,7 +200,9 @@ class Entropy(Method):
     def ranges(self, slices, lo, hi, quantizer):
         if quantizer.bits > ENTROPY_MAX_BITS:
             return lo, hi
-        from bundler.codecs.affine import kernels
+        from bundler.codecs.kernels import announced
+
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
 
         levels = 1 << (quantizer.bits - 1)
         length = slices.shape[1]

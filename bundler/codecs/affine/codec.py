@@ -110,7 +110,9 @@ class AffineCodec:
     def encode(self, x: Any, calibration: Calibration | None = None) -> Encoded:
         """Calibrate and quantize `x` (refusing NaN and infinity with their position);
         `calibration`, when given, is what `calibrate(x)` returned."""
-        from bundler.codecs.affine import kernels
+        from bundler.codecs.kernels import announced
+
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
@@ -141,7 +143,9 @@ class AffineCodec:
     def _encode_groups(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
         """MinMax groups with float32 scales in one compiled pass (None: a row held a
         non-finite value; the general path then reports where)."""
-        from bundler.codecs.affine import kernels
+        from bundler.codecs.kernels import announced
+
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
 
         p, s, q = layout.view3
         codes = np.empty(x.shape, dtype=self.code_dtype)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.codecs.vectors import kernels
+from bundler.codecs.kernels import announced
 from bundler.errors import (
     DataCorrupted,
     DecodingFailed,
@@ -20,6 +20,11 @@ from bundler.errors import (
     InvalidDimension,
     InvalidScheme,
 )
+
+
+def compiled_kernels():
+    """The compiled vector kernels, loaded (and compiled, said on stderr) on first use."""
+    return announced("bundler.codecs.vectors.kernels", "vector")
 
 
 class Scheme(enum.Enum):
@@ -262,7 +267,7 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
     if scheme in (Scheme.QINT8, Scheme.QINT4):
         high = np.empty(n, np.float32)
         bad = np.empty(n, np.uint8)
-        kernels.row_ranges(x, low, high, bad)
+        compiled_kernels().row_ranges(x, low, high, bad)
         _raise_non_finite(x, np.flatnonzero(bad))
         with np.errstate(over="ignore"):
             overflow = np.flatnonzero(~np.isfinite(high - low))
@@ -274,17 +279,17 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
             err.index = int(overflow[0])
             raise err
         if scheme == Scheme.QINT8:
-            kernels.qint8_encode(x, low, high, data.view(np.int8), scale)
+            compiled_kernels().qint8_encode(x, low, high, data.view(np.int8), scale)
         else:
-            kernels.qint4_encode(x, low, high, data, scale)
+            compiled_kernels().qint4_encode(x, low, high, data, scale)
     elif scheme == Scheme.BINARY:
-        kernels.binary_encode(x, data, low)
+        compiled_kernels().binary_encode(x, data, low)
         # a NaN or infinity makes the mean non-finite (so may a sum that overflows)
         _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
     else:
         special = np.empty(n, np.uint8)
-        kernels.f16_encode(x, data.view("<u2"))
-        kernels.f16_specials(data.view("<u2"), special)
+        compiled_kernels().f16_encode(x, data.view("<u2"))
+        compiled_kernels().f16_specials(data.view("<u2"), special)
         # a NaN or infinity gives an all-ones exponent (so does a finite value above 65504)
         _raise_non_finite(x, np.flatnonzero(special))
         low[:] = 0
@@ -305,13 +310,13 @@ def dequantize(q: QuantizedVectors | QuantizedVector, out: np.ndarray | None = N
     ):
         raise DecodingFailed("a scale or min is not finite: the codes cannot be dequantized")
     if q.scheme == Scheme.QINT8:
-        kernels.qint8_decode(q.data.view(np.int8), q.scale, q.min, out)
+        compiled_kernels().qint8_decode(q.data.view(np.int8), q.scale, q.min, out)
     elif q.scheme == Scheme.QINT4:
-        kernels.qint4_decode(q.data, q.scale, q.min, out)
+        compiled_kernels().qint4_decode(q.data, q.scale, q.min, out)
     elif q.scheme == Scheme.BINARY:
-        kernels.binary_decode(q.data, out)
+        compiled_kernels().binary_decode(q.data, out)
     else:
-        kernels.f16_decode(q.data.view("<u2"), out)
+        compiled_kernels().f16_decode(q.data.view("<u2"), out)
     return out
 
 

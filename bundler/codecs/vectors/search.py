@@ -18,8 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from bundler.codecs.vectors import kernels
-from bundler.codecs.vectors.schemes import QuantizedVectors, Scheme, as_matrix, quantize_matrix
+from bundler.codecs.vectors.schemes import (
+    QuantizedVectors,
+    Scheme,
+    as_matrix,
+    compiled_kernels,
+    quantize_matrix,
+)
 from bundler.errors import InvalidDimension, UsageError
 
 #: Database vectors turned into code values per block (bounds the temporary memory).
@@ -47,7 +52,7 @@ def _codes_block(q: QuantizedVectors, start: int, stop: int) -> np.ndarray:
         return u[:, : q.dim]
     if q.scheme == Scheme.FP16:
         out = np.empty((len(data), q.dim), np.float32)
-        kernels.f16_decode(data.view("<u2"), out)
+        compiled_kernels().f16_decode(data.view("<u2"), out)
         return out
     raise UsageError(f"{q.scheme.value} codes have no values to multiply; use hamming")
 

@@ -145,7 +145,9 @@ def _blocked(x: np.ndarray, scheme: Scheme, axis: int) -> Quantized:
 
 def _compiled(x: np.ndarray, scheme: Scheme, axis: int | None) -> Quantized:
     """float32 weights through the compiled loop: every granularity as rows of blocks."""
-    from bundler.containers.onnx.quant_kernels import blocks
+    from bundler.codecs.kernels import announced
+
+    blocks = announced("bundler.containers.onnx.quant_kernels", "ONNX quantization").blocks
 
     if scheme.granularity == "tensor":
         rows, size = x.reshape(1, -1), x.size
@@ -188,7 +190,9 @@ def nbits_layout(w: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray,
     size = scheme.block_size
     blocks = -(-k // size)
     if w.dtype == np.float32 and w.size >= COMPILED_MIN_VALUES:
-        from bundler.containers.onnx.quant_kernels import nbits
+        from bundler.codecs.kernels import announced
+
+        nbits = announced("bundler.containers.onnx.quant_kernels", "ONNX quantization").nbits
 
         packed = np.empty((n, blocks, size // 2), np.uint8)
         scales = np.empty((n, blocks), np.float32)
