@@ -49,6 +49,7 @@ def plan_bundle(
     (`name_rules` as for `make_plan`)."""
     if options is None or options.type is None:
         return bundle, make_plan(bundle, options, name_rules)
+    input_bytes = sum(t.nbytes for t in bundle.tensors.values())
     found = checkpoint.groups(bundle)
     if found:
         if _quantized_target(options) and not options.allow_requantize:
@@ -61,7 +62,9 @@ def plan_bundle(
             )
         bundle = checkpoint.dequantized(bundle, found)
     if not is_affine(options.type):
-        return bundle, make_plan(bundle, options, name_rules)
+        plan = make_plan(bundle, options, name_rules)
+        plan.input_bytes = input_bytes if found else None
+        return bundle, plan
     chooser = _Chooser(options)
     quantized, codecs = checkpoint.quantize_bundle(bundle, chooser.codec_for)
     if chooser.requantized and not options.allow_requantize:
@@ -73,6 +76,7 @@ def plan_bundle(
             "do it anyway"
         )
     plan = make_plan(quantized, None)
+    plan.input_bytes = input_bytes
     origin = {}
     for name, codec in codecs.items():
         source = bundle.tensors[name]

@@ -98,9 +98,14 @@ class Plan:
     choices: list[Choice]
     file_type: FileType | None
     metadata_updates: dict[str, tuple[int, ValueType]] = field(default_factory=dict)
+    #: the input's tensor bytes when the choices describe a bundle made from it (affine
+    #: groups decoded or made before planning), else None: the choices' own sources
+    input_bytes: int | None = None
 
     @property
     def source_bytes(self) -> int:
+        if self.input_bytes is not None:
+            return self.input_bytes
         return sum(c.source_bytes for c in self.choices)
 
     @property

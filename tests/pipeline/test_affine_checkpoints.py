@@ -304,3 +304,19 @@ def test_diff_compares_affine_weights_as_the_floats_they_decode_to(tmp_path, min
     dense = rows["encoder.layer.0.intermediate.dense.weight"]
     assert 0 < dense["rmse"] < 1e-3 and dense["cosine"] > 0.9999
     assert rows["encoder.layer.0.output.LayerNorm.weight"]["rmse"] == 0
+
+
+def test_an_affine_plan_counts_the_input_it_was_made_from(minilm_safetensors, tmp_path):
+    from bundler.plan import PlanOptions
+    from bundler.plan.affine import plan_bundle
+
+    source = bundler.open(minilm_safetensors)
+    input_bytes = sum(t.nbytes for t in source.tensors.values())
+    _, plan = plan_bundle(source, PlanOptions(type="int8"))
+    assert plan.source_bytes == input_bytes  # not the quantized pieces' own bytes
+    assert 3.5 < plan.source_bytes / plan.target_bytes < 4.0  # int8 of float32 weights
+    report = bundler.quantize(minilm_safetensors, tmp_path / "i8.safetensors", "int8")
+    back = bundler.open(tmp_path / "i8.safetensors")
+    _, decoded = plan_bundle(back, PlanOptions(type="f32"))
+    assert decoded.source_bytes == sum(t.nbytes for t in back.tensors.values())
+    assert report.as_dict()["source_bytes"] == input_bytes
