@@ -88,7 +88,10 @@ CASES: dict[str, tuple[Callable[[str, int], None], int, str]] = {
 _PROBE = r"""
 import json, resource, sys, time, tracemalloc
 import bundler
+import bundler.containers as formats
 from bundler.errors import BundlerError
+for name in formats.formats():  # every reader imported before anything is measured
+    formats.module(name)
 path = sys.argv[1]
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()
@@ -119,6 +122,12 @@ def measure(path: str) -> dict[str, Any]:
 
 def run(cases: list[str], scale: float = 1.0, workdir: str | None = None) -> list[dict[str, Any]]:
     """Build each case (its count times `scale`) and measure opening it."""
+    from bundler.errors import UsageError
+
+    unknown = [name for name in cases if name not in CASES]
+    if unknown or scale <= 0:
+        what = f"unknown case(s) {', '.join(unknown)}" if unknown else f"scale {scale}"
+        raise UsageError(f"{what}; cases: {', '.join(CASES)}; scale must be positive")
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for name in cases:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bundler.cli.output import add_json_flag, emit, table
+from bundler.cli.output import add_json_flag, emit, positive_int, table
 
 
 def add_bench_parser(kinds: argparse._SubParsersAction) -> None:
@@ -17,7 +17,9 @@ def add_bench_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input", type=Path, default=None, help="model to quantize (default: MiniLM SafeTensors)"
     )
-    p.add_argument("--repeat", type=int, default=3, help="warm runs per measurement (best kept)")
+    p.add_argument(
+        "--repeat", type=positive_int, default=3, help="warm runs per measurement (best kept)"
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bundler.cli import coldstart
-from bundler.cli.output import add_json_flag, emit
+from bundler.cli.output import add_json_flag, emit, positive_int, positive_ints
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +15,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--codecs", default=None, help="comma-separated codec names (default: all legacy)"
     )
-    c.add_argument("--rows", type=int, default=4096, help="rows of the input matrix")
-    c.add_argument("--cols", type=int, default=4096, help="columns of the input matrix")
+    c.add_argument("--rows", type=positive_int, default=4096, help="rows of the input matrix")
+    c.add_argument("--cols", type=positive_int, default=4096, help="columns of the input matrix")
     c.add_argument(
-        "--threads", default=None, help="comma-separated thread counts (default: 1 and all cores)"
+        "--threads",
+        type=positive_ints,
+        default=None,
+        help="comma-separated thread counts (default: 1 and all cores)",
     )
-    c.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
+    c.add_argument(
+        "--repeat", type=positive_int, default=5, help="timed runs per measurement (median)"
+    )
     c.add_argument(
         "--affine", action="store_true",
         help="the affine codecs (int8/int4, calibrations) beside onnxruntime's weight quantizers",
@@ -38,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--size-gib", type=float, default=1.0, help="size of the generated model")
     v.add_argument(
-        "--repeat", type=int, default=3, help="runs of each converter, alternating (best kept)"
+        "--repeat",
+        type=positive_int,
+        default=3,
+        help="runs of each converter, alternating (best kept)",
     )
     v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
     add_json_flag(v)
@@ -47,9 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = kinds.add_parser(
         "vectors", help="per-vector schemes: encode/decode time vs faiss and lnmp-quant's figures"
     )
-    e.add_argument("--vectors", type=int, default=1024, help="vectors in the batch")
-    e.add_argument("--dim", type=int, default=512, help="values per vector")
-    e.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (median)")
+    e.add_argument("--vectors", type=positive_int, default=1024, help="vectors in the batch")
+    e.add_argument("--dim", type=positive_int, default=512, help="values per vector")
+    e.add_argument(
+        "--repeat", type=positive_int, default=50, help="timed runs per measurement (median)"
+    )
     add_json_flag(e)
     e.set_defaults(func=_run_vectors)
     h = kinds.add_parser(
@@ -64,7 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o = kinds.add_parser(
         "onnx", help="ONNX weight quantization vs ONNX Runtime's quantize_dynamic and 4-bit"
     )
-    o.add_argument("--repeat", type=int, default=3, help="runs of each quantizer (best kept)")
+    o.add_argument(
+        "--repeat", type=positive_int, default=3, help="runs of each quantizer (best kept)"
+    )
     add_json_flag(o)
     o.set_defaults(func=_run_onnx)
 
