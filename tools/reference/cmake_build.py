@@ -104,6 +104,12 @@ def build_target(
             ["cmake", "-S", str(source), "-B", str(build), *options],
             ["cmake", "--build", str(build), "--target", cmake_target, "-j", jobs],
         )
+        print(
+            f"building {cmake_target} from llama.cpp's sources with cmake, once (several "
+            f"minutes; cached as {target})",
+            file=sys.stderr,
+            flush=True,
+        )
         for cmd in steps:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode:
