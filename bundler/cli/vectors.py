@@ -9,7 +9,7 @@ from typing import Any
 
 from bundler.cli.output import add_json_flag, emit, table
 
-SCHEMES = ("qint8", "qint4", "binary", "fp16")
+SCHEMES = ("qint8", "qint4", "binary", "fp16")  # Scheme's values, without loading the codecs
 
 
 def _fraction(text: str) -> float:
@@ -61,11 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_quantize(args: argparse.Namespace) -> int:
     from bundler.codecs.vectors import dequantize, quantize_to_target
-    from bundler.codecs.vectors.files import read_vectors, write_collection
+    from bundler.codecs.vectors.files import output_format, read_vectors, write_collection
     from bundler.codecs.vectors.schemes import Scheme, check_finite, cosine, quantize_matrix
     from bundler.pipeline import _check_paths
 
     _check_paths(args.input, args.output, args.force)
+    output_format(args.output, mixed=args.scheme == "auto")  # refused before any work
     x = read_vectors(args.input, args.tensor)
     check_finite(x)
     start = time.perf_counter()

@@ -90,6 +90,16 @@ def test_quantize_and_eval_a_real_bundle_tensor(minilm_safetensors, tmp_path):
     q = vectors.from_bundle(bundler.open(out), name)
     assert (len(q), q.dim) == (30522, 384)
     assert json.loads(done.stdout)["mean_cosine"] > 0.999
+    done = run_cli(
+        "vectors", "eval", str(minilm_safetensors), "--tensor", name, "--schemes", "qint8,binary",
+        "--queries", "20", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["scheme"]: r for r in json.loads(done.stdout)["schemes"]}
+    assert (
+        rows["qint8"]["recall_at_k"] > 0.95
+        and 0.2 < rows["binary"]["recall_at_k"] < rows["qint8"]["recall_at_k"]
+    )
 
 
 #: id: (arguments with {d} for the test's directory, exit code, text of the message)
@@ -106,6 +116,13 @@ BAD = {
     ),
     "not_an_array": ("quantize {d}/junk.npy -o {d}/o.gguf --scheme qint8", 4, "junk.npy"),
     "eval_bad_scheme": ("eval {d}/emb.npy --schemes qint8,q2", 2, "unknown vector scheme 'q2'"),
+    # the output is checked before the input is read: these name the output, not the NaN
+    "unknown_extension_first": (
+        "quantize {d}/nan.npy -o {d}/o.txt --scheme fp16", 2, "cannot tell the format",
+    ),
+    "auto_to_wire_first": (
+        "quantize {d}/nan.npy -o {d}/o.bvq --scheme auto", 2, "the wire format holds one scheme",
+    ),
 }  # fmt: skip
 
 

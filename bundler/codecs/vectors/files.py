@@ -60,6 +60,22 @@ def _as_vectors(x: Any, where: str) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32)
 
 
+def output_format(path: str | os.PathLike[str], mixed: bool = False) -> str:
+    """What a collection written to `path` is stored as ("wire" for `.bvq`, else the bundle
+    format its extension names); a usage error for a path that can hold neither, checked
+    before any work (`mixed`: a collection of several schemes, which the wire cannot hold)."""
+    path = os.fspath(path)
+    if path.lower().endswith(WIRE_EXTENSION):
+        if mixed:
+            raise UsageError(
+                "the wire format holds one scheme; write a mixed collection to a bundle"
+            )
+        return "wire"
+    from bundler.containers import format_for_path
+
+    return format_for_path(path)
+
+
 def write_collection(
     q: QuantizedVectors | MixedVectors,
     path: str | os.PathLike[str],
@@ -73,16 +89,10 @@ def write_collection(
     path = os.fspath(path)
     if os.path.exists(path) and not force:
         raise OutputExistsError(path)
-    if path.lower().endswith(WIRE_EXTENSION):
-        if isinstance(q, MixedVectors):
-            raise UsageError(
-                "the wire format holds one scheme; write a mixed collection to a bundle"
-            )
+    fmt = output_format(path, isinstance(q, MixedVectors))
+    if fmt == "wire":
         with atomic_output(path) as f:
             f.write(to_bytes(q))
-        return "wire"
-    from bundler.containers import format_for_path
-
-    fmt = format_for_path(path)
-    to_bundle(q, name).save(path, format=fmt)
+    else:
+        to_bundle(q, name).save(path, format=fmt)
     return fmt
