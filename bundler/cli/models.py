@@ -85,6 +85,7 @@ def quantize_human(report: dict[str, Any], per_tensor: bool) -> str:
                 + (f" {t['block_size']}" if t["granularity"] == "block" else "")
                 + (f" axis {t['axis']}" if t["axis"] is not None else "")
                 + f" -> {t['layout']}"
+                + (f" ({t['reason']})" if t["reason"] != "default type" else "")
                 if t["action"] == "quantize"
                 else f"kept: {t['reason']}"
             )

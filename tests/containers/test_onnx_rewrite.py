@@ -194,6 +194,18 @@ def test_matmul_nbits_gives_the_outputs_of_the_same_int4_codes(models, tmp_path)
     assert float((x * y).sum() / np.linalg.norm(x) / np.linalg.norm(y)) > 0.999
 
 
+def test_matmul_nbits_says_why_a_weight_keeps_dequantize_linear(models, tmp_path):
+    out = tmp_path / "q.onnx"
+    done = run_cli(
+        "quantize", str(models["cnn"]), "-o", str(out), "--bits", "4", "--matmul-nbits",
+        "--dry-run",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if "[" in line)
+    fc = "not MatMulNBits, which needs the weight to be only the second input of MatMul nodes"
+    assert lines["fc.weight [10, 32] f32"].endswith(f"-> DequantizeLinear (default type; {fc})")
+
+
 def test_tensor_type_overrides_pick_per_weight_types(models, tmp_path):
     out = tmp_path / "mixed.onnx"
     done = run_cli(

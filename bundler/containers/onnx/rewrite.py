@@ -184,8 +184,10 @@ def _choose(index, site, proto, default, overrides, options: Options) -> Choice:
         why += f"; per channel (reduction axis {shape[reduce_axis]} < block)"
     axis = channel if scheme.granularity == "channel" else reduce_axis
     layout = "DequantizeLinear"
-    if options.matmul_nbits and _nbits_fits(site, uses, shape, scheme, dtype):
-        layout = "MatMulNBits"
+    if options.matmul_nbits:
+        misfit = _nbits_misfit(site, uses, shape, scheme, dtype)
+        layout = "DequantizeLinear" if misfit else "MatMulNBits"
+        why += f"; not MatMulNBits, which needs {misfit}" if misfit else ""
     choice.action, choice.scheme, choice.axis, choice.layout = "quantize", scheme, axis, layout
     choice.reason = why
     choice.bytes_after = _quantized_bytes(shape, scheme, axis, dtype)
@@ -204,17 +206,18 @@ def _not_selected(uses: list[Use], shape, dtype: str, options: Options) -> str:
     return ""
 
 
-def _nbits_fits(site: Site, uses: list[Use], shape, scheme: Scheme, dtype: str) -> bool:
+def _nbits_misfit(site: Site, uses: list[Use], shape, scheme: Scheme, dtype: str) -> str:
+    """What keeps a weight from ONNX Runtime's MatMulNBits ("" when it fits)."""
     size = scheme.block_size
-    return (
-        scheme.bits == 4
-        and scheme.granularity == "block"
-        and size >= 16
-        and size & (size - 1) == 0
-        and len(shape) == 2
-        and dtype == "f32"
-        and all(u.node.op_type == "MatMul" and u.node.input[1] == site.value_name for u in uses)
-    )
+    if scheme.bits != 4:
+        return "4 bits"
+    if scheme.granularity != "block" or size < 16 or size & (size - 1):
+        return "blocks of a power of two >= 16 along the reduction axis"
+    if len(shape) != 2 or dtype != "f32":
+        return "a 2-D float32 weight"
+    if not all(u.node.op_type == "MatMul" and u.node.input[1] == site.value_name for u in uses):
+        return "the weight to be only the second input of MatMul nodes"
+    return ""
 
 
 def _quantized_bytes(shape, scheme: Scheme, axis: int, dtype: str) -> int:
