@@ -364,3 +364,17 @@ def test_the_compiled_matmul_nbits_packing_is_the_numpy_one(signed, k, monkeypat
     assert np.array_equal(got[1], expected[1])
     if not signed:
         assert np.array_equal(got[2].astype(np.uint8), expected[2].astype(np.uint8))
+
+
+def test_the_report_counts_external_data_in_both_sizes(tmp_path):
+    src, out = tmp_path / "ext.onnx", tmp_path / "q.onnx"
+    onnx.save(
+        BUILDERS["transformer"](seed=5), src,
+        save_as_external_data=True, location="ext.bin", size_threshold=0,
+    )  # fmt: skip
+    done = run_cli("quantize", str(src), "-o", str(out), "--type", "int8", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["source_bytes"] == src.stat().st_size + (tmp_path / "ext.bin").stat().st_size
+    assert report["output_bytes"] == sum((tmp_path / p).stat().st_size for p in report["outputs"])
+    assert report["output_bytes"] < report["source_bytes"] / 3

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.containers.onnx.compare import files_size
-from bundler.containers.onnx.reader import load_model
+from bundler.containers.onnx.reader import files_size, load_model
 
 
 def _rss_bytes() -> int:

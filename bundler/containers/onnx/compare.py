@@ -6,7 +6,6 @@ PASSED / FAILED verdict."""
 from __future__ import annotations
 
 import collections
-import os
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from bundler.bundle import Bundle, Tensor
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import Scope, scopes, sites
 from bundler.containers.onnx.quant import dequantize, expand_blocks
-from bundler.containers.onnx.reader import external_info, load_model
+from bundler.containers.onnx.reader import files_size, load_model
 from bundler.containers.onnx.rewrite import load_for_rewrite
 from bundler.containers.onnx.schema import FLOAT_TYPES
 from bundler.containers.onnx.weights import constant_value
@@ -49,18 +48,6 @@ def _value_info(v: Any) -> dict[str, Any]:
     t = v.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
     return {"name": v.name, "elem_type": int(t.elem_type), "shape": dims}
-
-
-def files_size(path: str, model: Any) -> int:
-    """Bytes of the model file and the external-data files it names."""
-    total = os.path.getsize(path)
-    seen = set()
-    for site in sites(model):
-        proto = site.proto()
-        if proto is not None and proto.data_location == 1:
-            seen.add(external_info(proto).get("location", ""))
-    base = os.path.dirname(os.path.abspath(path))
-    return total + sum(os.path.getsize(os.path.join(base, loc)) for loc in seen if loc)
 
 
 def float_weights(model: Any) -> dict[str, np.ndarray]:

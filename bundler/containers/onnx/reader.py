@@ -223,6 +223,20 @@ def external_info(proto: Any) -> dict[str, str]:
     return {e.key: e.value for e in proto.external_data}
 
 
+def files_size(path: str, model: Any) -> int:
+    """Bytes of the model file and the external-data files it names (`model` as parsed by
+    `load_model`, before external data is read in)."""
+    seen = set()
+    for site in sites(model):
+        proto = site.proto()
+        if proto is not None and proto.data_location == EXTERNAL:
+            seen.add(external_info(proto).get("location", ""))
+    base = os.path.dirname(os.path.abspath(path))
+    return os.path.getsize(path) + sum(
+        os.path.getsize(os.path.join(base, loc)) for loc in seen if loc
+    )
+
+
 def _external(path: str, name: str, proto: Any, expected: int, codec: Any) -> FileSource:
     """The checked byte range of an external-data tensor."""
     info = external_info(proto)

@@ -31,7 +31,7 @@ from bundler.containers.onnx.graph import (
     walk_once,
 )
 from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize
-from bundler.containers.onnx.reader import EXTERNAL, _external, load_model
+from bundler.containers.onnx.reader import EXTERNAL, _external, files_size, load_model
 from bundler.containers.onnx.schema import FLOAT_TYPES
 from bundler.containers.onnx.weights import WEIGHT_INPUTS, Use, trace
 from bundler.errors import UsageError
@@ -455,11 +455,12 @@ def prune_unused_constants(model: Any) -> None:
 # ------------------------------------------------------------------------ whole files
 
 
-def load_for_rewrite(path: str) -> Any:
-    """The model at `path` with external-data tensors read in (checked ranges)."""
+def load_for_rewrite(path: str, model: Any = None) -> Any:
+    """The model at `path` (or `model`, its `load_model` parse) with external-data tensors
+    read in (checked ranges)."""
     from bundler.containers.onnx.writer import _set_raw
 
-    model = load_model(path)
+    model = load_model(path) if model is None else model
     for site in sites(model):
         proto = site.proto()
         if proto is not None and proto.data_location == EXTERNAL:
@@ -531,7 +532,9 @@ def _quantize_file(
 ) -> dict[str, Any]:
     from bundler.containers.onnx.writer import save_model
 
-    model = load_for_rewrite(src)
+    model = load_model(src)
+    source_bytes = files_size(src, model)
+    model = load_for_rewrite(src, model)
     refuse_requantize(model, options)
     if dry_run:
         choices = plan_model(model, options)
@@ -556,7 +559,7 @@ def _quantize_file(
         "kept": len(choices) - len(chosen),
         "weight_bytes_before": sum(c.bytes_before for c in choices),
         "weight_bytes_after": sum(c.bytes_after for c in choices),
-        "source_bytes": os.path.getsize(src),
+        "source_bytes": source_bytes,
         "output_bytes": sum(os.path.getsize(p) for p in outputs),
         "tensors": [c.as_dict() for c in choices],
     }
