@@ -96,6 +96,14 @@ def test_benchmark_reports_both_models(pair):
     assert r["quantized"]["file_bytes"] < r["original"]["file_bytes"]
 
 
+def test_benchmark_of_two_unrelated_models_is_a_usage_error(pair, tmp_path):
+    other = tmp_path / "transformer.onnx"
+    onnx.save(samples.transformer_block(seed=2), other)
+    done = run_cli("benchmark", str(pair[0]), str(other), "--runs", "1")
+    assert done.returncode == 2, done.stderr
+    assert "take different inputs" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_without_the_onnx_extra_onnx_commands_name_it(pair, tmp_path):
     blocker = tmp_path / "blocker"
     for name in ("onnx", "onnxruntime"):

@@ -80,9 +80,10 @@ def benchmark(
     """Both models measured one after the other, each in its own process."""
     from bundler.containers.onnx.runtime import session
 
+    # a model ONNX Runtime cannot run fails here, with its typed error
+    _same_inputs(original, session(original), quantized, session(quantized))
     result: dict[str, Any] = {"runs": runs, "warmup": warmup, "threads": threads}
     for key, path in (("original", original), ("quantized", quantized)):
-        session(path)  # a model ONNX Runtime cannot run fails here, with its typed error
         row = _in_fresh_process(path, shapes or {}, values or {}, runs, warmup, threads, seed)
         row["path"] = path
         row["file_bytes"] = files_size(path, load_model(path))
@@ -96,3 +97,21 @@ def benchmark(
         )
     }  # fmt: skip
     return result
+
+
+def _same_inputs(original: str, a: Any, quantized: str, b: Any) -> None:
+    """A usage error unless both sessions take the same named inputs of the same types (the
+    same generated inputs feed both, so that the timings compare)."""
+    from bundler.errors import UsageError
+
+    ins = [{i.name: i.type for i in s.get_inputs()} for s in (a, b)]
+    if ins[0] != ins[1]:
+        raise UsageError(
+            f"{original} and {quantized} take different inputs "
+            f"({_signature(ins[0])} vs {_signature(ins[1])}); benchmark compares one model "
+            "with its own quantization"
+        )
+
+
+def _signature(inputs: dict[str, str]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in inputs.items()) or "none"
