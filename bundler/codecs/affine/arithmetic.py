@@ -21,12 +21,13 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from bundler.codecs.facts import TABLE
 from bundler.errors import UsageError
 
+#: The float codecs a scale may be stored as, and their numpy dtypes.
+SCALE_DTYPES = ("f32", "f16", "bf16")
 SCALE_NUMPY = {
-    "f32": np.dtype(np.float32),
-    "f16": np.dtype(np.float16),
-    "bf16": np.dtype(ml_dtypes.bfloat16),
+    f.name: np.dtype(f.numpy_dtype).newbyteorder("=") for f in TABLE if f.name in SCALE_DTYPES
 }
 
 

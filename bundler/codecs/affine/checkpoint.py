@@ -40,7 +40,6 @@ CONFIG_KEY = "quantization_config"
 CODECS_KEY = "bundler_codecs"
 SUFFIXES = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape")
 _STRATEGY = {"tensor": "tensor", "channel": "channel", "group": "group"}
-_SCALE_CODEC = {"f32": "f32", "f16": "f16", "bf16": "bf16"}
 
 
 def format_of(scheme: Scheme) -> str:
@@ -83,7 +82,7 @@ def pieces(module: str, shape: tuple[int, ...], codec: AffineCodec) -> list[Piec
         rows, cols = _rows_cols(shape)
         words = packing.packed_words(cols, s.bits)
         out.append(Piece(f"{module}.weight_packed", (rows, words), "i32", "codes"))
-    out.append(Piece(f"{module}.weight_scale", pshape, _SCALE_CODEC[s.scale_dtype], "scale"))
+    out.append(Piece(f"{module}.weight_scale", pshape, s.scale_dtype, "scale"))
     if not s.symmetric:
         if _zero_packed(s, pshape):
             zshape = (packing.packed_words(pshape[0], s.bits), pshape[1])

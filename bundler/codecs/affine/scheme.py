@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bundler.codecs.affine.arithmetic import SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
 from bundler.errors import UsageError
 
 MIN_BITS, MAX_BITS = 2, 16
 GRANULARITIES = ("tensor", "channel", "group")
-SCALE_DTYPES = ("f32", "f16", "bf16")
 DEFAULT_GROUP = 128
 
 
