@@ -42,24 +42,20 @@ def f32_from_bits(typingctx, u):
     return types.float32(types.uint32), codegen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def f32_to_f16_bits(f):
-    """Half bit pattern (uint16) of float32 `f`, round to nearest even."""
+    """Half bit pattern (uint16) of float32 `f`, round to nearest even (branch-free, so
+    that loops over it vectorize)."""
     f = np.float32(f)
     base = (np.float32(abs(f)) * _SCALE_TO_INF) * _SCALE_TO_ZERO
     w = f32_bits(f)
     shl1_w = np.uint32(w + w)
     sign = w & np.uint32(0x80000000)
-    bias = shl1_w & np.uint32(0xFF000000)
-    if bias < np.uint32(0x71000000):
-        bias = np.uint32(0x71000000)
+    bias = max(shl1_w & np.uint32(0xFF000000), np.uint32(0x71000000))
     base = f32_from_bits(np.uint32((bias >> np.uint32(1)) + np.uint32(0x07800000))) + base
     bits = f32_bits(base)
-    exp_bits = (bits >> np.uint32(13)) & np.uint32(0x00007C00)
-    mantissa_bits = bits & np.uint32(0x00000FFF)
-    nonsign = exp_bits + mantissa_bits
-    if shl1_w > np.uint32(0xFF000000):
-        nonsign = np.uint32(0x7E00)
+    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
+    nonsign = np.uint32(0x7E00) if shl1_w > np.uint32(0xFF000000) else nonsign
     return np.uint16((sign >> np.uint32(16)) | nonsign)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bundler.codecs.halfs import f32_bits, f32_from_bits
+from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
@@ -219,22 +219,6 @@ def binary_decode(packed, out):
             o[j] = np.float32(bits[j]) * _F2 - _F1
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _to_half(f):
-    """binary16 bits of float32 f: round to nearest even, overflow to infinity, NaN to the
-    quiet NaN 0x7E00 with its sign (the float-arithmetic rounding of halfs.py, branch-free)."""
-    base = (np.float32(abs(f)) * np.float32(2.0**112)) * np.float32(2.0**-110)
-    w = f32_bits(f)
-    shl1_w = np.uint32(w + w)
-    sign = w & _SIGN
-    bias = max(shl1_w & np.uint32(0xFF000000), np.uint32(0x71000000))
-    base = f32_from_bits(np.uint32((bias >> np.uint32(1)) + np.uint32(0x07800000))) + base
-    bits = f32_bits(base)
-    nonsign = ((bits >> np.uint32(13)) & np.uint32(0x7C00)) + (bits & np.uint32(0x0FFF))
-    nonsign = np.uint32(0x7E00) if shl1_w > np.uint32(0xFF000000) else nonsign
-    return np.uint16((sign >> np.uint32(16)) | nonsign)
-
-
 @njit(cache=True, nogil=True)
 def f16_encode(x, out):
     """IEEE binary16 bits of every value."""
@@ -242,7 +226,7 @@ def f16_encode(x, out):
         row = x[i]
         o = out[i]
         for j in range(row.shape[0]):
-            o[j] = _to_half(row[j])
+            o[j] = f32_to_f16_bits(row[j])
 
 
 @njit(cache=True, nogil=True)
