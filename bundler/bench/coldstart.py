@@ -26,6 +26,8 @@ from bundler.errors import BundlerError, FileNotFound
 TYPES = ("Q4_K_M", "Q4_0")
 COLD_GOALS = {"Q4_K_M": 20.0, "Q4_0": 5.0}
 WARM_START_GOAL = 0.5
+#: The start of the line a process prints when it compiles kernels (codecs/kernels.py).
+_COMPILE_NOTICE = "bundler: compiling the"
 
 
 def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
@@ -57,6 +59,8 @@ def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
                     "type": file_type,
                     "cold_seconds": cold[0],
                     "cold_cpu_seconds": cold[1],
+                    "cold_compiled": cold[2],
+                    "warm_compiled": warm[2] or start[2],
                     "cold_goal_seconds": COLD_GOALS[file_type],
                     "warm_seconds": warm[0],
                     "warm_cpu_seconds": warm[1],
@@ -83,9 +87,10 @@ def _small_model(path: Path) -> Path:
     return path
 
 
-def _quantize(source: Path, work: Path, file_type: str, cache: Path) -> tuple[float, float]:
+def _quantize(source: Path, work: Path, file_type: str, cache: Path) -> tuple[float, float, bool]:
     """Wall and CPU seconds of one `bundler quantize` process with the kernel cache in
-    `cache` (CPU time, user and system, moves less than wall time on a shared machine)."""
+    `cache` (CPU time, user and system, moves less than wall time on a shared machine), and
+    whether it compiled kernels (it said so on stderr)."""
     out = work / f"out-{file_type}.gguf"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
     cmd = [sys.executable, "-m", "bundler", "quantize", str(source), "-o", str(out)]
@@ -97,7 +102,7 @@ def _quantize(source: Path, work: Path, file_type: str, cache: Path) -> tuple[fl
     seconds = time.perf_counter() - started
     if done.returncode:
         raise BundlerError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()}")
-    return seconds, _children_cpu() - cpu
+    return seconds, _children_cpu() - cpu, _COMPILE_NOTICE in done.stderr
 
 
 def _children_cpu() -> float:

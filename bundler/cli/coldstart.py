@@ -49,7 +49,15 @@ def _human(report: dict[str, Any]) -> str:
         for r in report["results"]
     ]
     head = ["type", "cold s", "cpu s", "goal", "warm s", "warm start s", "cpu s", "goal"]
+    notes = [
+        f"\nnote: {r['type']}: " + ("the cold run did not compile" if not r["cold_compiled"]
+                                     else "a warm run compiled: its figures are not warm")
+        for r in report["results"]
+        if not r["cold_compiled"] or r["warm_compiled"]
+    ]  # fmt: skip
     return (
         f"bundler quantize {report['source']} ({report['source_bytes'] / 2**20:.1f} MiB), "
-        f"each run a new process; cold: empty kernel cache\n" + table(rows, head, "<>>>>>>>")
+        f"each run a new process; cold: empty kernel cache\n"
+        + table(rows, head, "<>>>>>>>")
+        + "".join(notes)
     )

@@ -25,6 +25,8 @@ def test_coldstart_reports_cold_warm_and_start_times_for_each_file_type(tmp_path
     for row in report["results"]:
         assert row["cold_goal_seconds"] == COLD_GOALS[row["type"]]
         assert row["warm_start_goal_seconds"] == WARM_START_GOAL
+        # the cold run really compiled, and no warm run did
+        assert row["cold_compiled"] is True and row["warm_compiled"] is False
         for key in ("cold", "warm", "warm_start"):
             assert row[f"{key}_seconds"] > 0 and row[f"{key}_cpu_seconds"] > 0
 
