@@ -20,8 +20,9 @@ from bundler.bundle import Bundle, Metadata, Source, Tensor
 from bundler.containers import format_for_path, formats, module, open_bundle
 from bundler.errors import OutputExistsError, PlanWarning, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
-from bundler.plan.affine import plan_bundle
+from bundler.plan.affine import decode_groups, plan_bundle
 from bundler.plan.rules import by_name
+from bundler.plan.target import SizeTarget, plan_to_target
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -110,6 +111,7 @@ class Report:
             "mib_per_s": plan.source_bytes / 2**20 / self.seconds if self.seconds else None,
             "tensors": [_choice_dict(c) for c in plan.choices],
             "skipped": [{"name": name, "reason": why} for name, why in self.skipped],
+            "target": plan.allocation.as_dict() if plan.allocation is not None else None,
         }
 
 
@@ -220,6 +222,50 @@ def _outputs(dst: str) -> list[str]:
     return sorted(os.path.join(directory, n) for n in names if n != base)
 
 
+def planned_size(
+    bundle: Bundle, plan: Plan, dst: str, fmt: str, write_options: dict[str, Any]
+) -> int:
+    """The exact bytes writing `bundle` as `plan` says to `dst` in `fmt` would write."""
+    size = getattr(module(fmt), "planned_size", None)
+    if size is None:
+        able = ", ".join(n for n in formats() if hasattr(module(n), "planned_size"))
+        raise UsageError(f"a size target needs an output whose size is known up front ({able})")
+    return size(apply_plan(bundle, plan), dst, **write_options)
+
+
+def plan_output(
+    bundle: Bundle,
+    options: PlanOptions | None,
+    dst: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    target: SizeTarget | None = None,
+    split_max_size: int | None = None,
+    write_options: dict[str, Any] | None = None,
+    column_weights: dict[str, Any] | None = None,
+    candidates: Any = None,
+    progress: Any = None,
+) -> tuple[Bundle, Plan]:
+    """The bundle to write to `dst` and its plan: the planner's, or with a size `target` the
+    allocation that fits it (bundler.plan.target) in the format written, with its options;
+    `column_weights`, `candidates` and `progress` as `plan_to_target` takes them
+    (`candidates` as its `codecs`)."""
+    if target is None:
+        return plan_bundle(bundle, options)
+    dst = os.fspath(dst)
+    fmt = output_format(dst, format)
+    opts = _write_options(fmt, split_max_size, write_options or {})
+    options = options or PlanOptions()
+    input_bytes = sum(t.nbytes for t in bundle.tensors.values())
+    bundle, found = decode_groups(bundle, options, True)
+    plan = plan_to_target(
+        bundle, options, target, lambda p: planned_size(bundle, p, dst, fmt, opts),
+        column_weights=column_weights, codecs=candidates, progress=progress,
+    )  # fmt: skip
+    plan.input_bytes = input_bytes if found else None
+    return bundle, plan
+
+
 def _file_to_file(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -230,10 +276,13 @@ def _file_to_file(
     dry_run: bool,
     split_max_size: int | None,
     observer: Observer | None,
+    **planning: Any,
 ) -> Report:
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
-    bundle, plan = plan_bundle(open_bundle(src), options)
+    bundle, plan = plan_output(
+        open_bundle(src), options, dst, format=format, split_max_size=split_max_size, **planning
+    )
     return write_bundle(
         bundle, plan, dst, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, source_name=src,
@@ -243,24 +292,42 @@ def _file_to_file(
 def quantize(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
-    type: str = "q8_0",
+    type: str | None = None,
     *,
     format: str | None = None,
     force: bool = False,
     dry_run: bool = False,
     split_max_size: int | None = None,
     observer: Observer | None = None,
+    target_size: str | int | None = None,
+    target_bpw: float | None = None,
+    column_weights: dict[str, Any] | None = None,
+    candidates: Any = None,
+    progress: Any = None,
     **plan_options: Any,
 ) -> Report:
     """Quantize the model file `src` into `dst` (format from `format` or the extension).
 
-    `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...); `plan_options` are the
-    fields of `PlanOptions` (tensor_types, pure, allow_requantize, ...).
+    `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...; default q8_0);
+    `plan_options` are the fields of `PlanOptions` (tensor_types, pure, allow_requantize,
+    ...). With `target_size` (bytes, or text such as "80M" or "75MiB") or `target_bpw`
+    (bits per weight of the whole file) instead of `type`, each tensor's codec is chosen to
+    fit the target with the least error (bundler.plan.target; `Report.plan.allocation`
+    says how): `column_weights` maps tensor names to per-column importance weights,
+    `candidates` names the codecs to choose from (default: every GGML block codec bundler
+    encodes, BF16 and F16), and `progress(name, n_values)` is called as each tensor is
+    measured.
     """
+    target = None
+    if target_size is not None or target_bpw is not None:
+        target = SizeTarget.parse(target_size, target_bpw)
+    elif type is None:
+        type = "q8_0"
     options = PlanOptions(type=type, **plan_options)
     return _file_to_file(
         src, dst, options, format=format, force=force, dry_run=dry_run,
-        split_max_size=split_max_size, observer=observer,
+        split_max_size=split_max_size, observer=observer, target=target,
+        column_weights=column_weights, candidates=candidates, progress=progress,
     )  # fmt: skip
 
 

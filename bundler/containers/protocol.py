@@ -126,6 +126,9 @@ class Format(Protocol):
         """What this format's reference reader would refuse that bundler accepts."""
 
 
+#: A format may also define `planned_size(bundle, path, **write_options) -> int`: the exact
+#: bytes `write` would write, computed without reading any tensor data (what a size target
+#: is checked against; bundler.plan.target).
 #: The names a format module must define.
 MEMBERS = (
     "NAME", "TITLE", "EXTENSIONS", "SPLIT_OPTION", "WRITES_FOLDER", "DETAILS", "sniff",

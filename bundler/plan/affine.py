@@ -50,17 +50,7 @@ def plan_bundle(
     if options is None or options.type is None:
         return bundle, make_plan(bundle, options, name_rules)
     input_bytes = sum(t.nbytes for t in bundle.tensors.values())
-    found = checkpoint.groups(bundle)
-    if found:
-        if _quantized_target(options) and not options.allow_requantize:
-            names = ", ".join(sorted(found)[:5])
-            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-            raise UsageError(
-                f"{len(found)} weights are already affine-quantized: {names}{more}. "
-                "Requantizing loses accuracy; pass --allow-requantize (allow_requantize=True) "
-                "to do it anyway, or choose F32/F16/BF16 to decode them"
-            )
-        bundle = checkpoint.dequantized(bundle, found)
+    bundle, found = decode_groups(bundle, options, _quantized_target(options))
     if not is_affine(options.type):
         plan = make_plan(bundle, options, name_rules)
         plan.input_bytes = input_bytes if found else None
@@ -88,6 +78,23 @@ def plan_bundle(
         for c in plan.choices
     ]
     return quantized, plan
+
+
+def decode_groups(bundle: Bundle, options: PlanOptions, quantizing: bool) -> tuple[Bundle, dict]:
+    """The bundle with its affine groups decoded to floats, and the groups found; a
+    UsageError when `quantizing` them again was not allowed."""
+    found = checkpoint.groups(bundle)
+    if not found:
+        return bundle, found
+    if quantizing and not options.allow_requantize:
+        names = ", ".join(sorted(found)[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        raise UsageError(
+            f"{len(found)} weights are already affine-quantized: {names}{more}. "
+            "Requantizing loses accuracy; pass --allow-requantize (allow_requantize=True) "
+            "to do it anyway, or choose F32/F16/BF16 to decode them"
+        )
+    return checkpoint.dequantized(bundle, found), found
 
 
 def _quantized_target(options: PlanOptions) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
@@ -101,6 +102,8 @@ class Plan:
     #: the input's tensor bytes when the choices describe a bundle made from it (affine
     #: groups decoded or made before planning), else None: the choices' own sources
     input_bytes: int | None = None
+    #: how a size target was met (bundler.plan.target.Allocation), None without a target
+    allocation: Any = None
 
     @property
     def source_bytes(self) -> int:
@@ -186,7 +189,7 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
     walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
     decided = {i: _decide(i, tensors[i], options, chooser, name_rules) for i in walk}
     choices = [decided[i] for i in range(len(tensors))]
-    _refuse_requantize(choices, options)
+    refuse_requantize(choices, options)
     updates = {}
     if ftype.ftype is not None:
         updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
@@ -210,7 +213,11 @@ def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser, name_rul
         return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
     want, note = chooser.want(t)
     target, fallback_note = with_fallback(want, t.shape)
-    note = "; ".join(n for n in (note, fallback_note) if n)
+    return choice_for(i, t, target, "; ".join(n for n in (note, fallback_note) if n))
+
+
+def choice_for(i: int, t: Tensor, target: Codec, note: str) -> Choice:
+    """The choice writing tensor `i` (quantizable) with `target`: its action follows the codecs."""
     if target == t.codec:
         return _copy(i, t, note or f"already {target.name}")
     if t.codec.facts.is_block:
@@ -221,7 +228,8 @@ def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser, name_rul
     return Choice(i, t.name, t.shape, t.codec, target, action, note)
 
 
-def _refuse_requantize(choices: list[Choice], options: PlanOptions) -> None:
+def refuse_requantize(choices: list[Choice], options: PlanOptions) -> None:
+    """A UsageError when a choice requantizes and `options` do not allow it."""
     again = [c for c in choices if c.action == "requantize"]
     if again and not options.allow_requantize:
         names = ", ".join(f"{c.name} ({c.source.name})" for c in again[:5])

@@ -136,6 +136,15 @@ def write(
             write_file(plan, _big_endian(bundle, opts["big_endian"]), force)
 
 
+def planned_size(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -> int:
+    """The bytes `write` would write (every file of a split set), from headers and codecs."""
+    unknown = set(options) - set(WRITE_OPTIONS)
+    if unknown:
+        raise UsageError(f"unknown GGUF write option(s) {', '.join(sorted(unknown))}")
+    plans = plan_files(bundle, os.fspath(path), **{**WRITE_OPTIONS, **options})
+    return sum(plan.size for plan in plans)
+
+
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:
     if asked is not None:
         return bool(asked)

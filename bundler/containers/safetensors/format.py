@@ -20,6 +20,7 @@ from bundler.containers.safetensors.reader import sniff as sniff
 from bundler.containers.safetensors.reader import sniff_path as sniff_path
 from bundler.containers.safetensors.schema import NAME as NAME
 from bundler.containers.safetensors.schema import PREFIX
+from bundler.containers.safetensors.writer import planned_size as planned_size
 from bundler.containers.safetensors.writer import write as write
 
 TITLE = "SafeTensors"

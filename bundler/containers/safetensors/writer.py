@@ -82,6 +82,45 @@ def write(
     `<stem>.safetensors.index.json`; `path` itself is then not written.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        from bundler.codecs.affine.checkpoint import write_model_config
+
+        _check_options(max_shard_size, options)
+        write_model_config(bundle, path, force)
+        path = os.path.join(path, shards.DEFAULT_STEM + ".safetensors")
+    files = _plan_files(bundle, path, max_shard_size, options)
+    if len(files) == 1:
+        _write_file(*files[0], force)
+        return
+    directory = os.path.dirname(os.path.abspath(files[0][0]))
+    stem = shards.stem_of(path)
+    index_path = os.path.join(directory, stem + shards.INDEX_SUFFIX)
+    if not force:
+        for target in [*(f[0] for f in files), index_path]:
+            if os.path.exists(target):
+                raise OutputExistsError(target)
+    with output_group(entry=index_path):  # the shards and index appear together or not at all
+        for file in files:
+            _write_file(*file, force)
+        groups = [f[2] for f in files]
+        names = [os.path.basename(f[0]) for f in files]
+        with atomic_output(index_path, force) as f:
+            f.write(shards.index_text(groups, names).encode("utf-8"))
+
+
+def planned_size(
+    bundle: Bundle, path: str | os.PathLike[str], max_shard_size: int | None = None, **options: Any
+) -> int:
+    """The bytes `write` would write for the tensor files (every shard; not the index or a
+    model folder's config.json), computed from the headers and codecs alone."""
+    files = _plan_files(bundle, os.fspath(path), max_shard_size, options)
+    return sum(
+        len(build_header(md, planned)) + sum(p.nbytes for p in planned)
+        for _, md, _, planned in files
+    )
+
+
+def _check_options(max_shard_size: int | None, options: dict[str, Any]) -> None:
     if options:
         raise UsageError(
             f"unknown SafeTensors write option(s) {', '.join(sorted(options))}; "
@@ -93,10 +132,18 @@ def write(
         raise UsageError(f"max_shard_size must be a number of bytes, got {max_shard_size!r}")
     if max_shard_size is not None and max_shard_size <= 0:
         raise UsageError(f"max_shard_size must be positive, got {max_shard_size:,}")
-    if os.path.isdir(path):
-        from bundler.codecs.affine.checkpoint import write_model_config
 
-        write_model_config(bundle, path, force)
+
+#: One output file: its path, its metadata object, its tensors and their stored forms.
+_File = tuple[str, "dict[str, str] | None", "list[Tensor]", "list[Planned]"]
+
+
+def _plan_files(
+    bundle: Bundle, path: str, max_shard_size: int | None, options: dict[str, Any]
+) -> list[_File]:
+    """The files `write` writes for `bundle` at `path`, all checks but the header's done."""
+    _check_options(max_shard_size, options)
+    if os.path.isdir(path):
         path = os.path.join(path, shards.DEFAULT_STEM + ".safetensors")
     tensors = list(bundle.tensors.values())
     planned = {t.name: stored_form(t) for t in tensors}
@@ -107,27 +154,15 @@ def write(
     info = SafetensorsDetails.of(bundle)
     keep_empty = info is not None and info.metadata_object
 
-    def one_file(target: str, group: list[Tensor]) -> None:
+    def one_file(target: str, group: list[Tensor]) -> _File:
         md = file_metadata(bundle.metadata, group, plain, keep_empty)
-        _write_file(target, md, group, [planned[t.name] for t in group], force)
+        return target, md, group, [planned[t.name] for t in group]
 
     if len(groups) == 1:
-        one_file(path, groups[0])
-        return
+        return [one_file(path, groups[0])]
     directory = os.path.dirname(os.path.abspath(path))
-    stem = shards.stem_of(path)
-    names = shards.shard_names(stem, len(groups))
-    index_path = os.path.join(directory, stem + shards.INDEX_SUFFIX)
-    targets = [os.path.join(directory, n) for n in names]
-    if not force:
-        for target in [*targets, index_path]:
-            if os.path.exists(target):
-                raise OutputExistsError(target)
-    with output_group(entry=index_path):  # the shards and index appear together or not at all
-        for target, group in zip(targets, groups, strict=True):
-            one_file(target, group)
-        with atomic_output(index_path, force) as f:
-            f.write(shards.index_text(groups, names).encode("utf-8"))
+    names = shards.shard_names(shards.stem_of(path), len(groups))
+    return [one_file(os.path.join(directory, n), g) for n, g in zip(names, groups, strict=True)]
 
 
 def _source_shards(bundle: Bundle) -> list[list[Tensor]] | None:

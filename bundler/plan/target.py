@@ -1,0 +1,528 @@
+"""A size target: each tensor's codec chosen so that the written file fits in a number of
+bytes (`--target-size`) or bits per weight (`--target-bpw`) while the total error is as small
+as this allocation can make it.
+
+The problem and how it is solved:
+
+1. The tensors the planner's rules would quantize (`plan.rules.quantizable`, minus
+   `--leave-output-tensor`) are free; every other tensor is written as it is. A tensor a
+   `--tensor-type`, `--output-tensor-type` or `--token-embedding-type` names is pinned to
+   that codec (with the planner's shape fallback). The output tensor and the token
+   embedding are otherwise free like any other weight: their error counts as theirs does.
+2. Each free tensor's candidates are `CANDIDATES` whose block divides its rows (the K-quants
+   need rows of a multiple of 256, the legacy blocks of 32; the float codecs always fit, so
+   a tensor no block fits can still be written, as the planner's last resort F16), plus its
+   own float codec (a copy, no error).
+3. Each candidate's error is measured: the tensor's rows are encoded and decoded with it
+   and the error is the sensitivity-weighted squared error
+   `E = s_t * sum_ij w_j (W_ij - Q(W)_ij)^2`. With per-column weights `w` (an importance
+   matrix: the mean squared activation entering each column) this is the expected squared
+   error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
+   quantity llama.cpp's importance matrix weights its own quantization with. Without them
+   `w = 1`: the same expectation for uncorrelated unit-variance inputs. `s_t` (default 1)
+   scales a whole tensor when a caller knows more (`sensitivity=`). A tensor of more than
+   `sample_values` values is measured on a sample of its rows (drawn without replacement
+   by a generator seeded from `SEED` and the tensor name: the same rows every run) and the
+   sum scaled by rows / sampled rows. Memory is bounded by the sample, whatever the model.
+4. Sizes are not estimated: a candidate's bytes are the codec's facts for the tensor's
+   shape, and the whole file's size comes from the output format's own layout code
+   (`planned_size`: header, metadata, tensor index, alignment padding), so the prediction
+   is the size of the file that is written.
+5. The allocation minimises the sum of the tensors' errors subject to the sum of their
+   bytes fitting the budget (the target minus everything else in the file). It is the
+   Lagrangian relaxation solved greedily on the lower convex hull of each tensor's
+   (bytes, error) curve: every tensor starts at its smallest candidate, then the hull step
+   with the largest error reduction per added byte is taken while it fits (a step that
+   does not fit ends that tensor's climb). Every allocation this reaches is optimal for the
+   bytes it spends (the Lagrangian optimum for the multiplier of the last step taken). The
+   bytes left over are then spent by a second greedy pass over all candidates (hull or
+   not): the largest error reduction that still fits, repeated. Finally the file's exact
+   size is computed; should layout overhead that depends on the codecs (alignment padding,
+   header text) push it over the target, the budget shrinks by the excess and the
+   allocation is made again.
+
+`--target-bpw B` is the target `floor(B * n / 8)` bytes, `n` being the number of values in
+every tensor of the output (bits per weight of the whole file, header included). A target
+below the smallest file the candidates can make is a `UsageError` giving that size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bundler.bundle import Bundle, Tensor, ValueType
+from bundler.codecs import Codec, get
+from bundler.errors import UsageError
+from bundler.plan.filetypes import FILE_TYPES, FileType, encodable
+from bundler.plan.mixtures import category
+from bundler.plan.planner import (
+    QUANTIZATION_VERSION,
+    Choice,
+    Plan,
+    PlanOptions,
+    choice_for,
+    compile_pattern,
+    refuse_requantize,
+)
+from bundler.plan.rules import quantizable, with_fallback
+from bundler.sizes import parse_size
+
+#: The codecs a free tensor may get: every GGML block codec bundler encodes that llama.cpp
+#: stores weights in (not Q8_1/Q8_K, its activation types), and the 16-bit floats.
+CANDIDATES = (
+    "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
+    "bf16", "f16",
+)  # fmt: skip
+#: Values measured per tensor at most; bigger tensors are measured on a sample of rows.
+DEFAULT_SAMPLE_VALUES = 1 << 17
+#: Seed of the row samples (mixed with each tensor's name).
+SEED = 20240611
+#: Times the allocation is redone when codec-dependent layout overhead overshoots.
+_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class SizeTarget:
+    """A file size in bytes, or bits per weight of the whole file."""
+
+    size: int | None = None
+    bpw: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.size is None) == (self.bpw is None):
+            raise UsageError("give one of --target-size (target_size=) and --target-bpw")
+        if self.bpw is not None and not (math.isfinite(self.bpw) and self.bpw > 0):
+            raise UsageError(f"--target-bpw must be a positive number, got {self.bpw!r}")
+
+    @classmethod
+    def parse(cls, size: str | int | None = None, bpw: float | str | None = None) -> SizeTarget:
+        """From `--target-size` text (500M, 80MiB, 123456) or `--target-bpw` (4.5)."""
+        if bpw is not None:
+            try:
+                bpw = float(bpw)
+            except (TypeError, ValueError):
+                raise UsageError(f"--target-bpw: not a number: {bpw!r}") from None
+        return cls(parse_size(size) if size is not None else None, bpw)
+
+    def bytes_for(self, n_values: int) -> int:
+        """The target in bytes for a file of `n_values` values."""
+        if self.size is not None:
+            return self.size
+        return int(self.bpw * n_values // 8)
+
+    def describe(self) -> str:
+        return f"{self.size:,} bytes" if self.size is not None else f"{self.bpw:g} bits per weight"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One candidate of one tensor: its codec, bytes and measured (weighted) error."""
+
+    codec: Codec
+    nbytes: int
+    error: float
+
+
+@dataclass
+class Curve:
+    """A free tensor's candidates, smallest first, and its measured signal energy."""
+
+    index: int
+    name: str
+    points: list[Point]
+    #: weighted sum of squares of the tensor's values (the error of writing zeros)
+    signal: float
+    sampled_rows: int
+    rows: int
+
+    def hull(self) -> list[int]:
+        """Indices of the points on the lower convex hull (error falling, ever slower)."""
+        order = sorted(
+            range(len(self.points)), key=lambda k: (self.points[k].nbytes, self.points[k].error)
+        )
+        hull: list[int] = []
+        for k in order:
+            p = self.points[k]
+            if hull and p.error >= self.points[hull[-1]].error:
+                continue  # no better than a smaller candidate
+            while len(hull) >= 2 and _not_convex(self.points[hull[-2]], self.points[hull[-1]], p):
+                hull.pop()
+            hull.append(k)
+        return hull
+
+
+def _not_convex(a: Point, b: Point, c: Point) -> bool:
+    # b lies on or above the segment a-c: the a-c step saves at least as much per byte
+    return (b.error - a.error) * (c.nbytes - a.nbytes) >= (c.error - a.error) * (
+        b.nbytes - a.nbytes
+    )
+
+
+@dataclass
+class Allocation:
+    """How a size target was met: what `--dry-run` shows."""
+
+    target: SizeTarget
+    target_bytes: int
+    #: the exact size of the file the plan writes
+    predicted_bytes: int
+    #: the smallest and largest files the candidates can make
+    minimum_bytes: int
+    maximum_bytes: int
+    #: sum of the chosen candidates' measured errors, and the same relative to the signal
+    predicted_error: float
+    relative_error: float
+    #: error of every free tensor (by name) as chosen
+    errors: dict[str, float] = field(default_factory=dict)
+    #: codec name -> number of tensors written with it (free, pinned and kept alike)
+    mix: dict[str, int] = field(default_factory=dict)
+    free_tensors: int = 0
+    sampled_tensors: int = 0
+    weighted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target_size": self.target.size,
+            "target_bpw": self.target.bpw,
+            "target_bytes": self.target_bytes,
+            "predicted_bytes": self.predicted_bytes,
+            "minimum_bytes": self.minimum_bytes,
+            "maximum_bytes": self.maximum_bytes,
+            "predicted_error": self.predicted_error,
+            "relative_error": self.relative_error,
+            "mix": dict(sorted(self.mix.items())),
+            "free_tensors": self.free_tensors,
+            "sampled_tensors": self.sampled_tensors,
+            "column_weights": self.weighted,
+            "errors": dict(self.errors),
+        }
+
+
+def candidate_codecs(names: Sequence[str] | None) -> list[Codec]:
+    """The codecs `names` (default `CANDIDATES`) after checking each is one bundler
+    quantizes weights to and GGUF stores."""
+    if names is None:
+        return [get(n) for n in CANDIDATES]
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    codecs = [get(n.strip().lower() if isinstance(n, str) else n) for n in names]
+    bad = [c.name for c in codecs if c not in encodable() or c.facts.ggml_id is None]
+    if bad or not codecs:
+        raise UsageError(
+            f"--candidates: {', '.join(bad) or 'none given'}; candidates are codecs bundler "
+            f"quantizes weights to: {', '.join(CANDIDATES)} (or f32)"
+        )
+    return list(dict.fromkeys(codecs))
+
+
+def candidates(tensor: Tensor, allowed: Sequence[Codec] | None = None) -> list[Codec]:
+    """The codecs of `allowed` (default `CANDIDATES`) `tensor` may be written with under a
+    size target (those its rows fit), with its own codec (copied as it is) when that is a
+    float one."""
+    row = tensor.shape[-1]
+    allowed = candidate_codecs(None) if allowed is None else allowed
+    found = [c for c in allowed if row % c.facts.block_size == 0]
+    own = tensor.codec
+    if not own.facts.is_block and own not in found:
+        found.append(own)
+    return found
+
+
+def sample_rows(name: str, rows: int, row_length: int, sample_values: int) -> np.ndarray | None:
+    """The sorted row indices measured for a tensor, or None for all of them."""
+    if rows * row_length <= sample_values:
+        return None
+    k = max(1, sample_values // row_length)
+    rng = np.random.default_rng([SEED, zlib.crc32(name.encode("utf-8"))])
+    return np.sort(rng.choice(rows, size=k, replace=False))
+
+
+def _rows(tensor: Tensor, pick: np.ndarray | None) -> np.ndarray:
+    """The tensor's values as float32 rows (all, or those `pick` names)."""
+    n = tensor.shape[-1]
+    codec = tensor.codec
+    if codec.facts.flat:
+        values = tensor.numpy().reshape(-1, n)
+        return np.asarray(values if pick is None else values[pick], dtype=np.float32)
+    raw = tensor.raw().reshape(-1, codec.facts.row_bytes(n))
+    raw = raw if pick is None else raw[pick]
+    return np.asarray(codec.decode(np.ascontiguousarray(raw), (raw.shape[0], n)), np.float32)
+
+
+def measure(
+    tensor: Tensor,
+    codecs: Sequence[Codec],
+    *,
+    column_weights: np.ndarray | None = None,
+    sensitivity: float = 1.0,
+    sample_values: int = DEFAULT_SAMPLE_VALUES,
+    index: int = 0,
+) -> Curve:
+    """The (bytes, error) curve of `tensor` over `codecs` (see the module docstring)."""
+    n = tensor.shape[-1]
+    rows = tensor.n_values // n if n else 0
+    pick = sample_rows(tensor.name, rows, n, sample_values)
+    x = _rows(tensor, pick)
+    w = None
+    if column_weights is not None:
+        w = np.asarray(column_weights, dtype=np.float64).reshape(-1)
+        if w.size != n or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise UsageError(
+                f"column weights of tensor {tensor.name!r}: need {n} finite non-negative "
+                f"values (one per column), got {w.size}"
+            )
+    scale = sensitivity * (rows / x.shape[0] if x.shape[0] else 0.0)
+
+    def weighted(d: np.ndarray) -> float:
+        sq = np.square(d, dtype=np.float64).sum(axis=0)
+        return float((sq @ w) if w is not None else sq.sum()) * scale
+
+    points = []
+    for codec in codecs:
+        if codec == tensor.codec:
+            error = 0.0
+        else:
+            y = codec.decode(codec.encode(x), x.shape)
+            error = weighted(y.astype(np.float64) - x)
+        points.append(Point(codec, codec.facts.nbytes(tensor.shape), error))
+    points.sort(key=lambda p: (p.nbytes, p.error))
+    sampled = x.shape[0]
+    return Curve(index, tensor.name, points, weighted(x.astype(np.float64)), sampled, rows)
+
+
+def allocate(curves: Sequence[Curve], budget: int) -> list[int]:
+    """Which point of each curve to take so that their bytes sum to at most `budget` with
+    the smallest total error this greedy reaches (module docstring, step 5); raises
+    ValueError when even the smallest points do not fit."""
+    hulls = [c.hull() for c in curves]
+    pick = [h[0] for h in hulls]
+    used = sum(c.points[k].nbytes for c, k in zip(curves, pick, strict=True))
+    if used > budget:
+        raise ValueError(f"the smallest candidates need {used:,} bytes, the budget is {budget:,}")
+    step = [0] * len(curves)
+    heap: list[tuple[float, int, int]] = []
+
+    def push(i: int) -> None:
+        h = hulls[i]
+        if step[i] + 1 < len(h):
+            a, b = curves[i].points[h[step[i]]], curves[i].points[h[step[i] + 1]]
+            gain = (a.error - b.error) / max(b.nbytes - a.nbytes, 1)
+            heapq.heappush(heap, (-gain, i, step[i]))
+
+    for i in range(len(curves)):
+        push(i)
+    while heap:
+        _, i, s = heapq.heappop(heap)
+        a, b = curves[i].points[hulls[i][s]], curves[i].points[hulls[i][s + 1]]
+        if used + b.nbytes - a.nbytes > budget:
+            continue  # its later hull points are bigger still
+        used += b.nbytes - a.nbytes
+        step[i] = s + 1
+        pick[i] = hulls[i][s + 1]
+        push(i)
+    return _spend_rest(curves, pick, budget - used)
+
+
+def _spend_rest(curves: Sequence[Curve], pick: list[int], left: int) -> list[int]:
+    """Spend the bytes the hull walk left: the largest error reduction that fits, again."""
+    while True:
+        best = None
+        for i, c in enumerate(curves):
+            now = c.points[pick[i]]
+            for k, p in enumerate(c.points):
+                extra = p.nbytes - now.nbytes
+                if 0 < extra <= left and p.error < now.error:
+                    saving = now.error - p.error
+                    if best is None or saving > best[0]:
+                        best = (saving, i, k, extra)
+        if best is None:
+            return pick
+        _, i, k, extra = best
+        pick[i] = k
+        left -= extra
+
+
+class _Pins:
+    """The codecs the user fixed for some tensors (--tensor-type, --output-tensor-type,
+    --token-embedding-type)."""
+
+    def __init__(self, options: PlanOptions):
+        self.rules = [(compile_pattern(rx), get(c)) for rx, c in options.tensor_types]
+        self.output = get(options.output_tensor_type) if options.output_tensor_type else None
+        self.token = get(options.token_embedding_type) if options.token_embedding_type else None
+
+    def codec(self, name: str) -> tuple[Codec, str] | None:
+        cat = category(name)
+        if self.token is not None and cat == "token_embd":
+            return self.token, "--token-embedding-type"
+        if self.output is not None and cat == "output":
+            return self.output, "--output-tensor-type"
+        for pattern, codec in self.rules:
+            if pattern.search(name):
+                return codec, f"--tensor-type {pattern.pattern}={codec.name}"
+        return None
+
+
+def _check_options(options: PlanOptions) -> None:
+    if options.type is not None:
+        raise UsageError(
+            "a size target chooses every tensor's codec: drop --type (type=), or pin some "
+            "tensors with --tensor-type / --output-tensor-type / --token-embedding-type"
+        )
+    if options.pure:
+        raise UsageError("--pure (pure=) and a size target exclude each other")
+
+
+def plan_to_target(
+    bundle: Bundle,
+    options: PlanOptions,
+    target: SizeTarget,
+    size_of: Callable[[Plan], int],
+    *,
+    column_weights: Mapping[str, np.ndarray] | None = None,
+    sensitivity: Mapping[str, float] | None = None,
+    sample_values: int = DEFAULT_SAMPLE_VALUES,
+    codecs: Sequence[str] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> Plan:
+    """The plan that fits `bundle` in `target` with the least measured error.
+
+    `size_of(plan)` is the exact size of the file `plan` writes (the output format's
+    layout). `column_weights` maps tensor names to one non-negative weight per column (an
+    importance matrix); `sensitivity` maps tensor names to a factor on their error (1 when
+    absent). `codecs` names the candidates (default `CANDIDATES`). `progress(name,
+    n_values)` is called after each tensor is measured.
+    """
+    _check_options(options)
+    allowed = candidate_codecs(codecs)
+    column_weights = column_weights or {}
+    sensitivity = sensitivity or {}
+    pins = _Pins(options)
+    tensors = list(bundle.tensors.values())
+    fixed: dict[int, Choice] = {}
+    free: list[int] = []
+    for i, t in enumerate(tensors):
+        why_not = quantizable(t)
+        if why_not is None and options.leave_output_tensor and t.name == "output.weight":
+            why_not = "--leave-output-tensor"
+        pinned = pins.codec(t.name) if why_not is None else None
+        if why_not is not None:
+            fixed[i] = Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
+        elif pinned is not None:
+            codec, note = with_fallback(pinned[0], t.shape)
+            fixed[i] = choice_for(i, t, codec, "; ".join(filter(None, (pinned[1], note))))
+        else:
+            free.append(i)
+    # a free tensor already in blocks would be requantized by any other block codec
+    refuse_requantize([*fixed.values(), *(_requantized(i, tensors[i]) for i in free)], options)
+    curves: list[Curve] = []
+    for i in free:
+        t = tensors[i]
+        curve = measure(
+            t, candidates(t, allowed), column_weights=column_weights.get(t.name),
+            sensitivity=float(sensitivity.get(t.name, 1.0)), sample_values=sample_values,
+            index=i,
+        )  # fmt: skip
+        curves.append(curve)
+        if progress is not None:
+            progress(t.name, t.n_values)
+
+    def build(pick: Sequence[int]) -> Plan:
+        return _plan(tensors, fixed, curves, pick)
+
+    n_values = sum(t.n_values for t in tensors)
+    want = target.bytes_for(n_values)
+    smallest = build([0] * len(curves))
+    minimum = size_of(smallest)
+    maximum = size_of(build([_best(c) for c in curves]))
+    if want < minimum:
+        raise UsageError(
+            f"size target {target.describe()} ({want:,} bytes) is below the smallest file "
+            f"reachable: {minimum:,} bytes ({minimum / 1e6:.2f} MB, {minimum * 8 / n_values:.3f} "
+            f"bits per weight) with every quantizable tensor at its smallest codec"
+        )
+    overhead = minimum - sum(c.points[0].nbytes for c in curves)
+    budget = want - overhead
+    for _ in range(_RETRIES):
+        pick = allocate(curves, budget)
+        plan = build(pick)
+        size = size_of(plan)
+        if size <= want:
+            break
+        budget -= size - want
+    else:  # pragma: no cover - the smallest allocation always fits (checked above)
+        pick, plan = [0] * len(curves), smallest
+        size = minimum
+    error = sum(c.points[k].error for c, k in zip(curves, pick, strict=True))
+    signal = sum(c.signal for c in curves)
+    plan.allocation = Allocation(
+        target=target,
+        target_bytes=want,
+        predicted_bytes=size,
+        minimum_bytes=minimum,
+        maximum_bytes=maximum,
+        predicted_error=error,
+        relative_error=error / signal if signal else 0.0,
+        errors={c.name: c.points[k].error for c, k in zip(curves, pick, strict=True)},
+        mix=dict(Counter(c.target.name for c in plan.choices)),
+        free_tensors=len(curves),
+        sampled_tensors=sum(c.sampled_rows < c.rows for c in curves),
+        weighted=bool(column_weights),
+    )
+    return plan
+
+
+def _requantized(i: int, t: Tensor) -> Choice:
+    """What choosing another block codec for `t` would be (a requantize when `t` is in blocks)."""
+    other = get("q8_0" if t.codec.name != "q8_0" else "q4_0")
+    return choice_for(i, t, other if t.codec.facts.is_block else t.codec, "")
+
+
+def _best(curve: Curve) -> int:
+    return min(
+        range(len(curve.points)), key=lambda k: (curve.points[k].error, curve.points[k].nbytes)
+    )
+
+
+def _plan(
+    tensors: list[Tensor], fixed: dict[int, Choice], curves: Sequence[Curve], pick: Sequence[int]
+) -> Plan:
+    choices = dict(fixed)
+    for c, k in zip(curves, pick, strict=True):
+        p = c.points[k]
+        note = f"size target: {p.codec.name}, error {p.error:.4g}"
+        choices[c.index] = choice_for(c.index, tensors[c.index], p.codec, note)
+    ordered = [choices[i] for i in range(len(tensors))]
+    ftype = _file_type(ordered)
+    updates = {}
+    if ftype is not None and ftype.ftype is not None:
+        updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
+    if any(c.target.facts.is_block for c in ordered):
+        updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
+    return Plan(ordered, ftype, updates)
+
+
+def _file_type(choices: list[Choice]) -> FileType | None:
+    """The file type naming a mix: that of the codec holding the most quantized values (its
+    plain file type, else its _M mixture: Q4_K -> Q4_K_M), as llama.cpp only reads
+    `general.file_type` to describe a file."""
+    values = Counter()
+    for c in choices:
+        if not c.kept:
+            values[c.target.name] += math.prod(c.shape)
+    if not values:
+        return None
+    top = values.most_common(1)[0][0]
+    named = [f for f in FILE_TYPES if f.base == top]
+    for f in named:
+        if f.name.lower() == top or f.name.endswith("_M"):
+            return f
+    return named[0] if named else None
