@@ -9,6 +9,7 @@ to, so a quantized file diffs against its source.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ def compare_tensors(a: Tensor, b: Tensor) -> dict[str, Any]:
         "rmse": None,
         "cosine": None,
         "max_abs": None,
+        "snr_db": None,
         "error": None,
     }
     try:
@@ -36,8 +38,15 @@ def compare_tensors(a: Tensor, b: Tensor) -> dict[str, Any]:
     except BundlerError as exc:
         row["error"] = str(exc)
         return row
-    row.update(rmse=stats.rmse, cosine=stats.cosine, max_abs=stats.max_abs)
+    row.update(
+        rmse=stats.rmse, cosine=stats.cosine, max_abs=stats.max_abs, snr_db=_finite(stats.snr_db)
+    )
     return row
+
+
+def _finite(x: float) -> float | None:
+    """`x`, or None for an infinite SNR (identical tensors, or A all zeros)."""
+    return x if math.isfinite(x) else None
 
 
 def compare_metadata(a: Bundle, b: Bundle) -> dict[str, Any]:

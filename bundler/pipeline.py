@@ -315,8 +315,8 @@ def quantize(
     fit the target with the least error (bundler.plan.target; `Report.plan.allocation`
     says how): `column_weights` maps tensor names to per-column importance weights,
     `candidates` names the codecs to choose from (default: every GGML block codec bundler
-    encodes, BF16 and F16), and `progress(name, n_values)` is called as each tensor is
-    measured.
+    encodes, BF16 and F16), and `progress(name, n_values, total_values)` is called as each
+    tensor is measured.
     """
     target = None
     if target_size is not None or target_bpw is not None:

@@ -30,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="exit 5 when a compared tensor's cosine similarity is below MIN_COSINE "
         "(diff exits 5 whenever no tensor could be compared)",
     )  # fmt: skip
+    p.add_argument(
+        "--plot", metavar="PNG",
+        help="draw each tensor's error by layer and a layers x tensor kind heatmap into PNG "
+        "(needs bundler[plot])",
+    )  # fmt: skip
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -38,7 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from bundler.diff import diff
     from bundler.errors import ValidationError
 
+    if args.plot:
+        from bundler.plot import require
+
+        require()
     report = diff(args.a, args.b, args.threshold)
+    if args.plot:
+        from bundler.plot import diff_figure
+
+        diff_figure(report, args.plot)
     emit(args, report, human)
     compared = report["summary"]["compared"]
     if compared == 0:

@@ -107,6 +107,54 @@ class Feedback:
             self.bar.close()
 
 
+class Measuring:
+    """A progress bar (on a terminal only) while a size target measures each tensor."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.show = not (args.quiet or args.json) and sys.stderr.isatty()
+        self.bar = None
+
+    def __enter__(self) -> Measuring:
+        return self
+
+    def measured(self, name: str, n_values: int, total: int) -> None:
+        if not self.show:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, unit="values", unit_scale=True, file=sys.stderr, leave=False,
+                desc="measuring codec errors",
+            )  # fmt: skip
+        self.bar.set_postfix_str(name, refresh=False)
+        self.bar.update(n_values)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def mix_lines(target: dict[str, Any]) -> list[str]:
+    """What a size target chose: the codec mix, the predicted size and error."""
+    goal = (
+        f"{target['target_size']:,} bytes"
+        if target["target_size"] is not None
+        else f"{target['target_bpw']:g} bits per weight = {target['target_bytes']:,} bytes"
+    )
+    mix = ", ".join(
+        f"{n} {codec}" for codec, n in sorted(target["mix"].items(), key=lambda kv: -kv[1])
+    )
+    return [
+        f"size target  = {goal} (reachable: {target['minimum_bytes']:,} .. "
+        f"{target['maximum_bytes']:,})",
+        f"chosen mix   = {mix}",
+        f"predicted    = {target['predicted_bytes']:,} bytes, weighted squared error "
+        f"{target['predicted_error']:.6g} ({target['relative_error']:.3e} of the weights' energy, "
+        f"{target['free_tensors']} tensors chosen, {target['sampled_tensors']} on sampled rows)",
+    ]
+
+
 def summary(report: dict[str, Any]) -> str:
     src, dst = report["source_bytes"], report["target_bytes"]
     lines = [

@@ -7,11 +7,19 @@ import json
 import sys
 import warnings
 
-from bundler.cli.feedback import Feedback, add_output_flags, summary, tensor_line
+from bundler.cli.feedback import (
+    Feedback,
+    Measuring,
+    add_output_flags,
+    mix_lines,
+    parse_size,
+    summary,
+    tensor_line,
+)
+from bundler.errors import UsageError
 
 
 def _tensor_type(text: str) -> tuple[str, str]:
-    from bundler.errors import UsageError
     from bundler.plan.planner import compile_pattern
 
     regex, sep, codec = text.rpartition("=")
@@ -28,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory), APR or ONNX")
     add_plan_flags(q)
+    add_target_flags(q)
     add_affine_flags(q)
     q.add_argument(
         "--matmul-nbits", action="store_true",
@@ -67,6 +76,40 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
 
 
+def _bpw(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"bits per weight must be positive, got {text}")
+    return value
+
+
+def add_target_flags(q: argparse.ArgumentParser) -> None:
+    """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
+    target = q.add_mutually_exclusive_group()
+    target.add_argument(
+        "--target-size", type=parse_size, metavar="SIZE",
+        help="instead of --type: choose each tensor's codec so the output file is at most "
+        "SIZE bytes with the least error (80M = 80*10^6 bytes, 75MiB = 75*2^20; K, M, G, T "
+        "and KiB, MiB, GiB, TiB)",
+    )  # fmt: skip
+    target.add_argument(
+        "--target-bpw", type=_bpw, metavar="BITS",
+        help="instead of --type: as --target-size, for a file of BITS bits per value",
+    )  # fmt: skip
+    q.add_argument(
+        "--candidates", metavar="CODECS",
+        help="with a size target: the codecs to choose from, comma-separated (default: "
+        "q2_k,q3_k,q4_0,q4_1,q4_k,q5_0,q5_1,q5_k,q6_k,q8_0,bf16,f16)",
+    )  # fmt: skip
+    q.add_argument(
+        "--plot", metavar="PNG",
+        help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
+    )  # fmt: skip
+
+
 def add_affine_flags(q: argparse.ArgumentParser) -> None:
     """`quantize`'s affine options, folded into --type by `affine_type`."""
     q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
@@ -99,14 +142,28 @@ def plan_options(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
     from bundler.containers import open_bundle
-    from bundler.pipeline import _check_paths, output_format, write_bundle
+    from bundler.pipeline import _check_paths, output_format, plan_output, write_bundle
     from bundler.plan import PlanOptions
-    from bundler.plan.affine import plan_bundle
 
     _check_paths(args.input, args.output, args.force or args.dry_run)
     output_format(args.output, args.to)
+    target = _target(args)
+    if getattr(args, "plot", None):
+        from bundler.plot import require
+
+        require()
     options = PlanOptions(**plan_options) if plan_options else None
-    bundle, plan = plan_bundle(open_bundle(args.input), options)
+    write_options = {"aprender": True} if args.aprender else None
+    with Measuring(args) as measuring:
+        bundle, plan = plan_output(
+            open_bundle(args.input), options, args.output, format=args.to, target=target,
+            split_max_size=args.split_max_size, write_options=write_options,
+            candidates=getattr(args, "candidates", None), progress=measuring.measured,
+        )  # fmt: skip
+    if getattr(args, "plot", None):
+        from bundler.plot import plan_figure
+
+        plan_figure(plan, args.plot)
     feedback = Feedback(args, len(plan.choices), plan.target_bytes)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -114,8 +171,7 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
             report = write_bundle(
                 bundle, plan, args.output, format=args.to, force=args.force,
                 dry_run=args.dry_run, split_max_size=args.split_max_size,
-                observer=feedback, source_name=args.input,
-                write_options={"aprender": True} if args.aprender else None,
+                observer=feedback, source_name=args.input, write_options=write_options,
             )  # fmt: skip
     finally:
         feedback.close()
@@ -129,6 +185,8 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
         if args.dry_run:
             for choice in plan.choices:
                 print(tensor_line(choice, len(plan.choices)))
+        if result["target"] is not None:
+            print("\n".join(mix_lines(result["target"])))
         print(summary(result))
     return 0
 
@@ -142,7 +200,28 @@ def run_quantize(args: argparse.Namespace) -> int:
         from bundler.codecs import set_threads
 
         set_threads(args.threads)
+    if _target(args) is not None:
+        affine = [
+            f for f in ("bits", "group_size", "calibration", "scale_dtype") if getattr(args, f)
+        ]
+        affine += [f for f in ("per_channel", "asym") if getattr(args, f)]
+        if affine:
+            flags = ", ".join("--" + f.replace("_", "-") for f in affine)
+            raise UsageError(f"{flags}: affine options do not combine with a size target")
+        return _run(args, plan_options(args))
     return _run(args, {**plan_options(args), "type": affine_type(args)})
+
+
+def _target(args: argparse.Namespace):
+    """The size target --target-size / --target-bpw ask for, or None."""
+    from bundler.plan.target import SizeTarget
+
+    size, bpw = getattr(args, "target_size", None), getattr(args, "target_bpw", None)
+    if size is None and bpw is None:
+        if getattr(args, "candidates", None):
+            raise UsageError("--candidates needs --target-size or --target-bpw")
+        return None
+    return SizeTarget(size, bpw)
 
 
 def affine_type(args: argparse.Namespace) -> str | None:
@@ -171,7 +250,10 @@ def affine_type(args: argparse.Namespace) -> str | None:
         base = base or f"int{args.bits}"
     if base is None:
         if tokens or getattr(args, "type_required", True):
-            raise UsageError("--type is required (or --bits for an affine codec)")
+            raise UsageError(
+                "--type is required (or --bits for an affine codec, or --target-size / "
+                "--target-bpw)"
+            )
         return None
     if tokens and not is_affine(base):
         raise UsageError(

@@ -391,7 +391,7 @@ def plan_to_target(
     sensitivity: Mapping[str, float] | None = None,
     sample_values: int = DEFAULT_SAMPLE_VALUES,
     codecs: Sequence[str] | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Plan:
     """The plan that fits `bundle` in `target` with the least measured error.
 
@@ -399,7 +399,7 @@ def plan_to_target(
     layout). `column_weights` maps tensor names to one non-negative weight per column (an
     importance matrix); `sensitivity` maps tensor names to a factor on their error (1 when
     absent). `codecs` names the candidates (default `CANDIDATES`). `progress(name,
-    n_values)` is called after each tensor is measured.
+    n_values, total_values)` is called after each tensor is measured.
     """
     _check_options(options)
     allowed = candidate_codecs(codecs)
@@ -424,6 +424,7 @@ def plan_to_target(
     # a free tensor already in blocks would be requantized by any other block codec
     refuse_requantize([*fixed.values(), *(_requantized(i, tensors[i]) for i in free)], options)
     curves: list[Curve] = []
+    total = sum(tensors[i].n_values for i in free)
     for i in free:
         t = tensors[i]
         curve = measure(
@@ -433,7 +434,7 @@ def plan_to_target(
         )  # fmt: skip
         curves.append(curve)
         if progress is not None:
-            progress(t.name, t.n_values)
+            progress(t.name, t.n_values, total)
 
     def build(pick: Sequence[int]) -> Plan:
         return _plan(tensors, fixed, curves, pick)
