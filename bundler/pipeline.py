@@ -22,7 +22,7 @@ from bundler.errors import OutputExistsError, PlanWarning, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
 from bundler.plan.affine import decode_groups, plan_bundle
 from bundler.plan.rules import by_name
-from bundler.plan.target import SizeTarget, plan_to_target
+from bundler.plan.target import DEFAULT_SAMPLE_VALUES, SizeTarget, plan_to_target
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -244,12 +244,13 @@ def plan_output(
     write_options: dict[str, Any] | None = None,
     column_weights: dict[str, Any] | None = None,
     candidates: Any = None,
+    sample_values: int | None = None,
     progress: Any = None,
 ) -> tuple[Bundle, Plan]:
     """The bundle to write to `dst` and its plan: the planner's, or with a size `target` the
     allocation that fits it (bundler.plan.target) in the format written, with its options;
-    `column_weights`, `candidates` and `progress` as `plan_to_target` takes them
-    (`candidates` as its `codecs`)."""
+    `column_weights`, `candidates`, `sample_values` and `progress` as `plan_to_target`
+    takes them (`candidates` as its `codecs`)."""
     if target is None:
         return plan_bundle(bundle, options)
     dst = os.fspath(dst)
@@ -261,6 +262,7 @@ def plan_output(
     plan = plan_to_target(
         bundle, options, target, lambda p: planned_size(bundle, p, dst, fmt, opts),
         column_weights=column_weights, codecs=candidates, progress=progress,
+        sample_values=sample_values or DEFAULT_SAMPLE_VALUES,
     )  # fmt: skip
     plan.input_bytes = input_bytes if found else None
     return bundle, plan
@@ -303,6 +305,7 @@ def quantize(
     target_bpw: float | None = None,
     column_weights: dict[str, Any] | None = None,
     candidates: Any = None,
+    sample_values: int | None = None,
     progress: Any = None,
     **plan_options: Any,
 ) -> Report:
@@ -315,8 +318,9 @@ def quantize(
     fit the target with the least error (bundler.plan.target; `Report.plan.allocation`
     says how): `column_weights` maps tensor names to per-column importance weights,
     `candidates` names the codecs to choose from (default: every GGML block codec bundler
-    encodes, BF16 and F16), and `progress(name, n_values, total_values)` is called as each
-    tensor is measured.
+    encodes, BF16 and F16), `sample_values` caps the values measured per tensor (default
+    `bundler.plan.target.DEFAULT_SAMPLE_VALUES`; sizes are exact whatever it is), and
+    `progress(name, n_values, total_values)` is called as each tensor is measured.
     """
     target = None
     if target_size is not None or target_bpw is not None:
@@ -327,7 +331,8 @@ def quantize(
     return _file_to_file(
         src, dst, options, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, target=target,
-        column_weights=column_weights, candidates=candidates, progress=progress,
+        column_weights=column_weights, candidates=candidates, sample_values=sample_values,
+        progress=progress,
     )  # fmt: skip
 
 

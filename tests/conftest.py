@@ -31,6 +31,15 @@ def smollm2_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_f32_gguf(smollm2_gguf, tmp_path_factory) -> Path:
+    """SmolLM2's Q4_1 file decoded to an F32 GGUF by `bundler quantize --type f32` (every
+    value of its quantized weights is exactly representable in Q4_1 again)."""
+    out = tmp_path_factory.mktemp("smollm2-f32") / "SmolLM2-135M-Instruct.F32.gguf"
+    run_cli("quantize", str(smollm2_gguf), "--type", "f32", "-q", "-o", str(out), check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def minilm_safetensors() -> Path:
     """all-MiniLM-L6-v2 model.safetensors, written by the reference serializer."""
     return _asset(assets.minilm_safetensors)

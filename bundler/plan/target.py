@@ -61,7 +61,7 @@ import numpy as np
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
-from bundler.plan.filetypes import FILE_TYPES, FileType, encodable
+from bundler.plan.filetypes import FILE_TYPES, FileType
 from bundler.plan.mixtures import category
 from bundler.plan.planner import (
     QUANTIZATION_VERSION,
@@ -118,8 +118,11 @@ class SizeTarget:
             return self.size
         return int(self.bpw * n_values // 8)
 
-    def describe(self) -> str:
-        return f"{self.size:,} bytes" if self.size is not None else f"{self.bpw:g} bits per weight"
+    def describe(self, nbytes: int) -> str:
+        """The target as people gave it, with `nbytes` (its bytes) for bits per weight."""
+        if self.size is not None:
+            return f"{self.size:,} bytes"
+        return f"{self.bpw:g} bits per weight ({nbytes:,} bytes)"
 
 
 @dataclass(frozen=True)
@@ -207,14 +210,14 @@ class Allocation:
 
 
 def candidate_codecs(names: Sequence[str] | None) -> list[Codec]:
-    """The codecs `names` (default `CANDIDATES`) after checking each is one bundler
-    quantizes weights to and GGUF stores."""
+    """The codecs `names` (default `CANDIDATES`) after checking each is one of them (or
+    F32)."""
     if names is None:
         return [get(n) for n in CANDIDATES]
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
     codecs = [get(n.strip().lower() if isinstance(n, str) else n) for n in names]
-    bad = [c.name for c in codecs if c not in encodable() or c.facts.ggml_id is None]
+    bad = [c.name for c in codecs if c.name not in (*CANDIDATES, "f32")]
     if bad or not codecs:
         raise UsageError(
             f"--candidates: {', '.join(bad) or 'none given'}; candidates are codecs bundler "
@@ -231,8 +234,13 @@ def candidates(tensor: Tensor, allowed: Sequence[Codec] | None = None) -> list[C
     allowed = candidate_codecs(None) if allowed is None else allowed
     found = [c for c in allowed if row % c.facts.block_size == 0]
     own = tensor.codec
-    if not own.facts.is_block and own not in found:
+    if (not own.facts.is_block or own.name in CANDIDATES) and own not in found:
         found.append(own)
+    if not found:
+        raise UsageError(
+            f"tensor {tensor.name!r}: rows of {row} fit none of the candidates "
+            f"({', '.join(c.name for c in allowed)}); add f16 to --candidates"
+        )
     return found
 
 
@@ -402,6 +410,8 @@ def plan_to_target(
     n_values, total_values)` is called after each tensor is measured.
     """
     _check_options(options)
+    if isinstance(sample_values, bool) or not isinstance(sample_values, int) or sample_values < 1:
+        raise UsageError(f"sample_values must be a positive integer, got {sample_values!r}")
     allowed = candidate_codecs(codecs)
     column_weights = column_weights or {}
     sensitivity = sensitivity or {}
@@ -446,7 +456,7 @@ def plan_to_target(
     maximum = size_of(build([_best(c) for c in curves]))
     if want < minimum:
         raise UsageError(
-            f"size target {target.describe()} ({want:,} bytes) is below the smallest file "
+            f"size target {target.describe(want)} is below the smallest file "
             f"reachable: {minimum:,} bytes ({minimum / 1e6:.2f} MB, {minimum * 8 / n_values:.3f} "
             f"bits per weight) with every quantizable tensor at its smallest codec"
         )
