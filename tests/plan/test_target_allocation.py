@@ -45,8 +45,8 @@ def test_hull_drops_points_above_the_lower_convex_hull_and_points_that_do_not_he
 def _exhaustive(curves: list[Curve], budget: int) -> float:
     best = float("inf")
     for pick in itertools.product(*(range(len(c.points)) for c in curves)):
-        if sum(c.points[k].nbytes for c, k in zip(curves, pick)) <= budget:
-            best = min(best, sum(c.points[k].error for c, k in zip(curves, pick)))
+        if sum(c.points[k].nbytes for c, k in zip(curves, pick, strict=True)) <= budget:
+            best = min(best, sum(c.points[k].error for c, k in zip(curves, pick, strict=True)))
     return best
 
 
@@ -62,8 +62,8 @@ def test_allocation_fits_and_is_at_least_the_optimum_of_the_budget_less_one_step
     smallest = sum(c.points[0].nbytes for c in curves)
     budget = smallest + slack
     pick = allocate(curves, budget)
-    spent = sum(c.points[k].nbytes for c, k in zip(curves, pick))
-    error = sum(c.points[k].error for c, k in zip(curves, pick))
+    spent = sum(c.points[k].nbytes for c, k in zip(curves, pick, strict=True))
+    error = sum(c.points[k].error for c, k in zip(curves, pick, strict=True))
     assert spent <= budget
     # the Lagrangian guarantee: optimal for what the hull walk spent, which is at least the
     # budget less the largest step of any curve
@@ -84,7 +84,7 @@ def test_allocation_is_the_exhaustive_optimum_when_the_budget_lands_on_hull_step
     ]
     for budget in (25, 30, 40, 60, 75, 95):  # the breakpoints of the hull walk
         pick = allocate(curves, budget)
-        error = sum(c.points[k].error for c, k in zip(curves, pick))
+        error = sum(c.points[k].error for c, k in zip(curves, pick, strict=True))
         assert error == pytest.approx(_exhaustive(curves, budget)), budget
 
 
