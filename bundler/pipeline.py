@@ -226,11 +226,16 @@ def planned_size(
     bundle: Bundle, plan: Plan, dst: str, fmt: str, write_options: dict[str, Any]
 ) -> int:
     """The exact bytes writing `bundle` as `plan` says to `dst` in `fmt` would write."""
-    size = getattr(module(fmt), "planned_size", None)
-    if size is None:
+    _size_known(fmt)
+    return module(fmt).planned_size(apply_plan(bundle, plan), dst, **write_options)
+
+
+def _size_known(fmt: str) -> None:
+    if not hasattr(module(fmt), "planned_size"):
         able = ", ".join(n for n in formats() if hasattr(module(n), "planned_size"))
-        raise UsageError(f"a size target needs an output whose size is known up front ({able})")
-    return size(apply_plan(bundle, plan), dst, **write_options)
+        raise UsageError(
+            f"a size target needs an output whose size is known up front ({able}), not {fmt}"
+        )
 
 
 def plan_output(
@@ -256,6 +261,7 @@ def plan_output(
     dst = os.fspath(dst)
     fmt = output_format(dst, format)
     opts = _write_options(fmt, split_max_size, write_options or {})
+    _size_known(fmt)
     options = options or PlanOptions()
     input_bytes = sum(t.nbytes for t in bundle.tensors.values())
     bundle, found = decode_groups(bundle, options, True)

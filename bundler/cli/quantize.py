@@ -195,6 +195,11 @@ def run_quantize(args: argparse.Namespace) -> int:
     from bundler.cli import models
 
     if models.is_native_rewrite(args):
+        if _target(args) is not None or args.plot:
+            raise UsageError(
+                "--target-size, --target-bpw and --plot do not apply to a model rewritten in "
+                "its own format; write GGUF or SafeTensors (-o model.gguf)"
+            )
         return models.run_quantize(args)
     if args.threads:
         from bundler.codecs import set_threads

@@ -127,6 +127,14 @@ def test_target_flag_mistakes_are_usage_errors(minilm_safetensors, tmp_path, fla
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_target_needs_an_output_whose_size_is_known_up_front(minilm_safetensors, tmp_path):
+    out = tmp_path / "o.apr"
+    done = run_cli("quantize", str(minilm_safetensors), "-o", str(out), "--target-size", "20M")
+    assert done.returncode == 2
+    assert "a size target needs an output whose size is known up front" in done.stderr
+    assert "gguf" in done.stderr and not out.exists()
+
+
 def test_dry_run_json_reports_the_mix_size_and_error_and_writes_nothing(
     minilm_safetensors, tmp_path
 ):
