@@ -8,6 +8,7 @@ layers are drawn as "other".
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections import defaultdict
@@ -19,7 +20,7 @@ from bundler.errors import UsageError
 EXTRA_HINT = "pictures need the optional extra: pip install 'bundler[plot]' (matplotlib)"
 _LAYER = re.compile(r"(?:^|\.)(?:blk|layers?|h|blocks?)\.(\d+)\.(.+)$")
 #: Width, height (inches) and resolution of the figures.
-PLAN_SIZE, DIFF_SIZE, DPI = (10.0, 5.0), (12.0, 9.0), 100
+PLAN_SIZE, DIFF_SIZE, TRADEOFF_SIZE, DPI = (10.0, 5.0), (12.0, 9.0), (8.0, 5.0), 100
 OTHER = "other"
 
 
@@ -49,11 +50,17 @@ def _figure(size: tuple[float, float]) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+def _save(fig: Any, path: str | os.PathLike[str] | None) -> bytes | None:
+    """Write the figure as a PNG at `path`, or return the PNG's bytes when `path` is None."""
+    if path is None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI)
+        return buffer.getvalue()
     from bundler.atomic import atomic_output
 
     with atomic_output(os.fspath(path), True) as f:
         fig.savefig(f, format="png", dpi=DPI)
+    return None
 
 
 def _layer_labels(layers: Iterable[int | None]) -> list[int | None]:
@@ -61,8 +68,8 @@ def _layer_labels(layers: Iterable[int | None]) -> list[int | None]:
     return found + ([None] if any(x is None for x in layers) else [])
 
 
-def plan_figure(plan: Any, path: str | os.PathLike[str]) -> None:
-    """Bytes written per layer, stacked by codec, as a PNG at `path`."""
+def plan_figure(plan: Any, path: str | os.PathLike[str] | None) -> bytes | None:
+    """Bytes written per layer, stacked by codec, as a PNG at `path` (its bytes when None)."""
     fig = _figure(PLAN_SIZE)
     by = defaultdict(lambda: defaultdict(int))
     layers = []
@@ -88,7 +95,7 @@ def plan_figure(plan: Any, path: str | os.PathLike[str]) -> None:
         title += f"; size target {a.target_bytes:,} B, predicted file {a.predicted_bytes:,} B"
     ax.set_title(title, fontsize=10)
     ax.legend(title="codec", fontsize=8, ncols=2)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def _colours(names: list[str]) -> dict[str, Any]:
@@ -98,9 +105,9 @@ def _colours(names: list[str]) -> dict[str, Any]:
     return {n: cmap(i % 20) for i, n in enumerate(names)}
 
 
-def diff_figure(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """A diff report drawn as a PNG at `path`: each tensor's relative RMS error by layer
-    (one line per kind) above a heatmap of the SNR of layers by tensor kind."""
+def diff_figure(report: dict[str, Any], path: str | os.PathLike[str] | None) -> bytes | None:
+    """A diff report drawn as a PNG at `path` (its bytes when None): each tensor's relative
+    RMS error by layer (one line per kind) above a heatmap of the SNR of layers by kind."""
     fig = _figure(DIFF_SIZE)
     rows = [r for r in report["tensors"] if r.get("snr_db") is not None]
     points = defaultdict(list)
@@ -126,14 +133,33 @@ def diff_figure(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     kinds = sorted({k for k, layer in grid if layer is not None}) or sorted({k for k, _ in grid})
     import numpy as np
 
-    cells = np.full((len(kinds), len(order)), np.nan)
+    columns = [x for x in order if x is not None] or order  # the layers, if any
+    cells = np.full((len(kinds), len(columns)), np.nan)
     for (kind, layer), snr in grid.items():
-        if kind in kinds:
-            cells[kinds.index(kind), x_of[layer]] = snr
+        if kind in kinds and layer in columns:
+            cells[kinds.index(kind), columns.index(layer)] = snr
     image = bottom.imshow(cells, aspect="auto", cmap="viridis", interpolation="nearest")
     bottom.set_yticks(range(len(kinds)), kinds, fontsize=7)
-    bottom.set_xticks(range(len(order)), labels, fontsize=7)
+    bottom.set_xticks(range(len(columns)), [labels[x_of[x]] for x in columns], fontsize=7)
     bottom.set_xlabel("layer")
     bottom.set_title("SNR (dB) by layer and tensor kind; blank: identical or absent", fontsize=9)
     fig.colorbar(image, ax=bottom, label="SNR (dB), higher is closer")
-    _save(fig, path)
+    return _save(fig, path)
+
+
+def tradeoff_figure(points: list[dict[str, Any]]) -> bytes:
+    """Size against total squared weight error, one labelled point per candidate file
+    (`points`: dicts with file, bytes and squared_error), as PNG bytes."""
+    fig = _figure(TRADEOFF_SIZE)
+    ax = fig.add_subplot()
+    for p in points:
+        error = max(p["squared_error"], 1e-30)
+        ax.scatter([p["bytes"] / 1e6], [error], s=40)
+        ax.annotate(p["label"], (p["bytes"] / 1e6, error), fontsize=8, xytext=(5, 5),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("file size (MB)")
+    ax.set_ylabel("total squared weight error vs the original")
+    ax.set_title("size / error trade-off of the candidates (lower left is better)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, None)
