@@ -19,7 +19,10 @@ The problem and how it is solved:
    matrix: the mean squared activation entering each column) this is the expected squared
    error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
    quantity llama.cpp's importance matrix weights its own quantization with. Without them
-   `w = 1`: the same expectation for uncorrelated unit-variance inputs. `s_t` (default 1)
+   `w = 1`: the same expectation for uncorrelated unit-variance inputs. A free tensor the
+   weights do not cover (an importance matrix has no entry for the token embedding) takes
+   every `w_j` equal to the mean weight of the tensors they cover, so that all errors stay
+   on one scale. `s_t` (default 1)
    scales a whole tensor when a caller knows more (`sensitivity=`). A tensor of more than
    `sample_values` values is measured on a sample of its rows (drawn without replacement
    by a generator seeded from `SEED` and the tensor name: the same rows every run) and the
@@ -435,12 +438,15 @@ def plan_to_target(
     refuse_requantize([*fixed.values(), *(_requantized(i, tensors[i]) for i in free)], options)
     curves: list[Curve] = []
     total = sum(tensors[i].n_values for i in free)
+    unweighted = _unweighted_scale(column_weights, [tensors[i].name for i in free])
     for i in free:
         t = tensors[i]
+        weights = column_weights.get(t.name)
+        scale = 1.0 if weights is not None else unweighted
         curve = measure(
-            t, candidates(t, allowed), column_weights=column_weights.get(t.name),
-            sensitivity=float(sensitivity.get(t.name, 1.0)), sample_values=sample_values,
-            index=i,
+            t, candidates(t, allowed), column_weights=weights,
+            sensitivity=float(sensitivity.get(t.name, 1.0)) * scale,
+            sample_values=sample_values, index=i,
         )  # fmt: skip
         curves.append(curve)
         if progress is not None:
@@ -495,6 +501,15 @@ def _requantized(i: int, t: Tensor) -> Choice:
     """What choosing another block codec for `t` would be (a requantize when `t` is in blocks)."""
     other = get("q8_0" if t.codec.name != "q8_0" else "q4_0")
     return choice_for(i, t, other if t.codec.facts.is_block else t.codec, "")
+
+
+def _unweighted_scale(column_weights: Mapping[str, np.ndarray], names: list[str]) -> float:
+    """The column weight assumed for a free tensor the importance matrix does not cover (the
+    token embedding, typically): the mean weight of those it covers, so that weighted and
+    unweighted tensors' errors stay on one scale. 1 without column weights."""
+    means = [float(np.mean(column_weights[n])) for n in names if n in column_weights]
+    means = [m for m in means if math.isfinite(m) and m > 0]
+    return float(np.mean(means)) if means else 1.0
 
 
 def _best(curve: Curve) -> int:

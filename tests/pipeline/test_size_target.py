@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -171,3 +172,19 @@ def test_pinned_and_kept_tensors_keep_their_codecs(minilm_safetensors, tmp_path)
 
 def test_the_library_exports_the_target_api():
     assert bundler.quantize is quantize
+
+
+def test_column_weights_steer_bytes_to_the_columns_that_matter(minilm_safetensors, tmp_path):
+    """An importance matrix that makes one tensor's inputs loud and another's quiet gives
+    the first a wider codec than the second; uncovered tensors take the mean weight."""
+    loud, quiet = (f"encoder.layer.{i}.attention.self.query.weight" for i in (0, 1))
+    weights = {loud: np.full(384, 1e4), quiet: np.full(384, 1e-4)}
+    report = quantize(
+        minilm_safetensors, tmp_path / "o.gguf", target_bpw=5.0, dry_run=True,
+        column_weights=weights, sample_values=SAMPLE,
+    )  # fmt: skip
+    a = report.plan.allocation
+    chosen = {c.name: c for c in report.plan.choices}
+    assert a.weighted
+    assert chosen[loud].target_bytes > chosen[quiet].target_bytes
+    assert chosen[quiet].target.name == "q4_0"  # the smallest candidate for rows of 384
