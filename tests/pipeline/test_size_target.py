@@ -46,7 +46,15 @@ def smollm2_reach(smollm2_f32_gguf, tmp_path_factory):
     return _reach(smollm2_f32_gguf, str(tmp_path_factory.mktemp("reach") / "x.gguf"))
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize(
+    "fraction",
+    [
+        0.0,
+        pytest.param(0.1, marks=pytest.mark.slow),
+        0.5,
+        pytest.param(0.9, marks=pytest.mark.slow),
+    ],
+)
 def test_smollm2_gguf_fits_each_target_exactly_as_predicted(
     smollm2_f32_gguf, smollm2_reach, tmp_path, fraction
 ):
@@ -60,6 +68,7 @@ def test_smollm2_gguf_fits_each_target_exactly_as_predicted(
     assert sum(a.mix.values()) == len(report.plan.choices) == 272
 
 
+@pytest.mark.slow
 def test_smollm2_less_room_never_means_less_error(smollm2_f32_gguf, smollm2_reach, tmp_path):
     low, high = smollm2_reach
     errors = []
