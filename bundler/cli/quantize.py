@@ -88,6 +88,8 @@ def _bpw(text: str) -> float:
 
 def add_target_flags(q: argparse.ArgumentParser) -> None:
     """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
+    from bundler.plan.target import CANDIDATES
+
     target = q.add_mutually_exclusive_group()
     target.add_argument(
         "--target-size", type=parse_size, metavar="SIZE",
@@ -102,7 +104,7 @@ def add_target_flags(q: argparse.ArgumentParser) -> None:
     q.add_argument(
         "--candidates", metavar="CODECS",
         help="with a size target: the codecs to choose from, comma-separated (default: "
-        "q2_k,q3_k,q4_0,q4_1,q4_k,q5_0,q5_1,q5_k,q6_k,q8_0,bf16,f16)",
+        f"{','.join(CANDIDATES)})",
     )  # fmt: skip
     q.add_argument(
         "--plot", metavar="PNG",
