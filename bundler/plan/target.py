@@ -468,16 +468,19 @@ def plan_to_target(
         )
     overhead = minimum - sum(c.points[0].nbytes for c in curves)
     budget = want - overhead
+    # the smallest allocation always fits (checked above): it is the last resort
+    pick, plan, size = [0] * len(curves), smallest, minimum
     for _ in range(_RETRIES):
-        pick = allocate(curves, budget)
-        plan = build(pick)
-        size = size_of(plan)
-        if size <= want:
+        try:
+            tried = allocate(curves, budget)
+        except ValueError:  # the overhead grew past the smallest points' room
             break
-        budget -= size - want
-    else:  # pragma: no cover - the smallest allocation always fits (checked above)
-        pick, plan = [0] * len(curves), smallest
-        size = minimum
+        tried_plan = build(tried)
+        tried_size = size_of(tried_plan)
+        if tried_size <= want:
+            pick, plan, size = tried, tried_plan, tried_size
+            break
+        budget -= tried_size - want
     error = sum(c.points[k].error for c, k in zip(curves, pick, strict=True))
     signal = sum(c.signal for c in curves)
     plan.allocation = Allocation(
