@@ -21,8 +21,9 @@ from bundler.containers import format_for_path, formats, module, open_bundle
 from bundler.errors import OutputExistsError, PlanWarning, UsageError
 from bundler.plan import Choice, Plan, PlanOptions
 from bundler.plan.affine import decode_groups, plan_bundle
+from bundler.plan.curves import DEFAULT_SAMPLE_VALUES
 from bundler.plan.rules import by_name
-from bundler.plan.target import DEFAULT_SAMPLE_VALUES, SizeTarget, plan_to_target
+from bundler.plan.target import SizeTarget, plan_to_target
 from bundler.transcode import Buffers, TranscodeSource
 
 

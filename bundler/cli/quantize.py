@@ -88,7 +88,7 @@ def _bpw(text: str) -> float:
 
 def add_target_flags(q: argparse.ArgumentParser) -> None:
     """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
-    from bundler.plan.target import CANDIDATES
+    from bundler.plan.curves import CANDIDATES
 
     target = q.add_mutually_exclusive_group()
     target.add_argument(

@@ -1,7 +1,9 @@
 """Which codec each tensor of a bundle is written with, and why: the file types
 (`filetypes`), what may be quantized and the fallbacks (`rules`), llama-quantize's mixtures
 (`mixtures`), what the rules know of the model (`model`) and the planner (`planner`);
-`affine` is the stage that makes or decodes affine-quantized weights around the planner."""
+`affine` is the stage that makes or decodes affine-quantized weights around the planner;
+`target` plans to a size target from each tensor's error-versus-bytes curve (`curves`) by
+a greedy Lagrangian allocation (`allocate`)."""
 
 from __future__ import annotations
 

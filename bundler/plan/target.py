@@ -44,6 +44,9 @@ The problem and how it is solved:
    header text) push it over the target, the budget shrinks by the excess and the
    allocation is made again.
 
+The curves (steps 2-3) are `bundler.plan.curves`, the allocation (step 5)
+`bundler.plan.allocate`; this module makes the plan around them.
+
 `--target-bpw B` is the target `floor(B * n / 8)` bytes, `n` being the number of values in
 every tensor of the output (bits per weight of the whole file, header included). A target
 below the smallest file the candidates can make is a `UsageError` giving that size.
@@ -51,9 +54,7 @@ below the smallest file the candidates can make is a `UsageError` giving that si
 
 from __future__ import annotations
 
-import heapq
 import math
-import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ import numpy as np
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
+from bundler.plan.allocate import allocate
+from bundler.plan.curves import (
+    DEFAULT_SAMPLE_VALUES,
+    Curve,
+    candidate_codecs,
+    candidates,
+    measure,
+)
 from bundler.plan.filetypes import FILE_TYPES, FileType
 from bundler.plan.mixtures import category
 from bundler.plan.planner import (
@@ -78,16 +87,6 @@ from bundler.plan.planner import (
 from bundler.plan.rules import quantizable, with_fallback
 from bundler.sizes import parse_size
 
-#: The codecs a free tensor may get: every GGML block codec bundler encodes that llama.cpp
-#: stores weights in (not Q8_1/Q8_K, its activation types), and the 16-bit floats.
-CANDIDATES = (
-    "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
-    "bf16", "f16",
-)  # fmt: skip
-#: Values measured per tensor at most; bigger tensors are measured on a sample of rows.
-DEFAULT_SAMPLE_VALUES = 1 << 17
-#: Seed of the row samples (mixed with each tensor's name).
-SEED = 20240611
 #: Times the allocation is redone when codec-dependent layout overhead overshoots.
 _RETRIES = 8
 
@@ -128,50 +127,6 @@ class SizeTarget:
         return f"{self.bpw:g} bits per weight ({nbytes:,} bytes)"
 
 
-@dataclass(frozen=True)
-class Point:
-    """One candidate of one tensor: its codec, bytes and measured (weighted) error."""
-
-    codec: Codec
-    nbytes: int
-    error: float
-
-
-@dataclass
-class Curve:
-    """A free tensor's candidates, smallest first, and its measured signal energy."""
-
-    index: int
-    name: str
-    points: list[Point]
-    #: weighted sum of squares of the tensor's values (the error of writing zeros)
-    signal: float
-    sampled_rows: int
-    rows: int
-
-    def hull(self) -> list[int]:
-        """Indices of the points on the lower convex hull (error falling, ever slower)."""
-        order = sorted(
-            range(len(self.points)), key=lambda k: (self.points[k].nbytes, self.points[k].error)
-        )
-        hull: list[int] = []
-        for k in order:
-            p = self.points[k]
-            if hull and p.error >= self.points[hull[-1]].error:
-                continue  # no better than a smaller candidate
-            while len(hull) >= 2 and _not_convex(self.points[hull[-2]], self.points[hull[-1]], p):
-                hull.pop()
-            hull.append(k)
-        return hull
-
-
-def _not_convex(a: Point, b: Point, c: Point) -> bool:
-    # b lies on or above the segment a-c: the a-c step saves at least as much per byte
-    return (b.error - a.error) * (c.nbytes - a.nbytes) >= (c.error - a.error) * (
-        b.nbytes - a.nbytes
-    )
-
-
 @dataclass
 class Allocation:
     """How a size target was met: what `--dry-run` shows."""
@@ -210,155 +165,6 @@ class Allocation:
             "column_weights": self.weighted,
             "errors": dict(self.errors),
         }
-
-
-def candidate_codecs(names: Sequence[str] | None) -> list[Codec]:
-    """The codecs `names` (default `CANDIDATES`) after checking each is one of them (or
-    F32)."""
-    if names is None:
-        return [get(n) for n in CANDIDATES]
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    codecs = [get(n.strip().lower() if isinstance(n, str) else n) for n in names]
-    bad = [c.name for c in codecs if c.name not in (*CANDIDATES, "f32")]
-    if bad or not codecs:
-        raise UsageError(
-            f"--candidates: {', '.join(bad) or 'none given'}; candidates are codecs bundler "
-            f"quantizes weights to: {', '.join(CANDIDATES)} (or f32)"
-        )
-    return list(dict.fromkeys(codecs))
-
-
-def candidates(tensor: Tensor, allowed: Sequence[Codec] | None = None) -> list[Codec]:
-    """The codecs of `allowed` (default `CANDIDATES`) `tensor` may be written with under a
-    size target (those its rows fit), with its own codec (copied as it is) when that is a
-    float one."""
-    row = tensor.shape[-1]
-    allowed = candidate_codecs(None) if allowed is None else allowed
-    found = [c for c in allowed if row % c.facts.block_size == 0]
-    own = tensor.codec
-    if (not own.facts.is_block or own.name in CANDIDATES) and own not in found:
-        found.append(own)
-    if not found:
-        raise UsageError(
-            f"tensor {tensor.name!r}: rows of {row} fit none of the candidates "
-            f"({', '.join(c.name for c in allowed)}); add f16 to --candidates"
-        )
-    return found
-
-
-def sample_rows(name: str, rows: int, row_length: int, sample_values: int) -> np.ndarray | None:
-    """The sorted row indices measured for a tensor, or None for all of them."""
-    if rows * row_length <= sample_values:
-        return None
-    k = max(1, sample_values // row_length)
-    rng = np.random.default_rng([SEED, zlib.crc32(name.encode("utf-8"))])
-    return np.sort(rng.choice(rows, size=k, replace=False))
-
-
-def _rows(tensor: Tensor, pick: np.ndarray | None) -> np.ndarray:
-    """The tensor's values as float32 rows (all, or those `pick` names)."""
-    n = tensor.shape[-1]
-    codec = tensor.codec
-    if codec.facts.flat:
-        values = tensor.numpy().reshape(-1, n)
-        return np.asarray(values if pick is None else values[pick], dtype=np.float32)
-    raw = tensor.raw().reshape(-1, codec.facts.row_bytes(n))
-    raw = raw if pick is None else raw[pick]
-    return np.asarray(codec.decode(np.ascontiguousarray(raw), (raw.shape[0], n)), np.float32)
-
-
-def measure(
-    tensor: Tensor,
-    codecs: Sequence[Codec],
-    *,
-    column_weights: np.ndarray | None = None,
-    sensitivity: float = 1.0,
-    sample_values: int = DEFAULT_SAMPLE_VALUES,
-    index: int = 0,
-) -> Curve:
-    """The (bytes, error) curve of `tensor` over `codecs` (see the module docstring)."""
-    n = tensor.shape[-1]
-    rows = tensor.n_values // n if n else 0
-    pick = sample_rows(tensor.name, rows, n, sample_values)
-    x = _rows(tensor, pick)
-    w = None
-    if column_weights is not None:
-        w = np.asarray(column_weights, dtype=np.float64).reshape(-1)
-        if w.size != n or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise UsageError(
-                f"column weights of tensor {tensor.name!r}: need {n} finite non-negative "
-                f"values (one per column), got {w.size}"
-            )
-    scale = sensitivity * (rows / x.shape[0] if x.shape[0] else 0.0)
-
-    def weighted(d: np.ndarray) -> float:
-        sq = np.square(d, dtype=np.float64).sum(axis=0)
-        return float((sq @ w) if w is not None else sq.sum()) * scale
-
-    points = []
-    for codec in codecs:
-        if codec == tensor.codec:
-            error = 0.0
-        else:
-            y = codec.decode(codec.encode(x), x.shape)
-            error = weighted(y.astype(np.float64) - x)
-        points.append(Point(codec, codec.facts.nbytes(tensor.shape), error))
-    points.sort(key=lambda p: (p.nbytes, p.error))
-    sampled = x.shape[0]
-    return Curve(index, tensor.name, points, weighted(x.astype(np.float64)), sampled, rows)
-
-
-def allocate(curves: Sequence[Curve], budget: int) -> list[int]:
-    """Which point of each curve to take so that their bytes sum to at most `budget` with
-    the smallest total error this greedy reaches (module docstring, step 5); raises
-    ValueError when even the smallest points do not fit."""
-    hulls = [c.hull() for c in curves]
-    pick = [h[0] for h in hulls]
-    used = sum(c.points[k].nbytes for c, k in zip(curves, pick, strict=True))
-    if used > budget:
-        raise ValueError(f"the smallest candidates need {used:,} bytes, the budget is {budget:,}")
-    step = [0] * len(curves)
-    heap: list[tuple[float, int, int]] = []
-
-    def push(i: int) -> None:
-        h = hulls[i]
-        if step[i] + 1 < len(h):
-            a, b = curves[i].points[h[step[i]]], curves[i].points[h[step[i] + 1]]
-            gain = (a.error - b.error) / max(b.nbytes - a.nbytes, 1)
-            heapq.heappush(heap, (-gain, i, step[i]))
-
-    for i in range(len(curves)):
-        push(i)
-    while heap:
-        _, i, s = heapq.heappop(heap)
-        a, b = curves[i].points[hulls[i][s]], curves[i].points[hulls[i][s + 1]]
-        if used + b.nbytes - a.nbytes > budget:
-            continue  # its later hull points are bigger still
-        used += b.nbytes - a.nbytes
-        step[i] = s + 1
-        pick[i] = hulls[i][s + 1]
-        push(i)
-    return _spend_rest(curves, pick, budget - used)
-
-
-def _spend_rest(curves: Sequence[Curve], pick: list[int], left: int) -> list[int]:
-    """Spend the bytes the hull walk left: the largest error reduction that fits, again."""
-    while True:
-        best = None
-        for i, c in enumerate(curves):
-            now = c.points[pick[i]]
-            for k, p in enumerate(c.points):
-                extra = p.nbytes - now.nbytes
-                if 0 < extra <= left and p.error < now.error:
-                    saving = now.error - p.error
-                    if best is None or saving > best[0]:
-                        best = (saving, i, k, extra)
-        if best is None:
-            return pick
-        _, i, k, extra = best
-        pick[i] = k
-        left -= extra
 
 
 class _Pins:

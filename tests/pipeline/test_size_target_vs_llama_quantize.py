@@ -18,7 +18,7 @@ import pytest
 
 from bundler.diff import diff
 from bundler.pipeline import quantize
-from bundler.plan.target import CANDIDATES
+from bundler.plan.curves import CANDIDATES
 from tools.reference import assets
 
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]

@@ -1,4 +1,4 @@
-"""The size-target allocation (bundler.plan.target) on small inputs: the convex hulls, the
+"""The size target (bundler.plan.target, .curves, .allocate) on small inputs: the convex hulls, the
 greedy's guarantee against an exhaustive search, the measured errors and their sampling,
 and the target's parsing."""
 
@@ -14,17 +14,17 @@ from hypothesis import strategies as st
 from bundler.bundle import Tensor
 from bundler.codecs import get
 from bundler.errors import UsageError
-from bundler.plan.target import (
+from bundler.plan.allocate import allocate
+from bundler.plan.curves import (
     CANDIDATES,
     Curve,
     Point,
-    SizeTarget,
-    allocate,
     candidate_codecs,
     candidates,
     measure,
     sample_rows,
 )
+from bundler.plan.target import SizeTarget
 
 F16 = get("f16")
 
