@@ -60,7 +60,8 @@ def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> 
     for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
         source = tensor.source
         if choice.action != "copy" and choice.target != tensor.codec:
-            source = TranscodeSource(tensor, choice.target, buffers)
+            weights = plan.importance.get(tensor.name)
+            source = TranscodeSource(tensor, choice.target, buffers, importance=weights)
         if observer is not None:
             source = _ObservedSource(source, choice, observer)
         out.add(Tensor(tensor.name, tensor.shape, choice.target, source))

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quantize", help="quantize a model into any format")
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory), APR or ONNX")
     add_plan_flags(q)
+    add_imatrix_flags(q)
     add_affine_flags(q)
     q.add_argument(
         "--matmul-nbits", action="store_true",
@@ -67,6 +68,24 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
 
 
+def add_imatrix_flags(q: argparse.ArgumentParser) -> None:
+    """llama-quantize's importance matrix options."""
+    q.add_argument(
+        "--imatrix", metavar="FILE",
+        help="importance matrix from llama-imatrix (GGUF or legacy .dat): the block codecs "
+        "weigh each column's error by it",
+    )  # fmt: skip
+    q.add_argument(
+        "--include-weights", action="append", default=[], metavar="NAME",
+        help="use the matrix only for tensors whose name contains NAME (repeatable)",
+    )  # fmt: skip
+    q.add_argument(
+        "--exclude-weights", action="append", default=[], metavar="NAME",
+        help="do not use the matrix for tensors whose name contains NAME (repeatable; "
+        "not with --include-weights)",
+    )  # fmt: skip
+
+
 def add_affine_flags(q: argparse.ArgumentParser) -> None:
     """`quantize`'s affine options, folded into --type by `affine_type`."""
     q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
@@ -94,6 +113,9 @@ def plan_options(args: argparse.Namespace) -> dict:
         "output_tensor_type": args.output_tensor_type,
         "token_embedding_type": args.token_embedding_type,
         "allow_requantize": args.allow_requantize,
+        "imatrix": getattr(args, "imatrix", None),
+        "include_weights": getattr(args, "include_weights", []),
+        "exclude_weights": getattr(args, "exclude_weights", []),
     }
 
 

@@ -10,13 +10,16 @@ not fit the target's block fall back to a wider codec, and finally to F16.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
+from bundler.importance import ImportanceMatrix, fit, load
 from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
@@ -31,7 +34,11 @@ class PlanOptions:
     """What the user asked for; names follow llama-quantize's flags.
 
     `tensor_types` is a sequence of (regex, codec) pairs (a dict {regex: codec} is taken
-    too); the first regex that matches a tensor's name gives its codec.
+    too); the first regex that matches a tensor's name gives its codec. `imatrix` is an
+    importance matrix: a path to a file llama-imatrix wrote (GGUF or legacy .dat), a
+    mapping {tensor name: weights per column} or a `bundler.importance.ImportanceMatrix`;
+    `include_weights` / `exclude_weights` keep only / drop the entries whose name contains
+    one of their strings (not both).
     """
 
     type: str | None = None
@@ -41,9 +48,25 @@ class PlanOptions:
     output_tensor_type: str | None = None
     token_embedding_type: str | None = None
     allow_requantize: bool = False
+    imatrix: Any = None
+    include_weights: Sequence[str] = ()
+    exclude_weights: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         self.tensor_types = _tensor_type_pairs(self.tensor_types)
+        self.include_weights = _strings(self.include_weights, "include_weights")
+        self.exclude_weights = _strings(self.exclude_weights, "exclude_weights")
+        if self.include_weights and self.exclude_weights:
+            raise UsageError("--include-weights and --exclude-weights cannot be used together")
+        if (self.include_weights or self.exclude_weights) and self.imatrix is None:
+            raise UsageError("--include-weights / --exclude-weights need --imatrix")
+
+
+def _strings(given: Sequence[str] | str, what: str) -> list[str]:
+    items = [given] if isinstance(given, str) else list(given)
+    if not all(isinstance(x, str) and x for x in items):
+        raise UsageError(f"{what}: expected non-empty strings, got {items!r}")
+    return items
 
 
 def _tensor_type_pairs(given: Sequence[tuple[str, str]] | Mapping[str, str]) -> list:
@@ -101,6 +124,8 @@ class Plan:
     #: the input's tensor bytes when the choices describe a bundle made from it (affine
     #: groups decoded or made before planning), else None: the choices' own sources
     input_bytes: int | None = None
+    #: importance weights (float32, 1-D) of the tensors an importance matrix covers, by name
+    importance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source_bytes(self) -> int:
@@ -129,11 +154,11 @@ class _Chooser:
     """Picks the wanted codec of each quantizable tensor, in bundle order
     (llama.cpp `llama_tensor_get_type`)."""
 
-    def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo):
+    def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo, imatrix: bool):
         self.options = options
         self.base = ftype.codec
         self.tied = not info.has_output
-        self.mixture = Mixture(ftype, info) if not options.pure else None
+        self.mixture = Mixture(ftype, info, imatrix) if not options.pure else None
         self.overrides = [(compile_pattern(rx), get(c)) for rx, c in options.tensor_types]
         self.token_type = (
             get(options.token_embedding_type) if options.token_embedding_type else None
@@ -180,7 +205,11 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
         choices = [_copy(i, t, "") for i, t in enumerate(bundle.tensors.values())]
         return Plan(choices, None)
     ftype = choose(options.type)
-    chooser = _Chooser(options, ftype, model_info(bundle))
+    matrix = None
+    if options.imatrix is not None:
+        matrix = load(options.imatrix, options.include_weights, options.exclude_weights)
+    has_imatrix = matrix is not None and len(matrix) > 0
+    chooser = _Chooser(options, ftype, model_info(bundle), has_imatrix)
     tensors = list(bundle.tensors.values())
     # decided in llama-quantize's walk (its counters depend on it); listed in the bundle's order
     walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
@@ -192,7 +221,23 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
         updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
     if any(c.target.facts.is_block for c in choices):
         updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
-    return Plan(choices, ftype, updates)
+    plan = Plan(choices, ftype, updates)
+    if has_imatrix:
+        _fit_importance(plan, matrix, bundle)
+    return plan
+
+
+def _fit_importance(plan: Plan, matrix: ImportanceMatrix, bundle: Bundle) -> None:
+    """Give the plan the weights of each tensor whose type changes, note those that get
+    none, and add the metadata llama-quantize records for the matrix."""
+    changed = [(c.name, c.shape) for c in plan.choices if c.action != "copy"]
+    fitted = fit(matrix, changed, bundle.tensors)
+    plan.importance = fitted.weights
+    for i, c in enumerate(plan.choices):
+        if c.name in fitted.without:
+            note = "; ".join(n for n in (c.note, fitted.without[c.name]) if n)
+            plan.choices[i] = dataclasses.replace(c, note=note)
+    plan.metadata_updates.update(matrix.metadata())
 
 
 def _copy(i: int, t: Tensor, note: str) -> Choice:
