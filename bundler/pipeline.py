@@ -109,13 +109,27 @@ class Report:
             "ratio": plan.source_bytes / plan.target_bytes if plan.target_bytes else None,
             "seconds": self.seconds,
             "mib_per_s": plan.source_bytes / 2**20 / self.seconds if self.seconds else None,
-            "tensors": [_choice_dict(c) for c in plan.choices],
+            "tensors": [_choice_dict(c, c.name in plan.importance) for c in plan.choices],
             "skipped": [{"name": name, "reason": why} for name, why in self.skipped],
+            "imatrix": _imatrix_dict(plan),
         }
 
 
-def _choice_dict(c: Choice) -> dict[str, Any]:
+def _imatrix_dict(plan: Plan) -> dict[str, Any] | None:
+    """The importance matrix keys the plan records, by their last word, and how many
+    tensors are encoded with weights; None without a matrix."""
+    keys = {
+        k.rsplit(".", 1)[1]: v for k, (v, _) in plan.metadata_updates.items()
+        if k.startswith("quantize.imatrix.")
+    }  # fmt: skip
+    if not keys:
+        return None
+    return {**keys, "weighted_tensors": len(plan.importance)}
+
+
+def _choice_dict(c: Choice, weighted: bool) -> dict[str, Any]:
     return {
+        "importance": weighted,
         "index": c.index,
         "name": c.name,
         "shape": list(c.shape),

@@ -64,7 +64,9 @@ class ImportanceMatrix:
             entries[str(name)] = np.ascontiguousarray(array)
         return cls(entries)
 
-    def selected(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> ImportanceMatrix:
+    def selected(
+        self, include: Iterable[str] = (), exclude: Iterable[str] = ()
+    ) -> ImportanceMatrix:
         """The entries llama-quantize keeps for `--include-weights` / `--exclude-weights`:
         an entry goes when its name contains an excluded string, and only entries whose
         name contains an included string stay. Giving both is a UsageError."""
@@ -93,7 +95,9 @@ class ImportanceMatrix:
                     f"{int(bad[0])}; every weight must be finite",
                 )  # fmt: skip
 
-    def metadata(self, source: str | os.PathLike[str] | None = None) -> dict[str, tuple[Any, ValueType]]:
+    def metadata(
+        self, source: str | os.PathLike[str] | None = None
+    ) -> dict[str, tuple[Any, ValueType]]:
         """The keys llama-quantize writes for this matrix: the file name as given (when read
         from a file), the first dataset, the entry count and (when known) the chunk count;
         strings cut to 127 bytes as it cuts them. Empty when the matrix has no entries."""

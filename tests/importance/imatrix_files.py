@@ -60,7 +60,7 @@ def write_dat(
     return path
 
 
-def smollm2_like(columns: dict[str, int], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def smollm2_like(columns: dict[str, int], seed: int = 0) -> dict:
     """Random positive sums for tensors of the given column counts, 512 activations each."""
     rng = np.random.default_rng(seed)
     return {

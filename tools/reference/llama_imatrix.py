@@ -45,10 +45,10 @@ BUILD_TAG = f"{assets.LLAMA_CPP[0]}-{assets.LLAMA_CPP[1]}-llama-imatrix-1"
 #: llama-quantize's options (static Release, no GPU/BLAS/network, C++ at -O0) with the CPU
 #: back-end built for this machine, and a compiler launcher that compiles the back-end's
 #: C++ files (its matrix products, vector kernels and operators) at -O2.
-_CMAKE_OPTIONS = tuple(
-    "-DGGML_NATIVE=ON" if o == "-DGGML_NATIVE=OFF" else o for o in llama_quantize._CMAKE_OPTIONS
-) + (
-    f"-DCMAKE_CXX_COMPILER_LAUNCHER={sys.executable};{Path(__file__).with_name('optimise_cpu.py')}",
+_LAUNCHER = f"{sys.executable};{Path(__file__).with_name('optimise_cpu.py')}"
+_CMAKE_OPTIONS = (
+    *("-DGGML_NATIVE=ON" if o == "-DGGML_NATIVE=OFF" else o for o in llama_quantize._CMAKE_OPTIONS),
+    f"-DCMAKE_CXX_COMPILER_LAUNCHER={_LAUNCHER}",
 )
 
 #: The calibration text: llama.cpp's README, shipped in the source distribution.
@@ -76,7 +76,9 @@ def binary(build: bool = True) -> Path:
 
 def _build(target: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    cmake_build.build_target(target, "llama-imatrix", _CMAKE_OPTIONS, (), "llama-imatrix-build-", env)
+    cmake_build.build_target(
+        target, "llama-imatrix", _CMAKE_OPTIONS, (), "llama-imatrix-build-", env
+    )
 
 
 def calibration_text() -> Path:
