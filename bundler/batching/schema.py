@@ -50,8 +50,10 @@ def _plan_keys() -> dict[str, str]:
             kinds[f.name] = "type"
         elif f.name == "imatrix":
             kinds[f.name] = "path"
-        elif f.name in ("include_weights", "exclude_weights"):
+        elif f.name in ("include_weights", "exclude_weights", "override_kv"):
             kinds[f.name] = "strings"
+        elif f.name == "prune_layers":
+            kinds[f.name] = "layers"
         elif hint is bool:
             kinds[f.name] = "bool"
         elif hint in (str, str | None):
@@ -366,6 +368,17 @@ def _check_strings(value: Any) -> str | None:
     return None
 
 
+def _check_layers(value: Any) -> str | None:
+    from bundler.plan.prune import parse_layers
+
+    if isinstance(value, str):
+        return _usage(parse_layers, value)
+    ok = isinstance(value, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+    )
+    return None if ok else f"must be a list of layer numbers or 'L0,L1,...', not {value!r}"
+
+
 def _usage(check: Any, value: Any) -> str | None:
     try:
         check(value)
@@ -399,6 +412,7 @@ _CHECKS = {
     "size": _check_size,
     "pairs": _check_pairs,
     "strings": _check_strings,
+    "layers": _check_layers,
     "template": _check_template,
     "models": _check_list,
     "batch": _check_mapping,

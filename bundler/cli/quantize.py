@@ -65,7 +65,47 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
         "--allow-requantize", action="store_true",
         help="allow quantizing tensors that are already quantized (loses accuracy)",
     )  # fmt: skip
+    q.add_argument(
+        "--tensor-type-file", action=_TensorTypeFile, dest="tensor_type", metavar="FILE",
+        help="--tensor-type REGEX=CODEC entries from FILE, separated by blanks or newlines",
+    )  # fmt: skip
+    q.add_argument(
+        "--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
+        help="set metadata KEY in the output; TYPE is int, float, bool or str (repeatable)",
+    )  # fmt: skip
+    q.add_argument(
+        "--prune-layers", type=_layers, default=[], metavar="L0,L1,...",
+        help="drop these blocks (blk.N) and renumber the rest",
+    )  # fmt: skip
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
+
+
+def _layers(text: str) -> list[int]:
+    from bundler.errors import UsageError
+    from bundler.plan.prune import parse_layers
+
+    try:
+        return parse_layers(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--prune-layers: ")) from None
+
+
+class _TensorTypeFile(argparse.Action):
+    """Reads REGEX=CODEC entries from a file into --tensor-type's list, in argument order."""
+
+    def __call__(self, parser, namespace, path, option_string=None) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                words = f.read().split()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--tensor-type-file {path}: {getattr(exc, 'strerror', None) or exc}")
+        entries = list(getattr(namespace, self.dest, None) or [])
+        for word in words:
+            try:
+                entries.append(_tensor_type(word))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"--tensor-type-file {path}: {exc}")
+        setattr(namespace, self.dest, entries)
 
 
 def add_imatrix_flags(q: argparse.ArgumentParser) -> None:
@@ -113,6 +153,8 @@ def plan_options(args: argparse.Namespace) -> dict:
         "output_tensor_type": args.output_tensor_type,
         "token_embedding_type": args.token_embedding_type,
         "allow_requantize": args.allow_requantize,
+        "override_kv": args.override_kv,
+        "prune_layers": args.prune_layers,
         "imatrix": getattr(args, "imatrix", None),
         "include_weights": getattr(args, "include_weights", []),
         "exclude_weights": getattr(args, "exclude_weights", []),

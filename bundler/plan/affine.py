@@ -21,6 +21,7 @@ from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
 from bundler.errors import UsageError
 from bundler.plan.filetypes import choose
 from bundler.plan.planner import Plan, PlanOptions, make_plan
+from bundler.plan.prune import prune
 from bundler.plan.rules import quantizable
 
 
@@ -50,6 +51,9 @@ def plan_bundle(
     if options is None or options.type is None:
         return bundle, make_plan(bundle, options, name_rules)
     input_bytes = sum(t.nbytes for t in bundle.tensors.values())
+    pruning = None
+    if options.prune_layers:
+        bundle, pruning = prune(bundle, options.prune_layers)
     found = checkpoint.groups(bundle)
     if found:
         if _quantized_target(options) and not options.allow_requantize:
@@ -62,7 +66,7 @@ def plan_bundle(
             )
         bundle = checkpoint.dequantized(bundle, found)
     if not is_affine(options.type):
-        plan = make_plan(bundle, options, name_rules)
+        plan = make_plan(bundle, options, name_rules, pruning)
         plan.input_bytes = input_bytes if found else None
         return bundle, plan
     chooser = _Chooser(options)

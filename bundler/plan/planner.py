@@ -20,9 +20,11 @@ from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
 from bundler.importance import ImportanceMatrix, fit, load
+from bundler.plan import overrides
 from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
+from bundler.plan.prune import Pruning, parse_layers
 from bundler.plan.rules import by_name, quantizable, with_fallback
 
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
@@ -38,7 +40,9 @@ class PlanOptions:
     importance matrix: a path to a file llama-imatrix wrote (GGUF or legacy .dat), a
     mapping {tensor name: weights per column} or a `bundler.importance.ImportanceMatrix`;
     `include_weights` / `exclude_weights` keep only / drop the entries whose name contains
-    one of their strings (not both).
+    one of their strings (not both). `override_kv` are llama-quantize's `KEY=TYPE:VALUE`
+    metadata overrides (bundler.plan.overrides); `prune_layers` the block numbers dropped
+    (bundler.plan.prune).
     """
 
     type: str | None = None
@@ -51,15 +55,29 @@ class PlanOptions:
     imatrix: Any = None
     include_weights: Sequence[str] = ()
     exclude_weights: Sequence[str] = ()
+    override_kv: Sequence[str] = ()
+    prune_layers: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self.tensor_types = _tensor_type_pairs(self.tensor_types)
+        self.override_kv = _strings(self.override_kv, "override_kv")
+        overrides.updates(self.override_kv)  # a malformed one fails here, before any work
+        self.prune_layers = _layers(self.prune_layers)
         self.include_weights = _strings(self.include_weights, "include_weights")
         self.exclude_weights = _strings(self.exclude_weights, "exclude_weights")
         if self.include_weights and self.exclude_weights:
             raise UsageError("--include-weights and --exclude-weights cannot be used together")
         if (self.include_weights or self.exclude_weights) and self.imatrix is None:
             raise UsageError("--include-weights / --exclude-weights need --imatrix")
+
+
+def _layers(given: Sequence[int] | str) -> list[int]:
+    if isinstance(given, str):
+        return parse_layers(given)
+    layers = list(given)
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers):
+        raise UsageError(f"prune_layers: expected non-negative layer numbers, got {layers!r}")
+    return sorted(set(layers))
 
 
 def _strings(given: Sequence[str] | str, what: str) -> list[str]:
@@ -190,8 +208,16 @@ class _Chooser:
         return self.base, ""
 
 
-def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bool = True) -> Plan:
+def make_plan(
+    bundle: Bundle,
+    options: PlanOptions | None = None,
+    name_rules: bool = True,
+    pruning: Pruning | None = None,
+) -> Plan:
     """Decide every tensor's codec; raises UsageError when requantizing was not allowed.
+
+    `pruning` says what `bundler.plan.prune.prune` did to `bundle` (its blocks renumbered,
+    its metadata still the original model's).
 
     `name_rules=False` (what `bundler.save` does) lets `pure` and `tensor_types` override
     llama-quantize's name rules: with `pure` every float tensor of two or more dimensions
@@ -200,8 +226,16 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
     """
     options = options or PlanOptions()
     if options.type is None:
-        if options.tensor_types:
-            raise UsageError("--tensor-type (tensor_types=) needs --type (a codec or file type)")
+        given = [
+            flag for flag, value in (
+                ("--tensor-type (tensor_types=)", options.tensor_types),
+                ("--imatrix (imatrix=)", options.imatrix is not None),
+                ("--override-kv (override_kv=)", options.override_kv),
+                ("--prune-layers (prune_layers=)", options.prune_layers),
+            ) if value
+        ]  # fmt: skip
+        if given:
+            raise UsageError(f"{', '.join(given)} needs --type (a codec or file type)")
         choices = [_copy(i, t, "") for i, t in enumerate(bundle.tensors.values())]
         return Plan(choices, None)
     ftype = choose(options.type)
@@ -209,7 +243,10 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
     if options.imatrix is not None:
         matrix = load(options.imatrix, options.include_weights, options.exclude_weights)
     has_imatrix = matrix is not None and len(matrix) > 0
-    chooser = _Chooser(options, ftype, model_info(bundle), has_imatrix)
+    kvs = overrides.updates(options.override_kv)
+    # llama.cpp reads the hyperparameters through the overrides
+    info = model_info(bundle, {k: v for k, (v, _) in kvs.items()})
+    chooser = _Chooser(options, ftype, info, has_imatrix)
     tensors = list(bundle.tensors.values())
     # decided in llama-quantize's walk (its counters depend on it); listed in the bundle's order
     walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
@@ -221,17 +258,24 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
         updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
     if any(c.target.facts.is_block for c in choices):
         updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
+    updates.update(kvs)
     plan = Plan(choices, ftype, updates)
+    origin = pruning.origin if pruning else {}
     if has_imatrix:
-        _fit_importance(plan, matrix, bundle)
+        _fit_importance(plan, matrix, [origin.get(n, n) for n in bundle.tensors], origin)
+    if pruning is not None and pruning.origin:
+        arch = info.hparams.arch
+        plan.metadata_updates[f"{arch}.block_count"] = (pruning.block_count, ValueType.UINT32)
     return plan
 
 
-def _fit_importance(plan: Plan, matrix: ImportanceMatrix, bundle: Bundle) -> None:
+def _fit_importance(
+    plan: Plan, matrix: ImportanceMatrix, names: list[str], origin: Mapping[str, str]
+) -> None:
     """Give the plan the weights of each tensor whose type changes, note those that get
     none, and add the metadata llama-quantize records for the matrix."""
     changed = [(c.name, c.shape) for c in plan.choices if c.action != "copy"]
-    fitted = fit(matrix, changed, bundle.tensors)
+    fitted = fit(matrix, changed, names, lambda n: origin.get(n, n))
     plan.importance = fitted.weights
     for i, c in enumerate(plan.choices):
         if c.name in fitted.without:
