@@ -101,9 +101,7 @@ class TranscodeSource(Source):
         self.chunk_values = chunk_values
         #: importance weights per column (times the experts of a 3-D tensor), used by a
         #: block codec; None encodes without
-        facts = target.facts
-        weighted = facts.is_block and not facts.flat and not facts.header_bytes
-        self.importance = importance if weighted else None
+        self.importance = importance if target.facts.takes_importance else None
 
     def raw(self) -> np.ndarray:
         values = self.tensor.numpy()
