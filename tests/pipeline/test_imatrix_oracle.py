@@ -210,3 +210,48 @@ def test_tensors_are_the_same_after_pruning(written_f16):
                               np.asarray(t.data).view(np.uint8))
     ]  # fmt: skip
     assert differ == []
+
+
+# ------------------------------------------------------------------ weighted bytes
+
+#: Q4_K_M always; with the slow tests Q3_K_M (Q4_0/Q5_0/Q5_1 fallbacks and Q4_K/Q5_K on
+#: SmolLM2's 576-column rows) and Q4_0 (its ffn_down guard takes weighted Q4_1).
+WEIGHTED = ["Q4_K_M", *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q3_K_M", "Q4_0"))]
+
+
+@pytest.fixture(scope="module", params=WEIGHTED)
+def quantized_weighted(request, llama_quantize, smollm2_gguf, real_imatrix, tmp_path_factory):
+    """(llama-quantize's output, bundler's output) for SmolLM2 (Q4_1, so both decode it to
+    float32 first) with the real importance matrix."""
+    from tools.reference.llama_quantize import run
+
+    ftype = request.param
+    out = tmp_path_factory.mktemp(f"smollm2-imatrix-{ftype}")
+    oracle, ours = out / "llama-quantize.gguf", out / "bundler.gguf"
+    flags = ("--allow-requantize", "--imatrix", str(real_imatrix))
+    run(smollm2_gguf, oracle, ftype, *flags)
+    run_cli("quantize", str(smollm2_gguf), "--type", ftype, *flags, "-o", str(ours), check=True)
+    return gguf.GGUFReader(oracle), gguf.GGUFReader(ours)
+
+
+def test_weighted_tensors_hold_the_bytes_llama_quantize_writes(quantized_weighted):
+    oracle, ours = quantized_weighted
+    want = {t.name: t for t in oracle.tensors}
+    got = {t.name: t for t in ours.tensors}
+    assert sorted(got) == sorted(want)
+    differ = {
+        n: (got[n].tensor_type.name, t.tensor_type.name) for n, t in want.items()
+        if got[n].tensor_type != t.tensor_type
+        or not np.array_equal(np.asarray(got[n].data).view(np.uint8),
+                              np.asarray(t.data).view(np.uint8))
+    }  # fmt: skip
+    assert differ == {}, f"{len(differ)} of {len(want)} tensors differ: {differ}"
+
+
+def test_weighted_output_metadata_equals_llama_quantizes(quantized_weighted):
+    oracle, ours = quantized_weighted
+    want = {k: f for k, f in oracle.fields.items() if not k.startswith("GGUF.")}
+    got = {k: f for k, f in ours.fields.items() if not k.startswith("GGUF.")}
+    assert sorted(got) == sorted(want)
+    assert [k for k in want if _field_bytes(got[k]) != _field_bytes(want[k])] == []
+    assert "quantize.imatrix.chunks_count" in got
