@@ -143,6 +143,21 @@ def _choice_dict(c: Choice, weighted: bool) -> dict[str, Any]:
     }
 
 
+def _split_groups(bundle: Bundle) -> list[int]:
+    """Tensor counts of the input's files, in order: each run of tensors read from one file
+    (a shard of a split set) is one group; tensors not read from a file join the run
+    before them."""
+    counts: list[int] = []
+    last = None
+    for t in bundle.tensors.values():
+        path = getattr(t.source, "path", None)
+        if not counts or (path is not None and path != last):
+            counts.append(0)
+        last = path if path is not None else last
+        counts[-1] += 1
+    return counts
+
+
 def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) -> dict[str, Any]:
     options = dict(extra)
     if split_max_size:
@@ -207,11 +222,21 @@ def write_bundle(
     observer: Observer | None = None,
     source_name: str = "<arrays>",
     write_options: dict[str, Any] | None = None,
+    keep_split: bool = False,
 ) -> Report:
-    """Write `bundle` as `plan` says; with `dry_run` only the report is made."""
+    """Write `bundle` as `plan` says; with `dry_run` only the report is made. `keep_split`
+    writes each tensor into the shard of the output matching the input file it came from
+    (llama-quantize's `--keep-split`)."""
     dst = os.fspath(dst)
     fmt = output_format(dst, format)
     options = _write_options(fmt, split_max_size, write_options or {})
+    if keep_split:
+        key = getattr(module(fmt), "KEEP_SPLIT_OPTION", None)
+        if key is None:
+            raise UsageError(f"{fmt} output cannot keep the input's split; drop --keep-split")
+        if split_max_size:
+            raise UsageError("--keep-split and --split-max-size cannot be used together")
+        options[key] = _split_groups(bundle)
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
         return report
@@ -245,6 +270,7 @@ def _file_to_file(
     dry_run: bool,
     split_max_size: int | None,
     observer: Observer | None,
+    keep_split: bool = False,
 ) -> Report:
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
@@ -252,6 +278,7 @@ def _file_to_file(
     return write_bundle(
         bundle, plan, dst, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, source_name=src,
+        keep_split=keep_split,
     )  # fmt: skip
 
 
@@ -265,17 +292,20 @@ def quantize(
     dry_run: bool = False,
     split_max_size: int | None = None,
     observer: Observer | None = None,
+    keep_split: bool = False,
     **plan_options: Any,
 ) -> Report:
     """Quantize the model file `src` into `dst` (format from `format` or the extension).
 
     `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...); `plan_options` are the
-    fields of `PlanOptions` (tensor_types, pure, allow_requantize, ...).
+    fields of `PlanOptions` (tensor_types, pure, allow_requantize, imatrix, include_weights,
+    exclude_weights, override_kv, prune_layers, ...). `keep_split` writes a split input into
+    the same shards (GGUF).
     """
     options = PlanOptions(type=type, **plan_options)
     return _file_to_file(
         src, dst, options, format=format, force=force, dry_run=dry_run,
-        split_max_size=split_max_size, observer=observer,
+        split_max_size=split_max_size, observer=observer, keep_split=keep_split,
     )  # fmt: skip
 
 

@@ -31,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_imatrix_flags(q)
     add_affine_flags(q)
     q.add_argument(
+        "--keep-split", action="store_true",
+        help="GGUF: write each tensor into the shard matching the input file it comes from "
+        "(<stem>-0000N-of-0000M.gguf)",
+    )  # fmt: skip
+    q.add_argument(
         "--matmul-nbits", action="store_true",
         help="ONNX to ONNX, 4-bit: MatMul weights as ONNX Runtime's MatMulNBits (com.microsoft)",
     )  # fmt: skip
@@ -180,6 +185,7 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
                 dry_run=args.dry_run, split_max_size=args.split_max_size,
                 observer=feedback, source_name=args.input,
                 write_options={"aprender": True} if args.aprender else None,
+                keep_split=getattr(args, "keep_split", False),
             )  # fmt: skip
     finally:
         feedback.close()
