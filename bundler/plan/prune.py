@@ -29,16 +29,18 @@ class Pruning:
     block_count: int
 
 
+#: What C++'s std::stoi reads: blanks, a sign, digits (the rest of the text is ignored).
+_STOI = re.compile(r"[ \t\n\v\f\r]*([+-]?\d+)")
+
+
 def parse_layers(text: str) -> list[int]:
-    """The sorted, distinct layer numbers of `L0,L1,...` (a UsageError for anything that is
-    not a non-negative integer)."""
+    """The sorted, distinct layer numbers of `L0,L1,...`, each read as llama-quantize reads
+    it (std::stoi: "4abc" is 4); a UsageError for one that is not a non-negative int32."""
     layers = []
     for part in text.split(","):
-        try:
-            layer = int(part)
-        except ValueError:
-            layer = -1
-        if layer < 0:
+        found = _STOI.match(part)
+        layer = int(found.group(1)) if found else -1
+        if layer < 0 or layer >= 2**31:
             raise UsageError(f"--prune-layers: invalid layer id {part!r}")
         layers.append(layer)
     return sorted(set(layers))
