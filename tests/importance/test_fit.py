@@ -183,3 +183,13 @@ def test_cli_dry_run_reports_the_matrix_keys(smollm2_gguf, matrix, columns, tmp_
         "file": str(matrix), "dataset": "calibration.txt", "entries_count": len(columns),
         "chunks_count": 4, "weighted_tensors": len(columns),
     }  # fmt: skip
+
+
+def test_cli_summary_names_the_matrix(smollm2_gguf, matrix, columns, tmp_path):
+    done = run_cli(
+        "quantize", str(smollm2_gguf), "--type", "Q4_K_M", "--allow-requantize", "--dry-run",
+        "--imatrix", str(matrix), "-o", str(tmp_path / "o.gguf"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    want = f"importance matrix {matrix}: {len(columns)} entries over 4 chunks, "
+    assert want + f"{len(columns)} tensors encoded with weights" in done.stdout
