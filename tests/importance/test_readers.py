@@ -173,3 +173,35 @@ def test_include_and_exclude_match_substrings_of_the_entry_names():
         "blk.0.attn_q.weight", "output.weight",
     ]  # fmt: skip
     assert sorted(m.selected(exclude=["blk.0."]).entries) == ["output.weight"]
+
+
+@pytest.mark.parametrize("form", ["gguf", "dat"])
+def test_any_damage_is_a_format_error_or_a_valid_matrix(tmp_path, form):
+    # cuts and overwritten bytes anywhere: never another exception, never a crash
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    whole = _gguf_bytes(tmp_path) if form == "gguf" else _dat_bytes(tmp_path)
+    path = tmp_path / f"damaged.{form}"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        cut=st.integers(0, len(whole)),
+        patches=st.lists(
+            st.tuples(st.integers(0, len(whole) - 1), st.binary(min_size=1, max_size=8)),
+            max_size=4,
+        ),
+    )
+    def damaged(cut, patches):
+        raw = bytearray(whole)
+        for at, data in patches:
+            raw[at : at + len(data)] = data
+        path.write_bytes(bytes(raw[: cut + 1]))
+        try:
+            matrix = load(path)
+        except FormatError as exc:
+            assert exc.path == str(path)
+            return
+        assert all(np.isfinite(w).all() and w.dtype == np.float32 for w in matrix.entries.values())
+
+    damaged()
