@@ -20,10 +20,10 @@ from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
 from bundler.importance import ImportanceMatrix, fit, load
-from bundler.plan import overrides
 from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
+from bundler.plan.overrides import updates as override_updates
 from bundler.plan.prune import Pruning, parse_layers
 from bundler.plan.rules import by_name, quantizable, with_fallback
 
@@ -61,7 +61,7 @@ class PlanOptions:
     def __post_init__(self) -> None:
         self.tensor_types = _tensor_type_pairs(self.tensor_types)
         self.override_kv = _strings(self.override_kv, "override_kv")
-        overrides.updates(self.override_kv)  # a malformed one fails here, before any work
+        override_updates(self.override_kv)  # a malformed one fails here, before any work
         self.prune_layers = _layers(self.prune_layers)
         self.include_weights = _strings(self.include_weights, "include_weights")
         self.exclude_weights = _strings(self.exclude_weights, "exclude_weights")
@@ -243,7 +243,7 @@ def make_plan(
     if options.imatrix is not None:
         matrix = load(options.imatrix, options.include_weights, options.exclude_weights)
     has_imatrix = matrix is not None and len(matrix) > 0
-    kvs = overrides.updates(options.override_kv)
+    kvs = override_updates(options.override_kv)
     # llama.cpp reads the hyperparameters through the overrides
     info = model_info(bundle, {k: v for k, (v, _) in kvs.items()})
     chooser = _Chooser(options, ftype, info, has_imatrix)

@@ -114,3 +114,13 @@ def test_override_kv_reaches_the_written_file(smollm2_gguf, tmp_path):
     assert (b.metadata.typed("x.n").type, b.metadata["x.n"]) == (ValueType.UINT32, 7)
     report = run_cli("inspect", str(out), "--json", check=True)
     assert json.loads(report.stdout)
+
+
+@pytest.mark.realfile
+def test_affine_types_take_the_overrides_and_refuse_an_importance_matrix(minilm_safetensors):
+    report = bundler.quantize(minilm_safetensors, "unused.safetensors", "int8", dry_run=True,
+                              override_kv=["general.name=str:tiny"])  # fmt: skip
+    assert report.plan.metadata_updates["general.name"] == ("tiny", ValueType.STRING)
+    with pytest.raises(UsageError, match="--imatrix weighs GGML block codecs"):
+        bundler.quantize(minilm_safetensors, "unused.safetensors", "int8", dry_run=True,
+                         imatrix={"x": [1.0]})  # fmt: skip
