@@ -17,6 +17,7 @@ def _tensor_type(text: str) -> tuple[str, str]:
     regex, sep, codec = text.rpartition("=")
     if not sep or not regex or not codec:
         raise argparse.ArgumentTypeError(f"expected REGEX=CODEC, got {text!r}")
+    regex = regex.lower()  # llama-quantize lowercases the pattern (tensor names are lowercase)
     try:
         compile_pattern(regex)
     except UsageError as exc:

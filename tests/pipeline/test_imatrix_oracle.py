@@ -128,7 +128,7 @@ def _dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags):
         ("Q4_K_M", ("--prune-layers", "3,5,29")),
         ("Q3_K_M", ("--prune-layers", "0")),
         ("Q4_K_M", ("--override-kv", "llama.block_count=int:40")),
-        ("Q4_K_M", ("--tensor-type-file", "{tensor_types}", "--tensor-type", "attn_q=q8_0")),
+        ("Q4_K_M", ("--tensor-type-file", "{tensor_types}", "--tensor-type", "ATTN_Q=q8_0")),
     ],
     ids=lambda v: " ".join(v).replace("{", "").replace("}", "") if isinstance(v, tuple) else v,
 )
