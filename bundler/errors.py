@@ -90,6 +90,16 @@ class UnsupportedFormatError(FormatError):
     """A valid file that uses a feature bundler does not implement (compression, encryption)."""
 
 
+class ImportanceMismatchError(UsageError):
+    """An importance matrix that does not fit the model: an entry whose length differs from
+    the tensor's columns (times its experts), or a matrix naming none of the model's
+    tensors (one computed on another model). `tensor` is the tensor's name when one is."""
+
+    def __init__(self, message: str, tensor: str | None = None):
+        self.tensor = tensor
+        super().__init__(message)
+
+
 class ValidationError(BundlerError):
     """A check the user asked for failed (validate, diff --threshold)."""
 

@@ -62,7 +62,8 @@ def apply_plan(bundle: Bundle, plan: Plan, observer: Observer | None = None) -> 
     for choice, tensor in zip(plan.choices, bundle.tensors.values(), strict=True):
         source = tensor.source
         if choice.action != "copy" and choice.target != tensor.codec:
-            source = TranscodeSource(tensor, choice.target, buffers)
+            weights = plan.importance.get(tensor.name)
+            source = TranscodeSource(tensor, choice.target, buffers, importance=weights)
         if observer is not None:
             source = _ObservedSource(source, choice, observer)
         out.add(Tensor(tensor.name, tensor.shape, choice.target, source))
@@ -110,14 +111,28 @@ class Report:
             "ratio": plan.source_bytes / plan.target_bytes if plan.target_bytes else None,
             "seconds": self.seconds,
             "mib_per_s": plan.source_bytes / 2**20 / self.seconds if self.seconds else None,
-            "tensors": [_choice_dict(c) for c in plan.choices],
+            "tensors": [_choice_dict(c, c.name in plan.importance) for c in plan.choices],
             "skipped": [{"name": name, "reason": why} for name, why in self.skipped],
             "target": plan.allocation.as_dict() if plan.allocation is not None else None,
+            "imatrix": _imatrix_dict(plan),
         }
 
 
-def _choice_dict(c: Choice) -> dict[str, Any]:
+def _imatrix_dict(plan: Plan) -> dict[str, Any] | None:
+    """The importance matrix keys the plan records, by their last word, and how many
+    tensors are encoded with weights; None without a matrix."""
+    keys = {
+        k.rsplit(".", 1)[1]: v for k, (v, _) in plan.metadata_updates.items()
+        if k.startswith("quantize.imatrix.")
+    }  # fmt: skip
+    if not keys:
+        return None
+    return {**keys, "weighted_tensors": len(plan.importance)}
+
+
+def _choice_dict(c: Choice, weighted: bool) -> dict[str, Any]:
     return {
+        "importance": weighted,
         "index": c.index,
         "name": c.name,
         "shape": list(c.shape),
@@ -129,6 +144,21 @@ def _choice_dict(c: Choice) -> dict[str, Any]:
         "source_bytes": c.source_bytes,
         "target_bytes": c.target_bytes,
     }
+
+
+def _split_groups(bundle: Bundle) -> list[int]:
+    """Tensor counts of the input's files, in order: each run of tensors read from one file
+    (a shard of a split set) is one group; tensors not read from a file join the run
+    before them."""
+    counts: list[int] = []
+    last = None
+    for t in bundle.tensors.values():
+        path = getattr(t.source, "path", None)
+        if not counts or (path is not None and path != last):
+            counts.append(0)
+        last = path if path is not None else last
+        counts[-1] += 1
+    return counts
 
 
 def _write_options(fmt: str, split_max_size: int | None, extra: dict[str, Any]) -> dict[str, Any]:
@@ -195,11 +225,21 @@ def write_bundle(
     observer: Observer | None = None,
     source_name: str = "<arrays>",
     write_options: dict[str, Any] | None = None,
+    keep_split: bool = False,
 ) -> Report:
-    """Write `bundle` as `plan` says; with `dry_run` only the report is made."""
+    """Write `bundle` as `plan` says; with `dry_run` only the report is made. `keep_split`
+    writes each tensor into the shard of the output matching the input file it came from
+    (llama-quantize's `--keep-split`)."""
     dst = os.fspath(dst)
     fmt = output_format(dst, format)
     options = _write_options(fmt, split_max_size, write_options or {})
+    if keep_split:
+        key = getattr(module(fmt), "KEEP_SPLIT_OPTION", None)
+        if key is None:
+            raise UsageError(f"{fmt} output cannot keep the input's split; drop --keep-split")
+        if split_max_size:
+            raise UsageError("--keep-split and --split-max-size cannot be used together")
+        options[key] = _split_groups(bundle)
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
         return report
@@ -285,6 +325,7 @@ def _file_to_file(
     dry_run: bool,
     split_max_size: int | None,
     observer: Observer | None,
+    keep_split: bool = False,
     **planning: Any,
 ) -> Report:
     src, dst = os.fspath(src), os.fspath(dst)
@@ -295,6 +336,7 @@ def _file_to_file(
     return write_bundle(
         bundle, plan, dst, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, source_name=src,
+        keep_split=keep_split,
     )  # fmt: skip
 
 
@@ -314,20 +356,23 @@ def quantize(
     candidates: Any = None,
     sample_values: int | None = None,
     progress: Any = None,
+    keep_split: bool = False,
     **plan_options: Any,
 ) -> Report:
     """Quantize the model file `src` into `dst` (format from `format` or the extension).
 
     `type` is a codec or llama.cpp file type (q4_0, Q4_K_M, ...; default q8_0);
     `plan_options` are the fields of `PlanOptions` (tensor_types, pure, allow_requantize,
-    ...). With `target_size` (bytes, or text such as "80M" or "75MiB") or `target_bpw`
-    (bits per weight of the whole file) instead of `type`, each tensor's codec is chosen to
-    fit the target with the least error (bundler.plan.target; `Report.plan.allocation`
-    says how): `column_weights` maps tensor names to per-column importance weights,
-    `candidates` names the codecs to choose from (default: every GGML block codec bundler
-    encodes, BF16 and F16), `sample_values` caps the values measured per tensor (default
-    `bundler.plan.target.DEFAULT_SAMPLE_VALUES`; sizes are exact whatever it is), and
-    `progress(name, n_values, total_values)` is called as each tensor is measured.
+    imatrix, include_weights, exclude_weights, override_kv, prune_layers, ...).
+    `keep_split` writes a split input into the same shards (GGUF). With `target_size`
+    (bytes, or text such as "80M" or "75MiB") or `target_bpw` (bits per weight of the whole
+    file) instead of `type`, each tensor's codec is chosen to fit the target with the least
+    error (bundler.plan.target; `Report.plan.allocation` says how): `column_weights` maps
+    tensor names to per-column importance weights, `candidates` names the codecs to choose
+    from (default: every GGML block codec bundler encodes, BF16 and F16), `sample_values`
+    caps the values measured per tensor (default `bundler.plan.target.DEFAULT_SAMPLE_VALUES`;
+    sizes are exact whatever it is), and `progress(name, n_values, total_values)` is called
+    as each tensor is measured.
     """
     target = None
     if target_size is not None or target_bpw is not None:
@@ -337,7 +382,7 @@ def quantize(
     options = PlanOptions(type=type, **plan_options)
     return _file_to_file(
         src, dst, options, format=format, force=force, dry_run=dry_run,
-        split_max_size=split_max_size, observer=observer, target=target,
+        split_max_size=split_max_size, observer=observer, keep_split=keep_split, target=target,
         column_weights=column_weights, candidates=candidates, sample_values=sample_values,
         progress=progress,
     )  # fmt: skip

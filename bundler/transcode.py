@@ -93,14 +93,31 @@ class TranscodeSource(Source):
         target: Codec,
         buffers: Buffers | None = None,
         chunk_values: int | None = None,
+        importance: np.ndarray | None = None,
     ):
         self.tensor = tensor
         self.target = target
         self.buffers = buffers
         self.chunk_values = chunk_values
+        #: importance weights per column (times the experts of a 3-D tensor), used by a
+        #: block codec; None encodes without
+        self.importance = importance if target.facts.takes_importance else None
 
     def raw(self) -> np.ndarray:
-        return self.target.encode(self.tensor.numpy()).reshape(-1)
+        values = self.tensor.numpy()
+        if self.importance is None:
+            return self.target.encode(values).reshape(-1)
+        n = values.shape[-1]
+        rows = values.reshape(-1, n)
+        out = np.empty(self.target.encoded_shape(rows.shape), np.uint8)
+        per_expert = _rows_per_expert(self.tensor.shape)
+        for e, first in enumerate(range(0, len(rows), per_expert)):
+            part = slice(first, first + per_expert)
+            self.target.encode(rows[part], out=out[part], importance=self._weights(e, n))
+        return out.reshape(-1)
+
+    def _weights(self, expert: int, n: int) -> np.ndarray:
+        return self.importance[expert * n : (expert + 1) * n]
 
     def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
         """The encoded bytes in chunks of whole blocks (`chunk_bytes` is not used: the chunk
@@ -118,16 +135,26 @@ class TranscodeSource(Source):
             if codec.facts.kernels:
                 codec.kernel()
         workers = thread_count()
-        spans = _spans(t, target, self.chunk_values or chunk_values_for(workers))
+        chunk_values = self.chunk_values or chunk_values_for(workers)
+        if self.importance is None:
+            spans = _spans(t, target, chunk_values)
+        else:
+            spans = _expert_spans(t, chunk_values)
         buffers = self.buffers or Buffers(ring_size(workers))
         if target.facts.header_bytes:
             yield from _with_header(t, target, spans, buffers)
             return
+        n = t.shape[-1] if t.shape else 1
+        per_expert = _rows_per_expert(t.shape) * n
 
         def encode(i: int, values: np.ndarray) -> np.ndarray:
             out = buffers.take("encoded", i, target.encoded_shape(values.shape), np.uint8)
             try:
-                target.encode(values, out=out)
+                if self.importance is None:
+                    target.encode(values, out=out)
+                else:
+                    weights = self._weights(spans[i][0] // per_expert, n)
+                    target.encode(values, out=out, importance=weights)
             except NonFiniteError as exc:
                 raise _locate(exc, t, target, spans[i][0], values.shape[-1]) from None
             return out.reshape(-1)
@@ -182,6 +209,28 @@ def _spans(t: Tensor, target: Codec, chunk_values: int) -> list[Span]:
         count = min(step, total - start)
         shape = (count // width, width) if count % width == 0 else (1, count)
         spans.append((start, count, shape))
+    return spans
+
+
+def _rows_per_expert(shape: tuple[int, ...]) -> int:
+    """Rows sharing one importance vector: a 3-D (or more) tensor's second-last axis
+    (llama.cpp's ne1; ne2 counts the experts), else every row."""
+    if len(shape) >= 3:
+        return max(1, shape[-2])
+    return max(1, math.prod(shape[:-1]))
+
+
+def _expert_spans(t: Tensor, chunk_values: int) -> list[Span]:
+    """Chunks of whole rows that never cross from one expert's rows to the next (each
+    expert has its own importance weights); a row longer than `chunk_values` is a chunk."""
+    n = t.shape[-1]
+    per_expert = _rows_per_expert(t.shape)
+    step = max(1, min(per_expert, chunk_values // n))
+    spans = []
+    for first in range(0, t.n_values // n, per_expert):
+        for row in range(first, first + per_expert, step):
+            count = min(step, first + per_expert - row)
+            spans.append((row * n, count * n, (count, n)))
     return spans
 
 

@@ -57,6 +57,20 @@ def silero_vad_onnx() -> dict[str, Path]:
     return _asset(assets.silero_vad_onnx)
 
 
+@pytest.fixture(scope="session")
+def real_imatrix() -> Path:
+    """SmolLM2-135M's importance matrix as llama-imatrix writes it by default (GGUF),
+    computed once by the reference tool built from llama.cpp's sources."""
+    from tools.reference import llama_imatrix
+
+    try:
+        return llama_imatrix.smollm2_matrix("gguf")
+    except (llama_imatrix.ToolchainMissing, assets.AssetUnavailable) as exc:
+        if IN_CI:
+            pytest.fail(f"reference tool unavailable in CI: {exc}")
+        pytest.skip(f"reference tool unavailable: {exc}")
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed `bundler` command in a subprocess."""
     exe = Path(sys.executable).with_name("bundler")

@@ -48,6 +48,12 @@ def _plan_keys() -> dict[str, str]:
         hint = hints[f.name]
         if f.name == "type":
             kinds[f.name] = "type"
+        elif f.name == "imatrix":
+            kinds[f.name] = "path"
+        elif f.name in ("include_weights", "exclude_weights", "override_kv"):
+            kinds[f.name] = "strings"
+        elif f.name == "prune_layers":
+            kinds[f.name] = "layers"
         elif hint is bool:
             kinds[f.name] = "bool"
         elif hint in (str, str | None):
@@ -181,6 +187,8 @@ class _Checker:
     def jobs(self, entry: dict, defaults: dict, key: Path, base: str) -> list[Job]:
         merged = {k: v for k, v in defaults.items() if k not in TYPE_KEYS or not _has_type(entry)}
         merged |= {k: v for k, v in entry.items() if k in OPTION_KEYS}
+        if "imatrix" in merged:
+            merged["imatrix"] = _path(base, merged["imatrix"])
         types = _types(merged)
         inputs = self.inputs(entry, key, base)
         if "output" in entry:
@@ -353,6 +361,24 @@ def _check_pairs(value: Any) -> str | None:
     return None
 
 
+def _check_strings(value: Any) -> str | None:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
+        return f"must be a string or a list of non-empty strings, not {_kind_of(value)}"
+    return None
+
+
+def _check_layers(value: Any) -> str | None:
+    from bundler.plan.prune import parse_layers
+
+    if isinstance(value, str):
+        return _usage(parse_layers, value)
+    ok = isinstance(value, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value
+    )
+    return None if ok else f"must be a list of layer numbers or 'L0,L1,...', not {value!r}"
+
+
 def _usage(check: Any, value: Any) -> str | None:
     try:
         check(value)
@@ -385,6 +411,8 @@ _CHECKS = {
     "format": _check_format,
     "size": _check_size,
     "pairs": _check_pairs,
+    "strings": _check_strings,
+    "layers": _check_layers,
     "template": _check_template,
     "models": _check_list,
     "batch": _check_mapping,

@@ -161,6 +161,13 @@ def summary(report: dict[str, Any]) -> str:
         f"model size  = {src / MIB:10.2f} MiB",
         f"output size = {dst / MIB:10.2f} MiB (compression ratio {report['ratio'] or 0:.2f})",
     ]
+    matrix = report.get("imatrix")
+    if matrix:
+        chunks = f" over {matrix['chunks_count']} chunks" if "chunks_count" in matrix else ""
+        lines.append(
+            f"importance matrix {matrix.get('file', '(given)')}: {matrix['entries_count']} "
+            f"entries{chunks}, {matrix['weighted_tensors']} tensors encoded with weights"
+        )
     if report["written"]:
         lines.append(
             f"wrote {', '.join(report['outputs']) or report['output']} ({report['format']}) "

@@ -25,6 +25,7 @@ def _tensor_type(text: str) -> tuple[str, str]:
     regex, sep, codec = text.rpartition("=")
     if not sep or not regex or not codec:
         raise argparse.ArgumentTypeError(f"expected REGEX=CODEC, got {text!r}")
+    regex = regex.lower()  # llama-quantize lowercases the pattern (tensor names are lowercase)
     try:
         compile_pattern(regex)
     except UsageError as exc:
@@ -37,7 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("input", help="GGUF, SafeTensors (file, index or directory), APR or ONNX")
     add_plan_flags(q)
     add_target_flags(q)
+    add_imatrix_flags(q)
     add_affine_flags(q)
+    q.add_argument(
+        "--keep-split", action="store_true",
+        help="GGUF: write each tensor into the shard matching the input file it comes from "
+        "(<stem>-0000N-of-0000M.gguf)",
+    )  # fmt: skip
     q.add_argument(
         "--matmul-nbits", action="store_true",
         help="ONNX to ONNX, 4-bit: MatMul weights as ONNX Runtime's MatMulNBits (com.microsoft)",
@@ -72,6 +79,18 @@ def add_plan_flags(q: argparse.ArgumentParser, type_required: bool = True) -> No
     q.add_argument(
         "--allow-requantize", action="store_true",
         help="allow quantizing tensors that are already quantized (loses accuracy)",
+    )  # fmt: skip
+    q.add_argument(
+        "--tensor-type-file", action=_TensorTypeFile, dest="tensor_type", metavar="FILE",
+        help="--tensor-type REGEX=CODEC entries from FILE, separated by blanks or newlines",
+    )  # fmt: skip
+    q.add_argument(
+        "--override-kv", action="append", default=[], metavar="KEY=TYPE:VALUE",
+        help="set metadata KEY in the output; TYPE is int, float, bool or str (repeatable)",
+    )  # fmt: skip
+    q.add_argument(
+        "--prune-layers", type=_layers, default=[], metavar="L0,L1,...",
+        help="drop these blocks (blk.N) and renumber the rest",
     )  # fmt: skip
     q.add_argument("--threads", type=int, help="encoding threads (default: all cores)")
 
@@ -112,6 +131,52 @@ def add_target_flags(q: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _layers(text: str) -> list[int]:
+    from bundler.errors import UsageError
+    from bundler.plan.prune import parse_layers
+
+    try:
+        return parse_layers(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--prune-layers: ")) from None
+
+
+class _TensorTypeFile(argparse.Action):
+    """Reads REGEX=CODEC entries from a file into --tensor-type's list, in argument order."""
+
+    def __call__(self, parser, namespace, path, option_string=None) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                words = f.read().split()
+        except (OSError, UnicodeDecodeError) as exc:
+            parser.error(f"--tensor-type-file {path}: {getattr(exc, 'strerror', None) or exc}")
+        entries = list(getattr(namespace, self.dest, None) or [])
+        for word in words:
+            try:
+                entries.append(_tensor_type(word))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"--tensor-type-file {path}: {exc}")
+        setattr(namespace, self.dest, entries)
+
+
+def add_imatrix_flags(q: argparse.ArgumentParser) -> None:
+    """llama-quantize's importance matrix options."""
+    q.add_argument(
+        "--imatrix", metavar="FILE",
+        help="importance matrix from llama-imatrix (GGUF or legacy .dat): the block codecs "
+        "weigh each column's error by it",
+    )  # fmt: skip
+    q.add_argument(
+        "--include-weights", action="append", default=[], metavar="NAME",
+        help="use the matrix only for tensors whose name contains NAME (repeatable)",
+    )  # fmt: skip
+    q.add_argument(
+        "--exclude-weights", action="append", default=[], metavar="NAME",
+        help="do not use the matrix for tensors whose name contains NAME (repeatable; "
+        "not with --include-weights)",
+    )  # fmt: skip
+
+
 def add_affine_flags(q: argparse.ArgumentParser) -> None:
     """`quantize`'s affine options, folded into --type by `affine_type`."""
     q.add_argument("--bits", type=int, choices=(2, 3, 4, 8, 16), help="affine: int<bits> codes")
@@ -139,6 +204,11 @@ def plan_options(args: argparse.Namespace) -> dict:
         "output_tensor_type": args.output_tensor_type,
         "token_embedding_type": args.token_embedding_type,
         "allow_requantize": args.allow_requantize,
+        "override_kv": args.override_kv,
+        "prune_layers": args.prune_layers,
+        "imatrix": getattr(args, "imatrix", None),
+        "include_weights": getattr(args, "include_weights", []),
+        "exclude_weights": getattr(args, "exclude_weights", []),
     }
 
 
@@ -174,6 +244,7 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
                 bundle, plan, args.output, format=args.to, force=args.force,
                 dry_run=args.dry_run, split_max_size=args.split_max_size,
                 observer=feedback, source_name=args.input, write_options=write_options,
+                keep_split=getattr(args, "keep_split", False),
             )  # fmt: skip
     finally:
         feedback.close()

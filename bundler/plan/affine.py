@@ -16,11 +16,14 @@ import dataclasses
 import re
 from typing import Any
 
-from bundler.bundle import Bundle, Tensor
+from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
 from bundler.errors import UsageError
 from bundler.plan.filetypes import choose
+from bundler.plan.model import model_info
+from bundler.plan.overrides import updates as override_updates
 from bundler.plan.planner import Plan, PlanOptions, make_plan
+from bundler.plan.prune import prune
 from bundler.plan.rules import quantizable
 
 
@@ -50,11 +53,18 @@ def plan_bundle(
     if options is None or options.type is None:
         return bundle, make_plan(bundle, options, name_rules)
     input_bytes = sum(t.nbytes for t in bundle.tensors.values())
+    pruning = None
+    if options.prune_layers:
+        bundle, pruning = prune(bundle, options.prune_layers)
     bundle, found = decode_groups(bundle, options, _quantized_target(options))
     if not is_affine(options.type):
-        plan = make_plan(bundle, options, name_rules)
+        plan = make_plan(bundle, options, name_rules, pruning)
         plan.input_bytes = input_bytes if found else None
         return bundle, plan
+    if options.imatrix is not None:
+        raise UsageError(
+            f"--imatrix weighs GGML block codecs (Q4_0, Q4_K, ...), not the affine {options.type}"
+        )
     chooser = _Chooser(options)
     quantized, codecs = checkpoint.quantize_bundle(bundle, chooser.codec_for)
     if chooser.requantized and not options.allow_requantize:
@@ -66,6 +76,10 @@ def plan_bundle(
             "do it anyway"
         )
     plan = make_plan(quantized, None)
+    plan.metadata_updates.update(override_updates(options.override_kv))
+    if pruning is not None and pruning.origin:
+        arch = model_info(quantized).hparams.arch
+        plan.metadata_updates[f"{arch}.block_count"] = (pruning.block_count, ValueType.UINT32)
     plan.input_bytes = input_bytes
     origin = {}
     for name, codec in codecs.items():

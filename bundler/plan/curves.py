@@ -160,7 +160,9 @@ def measure(
         if codec == tensor.codec:
             error = 0.0
         else:
-            y = codec.decode(codec.encode(x), x.shape)
+            # with a matrix, measured as it will be written: by the weighted quantizer
+            weighs = w is not None and codec.facts.takes_importance
+            y = codec.decode(codec.encode(x, importance=w if weighs else None), x.shape)
             error = weighted(y.astype(np.float64) - x)
         points.append(Point(codec, codec.facts.nbytes(tensor.shape), error))
     points.sort(key=lambda p: (p.nbytes, p.error))

@@ -68,8 +68,10 @@ def use_more_bits(i_layer: int, n_layers: int) -> bool:
 class Mixture:
     """Chooses each quantizable tensor's codec for one file type, called in tensor order."""
 
-    def __init__(self, ftype: FileType, info: ModelInfo):
+    def __init__(self, ftype: FileType, info: ModelInfo, imatrix: bool = False):
         self.ftype = ftype.name
+        #: whether an importance matrix is used (some rules depend on it)
+        self.imatrix = imatrix
         self.base = ftype.codec
         self.hp = info.hparams
         self.tied = not info.has_output
@@ -147,6 +149,9 @@ class Mixture:
             return get("q6_k")
         if f == "Q4_K_S" and not falcon and i < n // 8:
             return get("q5_k")
+        if f in ("Q4_0", "Q5_0") and self.imatrix and i < n // 8:
+            # llama.cpp guards the first ffn_down layers, only when a matrix is used
+            return get("q4_1" if f == "Q4_0" else "q5_1")
         return want
 
     def _attn_output(self, want: Codec) -> Codec:

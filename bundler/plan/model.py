@@ -3,7 +3,9 @@ has an output tensor, and the hyperparameters llama.cpp's mixtures read."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bundler.bundle import Bundle
 
@@ -37,12 +39,17 @@ class ModelInfo:
     hparams: HyperParams
 
 
-def model_info(bundle: Bundle) -> ModelInfo:
-    md = bundle.metadata
-    arch = str(md.get("general.architecture", ""))
+def model_info(bundle: Bundle, overrides: Mapping[str, Any] | None = None) -> ModelInfo:
+    """What the rules know of `bundle`, reading its metadata through `overrides`."""
+    overrides = overrides or {}
+
+    def read(key: str, default: Any) -> Any:
+        return overrides[key] if key in overrides else bundle.metadata.get(key, default)
+
+    arch = str(read("general.architecture", ""))
 
     def number(key: str, default: int = 0) -> int:
-        value = md.get(f"{arch}.{key}", default)
+        value = read(f"{arch}.{key}", default)
         return int(value) if isinstance(value, (int, float)) else default
 
     n_head = number("attention.head_count")

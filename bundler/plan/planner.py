@@ -10,6 +10,7 @@ not fit the target's block fall back to a wider codec, and finally to F16.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,9 +19,12 @@ from typing import Any
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
+from bundler.importance import ImportanceMatrix, fit, load
 from bundler.plan.filetypes import FileType, choose
 from bundler.plan.mixtures import Mixture, category, loader_order
 from bundler.plan.model import ModelInfo, model_info
+from bundler.plan.overrides import updates as override_updates
+from bundler.plan.prune import Pruning, parse_layers
 from bundler.plan.rules import by_name, quantizable, with_fallback
 
 #: general.quantization_version written with quantized tensors (ggml's GGML_QNT_VERSION).
@@ -32,7 +36,13 @@ class PlanOptions:
     """What the user asked for; names follow llama-quantize's flags.
 
     `tensor_types` is a sequence of (regex, codec) pairs (a dict {regex: codec} is taken
-    too); the first regex that matches a tensor's name gives its codec.
+    too); the first regex that matches a tensor's name gives its codec. `imatrix` is an
+    importance matrix: a path to a file llama-imatrix wrote (GGUF or legacy .dat), a
+    mapping {tensor name: weights per column} or a `bundler.importance.ImportanceMatrix`;
+    `include_weights` / `exclude_weights` keep only / drop the entries whose name contains
+    one of their strings (not both). `override_kv` are llama-quantize's `KEY=TYPE:VALUE`
+    metadata overrides (bundler.plan.overrides); `prune_layers` the block numbers dropped
+    (bundler.plan.prune).
     """
 
     type: str | None = None
@@ -42,9 +52,39 @@ class PlanOptions:
     output_tensor_type: str | None = None
     token_embedding_type: str | None = None
     allow_requantize: bool = False
+    imatrix: Any = None
+    include_weights: Sequence[str] = ()
+    exclude_weights: Sequence[str] = ()
+    override_kv: Sequence[str] = ()
+    prune_layers: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self.tensor_types = _tensor_type_pairs(self.tensor_types)
+        self.override_kv = _strings(self.override_kv, "override_kv")
+        override_updates(self.override_kv)  # a malformed one fails here, before any work
+        self.prune_layers = _layers(self.prune_layers)
+        self.include_weights = _strings(self.include_weights, "include_weights")
+        self.exclude_weights = _strings(self.exclude_weights, "exclude_weights")
+        if self.include_weights and self.exclude_weights:
+            raise UsageError("--include-weights and --exclude-weights cannot be used together")
+        if (self.include_weights or self.exclude_weights) and self.imatrix is None:
+            raise UsageError("--include-weights / --exclude-weights need --imatrix")
+
+
+def _layers(given: Sequence[int] | str) -> list[int]:
+    if isinstance(given, str):
+        return parse_layers(given)
+    layers = list(given)
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers):
+        raise UsageError(f"prune_layers: expected non-negative layer numbers, got {layers!r}")
+    return sorted(set(layers))
+
+
+def _strings(given: Sequence[str] | str, what: str) -> list[str]:
+    items = [given] if isinstance(given, str) else list(given)
+    if not all(isinstance(x, str) and x for x in items):
+        raise UsageError(f"{what}: expected non-empty strings, got {items!r}")
+    return items
 
 
 def _tensor_type_pairs(given: Sequence[tuple[str, str]] | Mapping[str, str]) -> list:
@@ -104,6 +144,8 @@ class Plan:
     input_bytes: int | None = None
     #: how a size target was met (bundler.plan.target.Allocation), None without a target
     allocation: Any = None
+    #: importance weights (float32, 1-D) of the tensors an importance matrix covers, by name
+    importance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source_bytes(self) -> int:
@@ -132,11 +174,11 @@ class _Chooser:
     """Picks the wanted codec of each quantizable tensor, in bundle order
     (llama.cpp `llama_tensor_get_type`)."""
 
-    def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo):
+    def __init__(self, options: PlanOptions, ftype: FileType, info: ModelInfo, imatrix: bool):
         self.options = options
         self.base = ftype.codec
         self.tied = not info.has_output
-        self.mixture = Mixture(ftype, info) if not options.pure else None
+        self.mixture = Mixture(ftype, info, imatrix) if not options.pure else None
         self.overrides = [(compile_pattern(rx), get(c)) for rx, c in options.tensor_types]
         self.token_type = (
             get(options.token_embedding_type) if options.token_embedding_type else None
@@ -168,8 +210,16 @@ class _Chooser:
         return self.base, ""
 
 
-def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bool = True) -> Plan:
+def make_plan(
+    bundle: Bundle,
+    options: PlanOptions | None = None,
+    name_rules: bool = True,
+    pruning: Pruning | None = None,
+) -> Plan:
     """Decide every tensor's codec; raises UsageError when requantizing was not allowed.
+
+    `pruning` says what `bundler.plan.prune.prune` did to `bundle` (its blocks renumbered,
+    its metadata still the original model's).
 
     `name_rules=False` (what `bundler.save` does) lets `pure` and `tensor_types` override
     llama-quantize's name rules: with `pure` every float tensor of two or more dimensions
@@ -178,12 +228,27 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
     """
     options = options or PlanOptions()
     if options.type is None:
-        if options.tensor_types:
-            raise UsageError("--tensor-type (tensor_types=) needs --type (a codec or file type)")
+        given = [
+            flag for flag, value in (
+                ("--tensor-type (tensor_types=)", options.tensor_types),
+                ("--imatrix (imatrix=)", options.imatrix is not None),
+                ("--override-kv (override_kv=)", options.override_kv),
+                ("--prune-layers (prune_layers=)", options.prune_layers),
+            ) if value
+        ]  # fmt: skip
+        if given:
+            raise UsageError(f"{', '.join(given)} needs --type (a codec or file type)")
         choices = [_copy(i, t, "") for i, t in enumerate(bundle.tensors.values())]
         return Plan(choices, None)
     ftype = choose(options.type)
-    chooser = _Chooser(options, ftype, model_info(bundle))
+    matrix = None
+    if options.imatrix is not None:
+        matrix = load(options.imatrix, options.include_weights, options.exclude_weights)
+    has_imatrix = matrix is not None and len(matrix) > 0
+    kvs = override_updates(options.override_kv)
+    # llama.cpp reads the hyperparameters through the overrides
+    info = model_info(bundle, {k: v for k, (v, _) in kvs.items()})
+    chooser = _Chooser(options, ftype, info, has_imatrix)
     tensors = list(bundle.tensors.values())
     # decided in llama-quantize's walk (its counters depend on it); listed in the bundle's order
     walk = sorted(range(len(tensors)), key=lambda i: loader_order(tensors[i].name))
@@ -195,7 +260,30 @@ def make_plan(bundle: Bundle, options: PlanOptions | None = None, name_rules: bo
         updates["general.file_type"] = (ftype.ftype, ValueType.UINT32)
     if any(c.target.facts.is_block for c in choices):
         updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
-    return Plan(choices, ftype, updates)
+    updates.update(kvs)
+    plan = Plan(choices, ftype, updates)
+    origin = pruning.origin if pruning else {}
+    if has_imatrix:
+        _fit_importance(plan, matrix, [origin.get(n, n) for n in bundle.tensors], origin)
+    if pruning is not None and pruning.origin:
+        arch = info.hparams.arch
+        plan.metadata_updates[f"{arch}.block_count"] = (pruning.block_count, ValueType.UINT32)
+    return plan
+
+
+def _fit_importance(
+    plan: Plan, matrix: ImportanceMatrix, names: list[str], origin: Mapping[str, str]
+) -> None:
+    """Give the plan the weights of each tensor whose type changes, note those that get
+    none, and add the metadata llama-quantize records for the matrix."""
+    changed = [(c.name, c.shape) for c in plan.choices if c.action != "copy"]
+    fitted = fit(matrix, changed, names, lambda n: origin.get(n, n))
+    plan.importance = fitted.weights
+    for i, c in enumerate(plan.choices):
+        if c.name in fitted.without:
+            note = "; ".join(n for n in (c.note, fitted.without[c.name]) if n)
+            plan.choices[i] = dataclasses.replace(c, note=note)
+    plan.metadata_updates.update(matrix.metadata())
 
 
 def _copy(i: int, t: Tensor, note: str) -> Choice:

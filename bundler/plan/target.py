@@ -65,6 +65,7 @@ import numpy as np
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs import Codec, get
 from bundler.errors import UsageError
+from bundler.importance import fit, load
 from bundler.plan.allocate import allocate
 from bundler.plan.curves import (
     DEFAULT_SAMPLE_VALUES,
@@ -196,6 +197,33 @@ def _check_options(options: PlanOptions) -> None:
         )
     if options.pure:
         raise UsageError("--pure (pure=) and a size target exclude each other")
+    if options.prune_layers:
+        raise UsageError("--prune-layers (prune_layers=) and a size target exclude each other")
+
+
+@dataclass
+class TargetImportance:
+    """What an importance matrix (`options.imatrix`) gives a size target: the weights of
+    each quantizable tensor it covers (for the weighted encoders), those of them that weigh
+    one column each (for the measured errors), and the metadata llama-quantize records."""
+
+    weights: dict[str, np.ndarray]
+    column_weights: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+
+def target_importance(bundle: Bundle, options: PlanOptions) -> TargetImportance | None:
+    """The importance matrix of `options` fitted to the tensors a target may quantize;
+    None without one (or with one left empty by --include/--exclude-weights)."""
+    if options.imatrix is None:
+        return None
+    matrix = load(options.imatrix, options.include_weights, options.exclude_weights)
+    if not len(matrix):
+        return None
+    tensors = [t for t in bundle.tensors.values() if quantizable(t) is None]
+    weights = fit(matrix, [(t.name, t.shape) for t in tensors], bundle.tensors).weights
+    columns = {n: w for n, w in weights.items() if w.size == bundle.tensors[n].shape[-1]}
+    return TargetImportance(weights, columns, matrix.metadata())
 
 
 def plan_to_target(
@@ -222,6 +250,9 @@ def plan_to_target(
     if isinstance(sample_values, bool) or not isinstance(sample_values, int) or sample_values < 1:
         raise UsageError(f"sample_values must be a positive integer, got {sample_values!r}")
     allowed = candidate_codecs(codecs)
+    matrix = target_importance(bundle, options)
+    if matrix is not None and column_weights is None:
+        column_weights = matrix.column_weights
     column_weights = column_weights or {}
     sensitivity = sensitivity or {}
     pins = _Pins(options)
@@ -259,7 +290,11 @@ def plan_to_target(
             progress(t.name, t.n_values, total)
 
     def build(pick: Sequence[int]) -> Plan:
-        return _plan(tensors, fixed, curves, pick)
+        plan = _plan(tensors, fixed, curves, pick)
+        if matrix is not None:  # encoded by the weighted quantizers; its keys are recorded
+            plan.importance = matrix.weights
+            plan.metadata_updates.update(matrix.metadata)
+        return plan
 
     n_values = sum(t.n_values for t in tensors)
     want = target.bytes_for(n_values)

@@ -197,3 +197,41 @@ def test_column_weights_steer_bytes_to_the_columns_that_matter(minilm_safetensor
     assert a.weighted
     assert chosen[loud].target_bytes > chosen[quiet].target_bytes
     assert chosen[quiet].target.name == "q4_0"  # the smallest candidate for rows of 384
+
+
+def _weighted_error(original, quantized, weights) -> float:
+    """sum over the weighted tensors of sum_j w_j * sum_i (W_ij - Q(W)_ij)^2."""
+    a, b = open_bundle(original), open_bundle(quantized)
+    total = 0.0
+    for name, w in weights.items():
+        d = b.tensors[name].numpy().astype(np.float64) - a.tensors[name].numpy()
+        total += float(np.square(d).reshape(-1, w.size).sum(axis=0) @ w)
+    return total
+
+
+@pytest.mark.oracle_c
+def test_an_importance_matrix_lowers_the_error_it_weighs_at_the_same_size(
+    smollm2_f32_gguf, smollm2_reach, real_imatrix, tmp_path
+):
+    from bundler.importance import read
+
+    low, high = smollm2_reach
+    target = low + (high - low) // 4
+    # without Q4_1 and Q5_1, which rebuild this F32 decoding of a Q4_1 file exactly
+    candidates = "q2_k,q3_k,q4_0,q4_k,q5_0,q5_k,q6_k,q8_0"
+    runs = {}
+    for name, extra in (("plain", {}), ("imatrix", {"imatrix": real_imatrix})):
+        out = tmp_path / f"{name}.gguf"
+        report = quantize(
+            smollm2_f32_gguf, out, target_size=target, candidates=candidates,
+            sample_values=SAMPLE, **extra,
+        )  # fmt: skip
+        _written_as_planned(report, out)
+        runs[name] = out
+    metadata = open_bundle(runs["imatrix"]).metadata
+    assert metadata["quantize.imatrix.entries_count"] == 210
+    assert "quantize.imatrix.file" not in open_bundle(runs["plain"]).metadata
+    weights = {n: w for n, w in read(real_imatrix).entries.items() if w.size > 0}
+    weights = {n: w for n, w in weights.items() if n in open_bundle(smollm2_f32_gguf).tensors}
+    plain, weighted = (_weighted_error(smollm2_f32_gguf, runs[k], weights) for k in runs)
+    assert weighted < 0.9 * plain, (weighted, plain)

@@ -204,3 +204,36 @@ def test_a_source_that_ends_early_is_a_usage_error_naming_the_tensor():
     source = TranscodeSource(tensor, get("q8_0"), chunk_values=1000)
     with pytest.raises(UsageError, match="tensor 'w': its source ends 6 bytes short"):
         list(source.iter_raw(0))
+
+
+@pytest.mark.parametrize("codec", ["q4_0", "q4_k"])
+@pytest.mark.parametrize("chunk_values", [64, 256 * 5, 1 << 20])
+@pytest.mark.parametrize("shape", [(6, 512), (3, 5, 256)])
+def test_importance_weights_stream_per_expert_as_one_call_each(tmp_path, codec, chunk_values,
+                                                                shape):  # fmt: skip
+    # a 3-D tensor's experts each have their own weights (llama.cpp's ne2); chunks smaller
+    # than an expert, or than a row, must never mix two experts' rows or weights
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal(shape, dtype=np.float32)
+    experts = shape[0] if len(shape) == 3 else 1
+    weights = rng.random(experts * shape[-1], dtype=np.float32) + 0.1
+    target = get(codec)
+    rows = values.reshape(experts, -1, shape[-1])
+    want = np.concatenate([
+        target.encode(rows[e], importance=weights[e * shape[-1] : (e + 1) * shape[-1]])
+        .reshape(-1) for e in range(experts)
+    ])  # fmt: skip
+    tensor = _file_tensor(tmp_path, values)
+    source = TranscodeSource(tensor, target, chunk_values=chunk_values, importance=weights)
+    got = np.concatenate([c.copy() for c in source.iter_raw(1 << 20)])
+    assert got.tobytes() == want.tobytes()
+    assert source.raw().tobytes() == want.tobytes()
+    assert got.tobytes() != target.encode(values).reshape(-1).tobytes()  # the weights count
+
+
+def test_importance_weights_are_dropped_for_a_codec_that_has_no_weighted_quantizer(tmp_path):
+    values = np.random.default_rng(1).standard_normal((4, 64), dtype=np.float32)
+    source = TranscodeSource(_file_tensor(tmp_path, values), get("f16"),
+                             importance=np.ones(64, np.float32))  # fmt: skip
+    assert source.importance is None
+    assert source.raw().tobytes() == get("f16").encode(values).tobytes()

@@ -39,7 +39,10 @@ WRITE_OPTIONS = {
     "split_max_size": 0,
     "split_max_tensors": 0,
     "drop_unknown": False,
+    "split_groups": None,
 }
+#: The write option that lays the tensors out in given shards (`--keep-split`).
+KEEP_SPLIT_OPTION = "split_groups"
 
 
 class UnknownTensorTypeWarning(UserWarning):
@@ -121,7 +124,9 @@ def write(
     Options: `big_endian` (default: the byte order of the GGUF the bundle was read from,
     else little-endian), `llama_compatible` (default True: refuse what llama.cpp cannot
     read), `split_max_size` / `split_max_tensors` (write a split set), `drop_unknown`
-    (write a bundle whose source had tensors of unknown type, without them).
+    (write a bundle whose source had tensors of unknown type, without them), `split_groups`
+    (tensor counts of the shards, in order: llama-quantize's `--keep-split`; one group is
+    written as `<stem>-00001-of-00001.gguf` without split keys, as llama-quantize does).
     """
     unknown = set(options) - set(WRITE_OPTIONS)
     if unknown:
@@ -161,6 +166,7 @@ def plan_files(
     split_max_size: int = 0,
     split_max_tensors: int = 0,
     drop_unknown: bool = False,
+    split_groups: list[int] | None = None,
 ) -> list[FilePlan]:
     """What `write` will write: one plan per output file, all checks done up front."""
     info = GgufDetails.of(bundle)
@@ -181,7 +187,15 @@ def plan_files(
     items = [(k, v) for k, v in bundle.metadata.typed_items() if k not in gguf_split.SPLIT_KEYS]
     alignment = alignment_of(items)
     tensors = list(bundle.tensors.values())
-    groups = gguf_split.group_tensors(tensors, split_max_size, split_max_tensors)
+    if split_groups is not None:
+        if split_max_size or split_max_tensors:
+            raise UsageError("keeping the input's split excludes split_max_size/_tensors")
+        groups = _given_groups(tensors, split_groups)
+        if len(groups) == 1:
+            head = file_head(items, tensors, alignment, big, llama_compatible, True)
+            return [FilePlan(gguf_split.shard_paths(path, 1)[0], head, tensors, alignment)]
+    else:
+        groups = gguf_split.group_tensors(tensors, split_max_size, split_max_tensors)
     if len(groups) == 1:
         pad_empty = info.padded_end if info else True
         head = file_head(items, tensors, alignment, big, llama_compatible, pad_empty)
@@ -194,3 +208,15 @@ def plan_files(
         head = file_head(kvs, group, alignment, big, llama_compatible)
         plans.append(FilePlan(p, head, group, alignment))
     return plans
+
+
+def _given_groups(tensors: list[Tensor], counts: list[int]) -> list[list[Tensor]]:
+    if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
+        raise UsageError(f"split_groups must be positive tensor counts, got {counts!r}")
+    if sum(counts) != len(tensors):
+        raise UsageError(f"split_groups count {sum(counts)} tensors, the bundle has {len(tensors)}")
+    groups, start = [], 0
+    for n in counts:
+        groups.append(tensors[start : start + n])
+        start += n
+    return groups
