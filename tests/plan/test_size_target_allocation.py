@@ -154,13 +154,25 @@ def test_measured_error_is_the_squared_error_of_the_round_trip_and_zero_for_a_co
 def test_column_weights_scale_each_columns_error():
     x = _weights(8, 64)
     t = Tensor.from_array("w", x)
-    plain = measure(t, [get("q4_0")]).points[0].error
-    assert measure(t, [get("q4_0")], column_weights=np.full(64, 2.0)).points[0].error == (
+    plain = measure(t, [get("q8_0")]).points[0].error  # Q8_0's quantizer ignores weights
+    assert measure(t, [get("q8_0")], column_weights=np.full(64, 2.0)).points[0].error == (
         pytest.approx(2 * plain)
     )
     assert measure(t, [get("q4_0")], column_weights=np.zeros(64)).points[0].error == 0.0
     with pytest.raises(UsageError, match="need 64 finite non-negative"):
         measure(t, [get("q4_0")], column_weights=np.ones(63))
+
+
+def test_a_weighted_codec_is_measured_as_its_weighted_quantizer_encodes():
+    x = _weights(8, 64)
+    w = np.random.default_rng(2).uniform(0.1, 3.0, 64).astype(np.float32)
+    q = get("q4_0")
+    y = q.decode(q.encode(x, importance=w), x.shape)
+    expected = float(((y.astype(np.float64) - x) ** 2).sum(axis=0) @ w)
+    error = measure(Tensor.from_array("w", x), [q], column_weights=w).points[0].error
+    assert error == pytest.approx(expected)
+    unweighted = q.decode(q.encode(x), x.shape)
+    assert not np.array_equal(y, unweighted)  # the weights changed the encoding
 
 
 def test_big_tensors_are_measured_on_the_same_sample_of_rows_every_time():
