@@ -118,15 +118,19 @@ def _version() -> str:
         return "0+unknown"
 
 
-def encode(x: Any, codec: str | int | Codec, out: np.ndarray | None = None) -> np.ndarray:
+def encode(
+    x: Any, codec: str | int | Codec, out: np.ndarray | None = None, importance: Any = None
+) -> np.ndarray:
     """Encode `x` along its last axis; returns uint8 whose last axis is each row's bytes.
 
     The same contract as `gguf.quants.quantize(x, type)` (which returns float arrays for
-    F32/F16; this always returns the bytes).
+    F32/F16; this always returns the bytes). `importance` (one weight per column, an
+    importance-matrix row) selects ggml's weighted quantizer, as `llama-quantize --imatrix`
+    does; see `Codec.encode`.
     """
     from bundler.codecs import get
 
-    return get(codec).encode(x, out=out)
+    return get(codec).encode(x, out=out, importance=importance)
 
 
 def decode(

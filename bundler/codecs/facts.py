@@ -57,6 +57,12 @@ class CodecFacts:
     flat: bool = False
     header_bytes: int = 0
     description: str = ""
+    #: encodes with per-column importance weights (ggml's `quantize_<type>` given
+    #: `quant_weights`, an importance-matrix row) when `encode` is given them
+    takes_importance: bool = False
+    #: accepts importance weights and ignores them, as ggml's `ggml_quantize_chunk` does
+    #: (element types, Q8_0); a codec that neither takes nor ignores them refuses them
+    ignores_importance: bool = False
 
     @property
     def is_block(self) -> bool:
@@ -98,6 +104,11 @@ class CodecFacts:
         return self.apr_own_code is not None
 
     @property
+    def accepts_importance(self) -> bool:
+        """True when `encode` may be given importance weights (used or ignored)."""
+        return self.takes_importance or self.ignores_importance
+
+    @property
     def has_kernels(self) -> bool:
         return self.kernels is not None
 
@@ -132,11 +143,20 @@ _DDMIN = _f(("d", 0, 2), ("dmin", 2, 2))
 
 
 def _elem(name, size, ggml=None, apr=None, st=None, dtype=None, kernels=None, desc=""):
-    return CodecFacts(name, 1, size, ggml, apr, st, dtype, kernels=kernels, description=desc)
+    return CodecFacts(
+        name, 1, size, ggml, apr, st, dtype, kernels=kernels, description=desc,
+        ignores_importance=kernels is not None,
+    )  # fmt: skip
 
 
-def _block(name, block, size, ggml, fields, kernels=None, apr=None, desc=""):
-    return CodecFacts(name, block, size, ggml, apr, None, None, fields, kernels, description=desc)
+def _block(name, block, size, ggml, fields, kernels=None, apr=None, desc="", importance=None):
+    """A block codec; `importance` says how it treats importance weights: "takes" them (a
+    weighted search), "ignores" them (Q8_0's scale is max|x|/127 either way), or, by
+    default, refuses them."""
+    return CodecFacts(
+        name, block, size, ggml, apr, None, None, fields, kernels, description=desc,
+        takes_importance=importance == "takes", ignores_importance=importance == "ignores",
+    )  # fmt: skip
 
 
 _FLOATS = "bundler.codecs.floats"
@@ -148,17 +168,46 @@ _APR = "bundler.codecs.apr_native"
 TABLE: tuple[CodecFacts, ...] = (
     _elem("f32", 4, 0, 0, "F32", "<f4", _FLOATS, "IEEE binary32"),
     _elem("f16", 2, 1, 1, "F16", "<f2", _FLOATS, "IEEE binary16, round to nearest even"),
-    _block("q4_0", 32, 18, 2, _D, _LEGACY, desc="4-bit symmetric, half scale"),
-    _block("q4_1", 32, 20, 3, _DM, _LEGACY, desc="4-bit with half scale and min"),
-    _block("q5_0", 32, 22, 6, _D, _LEGACY, desc="5-bit symmetric, half scale"),
-    _block("q5_1", 32, 24, 7, _DM, _LEGACY, desc="5-bit with half scale and min"),
-    _block("q8_0", 32, 34, 8, _D, _LEGACY, desc="8-bit symmetric, half scale"),
+    _block("q4_0", 32, 18, 2, _D, _LEGACY, desc="4-bit symmetric, half scale", importance="takes"),
+    _block(
+        "q4_1", 32, 20, 3, _DM, _LEGACY, desc="4-bit with half scale and min", importance="takes"
+    ),
+    _block("q5_0", 32, 22, 6, _D, _LEGACY, desc="5-bit symmetric, half scale", importance="takes"),
+    _block(
+        "q5_1", 32, 24, 7, _DM, _LEGACY, desc="5-bit with half scale and min", importance="takes"
+    ),
+    _block(
+        "q8_0", 32, 34, 8, _D, _LEGACY, desc="8-bit symmetric, half scale", importance="ignores"
+    ),
     _block("q8_1", 32, 36, 9, _DS, _LEGACY, desc="8-bit with half scale and sum"),
-    _block("q2_k", 256, 84, 10, _f(("d", 80, 2), ("dmin", 82, 2)), _KQUANTS, desc="2-bit K-quant"),
-    _block("q3_k", 256, 110, 11, _f(("d", 108, 2)), _KQUANTS, desc="3-bit K-quant"),
-    _block("q4_k", 256, 144, 12, _DDMIN, _KQUANTS, apr=12, desc="4-bit K-quant"),
-    _block("q5_k", 256, 176, 13, _DDMIN, _KQUANTS, desc="5-bit K-quant"),
-    _block("q6_k", 256, 210, 14, _f(("d", 208, 2)), _KQUANTS, apr=14, desc="6-bit K-quant"),
+    _block(
+        "q2_k",
+        256,
+        84,
+        10,
+        _f(("d", 80, 2), ("dmin", 82, 2)),
+        _KQUANTS,
+        desc="2-bit K-quant",
+        importance="takes",
+    ),
+    _block(
+        "q3_k", 256, 110, 11, _f(("d", 108, 2)), _KQUANTS, desc="3-bit K-quant", importance="takes"
+    ),
+    _block(
+        "q4_k", 256, 144, 12, _DDMIN, _KQUANTS, apr=12, desc="4-bit K-quant", importance="takes"
+    ),
+    _block("q5_k", 256, 176, 13, _DDMIN, _KQUANTS, desc="5-bit K-quant", importance="takes"),
+    _block(
+        "q6_k",
+        256,
+        210,
+        14,
+        _f(("d", 208, 2)),
+        _KQUANTS,
+        apr=14,
+        desc="6-bit K-quant",
+        importance="takes",
+    ),
     _block(
         "q8_k",
         256,

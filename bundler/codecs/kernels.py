@@ -27,9 +27,12 @@ from bundler.errors import UsageError
 class Kernel(NamedTuple):
     """The compiled pair of a codec family module.
 
-    `encode(src, dst)` takes a C-contiguous 2-D source chunk (float32 for block codecs, any
-    numeric dtype for element types) and its uint8 destination rows, and returns how many
-    blocks held a NaN or infinity (0 when the codec stores them). `decode(raw, dst)` fills
+    `encode(src, dst, importance=None)` takes a C-contiguous 2-D source chunk (float32 for
+    block codecs, any numeric dtype for element types) and its uint8 destination rows, and
+    returns how many blocks held a NaN or infinity (0 when the codec stores them). Kernels
+    of codecs whose facts say `takes_importance` also take `importance`: one contiguous
+    float32 weight per column, the same for every row (None: the reference quantizer);
+    the others are only ever called with two arguments. `decode(raw, dst)` fills
     `dst` (dtype `out_dtype`) from C-contiguous uint8 rows.
 
     A flat codec with a tensor-wide header (its `header_bytes`) streams through two more:

@@ -18,6 +18,10 @@ half), codes truncated after adding the offset (+8.5, +16.5 or +0.5), and Q8 cod
 half away from zero (C `roundf`). A block of zeros gets d = -0.0 in Q4_0/Q5_0 (0 / -8).
 Where several elements hold a block's extreme, the first one counts (its sign, or which of
 -0 and +0 becomes Q4_1's minimum), as in the reference's strict comparisons.
+
+With importance weights (llama-quantize's --imatrix) Q4_0, Q4_1, Q5_0 and Q5_1 follow
+ggml's weighted `quantize_<type>` instead, whose scale searches are the K-quants' (shared
+from bundler.codecs.kquants.search); Q8_0 ignores the weights, as ggml does.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from numba import njit, prange
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
-from bundler.codecs.kernels import Kernel
+from bundler.codecs.kernels import Kernel, split_run
+from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
+from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
+from bundler.codecs.kquants.workspace import workspace
 
 QK = 32
 F0 = np.float32(0.0)
@@ -169,6 +176,67 @@ def encode_q8(x, out, with_sum, size):
     return bad
 
 
+@njit(cache=True, nogil=True)
+def encode_weighted(x, out, qw, n_per_row, bits, size, affine, lo, hi):
+    """Blocks lo .. hi-1 of Q4_0, Q5_0 or, `affine`, Q4_1, Q5_1 with importance weights
+    `qw` (one per column of the rows of n_per_row values), as ggml's `quantize_<type>` given
+    `quant_weights`: the weight of x is qw * sqrt(sigma2 + x^2), sigma2 the mean of x^2 over
+    the row; the symmetric types search the signed scale (make_qx_quants, codes -n..n-1),
+    the affine ones scale and min (make_qkx3_quants). No requantization: the search's
+    codes are stored, with the float32 scale rounded to half. Returns the count of blocks
+    with NaN/inf. Runs LANES blocks side by side with the K-quant searches."""
+    ws = workspace(QK)
+    X, W, XM, L, Laux, S, scales, mins = ws[:8]
+    col, sigma2 = ws[11], ws[12]
+    maxq = (1 << bits) - 1
+    qs_at = size - QK // 2
+    per_row = n_per_row // QK
+    row = -1
+    row_sigma2 = F0
+    for first in range(lo, hi, LANES):
+        m = min(LANES, hi - first)
+        for k in range(LANES):
+            if k < m:
+                b = first + k
+                if b // per_row != row:
+                    row = b // per_row
+                    total = F0
+                    for e in range(row * n_per_row, (row + 1) * n_per_row):
+                        total += x[e] * x[e]
+                    row_sigma2 = total / np.float32(n_per_row)
+                col[k] = (b % per_row) * QK
+                sigma2[k] = row_sigma2
+                for i in range(QK):
+                    X[i, k] = x[b * QK + i]
+            else:
+                col[k] = 0
+                sigma2[k] = F0
+                for i in range(QK):
+                    X[i, k] = F0
+        importance_lanes(X, qw, col, sigma2, False, W)
+        if affine:
+            scale_min_lanes(X, W, maxq, RMIN_W, DELTA_W, 36, False, L, Laux, XM, S, scales, mins)
+        else:
+            signed_lanes(X, 1 << (bits - 1), L, Laux, W, XM, S, scales, True)
+        for k in range(m):
+            b = first + k
+            ob = out[b * size : (b + 1) * size]
+            put_half(ob, 0, scales[k])
+            if affine:
+                put_half(ob, 2, -mins[k])
+            qh = np.uint32(0)
+            for j in range(QK // 2):
+                q0 = L[j, k]
+                q1 = L[j + QK // 2, k]
+                ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
+                qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
+                qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
+            if bits == 5:
+                for i in range(4):
+                    ob[qs_at - 4 + i] = np.uint8((qh >> np.uint32(8 * i)) & np.uint32(0xFF))
+    return nonfinite_blocks(x, lo, hi, QK)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def decode_nibbles(raw, out, bits, affine, size, table):
     """Q4_0, Q4_1, Q5_0, Q5_1 to float32."""
@@ -213,12 +281,19 @@ def decode_q8(raw, out, with_sum, size, table):
 
 def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
     """Bind a family's kernels to one codec: its variant (bits, or Q8's sum) and its block
-    bytes from the facts table (the codes are always the block's last bytes)."""
+    bytes from the facts table (the codes are always the block's last bytes); with
+    importance weights, the weighted encoder (codecs whose facts take them)."""
     size = BY_NAME[name].type_size
     decode_args = (variant, size) if affine is None else (variant, affine, size)
 
-    def enc(src: np.ndarray, dst: np.ndarray) -> int:
-        return encode(src.reshape(-1), dst.reshape(-1), variant, size)
+    def enc(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
+        if importance is None:
+            return encode(src.reshape(-1), dst.reshape(-1), variant, size)
+        flat = src.reshape(-1)
+        return split_run(
+            encode_weighted, flat.size // QK, flat, dst.reshape(-1), importance,
+            src.shape[-1], variant, size, affine,
+        )  # fmt: skip
 
     def dec(raw: np.ndarray, dst: np.ndarray) -> None:
         decode(raw.reshape(-1), dst.reshape(-1), *decode_args, HALF_TO_F32)

@@ -72,13 +72,20 @@ class Codec:
             )
         return (*shape[:-1], self.facts.row_bytes(n))
 
-    def encode(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
+    def encode(self, x: Any, out: np.ndarray | None = None, importance: Any = None) -> np.ndarray:
         """Encode `x` along its last axis into GGML bytes (uint8, last axis = row bytes).
 
         Input of another dtype or layout is converted to float32 a chunk of rows at a time.
         Block codecs refuse NaN and infinity with `NonFiniteError` naming the position.
+
+        `importance`: None for ggml's reference quantizer (what llama-quantize writes
+        without an importance matrix), or one non-negative weight per column (an
+        importance-matrix row, length x.shape[-1]) applied to every row, for ggml's
+        weighted quantizer (`facts.takes_importance`). Codecs whose ggml quantizer ignores
+        the weights (element types, Q8_0) ignore them; the others refuse them.
         """
         x = np.asarray(x)
+        weights = self._importance(importance, x.shape)
         kernel = self.kernel()
         if self.facts.flat:
             return kernel.encode(x, out)
@@ -94,10 +101,49 @@ class Codec:
         want = np.dtype(np.float32) if kernel.float_input else None
         for start, chunk in _row_chunks(x.reshape(1) if x.ndim == 0 else x, n):
             src = np.ascontiguousarray(chunk, dtype=want)
-            bad = kernel.encode(src, dst_rows[start : start + len(src)])
+            rows = dst_rows[start : start + len(src)]
+            bad = kernel.encode(src, rows, *(() if weights is None else (weights,)))
             if bad:
                 _raise_nonfinite(self.name, x.shape, src, start)
         return dst
+
+    def _importance(self, importance: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The weights to pass to the kernel (contiguous float32), None when there are none
+        or the codec ignores them; a typed error for weights it refuses or that are wrong."""
+        if importance is None:
+            return None
+        if not self.facts.accepts_importance:
+            raise UsageError(
+                f"{self.name} does not take importance weights (ggml's quantizer for it has "
+                f"no weighted search); codecs that do: {', '.join(_importance_codecs())}"
+            )
+        try:
+            weights = np.asarray(importance)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(
+                f"importance weights for {self.name} are not an array: {exc}"
+            ) from None
+        if weights.ndim != 1:
+            raise ShapeError(
+                f"importance weights must be 1-D (one per column), got shape {weights.shape}"
+            )
+        n = shape[-1] if shape else 1
+        if weights.shape[0] != n:
+            raise ShapeError(
+                f"importance weights have {weights.shape[0]} values but the rows of shape "
+                f"{tuple(shape)} have {n} columns"
+            )
+        if weights.dtype.kind not in "fiub":
+            raise UsageError(f"importance weights must be numbers, got dtype {weights.dtype}")
+        weights = np.ascontiguousarray(weights, dtype=np.float32)
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+        if bad.size:
+            raise UsageError(
+                f"importance weights must be finite and non-negative: column {int(bad[0])} "
+                f"is {float(weights[bad[0]])}"
+                + (f" ({bad.size} such columns)" if bad.size > 1 else "")
+            )
+        return weights if self.facts.takes_importance else None
 
     def decode(
         self, raw: Any, shape: tuple[int, ...] | None = None, out: np.ndarray | None = None
@@ -134,6 +180,11 @@ class Codec:
                 f"got a last axis of {rb} bytes"
             )
         return (*raw_shape[:-1], rb // self.facts.type_size * self.facts.block_size)
+
+
+@functools.cache
+def _importance_codecs() -> tuple[str, ...]:
+    return tuple(f.name for f in TABLE if f.takes_importance)
 
 
 def _as_bytes(raw: Any) -> np.ndarray:

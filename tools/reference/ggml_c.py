@@ -3,8 +3,8 @@
 `library()` builds `libggml-base.so` once (cmake, the stock flags of that ggml version, no
 FMA contraction) from the source distribution `assets.llama_cpp_sdist()` unpacks, caches it
 under `assets.cache_dir()` keyed by that version, and loads it. `quantize` and `dequantize`
-run the C reference codecs (`ggml_quantize_chunk` without an importance matrix, and each
-type's `to_float`) on numpy arrays, so tests and benchmarks can compare against them.
+run the C reference codecs (`ggml_quantize_chunk`, with or without an importance matrix,
+and each type's `to_float`) on numpy arrays, so tests and benchmarks can compare against them.
 
 `python -m tools.reference.ggml_c` builds the library and prints its path.
 """
@@ -53,6 +53,9 @@ _CMAKE_OPTIONS = (
 #: GGML ids `ggml_quantize_chunk` handles in this ggml version (its switch); any other id hits
 #: an assertion that aborts the process, so it must never be passed.
 _CHUNK_TYPES = frozenset({0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 30, 39, 40, 41})
+#: GGML ids whose quantizer asserts an imatrix (`ggml_quantize_requires_imatrix`: IQ2_XXS,
+#: IQ2_XS, IQ1_S); none is in _CHUNK_TYPES yet, kept so that adding them stays safe.
+_NEEDS_IMATRIX = frozenset({16, 17, 19})
 #: Exported per-row functions for types that `ggml_quantize_chunk` and the type traits lack.
 _ROW_QUANTIZERS = {9: "quantize_row_q8_1_ref", 15: "quantize_row_q8_K_ref"}
 _ROW_DEQUANTIZERS = {15: "dequantize_row_q8_K"}
@@ -145,12 +148,16 @@ def _run(ranges: list[tuple[int, int]], work) -> None:
         w.join()
 
 
-def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
+def quantize(
+    type_name: str, x: np.ndarray, threads: int = 1, imatrix: np.ndarray | None = None
+) -> np.ndarray:
     """The C reference encoding of float32 rows `x` (rows, n): uint8 array (rows, row bytes).
 
-    Uses `ggml_quantize_chunk(type, ..., imatrix=NULL)`, or the reference row function of
-    the activation types it does not handle (q8_1, q8_k). `threads` > 1 splits the rows
-    over Python threads (ctypes releases the GIL).
+    Uses `ggml_quantize_chunk(type, ..., imatrix)`, or the reference row function of
+    the activation types it does not handle (q8_1, q8_k). `imatrix`: None, or one float32
+    weight per column (an importance-matrix row, the same for every row), the weights
+    llama-quantize passes. `threads` > 1 splits the rows over Python threads (ctypes
+    releases the GIL).
     """
     type_id, traits = _type(type_name)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -161,17 +168,23 @@ def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
     nrows, n = x.shape
     if n % traits.blck_size:
         raise ValueError(f"{type_name}: row length {n} is not a multiple of {traits.blck_size}")
+    weights = None
+    if imatrix is not None:
+        weights = np.ascontiguousarray(imatrix, dtype=np.float32)
+        if weights.shape != (n,):
+            raise ValueError(f"imatrix must hold {n} weights (one per column), got {weights.shape}")
+    elif type_id in _NEEDS_IMATRIX:
+        raise ValueError(f"ggml cannot quantize {type_name} without an imatrix")
     row_bytes = n // traits.blck_size * traits.type_size
     out = np.zeros((nrows, row_bytes), dtype=np.uint8)
     if x.size == 0:
         return out
     lib = library()
     if type_id in _CHUNK_TYPES:
+        qw = None if weights is None else weights.ctypes.data
 
         def work(a: int, b: int) -> None:
-            lib.ggml_quantize_chunk(
-                type_id, x[a].ctypes.data, out[a].ctypes.data, 0, b - a, n, None
-            )
+            lib.ggml_quantize_chunk(type_id, x[a].ctypes.data, out[a].ctypes.data, 0, b - a, n, qw)
 
     else:
         if type_id not in _ROW_QUANTIZERS:
@@ -185,10 +198,16 @@ def quantize(type_name: str, x: np.ndarray, threads: int = 1) -> np.ndarray:
     return out
 
 
-def can_quantize(type_name: str) -> bool:
-    """True when the C library has a reference quantizer for this type (no imatrix)."""
+def can_quantize(type_name: str, imatrix: bool = False) -> bool:
+    """True when the C library can quantize this type without an imatrix (or, `imatrix`,
+    with one: the types `ggml_quantize_chunk` handles; weights are ignored by those
+    without a weighted quantizer)."""
     type_id, _ = _type(type_name)
-    return type_id in _CHUNK_TYPES or type_id in _ROW_QUANTIZERS
+    if imatrix:
+        return type_id in _CHUNK_TYPES
+    return (type_id in _CHUNK_TYPES and type_id not in _NEEDS_IMATRIX) or (
+        type_id in _ROW_QUANTIZERS
+    )
 
 
 def can_dequantize(type_name: str) -> bool:

@@ -1,7 +1,8 @@
 """Kernels of the K-quants: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K (256-value super-blocks).
 
 Encoders reproduce ggml's reference quantizers (`quantize_row_<type>_ref`, no importance
-matrix) byte for byte: every step is float32 arithmetic in the reference's order, without
+matrix) and, given importance weights, its weighted ones (`quantize_<type>` with
+`quant_weights`) byte for byte: every step is float32 arithmetic in the reference's order, without
 fused multiply-add, and codes are rounded with ggml's `nearest_int` (add 1.5 * 2^23, read the
 mantissa: round half to even). Facts and search parameters are those of the reference notes
 (shared K-quant section); the layouts are in `facts.py` and ggml's `ggml-common.h`.
@@ -32,14 +33,28 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _kernel(name: str) -> Kernel:
-    compiled_encode = q8_k_encode if name == "q8_k" else super_block_encoder(name)
-    compiled_decode = super_block_decoder(name)
+#: The weights argument of the reference (unweighted) encoders, which ignore it.
+_NO_WEIGHTS = np.zeros(1, np.float32)
 
-    def encode(src: np.ndarray, dst: np.ndarray) -> int:
-        """Encode float32 rows into K-quant rows; returns the count of non-finite blocks."""
+
+def _kernel(name: str) -> Kernel:
+    compiled_decode = super_block_decoder(name)
+    if name == "q8_k":
+        reference = weighted = None
+    else:
+        reference = super_block_encoder(name)
+        weighted = super_block_encoder(name, weighted=True)
+
+    def encode(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
+        """Encode float32 rows into K-quant rows, with ggml's weighted search when given
+        importance weights (float32, one per column); returns the count of non-finite
+        blocks."""
         flat = _flat(src)
-        return split_run(compiled_encode, flat.size // QK, flat, _flat(dst), HALF_TO_F32)
+        count = flat.size // QK
+        if reference is None:
+            return split_run(q8_k_encode, count, flat, _flat(dst), HALF_TO_F32)
+        compiled, qw = (reference, _NO_WEIGHTS) if importance is None else (weighted, importance)
+        return split_run(compiled, count, flat, _flat(dst), HALF_TO_F32, _flat(qw), src.shape[-1])
 
     def decode(raw: np.ndarray, dst: np.ndarray) -> None:
         """Decode K-quant rows into float32 rows."""

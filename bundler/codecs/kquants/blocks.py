@@ -13,6 +13,7 @@ from numba import njit
 
 from bundler.codecs.halfs import get_half, put_half
 from bundler.codecs.kquants.common import (
+    DELTA_W,
     EPS,
     F0,
     F1,
@@ -22,18 +23,20 @@ from bundler.codecs.kquants.common import (
     F128,
     JIT,
     LANES,
+    RMIN_W,
     TENTH,
     nearest,
     q3_scale,
     scale_min_k4,
 )
-from bundler.codecs.kquants.search import q3_lanes, scale_min_lanes, signed_lanes
+from bundler.codecs.kquants.search import q3_lanes, qp_lanes, scale_min_lanes, signed_lanes
 from bundler.codecs.kquants.workspace import (
     lane_views,
     largest,
     largest_magnitude,
     pack_2bit,
     requantize,
+    super_block_lanes,
 )
 
 # ---------------------------------------------------------------- Q2_K
@@ -49,8 +52,21 @@ def q2_k_search(ws):
 
 
 @njit(**JIT)
+def scale_min_weighted_search(ws, top, count, nmax, nsub):
+    """The weighted search of Q2_K, Q4_K and Q5_K (ggml's `quantize_row_q*_K_impl`): each
+    sub-block's codes, scale and min by make_qkx3_quants over the importance weights W,
+    then each super-block's sub-block scales and mins quantized to 0..15 (Q2_K) or 0..63
+    by make_qp_quants, weighted by the sums of W (into top's L/scales and Laux/mins)."""
+    X, W, XM, L, Laux, S, scales, mins, _ = ws[:9]
+    scale_min_lanes(X, W, nmax, RMIN_W, DELTA_W, 36, False, L, Laux, XM, S, scales, mins)
+    super_block_lanes(ws, top, nsub, count, True)
+    cap = 15 if nsub == 16 else 63
+    qp_lanes(top[0], top[1], cap, top[3], top[5], top[6])
+    qp_lanes(top[2], top[1], cap, top[4], top[5], top[7])
+
+
+@njit(**JIT)
 def q2_k_finish(x, y, table, ws, off):
-    codes = ws[8]
     L, scales, mins = lane_views(ws, off, 16)
     max_scale = largest(scales)
     max_min = largest(mins)
@@ -71,6 +87,24 @@ def q2_k_finish(x, y, table, ws, off):
         put_half(y, 82, max_min / F15)
     else:
         put_half(y, 82, F0)
+    _q2_k_codes(x, y, table, ws, L)
+
+
+@njit(**JIT)
+def q2_k_weighted_finish(x, y, table, ws, top, off, g):
+    L = lane_views(ws, off, 16)[0]
+    put_half(y, 80, top[6][g])
+    put_half(y, 82, top[7][g])
+    for j in range(16):
+        y[j] = np.uint8((top[3][j, g] | (top[4][j, g] << 4)) & 0xFF)
+    _q2_k_codes(x, y, table, ws, L)
+
+
+@njit(**JIT)
+def _q2_k_codes(x, y, table, ws, L):
+    """Q2_K codes requantized against the header's scales and mins, packed."""
+    codes = ws[8]
+    sc = y[0:16]
     dh = get_half(y, 80, table)
     mh = get_half(y, 82, table)
     sub_d, sub_m = ws[5][13], ws[5][14]
@@ -91,8 +125,35 @@ def q3_k_search(ws):
 
 
 @njit(**JIT)
+def q3_k_weighted_search(ws, top, count):
+    """The weighted search of Q3_K (ggml's `quantize_row_q3_K_impl`): each sub-block by
+    make_qx_quants over the importance weights (codes -4..3), then each super-block's 16
+    scales by make_qx_quants (codes -32..31) weighted by the sums of W (into top)."""
+    X, W, WX, L, Laux, S, scales, _, _ = ws[:9]
+    signed_lanes(X, 4, L, Laux, W, WX, S, scales, True)
+    super_block_lanes(ws, top, 16, count, False)
+    signed_lanes(top[0], 32, top[3], top[4], top[1], top[2], top[5], top[6], True)
+
+
+@njit(**JIT)
+def q3_k_weighted_finish(x, y, table, ws, top, off, g):
+    L = lane_views(ws, off, 16)[0]
+    sc = y[96:108]
+    for j in range(12):
+        sc[j] = 0
+    for j in range(16):
+        q = top[3][j, g]
+        if j < 8:
+            sc[j] = np.uint8(q & 0xF)
+        else:
+            sc[j - 8] |= np.uint8((q & 0xF) << 4)
+        sc[j % 4 + 8] |= np.uint8(((q >> 4) << (2 * (j // 4))) & 0xFF)
+    put_half(y, 108, top[6][g])
+    _q3_k_codes(x, y, table, ws, L)
+
+
+@njit(**JIT)
 def q3_k_finish(x, y, table, ws, off):
-    codes = ws[8]
     L, scales, _ = lane_views(ws, off, 16)
     max_scale, _ = largest_magnitude(scales)
     sc = y[96:108]
@@ -111,6 +172,14 @@ def q3_k_finish(x, y, table, ws, off):
         put_half(y, 108, F1 / iscale)
     else:
         put_half(y, 108, F0)
+    _q3_k_codes(x, y, table, ws, L)
+
+
+@njit(**JIT)
+def _q3_k_codes(x, y, table, ws, L):
+    """Q3_K codes requantized against the header's scales, split into hmask and qs."""
+    codes = ws[8]
+    sc = y[96:108]
     dh = get_half(y, 108, table)
     sub_d = ws[5][13]
     for j in range(16):
@@ -171,6 +240,37 @@ def k4_finish(x, y, table, ws, off, nmax):
             sc[j] |= np.uint8((lm >> 4) << 6)
     put_half(y, 0, max_scale / F63)
     put_half(y, 2, max_min / F63)
+    _k4_codes(x, y, table, ws, L, nmax)
+
+
+@njit(**JIT)
+def k4_weighted_finish(x, y, table, ws, top, off, g, nmax):
+    """Header of a weighted Q4_K/Q5_K super-block (its sub-block scale and min codes from
+    top, clamped to 63 for Q5_K only, as the reference does) and its codes 0..nmax."""
+    L = lane_views(ws, off, 8)[0]
+    sc = y[4:16]
+    for j in range(8):
+        ls = top[3][j, g]
+        lm = top[4][j, g]
+        if nmax == 31:
+            ls = min(63, ls)
+            lm = min(63, lm)
+        if j < 4:
+            sc[j] = np.uint8(ls)
+            sc[j + 4] = np.uint8(lm)
+        else:
+            sc[j + 4] = np.uint8(((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF)
+            sc[j - 4] |= np.uint8(((ls >> 4) << 6) & 0xFF)
+            sc[j] |= np.uint8(((lm >> 4) << 6) & 0xFF)
+    put_half(y, 0, top[6][g])
+    put_half(y, 2, top[7][g])
+    _k4_codes(x, y, table, ws, L, nmax)
+
+
+@njit(**JIT)
+def _k4_codes(x, y, table, ws, L, nmax):
+    """Q4_K/Q5_K codes 0..nmax requantized against the header's scales and mins."""
+    sc = y[4:16]
     dh = get_half(y, 0, table)
     mh = get_half(y, 2, table)
     sub_d, sub_m = ws[5][13], ws[5][14]
@@ -213,9 +313,11 @@ def q5_k_pack(y, codes):
 
 
 @njit(**JIT)
-def q6_k_search(ws):
+def q6_k_search(ws, weighted):
+    """Codes and scale of each sub-block; `weighted`: over the importance weights in W
+    (ggml's `quantize_row_q6_K_impl`, whose header and codes then follow the reference)."""
     X, W, WX, L, Laux, S, scales, _, _ = ws[:9]
-    signed_lanes(X, 32, L, Laux, W, WX, S, scales)
+    signed_lanes(X, 32, L, Laux, W, WX, S, scales, weighted)
 
 
 @njit(**JIT)

@@ -26,6 +26,10 @@ F32 = np.float32(32.0)
 F63 = np.float32(63.0)
 F127 = np.float32(127.0)
 F128 = np.float32(128.0)
+#: The grids of the weighted scale-and-min search (Q2_K, Q4_K, Q5_K, Q4_1, Q5_1 with
+#: importance weights): (nmax - 0.9 + 0.05 s) / (max - min) for s = 0..36.
+RMIN_W = np.float32(-0.9)
+DELTA_W = np.float32(0.05)
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 PAR = {**JIT, "parallel": True}
@@ -51,6 +55,15 @@ def max_abs_bits(x):
 @njit(**JIT)
 def nonfinite(x):
     return 1 if max_abs_bits(x) >= np.uint32(0x7F800000) else 0
+
+
+@njit(**JIT)
+def nonfinite_blocks(src, lo, hi, size):
+    """How many of the blocks lo .. hi-1 of `size` values hold a NaN or an infinity."""
+    bad = 0
+    for b in range(lo, hi):
+        bad += nonfinite(src[b * size : (b + 1) * size])
+    return bad
 
 
 @njit(**JIT)

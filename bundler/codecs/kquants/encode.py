@@ -28,59 +28,80 @@ from bundler.codecs.kquants.common import (
     QK,
     max_abs_bits,
     nearest,
-    nonfinite,
+    nonfinite_blocks,
 )
-from bundler.codecs.kquants.workspace import gather, workspace
+from bundler.codecs.kquants.workspace import gather, weigh, workspace
 
 #: Values per sub-block of each type that searches its sub-blocks (all but Q8_K).
 _SUB_BLOCK = {"q2_k": 16, "q3_k": 16, "q4_k": 32, "q5_k": 32, "q6_k": 16}
 
 
-def super_block_encoder(name: str):
-    """The compiled encoder `(src, dst, table, lo, hi) -> non-finite blocks` of K-quant
-    `name`, encoding super-blocks lo .. hi-1 of `src` into `dst`."""
+def super_block_encoder(name: str, weighted: bool = False):
+    """The compiled encoder `(src, dst, table, qw, n_per_row, lo, hi) -> non-finite blocks`
+    of K-quant `name`, encoding super-blocks lo .. hi-1 of `src` (rows of n_per_row values)
+    into `dst`: ggml's reference quantizer, or, `weighted`, its `quantize_<type>` given
+    `quant_weights` `qw` (one per column; the reference encoder ignores qw)."""
     kind = KINDS[name]
     n = _SUB_BLOCK[name]
-    group = LANES * n // QK
+    nsub = QK // n
+    group = LANES // nsub
     size = BY_NAME[name].type_size
+    # sigma^2 of the weights: the mean of x^2 over the super-block, doubled but for Q2_K
+    sigma_scale = np.float32(1.0 if kind == 2 else 2.0)
 
     @njit(**JIT)
-    def encode(src, dst, table, lo, hi):
+    def encode(src, dst, table, qw, n_per_row, lo, hi):
         ws = workspace(n)
-        bad = 0
-        for b in range(lo, hi):
-            bad += nonfinite(src[b * QK : (b + 1) * QK])
+        top = workspace(nsub)  # the weighted search's second level: lanes are super-blocks
         for first in range(lo, hi, group):
             m = min(group, hi - first)
             gather(src, first, m, n, ws[0])
-            if kind == 2:
+            if weighted:
+                weigh(src, first, m, n, qw, n_per_row, sigma_scale, kind == 6, ws)
+            if kind == 2 and weighted:
+                blocks.scale_min_weighted_search(ws, top, m, 3, nsub)
+            elif kind == 2:
                 blocks.q2_k_search(ws)
+            elif kind == 3 and weighted:
+                blocks.q3_k_weighted_search(ws, top, m)
             elif kind == 3:
                 blocks.q3_k_search(ws)
+            elif kind == 4 and weighted:
+                blocks.scale_min_weighted_search(ws, top, m, 15, nsub)
             elif kind == 4:
                 blocks.k4_search(ws, 15, np.float32(-1.0), 20)
+            elif kind == 5 and weighted:
+                blocks.scale_min_weighted_search(ws, top, m, 31, nsub)
             elif kind == 5:
                 blocks.k4_search(ws, 31, np.float32(-0.5), 15)
             else:
-                blocks.q6_k_search(ws)
+                blocks.q6_k_search(ws, weighted)
             for g in range(m):
                 b = first + g
                 x = src[b * QK : (b + 1) * QK]
                 y = dst[b * size : (b + 1) * size]
-                off = g * (QK // n)
-                if kind == 2:
+                off = g * nsub
+                if kind == 2 and weighted:
+                    blocks.q2_k_weighted_finish(x, y, table, ws, top, off, g)
+                elif kind == 2:
                     blocks.q2_k_finish(x, y, table, ws, off)
+                elif kind == 3 and weighted:
+                    blocks.q3_k_weighted_finish(x, y, table, ws, top, off, g)
                 elif kind == 3:
                     blocks.q3_k_finish(x, y, table, ws, off)
-                elif kind == 4:
-                    blocks.k4_finish(x, y, table, ws, off, 15)
-                    blocks.q4_k_pack(y, ws[8])
-                elif kind == 5:
-                    blocks.k4_finish(x, y, table, ws, off, 31)
-                    blocks.q5_k_pack(y, ws[8])
+                elif kind >= 4 and kind <= 5:
+                    nmax = 15 if kind == 4 else 31
+                    if weighted:
+                        blocks.k4_weighted_finish(x, y, table, ws, top, off, g, nmax)
+                    else:
+                        blocks.k4_finish(x, y, table, ws, off, nmax)
+                    if kind == 4:
+                        blocks.q4_k_pack(y, ws[8])
+                    else:
+                        blocks.q5_k_pack(y, ws[8])
                 else:
                     blocks.q6_k_finish(x, y, table, ws, off)
-        return bad
+        return nonfinite_blocks(src, lo, hi, QK)
 
     return encode
 

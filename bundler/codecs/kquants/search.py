@@ -145,18 +145,22 @@ def _signed_grid(X, W, WX, grid, nmax, vmax, iscale, L, sumlx, suml2):
 
 
 @njit(**JIT)
-def signed_lanes(X, nmax, L, Laux, W, WX, S, scale):
-    """Codes 0..2*nmax-1 (offset nmax) and signed scale of each sub-block, weights x^2
-    (ggml's make_qx_quants with rmse_type 1): the grid -nmax/max, then the grids
-    -(nmax + s/10)/max for s = -9..9, keeping the best weighted least-squares fit."""
+def signed_lanes(X, nmax, L, Laux, W, WX, S, scale, weighted=False):
+    """Codes 0..2*nmax-1 (offset nmax) and signed scale of each sub-block, weights x^2, or
+    the given W when `weighted` (ggml's make_qx_quants with rmse_type 1): the grid
+    -nmax/max, then the grids -(nmax + s/10)/max for s = -9..9, keeping the best weighted
+    least-squares fit."""
     n, K = X.shape
     vmax, amax, iscale, sumlx, suml2, best = S[0], S[1], S[2], S[3], S[4], S[5]
     upd = S[6]
     _signed_max_lanes(X, vmax, amax)
     fmax = np.float32(nmax)
+    if not weighted:
+        for i in range(n):
+            for k in range(K):
+                W[i, k] = X[i, k] * X[i, k]
     for i in range(n):
         for k in range(K):
-            W[i, k] = X[i, k] * X[i, k]
             WX[i, k] = W[i, k] * X[i, k]
     _signed_grid(X, W, WX, -fmax, nmax, vmax, iscale, L, sumlx, suml2)
     for k in range(K):
@@ -186,12 +190,65 @@ def signed_lanes(X, nmax, L, Laux, W, WX, S, scale):
                 L[i, k] = 0
 
 
+#: No lower bound on make_qp_quants' codes (below any code the search can produce).
+_NO_FLOOR = -(1 << 30)
+
+
+@njit(**JIT)
+def _descent_lanes(X, W, L, sumlx, suml2, lo, hi, qp):
+    """Up to five rounds of coordinate descent on the weighted least-squares fit sumlx^2 /
+    suml2: each code in turn moves to its best value in lo..hi when that improves the fit.
+    make_q3_quants (`qp` False) tries a move when the sums without the code have
+    sumlx > 0 and keeps it when the new suml2 > 0; make_qp_quants (`qp`) also needs the old
+    suml2 > 0 and stores codes as uint8. A lane whose round changed nothing would change
+    nothing in a further round either, so running the lanes until all settle is exact."""
+    n, K = X.shape
+    for _ in range(5):
+        changed = False
+        for i in range(n):
+            for k in range(K):
+                w = W[i, k]
+                x = X[i, k]
+                fl = np.float32(L[i, k])
+                slx0 = sumlx[k] - w * x * fl
+                sl20 = suml2[k] - w * fl * fl
+                q = max(lo, min(hi, nearest(x * sl20 / slx0)))
+                fq = np.float32(q)
+                slx = slx0 + w * x * fq
+                sl2 = sl20 + w * fq * fq
+                take = (
+                    (slx0 > F0)
+                    & (q != L[i, k])
+                    & ((sl20 > F0) if qp else (sl2 > F0))
+                    & (slx * slx * suml2[k] > sumlx[k] * sumlx[k] * sl2)
+                )
+                L[i, k] = ((q & 0xFF) if qp else q) if take else L[i, k]
+                sumlx[k] = slx if take else sumlx[k]
+                suml2[k] = sl2 if take else suml2[k]
+                changed |= take
+        if not changed:
+            break
+
+
+@njit(**JIT)
+def _fit_lanes(top, sumlx, suml2, offset, L, scale):
+    """Each lane's scale sumlx / suml2 (0 when suml2 is not positive) and codes + offset,
+    or scale 0 and codes 0 for a lane whose largest value `top` is below GROUP_MAX_EPS."""
+    n, K = L.shape
+    for k in range(K):
+        zero = top[k] < EPS
+        scale[k] = sumlx[k] / suml2[k] if suml2[k] > F0 else F0
+        if zero:
+            scale[k] = F0
+        for i in range(n):
+            L[i, k] = 0 if zero else L[i, k] + offset
+
+
 @njit(**JIT)
 def q3_lanes(X, L, W, WX, S, scale):
     """Codes 0..7 (offset 4) and signed scale of each Q3_K sub-block (ggml's make_q3_quants
     with rmse): the grid -4/max, then up to five rounds of coordinate descent on the
-    weighted (x^2) least-squares objective. A lane whose round changed nothing would change
-    nothing in a further round either, so running the lanes until all settle is exact."""
+    weighted (x^2) least-squares objective."""
     n, K = X.shape
     nmax = 4
     vmax, amax, sumlx, suml2 = S[0], S[1], S[2], S[3]
@@ -209,36 +266,72 @@ def q3_lanes(X, L, W, WX, S, scale):
             fq = np.float32(q)
             sumlx[k] += WX[i, k] * fq
             suml2[k] += W[i, k] * fq * fq
-    for _ in range(5):
-        changed = False
+    _descent_lanes(X, W, L, sumlx, suml2, -nmax, nmax - 1, False)
+    _fit_lanes(amax, sumlx, suml2, nmax, L, scale)
+
+
+@njit(**JIT)
+def qp_lanes(X, W, nmax, L, S, scale):
+    """Codes 0..nmax and scale of each lane's non-negative values, weights W (ggml's
+    make_qp_quants, which quantizes the sub-block scales and mins of the weighted K-quants):
+    the best of the grids (nmax + s/10)/max for s = -4..4 by weighted squared error, then up
+    to five rounds of coordinate descent on the weighted least-squares fit. Codes are kept
+    as the reference's uint8 keeps them (a negative one wraps)."""
+    n, K = X.shape
+    vmax, iscale, best, mse, sumlx, suml2, inv = S[0], S[1], S[2], S[3], S[4], S[5], S[6]
+    for k in range(K):
+        vmax[k] = F0
+    for i in range(n):
+        for k in range(K):
+            vmax[k] = vmax[k] if vmax[k] > X[i, k] else X[i, k]
+    fmax = np.float32(nmax)
+    for k in range(K):
+        iscale[k] = fmax / vmax[k]
+        inv[k] = F1 / iscale[k]
+        best[k] = F0
+    for i in range(n):
+        for k in range(K):
+            q = nearest(iscale[k] * X[i, k]) & 0xFF
+            diff = X[i, k] - inv[k] * np.float32(q)
+            best[k] += W[i, k] * diff * diff
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        grid = TENTH * np.float32(step) + fmax
+        for k in range(K):
+            sumlx[k] = grid / vmax[k]  # this grid's iscale
+            inv[k] = F1 / sumlx[k]
+            mse[k] = F0
         for i in range(n):
             for k in range(K):
-                w = W[i, k]
-                wx = WX[i, k]
-                x = X[i, k]
-                fl = np.float32(L[i, k])
-                slx0 = sumlx[k] - wx * fl
-                sl20 = suml2[k] - w * fl * fl
-                q = max(-nmax, min(nmax - 1, nearest(x * sl20 / slx0)))
-                fq = np.float32(q)
-                slx = slx0 + wx * fq
-                sl2 = sl20 + w * fq * fq
-                take = (
-                    (slx0 > F0)
-                    & (q != L[i, k])
-                    & (sl2 > F0)
-                    & (slx * slx * suml2[k] > sumlx[k] * sumlx[k] * sl2)
-                )
-                L[i, k] = q if take else L[i, k]
-                sumlx[k] = slx if take else sumlx[k]
-                suml2[k] = sl2 if take else suml2[k]
-                changed |= take
-        if not changed:
-            break
+                q = min(nmax, nearest(sumlx[k] * X[i, k]))
+                diff = X[i, k] - inv[k] * np.float32(q)
+                mse[k] += W[i, k] * diff * diff
+        for k in range(K):
+            take = mse[k] < best[k]
+            best[k] = mse[k] if take else best[k]
+            iscale[k] = sumlx[k] if take else iscale[k]
     for k in range(K):
-        zero = amax[k] < EPS
-        scale[k] = sumlx[k] / suml2[k] if suml2[k] > F0 else F0
-        if zero:
-            scale[k] = F0
-        for i in range(n):
-            L[i, k] = 0 if zero else L[i, k] + nmax
+        sumlx[k] = F0
+        suml2[k] = F0
+    for i in range(n):
+        for k in range(K):
+            q = min(nmax, nearest(iscale[k] * X[i, k]))
+            L[i, k] = q & 0xFF
+            fq = np.float32(q)
+            sumlx[k] += W[i, k] * X[i, k] * fq
+            suml2[k] += W[i, k] * fq * fq
+    _descent_lanes(X, W, L, sumlx, suml2, _NO_FLOOR, nmax, True)
+    _fit_lanes(vmax, sumlx, suml2, 0, L, scale)
+
+
+@njit(**JIT)
+def importance_lanes(X, qw, col, sigma2, plain, W):
+    """Search weights of the lanes from an importance row `qw`: element i of lane k is
+    column col[k] + i; its weight is qw[c] * sqrt(sigma2[k] + x^2) as ggml weighs it, or
+    qw[c] itself when `plain` (Q6_K)."""
+    n, K = X.shape
+    for i in range(n):
+        for k in range(K):
+            w = qw[col[k] + i]
+            W[i, k] = w if plain else w * np.sqrt(sigma2[k] + X[i, k] * X[i, k])

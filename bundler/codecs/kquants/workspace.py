@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from bundler.codecs.kquants.common import F0, JIT, LANES, QK, nearest
+from bundler.codecs.kquants.search import importance_lanes
 
 
 @njit(**JIT)
@@ -25,6 +26,8 @@ def workspace(n):
         np.empty(QK, np.int32),  # codes of one super-block, natural order
         np.empty(QK, np.float32),  # per-element scale of one super-block
         np.empty(QK, np.float32),  # per-element min of one super-block
+        np.empty(LANES, np.int64),  # first column of each lane in its row (weighted)
+        np.empty(LANES, np.float32),  # sigma^2 of each lane's weights (weighted)
     )
 
 
@@ -43,6 +46,54 @@ def gather(src, first, count, n, X):
             else:
                 for i in range(n):
                     X[i, k] = F0
+
+
+@njit(**JIT)
+def weigh(src, first, count, n, qw, n_per_row, sigma_scale, plain, ws):
+    """Search weights W of the gathered lanes from the importance row `qw` (one weight per
+    column of a row of n_per_row values): qw * sqrt(sigma2 + x^2) where sigma2 is
+    sigma_scale * (sum of x^2 over the super-block) / 256, or qw alone when `plain`."""
+    col, sigma2 = ws[11], ws[12]
+    nsub = QK // n
+    for g in range(col.size // nsub):
+        c0 = 0
+        s2 = F0
+        if g < count:
+            base = (first + g) * QK
+            c0 = base % n_per_row
+            if not plain:
+                total = F0
+                for e in range(QK):
+                    total += src[base + e] * src[base + e]
+                s2 = sigma_scale * total / np.float32(QK)
+        for j in range(nsub):
+            col[g * nsub + j] = c0 + n * j
+            sigma2[g * nsub + j] = s2
+    importance_lanes(ws[0], qw, col, sigma2, plain, ws[1])
+
+
+@njit(**JIT)
+def super_block_lanes(ws, top, nsub, lanes, with_mins):
+    """The second level of the weighted K-quants: top's lanes are the super-blocks of the
+    group, its rows their sub-block scales (X), the sums of their search weights (W) and,
+    `with_mins`, their mins (XM); lanes past the group are zero."""
+    W, scales, mins = ws[1], ws[6], ws[7]
+    n = W.shape[0]
+    X2, W2, M2 = top[0], top[1], top[2]
+    for g in range(X2.shape[1]):
+        for j in range(nsub):
+            k = g * nsub + j
+            if g < lanes:
+                total = F0
+                for i in range(n):
+                    total += W[i, k]
+                X2[j, g] = scales[k]
+                W2[j, g] = total
+                M2[j, g] = mins[k] if with_mins else F0
+            else:
+                X2[j, g] = F0
+                W2[j, g] = F0
+                M2[j, g] = F0
 
 
 @njit(**JIT)
