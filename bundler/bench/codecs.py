@@ -1,5 +1,7 @@
 """`bundler bench codecs`: encode/decode throughput and memory per codec, this project beside
-the `gguf` package's `quants` module (and the C library when it is built), in one run.
+the `gguf` package's `quants` module (and the C library when it is built), in one run; with
+`weighted`, also the weighted encoders (an importance row, as llama-quantize --imatrix
+passes) beside the C library given the same row.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ def bench_input(rows: int, cols: int) -> np.ndarray:
     )
 
 
+def bench_importance(cols: int) -> np.ndarray:
+    """The seeded importance row of the weighted measurements: positive, spread over orders
+    of magnitude as llama-imatrix's mean squared activations are."""
+    rng = np.random.default_rng(SEED + 1)
+    return np.exp(rng.normal(0.0, 2.0, cols)).astype(np.float32)
+
+
 def _gguf_pair(name: str):
     """(quantize, dequantize) of the gguf package for `name`, or Nones where it has none."""
     import gguf
@@ -44,7 +53,7 @@ def _gguf_pair(name: str):
     return quantize, dequantize
 
 
-def _c_pair(name: str, threads: int):
+def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
     """(quantize, dequantize) of the C library, or (None, None) when it is not built."""
     try:
         ggml_c = importlib.import_module("tools.reference.ggml_c")
@@ -53,7 +62,7 @@ def _c_pair(name: str, threads: int):
     except Exception:
         return None, None
     return (
-        lambda x: ggml_c.quantize(name, x, threads=threads),
+        lambda x: ggml_c.quantize(name, x, threads=threads, imatrix=importance),
         lambda raw, shape: ggml_c.dequantize(name, raw, shape),
     )
 
@@ -62,29 +71,47 @@ def _rate(nbytes: int, seconds: float | None) -> float | None:
     return None if not seconds else nbytes / MIB / seconds
 
 
-def _measure_codec(name: str, x: np.ndarray, threads: int, repeat: int) -> dict[str, Any]:
+def _measure_codec(
+    name: str, x: np.ndarray, threads: int, repeat: int, importance: np.ndarray | None = None
+) -> dict[str, Any]:
+    """One row; with `importance`, the weighted encoder's (decoding is the same codec's, so
+    its decode and gguf figures are None: the gguf package has no weighted quantizer)."""
     codec = get(name)
-    encoded = codec.encode(x)  # warm-up: compiles or loads the cached kernels
+    weighted = importance is not None
+    encoded = codec.encode(x, importance=importance)  # warm-up: compiles or loads the kernels
     values = codec.decode(encoded)
     row: dict[str, Any] = {"codec": name, "threads": threads, "input_bytes": x.nbytes}
+    row["weighted"] = weighted
     # Timed into reused output buffers, as the conversion pipeline runs them: a fresh 64 MiB
     # array costs page faults that serialise the threads. The memory figures below are for
     # calls that allocate their output.
     row["ours_encode_mib_s"] = _rate(
-        x.nbytes, median_seconds(lambda: codec.encode(x, out=encoded), repeat)
+        x.nbytes,
+        median_seconds(lambda: codec.encode(x, out=encoded, importance=importance), repeat),
     )
-    row["ours_decode_mib_s"] = _rate(
-        x.nbytes, median_seconds(lambda: codec.decode(encoded, out=values), repeat)
-    )
+    row["ours_decode_mib_s"] = None
+    if not weighted:
+        row["ours_decode_mib_s"] = _rate(
+            x.nbytes, median_seconds(lambda: codec.decode(encoded, out=values), repeat)
+        )
     row["output_bytes"] = encoded.nbytes
-    row["ours_encode_extra_bytes"] = peak_alloc_bytes(lambda: codec.encode(x)) - encoded.nbytes
-    row["ours_decode_extra_bytes"] = peak_alloc_bytes(lambda: codec.decode(encoded)) - x.nbytes
-    _measure_gguf(row, name, x, encoded, repeat)
-    _measure_c(row, name, x, encoded, threads, repeat)
+    row["ours_encode_extra_bytes"] = (
+        peak_alloc_bytes(lambda: codec.encode(x, importance=importance)) - encoded.nbytes
+    )
+    row["ours_decode_extra_bytes"] = (
+        None if weighted else peak_alloc_bytes(lambda: codec.decode(encoded)) - x.nbytes
+    )
+    if weighted:
+        row["gguf_encode_mib_s"] = row["gguf_encode_extra_bytes"] = row["gguf_exact"] = None
+        row["gguf_decode_mib_s"] = None
+    else:
+        _measure_gguf(row, name, x, encoded, repeat)
+    _measure_c(row, name, x, encoded, threads, repeat, importance)
     for ref in ("gguf", "c"):
         for op in ("encode", "decode"):
             theirs = row.get(f"{ref}_{op}_mib_s")
-            row[f"ratio_{op}_vs_{ref}"] = row[f"ours_{op}_mib_s"] / theirs if theirs else None
+            ours = row[f"ours_{op}_mib_s"]
+            row[f"ratio_{op}_vs_{ref}"] = ours / theirs if ours and theirs else None
     return row
 
 
@@ -99,13 +126,15 @@ def _measure_gguf(row, name, x, encoded, repeat) -> None:
     row["gguf_decode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: dequantize(encoded), repeat))
 
 
-def _measure_c(row, name, x, encoded, threads, repeat) -> None:
-    quantize, dequantize = _c_pair(name, threads)
+def _measure_c(row, name, x, encoded, threads, repeat, importance=None) -> None:
+    quantize, dequantize = _c_pair(name, threads, importance)
     row["c_encode_mib_s"] = row["c_decode_mib_s"] = row["c_exact"] = None
     if quantize is None:
         return
     row["c_exact"] = bool(np.array_equal(quantize(x), encoded))
     row["c_encode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: quantize(x), repeat))
+    if importance is not None:
+        return
     row["c_decode_mib_s"] = _rate(
         x.nbytes, median_seconds(lambda: dequantize(encoded, x.shape), repeat)
     )
@@ -139,21 +168,41 @@ def run(
     cols: int = 4096,
     threads: str | None = None,
     repeat: int = 5,
+    weighted: bool = False,
 ) -> dict[str, Any]:
     """Measure every requested codec (comma-separated names; default: all legacy) at every
-    requested thread count (comma-separated; default: 1 and all cores)."""
+    requested thread count (comma-separated; default: 1 and all cores); `weighted` adds a
+    row per codec that takes importance weights, encoding with `bench_importance`."""
     x = bench_input(rows, cols)
+    importance = bench_importance(cols)
     results = []
-    jobs = [(t, n) for t in _thread_list(threads) for n in _codec_list(codecs)]
-    for count, name in progress(jobs, "bench codecs"):
+    names = _codec_list(codecs)
+    jobs = [(t, n, None) for t in _thread_list(threads) for n in names]
+    if weighted:
+        with_weights = [n for n in names if get(n).facts.takes_importance]
+        jobs += [(t, n, importance) for t in _thread_list(threads) for n in with_weights]
+    for count, name, weights in progress(jobs, "bench codecs"):
         set_threads(count)
-        results.append(_measure_codec(name, x, count, repeat))
+        results.append(_measure_codec(name, x, count, repeat, weights))
     set_threads(None)
+    _versus_single_thread_c(results)
     return {
         "input": {"rows": rows, "cols": cols, "std": 0.02, "seed": SEED},
+        "importance": {"distribution": "lognormal(0, 2)", "seed": SEED + 1} if weighted else None,
         "machine": {"cpus": _cpus(), "processor": platform.processor() or platform.machine()},
         "results": results,
     }
+
+
+def _versus_single_thread_c(results: list[dict[str, Any]]) -> None:
+    """Each row's encode speed over the C library's on one thread (same codec, weighted or
+    not), the measure of the project's speed goal; None without a one-thread C figure."""
+    single = {
+        (r["codec"], r["weighted"]): r["c_encode_mib_s"] for r in results if r["threads"] == 1
+    }
+    for r in results:
+        theirs = single.get((r["codec"], r["weighted"]))
+        r["ratio_encode_vs_c_1_thread"] = r["ours_encode_mib_s"] / theirs if theirs else None
 
 
 def _cpus() -> int:

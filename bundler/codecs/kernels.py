@@ -201,6 +201,19 @@ def first_call(fn: Any, label: str) -> Any:
     return call
 
 
+def with_weighted(reference: Any, weighted: Any, label: str) -> Any:
+    """A Kernel's `encode(src, dst, importance=None)`: `reference(src, dst)`, or, given
+    importance weights, `weighted(src, dst, importance)`, whose first call (and so its
+    compilation, which the reference encoder's does not include) is announced under
+    `label`."""
+    weighted = first_call(weighted, label)
+
+    def encode(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
+        return reference(src, dst) if importance is None else weighted(src, dst, importance)
+
+    return encode
+
+
 # ---------------------------------------------------------------- threads
 
 #: The count `set_threads` chose for the whole process (None: the compiler's default, all

@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
-from bundler.codecs.kernels import Kernel, split_run
+from bundler.codecs.kernels import Kernel, split_run, with_weighted
 from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
 from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
 from bundler.codecs.kquants.workspace import workspace
@@ -286,9 +286,10 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
     size = BY_NAME[name].type_size
     decode_args = (variant, size) if affine is None else (variant, affine, size)
 
-    def enc(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
-        if importance is None:
-            return encode(src.reshape(-1), dst.reshape(-1), variant, size)
+    def enc(src: np.ndarray, dst: np.ndarray) -> int:
+        return encode(src.reshape(-1), dst.reshape(-1), variant, size)
+
+    def weighted(src: np.ndarray, dst: np.ndarray, importance: np.ndarray) -> int:
         flat = src.reshape(-1)
         return split_run(
             encode_weighted, flat.size // QK, flat, dst.reshape(-1), importance,
@@ -298,6 +299,8 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
     def dec(raw: np.ndarray, dst: np.ndarray) -> None:
         decode(raw.reshape(-1), dst.reshape(-1), *decode_args, HALF_TO_F32)
 
+    if BY_NAME[name].takes_importance:
+        enc = with_weighted(enc, weighted, f"{name} weighted encoder")
     return Kernel(enc, dec)
 
 

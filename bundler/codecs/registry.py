@@ -135,7 +135,7 @@ class Codec:
             )
         if weights.dtype.kind not in "fiub":
             raise UsageError(f"importance weights must be numbers, got dtype {weights.dtype}")
-        weights = np.ascontiguousarray(weights, dtype=np.float32)
+        weights = np.array(weights, dtype=np.float32)  # a writable copy: one kernel type
         bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
         if bad.size:
             raise UsageError(

@@ -1,5 +1,6 @@
 """Compiling the kernels ahead of their first use (`bundler warmup`), for images and CI runs
-that should not pay for it during a conversion: every block codec's, and the families
+that should not pay for it during a conversion: every block codec's (weighted encoders
+included), and the families
 called function by function (affine integers, embedding vectors, error statistics)."""
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _warm_family(name: str) -> dict[str, Any]:
 
 
 def _warm(codec: Codec) -> dict[str, Any]:
-    labels = (f"{codec.name} encoder", f"{codec.name} decoder")
+    labels = (f"{codec.name} encoder", f"{codec.name} decoder", f"{codec.name} weighted encoder")
     before = sum(kernels.COMPILED[label] for label in labels)
     started = time.perf_counter()
     x = _sample()
@@ -118,6 +119,8 @@ def _warm(codec: Codec) -> dict[str, Any]:
         raw = codec.encode(x)
         raw.setflags(write=writable)
         codec.decode(raw, x.shape)
+        if codec.facts.takes_importance:  # the weighted search (llama-quantize --imatrix)
+            codec.encode(x, importance=np.ones(x.shape[-1], np.float32))
     return {
         "codec": codec.name,
         "compiled_functions": sum(kernels.COMPILED[label] for label in labels) - before,

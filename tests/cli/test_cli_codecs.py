@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import run_cli
 
@@ -94,3 +95,26 @@ def test_bench_codecs_reports_ratios_against_gguf_as_json():
         assert row["ours_encode_mib_s"] > 0 and row["gguf_encode_mib_s"] > 0
         assert row["ratio_encode_vs_gguf"] == row["ours_encode_mib_s"] / row["gguf_encode_mib_s"]
         assert row["output_bytes"] == 64 * 1024 // 32 * (18 if row["codec"] == "q4_0" else 34)
+
+
+def test_bench_codecs_weighted_adds_the_weighted_encoders_beside_the_c_library():
+    root = Path(__file__).resolve().parents[2]  # the C oracle (tools.reference) lives there
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = ("--codecs", "q4_0,q8_0", "--rows", "16", "--cols", "512", "--threads", "1")
+    done = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["importance"] == {"distribution": "lognormal(0, 2)", "seed": 20260102}
+    rows = {(r["codec"], r["weighted"]): r for r in report["results"]}
+    # Q8_0 ignores importance weights: no weighted row for it
+    assert set(rows) == {("q4_0", False), ("q8_0", False), ("q4_0", True)}
+    weighted = rows["q4_0", True]
+    assert weighted["ours_encode_mib_s"] > 0 and weighted["output_bytes"] == 16 * 512 // 32 * 18
+    assert weighted["gguf_encode_mib_s"] is None and weighted["ours_decode_mib_s"] is None
+    if weighted["c_exact"] is not None:  # the C library is built (always in CI)
+        assert weighted["c_exact"] is True
+        assert weighted["ratio_encode_vs_c_1_thread"] == (
+            weighted["ours_encode_mib_s"] / weighted["c_encode_mib_s"]
+        )
+    table = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", env=env, check=True)
+    assert "q4_0 +imatrix" in table.stdout

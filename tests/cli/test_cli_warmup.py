@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -103,3 +105,23 @@ def test_an_affine_quantize_says_it_compiles_then_warmup_of_its_family_leaves_no
     run_cli("warmup", "--codecs", "affine", env=_env(fresh), check=True)
     warm = run_cli(*args, "-o", str(tmp_path / "b.safetensors"), env=_env(fresh), check=True)
     assert "compiling" not in warm.stderr
+
+
+@pytest.mark.slow
+def test_a_first_weighted_encode_says_it_compiles_and_warmup_compiles_it_ahead(tmp_path):
+    weighted = (
+        "import numpy as np, bundler; x = np.ones((2, 64), np.float32); bundler.encode(x, 'q4_0');"
+        " bundler.encode(x, 'q4_0', importance=np.arange(64.0))"
+    )
+    cold = subprocess.run(
+        [sys.executable, "-c", weighted], capture_output=True, text=True, env=_env(tmp_path / "a")
+    )
+    assert cold.returncode == 0, cold.stderr
+    assert "bundler: compiling the q4_0 weighted encoder kernels once" in cold.stderr
+    fresh = tmp_path / "b"
+    report = run_cli("warmup", "--codecs", "q4_0", "--json", env=_env(fresh), check=True)
+    assert json.loads(report.stdout)["codecs"][0]["compiled_functions"] > 0
+    warm = subprocess.run(
+        [sys.executable, "-c", weighted], capture_output=True, text=True, env=_env(fresh)
+    )
+    assert warm.returncode == 0 and "compiling" not in warm.stderr, warm.stderr

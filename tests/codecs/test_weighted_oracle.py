@@ -201,3 +201,11 @@ def _rows_and_weights(draw):
 def test_any_finite_rows_and_weights_encode_like_c(ggml_c, case):  # noqa: F811
     name, x, w = case
     assert_weighted_matches_c(ggml_c, name, x, w, "hypothesis")
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_encode_refuses_nonfinite_input_with_its_position(name):
+    x = kquant_cases.normal(3, 512)
+    x[2, 300] = np.nan
+    with pytest.raises(bundler.NonFiniteError, match=r"index \(2, 300\)"):
+        bundler.encode(x, name, importance=np.ones(512))

@@ -30,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--affine", action="store_true",
         help="the affine codecs (int8/int4, calibrations) beside onnxruntime's weight quantizers",
     )  # fmt: skip
+    c.add_argument(
+        "--weighted", action="store_true",
+        help="also the weighted encoders (an importance row, as with llama-quantize --imatrix) "
+        "beside the C library given the same row",
+    )  # fmt: skip
     add_json_flag(c)
     c.set_defaults(func=_run_codecs)
     k = kinds.add_parser("containers", help="open and rewrite model files vs the reference readers")
@@ -99,7 +104,7 @@ def _run_codecs(args: argparse.Namespace) -> int:
     from bundler.bench.codecs import run
     from bundler.cli.bench.codecs import human
 
-    report = run(args.codecs, args.rows, args.cols, args.threads, args.repeat)
+    report = run(args.codecs, args.rows, args.cols, args.threads, args.repeat, args.weighted)
     emit(args, report, human)
     return 0
 

@@ -21,7 +21,7 @@ def _exact(row: dict[str, Any]) -> str:
 def human(report: dict[str, Any]) -> str:
     body = [
         [
-            r["codec"],
+            r["codec"] + (" +imatrix" if r.get("weighted") else ""),
             r["threads"],
             _fmt(r["ours_encode_mib_s"]),
             _fmt(r["gguf_encode_mib_s"]),

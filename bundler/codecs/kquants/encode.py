@@ -52,7 +52,7 @@ def super_block_encoder(name: str, weighted: bool = False):
     @njit(**JIT)
     def encode(src, dst, table, qw, n_per_row, lo, hi):
         ws = workspace(n)
-        top = workspace(nsub)  # the weighted search's second level: lanes are super-blocks
+        top = workspace(nsub, group)  # the weighted second level: a lane per super-block
         for first in range(lo, hi, group):
             m = min(group, hi - first)
             gather(src, first, m, n, ws[0])

@@ -12,22 +12,22 @@ from bundler.codecs.kquants.search import importance_lanes
 
 
 @njit(**JIT)
-def workspace(n):
+def workspace(n, lanes=LANES):
     """Scratch of one worker: lane arrays for sub-blocks of n values, codes of one block."""
     return (
-        np.empty((n, LANES), np.float32),  # X
-        np.empty((n, LANES), np.float32),  # W
-        np.empty((n, LANES), np.float32),  # XM
-        np.empty((n, LANES), np.int32),  # L
-        np.empty((n, LANES), np.int32),  # Laux
-        np.empty((16, LANES), np.float32),  # per-lane scalars
-        np.empty(LANES, np.float32),  # scales
-        np.empty(LANES, np.float32),  # mins
+        np.empty((n, lanes), np.float32),  # X
+        np.empty((n, lanes), np.float32),  # W
+        np.empty((n, lanes), np.float32),  # XM
+        np.empty((n, lanes), np.int32),  # L
+        np.empty((n, lanes), np.int32),  # Laux
+        np.empty((16, lanes), np.float32),  # per-lane scalars
+        np.empty(lanes, np.float32),  # scales
+        np.empty(lanes, np.float32),  # mins
         np.empty(QK, np.int32),  # codes of one super-block, natural order
         np.empty(QK, np.float32),  # per-element scale of one super-block
         np.empty(QK, np.float32),  # per-element min of one super-block
-        np.empty(LANES, np.int64),  # first column of each lane in its row (weighted)
-        np.empty(LANES, np.float32),  # sigma^2 of each lane's weights (weighted)
+        np.empty(lanes, np.int64),  # first column of each lane in its row (weighted)
+        np.empty(lanes, np.float32),  # sigma^2 of each lane's weights (weighted)
     )
 
 
