@@ -33,6 +33,8 @@ from bundler.codecs.kquants.common import (
 from bundler.codecs.kquants.workspace import gather, weigh, workspace
 
 #: Values per sub-block of each type that searches its sub-blocks (all but Q8_K).
+#: Sub-blocks searched side by side by the weighted encoders.
+WEIGHTED_LANES = 4 * LANES
 _SUB_BLOCK = {"q2_k": 16, "q3_k": 16, "q4_k": 32, "q5_k": 32, "q6_k": 16}
 
 
@@ -44,14 +46,17 @@ def super_block_encoder(name: str, weighted: bool = False):
     kind = KINDS[name]
     n = _SUB_BLOCK[name]
     nsub = QK // n
-    group = LANES // nsub
+    # the weighted searches with a second level (one lane per super-block: all but Q6_K's)
+    # run more sub-blocks side by side, so that the second level has lanes to vectorise too
+    lanes = WEIGHTED_LANES if weighted and kind != 6 else LANES
+    group = lanes // nsub
     size = BY_NAME[name].type_size
     # sigma^2 of the weights: the mean of x^2 over the super-block, doubled but for Q2_K
     sigma_scale = np.float32(1.0 if kind == 2 else 2.0)
 
     @njit(**JIT)
     def encode(src, dst, table, qw, n_per_row, lo, hi):
-        ws = workspace(n)
+        ws = workspace(n, lanes)
         top = workspace(nsub, group)  # the weighted second level: a lane per super-block
         for first in range(lo, hi, group):
             m = min(group, hi - first)
