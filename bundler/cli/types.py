@@ -8,7 +8,9 @@ from bundler.cli.output import add_json_flag, emit, table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("types", help="list every codec: name, GGML id, APR code, sizes")
+    p = sub.add_parser(
+        "types", help="list every codec: name, GGML id, APR code, sizes, importance weights"
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
             "type_size": f.type_size,
             "bits_per_weight": f.bits_per_weight,
             "encode": f.has_kernels,
+            "importance": _importance(f),
             "description": f.description,
         }
         for f in TABLE
@@ -53,11 +56,20 @@ def _affine_rows() -> list[dict]:
             "type_size": bits / 8,
             "bits_per_weight": float(bits),
             "encode": True,
+            "importance": None,
             "description": f"affine int{bits}{form}[:f16|:bf16], codes + scales",
         }
         for bits in (2, 3, 4, 8, 16)
         if MIN_BITS <= bits <= MAX_BITS
     ]
+
+
+def _importance(facts) -> str | None:
+    """How encode treats importance weights (an importance-matrix row): "takes" them (ggml's
+    weighted quantizer), "ignores" them (as ggml does), or None (refuses them)."""
+    if facts.takes_importance:
+        return "takes"
+    return "ignores" if facts.ignores_importance else None
 
 
 def _dash(v: object) -> str:
@@ -74,11 +86,14 @@ def _human(rows: list[dict]) -> str:
             r["block_size"],
             r["type_size"],
             f"{r['bits_per_weight']:.4g}",
-            "yes" if r["encode"] else "store",
+            ("weighted" if r["importance"] == "takes" else "yes") if r["encode"] else "store",
             r["description"],
         ]
         for r in rows
     ]
     head = ["name", "ggml", "apr", "safetensors", "block", "bytes", "bpw", "encode", "what"]
-    note = "\n* APR code of this project's extension (aprender cannot read it)"
+    note = (
+        "\n* APR code of this project's extension (aprender cannot read it)"
+        "\nweighted: also encodes with an importance matrix (llama-quantize --imatrix)"
+    )
     return table(body, head, "<>><>>><<") + note

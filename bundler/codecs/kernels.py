@@ -105,6 +105,8 @@ AHEAD_OF_TIME = [False]
 _ANNOUNCED: set[str] = set()
 #: First calls run one at a time, so that one compilation is announced once.
 _FIRST_CALLS = threading.RLock()
+#: The reporters of the first calls in progress, innermost last (only it reports).
+_REPORTERS: list[Any] = []
 
 
 class _CompileReporter:
@@ -118,6 +120,8 @@ class _CompileReporter:
         self.bar: Any = None  # a tqdm bar on a terminal
 
     def on_start(self, event: Any) -> None:
+        if _REPORTERS[-1] is not self:  # a nested first call (a weighted encoder) reports it
+            return
         if not self.announced and self.label not in _ANNOUNCED:
             self.announced = True
             _ANNOUNCED.add(self.label)
@@ -134,6 +138,8 @@ class _CompileReporter:
                 self.bar = tqdm(desc=f"compiling {self.label}", unit=" functions", leave=False)
 
     def on_end(self, event: Any) -> None:
+        if _REPORTERS[-1] is not self:
+            return
         self.count += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -175,11 +181,13 @@ def compiling(label: str) -> Iterator[None]:
         from numba.core import event
 
         reporter = _listener_type()(label)
+        _REPORTERS.append(reporter)
         event.register("numba:compile", reporter)
         try:
             yield
         finally:
             event.unregister("numba:compile", reporter)
+            _REPORTERS.pop()
             reporter.close()
             COMPILED[label] += reporter.count
 
@@ -201,12 +209,13 @@ def first_call(fn: Any, label: str) -> Any:
     return call
 
 
-def with_weighted(reference: Any, weighted: Any, label: str) -> Any:
-    """A Kernel's `encode(src, dst, importance=None)`: `reference(src, dst)`, or, given
-    importance weights, `weighted(src, dst, importance)`, whose first call (and so its
-    compilation, which the reference encoder's does not include) is announced under
-    `label`."""
-    weighted = first_call(weighted, label)
+def with_weighted(reference: Any, weighted: Any, name: str) -> Any:
+    """Codec `name`'s Kernel `encode(src, dst, importance=None)`: `reference(src, dst)`, or,
+    given importance weights, `weighted(src, dst, importance)`; the first call of each (and
+    so its compilation) is announced on its own ("q4_k encoder", "q4_k weighted encoder"),
+    whichever comes first."""
+    reference = first_call(reference, f"{name} encoder")
+    weighted = first_call(weighted, f"{name} weighted encoder")
 
     def encode(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
         return reference(src, dst) if importance is None else weighted(src, dst, importance)

@@ -300,7 +300,7 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
         decode(raw.reshape(-1), dst.reshape(-1), *decode_args, HALF_TO_F32)
 
     if BY_NAME[name].takes_importance:
-        enc = with_weighted(enc, weighted, f"{name} weighted encoder")
+        enc = with_weighted(enc, weighted, name)
     return Kernel(enc, dec)
 
 

@@ -23,12 +23,18 @@ def test_types_lists_every_codec_and_the_affine_family_as_json():
     q4 = next(r for r in rows if r["name"] == "q4_0")
     assert (q4["ggml_id"], q4["apr_code"], q4["block_size"], q4["type_size"]) == (2, 66, 32, 18)
     assert q4["bits_per_weight"] == 4.5 and q4["apr_native"] is False
+    importance = {r["name"]: r["importance"] for r in rows}
+    assert importance["q4_0"] == importance["q4_k"] == "takes"
+    assert importance["q8_0"] == importance["f16"] == "ignores"
+    assert importance["q8_1"] is None and importance["int4"] is None
 
 
 def test_types_prints_a_table_for_people():
     out = run_cli("types", check=True).stdout
     assert out.splitlines()[0].split()[:4] == ["name", "ggml", "apr", "safetensors"]
     assert any(line.startswith("q8_0 ") for line in out.splitlines())
+    q4_k = next(line.split() for line in out.splitlines() if line.startswith("q4_k "))
+    assert "weighted" in q4_k and "importance matrix" in out
 
 
 def test_unknown_command_is_a_usage_error_with_exit_code_2():

@@ -2,7 +2,8 @@
 
 Inline: one block of (arange(32) - 16) / 4, whose bytes can be checked by hand (e.g. Q4_0:
 d = -4 / -8 = 0.5 = half 0x3800; element 0 -> code 0 and element 16 -> code 8 share byte 0).
-Files: tests/codecs/golden/legacy/, made by make_legacy_golden.py (which never overwrites).
+Files: tests/codecs/golden/legacy/, made by make_legacy_golden.py (which never overwrites),
+and tests/codecs/golden/weighted/ (make_weighted_golden.py: encodings with importance weights).
 """
 
 from __future__ import annotations
@@ -61,3 +62,28 @@ def test_golden_file_decodes_near_its_input(path):
 def test_every_legacy_codec_has_a_golden_file():
     names = {p.stem for p in GOLDEN.glob("*.bin")}
     assert names >= {"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1"}
+
+
+WEIGHTED_GOLDEN = GOLDEN.parent / "weighted"
+
+
+@pytest.mark.parametrize("path", sorted(WEIGHTED_GOLDEN.glob("*.bin")), ids=lambda p: p.stem)
+def test_weighted_golden_file_is_reproduced_bit_for_bit(path):
+    # made by make_weighted_golden.py: the K-quant golden input with a seeded importance row
+    x = np.frombuffer((WEIGHTED_GOLDEN / "input.f32").read_bytes(), np.float32).reshape(-1, 256)
+    w = np.frombuffer((WEIGHTED_GOLDEN / "importance.f32").read_bytes(), np.float32)
+    assert bundler.encode(x, path.stem, importance=w).tobytes() == path.read_bytes()
+
+
+def test_weighted_golden_inputs_are_their_seeded_recipes():
+    import sys
+
+    sys.path.insert(0, str(GOLDEN.parent))
+    try:
+        import make_weighted_golden as make
+    finally:
+        sys.path.remove(str(GOLDEN.parent))
+    assert (WEIGHTED_GOLDEN / "importance.f32").read_bytes() == make.golden_importance().tobytes()
+    kquant_input = (GOLDEN.parent / "kquants" / "input.f32").read_bytes()
+    assert (WEIGHTED_GOLDEN / "input.f32").read_bytes() == kquant_input
+    assert sorted(p.stem for p in WEIGHTED_GOLDEN.glob("*.bin")) == sorted(make.CODECS)

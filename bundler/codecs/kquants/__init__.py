@@ -60,7 +60,7 @@ def _kernel(name: str) -> Kernel:
         encode = with_weighted(
             _encoder(super_block_encoder(name)),
             _encoder(super_block_encoder(name, weighted=True)),
-            f"{name} weighted encoder",
+            name,
         )
 
     def decode(raw: np.ndarray, dst: np.ndarray) -> None:
