@@ -1,17 +1,17 @@
-"""`bundler bench convert`: float32 SafeTensors -> Q4_0 GGUF, end to end, beside the `gguf`
-package's own path.
+"""`bundler bench convert`: whole conversions, bundler beside llama.cpp's `llama-quantize`
+and beside the `gguf` package's own path, in one run.
 
-One run generates a float32 SafeTensors model of `--size-gib` GiB (64 MiB weight matrices
-of 4096 x 4096 plus 1-D norms, with llama-like names) in a temporary directory, then
-converts it to Q4_0 GGUF twice, each in a fresh subprocess:
+- Against llama-quantize (`bundler.bench.against_llama_quantize`): float32 GGUF models
+  (SmolLM2-135M decoded from the package index's file, and a generated llama-shaped model
+  of `--size-gib`) to Q8_0, Q4_0 and Q4_K_M, both tools with the same thread count, warm.
+- Against the `gguf` package: a generated float32 SafeTensors model of `--size-gib` to Q4_0;
+  bundler runs `bundler quantize MODEL -o OUT --type Q4_0`, the reference reads each tensor
+  with safetensors' `safe_open`, encodes each 2-D weight with `gguf.quants.quantize` and
+  writes with `gguf.GGUFWriter` (which holds every tensor until it writes).
 
-- bundler: `bundler quantize MODEL -o OUT --type Q4_0`;
-- reference: safetensors' `safe_open` reads each tensor, `gguf.quants.quantize` encodes
-  each 2-D weight to Q4_0, `gguf.GGUFWriter` writes the file (it holds every tensor until
-  it writes).
-
-Each subprocess is timed from start to exit (imports included) and reports its own peak
-resident set (VmHWM). The two outputs must hold byte-identical tensors.
+Every converter runs in a fresh child process measured the same way (`bundler.bench.child`:
+wall time, CPU time of the child, its peak resident set); each pair of outputs must hold
+byte-identical tensors.
 """
 
 from __future__ import annotations
@@ -19,24 +19,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bundler.bench import against_llama_quantize as peers
+from bundler.bench.child import measure
+from bundler.bench.models import GIB, SIDE, generate, llama_shaped, smollm2_f32
 from bundler.errors import UsageError
 
-GIB = 1 << 30
+__all__ = ["GIB", "SIDE", "compare_outputs", "generate", "run", "run_measured"]
+
 MIB = float(1 << 20)
-SIDE = 4096
 #: What the issue asks of bundler: this many times faster, and at most this peak memory.
 TARGET_SPEEDUP = 3.0
 TARGET_PEAK_RSS = 256 << 20
+#: The comparisons one run makes by default.
+AGAINST = ("llama-quantize", "gguf")
 
 _REFERENCE = """
 import sys
@@ -60,74 +62,9 @@ writer.close()
 """
 
 
-# ------------------------------------------------------------------------------ the input
-
-
-def _values_source_class():
-    from bundler.bundle import Source
-
-    class ValuesSource(Source):
-        """Weight-like float32 values, made a chunk at a time from one random block."""
-
-        def __init__(self, nbytes: int, seed: int, base: np.ndarray):
-            self.nbytes, self.seed, self.base = nbytes, seed, base
-
-        def raw(self) -> np.ndarray:
-            return np.concatenate(list(self.iter_raw(8 << 20)))
-
-        def iter_raw(self, chunk_bytes: int) -> Iterator[np.ndarray]:
-            rng = np.random.default_rng(self.seed)
-            out = np.empty_like(self.base)
-            left = self.nbytes
-            while left:
-                scale, shift = rng.uniform(0.01, 0.1), rng.uniform(-0.01, 0.01)
-                np.multiply(self.base, np.float32(scale), out=out)
-                out += np.float32(shift)
-                n = min(left, out.nbytes, chunk_bytes - chunk_bytes % 4 or 4)
-                yield out.view(np.uint8)[:n]
-                left -= n
-
-    return ValuesSource
-
-
-def generate(path: str | os.PathLike[str], size_gib: float) -> int:
-    """Write the float32 SafeTensors model (streamed, never held whole); returns its size."""
-    from bundler.bundle import Bundle, Tensor
-
-    source = _values_source_class()
-    base = np.random.default_rng(0).standard_normal(2 << 20, dtype=np.float32)
-    bundle = Bundle({"general.architecture": "llama"})
-    matrices = max(1, round(size_gib * GIB / (SIDE * SIDE * 4)))
-    for i in range(matrices):
-        bundle.add(
-            Tensor(f"blk.{i}.attn_norm.weight", (SIDE,), "f32", source(SIDE * 4, 2**20 + i, base))
-        )
-        nbytes = SIDE * SIDE * 4
-        bundle.add(Tensor(f"blk.{i}.ffn_up.weight", (SIDE, SIDE), "f32", source(nbytes, i, base)))
-    bundle.add(Tensor("output_norm.weight", (SIDE,), "f32", source(SIDE * 4, 10**6, base)))
-    bundle.save(path, format="safetensors")
-    return os.path.getsize(path)
-
-
 # ------------------------------------------------------------------------------ the runs
 
 
-#: Prepended to each measured script: at exit it writes the process's resident high-water
-#: mark (VmHWM, which counts only this program: the fork's copy of the parent is not in
-#: it, unlike ru_maxrss) to the path given as its first argument.
-_REPORT_PEAK = """
-import atexit, sys
-_peak_path = sys.argv.pop(1)
-def _report_peak():
-    try:
-        with open("/proc/self/status") as f:
-            hwm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")]
-    except OSError:
-        return
-    with open(_peak_path, "w") as f:
-        f.write(str(hwm[0]))
-atexit.register(_report_peak)
-"""
 #: The `bundler` command itself (its console script runs exactly this).
 _BUNDLER = """
 from bundler.cli import run
@@ -136,33 +73,10 @@ sys.exit(run())
 
 
 def run_measured(code: str, args: list[str]) -> dict[str, Any]:
-    """Run Python `code` with `args` in a fresh process: wall seconds (start-up included),
-    CPU seconds (user + system, all threads: what other load on the machine cannot
-    inflate), peak resident set in bytes, and stdout."""
-    os.sync()  # no writeback of an earlier run's pages during this one
-    with tempfile.TemporaryDirectory() as tmp:
-        peak_path = os.path.join(tmp, "peak")
-        out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        cmd = [sys.executable, "-c", _REPORT_PEAK + code, peak_path, *args]
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - start
-        exit_code = os.waitstatus_to_exitcode(status)
-        proc.returncode = exit_code
-        stdout = Path(out_path).read_text()
-        if exit_code:
-            from bundler.errors import BundlerError
-
-            stderr = Path(err_path).read_text()
-            raise BundlerError(f"{' '.join(args[:2])} ... exited {exit_code}: {stderr[-2000:]}")
-        try:
-            peak = int(Path(peak_path).read_text())
-        except (OSError, ValueError):  # no /proc: the kernel's figure (KiB on Linux)
-            peak = usage.ru_maxrss * 1024
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss": peak, "stdout": stdout}
+    """Run Python `code` with `args` in a fresh interpreter (`sys` imported), measured as
+    `bundler.bench.child.measure` measures any command: wall seconds (start-up included),
+    CPU seconds, peak resident set in bytes, and stdout."""
+    return measure([sys.executable, "-c", "import sys\n" + code, *args])
 
 
 def convert_with_bundler(src: str, dst: str) -> dict[str, Any]:
@@ -196,55 +110,129 @@ def compare_outputs(ours: str, theirs: str) -> dict[str, Any]:
     return {"tensors": len(a), "equal": not differ, "differ": differ[:10]}
 
 
-def run(size_gib: float = 1.0, keep: bool = False, repeat: int = 3) -> dict[str, Any]:
-    """Generate, convert both ways (`repeat` runs each, alternating, best kept), compare;
-    with `keep` the files stay in `directory`."""
+def run(
+    size_gib: float = 1.0,
+    keep: bool = False,
+    repeat: int = 3,
+    against: tuple[str, ...] = AGAINST,
+    models: tuple[str, ...] = peers.MODELS,
+    types: tuple[str, ...] = peers.TYPES,
+    threads: int | None = None,
+    llama_quantize: str | None = None,
+) -> dict[str, Any]:
+    """Every comparison of `against` ("llama-quantize", "gguf"), `repeat` runs of each
+    converter (alternating; best kept); with `keep` the files stay in `directory`."""
     if not 0 < size_gib <= 64:
         raise UsageError(f"--size-gib must be in (0, 64], got {size_gib}")
     if repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {repeat}")
+    unknown = sorted(set(against) - set(AGAINST)) + sorted(set(models) - set(peers.MODELS))
+    if unknown:
+        raise UsageError(f"unknown comparison or model {unknown}: known {AGAINST + peers.MODELS}")
+    if not (against and models and types):
+        raise UsageError("--against, --models and --types each need at least one name")
+    from bundler.plan.filetypes import file_type
+
+    types = tuple(file_type(t).name for t in types)  # llama-quantize's spelling
+    threads = threads or _cpus()
+    binary = peers.find_binary(llama_quantize) if "llama-quantize" in against else None
     directory = tempfile.mkdtemp(prefix="bundler-bench-convert-")
+    result: dict[str, Any] = {
+        "size_gib": size_gib, "directory": directory, "kept": keep, "threads": threads,
+        "repeat": repeat, "cpus": _cpus(), "load_average": {"start": list(os.getloadavg())},
+    }  # fmt: skip
     try:
-        src = os.path.join(directory, "model-f32.safetensors")
-        ours, theirs = (
-            os.path.join(directory, f"model-q4_0-{w}.gguf") for w in ("bundler", "gguf")
-        )
-        _say(f"generating {size_gib:g} GiB float32 SafeTensors in {directory}")
-        size = generate(src, size_gib)
-        runs: dict[str, list[dict[str, Any]]] = {"bundler": [], "gguf": []}
-        for i in range(max(1, repeat)):
-            for path in (ours, theirs):  # each run writes a new file, as the first did
-                if os.path.exists(path):
-                    os.unlink(path)
-            _say(f"run {i + 1}/{repeat}: bundler quantize")
-            runs["bundler"].append(convert_with_bundler(src, ours))
-            _say(f"run {i + 1}/{repeat}: safetensors + gguf.quants + GGUFWriter")
-            runs["gguf"].append(convert_with_gguf(src, theirs))
-        result: dict[str, Any] = {
-            "source_bytes": size, "size_gib": size_gib, "directory": directory, "kept": keep,
-        }  # fmt: skip
-        for which, ms in runs.items():
-            best = min(ms, key=lambda m: m["seconds"])
-            result[which] = {
-                **best,
-                "runs_seconds": [m["seconds"] for m in ms],
-                "mib_per_s": size / MIB / best["seconds"],
-                "peak_rss": max(m["peak_rss"] for m in ms),
-                "output_bytes": os.path.getsize(ours if which == "bundler" else theirs),
-            }
-        result["speedup"] = result["gguf"]["seconds"] / result["bundler"]["seconds"]
-        result["memory_ratio"] = result["gguf"]["peak_rss"] / result["bundler"]["peak_rss"]
-        result["outputs"] = compare_outputs(ours, theirs)
-        result["targets"] = {
-            "speedup": TARGET_SPEEDUP,
-            "speedup_met": result["speedup"] >= TARGET_SPEEDUP,
-            "peak_rss": TARGET_PEAK_RSS,
-            "peak_rss_met": result["bundler"]["peak_rss"] < TARGET_PEAK_RSS,
-        }
+        if binary is not None:
+            result["llama_quantize"] = _against_llama_quantize(
+                Path(directory), binary, size_gib, models, types, threads, repeat
+            )
+        if "gguf" in against:
+            result["gguf_package"] = _against_gguf(directory, size_gib, repeat)
+        result["load_average"]["end"] = list(os.getloadavg())
         return result
     finally:
         if not keep:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _against_llama_quantize(
+    directory: Path,
+    binary: Path,
+    size_gib: float,
+    models: tuple[str, ...],
+    types: tuple[str, ...],
+    threads: int,
+    repeat: int,
+) -> dict[str, Any]:
+    inputs = {}
+    for model in models:
+        if model == "smollm2":
+            _say("SmolLM2-135M as float32 GGUF (decoded once, cached)")
+            inputs[model] = smollm2_f32()
+        else:
+            _say(f"generating a {size_gib:g} GiB float32 llama-shaped GGUF in {directory}")
+            inputs[model] = directory / "llama-f32.gguf"
+            llama_shaped(inputs[model], size_gib)
+    _say("bundler warmup (compiling kernels once) and reading the inputs once")
+    peers.warm_up(list(inputs.values()))
+    rows = []
+    for model, src in inputs.items():
+        for file_type in types:
+            _say(f"{model} -> {file_type}: {repeat} run(s) of each tool, {threads} thread(s)")
+            rows.append(peers.row(model, src, file_type, binary, directory, threads, repeat))
+    return {
+        "binary": str(binary),
+        "warm": "kernels compiled by `bundler warmup` and inputs read once before timing",
+        "rows": rows,
+    }
+
+
+def _against_gguf(directory: str, size_gib: float, repeat: int) -> dict[str, Any]:
+    src = os.path.join(directory, "model-f32.safetensors")
+    ours, theirs = (os.path.join(directory, f"model-q4_0-{w}.gguf") for w in ("bundler", "gguf"))
+    _say(f"generating {size_gib:g} GiB float32 SafeTensors in {directory}")
+    size = generate(src, size_gib)
+    runs: dict[str, list[dict[str, Any]]] = {"bundler": [], "gguf": []}
+    for i in range(repeat):
+        for path in (ours, theirs):  # each run writes a new file, as the first did
+            if os.path.exists(path):
+                os.unlink(path)
+        _say(f"run {i + 1}/{repeat}: bundler quantize")
+        runs["bundler"].append(convert_with_bundler(src, ours))
+        _say(f"run {i + 1}/{repeat}: safetensors + gguf.quants + GGUFWriter")
+        runs["gguf"].append(convert_with_gguf(src, theirs))
+    result: dict[str, Any] = {"source_bytes": size}
+    for which, ms in runs.items():
+        best = min(ms, key=lambda m: m["seconds"])
+        result[which] = {
+            **best,
+            "runs_seconds": [m["seconds"] for m in ms],
+            "mib_per_s": size / MIB / best["seconds"],
+            "peak_rss": max(m["peak_rss"] for m in ms),
+            "output_bytes": os.path.getsize(ours if which == "bundler" else theirs),
+        }
+    result["speedup"] = result["gguf"]["seconds"] / result["bundler"]["seconds"]
+    result["memory_ratio"] = result["gguf"]["peak_rss"] / result["bundler"]["peak_rss"]
+    result["outputs"] = compare_outputs(ours, theirs)
+    result["targets"] = {
+        "speedup": TARGET_SPEEDUP,
+        "speedup_met": result["speedup"] >= TARGET_SPEEDUP,
+        "peak_rss": TARGET_PEAK_RSS,
+        "peak_rss_met": result["bundler"]["peak_rss"] < TARGET_PEAK_RSS,
+    }
+    return result
+
+
+def all_outputs_equal(result: dict[str, Any]) -> bool:
+    """Whether every pair of outputs in a `run` result held identical tensors."""
+    pairs = [r["outputs"] for r in result.get("llama_quantize", {}).get("rows", [])]
+    if "gguf_package" in result:
+        pairs.append(result["gguf_package"]["outputs"])
+    return all(p["equal"] for p in pairs)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _say(text: str) -> None:

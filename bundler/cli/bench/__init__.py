@@ -44,14 +44,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json_flag(k)
     k.set_defaults(func=_run_containers)
     v = kinds.add_parser(
-        "convert", help="float32 SafeTensors -> Q4_0 GGUF vs the gguf package's own path"
+        "convert",
+        help="whole conversions vs llama-quantize (float32 GGUF -> Q8_0/Q4_0/Q4_K_M) and vs "
+        "the gguf package's path (float32 SafeTensors -> Q4_0)",
     )
-    v.add_argument("--size-gib", type=float, default=1.0, help="size of the generated model")
+    v.add_argument("--size-gib", type=float, default=1.0, help="size of the generated models")
     v.add_argument(
         "--repeat",
         type=positive_int,
         default=3,
         help="runs of each converter, alternating (best kept)",
+    )
+    v.add_argument(
+        "--against",
+        type=_names,
+        default="llama-quantize,gguf",
+        help="comma-separated comparisons: llama-quantize, gguf (default: both)",
+    )
+    v.add_argument(
+        "--models",
+        type=_names,
+        default="smollm2,llama",
+        help="models converted against llama-quantize: smollm2 (SmolLM2-135M as float32), "
+        "llama (a generated llama-shaped model of --size-gib) (default: both)",
+    )
+    v.add_argument(
+        "--types",
+        type=_names,
+        default="Q8_0,Q4_0,Q4_K_M",
+        help="file types converted against llama-quantize (default: Q8_0,Q4_0,Q4_K_M)",
+    )
+    v.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads of both tools (default: all cores)",
+    )
+    v.add_argument(
+        "--llama-quantize",
+        metavar="PATH",
+        default=None,
+        help="the llama-quantize executable (default: the -O3 reference build, "
+        "`python -m tools.reference.llama_quantize_o3`)",
     )
     v.add_argument("--keep", action="store_true", help="keep the generated and converted files")
     add_json_flag(v)
@@ -117,14 +151,27 @@ def _run_containers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def _run_convert(args: argparse.Namespace) -> int:
-    """Exit 1 when the two converters' outputs differ."""
-    from bundler.bench.convert import run
+    """Exit 1 when the outputs of two converters differ."""
+    from bundler.bench.convert import all_outputs_equal, run
     from bundler.cli.bench.convert import human
 
-    result = run(args.size_gib, keep=args.keep, repeat=args.repeat)
+    result = run(
+        args.size_gib,
+        keep=args.keep,
+        repeat=args.repeat,
+        against=args.against,
+        models=args.models,
+        types=args.types,
+        threads=args.threads,
+        llama_quantize=args.llama_quantize,
+    )
     emit(args, result, human)
-    return 0 if result["outputs"]["equal"] else 1
+    return 0 if all_outputs_equal(result) else 1
 
 
 def _run_vectors(args: argparse.Namespace) -> int:
