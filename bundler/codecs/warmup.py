@@ -56,11 +56,27 @@ def _warm_stats() -> None:
     error_stats(_sample(), _sample(), 1)
 
 
+def _warm_floats() -> None:
+    from bundler.codecs.floats import COMPILED_FROM
+
+    # the compiled F16/BF16 conversions run from COMPILED_FROM values (smaller: numpy)
+    x = np.linspace(-1.0, 1.0, COMPILED_FROM, dtype=np.float32).reshape(1, -1)
+    with kernels.compiling("float conversion"):
+        for name in ("f16", "bf16"):
+            codec = get(name)
+            for writable in (True, False):
+                x.setflags(write=writable)
+                raw = codec.encode(x)
+                raw.setflags(write=writable)
+                codec.decode(raw, x.shape)
+
+
 #: Kernel families compiled function by function -> (their label in COMPILED, warm-up).
 FAMILIES = {
     "affine": ("affine", _warm_affine),
     "vectors": ("vector", _warm_vectors),
     "stats": ("error statistics", _warm_stats),
+    "floats": ("float conversion", _warm_floats),
 }
 
 
