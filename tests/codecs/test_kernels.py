@@ -21,3 +21,13 @@ def test_encoding_one_k_quant_compiles_no_other_types_search(tmp_path):
     assert "signed_lanes" in cached
     for other in ("scale_min_lanes", "q3_lanes", "k4_finish", "q2_k_finish", "decode"):
         assert other not in cached
+
+
+@pytest.mark.parametrize(("given", "kept"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_the_user_chose(given, kept):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, bundler.codecs; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == kept, done.stderr
