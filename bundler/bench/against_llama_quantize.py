@@ -39,14 +39,28 @@ def find_binary(path: str | os.PathLike[str] | None = None) -> Path:
             raise FileNotFound(path)
         return Path(path)
     try:
-        build = importlib.import_module("tools.reference.llama_quantize_o3")
-        return build.binary(build=False)
+        return _reference_build().binary(build=False)
     except Exception as exc:
         raise BundlerError(
             "the -O3 llama-quantize is not available "
             f"({type(exc).__name__}: {exc}); build it from the repository root with "
-            "`python -m tools.reference.llama_quantize_o3`, or pass --llama-quantize PATH"
+            "`python -m tools.reference.llama_quantize_o3`, pass --llama-quantize PATH, or "
+            "leave it out with --against gguf"
         ) from None
+
+
+def _reference_build() -> Any:
+    """`tools.reference.llama_quantize_o3`, from the checkout this bundler runs from when it
+    is not importable as it is (the `bundler` command of an editable install)."""
+    name = "tools.reference.llama_quantize_o3"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parents[2]
+        if not (root / "tools" / "reference" / "llama_quantize_o3.py").is_file():
+            raise
+        sys.path.append(str(root))
+        return importlib.import_module(name)
 
 
 def bundler_command() -> list[str]:
