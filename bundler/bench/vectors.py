@@ -43,6 +43,9 @@ def bench_input(vectors: int, dim: int) -> np.ndarray:
 def _one_core() -> Iterator[None]:
     """This process (and faiss's OpenMP pool) on one core, restored afterwards."""
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    # the compiler counts its threads from the affinity when it loads: load it on all cores
+    import numba  # noqa: F401
+
     faiss = None
     with contextlib.suppress(ImportError):
         import faiss
