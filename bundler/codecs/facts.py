@@ -163,6 +163,9 @@ _FLOATS = "bundler.codecs.floats"
 _LEGACY = "bundler.codecs.legacy"
 _KQUANTS = "bundler.codecs.kquants"
 _APR = "bundler.codecs.apr_native"
+_IQUANTS = "bundler.codecs.iquants"
+_TERNARY = "bundler.codecs.ternary"
+_FP4 = "bundler.codecs.fp4"
 
 #: Every codec and dtype bundler knows, in GGML id order, then the types only other formats have.
 TABLE: tuple[CodecFacts, ...] = (
@@ -221,10 +224,19 @@ TABLE: tuple[CodecFacts, ...] = (
     _block("iq2_xs", 256, 74, 17, _D),
     _block("iq3_xxs", 256, 98, 18, _D),
     _block("iq1_s", 256, 50, 19, _D),
-    _block("iq4_nl", 32, 18, 20, _D),
+    _block("iq4_nl", 32, 18, 20, _D, _IQUANTS, desc="4-bit non-linear", importance="takes"),
     _block("iq3_s", 256, 110, 21, _D),
     _block("iq2_s", 256, 82, 22, _D),
-    _block("iq4_xs", 256, 136, 23, _D),
+    _block(
+        "iq4_xs",
+        256,
+        136,
+        23,
+        _f(("d", 0, 2), ("scales_h", 2, 2, False)),
+        _IQUANTS,
+        desc="4-bit non-linear, 6-bit scales per 32",
+        importance="takes",
+    ),
     _elem("i8", 1, 24, 6, "I8", "i1", _FLOATS, "signed 8-bit integer"),
     _elem("i16", 2, 25, None, "I16", "<i2", _FLOATS, "signed 16-bit integer"),
     _elem("i32", 4, 26, 4, "I32", "<i4", _FLOATS, "signed 32-bit integer"),
@@ -232,9 +244,37 @@ TABLE: tuple[CodecFacts, ...] = (
     _elem("f64", 8, 28, 3, "F64", "<f8", _FLOATS, "IEEE binary64"),
     _block("iq1_m", 256, 56, 29, ()),
     _elem("bf16", 2, 30, 30, "BF16", "bfloat16", _FLOATS, "bfloat16, round to nearest even"),
-    _block("tq1_0", 256, 54, 34, _f(("d", 52, 2))),
-    _block("tq2_0", 256, 66, 35, _f(("d", 64, 2))),
-    _block("mxfp4", 32, 17, 39, ()),
+    # ternary and MXFP4: ggml's quantizers ignore importance weights
+    _block(
+        "tq1_0",
+        256,
+        54,
+        34,
+        _f(("d", 52, 2)),
+        _TERNARY,
+        desc="ternary, 5 trits per byte",
+        importance="ignores",
+    ),
+    _block(
+        "tq2_0",
+        256,
+        66,
+        35,
+        _f(("d", 64, 2)),
+        _TERNARY,
+        desc="ternary, 2 bits per value",
+        importance="ignores",
+    ),
+    _block(
+        "mxfp4",
+        32,
+        17,
+        39,
+        (),
+        _FP4,
+        desc="4-bit E2M1 floats, E8M0 block scale",
+        importance="ignores",
+    ),
     _block("nvfp4", 64, 36, 40, ()),
     _block("q1_0", 128, 18, 41, _D),
     # Types that only SafeTensors (and APR for u8) can hold.

@@ -283,10 +283,11 @@ _MIN_SPLIT = 64
 def split_run(kernel: Any, count: int, *args: Any) -> int:
     """`kernel(*args, lo, hi)` over 0 .. count cut into one contiguous range per thread
     in effect (the calling thread takes the first), for nogil kernels that are not
-    parallel loops themselves; returns the sum of the results."""
+    parallel loops themselves; returns the sum of the results (a kernel returning nothing
+    counts 0)."""
     threads = min(_effective_threads(), max(1, count // _MIN_SPLIT))
     if threads <= 1:
-        return int(kernel(*args, 0, count))
+        return int(kernel(*args, 0, count) or 0)
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -295,8 +296,30 @@ def split_run(kernel: Any, count: int, *args: Any) -> int:
                 _POOL.append(ThreadPoolExecutor(_max_threads(), "bundler-kernel"))
     bounds = [count * i // threads for i in range(threads + 1)]
     rest = [_POOL[0].submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-    total = int(kernel(*args, bounds[0], bounds[1]))
-    return total + sum(int(f.result()) for f in rest)
+    total = int(kernel(*args, bounds[0], bounds[1]) or 0)
+    return total + sum(int(f.result() or 0) for f in rest)
+
+
+def range_kernel(
+    encoder: Any, decoder: Any, block_size: int, type_size: int, *decode_args
+) -> Kernel:
+    """The `Kernel` of compiled functions over block ranges, run on the threads in effect:
+    `encoder(src, dst, weights, n, lo, hi) -> non-finite blocks` (flattened rows of n values;
+    the registry's checked per-column float32 weights, or an empty array for none) and
+    `decoder(raw, out, *decode_args, lo, hi)`."""
+    none = np.empty(0, np.float32)
+
+    def encode(src: np.ndarray, dst: np.ndarray, importance: Any = None) -> int:
+        weights = none if importance is None else importance
+        flat = src.reshape(-1)
+        n = src.shape[-1]
+        return split_run(encoder, flat.size // block_size, flat, dst.reshape(-1), weights, n)
+
+    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
+        flat = raw.reshape(-1)
+        split_run(decoder, flat.size // type_size, flat, dst.reshape(-1), *decode_args)
+
+    return Kernel(encode, decode)
 
 
 def _effective_threads() -> int:

@@ -126,10 +126,14 @@ def test_wrong_weights_are_typed_errors_naming_the_problem(name, weights, error,
 
 
 def test_the_facts_table_declares_which_codecs_take_weights():
-    assert WEIGHTED == ["q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
+    assert WEIGHTED == [
+        "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+        "iq4_nl", "iq4_xs",
+    ]  # fmt: skip
     facts = {c.name: c.facts for c in registry.all_codecs()}
     assert facts["q8_0"].ignores_importance and not facts["q8_0"].takes_importance
-    assert not facts["q8_1"].accepts_importance and not facts["iq4_xs"].accepts_importance
+    assert facts["tq2_0"].ignores_importance and facts["mxfp4"].ignores_importance
+    assert not facts["q8_1"].accepts_importance and not facts["iq2_xxs"].accepts_importance
 
 
 # ---------------------------------------------------------------- real rows

@@ -1,0 +1,148 @@
+"""The ternary codecs TQ1_0 and TQ2_0 (BitNet b1.58 / TriLM weights): 256 values in -1, 0,
++1 times one half scale d = max |x|.
+
+Byte layouts (ggml-common.h), one block of 256 values:
+
+    TQ1_0  u8 qs[48] | u8 qh[4] | half d    (1.6875 bits per value)
+    TQ2_0  u8 qs[64] | half d               (2.0625 bits per value)
+
+A value's trit is t = lroundf(x / d) + 1 in 0..2 (halves away from zero; the inverse taken
+from the float32 d, not the half). TQ2_0 stores trit t of value 128h + 32n + m at bits 2n of
+byte 32h + m. TQ1_0 packs five trits per byte as a fixed-point fraction: the base-3 number
+t0 t1 t2 t3 t4 (t0 most significant) becomes ceil(number * 256 / 243); byte m of the first
+32 holds values m + 32n (n = 0..4), byte 32 + m of the next 16 values 160 + m + 16n, and
+qh[j] four trits of values 240 + j + 4n shifted up one trit. Decoding trit n of a byte b is
+((b * 3^n mod 256) * 3) >> 8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.halfs import HALF_TO_F32, get_half, put_half
+from bundler.codecs.kernels import Kernel, range_kernel
+from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
+
+QK = BY_NAME["tq1_0"].block_size
+TQ1_BYTES = BY_NAME["tq1_0"].type_size
+TQ2_BYTES = BY_NAME["tq2_0"].type_size
+HALF = np.float32(0.5)
+INF = np.float32(np.inf)
+POW3 = np.array([1, 3, 9, 27, 81, 243], np.int32)
+
+
+@njit(**JIT)
+def trit(v):
+    """lroundf(v) + 1 for v = x / max|x| (so |v| <= 1). An infinite v (a block whose
+    1 / max|x| overflows) gives 1, as the reference's int of lroundf's out-of-range
+    result does on x86-64."""
+    if v >= HALF and v != INF:
+        return 2
+    if v <= -HALF and v != -INF:
+        return 0
+    return 1
+
+
+@njit(**JIT)
+def _scale(x, y, at):
+    """Store half d = max |x| at y[at]; return 1 / d (0 for an all-zero block)."""
+    amax = F0
+    for j in range(QK):
+        a = abs(x[j])
+        amax = amax if amax > a else a
+    put_half(y, at, amax)
+    return F1 / amax if amax != F0 else F0
+
+
+@njit(**JIT)
+def _pack5(x, inv, first, stride, count, y, at):
+    """Bytes y[at + m], m < count, each the five trits of x[first + m + stride * n]."""
+    for m in range(count):
+        q = 0
+        for n in range(5):
+            q = q * 3 + trit(x[first + m + stride * n] * inv)
+        y[at + m] = np.uint8((q * 256 + 242) // 243)
+
+
+@njit(**JIT)
+def encode_tq1(src, dst, qw, n, lo, hi):
+    """TQ1_0 blocks lo .. hi-1 of the flattened rows (the reference ignores importance
+    `qw`); returns the count of blocks with NaN or infinity."""
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * QK : (b + 1) * QK]
+        y = dst[b * TQ1_BYTES : (b + 1) * TQ1_BYTES]
+        bad += nonfinite(x)
+        inv = _scale(x, y, 52)
+        _pack5(x, inv, 0, 32, 32, y, 0)
+        _pack5(x, inv, 160, 16, 16, y, 32)
+        for j in range(4):
+            q = 0
+            for m in range(4):
+                q = q * 3 + trit(x[240 + j + 4 * m] * inv)
+            y[48 + j] = np.uint8((q * 3 * 256 + 242) // 243)
+    return bad
+
+
+@njit(**JIT)
+def encode_tq2(src, dst, qw, n, lo, hi):
+    """TQ2_0 blocks lo .. hi-1 of the flattened rows; returns the count with NaN/inf."""
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * QK : (b + 1) * QK]
+        y = dst[b * TQ2_BYTES : (b + 1) * TQ2_BYTES]
+        bad += nonfinite(x)
+        inv = _scale(x, y, 64)
+        for h in range(2):
+            for m in range(32):
+                q = 0
+                for k in range(4):
+                    q |= trit(x[128 * h + m + 32 * k] * inv) << (2 * k)
+                y[32 * h + m] = np.uint8(q)
+    return bad
+
+
+@njit(**JIT)
+def _unpack5(y, at, count, d, out, o):
+    """Values of the five-trit bytes y[at .. at+count), trit n of byte m at out[o + count n + m]."""
+    for k in range(5):
+        for m in range(count):
+            q = (np.int32(y[at + m]) * POW3[k]) & 0xFF
+            out[o + count * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+
+
+@njit(**JIT)
+def decode_tq1(raw, out, table, lo, hi):
+    """TQ1_0 blocks lo .. hi-1 to float32."""
+    for b in range(lo, hi):
+        y = raw[b * TQ1_BYTES : (b + 1) * TQ1_BYTES]
+        o = out[b * QK : (b + 1) * QK]
+        d = get_half(y, 52, table)
+        _unpack5(y, 0, 32, d, o, 0)
+        _unpack5(y, 32, 16, d, o, 160)
+        for k in range(4):
+            for j in range(4):
+                q = (np.int32(y[48 + j]) * POW3[k]) & 0xFF
+                o[240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
+
+
+@njit(**JIT)
+def decode_tq2(raw, out, table, lo, hi):
+    """TQ2_0 blocks lo .. hi-1 to float32."""
+    for b in range(lo, hi):
+        y = raw[b * TQ2_BYTES : (b + 1) * TQ2_BYTES]
+        o = out[b * QK : (b + 1) * QK]
+        d = get_half(y, 64, table)
+        for h in range(2):
+            for k in range(4):
+                for m in range(32):
+                    q = np.int32((y[32 * h + m] >> (2 * k)) & 3)
+                    o[128 * h + 32 * k + m] = np.float32(q - 1) * d
+
+
+KERNELS: dict[str, Kernel] = {
+    "tq1_0": range_kernel(encode_tq1, decode_tq1, QK, TQ1_BYTES, HALF_TO_F32),
+    "tq2_0": range_kernel(encode_tq2, decode_tq2, QK, TQ2_BYTES, HALF_TO_F32),
+}
