@@ -1,7 +1,7 @@
 """llama.cpp's file types: the names `--type` accepts and the `general.file_type` numbers.
 
-A file type is a base codec plus, for the K-quant mixtures (Q4_K_M, ...), a rule set that
-gives some tensors a wider codec (bundler.plan.mixtures). The numbers are llama.cpp's
+A file type is a base codec plus, for the mixtures (Q4_K_M, IQ4_XS, MXFP4_MOE, ...), a rule
+set that gives some tensors another codec (bundler.plan.mixtures). The numbers are llama.cpp's
 `llama_ftype` values, which differ from the GGML tensor type ids.
 """
 
@@ -21,7 +21,7 @@ class FileType:
     name: str
     ftype: int | None
     base: str
-    #: True for the K-quant mixtures whose per-tensor choices live in bundler.plan.mixtures
+    #: True for the mixtures with per-tensor rules of their own in bundler.plan.mixtures
     mixture: bool = False
 
     @property
@@ -46,12 +46,17 @@ FILE_TYPES: tuple[FileType, ...] = (
     FileType("Q5_K_S", 16, "q5_k", True),
     FileType("Q5_K_M", 17, "q5_k", True),
     FileType("Q6_K", 18, "q6_k", True),
+    FileType("IQ4_NL", 25, "iq4_nl", True),
+    FileType("IQ4_XS", 30, "iq4_xs", True),
     FileType("BF16", 32, "bf16"),
+    FileType("TQ1_0", 36, "tq1_0", True),
+    FileType("TQ2_0", 37, "tq2_0", True),
+    FileType("MXFP4_MOE", 38, "mxfp4", True),
 )
 #: llama.cpp file types whose codecs bundler reads and copies but cannot encode yet.
 NOT_WRITABLE = (
-    "IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ3_M",
-    "IQ2_S", "IQ2_M", "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4_MOE",
+    "IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ3_M",
+    "IQ2_S", "IQ2_M", "IQ1_M",
 )  # fmt: skip
 #: llama-quantize's short names for the medium mixtures.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}

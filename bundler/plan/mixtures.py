@@ -4,8 +4,10 @@ output tensor Q6_K, ...).
 
 The rules are those of llama.cpp's `llama_tensor_get_type_impl` (src/llama-quant.cpp, the
 version vendored by llama-cpp-python 0.3.36), restricted to the file types bundler can
-write. They depend on the tensor's category (from its name), on counters kept in tensor
-order, and on a few model hyper-parameters read from the GGUF metadata.
+write, as llama-quantize applies them without an importance matrix unless `imatrix` says
+one is used (IQ4_NL and IQ4_XS widen the first eighth of ffn_down only without one). They
+depend on the tensor's category (from its name), on counters kept in tensor order, and on
+a few model hyper-parameters read from the GGUF metadata.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _CATEGORIES = (
     ("ffn_down", "ffn_down"),
 )
 _ATTN_V_LIKE = {"attn_v", "attn_qkv", "attn_kv_b"}
+_IQ4 = ("IQ4_NL", "IQ4_XS")
+_TERNARY = ("TQ1_0", "TQ2_0")
 TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
 
 
@@ -83,8 +87,12 @@ class Mixture:
         """The codec for tensor `name` (before the shape fallback) and why."""
         cat = category(name)
         if cat == "output" or (self.tied and cat == "token_embd"):
-            return output_codec(want, shape, self.hp.arch), "output tensor"
-        if cat in _ATTN_V_LIKE:
+            return output_codec(want, shape, self.hp.arch, self.ftype), "output tensor"
+        if self.ftype == "MXFP4_MOE":
+            chosen = get("mxfp4" if self._expert_tensor(cat, shape) else "q8_0")
+        elif cat == "token_embd":
+            chosen = get("q4_k") if self.ftype in _TERNARY else want
+        elif cat in _ATTN_V_LIKE:
             chosen = self._attn_v(want)
             self.i_attention_wv += 1
         elif cat == "attn_k":
@@ -99,6 +107,14 @@ class Mixture:
             chosen = want
         return chosen, (f"{self.ftype} mixture ({cat})" if chosen != want else "")
 
+    def _expert_tensor(self, cat: str, shape: tuple[int, ...]) -> bool:
+        """MXFP4_MOE's test: several experts stacked (ne[2] > 1); in bailingmoe3, whose
+        attention projections are 3-D too, only the feed-forward ones."""
+        stacked = len(shape) >= 3 and shape[-3] > 1
+        if self.hp.arch == "bailingmoe3":
+            return stacked and cat in ("ffn_up", "ffn_gate", "ffn_down")
+        return stacked
+
     def _attn_v(self, want: Codec) -> Codec:
         f, hp, i = self.ftype, self.hp, self.i_attention_wv
         new = want
@@ -106,7 +122,7 @@ class Mixture:
             new = get("q4_k" if hp.n_gqa >= 4 else "q3_k")
         elif f == "Q3_K_M":
             new = get("q5_k" if i < 2 else "q4_k")
-        elif f == "Q3_K_L":
+        elif f == "Q3_K_L" or (f in _IQ4 and hp.n_gqa >= 4):
             new = get("q5_k")
         elif f in ("Q4_K_M", "Q5_K_M") and use_more_bits(i, self.n_attention_wv):
             new = get("q6_k")
@@ -145,6 +161,8 @@ class Mixture:
             if falcon:
                 return get("q6_k" if i < n // 16 else "q5_k" if use_more_bits(i, n) else "q4_k")
             return get("q6_k") if use_more_bits(i, n) else want
+        if f in _IQ4 and i < n // 8 and not self.imatrix:
+            return get("q5_k")
         if f == "Q5_K_M" and use_more_bits(i, n):
             return get("q6_k")
         if f == "Q4_K_S" and not falcon and i < n // 8:
@@ -159,7 +177,7 @@ class Mixture:
         if self.hp.arch == "falcon":
             return get("q4_k") if f == "Q3_K_L" else want
         if self.hp.n_expert == 8:
-            widened = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M")
+            widened = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", *_IQ4)
             return get("q5_k") if f in widened else want
         wider = {"Q2_K": "q3_k", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k"}.get(f)
         return get(wider) if wider else want

@@ -22,7 +22,14 @@ KEEP_PATTERN = re.compile(
 )
 #: Where a tensor goes when its rows do not fit the wanted codec's block (then F16), as
 #: llama.cpp's `tensor_type_fallback` sends them.
-FALLBACK = {"q2_k": "q4_0", "q3_k": "q4_0", "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+FALLBACK = {
+    **dict.fromkeys(("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"), "iq4_nl"),
+    "iq4_xs": "iq4_nl",
+    **dict.fromkeys(("q2_k", "q3_k", "tq1_0", "tq2_0"), "q4_0"),
+    "q4_k": "q5_0",
+    "q5_k": "q5_1",
+    "q6_k": "q8_0",
+}
 LAST_RESORT = "f16"
 #: The output tensor's codec in a llama-quantize mixture, and what it takes instead when
 #: its rows do not fit the file type's block (or the model is a Falcon).
@@ -59,10 +66,12 @@ def _fits(codec: Codec, shape: tuple[int, ...]) -> bool:
     return shape[-1] % codec.facts.block_size == 0
 
 
-def output_codec(want: Codec, shape: tuple[int, ...], arch: str | None) -> Codec:
+def output_codec(
+    want: Codec, shape: tuple[int, ...], arch: str | None, ftype: str | None = None
+) -> Codec:
     """The output tensor's codec in a mixture whose base codec is `want` (llama.cpp
-    `llama_tensor_get_type` for `output.weight`)."""
-    if arch in OUTPUT_FALLBACK_ARCHS or not _fits(want, shape):
+    `llama_tensor_get_type` for `output.weight`); MXFP4_MOE keeps it in OUTPUT_FALLBACK."""
+    if ftype == "MXFP4_MOE" or arch in OUTPUT_FALLBACK_ARCHS or not _fits(want, shape):
         return get(OUTPUT_FALLBACK)
     return want if want.name == OUTPUT_FALLBACK else get(OUTPUT_TYPE)
 

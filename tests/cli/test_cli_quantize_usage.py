@@ -57,7 +57,7 @@ def test_to_with_an_extension_no_format_claims_is_fine(minilm_safetensors, tmp_p
     assert (tmp_path / "out.bin").read_bytes()[:4] == b"GGUF"
 
 
-@pytest.mark.parametrize("name", ["IQ2_XXS", "iq4_xs", "TQ1_0"])
+@pytest.mark.parametrize("name", ["IQ2_XXS", "iq3_m", "IQ1_M"])
 def test_a_llama_cpp_file_type_bundler_cannot_write_says_so(minilm_safetensors, tmp_path, name):
     err = _usage_error("quantize", str(minilm_safetensors), "-o", "o.gguf", "--type", name,
                        cwd=tmp_path)  # fmt: skip

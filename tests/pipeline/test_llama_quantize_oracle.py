@@ -24,16 +24,24 @@ pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
 
 IN_CI = os.environ.get("CI") == "true"
 
-#: Q4_K_M always; with the slow tests (15-30 s each, mostly GGUFReader parsing) the presets
-#: that bring the other K codecs into play on SmolLM2 (Q2_K: Q3_K; Q5_K_M: Q5_K). The rest
-#: are compared by their choices below; their codecs have their own C oracle.
-FILE_TYPES = ["Q4_K_M", *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q2_K", "Q5_K_M"))]
+#: Q4_K_M and TQ2_0 (ternary ffn_down, Q4_0 fallbacks) always; with the slow tests (15-30 s
+#: each, mostly GGUFReader parsing; IQ4_NL a few minutes on two busy cores) the presets that
+#: bring the other K codecs into play on SmolLM2 (Q2_K: Q3_K; Q5_K_M: Q5_K) and IQ4_NL. The
+#: rest are compared by their choices below; their codecs have their own C oracle.
+FILE_TYPES = [
+    "Q4_K_M",
+    "TQ2_0",
+    *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q2_K", "Q5_K_M", "IQ4_NL")),
+]
 
 #: File types and flags whose per-tensor choices are compared through both tools' --dry-run.
 DRY_RUNS = [
     *((t, ()) for t in ("Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q5_K_S", "Q6_K")),
     *((t, ()) for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")),
     *((t, ()) for t in ("F16", "BF16")),
+    *((t, ()) for t in ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE")),
+    ("IQ4_XS", ("--pure",)),
+    ("TQ1_0", ("--token-embedding-type", "q8_0")),
     ("Q4_K_M", ("--pure",)),
     ("Q4_K_M", ("--leave-output-tensor",)),
     ("Q4_K_M", ("--output-tensor-type", "f16")),
@@ -143,4 +151,67 @@ def test_flags_choose_each_codec_as_llama_quantize_does(
     )  # fmt: skip
     got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
     assert len(want) == 272
+    assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
+
+
+def _synthetic_llama(path: Path, n_expert: int, n_head_kv: int) -> Path:
+    """A small llama-architecture GGUF of random F32 weights llama-quantize accepts: eight
+    layers, 256-wide, untied output; with `n_expert` > 1 stacked expert tensors
+    (ffn_*_exps) and an expert router, else a plain feed-forward."""
+    from bundler.bundle import Bundle, Tensor, ValueType
+
+    e, ff, vocab, rng = 256, 512, 1000, np.random.default_rng(5)
+    hp = {"block_count": 8, "context_length": 128, "embedding_length": e,
+          "feed_forward_length": ff, "attention.head_count": 8,
+          "attention.head_count_kv": n_head_kv, "rope.dimension_count": 32}  # fmt: skip
+    if n_expert > 1:
+        hp |= {"expert_count": n_expert, "expert_used_count": 2}
+
+    def weight(name: str, *shape: int) -> Tensor:
+        return Tensor.from_array(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+
+    tensors = [weight("token_embd.weight", vocab, e)]
+    for i in range(8):
+        b = f"blk.{i}"
+        tensors += [weight(f"{b}.attn_norm.weight", e), weight(f"{b}.attn_q.weight", e, e)]
+        tensors += [weight(f"{b}.attn_{x}.weight", e * n_head_kv // 8, e) for x in "kv"]
+        tensors += [weight(f"{b}.attn_output.weight", e, e), weight(f"{b}.ffn_norm.weight", e)]
+        if n_expert > 1:
+            tensors += [weight(f"{b}.ffn_gate_inp.weight", n_expert, e)]
+            tensors += [weight(f"{b}.ffn_{x}_exps.weight", n_expert, ff, e) for x in ("gate", "up")]
+            tensors += [weight(f"{b}.ffn_down_exps.weight", n_expert, e, ff)]
+        else:
+            tensors += [weight(f"{b}.ffn_{x}.weight", ff, e) for x in ("gate", "up")]
+            tensors += [weight(f"{b}.ffn_down.weight", e, ff)]
+    tensors += [weight("output_norm.weight", e), weight("output.weight", vocab, e)]
+    bundle = Bundle({}, tensors)
+    bundle.metadata.set("general.architecture", "llama", ValueType.STRING)
+    for key, value in hp.items():
+        bundle.metadata.set(f"llama.{key}", value, ValueType.UINT32)
+    bundle.metadata.set("llama.attention.layer_norm_rms_epsilon", 1e-5, ValueType.FLOAT32)
+    bundle.save(path)
+    return path
+
+
+@pytest.mark.parametrize("ftype", ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE", "Q4_K_M"])
+@pytest.mark.parametrize(
+    ("model", "n_expert", "n_head_kv"), [("moe8", 8, 8), ("gqa4", 1, 2)], ids=["moe8", "gqa4"]
+)
+def test_synthetic_moe_and_grouped_query_models_get_llama_quantize_codecs(
+    ftype, model, n_expert, n_head_kv, llama_quantize, tmp_path
+):
+    # the rules SmolLM2 does not reach: stacked experts (MXFP4_MOE, eight-expert widening),
+    # grouped-query attn_v (n_head / n_head_kv >= 4), an untied token embedding (ternary Q4_K)
+    from tools.reference.llama_quantize import run
+
+    src = _synthetic_llama(tmp_path / f"{model}.gguf", n_expert, n_head_kv)
+    done = run(src, tmp_path / "unused.gguf", ftype, "--dry-run")
+    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
+    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
+    ours = run_cli(
+        "quantize", str(src), "--type", ftype, "--dry-run", "--json",
+        "-o", str(tmp_path / "unused.gguf"), check=True,
+    )  # fmt: skip
+    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    assert len(want) == len(got) == (83 if n_expert > 1 else 75)
     assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}

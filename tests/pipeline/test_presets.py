@@ -7,6 +7,8 @@ attention (32 query heads, 8 key/value heads) whose rows are all multiples of 25
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bundler.bundle import Bundle, BytesSource, Tensor
@@ -64,15 +66,22 @@ def llama_bundle(layer_order: list[int] | None = None, tied: bool = False) -> Bu
 def _expected(ftype: str, name: str) -> str:
     """llama-quantize's choice for `name` in the synthetic model, spelled out per file type."""
     base = {"Q2_K": "q2_k", "Q3_K_M": "q3_k", "Q4_K_S": "q4_k", "Q4_K_M": "q4_k"}
-    base |= {"Q5_K_M": "q5_k", "Q6_K": "q6_k"}
-    if name == "output.weight":
-        return "q6_k"
+    base |= {"Q5_K_M": "q5_k", "Q6_K": "q6_k", "IQ4_NL": "iq4_nl", "IQ4_XS": "iq4_xs"}
+    base |= {"TQ1_0": "tq1_0", "TQ2_0": "tq2_0"}
     if name.endswith("_norm.weight"):
         return "f32"
+    if ftype == "MXFP4_MOE":  # no stacked experts here: everything else Q8_0
+        return "q8_0"
+    if name == "output.weight":
+        return "q6_k"
+    if name == "token_embd.weight" and ftype in ("TQ1_0", "TQ2_0"):
+        return "q4_k"
     layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
     more = layer in MORE_BITS_32
     if name.endswith("attn_v.weight"):
         return {
+            "IQ4_NL": "q5_k",  # n_head / n_head_kv >= 4
+            "IQ4_XS": "q5_k",
             "Q2_K": "q4_k",  # n_head / n_head_kv >= 4
             "Q3_K_M": "q5_k" if layer < 2 else "q4_k",
             "Q4_K_S": "q5_k" if layer < 4 else "q4_k",
@@ -86,6 +95,9 @@ def _expected(ftype: str, name: str) -> str:
             "Q4_K_S": "q5_k" if layer < 4 else "q4_k",
             "Q4_K_M": "q6_k" if more else "q4_k",
             "Q5_K_M": "q6_k" if more else "q5_k",
+            # the first eighth, without an importance matrix
+            "IQ4_NL": "q5_k" if layer < 4 else "iq4_nl",
+            "IQ4_XS": "q5_k" if layer < 4 else "iq4_xs",
         }.get(ftype, base[ftype])
     if name.endswith("attn_output.weight"):
         return {"Q2_K": "q3_k", "Q3_K_M": "q4_k"}.get(ftype, base[ftype])
@@ -93,6 +105,7 @@ def _expected(ftype: str, name: str) -> str:
 
 
 FTYPES = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K")
+FTYPES += ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE")
 #: Blocks stored as a name sort leaves them (blk.0, blk.1, blk.10, ...), as in real files.
 NAME_SORTED = sorted(range(N_LAYER), key=str)
 
@@ -143,6 +156,14 @@ def test_use_more_bits_widens_first_and_last_eighth_and_every_third(n_layers, wa
         ("Q4_K_S", 48, "f16"),  # not even a multiple of 32
         ("Q4_0", 48, "f16"),
         ("Q4_K_S", 512, "q4_k"),
+        ("IQ4_XS", 576, "iq4_nl"),
+        ("IQ4_XS", 48, "f16"),
+        ("IQ4_NL", 576, "iq4_nl"),
+        ("TQ1_0", 576, "q4_0"),
+        ("TQ2_0", 576, "q4_0"),
+        ("TQ2_0", 512, "tq2_0"),
+        ("MXFP4_MOE", 576, "mxfp4"),
+        ("MXFP4_MOE", 48, "f16"),
     ],
 )
 def test_rows_that_do_not_fit_fall_back_as_llama_quantize_does(ftype, cols, want):
@@ -195,3 +216,57 @@ def test_output_tensor_type_sets_an_untied_output_whatever_the_mixture(pure):
     options = PlanOptions(type="Q4_K_M", output_tensor_type="q8_0", pure=pure)
     got = {c.name: c.target.name for c in make_plan(llama_bundle([0]), options).choices}
     assert (got["output.weight"], got["token_embd.weight"]) == ("q8_0", "q4_k")
+
+
+def moe_bundle(arch: str = "llama", n_expert: int = 8) -> Bundle:
+    """An eight-layer mixture-of-experts model: stacked expert tensors (n_expert, rows, cols)."""
+    metadata = {
+        "general.architecture": arch,
+        f"{arch}.block_count": 8,
+        f"{arch}.attention.head_count": 32,
+        f"{arch}.attention.head_count_kv": 32,
+        f"{arch}.expert_count": n_expert,
+    }
+    tensors = [_tensor("token_embd.weight", (N_VOCAB, N_EMBD))]
+    for i in range(8):
+        b = f"blk.{i}"
+        tensors += [
+            _tensor(f"{b}.attn_q.weight", (N_EMBD, N_EMBD)),
+            _tensor(f"{b}.attn_k.weight", (N_EMBD, N_EMBD)),
+            _tensor(f"{b}.attn_v.weight", (N_EMBD, N_EMBD)),
+            _tensor(f"{b}.attn_output.weight", (N_EMBD, N_EMBD)),
+            _tensor(f"{b}.ffn_gate_inp.weight", (n_expert, N_EMBD), "f32"),
+            _tensor(f"{b}.ffn_gate_exps.weight", (n_expert, 1024, N_EMBD)),
+            _tensor(f"{b}.ffn_up_exps.weight", (n_expert, 1024, N_EMBD)),
+            _tensor(f"{b}.ffn_down_exps.weight", (n_expert, N_EMBD, 1024)),
+        ]
+    tensors.append(_tensor("output.weight", (N_VOCAB, N_EMBD)))
+    return Bundle(metadata, tensors)
+
+
+@pytest.mark.parametrize(
+    ("ftype", "want"),
+    [
+        # stacked experts MXFP4, every other weight (output and embeddings included) Q8_0
+        ("MXFP4_MOE", {"exps": "mxfp4", "attn": "q8_0", "token_embd": "q8_0", "^output": "q8_0"}),
+        # eight experts: attn_v and attn_k Q8_0, attn_output Q5_K, ffn_down of the first
+        # eighth of the layers (layer 0) Q5_K
+        ("IQ4_XS", {"attn_v": "q8_0", "attn_k": "q8_0", "attn_output": "q5_k", "attn_q": "iq4_xs",
+                    "blk.0.ffn_down": "q5_k", "blk.1.ffn_down": "iq4_xs", "ffn_up": "iq4_xs"}),
+        ("TQ2_0", {"token_embd": "q4_k", "attn_v": "q8_0", "exps": "tq2_0", "^output": "q6_k"}),
+    ],
+)  # fmt: skip
+def test_mixture_of_experts_models_follow_llama_quantize_rules(ftype, want):
+    got = {c.name: c.target.name for c in make_plan(moe_bundle(), PlanOptions(type=ftype)).choices}
+    for part, codec in want.items():
+        named = {n: c for n, c in got.items() if re.search(part, n) and "gate_inp" not in n}
+        assert named and set(named.values()) == {codec}, (part, named)
+    assert {c for n, c in got.items() if "gate_inp" in n} == {"f32"}
+
+
+def test_mxfp4_moe_in_bailingmoe3_gives_mxfp4_to_stacked_feed_forward_experts_only():
+    bundle = moe_bundle("bailingmoe3")
+    bundle.tensors["blk.0.attn_q.weight"] = _tensor("blk.0.attn_q.weight", (4, N_EMBD, N_EMBD))
+    got = {c.name: c.target.name for c in make_plan(bundle, PlanOptions(type="MXFP4_MOE")).choices}
+    assert got["blk.0.attn_q.weight"] == "q8_0"
+    assert got["blk.0.ffn_up_exps.weight"] == got["blk.1.ffn_down_exps.weight"] == "mxfp4"
