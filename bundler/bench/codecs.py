@@ -15,9 +15,13 @@ import numpy as np
 from bundler.bench.measure import MIB, median_seconds, peak_alloc_bytes, progress
 from bundler.codecs import get, set_threads
 
-#: Codecs measured by default: those the gguf package can also encode, plus the K-quants.
+#: Codecs measured by default: those the gguf package can also encode, plus the K-quants and
+#: the non-linear, ternary and FP4 codecs.
 DEFAULT_CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16")
 K_QUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+OTHER_CODECS = ("iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4")
+#: Codecs the gguf package can decode but not encode.
+GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs")
 SEED = 20260101
 
 
@@ -42,7 +46,7 @@ def _gguf_pair(name: str):
 
     qtype = gguf.GGMLQuantizationType[name.upper()]
     quantize = None
-    if name not in K_QUANTS:
+    if name not in GGUF_DECODES_ONLY:
 
         def quantize(x):
             return gguf.quants.quantize(x, qtype)
@@ -144,7 +148,7 @@ def _codec_list(spec: str | None) -> list[str]:
     if spec:
         return [get(n).name for n in spec.split(",") if n.strip()]
     names = list(DEFAULT_CODECS)
-    for k in K_QUANTS:
+    for k in (*K_QUANTS, *OTHER_CODECS):
         try:
             get(k).kernel()
             names.append(k)
