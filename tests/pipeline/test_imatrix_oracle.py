@@ -114,6 +114,7 @@ def _dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags):
     ("ftype", "flags"),
     [
         ("Q4_0", ("--imatrix", "{imatrix}")),  # ffn_down guard of the first layers
+        ("IQ4_XS", ("--imatrix", "{imatrix}")),  # no Q5_K ffn_down with a matrix
         ("Q5_0", ("--imatrix", "{imatrix_dat}")),
         ("Q4_0", ("--imatrix", "{imatrix}", "--include-weights", "attn")),
         ("Q4_K_M", ("--imatrix", "{imatrix}", "--exclude-weights", "blk.1")),
@@ -206,9 +207,14 @@ def test_tensors_are_the_same_after_pruning(written_f16):
 
 # ------------------------------------------------------------------ weighted bytes
 
-#: Q4_K_M always; with the slow tests Q3_K_M (Q4_0/Q5_0/Q5_1 fallbacks and Q4_K/Q5_K on
-#: SmolLM2's 576-column rows) and Q4_0 (its ffn_down guard takes weighted Q4_1).
-WEIGHTED = ["Q4_K_M", *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q3_K_M", "Q4_0"))]
+#: Q4_K_M and TQ2_0 (ternary ffn_down, weighted Q4_0 fallbacks) always; with the slow tests
+#: Q3_K_M (Q4_0/Q5_0/Q5_1 fallbacks and Q4_K/Q5_K on SmolLM2's 576-column rows), Q4_0 (its
+#: ffn_down guard takes weighted Q4_1) and IQ4_XS (weighted IQ4_XS and IQ4_NL fallbacks).
+WEIGHTED = [
+    "Q4_K_M",
+    "TQ2_0",
+    *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q3_K_M", "Q4_0", "IQ4_XS")),
+]
 
 
 @pytest.fixture(scope="module", params=WEIGHTED)
