@@ -17,9 +17,11 @@ from bundler.errors import UsageError
 
 #: The codecs a free tensor may get: every GGML block codec bundler encodes that llama.cpp
 #: stores weights in (not Q8_1/Q8_K, its activation types), and the 16-bit floats.
+#: The ternary types (TQ1_0, TQ2_0) and MXFP4 are left out: llama.cpp stores them only for
+#: models trained for them (ternary weights, experts), and choosing them needs asking.
 CANDIDATES = (
-    "q2_k", "q3_k", "q4_0", "q4_1", "q4_k", "q5_0", "q5_1", "q5_k", "q6_k", "q8_0",
-    "bf16", "f16",
+    "q2_k", "q3_k", "iq4_xs", "q4_0", "q4_1", "iq4_nl", "q4_k", "q5_0", "q5_1", "q5_k",
+    "q6_k", "q8_0", "bf16", "f16",
 )  # fmt: skip
 #: Values measured per tensor at most; bigger tensors are measured on a sample of rows.
 DEFAULT_SAMPLE_VALUES = 1 << 17
