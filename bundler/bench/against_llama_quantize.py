@@ -106,7 +106,7 @@ def row(
 ) -> dict[str, Any]:
     """One model to one file type with both tools, `repeat` runs each (alternating; the
     fastest kept, peak memory the highest seen), and whether their tensors are identical."""
-    from bundler.bench.convert import compare_outputs
+    from bundler.bench.outputs import compare_outputs
 
     outputs = {w: directory / f"{model}-{file_type}-{w}.gguf" for w in ("bundler", "llama")}
     runs: dict[str, list[dict[str, Any]]] = {"bundler": [], "llama_quantize": []}

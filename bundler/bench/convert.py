@@ -24,11 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bundler.bench import against_llama_quantize as peers
 from bundler.bench.child import measure
 from bundler.bench.models import GIB, SIDE, generate, llama_shaped, smollm2_f32
+from bundler.bench.outputs import compare_outputs
 from bundler.errors import UsageError
 
 __all__ = ["GIB", "SIDE", "compare_outputs", "generate", "run", "run_measured"]
@@ -89,25 +88,6 @@ def convert_with_gguf(src: str, dst: str) -> dict[str, Any]:
     m = run_measured(_REFERENCE, [src, dst])
     del m["stdout"]
     return m
-
-
-def compare_outputs(ours: str, theirs: str) -> dict[str, Any]:
-    """Tensor by tensor (names, types, shapes, bytes), read with gguf.GGUFReader."""
-    import gguf
-
-    a = {t.name: t for t in gguf.GGUFReader(ours).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
-    differ = sorted(set(a) ^ set(b))
-    for name in sorted(set(a) & set(b)):
-        x, y = a[name], b[name]
-        same = (
-            x.tensor_type == y.tensor_type
-            and list(x.shape) == list(y.shape)
-            and np.array_equal(np.asarray(x.data).view(np.uint8), np.asarray(y.data).view(np.uint8))
-        )
-        if not same:
-            differ.append(name)
-    return {"tensors": len(a), "equal": not differ, "differ": differ[:10]}
 
 
 def run(

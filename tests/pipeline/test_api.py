@@ -15,6 +15,7 @@ from conversion_oracles import read_apr, read_gguf, read_safetensors
 from gguf import GGMLQuantizationType as Q
 
 import bundler
+from bundler.codecs.floats import COMPILED_FROM
 from bundler.errors import AprCompatibilityWarning, NonFiniteError, OutputExistsError, UsageError
 
 
@@ -208,8 +209,10 @@ def test_aprender_codecs_by_tensor_type_give_the_bytes_of_one_encode(tmp_path, c
 
 
 def test_a_conversion_to_a_float_type_loads_no_compiler(tmp_path):
-    # F16 is a numpy conversion: the pipeline must not import numba to count threads
-    x = np.random.default_rng(12).standard_normal((600, 4096), dtype=np.float32)
+    # F16 of tensors below floats.COMPILED_FROM values is a numpy conversion: the pipeline
+    # must not import numba to count threads
+    assert COMPILED_FROM > 60 * 4096
+    x = np.random.default_rng(12).standard_normal((60, 4096), dtype=np.float32)
     src, name = tmp_path / "src.safetensors", "blk.0.ffn_up.weight"
     tensor = bundler.Tensor.from_array(name, x)
     bundler.Bundle({"general.architecture": "llama"}, [tensor]).save(src)
