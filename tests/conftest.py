@@ -58,6 +58,19 @@ def silero_vad_onnx() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def llama_quantize() -> Path:
+    """The llama-quantize executable, built and cached on first use."""
+    from tools.reference import llama_quantize
+
+    try:
+        return llama_quantize.binary()
+    except (llama_quantize.ToolchainMissing, assets.AssetUnavailable) as exc:
+        if IN_CI:
+            pytest.fail(f"llama-quantize unavailable in CI: {exc}")
+        pytest.skip(f"llama-quantize unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
 def real_imatrix() -> Path:
     """SmolLM2-135M's importance matrix as llama-imatrix writes it by default (GGUF),
     computed once by the reference tool built from llama.cpp's sources."""

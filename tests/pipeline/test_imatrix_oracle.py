@@ -12,7 +12,6 @@ Without cmake or a compiler the tests skip saying what to install; in CI (CI=tru
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import gguf
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_llama_quantize_oracle import DRY_RUN_LINE, RESET_BY_LLAMA_QUANTIZE, _field_bytes
+from test_llama_quantize_oracle import RESET_BY_LLAMA_QUANTIZE, _field_bytes, dry_run_choices
 
 from bundler.importance import read
 from tools.reference import assets
@@ -47,13 +46,6 @@ def real_imatrix_dat() -> Path:
     from tools.reference import llama_imatrix
 
     return _built(lambda: llama_imatrix.smollm2_matrix("dat"))
-
-
-@pytest.fixture(scope="session")
-def llama_quantize() -> Path:
-    from tools.reference import llama_quantize
-
-    return _built(llama_quantize.binary)
 
 
 # ------------------------------------------------------------------ reading real matrices
@@ -94,22 +86,6 @@ def test_real_legacy_matrix_holds_the_same_weights(real_imatrix, real_imatrix_da
 # ------------------------------------------------------------------ per-tensor choices
 
 
-def _dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags):
-    from tools.reference.llama_quantize import run
-
-    done = run(
-        smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags
-    )
-    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
-    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
-    ours = run_cli(
-        "quantize", str(smollm2_gguf), "--type", ftype, "--allow-requantize", *flags,
-        "--dry-run", "--json", "-o", str(tmp_path / "unused.gguf"), check=True,
-    )  # fmt: skip
-    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
-    return want, got
-
-
 @pytest.mark.parametrize(
     ("ftype", "flags"),
     [
@@ -135,7 +111,7 @@ def test_flags_choose_each_codec_as_llama_quantize_does(
         if any(f"{{{name}}}" in f for f in flags):
             given[name] = request.getfixturevalue(f"real_{name}")
     flags = [f.format(**given) for f in flags]
-    want, got = _dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags)
+    want, got = dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags)
     assert len(want) >= 272 - 3 * 9
     assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
     assert sorted(got) == sorted(want)

@@ -10,12 +10,11 @@ import gguf
 import numpy as np
 import pytest
 from conftest import run_cli
-from test_llama_quantize_oracle import RESET_BY_LLAMA_QUANTIZE, _field_bytes, llama_quantize
+from test_llama_quantize_oracle import RESET_BY_LLAMA_QUANTIZE, _field_bytes
 
 from bundler.errors import EXIT_USAGE
 
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
-__all__ = ["llama_quantize"]  # the fixture, shared
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from tools.reference import assets
-
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
 
 IN_CI = os.environ.get("CI") == "true"
@@ -59,17 +57,22 @@ DRY_RUN_LINE = re.compile(r"\]\s+(\S+)\s+- \[.*?type =\s+(\S+), size = [^(]*(?:\
 RESET_BY_LLAMA_QUANTIZE = ("general.quantization_version", "general.file_type")
 
 
-@pytest.fixture(scope="session")
-def llama_quantize() -> Path:
-    """The llama-quantize executable, built and cached on first use."""
-    from tools.reference import llama_quantize
+def dry_run_choices(smollm2_gguf, tmp_path, ftype: str, *flags: str):
+    """Each tensor's codec in llama-quantize's and in bundler's `--dry-run` of SmolLM2 with
+    the same file type and flags: (theirs, ours), by tensor name."""
+    from tools.reference.llama_quantize import run
 
-    try:
-        return llama_quantize.binary()
-    except (llama_quantize.ToolchainMissing, assets.AssetUnavailable) as exc:
-        if IN_CI:
-            pytest.fail(f"llama-quantize unavailable in CI: {exc}")
-        pytest.skip(f"llama-quantize unavailable: {exc}")
+    done = run(
+        smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags
+    )
+    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
+    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
+    ours = run_cli(
+        "quantize", str(smollm2_gguf), "--type", ftype, "--allow-requantize", *flags,
+        "--dry-run", "--json", "-o", str(tmp_path / "unused.gguf"), check=True,
+    )  # fmt: skip
+    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    return want, got
 
 
 @pytest.fixture(scope="module", params=FILE_TYPES)
@@ -138,18 +141,7 @@ def test_metadata_order_is_the_source_order_but_for_the_keys_llama_quantize_rese
 def test_flags_choose_each_codec_as_llama_quantize_does(
     ftype, flags, llama_quantize, smollm2_gguf, tmp_path
 ):
-    from tools.reference.llama_quantize import run
-
-    done = run(
-        smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags
-    )
-    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
-    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
-    ours = run_cli(
-        "quantize", str(smollm2_gguf), "--type", ftype, "--allow-requantize", *flags,
-        "--dry-run", "--json", "-o", str(tmp_path / "unused.gguf"), check=True,
-    )  # fmt: skip
-    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    want, got = dry_run_choices(smollm2_gguf, tmp_path, ftype, *flags)
     assert len(want) == 272
     assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
 

@@ -19,25 +19,11 @@ import pytest
 from bundler.diff import diff
 from bundler.pipeline import quantize
 from bundler.plan.curves import CANDIDATES
-from tools.reference import assets
 
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
 
-IN_CI = os.environ.get("CI") == "true"
 NOT_THE_SOURCE_CODEC = [c for c in CANDIDATES if c != "q4_1"]
 PRESETS = ["Q4_K_M", pytest.param("Q3_K_M", marks=pytest.mark.slow)]
-
-
-@pytest.fixture(scope="module")
-def llama_quantize():
-    from tools.reference import llama_quantize
-
-    try:
-        return llama_quantize.binary()
-    except (llama_quantize.ToolchainMissing, assets.AssetUnavailable) as exc:
-        if IN_CI:
-            pytest.fail(f"llama-quantize unavailable in CI: {exc}")
-        pytest.skip(f"llama-quantize unavailable: {exc}")
 
 
 def total_squared_error(original, approximation) -> float:
