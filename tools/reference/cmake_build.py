@@ -85,6 +85,12 @@ def cached(
     return target
 
 
+def tool_env() -> dict[str, str]:
+    """The environment llama.cpp's executables (llama-quantize, llama-imatrix) are built in:
+    this process's, without SOURCE_DATE_EPOCH."""
+    return {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+
+
 def build_target(
     target: Path,
     cmake_target: str,

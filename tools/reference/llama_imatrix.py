@@ -75,9 +75,8 @@ def binary(build: bool = True) -> Path:
 
 
 def _build(target: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     cmake_build.build_target(
-        target, "llama-imatrix", _CMAKE_OPTIONS, (), "llama-imatrix-build-", env
+        target, "llama-imatrix", _CMAKE_OPTIONS, (), "llama-imatrix-build-", cmake_build.tool_env()
     )
 
 

@@ -103,9 +103,13 @@ def run(
 
 
 def _build(target: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     cmake_build.build_target(
-        target, "llama-quantize", _CMAKE_OPTIONS, _EXACT_SOURCES, "llama-quantize-build-", env
+        target,
+        "llama-quantize",
+        _CMAKE_OPTIONS,
+        _EXACT_SOURCES,
+        "llama-quantize-build-",
+        cmake_build.tool_env(),
     )
 
 

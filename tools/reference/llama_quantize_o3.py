@@ -16,7 +16,6 @@ every quantizer llama-quantize calls) gets none, so its bytes equal the oracle b
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -58,9 +57,13 @@ def binary(build: bool = True) -> Path:
 
 
 def _build(target: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     cmake_build.build_target(
-        target, "llama-quantize", _CMAKE_OPTIONS, _EXACT_SOURCES, "llama-quantize-o3-build-", env
+        target,
+        "llama-quantize",
+        _CMAKE_OPTIONS,
+        _EXACT_SOURCES,
+        "llama-quantize-o3-build-",
+        cmake_build.tool_env(),
     )
 
 
