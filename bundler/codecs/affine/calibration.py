@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import ml_dtypes
 import numpy as np
 
 from bundler.errors import UsageError
@@ -135,51 +136,36 @@ class MSE(Method):
         return {"method": "mse"}
 
     def ranges(self, slices, lo, hi, quantizer):
+        from bundler.codecs.affine.arithmetic import SCALE_DTYPES, SCALE_NUMPY, parameters
+        from bundler.codecs.halfs import HALF_TO_F32
+        from bundler.codecs.kernels import announced
+
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
         shape = lo.shape
         lo, hi = lo.reshape(-1), hi.reshape(-1)
         lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
-        best = _best_factor(slices, lo0, hi0, _COARSE[None, :].repeat(len(lo), 0), quantizer)
-        fine = np.clip(best[:, None] + _FINE[None, :], 0.01, 1.0)
-        candidates = np.concatenate([best[:, None], fine], axis=1)
-        best = _best_factor(slices, lo0, hi0, candidates, quantizer)
+        q = quantizer
+        # MinMax's scales (the widest candidates) fit the scale dtype, or this says which not
+        parameters(lo0, hi0, q.qmin, q.qmax, q.symmetric, q.scale_dtype)
+        kind = SCALE_DTYPES.index(q.scale_dtype)
+        tiny = float(ml_dtypes.finfo(SCALE_NUMPY[q.scale_dtype]).smallest_subnormal)
+        best = np.empty(len(lo), dtype=np.float64)
+        for at in range(0, len(lo), _SLICES_PER_CALL):
+            part = slice(at, at + _SLICES_PER_CALL)
+            kernels.mse_factors(
+                slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric, _COARSE, _FINE,
+                _RERANKED, kind, tiny, HALF_TO_F32, best[part],
+            )  # fmt: skip
         constant = lo == hi
         new_lo = np.where(constant, lo, lo0 * best)
         new_hi = np.where(constant, hi, hi0 * best)
         return new_lo.reshape(shape), new_hi.reshape(shape)
 
 
-def _best_factor(slices, lo0, hi0, factors, quantizer) -> np.ndarray:
-    """For each slice, the factor (of its row of candidates) of least squared error: the
-    candidates are ranked by the fast approximate errors, then the best few and the first
-    (the widest) are compared exactly; the first wins ties."""
-    from bundler.codecs.affine.arithmetic import parameters
-    from bundler.codecs.kernels import announced
-
-    kernels = announced("bundler.codecs.affine.kernels", "affine")
-
-    def params(f):
-        s, z = parameters(
-            lo0[:, None] * f, hi0[:, None] * f, quantizer.qmin, quantizer.qmax,
-            quantizer.symmetric, quantizer.scale_dtype,
-        )  # fmt: skip
-        return s.astype(np.float64), z.astype(np.float64)
-
-    scale, zero = params(factors)
-    approx = np.empty(factors.shape, dtype=np.float64)
-    kernels.approximate_errors(slices, scale, zero, quantizer.qmin, quantizer.qmax, approx)
-    top = np.argsort(approx, axis=1, kind="stable")[:, :_RERANKED]
-    keep = np.concatenate([np.zeros((len(factors), 1), dtype=np.int64), top], axis=1)
-    rows = np.arange(len(factors))[:, None]
-    finalists = factors[rows, keep]
-    err = np.empty(finalists.shape, dtype=np.float64)
-    kernels.squared_errors(
-        slices, scale[rows, keep], zero[rows, keep], quantizer.qmin, quantizer.qmax, err
-    )
-    return finalists[np.arange(len(factors)), np.argmin(err, axis=1)]
-
-
 #: Candidates of least approximate error compared exactly (with the first one).
 _RERANKED = 3
+#: Slices searched per kernel call (bounds the search's working memory).
+_SLICES_PER_CALL = 8192
 
 
 #: Entropy search: the largest histogram, thresholds tried, and the widest codes it resolves.
@@ -209,10 +195,15 @@ class Entropy(Method):
         n_bins = min(MAX_BINS, max(4 * levels, 1 << max(0, (length - 1).bit_length())))
         # short slices (int8 groups) try fewer thresholds: 16 per code level of values
         n_candidates = min(CANDIDATES, n_bins - levels + 1, max(16, 16 * length // levels))
+        if n_candidates == 1:
+            cands = np.array([n_bins], dtype=np.int64)
+        else:
+            span = n_bins - levels
+            cands = levels + (span * np.arange(n_candidates, dtype=np.int64)) // (n_candidates - 1)
         amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
         threshold = np.empty(len(amax), dtype=np.float64)
         log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
-        kernels.entropy_thresholds(slices, amax, levels, n_bins, n_candidates, log_n, threshold)
+        kernels.entropy_thresholds(slices, amax, levels, n_bins, cands, log_n, threshold)
         threshold = threshold.reshape(lo.shape)
         constant = lo == hi
         new_lo = np.where(constant, lo, np.maximum(lo, -threshold))

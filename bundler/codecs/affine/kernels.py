@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
+
 #: Values quantized per parallel task.
 _CHUNK = 8192
 
@@ -36,51 +38,152 @@ def quantize(x, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
             out[p, s, j] = min(max(q, lo), hi)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def squared_errors(slices, scale, zero, qmin, qmax, err):  # pragma: no cover - compiled
-    """err[i, k]: sum over slice i of (x - x')^2 quantized with scale[i, k], zero[i, k],
-    x' decoded in float32 exactly as `dequantize` does."""
-    s_n, l_n = slices.shape
-    k_n = scale.shape[1]
+#: Scale storage dtypes the MSE search rounds to (`arithmetic.SCALE_DTYPES` order).
+SCALE_F32, SCALE_F16, SCALE_BF16 = 0, 1, 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _stored_scale(s, kind, tiny, half_table):
+    """`arithmetic.parameters`' stored scale of the float64 scale `s` (already positive and
+    finite in float32): float32, then float16 or bfloat16 (round to nearest even), and the
+    dtype's smallest subnormal for a scale that rounds to 0."""
+    f = np.float32(s)
+    if kind == SCALE_F16:
+        f = half_table[f32_to_f16_bits(f)]
+    elif kind == SCALE_BF16:
+        w = f32_bits(f)
+        w = (w + np.uint32(0x7FFF) + ((w >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+        f = f32_from_bits(w)
+    return tiny if f == 0 else np.float64(f)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scale_zero(lo, hi, qmin, qmax, symmetric, kind, tiny, half_table):
+    """(scale, zero point) of the range [lo, hi] exactly as `arithmetic.parameters`."""
+    lo0 = min(lo, 0.0)
+    hi0 = max(hi, 0.0)
+    if lo == hi:
+        s = abs(lo)
+    elif symmetric:
+        s = max(-lo0, hi0) / ((qmax - qmin) / 2)
+    else:
+        s = (hi0 - lo0) / (qmax - qmin)
+    if s == 0.0:
+        s = 1.0
+    d = _stored_scale(s, kind, tiny, half_table)
+    if symmetric:
+        return d, 0.0
+    return d, min(max(np.rint(qmin - lo0 / d), np.float64(qmin)), np.float64(qmax))
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """The squared error of `row` quantized with (scale, zero), for ranking candidates
+    quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
+    so a few ulps off; the search compares its best candidates with `_exact_error`.
+    (rint(v / d) + z clamped to [qmin, qmax], minus z, is rint(v / d) clamped to
+    [qmin - z, qmax - z]: small integers are exact in float32.)"""
+    d = np.float32(scale)
+    inv = np.float32(1.0) / d
+    z = np.float32(zero)
+    lo = np.float32(qmin) - z
+    hi = np.float32(qmax) - z
+    e = np.float32(0.0)
+    for j in range(row.shape[0]):
+        v = row[j]
+        r = min(max(np.float32(np.rint(v * inv)), lo), hi) * d
+        e += (v - r) * (v - r)
+    return e
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _exact_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """The squared error of `row` quantized with (scale, zero) and decoded in float32
+    exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized)."""
+    d32 = np.float32(scale)
     lo = np.float64(qmin)
     hi = np.float64(qmax)
-    for t in prange(s_n * k_n):
-        i = t // k_n
-        k = t % k_n
-        d = scale[i, k]
-        d32 = np.float32(d)
-        z = zero[i, k]
-        e = 0.0
-        for j in range(l_n):
-            v = slices[i, j]
-            q = min(max(np.rint(np.float64(v) / d) + z, lo), hi)
-            r = np.float32(q - z) * d32
-            e += (np.float64(v) - np.float64(r)) ** 2
-        err[i, k] = e
+    e = 0.0
+    for j in range(row.shape[0]):
+        v = np.float64(row[j])
+        q = min(max(np.rint(v / scale) + zero, lo), hi)
+        r = np.float64(np.float32(q - zero) * d32)
+        e += (v - r) * (v - r)
+    return e
 
 
-@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc"})
-def approximate_errors(slices, scale, zero, qmin, qmax, err):  # pragma: no cover - compiled
-    """`squared_errors` for ranking candidates quickly: float32, multiplying by the inverse
-    scale, the sum reassociated (vectorized), so a few ulps off; the search re-ranks its best
-    candidates with `squared_errors`."""
-    s_n, l_n = slices.shape
-    k_n = scale.shape[1]
-    lo = np.float32(qmin)
-    hi = np.float32(qmax)
-    for t in prange(s_n * k_n):
-        i = t // k_n
-        k = t % k_n
-        d = np.float32(scale[i, k])
-        inv = np.float32(1.0) / d
-        z = np.float32(zero[i, k])
-        e = np.float32(0.0)
-        for j in range(l_n):
-            v = slices[i, j]
-            q = min(max(np.float32(np.rint(v * inv)) + z, lo), hi)
-            r = (q - z) * d
-            e += (v - r) * (v - r)
-        err[i, k] = e
+@njit(cache=True, nogil=True, parallel=True)
+def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, coarse, fine, reranked, kind, tiny,
+                half_table, out):  # pragma: no cover - compiled  # fmt: skip
+    """The MSE search of each slice (the factor its range [lo0, hi0] is shrunk by): the
+    `coarse` factors, then the best one and the best plus each `fine` step (clipped to
+    0.01..1). In each round every candidate's error is approximated (`_approximate_error`);
+    the first candidate and the `reranked` of least approximate error (ties: the earlier)
+    are compared exactly (`_exact_error`), the first of least error wins."""
+    s_n = slices.shape[0]
+    k_max = max(len(coarse), len(fine) + 1)
+    factors = np.empty((s_n, k_max))
+    scale = np.empty((s_n, k_max))
+    zero = np.empty((s_n, k_max))
+    approx = np.empty((s_n, k_max))
+    finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
+    exact = np.empty((s_n, reranked + 1))
+    for round_ in range(2):
+        k_n = len(coarse) if round_ == 0 else len(fine) + 1
+        for i in prange(s_n):
+            if round_ == 0:
+                factors[i, :k_n] = coarse
+            else:
+                factors[i, 0] = out[i]
+                for j in range(k_n - 1):
+                    factors[i, j + 1] = min(max(out[i] + fine[j], 0.01), 1.0)
+        for t in prange(s_n * k_n):
+            i = t // k_n
+            k = t % k_n
+            f = factors[i, k]
+            d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny,
+                               half_table)  # fmt: skip
+            scale[i, k] = d
+            zero[i, k] = z
+            approx[i, k] = _approximate_error(slices[i], d, z, qmin, qmax)
+        for i in prange(s_n):
+            _pick_finalists(approx[i], scale[i], zero[i], k_n, finalists[i])
+        for t in prange(s_n * (reranked + 1)):
+            i = t // (reranked + 1)
+            k = finalists[i, t % (reranked + 1)]
+            if k >= 0:
+                exact[i, t % (reranked + 1)] = _exact_error(
+                    slices[i], scale[i, k], zero[i, k], qmin, qmax
+                )
+        for i in prange(s_n):
+            best = 0
+            for r in range(1, reranked + 1):
+                if finalists[i, r] >= 0 and exact[i, r] < exact[i, best]:
+                    best = r
+            out[i] = factors[i, finalists[i, best]]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pick_finalists(approx, scale, zero, k_n, finalists):
+    """finalists[0] = 0, then the candidates of least approximate error in order (ties: the
+    earlier), -1 for one whose scale and zero point an earlier finalist already has (its
+    error is the same, and the earlier one wins ties)."""
+    finalists[0] = 0
+    for r in range(1, finalists.shape[0]):
+        m = -1
+        for k in range(k_n):
+            taken = False
+            for p in range(1, r):
+                if finalists[p] == k or -2 - finalists[p] == k:
+                    taken = True
+            if not taken and (m < 0 or approx[k] < approx[m]):
+                m = k
+        finalists[r] = m
+        for p in range(r):
+            q = finalists[p] if finalists[p] >= 0 else -2 - finalists[p]
+            if scale[q] == scale[m] and zero[q] == zero[m]:
+                finalists[r] = -2 - m
+                break
 
 
 #: Slices per parallel task of the entropy search (its buffers are made once per task).
@@ -88,70 +191,65 @@ _SLICES = 64
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def entropy_thresholds(slices, amax, levels, n_bins, n_candidates, log_n, out):  # pragma: no cover
+def entropy_thresholds(slices, amax, levels, n_bins, cands, log_n, out):  # pragma: no cover
     """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
-    [0, amax]; for each candidate threshold (bins levels..n_bins), the KL divergence between
-    the clipped reference (outliers folded into its last bin) and its quantization into
-    `levels` bins spread back over their non-empty bins; out[i] = the threshold of least
-    divergence (the upper edge of its last bin). log_n[c] = log(c) for the counts 1..len."""
+    [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels), the
+    KL divergence between the clipped reference (outliers folded into its last bin) and its
+    quantization into `levels` bins spread back over their non-empty bins; out[i] = the
+    threshold of least divergence (the upper edge of its last bin). log_n[c] = log(c) for
+    the counts 1..len (log_n[0] = 0)."""
     s_n = slices.shape[0]
     for task in prange((s_n + _SLICES - 1) // _SLICES):
-        hist = np.empty(n_bins, dtype=np.float64)
-        csum = np.zeros(n_bins + 1, dtype=np.float64)
-        cnz = np.zeros(n_bins + 1, dtype=np.float64)
+        hist = np.empty(n_bins, dtype=np.int64)
+        csum = np.zeros(n_bins + 1, dtype=np.int64)
+        cnz = np.zeros(n_bins + 1, dtype=np.int64)
         cplogp = np.zeros(n_bins + 1, dtype=np.float64)
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             out[i] = _entropy_one(
-                slices[i], amax[i], levels, n_bins, n_candidates, log_n, hist, csum, cnz, cplogp
+                slices[i], amax[i], levels, n_bins, cands, log_n, hist, csum, cnz, cplogp
             )
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entropy_one(row, a, levels, n_bins, n_candidates, log_n, hist, csum, cnz, cplogp):
+def _entropy_one(row, a, levels, n_bins, cands, log_n, hist, csum, cnz, cplogp):
     if a == 0.0:
         return 0.0
     width = a / n_bins
-    hist[:] = 0.0
+    hist[:] = 0
     for j in range(row.shape[0]):
         b = int(abs(np.float64(row[j])) / width)
-        if b >= n_bins:
-            b = n_bins - 1
-        hist[b] += 1.0
+        hist[min(b, n_bins - 1)] += 1
+    # empty bins add 0 to every sum below (log_n[0] = 0)
     for b in range(n_bins):
         h = hist[b]
         csum[b + 1] = csum[b] + h
-        cnz[b + 1] = cnz[b] + (1.0 if h > 0 else 0.0)
-        cplogp[b + 1] = cplogp[b] + (h * log_n[int(h)] if h > 0 else 0.0)
+        cnz[b + 1] = cnz[b] + (h > 0)
+        cplogp[b + 1] = cplogp[b] + h * log_n[h]
     total = csum[n_bins]
     best = np.inf
     best_c = n_bins
-    span = n_bins - levels
-    for k in range(n_candidates):
-        c = n_bins if n_candidates == 1 else levels + (span * k) // (n_candidates - 1)
+    for k in range(cands.shape[0]):
+        c = cands[k]
+        merged = c // levels
         outliers = total - csum[c]
         last = hist[c - 1] + outliers
-        plogp = cplogp[c - 1] + (last * log_n[int(last)] if last > 0 else 0.0)
-        merged = c // levels
+        plogp = cplogp[c - 1] + last * log_n[last]
+        # every level but the last: its mass is its count, spread over its non-empty bins
         qlogq = 0.0
-        infinite = False
-        for m in range(levels):
-            start = m * merged
-            end = c if m == levels - 1 else start + merged
-            t = csum[end] - csum[start]
-            nz = cnz[end] - cnz[start]
-            mass = t
-            if end == c:
-                mass += outliers
-                if hist[c - 1] == 0 and last > 0:
-                    nz += 1.0
-            if mass > 0:
-                if t == 0:
-                    infinite = True
-                    break
-                qlogq += mass * (log_n[int(t)] - log_n[int(nz)])
-        if infinite:
-            continue
-        kl = (plogp - total * log_n[int(total)] - qlogq + total * log_n[int(csum[c])]) / total
+        for m in range(levels - 1):
+            t = csum[(m + 1) * merged] - csum[m * merged]
+            nz = cnz[(m + 1) * merged] - cnz[m * merged]
+            qlogq += t * (log_n[t] - log_n[nz])
+        # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
+        start = (levels - 1) * merged
+        t = csum[c] - csum[start]
+        nz = cnz[c] - cnz[start] + (hist[c - 1] == 0 and last > 0)
+        mass = t + outliers
+        if mass > 0:
+            if t == 0:
+                continue
+            qlogq += mass * (log_n[t] - log_n[nz])
+        kl = (plogp - total * log_n[total] - qlogq + total * log_n[csum[c]]) / total
         if kl < best:
             best = kl
             best_c = c
