@@ -203,7 +203,9 @@ class Entropy(Method):
         amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
         threshold = np.empty(len(amax), dtype=np.float64)
         log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
-        kernels.entropy_thresholds(slices, amax, levels, n_bins, cands, log_n, threshold)
+        kernels.entropy_thresholds(
+            slices, amax, levels, n_bins, cands, cands // levels, log_n, threshold
+        )
         threshold = threshold.reshape(lo.shape)
         constant = lo == hi
         new_lo = np.where(constant, lo, np.maximum(lo, -threshold))

@@ -76,7 +76,7 @@ def _scale_zero(lo, hi, qmin, qmax, symmetric, kind, tiny, half_table):
     return d, min(max(np.rint(qmin - lo0 / d), np.float64(qmin)), np.float64(qmax))
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True)
 def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero), for ranking candidates
     quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
@@ -84,30 +84,63 @@ def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - comp
     (rint(v / d) + z clamped to [qmin, qmax], minus z, is rint(v / d) clamped to
     [qmin - z, qmax - z]: small integers are exact in float32.)"""
     d = np.float32(scale)
-    inv = np.float32(1.0) / d
     z = np.float32(zero)
-    lo = np.float32(qmin) - z
-    hi = np.float32(qmax) - z
-    e = np.float32(0.0)
-    for j in range(row.shape[0]):
-        v = row[j]
-        r = min(max(np.float32(np.rint(v * inv)), lo), hi) * d
-        e += (v - r) * (v - r)
-    return e
+    # the reciprocal out of the `reassoc` loop, which may turn v * (1 / d) into v / d
+    return _approximate_sum(row, d, np.float32(1.0) / d, np.float32(qmin) - z, np.float32(qmax) - z)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _approximate_sum(row, d, inv, lo, hi):  # pragma: no cover - compiled
+    e = np.float32(0.0)
+    for j in range(row.shape[0]):
+        v = row[j]
+        err = v - min(max(np.float32(np.rint(v * inv)), lo), hi) * d
+        e += err * err
+    return e
+
+
+@njit(cache=True, nogil=True)
 def _exact_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero) and decoded in float32
-    exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized)."""
+    exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized).
+
+    The codes are rint(v / scale), computed as rint(v * (1 / scale)): the product is within
+    3 ulps of the quotient, so their rints differ only next to a half-integer; when a value
+    comes that close, the slice is done again with the division."""
     d32 = np.float32(scale)
     lo = np.float64(qmin)
     hi = np.float64(qmax)
+    e, near = _exact_sum(row, np.float64(1.0) / scale, zero, lo, hi, d32)
+    if near:
+        return _divided_sum(row, scale, zero, lo, hi, d32)
+    return e
+
+
+#: How close (relative to the quotient) to a half-integer a product v * (1 / scale) must
+#: stay for its rint to be taken as the quotient's (the product is within 3 ulps of it).
+_NEAR_HALF = 2.0**-49
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _exact_sum(row, inv, zero, lo, hi, d32):  # pragma: no cover - compiled
+    e = 0.0
+    near = 0
+    for j in range(row.shape[0]):
+        v = np.float64(row[j])
+        t = v * inv
+        k = np.rint(t)
+        near += abs(abs(t - k) - 0.5) <= abs(t) * _NEAR_HALF
+        r = np.float64(np.float32(min(max(k + zero, lo), hi) - zero) * d32)
+        e += (v - r) * (v - r)
+    return e, near > 0
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
     e = 0.0
     for j in range(row.shape[0]):
         v = np.float64(row[j])
-        q = min(max(np.rint(v / scale) + zero, lo), hi)
-        r = np.float64(np.float32(q - zero) * d32)
+        r = np.float64(np.float32(min(max(np.rint(v / scale) + zero, lo), hi) - zero) * d32)
         e += (v - r) * (v - r)
     return e
 
@@ -128,6 +161,7 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, coarse, fine, reranked,
     approx = np.empty((s_n, k_max))
     finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
     exact = np.empty((s_n, reranked + 1))
+    won = np.empty(s_n)
     for round_ in range(2):
         k_n = len(coarse) if round_ == 0 else len(fine) + 1
         for i in prange(s_n):
@@ -137,30 +171,63 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, coarse, fine, reranked,
                 factors[i, 0] = out[i]
                 for j in range(k_n - 1):
                     factors[i, j + 1] = min(max(out[i] + fine[j], 0.01), 1.0)
-        for t in prange(s_n * k_n):
-            i = t // k_n
-            k = t % k_n
-            f = factors[i, k]
-            d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny,
-                               half_table)  # fmt: skip
-            scale[i, k] = d
-            zero[i, k] = z
-            approx[i, k] = _approximate_error(slices[i], d, z, qmin, qmax)
+        # few slices (a tensor, a few channels): their candidates in parallel
+        few = s_n < _FEW_SLICES
+        for t in prange(s_n * k_n if few else 0):
+            _candidate(slices, lo0, hi0, factors, t // k_n, t % k_n, qmin, qmax, symmetric,
+                       kind, tiny, half_table, scale, zero, approx)  # fmt: skip
+        for i in prange(0 if few else s_n):
+            # the parameters first: their divisions overlap
+            for k in range(k_n):
+                f = factors[i, k]
+                scale[i, k], zero[i, k] = _scale_zero(
+                    lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny, half_table
+                )
+            for k in range(k_n):
+                approx[i, k] = _approximate_error(slices[i], scale[i, k], zero[i, k], qmin, qmax)
         for i in prange(s_n):
             _pick_finalists(approx[i], scale[i], zero[i], k_n, finalists[i])
-        for t in prange(s_n * (reranked + 1)):
-            i = t // (reranked + 1)
-            k = finalists[i, t % (reranked + 1)]
-            if k >= 0:
-                exact[i, t % (reranked + 1)] = _exact_error(
-                    slices[i], scale[i, k], zero[i, k], qmin, qmax
-                )
+        n_f = reranked + 1
+        for t in prange(s_n * n_f if few else 0):
+            _finalist(slices, t // n_f, t % n_f, finalists, scale, zero, qmin, qmax, exact,
+                      None if round_ == 0 else won)  # fmt: skip
+        for i in prange(0 if few else s_n):
+            for r in range(n_f):
+                _finalist(slices, i, r, finalists, scale, zero, qmin, qmax, exact,
+                          None if round_ == 0 else won)  # fmt: skip
         for i in prange(s_n):
             best = 0
             for r in range(1, reranked + 1):
                 if finalists[i, r] >= 0 and exact[i, r] < exact[i, best]:
                     best = r
             out[i] = factors[i, finalists[i, best]]
+            won[i] = exact[i, best]
+
+
+#: Below this many slices the MSE search runs each slice's candidates in parallel.
+_FEW_SLICES = 64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _candidate(slices, lo0, hi0, factors, i, k, qmin, qmax, symmetric, kind, tiny, half_table,
+               scale, zero, approx):  # fmt: skip
+    """Scale, zero point and approximate error of candidate k of slice i."""
+    f = factors[i, k]
+    d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny, half_table)
+    scale[i, k] = d
+    zero[i, k] = z
+    approx[i, k] = _approximate_error(slices[i], d, z, qmin, qmax)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finalist(slices, i, r, finalists, scale, zero, qmin, qmax, exact, known):
+    """Exact error of finalist r of slice i (none for a repeated one; finalist 0 of the fine
+    round is the coarse round's winner, whose error is `known`)."""
+    k = finalists[i, r]
+    if r == 0 and known is not None:
+        exact[i, 0] = known[i]
+    elif k >= 0:
+        exact[i, r] = _exact_error(slices[i], scale[i, k], zero[i, k], qmin, qmax)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -191,69 +258,101 @@ _SLICES = 64
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def entropy_thresholds(slices, amax, levels, n_bins, cands, log_n, out):  # pragma: no cover
+def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):  # pragma: no cover
     """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
-    [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels), the
-    KL divergence between the clipped reference (outliers folded into its last bin) and its
+    [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels, merged
+    `merged` = cands // levels to a level but the last, which takes the rest), the KL
+    divergence between the clipped reference (outliers folded into its last bin) and its
     quantization into `levels` bins spread back over their non-empty bins; out[i] = the
-    threshold of least divergence (the upper edge of its last bin). log_n[c] = log(c) for
-    the counts 1..len (log_n[0] = 0)."""
+    threshold of least divergence (the upper edge of its last bin; the first one on ties).
+    log_n[c] = log(c) for the counts 1..len (log_n[0] = 0)."""
     s_n = slices.shape[0]
+    n_c = cands.shape[0]
     for task in prange((s_n + _SLICES - 1) // _SLICES):
         hist = np.empty(n_bins, dtype=np.int64)
         csum = np.zeros(n_bins + 1, dtype=np.int64)
         cnz = np.zeros(n_bins + 1, dtype=np.int64)
         cplogp = np.zeros(n_bins + 1, dtype=np.float64)
+        qlogq = np.empty(n_c, dtype=np.float64)
+        below = np.empty(n_c, dtype=np.int64)
+        below_nz = np.empty(n_c, dtype=np.int64)
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
-            out[i] = _entropy_one(
-                slices[i], amax[i], levels, n_bins, cands, log_n, hist, csum, cnz, cplogp
-            )
+            if amax[i] == 0.0:
+                out[i] = 0.0
+                continue
+            width = amax[i] / n_bins
+            _histogram(slices[i], width, hist, csum, cnz, cplogp, log_n)
+            _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
+            out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
+                                       below_nz) * width  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _entropy_one(row, a, levels, n_bins, cands, log_n, hist, csum, cnz, cplogp):
-    if a == 0.0:
-        return 0.0
-    width = a / n_bins
+def _histogram(row, width, hist, csum, cnz, cplogp, log_n):
+    """Counts of |x| in bins of `width` (the last takes the rest) and their running sums:
+    of the counts, of the non-empty bins, of count * log(count)."""
+    n_bins = hist.shape[0]
     hist[:] = 0
     for j in range(row.shape[0]):
         b = int(abs(np.float64(row[j])) / width)
         hist[min(b, n_bins - 1)] += 1
-    # empty bins add 0 to every sum below (log_n[0] = 0)
+    # empty bins add 0 to every sum (log_n[0] = 0)
     for b in range(n_bins):
         h = hist[b]
         csum[b + 1] = csum[b] + h
         cnz[b + 1] = cnz[b] + (h > 0)
         cplogp[b + 1] = cplogp[b] + h * log_n[h]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
+    """For every candidate, the sum of t * log(t / nz) over its levels but the last (a
+    level's count t spread over its nz non-empty bins), in level order; below, below_nz:
+    the counts before its last level."""
+    for k in range(cands.shape[0]):
+        width = merged[k]
+        q = 0.0
+        done = 0
+        done_nz = 0
+        for m in range(1, levels):
+            upto = csum[m * width]
+            upto_nz = cnz[m * width]
+            t = upto - done
+            q += t * (log_n[t] - log_n[upto_nz - done_nz])
+            done = upto
+            done_nz = upto_nz
+        qlogq[k] = q
+        below[k] = done
+        below_nz[k] = done_nz
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz):
+    """The candidate bin count of least KL divergence (the first on ties; all bins when
+    every candidate is infinitely divergent)."""
+    n_bins = hist.shape[0]
     total = csum[n_bins]
     best = np.inf
     best_c = n_bins
     for k in range(cands.shape[0]):
         c = cands[k]
-        merged = c // levels
         outliers = total - csum[c]
         last = hist[c - 1] + outliers
         plogp = cplogp[c - 1] + last * log_n[last]
-        # every level but the last: its mass is its count, spread over its non-empty bins
-        qlogq = 0.0
-        for m in range(levels - 1):
-            t = csum[(m + 1) * merged] - csum[m * merged]
-            nz = cnz[(m + 1) * merged] - cnz[m * merged]
-            qlogq += t * (log_n[t] - log_n[nz])
         # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
-        start = (levels - 1) * merged
-        t = csum[c] - csum[start]
-        nz = cnz[c] - cnz[start] + (hist[c - 1] == 0 and last > 0)
+        t = csum[c] - below[k]
+        nz = cnz[c] - below_nz[k] + (hist[c - 1] == 0 and last > 0)
         mass = t + outliers
+        qlogq_k = qlogq[k]
         if mass > 0:
             if t == 0:
                 continue
-            qlogq += mass * (log_n[t] - log_n[nz])
-        kl = (plogp - total * log_n[total] - qlogq + total * log_n[csum[c]]) / total
+            qlogq_k += mass * (log_n[t] - log_n[nz])
+        kl = (plogp - total * log_n[total] - qlogq_k + total * log_n[csum[c]]) / total
         if kl < best:
             best = kl
             best_c = c
-    return best_c * width
+    return best_c
 
 
 @njit(cache=True, nogil=True, parallel=True)
