@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -10,6 +11,10 @@ from bundler.codecs.affine import AffineCodec, calibrate
 RNG = np.random.default_rng(5)
 # heavy-tailed rows (Student t), where clipping pays
 HEAVY = RNG.standard_t(3, size=(12, 512)).astype(np.float32)
+# multiples of 1/16 up to 15/16: under MinMax's int4 scale 1/8 every odd one is a tie
+HALVES = (RNG.integers(-15, 16, size=(6, 256)) / 16).astype(np.float32)
+HALVES[:, 0] = 15 / 16
+SCALE_TYPES = {"f32": np.float32, "f16": np.float16, "bf16": ml_dtypes.bfloat16}
 
 
 def _slice_errors(x, codec):
@@ -18,14 +23,14 @@ def _slice_errors(x, codec):
     return ((x.astype(np.float64) - d) ** 2).reshape(x.shape[0], -1).sum(axis=1)
 
 
-def _restated_errors(row, lo0, hi0, factors, bits, symmetric):
+def _restated_errors(row, lo0, hi0, factors, bits, symmetric, scale_dtype="f32"):
     qmin = -(2 ** (bits - 1)) if symmetric else 0
     qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
     out = []
     for f in factors:
         a, b = lo0 * f, hi0 * f
         s = max(-a, b) / ((qmax - qmin) / 2) if symmetric else (b - a) / (qmax - qmin)
-        s = float(np.float32(s))
+        s = float(np.float32(s).astype(SCALE_TYPES[scale_dtype]))
         z = 0 if symmetric else min(max(np.rint(qmin - a / s), qmin), qmax)
         q = np.clip(np.rint(row.astype(np.float64) / s) + z, qmin, qmax)
         r = (np.float32(1) * (q - z).astype(np.float32)) * np.float32(s)
@@ -44,18 +49,30 @@ def test_mse_is_never_worse_than_minmax_on_any_slice(spec):
     assert mse.sum() < mm.sum()  # heavy tails: clipping helps somewhere
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_mse_choice_is_the_least_error_of_its_candidates(symmetric):
+@pytest.mark.parametrize(
+    ("rows", "symmetric", "scale_dtype"),
+    [
+        (HEAVY, True, "f32"),
+        (HEAVY, False, "f32"),
+        (HEAVY, True, "f16"),
+        (HEAVY, False, "bf16"),
+        (HALVES, True, "f32"),  # quotients exactly on half-integers: ties to even
+        (HALVES, False, "f32"),
+    ],
+)
+def test_mse_choice_is_the_least_error_of_its_candidates(rows, symmetric, scale_dtype):
     bits = 4
-    cal = calibrate(HEAVY, "mse", f"int{bits}:channel:{'sym' if symmetric else 'asym'}")
+    spec = f"int{bits}:channel:{'sym' if symmetric else 'asym'}:{scale_dtype}"
+    cal = calibrate(rows, "mse", spec)
     coarse = 1.0 - 0.04 * np.arange(21)
-    for i, row in enumerate(HEAVY):
+    for i, row in enumerate(rows):
         lo0, hi0 = min(float(row.min()), 0.0), max(float(row.max()), 0.0)
-        errs = _restated_errors(row, lo0, hi0, coarse, bits, symmetric)
+        errs = _restated_errors(row, lo0, hi0, coarse, bits, symmetric, scale_dtype)
         best = coarse[int(np.argmin(errs))]
         fine = np.clip(best + 0.005 * np.array([j for j in range(-7, 8) if j]), 0.01, 1.0)
         cands = np.concatenate([[best], fine])
-        f = cands[int(np.argmin(_restated_errors(row, lo0, hi0, cands, bits, symmetric)))]
+        errs = _restated_errors(row, lo0, hi0, cands, bits, symmetric, scale_dtype)
+        f = cands[int(np.argmin(errs))]
         np.testing.assert_allclose(cal.hi[i, 0], hi0 * f, rtol=1e-12)
         np.testing.assert_allclose(cal.lo[i, 0], lo0 * f, rtol=1e-12)
 
