@@ -1,6 +1,6 @@
 """Building one target of the vendored llama.cpp sources with cmake, cached and checked.
 
-What `tools.reference.ggml_c` and `tools.reference.llama_quantize` share: the toolchain
+What `tools.reference.ggml_c` and the llama.cpp tools (`LlamaTool`) share: the toolchain
 check, the build-once-under-a-lock cache, the cmake run, and the check that the sources
 whose arithmetic is compared byte for byte are compiled without multiply-add fusion.
 """
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools.reference import assets
@@ -89,6 +90,33 @@ def tool_env() -> dict[str, str]:
     """The environment llama.cpp's executables (llama-quantize, llama-imatrix) are built in:
     this process's, without SOURCE_DATE_EPOCH."""
     return {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+
+
+@dataclass(frozen=True)
+class LlamaTool:
+    """One of llama.cpp's executables, built from the vendored sources with `options` and
+    cached under `assets.cache_dir()/<name>/<tag>`; `module` is its `python -m` entry point,
+    `label` (default: `name`) names it in errors."""
+
+    name: str
+    tag: str
+    options: tuple[str, ...]
+    exact_sources: tuple[str, ...]
+    module: str
+    label: str | None = None
+
+    def build_dir(self) -> Path:
+        """Where the built tool of this version is cached."""
+        return assets.cache_dir() / self.name / self.tag
+
+    def binary(self, build: bool = True) -> Path:
+        """The cached executable, built on first call (raises as `cached` does)."""
+        target = self.build_dir() / self.name
+        return cached(target, self._build, build, self.module, self.label or self.name)
+
+    def _build(self, target: Path) -> None:
+        prefix = self.module.rpartition(".")[2].replace("_", "-") + "-build-"
+        build_target(target, self.name, self.options, self.exact_sources, prefix, tool_env())
 
 
 def build_target(

@@ -57,27 +57,16 @@ CALIBRATION = Path("vendor") / "llama.cpp" / "README.md"
 CONTEXT, CHUNKS = 128, 4
 
 
-def build_dir() -> Path:
-    """Where the built tool of this version is cached."""
-    return assets.cache_dir() / "llama-imatrix" / BUILD_TAG
+TOOL = cmake_build.LlamaTool(
+    "llama-imatrix", BUILD_TAG, _CMAKE_OPTIONS, (), "tools.reference.llama_imatrix"
+)
+build_dir = TOOL.build_dir
 
 
 def binary(build: bool = True) -> Path:
     """The cached `llama-imatrix` executable, built on first call (errors as
     `llama_quantize.binary`)."""
-    return cmake_build.cached(
-        build_dir() / "llama-imatrix",
-        _build,
-        build,
-        "tools.reference.llama_imatrix",
-        label="llama-imatrix",
-    )
-
-
-def _build(target: Path) -> None:
-    cmake_build.build_target(
-        target, "llama-imatrix", _CMAKE_OPTIONS, (), "llama-imatrix-build-", cmake_build.tool_env()
-    )
+    return TOOL.binary(build)
 
 
 def calibration_text() -> Path:

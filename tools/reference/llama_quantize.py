@@ -64,9 +64,10 @@ _CMAKE_OPTIONS = (
 _EXACT_SOURCES = ("ggml-quants.c", "ggml.c", "llama-quant.cpp")
 
 
-def build_dir() -> Path:
-    """Where the built tool of this version is cached."""
-    return assets.cache_dir() / "llama-quantize" / BUILD_TAG
+TOOL = cmake_build.LlamaTool(
+    "llama-quantize", BUILD_TAG, _CMAKE_OPTIONS, _EXACT_SOURCES, "tools.reference.llama_quantize"
+)
+build_dir = TOOL.build_dir
 
 
 def binary(build: bool = True) -> Path:
@@ -76,13 +77,7 @@ def binary(build: bool = True) -> Path:
     `assets.AssetUnavailable` when the sources cannot be downloaded, `BuildFailed` when
     the build breaks, and `NotBuilt` when the tool is not cached and `build` is False.
     """
-    return cmake_build.cached(
-        build_dir() / "llama-quantize",
-        _build,
-        build,
-        "tools.reference.llama_quantize",
-        label="llama-quantize",
-    )
+    return TOOL.binary(build)
 
 
 def run(
@@ -100,17 +95,6 @@ def run(
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return done
-
-
-def _build(target: Path) -> None:
-    cmake_build.build_target(
-        target,
-        "llama-quantize",
-        _CMAKE_OPTIONS,
-        _EXACT_SOURCES,
-        "llama-quantize-build-",
-        cmake_build.tool_env(),
-    )
 
 
 def main() -> int:

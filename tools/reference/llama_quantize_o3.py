@@ -37,9 +37,15 @@ _CMAKE_OPTIONS = (
 )
 
 
-def build_dir() -> Path:
-    """Where the built tool of this version is cached."""
-    return assets.cache_dir() / "llama-quantize" / BUILD_TAG
+TOOL = cmake_build.LlamaTool(
+    "llama-quantize",
+    BUILD_TAG,
+    _CMAKE_OPTIONS,
+    _EXACT_SOURCES,
+    "tools.reference.llama_quantize_o3",
+    label="llama-quantize (-O3)",
+)
+build_dir = TOOL.build_dir
 
 
 def binary(build: bool = True) -> Path:
@@ -47,24 +53,7 @@ def binary(build: bool = True) -> Path:
 
     Raises as `tools.reference.llama_quantize.binary` does.
     """
-    return cmake_build.cached(
-        build_dir() / "llama-quantize",
-        _build,
-        build,
-        "tools.reference.llama_quantize_o3",
-        label="llama-quantize (-O3)",
-    )
-
-
-def _build(target: Path) -> None:
-    cmake_build.build_target(
-        target,
-        "llama-quantize",
-        _CMAKE_OPTIONS,
-        _EXACT_SOURCES,
-        "llama-quantize-o3-build-",
-        cmake_build.tool_env(),
-    )
+    return TOOL.binary(build)
 
 
 def main() -> int:
