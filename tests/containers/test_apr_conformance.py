@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -11,19 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from apr_samples import check_layout
+from format_docs import CONFORMANCE, conformance_maker
 
 from bundler.containers import apr, typed_json
 from bundler.errors import AprCompatibilityWarning
 
-ROOT = Path(__file__).resolve().parents[2] / "formats" / "conformance"
-FILES = sorted((ROOT / "apr").glob("*.apr"))
-
-
-def _maker():
-    spec = importlib.util.spec_from_file_location("make_apr", ROOT / "make_apr.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+FILES = sorted((CONFORMANCE / "apr").glob("*.apr"))
 
 
 def _expected(path: Path) -> dict:
@@ -31,7 +23,7 @@ def _expected(path: Path) -> dict:
 
 
 def test_every_builder_has_a_committed_file():
-    assert sorted(p.stem for p in FILES) == sorted(_maker().BUILDERS)
+    assert sorted(p.stem for p in FILES) == sorted(conformance_maker("apr").BUILDERS)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -74,7 +66,7 @@ def test_conformance_file_reads_as_described(path):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_conformance_content_written_again_gives_the_same_bytes(path, tmp_path):
     out = tmp_path / path.name
-    _maker().build(path.stem, str(out))
+    conformance_maker("apr").build(path.stem, str(out))
     assert out.read_bytes() == path.read_bytes()
 
 
@@ -87,7 +79,7 @@ def test_conformance_file_rewrites_identically(path, tmp_path):
 
 
 def test_data_order_file_stores_data_outside_name_order():
-    path = ROOT / "apr" / "data_order.apr"
+    path = CONFORMANCE / "apr" / "data_order.apr"
     names = [n for n, _, _ in check_layout(path.read_bytes())]
     assert names == ["alpha", "mid", "zeta"]
     assert list(apr.read(path).tensors) == ["zeta", "alpha", "mid"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from format_docs import FORMATS, marked_table_rows
 
 from bundler.codecs import TABLE
 
-DOC = Path(__file__).resolve().parents[2] / "formats" / "apr.md"
+DOC = FORMATS / "apr.md"
 
 
 def _size(f) -> str:
@@ -29,24 +28,16 @@ def _expected_rows() -> list[list[str]]:
     return rows
 
 
-def _doc_rows() -> list[list[str]]:
-    text = DOC.read_text(encoding="utf-8")
-    table = re.search(r"<!-- dtype codes:.*?-->\n(.*?)<!-- end dtype codes -->", text, re.S)
-    assert table, "dtype code table markers missing"
-    lines = table.group(1).strip().splitlines()[2:]  # skip the heading and rule rows
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-
-
 def test_dtype_code_table_matches_the_codec_facts():
-    assert _doc_rows() == _expected_rows()
+    assert marked_table_rows(DOC, "dtype codes") == _expected_rows()
 
 
 def test_aprender_codes_in_the_doc_are_exactly_aprenders():
-    native = {int(r[0]) for r in _doc_rows() if r[4] == "aprender"}
+    native = {int(r[0]) for r in marked_table_rows(DOC, "dtype codes") if r[4] == "aprender"}
     assert native == {0, 1, 3, 4, 5, 6, 7, 12, 14, 30, 128, 129}
 
 
 def test_extension_codes_are_64_plus_the_ggml_id():
-    for code, _name, ggml, _size, whose in _doc_rows():
+    for code, _name, ggml, _size, whose in marked_table_rows(DOC, "dtype codes"):
         if whose == "bundler":
             assert int(code) == 64 + int(ggml)

@@ -4,12 +4,11 @@ format document's type tables agree with the codec facts table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
+from format_docs import CONFORMANCE, FORMATS, conformance_maker
 from gguf_samples import assert_llama_readable, c_reader_accepts
 
 from bundler.bundle import ValueType
@@ -17,20 +16,9 @@ from bundler.codecs.facts import TABLE
 from bundler.containers.gguf import reader as gguf_reader
 from bundler.containers.gguf.rules import check_llama_rules
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFORMANCE = ROOT / "formats" / "conformance"
 GOLDEN = CONFORMANCE / "gguf"
-DOC = ROOT / "formats" / "gguf.md"
-
-
-def _maker():
-    spec = importlib.util.spec_from_file_location("make_gguf", CONFORMANCE / "make_gguf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MAKER = _maker()
+DOC = FORMATS / "gguf.md"
+MAKER = conformance_maker("gguf")
 
 
 @pytest.mark.parametrize("name", MAKER.NAMES)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import ml_dtypes  # noqa: F401  (numpy names for bfloat16 and the float8 dtypes)
 import numpy as np
+from format_docs import FORMATS, marked_table_rows
 
 from bundler.codecs import TABLE, by_safetensors_dtype
 from bundler.containers.safetensors.schema import DTYPE_ORDER, dtype_bits
 
-DOC = Path(__file__).resolve().parents[2] / "formats" / "safetensors.md"
+DOC = FORMATS / "safetensors.md"
 
 
 def _expected_rows() -> list[list[str]]:
@@ -23,20 +23,12 @@ def _expected_rows() -> list[list[str]]:
     return rows
 
 
-def _doc_rows() -> list[list[str]]:
-    text = DOC.read_text(encoding="utf-8")
-    table = re.search(r"<!-- dtypes:.*?-->\n(.*?)<!-- end dtypes -->", text, re.S)
-    assert table, "dtype table markers missing"
-    lines = table.group(1).strip().splitlines()[2:]  # skip the heading and rule rows
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-
-
 def test_dtype_table_matches_the_codec_facts():
-    assert _doc_rows() == _expected_rows()
+    assert marked_table_rows(DOC, "dtypes") == _expected_rows()
 
 
 def test_dtype_table_lists_every_safetensors_dtype_of_the_facts_once():
-    listed = [row[1] for row in _doc_rows()]
+    listed = [row[1] for row in marked_table_rows(DOC, "dtypes")]
     assert sorted(listed) == sorted(f.safetensors_dtype for f in TABLE if f.safetensors_dtype)
     assert len(set(listed)) == len(listed)
 
