@@ -3,22 +3,13 @@ files), with the bundle in the middle equal to the source bundle."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
 from bundler.bundle import Bundle, Metadata, Tensor, ValueType
 from bundler.containers import gguf
 from bundler.containers import safetensors as stf
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from bundler.recipe import sha256_file
 
 
 def _assert_same_bundle(a: Bundle, b: Bundle) -> None:
@@ -31,24 +22,25 @@ def _assert_same_bundle(a: Bundle, b: Bundle) -> None:
 
 
 @pytest.mark.realfile
-def test_safetensors_to_gguf_to_safetensors_is_byte_identical(minilm_safetensors, tmp_path):
-    source = stf.read(minilm_safetensors)
-    gguf.write(source, tmp_path / "model.gguf")
-    via = gguf.read(tmp_path / "model.gguf")
+@pytest.mark.parametrize(
+    ("model", "home", "there", "codecs"),
+    [
+        ("minilm_safetensors", stf, gguf, {"f32", "i64"}),
+        ("smollm2_gguf", gguf, stf, {"q4_1", "q8_0", "f32"}),
+    ],
+    ids=["safetensors_to_gguf_to_safetensors", "gguf_to_safetensors_to_gguf"],
+)
+def test_round_trip_through_the_other_format_is_byte_identical(
+    model, home, there, codecs, request, tmp_path
+):
+    path = request.getfixturevalue(model)
+    source = home.read(path)
+    there.write(source, tmp_path / f"model.{there.NAME}")
+    via = there.read(tmp_path / f"model.{there.NAME}")
     _assert_same_bundle(via, source)
-    stf.write(via, tmp_path / "back.safetensors")
-    assert _sha256(tmp_path / "back.safetensors") == _sha256(minilm_safetensors)
-
-
-@pytest.mark.realfile
-def test_gguf_to_safetensors_to_gguf_is_byte_identical(smollm2_gguf, tmp_path):
-    source = gguf.read(smollm2_gguf)
-    stf.write(source, tmp_path / "model.safetensors")
-    via = stf.read(tmp_path / "model.safetensors")
-    _assert_same_bundle(via, source)
-    assert {t.codec.name for t in via.tensors.values()} >= {"q4_1", "q8_0", "f32"}
-    gguf.write(via, tmp_path / "back.gguf")
-    assert _sha256(tmp_path / "back.gguf") == _sha256(smollm2_gguf)
+    assert {t.codec.name for t in via.tensors.values()} >= codecs
+    home.write(via, tmp_path / f"back.{home.NAME}")
+    assert sha256_file(tmp_path / f"back.{home.NAME}") == sha256_file(path)
 
 
 @pytest.mark.realfile
@@ -73,7 +65,7 @@ def test_smollm2_sharded_through_safetensors_gives_the_same_gguf(smollm2_gguf, t
     stf.write(source, tmp_path, max_shard_size=20_000_000)
     assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 2
     gguf.write(stf.read(tmp_path), tmp_path / "back.gguf")
-    assert _sha256(tmp_path / "back.gguf") == _sha256(smollm2_gguf)
+    assert sha256_file(tmp_path / "back.gguf") == sha256_file(smollm2_gguf)
 
 
 def test_typed_metadata_and_blocks_survive_safetensors_then_gguf(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import gguf
 import pytest
 from gguf_samples import (
@@ -13,17 +11,10 @@ from gguf_samples import (
 
 import bundler
 from bundler.containers import gguf as gguf_container
+from bundler.recipe import sha256_file
 from tools.reference import assets
 
 pytestmark = pytest.mark.realfile
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _vocab_names() -> list[str]:
@@ -36,7 +27,7 @@ def _vocab_names() -> list[str]:
 def test_smollm2_rewrite_is_byte_identical(smollm2_gguf, tmp_path):
     out = tmp_path / "smollm2.gguf"
     bundler.open(smollm2_gguf).save(out)
-    assert sha256(out) == assets.SMOLLM2_SHA256
+    assert sha256_file(out) == assets.SMOLLM2_SHA256
     assert_llama_readable(out)
 
 
@@ -73,7 +64,7 @@ def test_vocab_file_rewrite(vocab_ggufs, tmp_path, name):
     bundle.save(out)
     assert_llama_readable(out)
     if bundle.format_info["version"] == 3:
-        assert sha256(out) == sha256(src)
+        assert sha256_file(out) == sha256_file(src)
     else:  # aquila is version 2: rewritten as version 3 with the same content
         assert bundle.format_info["version"] == 2
         again = bundler.open(out)

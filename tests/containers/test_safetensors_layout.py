@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import string
 
@@ -18,8 +17,8 @@ from bundler.bundle import Bundle, Metadata, Tensor
 from bundler.codecs import TABLE
 from bundler.containers import safetensors as stf
 from bundler.containers.safetensors.schema import DTYPE_ORDER, PREFIX, PREFIX_COMPILED
-
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+from bundler.recipe import sha256_file
+from tools.reference.assets import MINILM_SHA256
 
 #: numpy dtypes `safetensors.numpy.save` writes, by SafeTensors dtype.
 NUMPY_DTYPES = {
@@ -27,10 +26,6 @@ NUMPY_DTYPES = {
     for f in TABLE
     if f.safetensors_dtype and f.numpy_dtype
 }
-
-
-def _sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_bytes(bundle: Bundle, tmp_path, name="out.safetensors") -> bytes:
@@ -44,7 +39,7 @@ def test_minilm_rewrite_is_byte_identical(minilm_safetensors, tmp_path):
     bundle = stf.read(minilm_safetensors)
     out = tmp_path / "model.safetensors"
     stf.write(bundle, out)
-    assert _sha256(out) == MINILM_SHA256
+    assert sha256_file(out) == MINILM_SHA256
 
 
 @pytest.mark.realfile
