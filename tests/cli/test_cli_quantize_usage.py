@@ -5,12 +5,11 @@ and an APR output with codecs aprender cannot read, whose warning says what to d
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_clean
 
 
 def _usage_error(*args: str, cwd) -> str:
-    done = run_cli(*args, cwd=cwd)
-    assert "Traceback" not in done.stderr
+    done = run_cli_clean(*args, cwd=cwd)
     assert done.returncode == 2, done.stderr
     return done.stderr
 

@@ -4,6 +4,7 @@ place of the problem."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import struct
@@ -11,21 +12,14 @@ import struct
 import gguf
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_clean, run_cli_json
 
 NAN_HALF = struct.pack("<H", 0x7E00)
 INF_HALF = struct.pack("<H", 0x7C00)
 
 
-def _validate(*args: str):
-    done = run_cli("validate", *args)
-    assert "Traceback" not in done.stderr
-    return done
-
-
-def _validate_json(*args: str) -> tuple[int, dict]:
-    done = _validate(*args, "--json")
-    return done.returncode, json.loads(done.stdout)
+_validate = functools.partial(run_cli_clean, "validate")
+_validate_json = functools.partial(run_cli_json, "validate")
 
 
 @pytest.fixture(scope="module")

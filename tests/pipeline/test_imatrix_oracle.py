@@ -12,32 +12,17 @@ Without cmake or a compiler the tests skip saying what to install; in CI (CI=tru
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import reference_tool, run_cli
 from test_llama_quantize_oracle import RESET_BY_LLAMA_QUANTIZE, _field_bytes, dry_run_choices
 
 from bundler.importance import read
-from tools.reference import assets
 
 pytestmark = [pytest.mark.oracle_c, pytest.mark.realfile]
-
-IN_CI = os.environ.get("CI") == "true"
-
-
-def _built(make):
-    from tools.reference import llama_imatrix
-
-    try:
-        return make()
-    except (llama_imatrix.ToolchainMissing, assets.AssetUnavailable) as exc:
-        if IN_CI:
-            pytest.fail(f"reference tool unavailable in CI: {exc}")
-        pytest.skip(f"reference tool unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +30,7 @@ def real_imatrix_dat() -> Path:
     """The same matrix in llama-imatrix's legacy form (`--output-format dat`)."""
     from tools.reference import llama_imatrix
 
-    return _built(lambda: llama_imatrix.smollm2_matrix("dat"))
+    return reference_tool(lambda: llama_imatrix.smollm2_matrix("dat"), "reference tool")
 
 
 # ------------------------------------------------------------------ reading real matrices
