@@ -54,6 +54,12 @@ class Field:
     kind: str
 
 
+def dimension_fields(fields: list[Field], pos: int, n: int, fmt: str) -> int:
+    """Add the `n` 8-byte dimensions at `pos` to `fields`; the position after them."""
+    fields.extend(Field(pos + 8 * d, fmt, "dimension") for d in range(n))
+    return pos + 8 * n
+
+
 def gguf_fields(data: bytes) -> list[Field]:
     """Every count, length, type, dimension and offset field of a GGUF file."""
     big = data[4:8] != b"\x03\x00\x00\x00" and data[4:8] != b"\x02\x00\x00\x00"
@@ -96,9 +102,7 @@ def gguf_fields(data: bytes) -> list[Field]:
         fields.append(Field(pos, "I", "n_dims"))
         (n,) = struct.unpack_from(e + "I", data, pos)
         pos += 4
-        for d in range(n):
-            fields.append(Field(pos + 8 * d, "Q", "dimension"))
-        pos += 8 * n
+        pos = dimension_fields(fields, pos, n, "Q")
         fields.append(Field(pos, "I", "ggml type"))
         fields.append(Field(pos + 4, "Q", "tensor offset"))
         pos += 12
@@ -260,9 +264,7 @@ def apr_fields(data: bytes) -> list[Field]:
         fields.append(Field(pos + 1, "<B", "ndim"))
         ndim = data[pos + 1]
         pos += 2
-        for d in range(ndim):
-            fields.append(Field(pos + 8 * d, "<Q", "dimension"))
-        pos += 8 * ndim
+        pos = dimension_fields(fields, pos, ndim, "<Q")
         fields.append(Field(pos, "<Q", "tensor offset"))
         fields.append(Field(pos + 8, "<Q", "tensor size"))
         pos += 16
