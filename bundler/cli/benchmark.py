@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bundler.cli.models import add_input_flags
 from bundler.cli.output import add_json_flag, emit, table
 
 
@@ -19,14 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
-    p.add_argument(
-        "--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
-        help="the shape of a model input (dynamic dimensions default to 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--input-value", action="append", default=[], metavar="NAME=NUMBER",
-        help="fill this input with one value (e.g. a sample rate)",
-    )  # fmt: skip
+    add_input_flags(p, "", "to 1")
     add_json_flag(p)
     p.set_defaults(func=run)
 

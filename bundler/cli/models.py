@@ -108,6 +108,20 @@ def quantize_human(report: dict[str, Any], per_tensor: bool) -> str:
     return "\n".join(lines)
 
 
+def add_input_flags(p: argparse.ArgumentParser, scope: str, dynamic: str) -> None:
+    """--input-shape and --input-value (read by `parse_shapes` and `parse_values`): the inputs
+    of models run side by side; `scope` prefixes their help, `dynamic` says what a dynamic
+    dimension becomes."""
+    p.add_argument(
+        "--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+        help=f"{scope}the shape of a model input (dynamic dimensions default {dynamic})",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-value", action="append", default=[], metavar="NAME=NUMBER",
+        help=f"{scope}fill this input with one value (e.g. a sample rate)",
+    )  # fmt: skip
+
+
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     """`name=1x3x224x224` items as {name: shape}."""
     shapes = {}

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bundler.cli.models import add_input_flags
 from bundler.cli.output import add_json_flag, emit
 from bundler.errors import EXIT_INVALID_FORMAT, EXIT_OK, EXIT_VALIDATION
 
@@ -29,14 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "both run in ONNX Runtime; exit 5 when an output falls under --threshold)",
     )  # fmt: skip
     p.add_argument("--detailed", action="store_true", help="two ONNX files: per-weight analysis")
-    p.add_argument(
-        "--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
-        help="two ONNX files: the shape of a model input (dynamic dimensions default small)",
-    )  # fmt: skip
-    p.add_argument(
-        "--input-value", action="append", default=[], metavar="NAME=NUMBER",
-        help="two ONNX files: fill this input with one value (e.g. a sample rate)",
-    )  # fmt: skip
+    add_input_flags(p, "two ONNX files: ", "small")
     p.add_argument(
         "--threshold", type=float, default=None,
         help="two ONNX files: least cosine similarity of every output (default 0.99)",
