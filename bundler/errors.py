@@ -54,17 +54,24 @@ class NonFiniteError(UsageError):
         super().__init__(message)
 
 
-class FileNotFound(BundlerError, FileNotFoundError):
-    """An input path that does not exist."""
+class _PathError(BundlerError):
+    """An error about one path (`.path`), its message `<path>: <problem>`."""
 
-    exit_code = EXIT_NOT_FOUND
+    problem = ""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
-        super().__init__(f"{self.path}: no such file")
+        super().__init__(f"{self.path}: {self.problem}")
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # OSError would format its arguments
         return str(self.args[0])
+
+
+class FileNotFound(_PathError, FileNotFoundError):
+    """An input path that does not exist."""
+
+    exit_code = EXIT_NOT_FOUND
+    problem = "no such file"
 
 
 class FormatError(BundlerError, ValueError):
@@ -106,17 +113,11 @@ class ValidationError(BundlerError):
     exit_code = EXIT_VALIDATION
 
 
-class OutputExistsError(BundlerError, FileExistsError):
+class OutputExistsError(_PathError, FileExistsError):
     """Refusing to overwrite an existing output without --force."""
 
     exit_code = EXIT_VALIDATION
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        super().__init__(f"{self.path}: already exists (use --force to overwrite)")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    problem = "already exists (use --force to overwrite)"
 
 
 class BundlerIOError(BundlerError, OSError):
