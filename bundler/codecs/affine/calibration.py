@@ -20,7 +20,7 @@ A slice whose values are all equal keeps that one value as its range under every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import ml_dtypes
@@ -44,12 +44,20 @@ class Quantizer(Protocol):
 
 
 class Method:
-    """A calibration method: `ranges(slices, lo, hi, quantizer)` -> (lo, hi) per slice."""
+    """A calibration method: `ranges(slices, lo, hi, quantizer)` -> (lo, hi) per slice.
+    Subclasses are dataclasses whose fields are the method's parameters."""
 
-    token = ""
+    #: the method's name in `config()` dicts
+    name = ""
+
+    @property
+    def token(self) -> str:
+        """The short string form (`method_from` reads it back)."""
+        return self.name
 
     def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The method as a dict: its name and parameters (`method_from` reads it back)."""
+        return {"method": self.name, **asdict(self)}
 
     def ranges(
         self, slices: np.ndarray, lo: np.ndarray, hi: np.ndarray, quantizer: Quantizer
@@ -61,10 +69,7 @@ class Method:
 class MinMax(Method):
     """The extremes of each slice."""
 
-    token = "minmax"
-
-    def config(self) -> dict[str, Any]:
-        return {"method": "minmax"}
+    name = "minmax"
 
     def ranges(self, slices, lo, hi, quantizer):
         return lo, hi
@@ -74,6 +79,7 @@ class MinMax(Method):
 class Percentile(Method):
     """The lower-th and upper-th percentiles of each slice (99.9 clips the top 0.1%)."""
 
+    name = "percentile"
     lower: float = 0.1
     upper: float = 99.9
 
@@ -90,9 +96,6 @@ class Percentile(Method):
             return f"p{self.upper:g}"
         return f"p{self.lower:g}-{self.upper:g}"
 
-    def config(self) -> dict[str, Any]:
-        return {"method": "percentile", "lower": self.lower, "upper": self.upper}
-
     def ranges(self, slices, lo, hi, quantizer):
         p = np.percentile(slices.astype(np.float64), [self.lower, self.upper], axis=1)
         return p[0].reshape(lo.shape), p[1].reshape(hi.shape)
@@ -102,6 +105,7 @@ class Percentile(Method):
 class MeanStd(Method):
     """mean +- k standard deviations, clipped to the slice's extremes."""
 
+    name = "meanstd"
     k: float = 3.0
 
     def __post_init__(self) -> None:
@@ -111,9 +115,6 @@ class MeanStd(Method):
     @property
     def token(self) -> str:
         return f"meanstd{self.k:g}"
-
-    def config(self) -> dict[str, Any]:
-        return {"method": "meanstd", "k": self.k}
 
     def ranges(self, slices, lo, hi, quantizer):
         mean = slices.mean(axis=1, dtype=np.float64).reshape(lo.shape)
@@ -130,10 +131,7 @@ _FINE = 0.005 * np.array([j for j in range(-7, 8) if j])
 class MSE(Method):
     """The shrunk MinMax range of least squared reconstruction error on the slice."""
 
-    token = "mse"
-
-    def config(self) -> dict[str, Any]:
-        return {"method": "mse"}
+    name = "mse"
 
     def ranges(self, slices, lo, hi, quantizer):
         from bundler.codecs.affine.arithmetic import SCALE_DTYPES, SCALE_NUMPY, parameters
@@ -178,10 +176,7 @@ ENTROPY_MAX_BITS = 10
 class Entropy(Method):
     """TensorRT's KL-divergence threshold over a histogram of |x|."""
 
-    token = "entropy"
-
-    def config(self) -> dict[str, Any]:
-        return {"method": "entropy"}
+    name = "entropy"
 
     def ranges(self, slices, lo, hi, quantizer):
         if quantizer.bits > ENTROPY_MAX_BITS:
@@ -213,13 +208,7 @@ class Entropy(Method):
         return new_lo, new_hi
 
 
-_BY_NAME: dict[str, type[Method]] = {
-    "minmax": MinMax,
-    "percentile": Percentile,
-    "meanstd": MeanStd,
-    "mse": MSE,
-    "entropy": Entropy,
-}
+_BY_NAME: dict[str, type[Method]] = {m.name: m for m in (MinMax, Percentile, MeanStd, MSE, Entropy)}
 
 
 def method_from(spec: Any) -> Method:
