@@ -21,9 +21,32 @@ import numpy as np
 from bundler.errors import ShapeError
 
 
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """The least and greatest `bits`-bit code: -2^(B-1) .. 2^(B-1)-1 signed, 0 .. 2^B-1
+    unsigned."""
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+class IntegerCodes:
+    """`qmin` and `qmax` of a scheme's `bits`-bit codes, signed when its `signed` is true."""
+
+    bits: int
+    signed: bool
+
+    @property
+    def qmin(self) -> int:
+        return code_range(self.bits, self.signed)[0]
+
+    @property
+    def qmax(self) -> int:
+        return code_range(self.bits, self.signed)[1]
+
+
 def offset(bits: int, symmetric: bool) -> int:
     """What is added to a code to make it the unsigned value that is packed."""
-    return 1 << (bits - 1) if symmetric else 0
+    return -code_range(bits, symmetric)[0]
 
 
 def pack_nibbles(values: np.ndarray) -> np.ndarray:

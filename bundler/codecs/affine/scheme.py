@@ -21,6 +21,7 @@ from typing import Any
 
 from bundler.codecs.affine.arithmetic import SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
+from bundler.codecs.affine.packing import IntegerCodes
 from bundler.errors import UsageError
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -33,7 +34,7 @@ class SchemeError(UsageError):
 
 
 @dataclass(frozen=True)
-class Scheme:
+class Scheme(IntegerCodes):
     """The configuration of one affine codec."""
 
     bits: int = 8
@@ -65,14 +66,10 @@ class Scheme:
             object.__setattr__(self, "axis", 0)
         object.__setattr__(self, "calibration", method_from(self.calibration))
 
-    # the integer range of the codes
     @property
-    def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.symmetric else 0
-
-    @property
-    def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
+    def signed(self) -> bool:
+        """Symmetric codes are signed, asymmetric ones unsigned."""
+        return self.symmetric
 
     @property
     def name(self) -> str:

@@ -20,27 +20,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bundler.codecs.affine.packing import IntegerCodes
+
 #: float32 weights of at least this many values go through the compiled loop (smaller ones
 #: through numpy: loading the compiler would cost more than it saves).
 COMPILED_MIN_VALUES = 1 << 18
 
 
 @dataclass(frozen=True)
-class Scheme:
+class Scheme(IntegerCodes):
     """Bits, signedness and granularity of one weight's codes."""
 
     bits: int = 8
     signed: bool = True
     granularity: str = "tensor"  # "tensor", "channel" or "block"
     block_size: int = 0
-
-    @property
-    def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
-
-    @property
-    def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
     @property
     def type_name(self) -> str:
