@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from bundler.errors import UsageError
+from bundler import extras
 
 EXTRA_HINT = "pictures need the optional extra: pip install 'bundler[plot]' (matplotlib)"
 _LAYER = re.compile(r"(?:^|\.)(?:blk|layers?|h|blocks?)\.(\d+)\.(.+)$")
@@ -26,10 +26,7 @@ OTHER = "other"
 
 def require() -> None:
     """A UsageError naming the extra when matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError(EXTRA_HINT) from None
+    extras.require("matplotlib", EXTRA_HINT)
 
 
 def layer_and_kind(name: str) -> tuple[int | None, str]:

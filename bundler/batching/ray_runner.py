@@ -20,6 +20,7 @@ from bundler.batching.jobs import Job, conversion_memory, not_run, run_job
 from bundler.batching.local import OnResult
 from bundler.batching.results import FAILED, Result
 from bundler.errors import EXIT_FAILURE, UsageError
+from bundler.extras import require
 
 #: Attempts after the first for a task whose worker died.
 RETRIES = 3
@@ -29,11 +30,7 @@ EXTRA = 'pip install "bundler[ray]"'
 
 def import_ray() -> Any:
     """The ray module, or a UsageError naming the extra that installs it."""
-    try:
-        import ray
-    except ImportError:
-        raise UsageError(f"--ray needs Ray, which is not installed: {EXTRA}") from None
-    return ray
+    return require("ray", f"--ray needs Ray, which is not installed: {EXTRA}")
 
 
 def run_ray(

@@ -28,7 +28,7 @@ from bundler.bench.codecs import SEED, _cpus, bench_input
 from bundler.bench.measure import MIB, median_seconds, median_times, progress
 from bundler.codecs import get
 from bundler.codecs.affine import AffineCodec
-from bundler.errors import UsageError
+from bundler.extras import require
 from bundler.texttable import table
 
 #: (our codec, ONNX Runtime's quantizer or None) measured side by side.
@@ -102,12 +102,10 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure each affine codec, its ONNX Runtime peer, and the GGML references."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise UsageError(
-            "bench codecs --affine compares with onnxruntime: pip install 'bundler[onnx]'"
-        ) from None
+    require(
+        "onnxruntime",
+        "bench codecs --affine compares with onnxruntime: pip install 'bundler[onnx]'",
+    )
     x = bench_input(args.rows, args.cols)
     w_t = np.ascontiguousarray(x.T)
     repeat = args.repeat
