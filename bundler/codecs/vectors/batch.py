@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,13 +38,7 @@ class BatchStats:
         return self.total / self.seconds if self.seconds > 0 else float("inf")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "seconds": self.seconds,
-            "vectors_per_second": self.vectors_per_second,
-        }
+        return {**asdict(self), "vectors_per_second": self.vectors_per_second}
 
 
 @dataclass
