@@ -7,8 +7,8 @@ A recipe is a script under recipes/ with a `run(ctx)` function. It gets a `Recip
   sampler are fixed for a numpy version; the expected metrics pin them);
 - `ctx.workdir`, a fresh temporary directory removed afterwards whatever happens (an
   exception, a skip, Ctrl-C);
-- named metrics (`metric`, `output` for a file's size and sha256, `error_stats`) and a human
-  report (`say`, `table`).
+- named metrics (`metric`, `output` for a file's size and sha256, `round_trip`,
+  `error_stats`) and a human report (`say`, `table`).
 
 Metrics are written as canonical JSON (`canonical_json`): keys sorted, one per line, floats
 in a fixed `%.{SIGNIFICANT_DIGITS - 1}e` form. Those bytes are the same on every run and
@@ -217,6 +217,12 @@ class RecipeContext:
         self.metric("source.sha256", sha256_file(source))
         self.metric("source.bytes", source.stat().st_size)
         return source
+
+    def round_trip(self, back: str | os.PathLike[str], source: str | os.PathLike[str]) -> bool:
+        """Record `back`, a conversion back into the source's format, as output `round_trip`
+        and metric `round_trip_identical` (its bytes are the source's); returns that."""
+        self.output("round_trip", back)
+        return self.metric("round_trip_identical", sha256_file(back) == sha256_file(source))
 
     def plan_metrics(self, report: Any) -> None:
         """Record `tensors`, `tensors_copied` and `tensors.<codec>` of a conversion report."""

@@ -18,7 +18,7 @@ from collections import Counter
 import bundler
 from bundler import assets
 from bundler.cli.recipe import script_main
-from bundler.recipe import RecipeContext, sha256_file
+from bundler.recipe import RecipeContext
 
 
 def run(ctx: RecipeContext) -> None:
@@ -43,9 +43,7 @@ def run(ctx: RecipeContext) -> None:
 
     back = ctx.path("smollm2.gguf")
     bundler.convert(apr_path, back)
-    ctx.output("round_trip", back)
-    identical = sha256_file(back) == sha256_file(source)
-    ctx.metric("round_trip_identical", identical)
+    identical = ctx.round_trip(back, source)
 
     ctx.table(
         ["codec", "tensors", "APR code", "aprender reads it"],

@@ -36,9 +36,7 @@ def run(ctx: RecipeContext) -> None:
 
     back = ctx.path("minilm.safetensors")
     bundler.convert(gguf_path, back)
-    ctx.output("round_trip", back)
-    identical = sha256_file(back) == sha256_file(source)
-    ctx.metric("round_trip_identical", identical)
+    identical = ctx.round_trip(back, source)
 
     ctx.table(
         ["file", "bytes", "sha256"],
