@@ -107,6 +107,25 @@ class ImportanceMismatchError(UsageError):
         super().__init__(message)
 
 
+class ImportanceRequiredError(UsageError):
+    """A codec llama-quantize writes only with importance weights (the 1- and 2-bit lattice
+    codecs, IQ3_XXS, Q2_K in a Q2_K_S file) planned for tensors that have none: no matrix
+    was given, or it has no entry for them. `tensors` names them."""
+
+    def __init__(self, message: str, tensors: list[str]):
+        self.tensors = tensors
+        super().__init__(message)
+
+
+class EncoderMissingError(UsageError):
+    """A plan that needs an encoder bundler does not have yet (a codec it reads and copies
+    only). `codecs` names them."""
+
+    def __init__(self, message: str, codecs: list[str]):
+        self.codecs = codecs
+        super().__init__(message)
+
+
 class ValidationError(BundlerError):
     """A check the user asked for failed (validate, diff --threshold)."""
 

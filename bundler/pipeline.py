@@ -24,6 +24,7 @@ from bundler.plan.affine import decode_groups, plan_bundle
 from bundler.plan.curves import DEFAULT_SAMPLE_VALUES
 from bundler.plan.rules import by_name
 from bundler.plan.target import SizeTarget, plan_to_target
+from bundler.plan.writable import check_writable
 from bundler.transcode import Buffers, TranscodeSource
 
 
@@ -240,6 +241,7 @@ def write_bundle(
         if split_max_size:
             raise UsageError("--keep-split and --split-max-size cannot be used together")
         options[key] = _split_groups(bundle)
+    check_writable(plan, dry_run)
     report = Report(source_name, dst, fmt, plan, written=not dry_run)
     if dry_run:
         return report

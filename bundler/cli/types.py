@@ -9,7 +9,15 @@ from bundler.cli.output import add_json_flag, emit, table
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "types", help="list every codec: name, GGML id, APR code, sizes, importance weights"
+        "types",
+        help="list every codec: name, GGML id, APR code, sizes, importance weights; or, with "
+        "--file-types, llama.cpp's file types (--type presets)",
+    )
+    p.add_argument(
+        "--file-types",
+        action="store_true",
+        help="list the file types instead: general.file_type, base codec, whether bundler "
+        "writes it and whether llama-quantize needs an importance matrix for it",
     )
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -17,6 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bundler.codecs import TABLE
+
+    if args.file_types:
+        emit(args, _file_type_rows(), _file_types_human)
+        return 0
 
     rows = [
         {
@@ -37,6 +49,49 @@ def run(args: argparse.Namespace) -> int:
     rows += _affine_rows()
     emit(args, rows, _human)
     return 0
+
+
+def _file_type_rows() -> list[dict]:
+    """llama.cpp's file types in `general.file_type` order, with what the rules give a llama
+    model of 256-wide rows: the codecs bundler cannot encode yet, and whether llama-quantize
+    refuses it without an importance matrix."""
+    from bundler.plan import FILE_TYPES
+    from bundler.plan.filetypes import ALIASES
+    from bundler.plan.writable import needs_matrix, pending_encoders
+
+    aliases = {v: k for k, v in ALIASES.items()}
+    return [
+        {
+            "name": f.name,
+            "alias": aliases.get(f.name),
+            "file_type": f.ftype,
+            "base": f.base,
+            "mixture": f.mixture,
+            "needs_encoders": pending_encoders(f),
+            "needs_imatrix": needs_matrix(f),
+        }
+        for f in sorted(FILE_TYPES, key=lambda f: f.ftype)
+    ]
+
+
+def _file_types_human(rows: list[dict]) -> str:
+    body = [
+        [
+            r["name"] + (f" ({r['alias']})" if r["alias"] else ""),
+            r["file_type"],
+            r["base"],
+            "mixture" if r["mixture"] else "-",
+            "no: " + ", ".join(r["needs_encoders"]) if r["needs_encoders"] else "yes",
+            "required" if r["needs_imatrix"] else "optional",
+        ]
+        for r in rows
+    ]
+    head = ["type", "file_type", "base", "rules", "writes", "imatrix"]
+    note = (
+        "\nwrites no: bundler has no encoder yet for the codecs named"
+        "\nimatrix required: llama-quantize (and bundler) refuse it without --imatrix"
+    )
+    return table(body, head, "<><<<<") + note
 
 
 def _affine_rows() -> list[dict]:

@@ -46,18 +46,24 @@ FILE_TYPES: tuple[FileType, ...] = (
     FileType("Q5_K_S", 16, "q5_k", True),
     FileType("Q5_K_M", 17, "q5_k", True),
     FileType("Q6_K", 18, "q6_k", True),
+    FileType("IQ2_XXS", 19, "iq2_xxs", True),
+    FileType("IQ2_XS", 20, "iq2_xs", True),
+    FileType("Q2_K_S", 21, "q2_k", True),
+    FileType("IQ3_XS", 22, "iq3_s", True),
+    FileType("IQ3_XXS", 23, "iq3_xxs", True),
+    FileType("IQ1_S", 24, "iq1_s", True),
     FileType("IQ4_NL", 25, "iq4_nl", True),
+    FileType("IQ3_S", 26, "iq3_s", True),
+    FileType("IQ3_M", 27, "iq3_s", True),
+    FileType("IQ2_S", 28, "iq2_xs", True),
+    FileType("IQ2_M", 29, "iq2_s", True),
     FileType("IQ4_XS", 30, "iq4_xs", True),
+    FileType("IQ1_M", 31, "iq1_m", True),
     FileType("BF16", 32, "bf16"),
     FileType("TQ1_0", 36, "tq1_0", True),
     FileType("TQ2_0", 37, "tq2_0", True),
     FileType("MXFP4_MOE", 38, "mxfp4", True),
 )
-#: llama.cpp file types whose codecs bundler reads and copies but cannot encode yet.
-NOT_WRITABLE = (
-    "IQ2_XXS", "IQ2_XS", "Q2_K_S", "IQ3_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ3_M",
-    "IQ2_S", "IQ2_M", "IQ1_M",
-)  # fmt: skip
 #: llama-quantize's short names for the medium mixtures.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
 
@@ -78,13 +84,6 @@ def choose(name: str) -> FileType:
     """What `--type name` means: a file type (Q4_K_M, ...), or a codec written to every
     quantized tensor (the plain file type of that codec, or, for a codec llama.cpp has no
     file type for, one without a `general.file_type`)."""
-    key = name.strip().upper() if isinstance(name, str) else name
-    if key in NOT_WRITABLE:
-        raise UsageError(
-            f"--type {name}: a llama.cpp file type bundler cannot write yet (it reads and "
-            f"copies {name} tensors, but has no encoder for them); file types it writes: "
-            f"{', '.join(_writable_names())}"
-        )
     try:
         return file_type(name)
     except UnknownCodecError:
@@ -94,8 +93,8 @@ def choose(name: str) -> FileType:
     except UnknownCodecError:
         raise UnknownCodecError(
             name,
-            _writable_names(),
-            f"unknown --type {name!r}; file types: {', '.join(_writable_names())}; "
+            _type_names(),
+            f"unknown --type {name!r}; file types: {', '.join(_type_names())}; "
             f"codecs: {', '.join(c.name for c in encodable())}",
         ) from None
     if codec not in encodable():
@@ -106,7 +105,7 @@ def choose(name: str) -> FileType:
     return for_codec(codec) or FileType(codec.name.upper(), None, codec.name)
 
 
-def _writable_names() -> list[str]:
+def _type_names() -> list[str]:
     return [f.name for f in FILE_TYPES] + [f"{k} (= {v})" for k, v in ALIASES.items()]
 
 

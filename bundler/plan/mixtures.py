@@ -3,11 +3,13 @@ file type's base (Q4_K_M gives some attention-value and feed-forward-down layers
 output tensor Q6_K, ...).
 
 The rules are those of llama.cpp's `llama_tensor_get_type_impl` (src/llama-quant.cpp, the
-version vendored by llama-cpp-python 0.3.36), restricted to the file types bundler can
-write, as llama-quantize applies them without an importance matrix unless `imatrix` says
-one is used (IQ4_NL and IQ4_XS widen the first eighth of ffn_down only without one). They
-depend on the tensor's category (from its name), on counters kept in tensor order, and on
-a few model hyper-parameters read from the GGUF metadata.
+version vendored by llama-cpp-python 0.3.36) for every file type it has but Q1_0, Q2_0 and
+NVFP4, as llama-quantize applies them without an importance matrix unless `imatrix` says one
+is used (IQ4_NL and IQ4_XS widen the first eighth of ffn_down only without one, IQ3_XXS
+widens attn_v and ffn_down only without one). The 1- and 2-bit lattice file types (IQ1_*,
+IQ2_*) have a branch of their own that the other categories never reach. The rules depend
+on the tensor's category (from its name), on counters kept in tensor order, and on a few
+model hyper-parameters read from the GGUF metadata.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from bundler.codecs import Codec, get
 from bundler.plan.filetypes import FileType
 from bundler.plan.model import ModelInfo
-from bundler.plan.rules import output_codec
+from bundler.plan.rules import TOKEN_EMBD_NAMES, output_codec
 
 # Categories, tried in this order on the tensor name (llama.cpp `tensor_get_category`).
 _CATEGORIES = (
@@ -33,8 +35,20 @@ _CATEGORIES = (
 )
 _ATTN_V_LIKE = {"attn_v", "attn_qkv", "attn_kv_b"}
 _IQ4 = ("IQ4_NL", "IQ4_XS")
+_IQ1 = ("IQ1_S", "IQ1_M")
+#: The 2-bit file types that give their widened tensors IQ3_S rather than Q2_K.
+_IQ2_SM = ("IQ2_S", "IQ2_M")
+#: The file types of llama.cpp's low-bit branch (their own attn_v, ffn_down, attn_output).
+LOW_BIT = ("IQ2_XXS", "IQ2_XS", *_IQ1, *_IQ2_SM)
 _TERNARY = ("TQ1_0", "TQ2_0")
-TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
+#: An untied token embedding's codec by file type (else the file type's base).
+_TOKEN_EMBD = {
+    **dict.fromkeys(_TERNARY, "q4_k"),
+    **dict.fromkeys(("IQ2_XXS", "IQ2_XS", *_IQ1), "q2_k"),
+    **dict.fromkeys((*_IQ2_SM, "IQ3_XXS"), "iq3_s"),
+}
+#: attn_q's codec (and attn_k's but in eight-expert models) by file type.
+_ATTN_Q = {"IQ3_XS": "iq3_xxs", "IQ3_XXS": "iq2_s"}
 
 
 def category(name: str) -> str:
@@ -91,19 +105,23 @@ class Mixture:
         if self.ftype == "MXFP4_MOE":
             chosen = get("mxfp4" if self._expert_tensor(cat, shape) else "q8_0")
         elif cat == "token_embd":
-            chosen = get("q4_k") if self.ftype in _TERNARY else want
+            chosen = get(_TOKEN_EMBD.get(self.ftype, want.name))
+        elif self.ftype in LOW_BIT:
+            chosen = self._low_bit(cat, want)
         elif cat in _ATTN_V_LIKE:
             chosen = self._attn_v(want)
             self.i_attention_wv += 1
-        elif cat == "attn_k":
-            chosen = get("q8_0") if self.hp.n_expert == 8 else want
+        elif cat == "attn_k" and self.hp.n_expert == 8:
+            chosen = get("q8_0")
+        elif cat in ("attn_k", "attn_q"):
+            chosen = get(_ATTN_Q.get(self.ftype, want.name))
         elif cat == "ffn_down":
             chosen = self._ffn_down(name, want)
         elif cat == "attn_output":
             chosen = self._attn_output(want)
+        elif cat in ("ffn_gate", "ffn_up"):
+            chosen = self._ffn_gate_up(cat, name, want)
         else:
-            if cat in self.counters:
-                self.counters[cat] += 1
             chosen = want
         return chosen, (f"{self.ftype} mixture ({cat})" if chosen != want else "")
 
@@ -120,6 +138,10 @@ class Mixture:
         new = want
         if f == "Q2_K":
             new = get("q4_k" if hp.n_gqa >= 4 else "q3_k")
+        elif (f in ("Q2_K_S", "IQ3_XS", "IQ3_S") and hp.n_gqa >= 4) or f == "IQ3_M":
+            new = get("q4_k")
+        elif f == "IQ3_XXS":
+            new = get("q4_k" if hp.n_gqa >= 4 else "iq3_xxs" if self.imatrix else "iq3_s")
         elif f == "Q3_K_M":
             new = get("q5_k" if i < 2 else "q4_k")
         elif f == "Q3_K_L" or (f in _IQ4 and hp.n_gqa >= 4):
@@ -151,6 +173,12 @@ class Mixture:
         f, falcon = self.ftype, self.hp.arch == "falcon"
         if f == "Q2_K":
             return get("q3_k")
+        if f == "Q2_K_S":
+            return get("q4_k") if i < n // 8 else want
+        if f == "IQ3_XXS" and not self.imatrix:
+            return get("q4_k" if i < n // 8 else "q3_k")
+        if f == "IQ3_M" and (i < n // 8 or (self.hp.n_expert == 8 and use_more_bits(i, n))):
+            return get("q4_k")
         if f == "Q3_K_M":
             if i < n // 16:
                 return get("q5_k")
@@ -178,6 +206,37 @@ class Mixture:
             return get("q4_k") if f == "Q3_K_L" else want
         if self.hp.n_expert == 8:
             widened = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M", *_IQ4)
-            return get("q5_k") if f in widened else want
-        wider = {"Q2_K": "q3_k", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k"}.get(f)
+            iq3 = ("IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M")
+            return get("q5_k") if f in widened + iq3 else want
+        wider = {
+            "Q2_K": "q3_k", "Q3_K_M": "q4_k", "Q3_K_L": "q5_k", "IQ3_XXS": "iq3_s",
+            "IQ3_M": "q4_k",
+        }.get(f)  # fmt: skip
         return get(wider) if wider else want
+
+    def _ffn_gate_up(self, cat: str, name: str, want: Codec) -> Codec:
+        i, n = self._layer(cat, name)
+        if self.ftype == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+            return get("iq3_xxs")
+        return want
+
+    def _low_bit(self, cat: str, want: Codec) -> Codec:
+        """llama.cpp's branch for the 1- and 2-bit lattice file types; its ffn_down counter
+        is the tensor's rank among the ffn_down tensors, even in expert models."""
+        hp, wider = self.hp, get("iq3_s" if self.ftype in _IQ2_SM else "q2_k")
+        if cat in _ATTN_V_LIKE:
+            self.i_attention_wv += 1
+            return get("q4_k") if hp.n_gqa >= 4 or hp.n_expert >= 4 else wider
+        if cat == "attn_k" and hp.n_expert == 8:
+            return get("q4_k")
+        if cat == "ffn_down":
+            i = self.counters["ffn_down"]
+            self.counters["ffn_down"] += 1
+            return wider if i < hp.n_layer // 8 else want
+        if cat == "attn_output" and hp.n_expert == 8:
+            return get("q5_k")
+        if cat == "attn_output" and self.ftype in _IQ1:
+            return get("iq2_xxs")
+        if cat == "attn_output" and self.ftype in _IQ2_SM:
+            return get("iq3_s")
+        return want

@@ -146,6 +146,8 @@ class Plan:
     allocation: Any = None
     #: importance weights (float32, 1-D) of the tensors an importance matrix covers, by name
     importance: dict[str, Any] = field(default_factory=dict)
+    #: True when an importance matrix with entries was given (llama-quantize's has_imatrix)
+    weighted: bool = False
 
     @property
     def source_bytes(self) -> int:
@@ -261,7 +263,7 @@ def make_plan(
     if any(c.target.facts.is_block for c in choices):
         updates["general.quantization_version"] = (QUANTIZATION_VERSION, ValueType.UINT32)
     updates.update(kvs)
-    plan = Plan(choices, ftype, updates)
+    plan = Plan(choices, ftype, updates, weighted=has_imatrix)
     origin = pruning.origin if pruning else {}
     if has_imatrix:
         _fit_importance(plan, matrix, [origin.get(n, n) for n in bundle.tensors], origin)

@@ -20,6 +20,8 @@ KEEP_PATTERN = re.compile(
     r"|^position_embd\.weight$|^token_types\.weight$"
     r"|(^|\.)norm\.weight$|LayerNorm|layer_norm|position_embeddings|token_type_embeddings"
 )
+#: The token embeddings' names (llama.cpp `tensor_name_match_token_embd`).
+TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
 #: Where a tensor goes when its rows do not fit the wanted codec's block (then F16), as
 #: llama.cpp's `tensor_type_fallback` sends them.
 FALLBACK = {
@@ -36,6 +38,13 @@ LAST_RESORT = "f16"
 OUTPUT_TYPE, OUTPUT_FALLBACK = "q6_k", "q8_0"
 #: Architectures whose output tensor always takes OUTPUT_FALLBACK.
 OUTPUT_FALLBACK_ARCHS = ("falcon",)
+#: The file types whose output tensor takes OUTPUT_LOW_BIT instead of OUTPUT_TYPE.
+OUTPUT_LOW_BIT_FILE_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M")
+OUTPUT_LOW_BIT = "q5_k"
+#: Codecs llama-quantize writes only with importance weights (llama.cpp
+#: `tensor_requires_imatrix`), and the file type in which Q2_K needs them too.
+NEEDS_IMPORTANCE = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs")
+Q2_K_NEEDS_IMPORTANCE_IN = "Q2_K_S"
 
 
 #: Why a tensor is kept for its name alone (what `PlanOptions(name_rules=False)` lifts).
@@ -73,7 +82,19 @@ def output_codec(
     `llama_tensor_get_type` for `output.weight`); MXFP4_MOE keeps it in OUTPUT_FALLBACK."""
     if ftype == "MXFP4_MOE" or arch in OUTPUT_FALLBACK_ARCHS or not _fits(want, shape):
         return get(OUTPUT_FALLBACK)
+    if ftype in OUTPUT_LOW_BIT_FILE_TYPES:
+        return get(OUTPUT_LOW_BIT)
     return want if want.name == OUTPUT_FALLBACK else get(OUTPUT_TYPE)
+
+
+def needs_importance(name: str, codec: Codec, ftype: str | None) -> bool:
+    """True when llama-quantize refuses to write tensor `name` as `codec` in a file of type
+    `ftype` without importance weights (never the token embedding or the output tensor)."""
+    if name == "output.weight" or name in TOKEN_EMBD_NAMES:
+        return False
+    return codec.name in NEEDS_IMPORTANCE or (
+        codec.name == "q2_k" and ftype == Q2_K_NEEDS_IMPORTANCE_IN
+    )
 
 
 def with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:

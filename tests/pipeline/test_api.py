@@ -16,7 +16,14 @@ from gguf import GGMLQuantizationType as Q
 
 import bundler
 from bundler.codecs.floats import COMPILED_FROM
-from bundler.errors import AprCompatibilityWarning, NonFiniteError, OutputExistsError, UsageError
+from bundler.errors import (
+    AprCompatibilityWarning,
+    ImportanceRequiredError,
+    NonFiniteError,
+    OutputExistsError,
+    PlanWarning,
+    UsageError,
+)
 
 
 def _model(seed: int = 0) -> dict[str, np.ndarray]:
@@ -98,6 +105,24 @@ def test_save_names_the_tensor_and_index_of_a_nan_and_leaves_no_file(tmp_path):
         bundler.save(arrays, path, codec="q4_0")
     assert info.value.index == (70, 5)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec", ["IQ2_XXS", "iq1_s", "IQ3_XXS", "iq2_s"])
+def test_save_refuses_a_codec_llama_quantize_writes_only_with_importance_weights(tmp_path, codec):
+    # the token embedding and the output tensor are exempt, as in llama-quantize
+    with pytest.raises(ImportanceRequiredError, match="pass --imatrix FILE") as err:
+        bundler.save(_model(), tmp_path / "m.gguf", codec=codec)
+    assert err.value.tensors == ["blk.0.ffn_up.weight"] and err.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+    with pytest.warns(PlanWarning, match="dry run only: .* needs an importance matrix"):
+        report = bundler.quantize(*_saved(tmp_path), codec, dry_run=True)
+    assert not report.written
+
+
+def _saved(tmp_path) -> tuple[str, str]:
+    src = tmp_path / "f32.gguf"
+    bundler.save(_model(), src)
+    return str(src), str(tmp_path / "out.gguf")
 
 
 def test_save_refuses_an_existing_file_without_force(tmp_path):

@@ -38,6 +38,7 @@ DRY_RUNS = [
     *((t, ()) for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")),
     *((t, ()) for t in ("F16", "BF16")),
     *((t, ()) for t in ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE")),
+    ("IQ3_XXS", ()),  # its attn_v and ffn_down rules without a matrix (it warns)
     ("IQ4_XS", ("--pure",)),
     ("TQ1_0", ("--token-embedding-type", "q8_0")),
     ("Q4_K_M", ("--pure",)),
@@ -49,6 +50,11 @@ DRY_RUNS = [
     ("Q4_K_M", ("--tensor-type", "token_embd=q4_0", "--output-tensor-type", "f16")),
     ("Q4_K_M", ("--tensor-type", "attn_q=q8_0", "--tensor-type", "ffn_down=q5_k")),
 ]
+#: The file types of llama.cpp's 1- to 3-bit rules (its low-bit branch, IQ3_* and Q2_K_S).
+LOW_BIT_FILE_TYPES = (
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "IQ3_XXS", "IQ3_XS",
+    "IQ3_S", "IQ3_M",
+)  # fmt: skip
 #: One line per tensor of llama-quantize --dry-run: name, type, and the new type in
 #: parentheses when it changes.
 DRY_RUN_LINE = re.compile(r"\]\s+(\S+)\s+- \[.*?type =\s+(\S+), size = [^(]*(?:\((\S+)\))?\s*$")
@@ -57,21 +63,22 @@ DRY_RUN_LINE = re.compile(r"\]\s+(\S+)\s+- \[.*?type =\s+(\S+), size = [^(]*(?:\
 RESET_BY_LLAMA_QUANTIZE = ("general.quantization_version", "general.file_type")
 
 
-def dry_run_choices(smollm2_gguf, tmp_path, ftype: str, *flags: str):
-    """Each tensor's codec in llama-quantize's and in bundler's `--dry-run` of SmolLM2 with
-    the same file type and flags: (theirs, ours), by tensor name."""
+def dry_run_choices(src, tmp_path, ftype: str, *flags: str):
+    """Each tensor's codec in llama-quantize's and in bundler's `--dry-run` of the model file
+    `src` with the same file type and flags: (theirs, ours), by tensor name."""
     from tools.reference.llama_quantize import run
 
-    done = run(
-        smollm2_gguf, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags
-    )
+    done = run(src, tmp_path / "unused.gguf", ftype, "--allow-requantize", "--dry-run", *flags)
     lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
     want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
     ours = run_cli(
-        "quantize", str(smollm2_gguf), "--type", ftype, "--allow-requantize", *flags,
+        "quantize", str(src), "--type", ftype, "--allow-requantize", *flags,
         "--dry-run", "--json", "-o", str(tmp_path / "unused.gguf"), check=True,
     )  # fmt: skip
     got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    # both warn in a dry run that writing would need an importance matrix, or neither does
+    theirs_refuse = "will require an imatrix" in done.stdout + done.stderr
+    assert ("needs an importance matrix" in ours.stderr) == theirs_refuse, ours.stderr
     return want, got
 
 
@@ -185,7 +192,9 @@ def _synthetic_llama(path: Path, n_expert: int, n_head_kv: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("ftype", ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE", "Q4_K_M"])
+@pytest.mark.parametrize(
+    "ftype", ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE", "Q4_K_M", *LOW_BIT_FILE_TYPES]
+)
 @pytest.mark.parametrize(
     ("model", "n_expert", "n_head_kv"), [("moe8", 8, 8), ("gqa4", 1, 2)], ids=["moe8", "gqa4"]
 )
@@ -193,17 +202,10 @@ def test_synthetic_moe_and_grouped_query_models_get_llama_quantize_codecs(
     ftype, model, n_expert, n_head_kv, llama_quantize, tmp_path
 ):
     # the rules SmolLM2 does not reach: stacked experts (MXFP4_MOE, eight-expert widening),
-    # grouped-query attn_v (n_head / n_head_kv >= 4), an untied token embedding (ternary Q4_K)
-    from tools.reference.llama_quantize import run
-
+    # grouped-query attn_v (n_head / n_head_kv >= 4), an untied token embedding (ternary Q4_K,
+    # low-bit Q2_K / IQ3_S), the low-bit rules without a matrix (llama-quantize's dry run
+    # needs none)
     src = _synthetic_llama(tmp_path / f"{model}.gguf", n_expert, n_head_kv)
-    done = run(src, tmp_path / "unused.gguf", ftype, "--dry-run")
-    lines = (DRY_RUN_LINE.search(line) for line in (done.stdout + done.stderr).splitlines())
-    want = {m[1]: (m[3] or m[2]).lower() for m in lines if m}
-    ours = run_cli(
-        "quantize", str(src), "--type", ftype, "--dry-run", "--json",
-        "-o", str(tmp_path / "unused.gguf"), check=True,
-    )  # fmt: skip
-    got = {t["name"]: t["to"] for t in json.loads(ours.stdout)["tensors"]}
+    want, got = dry_run_choices(src, tmp_path, ftype)
     assert len(want) == len(got) == (83 if n_expert > 1 else 75)
     assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
