@@ -293,6 +293,7 @@ def plan_to_target(
         plan = _plan(tensors, fixed, curves, pick)
         if matrix is not None:  # encoded by the weighted quantizers; its keys are recorded
             plan.importance = matrix.weights
+            plan.weighted = bool(matrix.metadata)
             plan.metadata_updates.update(matrix.metadata)
         return plan
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from bundler.codecs import TABLE
+from bundler.codecs import TABLE, get
+from bundler.plan import FILE_TYPES
 
 
 def test_types_lists_every_codec_and_the_affine_family_as_json():
@@ -37,6 +38,24 @@ def test_types_prints_a_table_for_people():
     assert "weighted" in q4_k and "importance matrix" in out
 
 
+def test_types_file_types_lists_each_file_type_with_what_it_needs_as_json():
+    rows = json.loads(run_cli("types", "--file-types", "--json", check=True).stdout)
+    by = {r["name"]: r for r in rows}
+    assert sorted(by) == sorted(f.name for f in FILE_TYPES)
+    assert [r["file_type"] for r in rows] == sorted(f.ftype for f in FILE_TYPES)
+    assert (by["IQ2_M"]["file_type"], by["IQ2_M"]["base"], by["IQ2_S"]["base"]) == (
+        29, "iq2_s", "iq2_xs"
+    )  # fmt: skip
+    assert by["Q4_K_M"]["alias"] == "Q4_K" and by["Q2_K_S"]["alias"] is None
+    # llama-quantize's refusals on a llama of 256-wide rows (compared with it by the oracle)
+    assert {n for n, r in by.items() if r["needs_imatrix"]} == {
+        "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "IQ3_XXS", "IQ3_XS"
+    }  # fmt: skip
+    pending = {c for r in rows for c in r["needs_encoders"]}
+    assert all(not get(c).facts.has_kernels for c in pending)
+    assert by["Q2_K_S"]["needs_encoders"] == by["Q4_K_M"]["needs_encoders"] == []
+
+
 def test_unknown_command_is_a_usage_error_with_exit_code_2():
     done = run_cli("frobnicate")
     assert done.returncode == 2 and "invalid choice" in done.stderr
@@ -53,7 +72,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_commands_that_do_not_encode_import_no_compiler():
-    for argv in (["types"], ["--help"], ["bench", "--help"]):
+    for argv in (["types"], ["types", "--file-types"], ["--help"], ["bench", "--help"]):
         code = (
             f"from bundler.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
         )
