@@ -208,6 +208,12 @@ def test_tensors_are_the_same_after_pruning(written_f16):
 # ------------------------------------------------------------------ weighted bytes
 
 
+#: The lattice file types of the slow whole-file comparisons and the codecs they wait for.
+LATTICE = {
+    "IQ3_M": ("iq3_s",), "IQ2_M": ("iq2_s", "iq3_s"), "IQ1_S": ("iq1_s",), "IQ1_M": ("iq1_m",),
+}  # fmt: skip
+
+
 def encoders_pending(*codecs: str) -> pytest.MarkDecorator:
     """A failure expected (strict) while bundler cannot encode one of `codecs` (the plan is
     proven by the dry runs above); none once it can."""
@@ -221,9 +227,10 @@ def encoders_pending(*codecs: str) -> pytest.MarkDecorator:
 #: Q4_K ffn_down, Q4_0 fallbacks) always; with the slow tests Q3_K_M (Q4_0/Q5_0/Q5_1
 #: fallbacks and Q4_K/Q5_K on SmolLM2's 576-column rows), Q4_0 (its ffn_down guard takes
 #: weighted Q4_1), IQ4_XS (weighted IQ4_XS and IQ4_NL fallbacks), IQ3_M (IQ3_S ffn_down,
-#: Q4_K in its first eighth, IQ4_NL and Q5_0 fallbacks) and IQ2_M (IQ2_S ffn_down, IQ3_S
-#: in its first eighth). The last two expect a failure while bundler has no encoder for
-#: their lattice codecs, and run as soon as it has.
+#: Q4_K in its first eighth, IQ4_NL and Q5_0 fallbacks), IQ2_M (IQ2_S ffn_down, IQ3_S in
+#: its first eighth), IQ1_S and IQ1_M (their codec in ffn_down, Q2_K in its first eighth).
+#: The last four expect a failure while bundler has no encoder for their lattice codecs,
+#: and run as soon as it has.
 WEIGHTED = [
     "Q4_K_M",
     "TQ2_0",
@@ -231,7 +238,7 @@ WEIGHTED = [
     *(pytest.param(t, marks=pytest.mark.slow) for t in ("Q3_K_M", "Q4_0", "IQ4_XS")),
     *(
         pytest.param(t, marks=[pytest.mark.slow, encoders_pending(*codecs)])
-        for t, codecs in (("IQ3_M", ("iq3_s",)), ("IQ2_M", ("iq2_s", "iq3_s")))
+        for t, codecs in LATTICE.items()
     ),
 ]
 
