@@ -36,7 +36,8 @@ class Kernel(NamedTuple):
 
     `encode(src, dst, importance=None)` takes a C-contiguous 2-D source chunk (float32 for
     block codecs, any numeric dtype for element types) and its uint8 destination rows, and
-    returns how many blocks held a NaN or infinity (0 when the codec stores them). Kernels
+    returns how many blocks held a NaN or infinity (0 when the codec stores them), or
+    -(1 + i) when the block starting at flat value i is one the C library aborts on. Kernels
     of codecs whose facts say `takes_importance` also take `importance`: one contiguous
     float32 weight per column, the same for every row (None: the reference quantizer);
     the others are only ever called with two arguments. `decode(raw, dst)` fills

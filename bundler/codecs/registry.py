@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bundler.codecs.facts import APR_LEGACY_ALIASES, TABLE, CodecFacts
+from bundler.codecs.facts import BY_NAME as BY_NAME_FACTS
 from bundler.codecs.kernels import Kernel, import_kernels
 from bundler.errors import NonFiniteError, ShapeError, UnknownCodecError, UsageError
 
@@ -103,6 +104,8 @@ class Codec:
             src = np.ascontiguousarray(chunk, dtype=want)
             rows = dst_rows[start : start + len(src)]
             bad = kernel.encode(src, rows, *(() if weights is None else (weights,)))
+            if bad < 0:
+                _raise_unencodable(self.name, x.shape, src, start, -bad - 1)
             if bad:
                 _raise_nonfinite(self.name, x.shape, src, start)
         return dst
@@ -239,6 +242,21 @@ def _raise_nonfinite(name: str, shape: tuple[int, ...], src: np.ndarray, start: 
         f"{name} cannot encode {value} at index {index}: block codecs need finite values",
         index,
         value,
+    )
+
+
+def _raise_unencodable(
+    name: str, shape: tuple[int, ...], src: np.ndarray, start: int, first: int
+) -> None:
+    """A block the C library aborts on (its search finds no finite distance)."""
+    n = src.shape[-1]
+    row, col = start + first // n, first % n
+    index = tuple(int(i) for i in np.unravel_index(row, shape[:-1] or (1,)))
+    block = src.reshape(-1)[first : first + BY_NAME_FACTS[name].block_size]
+    raise UsageError(
+        f"{name} cannot encode the block at row {index}, columns {col}.."
+        f"{col + block.size - 1}: its values (largest magnitude {float(np.abs(block).max())}) "
+        "overflow float32 in ggml's lattice search, where the C library aborts"
     )
 
 

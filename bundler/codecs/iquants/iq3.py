@@ -1,0 +1,323 @@
+"""IQ3_XXS and IQ3_S: each 4 values a point of a lattice (grid4), with signs and a 4-bit scale
+per 32 values.
+
+Byte layouts (ggml-common.h), per 256 values:
+
+    IQ3_XXS (98 bytes)   half d | u8 qs[64] | u32 scales_and_signs[8]
+    IQ3_S  (110 bytes)   half d | u8 qs[64] | u8 qh[8] | u8 signs[32] | u8 scales[4]
+
+qs holds the lattice index of each 4 values (IQ3_S's ninth bit: bit k of qh[ib] for the k-th
+4 values of sub-block ib). IQ3_XXS keeps 7 sign bits per 8 values (the eighth makes the
+count of minus signs even: ggml's ksigns_iq2xs), four per u32 in bits 7j, and the scale in
+the top 4 bits; it decodes as d * (0.5 + s) * 0.5 * level * sign. IQ3_S keeps 8 sign bits
+per 8 values and the scales as nibbles (sub-block 2k low), decoding as
+d * (1 + 2s) * level * sign.
+
+The encoders are ggml's `quantize_row_iq3_xxs_impl` / `quantize_row_iq3_s_impl` (what
+`ggml_quantize_chunk` calls, with or without an importance matrix): per 32 values, weights
+x^2 (or importance * sqrt(sigma2 + x^2), sigma2 = twice the mean square of the super-block),
+signs taken off (IQ3_XXS flips the least weighted value of an 8 with an odd count of minus
+signs), then for each trial scale (15 + 0.2 t) / max, t in -15..15 (IQ3_XXS) or -9..9
+(IQ3_S), the nearest levels, snapped to the best neighbour (weighted by sqrt(weight)) when
+off the lattice, kept when the weighted least-squares fit is strictly better; the
+off-lattice groups of the best trial are then re-snapped at its scale (IQ3_S re-snaps
+every group) and the scale refitted. Sub-block scales become 4 bits against
+max / 31 (the stored d is that times 1.0125 for IQ3_XXS, 1.033 for IQ3_S). All arithmetic
+is float32 in the reference's order, without fused multiply-add.
+
+Quirks kept: IQ3_S does not advance its qs and signs for an all-zero sub-block, so the next
+sub-block's codes land in its place; where ggml's neighbour search finds no finite distance
+(values whose squares overflow) it aborts, and the encoders report the block instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.halfs import get_half, put_half
+from bundler.codecs.iquants import grid4
+from bundler.codecs.kquants.common import F0, F1, JIT, nearest, nonfinite
+
+XXS, S = 0, 1
+#: Values per super-block and per sub-block (each with its own scale).
+QK = BY_NAME["iq3_xxs"].block_size
+QB = 32
+XXS_BYTES = BY_NAME["iq3_xxs"].type_size
+S_BYTES = BY_NAME["iq3_s"].type_size
+#: Trial scale steps on each side of 15 / max, per kind.
+TRIALS = (15, 9)
+#: ggml's GROUP_MAX_EPS_IQ3_XXS (IQ3_S skips only an exact zero).
+EPS_XXS = np.float32(1e-8)
+FUDGE = (np.float32(1.0125), np.float32(1.033))
+F_HALF = np.float32(0.5)
+F2 = np.float32(2.0)
+F15 = np.float32(15.0)
+F31 = np.float32(31.0)
+F_STEP = np.float32(0.2)
+F_QK = np.float32(QK)
+FLT_MAX = np.float32(3.4028234663852886e38)
+#: ggml's ksigns_iq2xs: 7 sign bits and the parity bit that makes the count even.
+SIGNS = np.array([i | (bin(i).count("1") & 1) << 7 for i in range(128)], np.uint8)
+
+
+@njit(**JIT)
+def _neighbour(nb, start, odd, xval, waux, scale, lv):
+    """The lattice index of the best neighbour in the list at nb[start] (the reference's
+    iq3_find_best_neighbour), its levels put in lv[0:4]; -1 when no distance is below
+    FLT_MAX (where the reference aborts)."""
+    best = FLT_MAX
+    index = -1
+    for j in range(1, np.int64(nb[start]) + 1):
+        g = np.int64(nb[start + j])
+        d2 = F0
+        for i in range(4):
+            diff = scale * odd[g, i] - xval[i]
+            d2 += waux[i] * diff * diff
+        if d2 < best:
+            best = d2
+            index = g
+    if index >= 0:
+        _levels(odd, index, lv)
+    return index
+
+
+@njit(**JIT, inline="always")
+def _levels(odd, g, lv):
+    for i in range(4):
+        lv[i] = (np.int32(odd[g, i]) - 1) // 2
+
+
+@njit(**JIT)
+def _snap(xval, waux, idv, scale, odd, kmap, nb, lv):
+    """The levels of 4 values at inverse scale idv (into lv), snapped to the best neighbour
+    at `scale` when off the lattice; returns (on the lattice, lattice index or -1 where the
+    reference aborts)."""
+    u = 0
+    for i in range(4):
+        lv[i] = max(0, min(7, nearest(F_HALF * (idv * xval[i] - F1))))
+        u |= lv[i] << (3 * i)
+    g = kmap[u]
+    if g >= 0:
+        return True, np.int64(g)
+    return False, _neighbour(nb, np.int64(-g - 1), odd, xval, waux, scale, lv)
+
+
+@njit(**JIT)
+def _fit(w, xval, lv):
+    sumqx = F0
+    sumq2 = F0
+    for i in range(QB):
+        q = np.float32(2 * lv[i] + 1)
+        sumqx += w[i] * xval[i] * q
+        sumq2 += w[i] * q * q
+    return sumqx, sumq2
+
+
+@njit(**JIT)
+def _signs(kind, xb, w, xval, signs):
+    """|x| into xval and the sign bits per 8 into signs; IQ3_XXS evens each 8's count of
+    minus signs by flipping its least weighted value (and keeps 7 bits)."""
+    for k in range(QB // 8):
+        s = 0
+        nflip = 0
+        for i in range(8):
+            v = xb[8 * k + i]
+            if v >= F0:
+                xval[8 * k + i] = v
+            else:
+                xval[8 * k + i] = -v
+                nflip += 1
+                s |= 1 << i
+        if kind == XXS and nflip % 2:
+            imin = 0
+            vmin = w[8 * k] * xb[8 * k] * xb[8 * k]
+            for i in range(1, 8):
+                ax = w[8 * k + i] * xb[8 * k + i] * xb[8 * k + i]
+                if ax < vmin:
+                    vmin = ax
+                    imin = i
+            xval[8 * k + imin] = -xval[8 * k + imin]
+            s ^= 1 << imin
+        signs[k] = s & 127 if kind == XXS else s
+
+
+#: What `_search` found: a scale, an all-zero sub-block, or a block the reference aborts on.
+FOUND, ZERO, ABORT = 0, 1, 2
+
+
+@njit(**JIT)
+def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
+    """The sub-block's scale and status, its levels in L."""
+    vmax = xval[0]
+    for i in range(1, QB):
+        vmax = vmax if vmax > xval[i] else xval[i]
+    L[:] = 0
+    if (kind == XXS and vmax < EPS_XXS) or (kind == S and vmax == F0):
+        return F0, ZERO
+    best = F0
+    scale = vmax / F15
+    on[:] = kind == XXS
+    for t in range(-TRIALS[kind], TRIALS[kind] + 1):
+        idv = (F15 + np.float32(t) * F_STEP) / vmax
+        this_scale = F1 / idv
+        for k in range(QB // 4):
+            on_aux[k], g = _snap(
+                xval[4 * k :], waux[4 * k :], idv, this_scale, odd, kmap, nb, Laux[4 * k :]
+            )
+            if g < 0:
+                return F0, ABORT
+        sumqx, sumq2 = _fit(w, xval, Laux)
+        if sumq2 > F0 and sumqx * sumqx > best * sumq2:
+            scale = sumqx / sumq2
+            best = scale * sumqx
+            L[:] = Laux
+            on[:] = on_aux
+    off = 0
+    for k in range(QB // 4):
+        off += 0 if on[k] else 1
+    if off > 0 and scale > F0:
+        idv = F1 / scale
+        for k in range(QB // 4):
+            if kind == XXS and on[k]:
+                continue
+            _, g = _snap(xval[4 * k :], waux[4 * k :], idv, scale, odd, kmap, nb, L[4 * k :])
+            if g < 0:
+                return F0, ABORT
+        sumqx, sumq2 = _fit(w, xval, L)
+        if sumq2 > F0:
+            scale = sumqx / sumq2
+    return scale, FOUND
+
+
+@njit(**JIT)
+def _lattice_index(L, k, kmap):
+    u = 0
+    for i in range(4):
+        u |= L[4 * k + i] << (3 * i)
+    return kmap[u]
+
+
+@njit(**JIT)
+def encode(kind, src, dst, qw, n, lo, hi, odd, kmap, nb):
+    """IQ3_XXS (kind 0) or IQ3_S (kind 1) super-blocks lo .. hi-1 of the flattened rows (n
+    values each; `qw` the per-column importance, or empty); returns the count of blocks with
+    NaN or infinity, or -(1 + block) for the first block where the reference aborts."""
+    weighted = qw.size > 0
+    nbytes = XXS_BYTES if kind == XXS else S_BYTES
+    w = np.empty(QB, np.float32)
+    waux = np.empty(QB, np.float32)
+    xval = np.empty(QB, np.float32)
+    L = np.empty(QB, np.int32)
+    Laux = np.empty(QB, np.int32)
+    on = np.empty(QB // 4, np.bool_)
+    on_aux = np.empty(QB // 4, np.bool_)
+    signs = np.empty(QB // 8, np.int64)
+    scales = np.empty(QK // QB, np.float32)
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * QK : (b + 1) * QK]
+        y = dst[b * nbytes : (b + 1) * nbytes]
+        y[:] = 0
+        if nonfinite(x):
+            bad += 1
+            continue
+        col = (b * QK) % n
+        sumx2 = F0
+        for i in range(QK):
+            sumx2 += x[i] * x[i]
+        sigma2 = F2 * sumx2 / F_QK
+        max_scale = F0
+        stored = 0  # IQ3_S: sub-blocks whose codes are stored so far
+        for ib in range(QK // QB):
+            xb = x[ib * QB : (ib + 1) * QB]
+            for i in range(QB):
+                if weighted:
+                    w[i] = qw[col + ib * QB + i] * np.sqrt(sigma2 + xb[i] * xb[i])
+                else:
+                    w[i] = xb[i] * xb[i]
+                waux[i] = np.sqrt(w[i])
+            _signs(kind, xb, w, xval, signs)
+            scale, status = _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux)
+            if status == ABORT:
+                return -(1 + b)
+            scales[ib] = F0
+            if status == ZERO:
+                continue
+            if scale < F0:
+                scale = -scale
+                for k in range(QB // 8):
+                    signs[k] = ~signs[k] & (127 if kind == XXS else 255)
+            for k in range(QB // 4):
+                g = _lattice_index(L, k, kmap)
+                if kind == XXS:
+                    y[2 + 8 * ib + k] = np.uint8(g)
+                else:
+                    y[2 + 8 * stored + k] = np.uint8(g & 255)
+                    y[66 + ib] |= np.uint8((g >> 8) << k)
+            if kind == XXS:
+                packed = signs[0] | (signs[1] << 7) | (signs[2] << 14) | (signs[3] << 21)
+                for j in range(4):
+                    y[66 + 4 * ib + j] = np.uint8((packed >> (8 * j)) & 255)
+            else:
+                for k in range(QB // 8):
+                    y[74 + 4 * stored + k] = np.uint8(signs[k])
+                stored += 1
+            scales[ib] = scale
+            max_scale = max_scale if max_scale > scale else scale
+        if max_scale == F0:
+            if kind == XXS:
+                y[:] = 0
+            continue
+        d = max_scale / F31
+        put_half(y, 0, d * FUDGE[kind])
+        idv = F1 / d
+        for ib in range(QK // QB):
+            ls = max(0, min(15, nearest(F_HALF * (idv * scales[ib] - F1))))
+            if kind == XXS:
+                y[66 + 4 * ib + 3] |= np.uint8(ls << 4)
+            else:
+                y[106 + ib // 2] |= np.uint8(ls << (4 * (ib % 2)))
+    return bad
+
+
+@njit(**JIT)
+def decode_xxs(raw, out, table, values, signs, lo, hi):
+    """IQ3_XXS super-blocks lo .. hi-1 to float32."""
+    for b in range(lo, hi):
+        y = raw[b * XXS_BYTES : (b + 1) * XXS_BYTES]
+        d = get_half(y, 0, table)
+        o = out[b * QK : (b + 1) * QK]
+        for ib in range(QK // QB):
+            aux = np.uint32(0)
+            for j in range(4):
+                aux |= np.uint32(y[66 + 4 * ib + j]) << np.uint32(8 * j)
+            db = d * (F_HALF + np.float32(aux >> np.uint32(28))) * F_HALF
+            for k in range(QB // 8):
+                s = signs[(aux >> np.uint32(7 * k)) & np.uint32(127)]
+                for h in range(2):
+                    g = np.int64(y[2 + 8 * ib + 2 * k + h])
+                    for j in range(4):
+                        v = db * values[g, j]
+                        o[ib * QB + 8 * k + 4 * h + j] = -v if (s >> (4 * h + j)) & 1 else v
+    return 0
+
+
+@njit(**JIT)
+def decode_s(raw, out, table, values, lo, hi):
+    """IQ3_S super-blocks lo .. hi-1 to float32."""
+    for b in range(lo, hi):
+        y = raw[b * S_BYTES : (b + 1) * S_BYTES]
+        d = get_half(y, 0, table)
+        o = out[b * QK : (b + 1) * QK]
+        for ib in range(QK // QB):
+            ls = (np.int64(y[106 + ib // 2]) >> (4 * (ib % 2))) & 15
+            db = d * np.float32(1 + 2 * ls)
+            for k in range(QB // 4):
+                g = np.int64(y[2 + 8 * ib + k]) | (((np.int64(y[66 + ib]) >> k) & 1) << 8)
+                s = y[74 + 4 * ib + k // 2]
+                for j in range(4):
+                    v = db * values[g, j]
+                    o[ib * QB + 4 * k + j] = -v if (s >> (4 * (k % 2) + j)) & 1 else v
+    return 0
