@@ -37,7 +37,6 @@ from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
-from bundler.codecs.iquants import grid4
 from bundler.codecs.kquants.common import F0, F1, JIT, nearest, nonfinite
 
 XXS, S = 0, 1
