@@ -248,15 +248,16 @@ def _raise_nonfinite(name: str, shape: tuple[int, ...], src: np.ndarray, start: 
 def _raise_unencodable(
     name: str, shape: tuple[int, ...], src: np.ndarray, start: int, first: int
 ) -> None:
-    """A block the C library aborts on (its search finds no finite distance)."""
+    """A block the C library aborts on: its lattice search finds no finite distance."""
     n = src.shape[-1]
     row, col = start + first // n, first % n
-    index = tuple(int(i) for i in np.unravel_index(row, shape[:-1] or (1,)))
+    index = (*np.unravel_index(row, shape[:-1] or (1,)), col)
+    index = tuple(int(i) for i in index[-len(shape) :])
     block = src.reshape(-1)[first : first + BY_NAME_FACTS[name].block_size]
     raise UsageError(
-        f"{name} cannot encode the block at row {index}, columns {col}.."
-        f"{col + block.size - 1}: its values (largest magnitude {float(np.abs(block).max())}) "
-        "overflow float32 in ggml's lattice search, where the C library aborts"
+        f"{name} cannot encode the block of {block.size} values from index {index}: its "
+        f"largest magnitude, {float(np.abs(block).max())}, overflows float32 in ggml's "
+        "lattice search, where the C library aborts"
     )
 
 

@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 SEED = 1234
+#: Codecs whose ggml quantizer searches a lattice and aborts the process where a distance
+#: overflows float32 (values of about 7e12 and more); bundler refuses those blocks instead.
+LATTICE = ("iq3_xxs", "iq3_s")
+#: Magnitudes below this (2^40, about 1.1e12) never overflow the lattice search.
+LATTICE_SAFE = 2.0**40
+
+
+def c_safe(name: str, x: np.ndarray) -> np.ndarray:
+    """`x` as rows, without (for the lattice codecs) the rows the C library would abort on."""
+    rows = np.asarray(x).reshape(-1, np.shape(x)[-1])
+    if name not in LATTICE:
+        return rows
+    return rows[np.abs(rows).max(axis=1, initial=0.0) < LATTICE_SAFE]
 
 
 def normal_weights(rows: int = 64, cols: int = 4096, std: float = 0.02) -> np.ndarray:

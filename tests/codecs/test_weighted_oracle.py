@@ -7,6 +7,7 @@ float types ignore the weights as ggml does; wrong weights are typed errors.
 
 from __future__ import annotations
 
+import edge_cases
 import kquant_cases
 import numpy as np
 import pytest
@@ -45,8 +46,9 @@ def _weights(n: int) -> dict[str, np.ndarray]:
 
 
 def assert_weighted_matches_c(ggml_c, name: str, x: np.ndarray, w: np.ndarray, label: str):  # noqa: F811
+    x = edge_cases.c_safe(name, x)
     ours = bundler.encode(x, name, importance=w)
-    theirs = ggml_c.quantize(name, x.reshape(-1, x.shape[-1]), imatrix=w)
+    theirs = ggml_c.quantize(name, x, imatrix=w)
     differ = np.flatnonzero(ours.reshape(-1) != theirs.reshape(-1))
     assert differ.size == 0, f"{name} {label}: {differ.size} bytes differ, first at {differ[:5]}"
     return ours
@@ -128,7 +130,7 @@ def test_wrong_weights_are_typed_errors_naming_the_problem(name, weights, error,
 def test_the_facts_table_declares_which_codecs_take_weights():
     assert WEIGHTED == [
         "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-        "iq4_nl", "iq4_xs",
+        "iq3_xxs", "iq4_nl", "iq3_s", "iq4_xs",
     ]  # fmt: skip
     facts = {c.name: c.facts for c in registry.all_codecs()}
     assert facts["q8_0"].ignores_importance and not facts["q8_0"].takes_importance

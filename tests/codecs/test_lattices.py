@@ -1,0 +1,102 @@
+"""The IQ3 lattices (bundler/codecs/iquants/grid4.py) against the gguf package's tables and
+the C library's decoding, and the blocks ggml's lattice search aborts on: refused by bundler
+with a typed error naming the block, where the C library kills the process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import edge_cases
+import gguf
+import numpy as np
+import pytest
+from test_c_oracle import ggml_c  # noqa: F401  (the C library fixture)
+
+from bundler.codecs import registry
+from bundler.codecs.iquants import grid4
+from bundler.errors import UsageError
+
+TYPES = ["iq3_xxs", "iq3_s"]
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_lattice_values_equal_the_gguf_package_grid(name):
+    quant = getattr(gguf.quants, name.upper())
+    quant.init_grid()
+    np.testing.assert_array_equal(grid4.decoded(name), quant.grid.reshape(quant.grid_shape))
+
+
+def _every_point(name: str) -> np.ndarray:
+    """Blocks that decode every lattice point with d = 1, scale 0 and plus signs."""
+    facts = registry.get(name).facts
+    size = grid4.SIZE[name]
+    blocks = np.zeros((size // 64, facts.type_size), np.uint8)
+    blocks[:, 1] = 0x3C  # half 1.0
+    index = np.arange(size).reshape(-1, 64)
+    blocks[:, 2:66] = index & 255
+    if name == "iq3_s":
+        # the ninth bit: bit k of qh[ib] for the k-th 4 values of sub-block ib
+        high = (index >> 8).reshape(-1, 8, 8)
+        blocks[:, 66:74] = (high << np.arange(8)).sum(axis=-1)
+    return blocks
+
+
+@pytest.mark.oracle_c
+@pytest.mark.parametrize("name", TYPES)
+def test_every_lattice_point_decodes_as_the_c_library_decodes_it(ggml_c, name):  # noqa: F811
+    blocks = _every_point(name)
+    shape = (len(blocks), 256)
+    theirs = ggml_c.dequantize(name, blocks, shape).reshape(-1, 4)
+    # IQ3_XXS's sub-block scale 0 is d * 0.25, IQ3_S's is d
+    unit = 0.25 if name == "iq3_xxs" else 1.0
+    np.testing.assert_array_equal(theirs, grid4.decoded(name) * np.float32(unit))
+    np.testing.assert_array_equal(registry.get(name).decode(blocks, shape).reshape(-1, 4), theirs)
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_each_off_lattice_point_lists_the_lattice_points_nearest_to_it(size):
+    lattice = grid4.lattice(size)
+    on = np.flatnonzero(lattice.kmap >= 0)
+    assert np.array_equal(grid4.POINTS[size][lattice.kmap[on]], on)
+    odd = lattice.odd.astype(np.int64)
+    distances = 2 if size == 256 else 3
+    for u in np.flatnonzero(lattice.kmap < 0)[::37]:
+        start = -lattice.kmap[u] - 1
+        listed = lattice.neighbours[start + 1 : start + 1 + lattice.neighbours[start]]
+        d2 = ((2 * grid4.levels(np.array([u]))[0] + 1 - odd) ** 2).sum(axis=1)
+        nearest = np.unique(d2)[:distances]
+        near = np.flatnonzero(np.isin(d2, nearest))
+        assert list(listed) == sorted(near, key=lambda j: (d2[j], j)), u
+
+
+def _overflowing(name: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    x[2, 256:] *= np.float32(1e14)
+    return x
+
+
+@pytest.mark.oracle_c
+@pytest.mark.parametrize("name", TYPES)
+def test_a_block_whose_search_overflows_is_refused_where_the_c_library_aborts(ggml_c, name):  # noqa: F811
+    x = _overflowing(name)
+    with pytest.raises(UsageError, match=r"block of 256 values from index \(2, 256\).*aborts"):
+        registry.get(name).encode(x)
+    np.testing.assert_array_equal(
+        registry.get(name).encode(x[:2]), ggml_c.quantize(name, edge_cases.c_safe(name, x[:2]))
+    )
+    code = (
+        "import sys, numpy as np\n"
+        "from tools.reference import ggml_c\n"
+        "ggml_c.quantize(sys.argv[1], np.load(sys.argv[2]))\n"
+    )
+    path = ROOT / ".pytest_cache" / f"overflow-{name}.npy"
+    path.parent.mkdir(exist_ok=True)
+    np.save(path, x[2:])
+    run = subprocess.run(
+        [sys.executable, "-c", code, name, str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode < 0 and "GGML_ASSERT" in run.stderr, (run.returncode, run.stderr)
