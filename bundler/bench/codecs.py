@@ -19,9 +19,9 @@ from bundler.codecs import get, set_threads
 #: the non-linear, ternary and FP4 codecs.
 DEFAULT_CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16")
 K_QUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
-OTHER_CODECS = ("iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4")
+OTHER_CODECS = ("iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "tq1_0", "tq2_0", "mxfp4")
 #: Codecs the gguf package can decode but not encode.
-GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs")
+GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s")
 SEED = 20260101
 
 

@@ -93,7 +93,7 @@ _ALL = 1 << 12
 class Lattice(NamedTuple):
     """One lattice's tables (see the module docstring)."""
 
-    #: (size, 4) float32: the points in the encoders' units 2l + 1
+    #: (size * 4,) float32: the points in the encoders' units 2l + 1, point after point
     odd: np.ndarray
     #: (4096,) int32: lattice index of each packed point, or -(neighbour list offset + 1)
     kmap: np.ndarray
@@ -135,4 +135,4 @@ def lattice(size: int) -> Lattice:
     lists[starts] = False
     neighbours[lists] = order[keep]
     kmap[off] = -(starts + 1)
-    return Lattice(odd.astype(np.float32), kmap, neighbours)
+    return Lattice(odd.astype(np.float32).reshape(-1), kmap, neighbours)

@@ -61,49 +61,48 @@ FLT_MAX = np.float32(3.4028234663852886e38)
 SIGNS = np.array([i | (bin(i).count("1") & 1) << 7 for i in range(128)], np.uint8)
 
 
-@njit(**JIT)
-def _neighbour(nb, start, odd, xval, waux, scale, lv):
-    """The lattice index of the best neighbour in the list at nb[start] (the reference's
-    iq3_find_best_neighbour), its levels put in lv[0:4]; -1 when no distance is below
-    FLT_MAX (where the reference aborts)."""
+@njit(**JIT, inline="always")
+def _neighbour(nb, start, odd, xval, waux, at, scale, lv):
+    """The lattice index of the best neighbour of the 4 values from `at` in the list at
+    nb[start] (the reference's iq3_find_best_neighbour), its levels put in lv[at:at+4];
+    -1 when no distance is below FLT_MAX (where the reference aborts)."""
     best = FLT_MAX
     index = -1
     for j in range(1, np.int64(nb[start]) + 1):
         g = np.int64(nb[start + j])
         d2 = F0
         for i in range(4):
-            diff = scale * odd[g, i] - xval[i]
-            d2 += waux[i] * diff * diff
+            diff = scale * odd[4 * g + i] - xval[at + i]
+            d2 += waux[at + i] * diff * diff
         if d2 < best:
             best = d2
             index = g
     if index >= 0:
-        _levels(odd, index, lv)
+        for i in range(4):
+            lv[at + i] = (np.int32(odd[4 * index + i]) - 1) // 2
     return index
 
 
 @njit(**JIT, inline="always")
-def _levels(odd, g, lv):
-    for i in range(4):
-        lv[i] = (np.int32(odd[g, i]) - 1) // 2
-
-
-@njit(**JIT)
-def _snap(xval, waux, idv, scale, odd, kmap, nb, lv):
-    """The levels of 4 values at inverse scale idv (into lv), snapped to the best neighbour
-    at `scale` when off the lattice; returns (on the lattice, lattice index or -1 where the
-    reference aborts)."""
-    u = 0
-    for i in range(4):
+def _round(xval, idv, lv, lo, hi):
+    """The nearest levels of values lo .. hi-1 at inverse scale idv."""
+    for i in range(lo, hi):
         lv[i] = max(0, min(7, nearest(F_HALF * (idv * xval[i] - F1))))
-        u |= lv[i] << (3 * i)
+
+
+@njit(**JIT, inline="always")
+def _snap(xval, waux, at, scale, odd, kmap, nb, lv):
+    """The rounded levels of the 4 values from `at`, snapped to the best neighbour at `scale`
+    when off the lattice; returns (on the lattice, lattice index or -1 where the reference
+    aborts)."""
+    u = lv[at] | (lv[at + 1] << 3) | (lv[at + 2] << 6) | (lv[at + 3] << 9)
     g = kmap[u]
     if g >= 0:
         return True, np.int64(g)
-    return False, _neighbour(nb, np.int64(-g - 1), odd, xval, waux, scale, lv)
+    return False, _neighbour(nb, np.int64(-g - 1), odd, xval, waux, at, scale, lv)
 
 
-@njit(**JIT)
+@njit(**JIT, inline="always")
 def _fit(w, xval, lv):
     sumqx = F0
     sumq2 = F0
@@ -161,10 +160,9 @@ def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
     for t in range(-TRIALS[kind], TRIALS[kind] + 1):
         idv = (F15 + np.float32(t) * F_STEP) / vmax
         this_scale = F1 / idv
+        _round(xval, idv, Laux, 0, QB)
         for k in range(QB // 4):
-            on_aux[k], g = _snap(
-                xval[4 * k :], waux[4 * k :], idv, this_scale, odd, kmap, nb, Laux[4 * k :]
-            )
+            on_aux[k], g = _snap(xval, waux, 4 * k, this_scale, odd, kmap, nb, Laux)
             if g < 0:
                 return F0, ABORT
         sumqx, sumq2 = _fit(w, xval, Laux)
@@ -181,7 +179,8 @@ def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
         for k in range(QB // 4):
             if kind == XXS and on[k]:
                 continue
-            _, g = _snap(xval[4 * k :], waux[4 * k :], idv, scale, odd, kmap, nb, L[4 * k :])
+            _round(xval, idv, L, 4 * k, 4 * k + 4)
+            _, g = _snap(xval, waux, 4 * k, scale, odd, kmap, nb, L)
             if g < 0:
                 return F0, ABORT
         sumqx, sumq2 = _fit(w, xval, L)
