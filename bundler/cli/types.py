@@ -120,11 +120,18 @@ def _affine_rows() -> list[dict]:
 
 
 def _importance(facts) -> str | None:
-    """How encode treats importance weights (an importance-matrix row): "takes" them (ggml's
-    weighted quantizer), "ignores" them (as ggml does), or None (refuses them)."""
+    """How encode treats importance weights (an importance-matrix row): "requires" them
+    (ggml quantizes only with them), "takes" them (ggml's weighted quantizer), "ignores"
+    them (as ggml does), or None (refuses them)."""
+    if facts.requires_importance:
+        return "requires"
     if facts.takes_importance:
         return "takes"
     return "ignores" if facts.ignores_importance else None
+
+
+#: The encode column of a codec with kernels, by how it treats importance weights.
+_ENCODE = {"takes": "weighted", "requires": "imatrix"}
 
 
 def _dash(v: object) -> str:
@@ -141,7 +148,7 @@ def _human(rows: list[dict]) -> str:
             r["block_size"],
             r["type_size"],
             f"{r['bits_per_weight']:.4g}",
-            ("weighted" if r["importance"] == "takes" else "yes") if r["encode"] else "store",
+            _ENCODE.get(r["importance"], "yes") if r["encode"] else "store",
             r["description"],
         ]
         for r in rows
@@ -150,5 +157,6 @@ def _human(rows: list[dict]) -> str:
     note = (
         "\n* APR code of this project's extension (aprender cannot read it)"
         "\nweighted: also encodes with an importance matrix (llama-quantize --imatrix)"
+        "\nimatrix: encodes only with an importance matrix (as ggml)"
     )
     return table(body, head, "<>><>>><<") + note

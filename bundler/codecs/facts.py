@@ -63,6 +63,9 @@ class CodecFacts:
     #: accepts importance weights and ignores them, as ggml's `ggml_quantize_chunk` does
     #: (element types, Q8_0); a codec that neither takes nor ignores them refuses them
     ignores_importance: bool = False
+    #: encodes only with importance weights: ggml's quantizer asserts them
+    #: (`ggml_quantize_requires_imatrix`: IQ2_XXS, IQ2_XS, IQ1_S)
+    requires_importance: bool = False
 
     @property
     def is_block(self) -> bool:
@@ -151,11 +154,12 @@ def _elem(name, size, ggml=None, apr=None, st=None, dtype=None, kernels=None, de
 
 def _block(name, block, size, ggml, fields, kernels=None, apr=None, desc="", importance=None):
     """A block codec; `importance` says how it treats importance weights: "takes" them (a
-    weighted search), "ignores" them (Q8_0's scale is max|x|/127 either way), or, by
-    default, refuses them."""
+    weighted search), "requires" them (a weighted search only), "ignores" them (Q8_0's scale
+    is max|x|/127 either way), or, by default, refuses them."""
     return CodecFacts(
         name, block, size, ggml, apr, None, None, fields, kernels, description=desc,
-        takes_importance=importance == "takes", ignores_importance=importance == "ignores",
+        takes_importance=importance in ("takes", "requires"),
+        ignores_importance=importance == "ignores", requires_importance=importance == "requires",
     )  # fmt: skip
 
 
@@ -232,7 +236,16 @@ TABLE: tuple[CodecFacts, ...] = (
         desc="3-bit lattice, 4 values per 256-point grid index",
         importance="takes",
     ),
-    _block("iq1_s", 256, 50, 19, _D),
+    _block(
+        "iq1_s",
+        256,
+        50,
+        19,
+        _D,
+        _IQUANTS,
+        desc="1-bit lattice (-1, 0, 1 + delta), 3-bit scales per 32",
+        importance="requires",
+    ),
     _block("iq4_nl", 32, 18, 20, _D, _IQUANTS, desc="4-bit non-linear", importance="takes"),
     _block(
         "iq3_s",
@@ -260,7 +273,16 @@ TABLE: tuple[CodecFacts, ...] = (
     _elem("i32", 4, 26, 4, "I32", "<i4", _FLOATS, "signed 32-bit integer"),
     _elem("i64", 8, 27, 5, "I64", "<i8", _FLOATS, "signed 64-bit integer"),
     _elem("f64", 8, 28, 3, "F64", "<f8", _FLOATS, "IEEE binary64"),
-    _block("iq1_m", 256, 56, 29, ()),
+    _block(
+        "iq1_m",
+        256,
+        56,
+        29,
+        (),
+        _IQUANTS,
+        desc="1-bit lattice (-1, 0, 1 + delta), 3-bit scales per 16",
+        importance="takes",
+    ),
     _elem("bf16", 2, 30, 30, "BF16", "bfloat16", _FLOATS, "bfloat16, round to nearest even"),
     # ternary and MXFP4: ggml's quantizers ignore importance weights
     _block(

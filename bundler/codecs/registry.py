@@ -114,6 +114,11 @@ class Codec:
         """The weights to pass to the kernel (contiguous float32), None when there are none
         or the codec ignores them; a typed error for weights it refuses or that are wrong."""
         if importance is None:
+            if self.facts.requires_importance:
+                raise UsageError(
+                    f"{self.name} needs importance weights (an importance matrix, "
+                    f"llama-quantize's --imatrix): ggml has no {self.name} quantizer without them"
+                )
             return None
         if not self.facts.accepts_importance:
             raise UsageError(

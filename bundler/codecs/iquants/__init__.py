@@ -1,5 +1,6 @@
 """Kernels of the i-quants bundler encodes: IQ4_NL and IQ4_XS (`iq4`), IQ3_XXS and IQ3_S
-(`iq3`, on the lattices of `grid4`), byte-exact with ggml's `quantize_<type>` with or without
+(`iq3`, on the lattices of `grid4`), IQ1_S and IQ1_M (`iq1`, on the grid of `grid8`),
+byte-exact with ggml's `quantize_<type>` with or without
 an importance matrix (one weight per column, ggml's `quant_weights`), and their decoders."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ import numpy as np
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32
-from bundler.codecs.iquants import grid4, iq3, iq4
+from bundler.codecs.iquants import grid4, grid8, iq1, iq3, iq4
+from bundler.codecs.iquants.grid_points import POINTS_HEX
 from bundler.codecs.kernels import Kernel, range_kernel, split_run
 
 
@@ -19,36 +21,70 @@ def _kernel(name: str, encoder, decoder, *decode_args) -> Kernel:
     )
 
 
-def _lattice_kernel(name: str, kind: int, decoder, *decode_args) -> Kernel:
-    """IQ3_XXS's or IQ3_S's kernel: the encoder over its lattice (built on first use), which
-    returns -(1 + first value) of the first block the C library aborts on."""
-    size = grid4.SIZE[name]
+def _lattice_kernel(name: str, module, kind: int, tables, decoder, *decode_args) -> Kernel:
+    """The kernel of a lattice type: `module.encode(kind, ...)` over the search tables
+    `tables()` gives (built on first use), returning -(1 + first value) of the first block
+    the C library aborts on."""
     none = np.empty(0, np.float32)
+    block = BY_NAME[name].block_size
 
     def encode(src: np.ndarray, dst: np.ndarray, importance: np.ndarray | None = None) -> int:
-        tables = grid4.lattice(size)
+        search = tables()
         flat, out = src.reshape(-1), dst.reshape(-1)
         weights = none if importance is None else importance
         aborts: list[int] = []
 
         def run(lo: int, hi: int) -> int:
-            found = iq3.encode(kind, flat, out, weights, src.shape[-1], lo, hi, *tables)
+            found = module.encode(kind, flat, out, weights, src.shape[-1], lo, hi, *search)
             if found < 0:
                 aborts.append(-found - 1)
                 return 0
             return found
 
-        bad = split_run(run, flat.size // iq3.QK)
-        return -(1 + min(aborts) * iq3.QK) if aborts else bad
+        bad = split_run(run, flat.size // block)
+        return -(1 + min(aborts) * block) if aborts else bad
 
     return _kernel(name, None, decoder, *decode_args)._replace(encode=encode)
+
+
+def _grid4(name: str):
+    return lambda: grid4.lattice(grid4.SIZE[name])
+
+
+def _grid8(name: str):
+    def tables():
+        g = grid8.grid(name)
+        return g.lattice, g.kmap, g.neighbours
+
+    return tables
+
+
+def _grid8_values(name: str) -> np.ndarray:
+    """The decoded values of a grid8 type's points, without building its search tables."""
+    params = grid8.PARAMS[name]
+    points = np.frombuffer(bytes.fromhex(POINTS_HEX[params.size]), "<u2")
+    return np.asarray(params.levels, np.float32)[grid8.levels_of(points)]
 
 
 KERNELS: dict[str, Kernel] = {
     "iq4_nl": _kernel("iq4_nl", iq4.encode_nl, iq4.decode_nl),
     "iq4_xs": _kernel("iq4_xs", iq4.encode_xs, iq4.decode_xs),
     "iq3_xxs": _lattice_kernel(
-        "iq3_xxs", iq3.XXS, iq3.decode_xxs, grid4.decoded("iq3_xxs"), iq3.SIGNS
+        "iq3_xxs",
+        iq3,
+        iq3.XXS,
+        _grid4("iq3_xxs"),
+        iq3.decode_xxs,
+        grid4.decoded("iq3_xxs"),
+        iq3.SIGNS,
     ),
-    "iq3_s": _lattice_kernel("iq3_s", iq3.S, iq3.decode_s, grid4.decoded("iq3_s")),
+    "iq3_s": _lattice_kernel(
+        "iq3_s", iq3, iq3.S, _grid4("iq3_s"), iq3.decode_s, grid4.decoded("iq3_s")
+    ),
+    "iq1_s": _lattice_kernel(
+        "iq1_s", iq1, iq1.IQ1_S, _grid8("iq1_s"), iq1.decode_s, _grid8_values("iq1_s")
+    ),
+    "iq1_m": _lattice_kernel(
+        "iq1_m", iq1, iq1.IQ1_M, _grid8("iq1_m"), iq1.decode_m, _grid8_values("iq1_m")
+    ),
 }
