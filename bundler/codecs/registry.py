@@ -253,7 +253,7 @@ def _raise_nonfinite(name: str, shape: tuple[int, ...], src: np.ndarray, start: 
 def _raise_unencodable(
     name: str, shape: tuple[int, ...], src: np.ndarray, start: int, first: int
 ) -> None:
-    """A block the C library aborts on: its lattice search finds no finite distance."""
+    """A block the C library aborts on: its lattice search overflows float32."""
     n = src.shape[-1]
     row, col = start + first // n, first % n
     index = (*np.unravel_index(row, shape[:-1] or (1,)), col)

@@ -1,5 +1,5 @@
-"""IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0 and MXFP4 against the C library, byte for
-byte.
+"""IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0 and MXFP4 against the C
+library, byte for byte.
 
 Encoding equals `ggml_quantize_chunk(type, ..., imatrix)` (what llama-quantize calls) with
 no importance, with random positive importance and with importance taken from the real
@@ -26,13 +26,23 @@ from test_c_oracle import ggml_c  # noqa: F401  (the C library fixture)
 from bundler.bundle import Bundle, Tensor
 from bundler.codecs import kernel_threads, registry
 from bundler.containers import gguf as bundler_gguf
-from bundler.errors import NonFiniteError, ShapeError
+from bundler.errors import NonFiniteError, ShapeError, UsageError
 
 pytestmark = pytest.mark.oracle_c
 
-CODECS = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "tq1_0", "tq2_0", "mxfp4"]
+CODECS = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4"]
 #: The codecs whose reference quantizer uses an importance matrix.
-WEIGHTED = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s"]
+WEIGHTED = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]
+#: The codecs ggml quantizes only with an importance matrix, and the others.
+REQUIRE = ["iq1_s"]
+PLAIN = [n for n in CODECS if n not in REQUIRE]
+
+
+def _required(name: str, n: int) -> np.ndarray | None:
+    """Importance weights for the codecs that need them (all ones), else None."""
+    return np.ones(n, np.float32) if name in REQUIRE else None
+
+
 COLS = 1024
 
 
@@ -101,6 +111,12 @@ def _assert_same_bytes(ours: np.ndarray, theirs: np.ndarray, what: str) -> None:
 def test_encode_equals_the_c_library_without_importance(ggml_c, name, case):  # noqa: F811
     x = edge_cases.c_safe(name, CASES[case])
     codec = registry.get(name)
+    if name in REQUIRE:  # refused by both: ggml would abort
+        with pytest.raises(UsageError, match=f"{name} needs importance weights"):
+            codec.encode(x)
+        with pytest.raises(ValueError, match="without an imatrix"):
+            ggml_c.quantize(name, x)
+        return
     theirs = ggml_c.quantize(name, x)
     _assert_same_bytes(codec.encode(x), theirs, f"{name} {case}")
     np.testing.assert_array_equal(
@@ -171,7 +187,8 @@ def test_encode_equals_the_c_library_on_real_smollm2_tensors_with_their_importan
             continue  # rows of 576 are not whole 256-value super-blocks
         x = np.ascontiguousarray(x, dtype=np.float32)
         w = np.ascontiguousarray(w, dtype=np.float32)
-        _assert_same_bytes(codec.encode(x), ggml_c.quantize(name, x), f"{name} {label}")
+        if name not in REQUIRE:
+            _assert_same_bytes(codec.encode(x), ggml_c.quantize(name, x), f"{name} {label}")
         theirs = ggml_c.quantize(name, x, imatrix=w)
         _assert_same_bytes(codec.encode(x, importance=w), theirs, f"{name} {label} weighted")
 
@@ -188,22 +205,22 @@ def _any_rows(draw):
         -bound if bound else None, bound, width=32, allow_nan=False, allow_infinity=False
     )
     x = draw(hnp.arrays(np.float32, shape, elements=finite))
-    return name, x
+    return name, x, _required(name, shape[-1])
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_any_rows())
 def test_any_finite_rows_encode_and_decode_like_c(ggml_c, case):  # noqa: F811
-    name, x = case
+    name, x, w = case
     codec = registry.get(name)
-    theirs = ggml_c.quantize(name, x)
-    _assert_same_bytes(codec.encode(x), theirs, f"{name} hypothesis")
+    theirs = ggml_c.quantize(name, x, imatrix=w)
+    _assert_same_bytes(codec.encode(x, importance=w), theirs, f"{name} hypothesis")
     np.testing.assert_array_equal(
         _bits(codec.decode(theirs, x.shape)), _bits(ggml_c.dequantize(name, theirs, x.shape))
     )
 
 
-@pytest.mark.parametrize("name", WEIGHTED)
+@pytest.mark.parametrize("name", [n for n in WEIGHTED if n not in REQUIRE])
 def test_importance_changes_the_codes_of_weighted_codecs(name):
     x = CASES["normal"]
     w = _random_weights(COLS, 3)["lognormal"].astype(np.float32)
@@ -243,7 +260,7 @@ def test_non_finite_values_are_refused_naming_their_position(name):
     x = CASES["normal"].copy()
     x[3, 700] = np.inf
     with pytest.raises(NonFiniteError, match=r"index \(3, 700\)"):
-        registry.get(name).encode(x)
+        registry.get(name).encode(x, importance=_required(name, COLS))
 
 
 @pytest.mark.parametrize("name", CODECS)
@@ -263,13 +280,15 @@ def test_encodes_strided_input_like_its_contiguous_copy():
     x = np.asfortranarray(CASES["uniform"])
     for name in CODECS:
         codec = registry.get(name)
-        assert np.array_equal(codec.encode(x), codec.encode(np.ascontiguousarray(x))), name
+        w = _required(name, COLS)
+        ours = codec.encode(x, importance=w)
+        assert np.array_equal(ours, codec.encode(np.ascontiguousarray(x), importance=w)), name
 
 
 def test_bundler_gguf_files_read_back_through_the_gguf_package(tmp_path):
     x = CASES["normal"][:8]
     w = _random_weights(COLS, 6)["uniform"].astype(np.float32)
-    tensors = [Tensor.from_raw(n, x.shape, n, registry.get(n).encode(x)) for n in CODECS]
+    tensors = [Tensor.from_raw(n, x.shape, n, registry.get(n).encode(x)) for n in PLAIN]
     tensors += [
         Tensor.from_raw(f"{n}.weighted", x.shape, n, registry.get(n).encode(x, importance=w))
         for n in WEIGHTED
@@ -294,7 +313,7 @@ def test_bundler_gguf_files_read_back_through_the_gguf_package(tmp_path):
 GOLDEN = Path(__file__).parent / "golden" / "other"
 
 
-@pytest.mark.parametrize("name", CODECS)
+@pytest.mark.parametrize("name", PLAIN)
 def test_golden_file_is_reproduced_bit_for_bit(name):
     x = np.fromfile(GOLDEN / "input.f32", np.float32).reshape(-1, 256)
     assert registry.get(name).encode(x).tobytes() == (GOLDEN / f"{name}.bin").read_bytes()

@@ -1,6 +1,7 @@
 """The IQ3 lattices (bundler/codecs/iquants/grid4.py) against the gguf package's tables and
-the C library's decoding, and the blocks ggml's lattice search aborts on: refused by bundler
-with a typed error naming the block, where the C library kills the process."""
+the C library's decoding, the IQ1 decoders' grid values against grid8's, and the blocks
+ggml's lattice searches abort on: refused by bundler with a typed error naming the block,
+where the C library kills the process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import edge_cases
 import gguf
 import numpy as np
 import pytest
@@ -72,31 +72,47 @@ def test_each_off_lattice_point_lists_the_lattice_points_nearest_to_it(size):
         assert list(listed) == sorted(near, key=lambda j: (d2[j], j)), u
 
 
-def _overflowing(name: str) -> np.ndarray:
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 512)).astype(np.float32)
-    x[2, 256:] *= np.float32(1e14)
+def test_iq1_decoders_take_grid8_values_without_building_its_search_tables():
+    from bundler.codecs import iquants
+    from bundler.codecs.iquants import grid8
+
+    for name in ("iq1_s", "iq1_m"):
+        np.testing.assert_array_equal(iquants._grid8_values(name), grid8.grid(name).values)
+
+
+def _overflowing() -> np.ndarray:
+    """Three rows of 512: the last super-block alternates 1e-45 and 1e38, which overflows
+    every lattice search (IQ1's only from such magnitudes)."""
+    x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32)
+    x[2, 256:] = np.resize(np.array([1e-45, 1e38], np.float32), 256)
     return x
 
 
 @pytest.mark.oracle_c
-@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("name", [*TYPES, "iq1_s", "iq1_m"])
 def test_a_block_whose_search_overflows_is_refused_where_the_c_library_aborts(ggml_c, name):  # noqa: F811
-    x = _overflowing(name)
+    x = _overflowing()
+    codec = registry.get(name)
+    w = np.linspace(0.5, 2.0, 512, dtype=np.float32) if codec.facts.requires_importance else None
     with pytest.raises(UsageError, match=r"block of 256 values from index \(2, 256\).*aborts"):
-        registry.get(name).encode(x)
+        codec.encode(x, importance=w)
     np.testing.assert_array_equal(
-        registry.get(name).encode(x[:2]), ggml_c.quantize(name, edge_cases.c_safe(name, x[:2]))
+        codec.encode(x[:2], importance=w), ggml_c.quantize(name, x[:2], imatrix=w)
     )
     code = (
         "import sys, numpy as np\n"
         "from tools.reference import ggml_c\n"
-        "ggml_c.quantize(sys.argv[1], np.load(sys.argv[2]))\n"
+        "w = np.load(sys.argv[3]) if len(sys.argv) > 3 else None\n"
+        "ggml_c.quantize(sys.argv[1], np.load(sys.argv[2]), imatrix=w)\n"
     )
-    path = ROOT / ".pytest_cache" / f"overflow-{name}.npy"
-    path.parent.mkdir(exist_ok=True)
-    np.save(path, x[2:])
+    folder = ROOT / ".pytest_cache"
+    folder.mkdir(exist_ok=True)
+    args = [name, str(folder / f"overflow-{name}.npy")]
+    np.save(args[1], x[2:])
+    if w is not None:
+        args.append(str(folder / f"overflow-{name}-w.npy"))
+        np.save(args[2], w)
     run = subprocess.run(
-        [sys.executable, "-c", code, name, str(path)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True
     )
     assert run.returncode < 0 and "GGML_ASSERT" in run.stderr, (run.returncode, run.stderr)

@@ -86,7 +86,9 @@ def test_weighted_bytes_do_not_depend_on_the_thread_split(ggml_c, name):  # noqa
         assert np.array_equal(ours, one_thread)
 
 
-@pytest.mark.parametrize("name", WEIGHTED)
+@pytest.mark.parametrize(
+    "name", [n for n in WEIGHTED if not registry.get(n).facts.requires_importance]
+)
 def test_weighted_encoding_differs_from_the_reference_one(name):
     # the weights are not silently dropped: ggml's weighted search picks other codes
     x = kquant_cases.normal(8, 1024)
@@ -130,7 +132,7 @@ def test_wrong_weights_are_typed_errors_naming_the_problem(name, weights, error,
 def test_the_facts_table_declares_which_codecs_take_weights():
     assert WEIGHTED == [
         "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-        "iq3_xxs", "iq4_nl", "iq3_s", "iq4_xs",
+        "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq4_xs", "iq1_m",
     ]  # fmt: skip
     facts = {c.name: c.facts for c in registry.all_codecs()}
     assert facts["q8_0"].ignores_importance and not facts["q8_0"].takes_importance

@@ -23,8 +23,9 @@ against max / 15 (IQ1_S stores d * 1.125; IQ1_M refits d over the whole super-bl
 stores it * 1.1125). All arithmetic is float32 in the reference's order, without fused
 multiply-add.
 
-Where ggml's neighbour search finds no finite distance (values whose squares overflow) its
-fallback reads past its input, and the encoders report the block instead.
+Where ggml's search overflows float32 (a NaN scale, which it asserts against, or no
+neighbour at a finite distance, where its fallback reads past its input) the encoders
+report the block instead.
 """
 
 from __future__ import annotations
@@ -314,6 +315,8 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
                     sumqx, sumq2 = _refit(xb, w, 8 * k, index[k], grid, xx, F1, sumqx, sumq2)
                 if sumqx > F0 and sumq2 > F0:
                     scale = sumqx / sumq2
+            if not scale >= F0:  # a NaN: the reference asserts scale >= 0
+                return -(1 + b)
             if kind == IQ1_S:
                 h = 0
                 for k in range(4):

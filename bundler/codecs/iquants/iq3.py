@@ -26,8 +26,8 @@ max / 31 (the stored d is that times 1.0125 for IQ3_XXS, 1.033 for IQ3_S). All a
 is float32 in the reference's order, without fused multiply-add.
 
 Quirks kept: IQ3_S does not advance its qs and signs for an all-zero sub-block, so the next
-sub-block's codes land in its place; where ggml's neighbour search finds no finite distance
-(values whose squares overflow) it aborts, and the encoders report the block instead.
+sub-block's codes land in its place; where ggml's search overflows float32 (no neighbour
+at a finite distance, or a NaN scale) it aborts, and the encoders report the block instead.
 """
 
 from __future__ import annotations
@@ -243,6 +243,8 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, kmap, nb):
             scales[ib] = F0
             if status == ZERO:
                 continue
+            if np.isnan(scale):  # the reference asserts scale >= 0
+                return -(1 + b)
             if scale < F0:
                 scale = -scale
                 for k in range(QB // 8):

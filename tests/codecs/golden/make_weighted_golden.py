@@ -19,7 +19,10 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 import make_kquant_golden  # noqa: E402
 import write_once  # noqa: E402
 
-CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+CODECS = (
+    "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+    "iq3_xxs", "iq3_s", "iq1_s", "iq1_m",
+)  # fmt: skip
 
 
 def golden_importance() -> np.ndarray:
