@@ -49,6 +49,8 @@ EPS = (np.float32(1e-12), np.float32(1e-7))
 DELTA = np.float32(0.125)
 X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)
 X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], np.float32)
+P0, P1, P2 = (np.float32(v) for v in X_P)
+M0, M1, M2 = (np.float32(v) for v in X_M)
 FUDGE = (np.float32(1.125), np.float32(1.1125))
 F_HALF = np.float32(0.5)
 F2 = np.float32(2.0)
@@ -152,23 +154,25 @@ def _search_s(xb, w, idx, sumx, sumw, L):
     b2 = -1
     shift = 0
     for i1 in range(m + 1):
+        a = sumx[i1] - sumx[0]
+        wa = sumw[i1] - sumw[0]
         for i2 in range(i1, m + 1):
-            a = sumx[i1] - sumx[0]
             b = sumx[i2] - sumx[i1]
             c = sumx[m] - sumx[i2]
-            wa = sumw[i1] - sumw[0]
             wb = sumw[i2] - sumw[i1]
             wc = sumw[m] - sumw[i2]
-            for s in range(2):
-                xx = X_P if s == 0 else X_M
-                sumqx = a * xx[0] + b * xx[1] + c * xx[2]
-                sumq2 = wa * xx[0] * xx[0] + wb * xx[1] * xx[1] + wc * xx[2] * xx[2]
-                if sumq2 > F0 and sumqx * sumqx > best * sumq2:
-                    scale = sumqx / sumq2
-                    best = scale * sumqx
-                    b1 = i1
-                    b2 = i2
-                    shift = 1 if s == 0 else -1
+            sumqx = a * P0 + b * P1 + c * P2
+            sumq2 = wa * P0 * P0 + wb * P1 * P1 + wc * P2 * P2
+            if sumq2 > F0 and sumqx * sumqx > best * sumq2:
+                scale = sumqx / sumq2
+                best = scale * sumqx
+                b1, b2, shift = i1, i2, 1
+            sumqx = a * M0 + b * M1 + c * M2
+            sumq2 = wa * M0 * M0 + wb * M1 * M1 + wc * M2 * M2
+            if sumq2 > F0 and sumqx * sumqx > best * sumq2:
+                scale = sumqx / sumq2
+                best = scale * sumqx
+                b1, b2, shift = i1, i2, -1
     if b1 >= 0:
         _labels(idx, m, b1, b2, L)
     return scale, shift
