@@ -19,9 +19,11 @@ from bundler.codecs import get, set_threads
 #: the non-linear, ternary and FP4 codecs.
 DEFAULT_CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16")
 K_QUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
-OTHER_CODECS = ("iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "tq1_0", "tq2_0", "mxfp4")
+OTHER_CODECS = (
+    "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4",
+)  # fmt: skip
 #: Codecs the gguf package can decode but not encode.
-GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s")
+GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
 SEED = 20260101
 
 
@@ -181,9 +183,13 @@ def run(
     importance = bench_importance(cols)
     results = []
     names = _codec_list(codecs)
-    jobs = [(t, n, None) for t in _thread_list(threads) for n in names]
+    # codecs ggml quantizes only with an importance matrix are measured with it in any case
+    needs = {n for n in names if get(n).facts.requires_importance}
+    jobs = [
+        (t, n, importance if n in needs else None) for t in _thread_list(threads) for n in names
+    ]
     if weighted:
-        with_weights = [n for n in names if get(n).facts.takes_importance]
+        with_weights = [n for n in names if get(n).facts.takes_importance and n not in needs]
         jobs += [(t, n, importance) for t in _thread_list(threads) for n in with_weights]
     for count, name, weights in progress(jobs, "bench codecs"):
         set_threads(count)
@@ -192,7 +198,9 @@ def run(
     _versus_single_thread_c(results)
     return {
         "input": {"rows": rows, "cols": cols, "std": 0.02, "seed": SEED},
-        "importance": {"distribution": "lognormal(0, 2)", "seed": SEED + 1} if weighted else None,
+        "importance": {"distribution": "lognormal(0, 2)", "seed": SEED + 1}
+        if weighted or needs
+        else None,
         "machine": {"cpus": _cpus(), "processor": platform.processor() or platform.machine()},
         "results": results,
     }

@@ -143,3 +143,20 @@ def test_bench_codecs_weighted_adds_the_weighted_encoders_beside_the_c_library()
         )
     table = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", env=env, check=True)
     assert "q4_0 +imatrix" in table.stdout
+
+
+def test_bench_codecs_measures_the_lattice_encoders_beside_the_c_library():
+    root = Path(__file__).resolve().parents[2]  # the C oracle (tools.reference) lives there
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = ("--codecs", "iq3_s,iq1_s", "--rows", "8", "--cols", "512", "--threads", "1")
+    done = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {(r["codec"], r["weighted"]): r for r in report["results"]}
+    # IQ1_S is quantized only with an importance matrix: its one row is the weighted one
+    assert set(rows) == {("iq3_s", False), ("iq3_s", True), ("iq1_s", True)}
+    assert rows["iq3_s", False]["gguf_encode_mib_s"] is None  # the gguf package only decodes
+    for row in rows.values():
+        assert row["ours_encode_mib_s"] > 0
+        if row["c_exact"] is not None:  # the C library is built (always in CI)
+            assert row["c_exact"] is True and row["ratio_encode_vs_c_1_thread"] > 0
