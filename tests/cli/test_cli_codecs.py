@@ -122,13 +122,19 @@ def test_bench_codecs_reports_ratios_against_gguf_as_json():
         assert row["output_bytes"] == 64 * 1024 // 32 * (18 if row["codec"] == "q4_0" else 34)
 
 
-def test_bench_codecs_weighted_adds_the_weighted_encoders_beside_the_c_library():
+def _weighted_bench(codecs: str, rows: int, cols: int, json_out: bool = True):
+    """`bundler bench codecs --weighted` on one thread, the C oracle importable."""
     root = Path(__file__).resolve().parents[2]  # the C oracle (tools.reference) lives there
     env = {**os.environ, "PYTHONPATH": str(root)}
-    args = ("--codecs", "q4_0,q8_0", "--rows", "16", "--cols", "512", "--threads", "1")
-    done = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", "--json", env=env)
+    args = ("--codecs", codecs, "--rows", str(rows), "--cols", str(cols), "--threads", "1")
+    done = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted",
+                   *(["--json"] if json_out else []), env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout) if json_out else done.stdout
+
+
+def test_bench_codecs_weighted_adds_the_weighted_encoders_beside_the_c_library():
+    report = _weighted_bench("q4_0,q8_0", 16, 512)
     assert report["importance"] == {"distribution": "lognormal(0, 2)", "seed": 20260102}
     rows = {(r["codec"], r["weighted"]): r for r in report["results"]}
     # Q8_0 ignores importance weights: no weighted row for it
@@ -141,17 +147,11 @@ def test_bench_codecs_weighted_adds_the_weighted_encoders_beside_the_c_library()
         assert weighted["ratio_encode_vs_c_1_thread"] == (
             weighted["ours_encode_mib_s"] / weighted["c_encode_mib_s"]
         )
-    table = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", env=env, check=True)
-    assert "q4_0 +imatrix" in table.stdout
+    assert "q4_0 +imatrix" in _weighted_bench("q4_0,q8_0", 16, 512, json_out=False)
 
 
 def test_bench_codecs_measures_the_lattice_encoders_beside_the_c_library():
-    root = Path(__file__).resolve().parents[2]  # the C oracle (tools.reference) lives there
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    args = ("--codecs", "iq3_s,iq1_s", "--rows", "8", "--cols", "512", "--threads", "1")
-    done = run_cli("bench", "codecs", *args, "--repeat", "1", "--weighted", "--json", env=env)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _weighted_bench("iq3_s,iq1_s", 8, 512)
     rows = {(r["codec"], r["weighted"]): r for r in report["results"]}
     # IQ1_S is quantized only with an importance matrix: its one row is the weighted one
     assert set(rows) == {("iq3_s", False), ("iq3_s", True), ("iq1_s", True)}

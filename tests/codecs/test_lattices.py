@@ -61,7 +61,7 @@ def test_each_off_lattice_point_lists_the_lattice_points_nearest_to_it(size):
     lattice = grid4.lattice(size)
     on = np.flatnonzero(lattice.kmap >= 0)
     assert np.array_equal(grid4.POINTS[size][lattice.kmap[on]], on)
-    odd = lattice.odd.astype(np.int64).reshape(-1, 4)
+    odd = lattice.odd.astype(np.int64)
     distances = 2 if size == 256 else 3
     for u in np.flatnonzero(lattice.kmap < 0)[::37]:
         start = -lattice.kmap[u] - 1

@@ -54,7 +54,8 @@ def _grid4(name: str):
 def _grid8(name: str):
     def tables():
         g = grid8.grid(name)
-        return g.lattice, g.kmap, g.neighbours
+        levels = (g.lattice.astype(np.int32) - 1) // 2
+        return levels, iq1.X_P[levels], iq1.X_M[levels], g.kmap, g.neighbours
 
     return tables
 
@@ -81,10 +82,8 @@ KERNELS: dict[str, Kernel] = {
     "iq3_s": _lattice_kernel(
         "iq3_s", iq3, iq3.S, _grid4("iq3_s"), iq3.decode_s, grid4.decoded("iq3_s")
     ),
-    "iq1_s": _lattice_kernel(
-        "iq1_s", iq1, iq1.IQ1_S, _grid8("iq1_s"), iq1.decode_s, _grid8_values("iq1_s")
-    ),
-    "iq1_m": _lattice_kernel(
-        "iq1_m", iq1, iq1.IQ1_M, _grid8("iq1_m"), iq1.decode_m, _grid8_values("iq1_m")
-    ),
+    **{
+        name: _lattice_kernel(name, iq1, kind, _grid8(name), iq1.decode, _grid8_values(name), kind)
+        for name, kind in (("iq1_s", iq1.IQ1_S), ("iq1_m", iq1.IQ1_M))
+    },
 }

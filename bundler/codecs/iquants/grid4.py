@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-#: ggml's kgrid_256 and kgrid_512: the packed points of each lattice, in index order.
-_KGRID_256 = """
+#: ggml's kgrid_256 then kgrid_512: the packed points of each lattice, in index order.
+_KGRID = """
 0 2 4 9 11 15 16 18 25 34 59 61 65 67 72 74
 81 85 88 90 97 108 120 128 130 132 137 144 146 153 155 159
 169 175 189 193 199 200 202 213 248 267 287 292 303 315 317 321
@@ -38,8 +38,6 @@ _KGRID_256 = """
 2754 2795 2824 2835 2839 2874 2882 2905 2984 3028 3042 3092 3108 3110 3124 3153
 3185 3215 3252 3288 3294 3364 3397 3434 3483 3523 3537 3587 3589 3591 3592 3610
 3626 3670 3680 3722 3749 3754 3776 3789 3803 3824 3857 3873 3904 3906 3924 3992
-"""
-_KGRID_512 = """
 0 1 2 5 7 8 9 10 12 14 16 17 21 27 32 34
 37 39 41 43 48 50 57 60 63 64 65 66 68 72 73 77
 80 83 87 89 93 100 113 117 122 128 129 133 135 136 139 142
@@ -73,10 +71,8 @@ _KGRID_512 = """
 3600 3602 3614 3616 3628 3634 3650 3657 3668 3683 3685 3713 3716 3720 3726 3729
 3736 3753 3778 3802 3805 3819 3841 3845 3851 3856 3880 3922 3938 3970 3993 4032
 """
-POINTS = {
-    size: np.array([int(p) for p in text.split()], np.uint16)
-    for size, text in ((256, _KGRID_256), (512, _KGRID_512))
-}
+_ALL_POINTS = np.array([int(p) for p in _KGRID.split()], np.uint16)
+POINTS = {256: _ALL_POINTS[:256], 512: _ALL_POINTS[256:]}
 #: The value each level decodes to, per type.
 LEVELS = {
     "iq3_xxs": (4, 12, 20, 28, 36, 44, 52, 62),
@@ -93,8 +89,10 @@ _ALL = 1 << 12
 class Lattice(NamedTuple):
     """One lattice's tables (see the module docstring)."""
 
-    #: (size * 4,) float32: the points in the encoders' units 2l + 1, point after point
+    #: (size, 4) float32: the points in the encoders' units 2l + 1
     odd: np.ndarray
+    #: (size, 4) int32: the points' levels
+    levels: np.ndarray
     #: (4096,) int32: lattice index of each packed point, or -(neighbour list offset + 1)
     kmap: np.ndarray
     #: uint16: the neighbour lists, each a count followed by lattice indices
@@ -135,4 +133,4 @@ def lattice(size: int) -> Lattice:
     lists[starts] = False
     neighbours[lists] = order[keep]
     kmap[off] = -(starts + 1)
-    return Lattice(odd.astype(np.float32).reshape(-1), kmap, neighbours)
+    return Lattice(odd.astype(np.float32), levels(points), kmap, neighbours)

@@ -35,7 +35,8 @@ from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_to_f16_bits, get_half, put_half
-from bundler.codecs.kquants.common import F0, F1, JIT, nearest, nonfinite
+from bundler.codecs.iquants import lattice
+from bundler.codecs.kquants.common import F0, F1, JIT, nearest
 
 IQ1_S, IQ1_M = 0, 1
 QK = BY_NAME["iq1_s"].block_size
@@ -53,10 +54,8 @@ P0, P1, P2 = (np.float32(v) for v in X_P)
 M0, M1, M2 = (np.float32(v) for v in X_M)
 FUDGE = (np.float32(1.125), np.float32(1.1125))
 F_HALF = np.float32(0.5)
-F2 = np.float32(2.0)
 F15 = np.float32(15.0)
-F_QK = np.float32(QK)
-FLT_MAX = np.float32(3.4028234663852886e38)
+FLT_MAX = lattice.FLT_MAX
 #: IQ1_M's delta sign bits in qh per shift kind (0: +,+  1: +,-  2: -,+  3: -,-).
 MASKS = (0x00, 0x80, 0x08, 0x88)
 
@@ -77,46 +76,24 @@ def _sort(xb, m, idx):
 
 
 @njit(**JIT, inline="always")
-def _neighbour(nb, start, grid, xb, w, at, scale, xx, L):
-    """ggml's iq1_find_best_neighbour2 for the 8 values from `at`: the grid index of the
-    neighbour at the smallest weighted distance, its levels put in L[at:at+8]; -1 when no
-    distance is below FLT_MAX."""
-    best = FLT_MAX
-    index = -1
-    for j in range(1, np.int64(nb[start]) + 1):
-        g = np.int64(nb[start + j])
-        d2 = F0
-        for i in range(8):
-            q = xx[(np.int64(grid[g, i]) - 1) // 2]
-            diff = scale * q - xb[at + i]
-            d2 += w[at + i] * diff * diff
-        if d2 < best:
-            best = d2
-            index = g
-    if index >= 0:
-        for i in range(8):
-            L[at + i] = (np.int64(grid[index, i]) - 1) // 2
-    return index
-
-
-@njit(**JIT, inline="always")
-def _on_grid(L, at, scale, xb, w, xx, grid, kmap, nb):
-    """The grid index of the levels L[at:at+8] (snapped to the best neighbour when off the
-    grid), whether they were on it, or index -1 for the overflow."""
+def _on_grid(L, at, scale, xb, w, values, levels, kmap, nb):
+    """The grid index of the levels L[at:at+8] (snapped to the best neighbour by the values
+    of its delta when off the grid), whether they were on it, or index -1 for the overflow."""
     u = 0
     for j in range(8):
         u |= L[at + j] << (2 * j)
     g = kmap[u]
     if g >= 0:
         return np.int64(g), True
-    return _neighbour(nb, np.int64(-g - 1), grid, xb, w, at, scale, xx, L), False
+    start = np.int64(-g - 1)
+    return lattice.best_neighbour(nb, start, values, levels, xb, w, at, scale, L), False
 
 
 @njit(**JIT, inline="always")
-def _refit(xb, w, at, g, grid, xx, scale_l, sumqx, sumq2):
+def _refit(xb, w, at, g, values, scale_l, sumqx, sumq2):
     """The sums of the scale fit of the 8 values from `at` on grid point g."""
     for j in range(8):
-        q = xx[(np.int64(grid[g, j]) - 1) // 2] * scale_l
+        q = values[g, j] * scale_l
         sumqx += w[at + j] * q * xb[at + j]
         sumq2 += w[at + j] * q * q
     return sumqx, sumq2
@@ -230,13 +207,13 @@ def _search_m(xb, w, idx, px, pw, L):
 
 
 @njit(**JIT, inline="always")
-def _delta_of(kind, shift, k):
-    """The levels' values (X_P or X_M) of the k-th 8 values of a sub-block."""
+def _delta_of(kind, shift, k, plus, minus):
+    """The grid's values with +delta or -delta for the k-th 8 values of a sub-block."""
     if kind == IQ1_S:
-        return X_P if shift == 1 else X_M
+        return plus if shift == 1 else minus
     if k == 0:
-        return X_P if shift < 2 else X_M
-    return X_P if shift % 2 == 0 else X_M
+        return plus if shift < 2 else minus
+    return plus if shift % 2 == 0 else minus
 
 
 @njit(**JIT, inline="always")
@@ -250,11 +227,12 @@ def _weights(x, qw, weighted, at, col, m, sigma2, w):
 
 
 @njit(**JIT)
-def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
+def encode(kind, src, dst, qw, n, lo, hi, levels, plus, minus, kmap, nb):
     """IQ1_S (kind 0, `qw` required) or IQ1_M (kind 1) super-blocks lo .. hi-1 of the
     flattened rows (n values each; `qw` the per-column importance, or empty); returns the
     count of blocks with NaN or infinity, or -(1 + block) for the first block whose
     neighbour search overflows."""
+    bad = 0
     weighted = qw.size > 0
     m = SUB[kind]
     nsub = QK // m
@@ -269,19 +247,11 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
     pw = np.empty((2, 17), np.float32)
     scales = np.empty(16, np.float32)
     shifts = np.empty(16, np.int64)
-    bad = 0
     for b in range(lo, hi):
-        x = src[b * QK : (b + 1) * QK]
-        y = dst[b * nbytes : (b + 1) * nbytes]
-        y[:] = 0
-        if nonfinite(x):
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        if not finite:
             bad += 1
             continue
-        col = (b * QK) % n
-        sumx2 = F0
-        for i in range(QK):
-            sumx2 += x[i] * x[i]
-        sigma2 = F2 * sumx2 / F_QK
         max_scale = F0
         for ib in range(nsub):
             xb = x[ib * m : (ib + 1) * m]
@@ -306,8 +276,8 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
                 shift = -shift if kind == IQ1_S else 3 - shift
             all_on = True
             for k in range(m // 8):
-                xx = _delta_of(kind, shift, k)
-                index[k], on = _on_grid(L, 8 * k, scale, xb, w, xx, grid, kmap, nb)
+                vals = _delta_of(kind, shift, k, plus, minus)
+                index[k], on = _on_grid(L, 8 * k, scale, xb, w, vals, levels, kmap, nb)
                 if index[k] < 0:
                     return -(1 + b)
                 all_on = all_on and on
@@ -315,8 +285,8 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
                 sumqx = F0
                 sumq2 = F0
                 for k in range(m // 8):
-                    xx = _delta_of(kind, shift, k)
-                    sumqx, sumq2 = _refit(xb, w, 8 * k, index[k], grid, xx, F1, sumqx, sumq2)
+                    vals = _delta_of(kind, shift, k, plus, minus)
+                    sumqx, sumq2 = _refit(xb, w, 8 * k, index[k], vals, F1, sumqx, sumq2)
                 if sumqx > F0 and sumq2 > F0:
                     scale = sumqx / sumq2
             if not scale >= F0:  # a NaN: the reference asserts scale >= 0
@@ -358,10 +328,10 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
             _weights(x, qw, weighted, ib * m, col, m, sigma2, w)
             qh = np.int64(y[32 + ib])
             for k in range(2):
-                xx = _delta_of(kind, shifts[ib], k)
+                vals = _delta_of(kind, shifts[ib], k, plus, minus)
                 g = np.int64(y[2 * ib + k]) + ((qh << (8 - 4 * k)) & 0x700)
                 sumqx, sumq2 = _refit(
-                    x[ib * m :], w, 8 * k, g, grid, xx, np.float32(2 * ls + 1), sumqx, sumq2
+                    x[ib * m :], w, 8 * k, g, vals, np.float32(2 * ls + 1), sumqx, sumq2
                 )
         if sumq2 > F0:
             d = sumqx / sumq2
@@ -372,40 +342,44 @@ def encode(kind, src, dst, qw, n, lo, hi, grid, kmap, nb):
 
 
 @njit(**JIT)
-def decode_s(raw, out, table, values, lo, hi):
-    """IQ1_S super-blocks lo .. hi-1 to float32: d * (2s + 1) * (level + delta)."""
+def decode(raw, out, table, values, kind, lo, hi):
+    """IQ1_S (kind 0) or IQ1_M (kind 1) super-blocks lo .. hi-1 to float32:
+    d * (2s + 1) * (level + delta)."""
+    nbytes = S_BYTES if kind == IQ1_S else M_BYTES
     for b in range(lo, hi):
-        y = raw[b * S_BYTES : (b + 1) * S_BYTES]
-        d = get_half(y, 0, table)
         o = out[b * QK : (b + 1) * QK]
-        for ib in range(8):
-            qh = np.int64(y[34 + 2 * ib]) | (np.int64(y[35 + 2 * ib]) << 8)
-            dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
-            delta = -DELTA if qh & 0x8000 else DELTA
-            for k in range(4):
-                g = np.int64(y[2 + 4 * ib + k]) | (((qh >> (3 * k)) & 7) << 8)
-                for j in range(8):
-                    o[32 * ib + 8 * k + j] = dl * (values[g, j] + delta)
+        if kind == IQ1_S:
+            _decode_s(raw[b * nbytes : (b + 1) * nbytes], o, table, values)
+        else:
+            _decode_m(raw[b * nbytes : (b + 1) * nbytes], o, table, values)
     return 0
 
 
-@njit(**JIT)
-def decode_m(raw, out, table, values, lo, hi):
-    """IQ1_M super-blocks lo .. hi-1 to float32: d * (2s + 1) * (level + delta)."""
-    for b in range(lo, hi):
-        y = raw[b * M_BYTES : (b + 1) * M_BYTES]
-        o = out[b * QK : (b + 1) * QK]
-        sc = np.empty(4, np.int64)
-        for j in range(4):
-            sc[j] = np.int64(y[48 + 2 * j]) | (np.int64(y[49 + 2 * j]) << 8)
-        bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0xF0) | ((sc[2] >> 4) & 0xF00) | (sc[3] & 0xF000)
-        d = table[bits]
-        for ib in range(16):
-            qh = np.int64(y[32 + ib])
-            dl = d * np.float32(2 * ((sc[ib // 4] >> (3 * (ib % 4))) & 7) + 1)
-            for k in range(2):
-                g = np.int64(y[2 * ib + k]) | (((qh >> (4 * k)) & 7) << 8)
-                delta = -DELTA if (qh >> (4 * k + 3)) & 1 else DELTA
-                for j in range(8):
-                    o[16 * ib + 8 * k + j] = dl * (values[g, j] + delta)
-    return 0
+@njit(**JIT, inline="always")
+def _decode_s(y, o, table, values):
+    d = get_half(y, 0, table)
+    for ib in range(8):
+        qh = np.int64(y[34 + 2 * ib]) | (np.int64(y[35 + 2 * ib]) << 8)
+        dl = d * np.float32(2 * ((qh >> 12) & 7) + 1)
+        delta = -DELTA if qh & 0x8000 else DELTA
+        for k in range(4):
+            g = np.int64(y[2 + 4 * ib + k]) | (((qh >> (3 * k)) & 7) << 8)
+            for j in range(8):
+                o[32 * ib + 8 * k + j] = dl * (values[g, j] + delta)
+
+
+@njit(**JIT, inline="always")
+def _decode_m(y, o, table, values):
+    sc = np.empty(4, np.int64)
+    for j in range(4):
+        sc[j] = np.int64(y[48 + 2 * j]) | (np.int64(y[49 + 2 * j]) << 8)
+    bits = (sc[0] >> 12) | ((sc[1] >> 8) & 0xF0) | ((sc[2] >> 4) & 0xF00) | (sc[3] & 0xF000)
+    d = table[bits]
+    for ib in range(16):
+        qh = np.int64(y[32 + ib])
+        dl = d * np.float32(2 * ((sc[ib // 4] >> (3 * (ib % 4))) & 7) + 1)
+        for k in range(2):
+            g = np.int64(y[2 * ib + k]) | (((qh >> (4 * k)) & 7) << 8)
+            delta = -DELTA if (qh >> (4 * k + 3)) & 1 else DELTA
+            for j in range(8):
+                o[16 * ib + 8 * k + j] = dl * (values[g, j] + delta)

@@ -37,7 +37,8 @@ from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
-from bundler.codecs.kquants.common import F0, F1, JIT, nearest, nonfinite
+from bundler.codecs.iquants import lattice
+from bundler.codecs.kquants.common import F0, F1, JIT, nearest
 
 XXS, S = 0, 1
 #: Values per super-block and per sub-block (each with its own scale).
@@ -51,36 +52,11 @@ TRIALS = (15, 9)
 EPS_XXS = np.float32(1e-8)
 FUDGE = (np.float32(1.0125), np.float32(1.033))
 F_HALF = np.float32(0.5)
-F2 = np.float32(2.0)
 F15 = np.float32(15.0)
 F31 = np.float32(31.0)
 F_STEP = np.float32(0.2)
-F_QK = np.float32(QK)
-FLT_MAX = np.float32(3.4028234663852886e38)
 #: ggml's ksigns_iq2xs: 7 sign bits and the parity bit that makes the count even.
 SIGNS = np.array([i | (bin(i).count("1") & 1) << 7 for i in range(128)], np.uint8)
-
-
-@njit(**JIT, inline="always")
-def _neighbour(nb, start, odd, xval, waux, at, scale, lv):
-    """The lattice index of the best neighbour of the 4 values from `at` in the list at
-    nb[start] (the reference's iq3_find_best_neighbour), its levels put in lv[at:at+4];
-    -1 when no distance is below FLT_MAX (where the reference aborts)."""
-    best = FLT_MAX
-    index = -1
-    for j in range(1, np.int64(nb[start]) + 1):
-        g = np.int64(nb[start + j])
-        d2 = F0
-        for i in range(4):
-            diff = scale * odd[4 * g + i] - xval[at + i]
-            d2 += waux[at + i] * diff * diff
-        if d2 < best:
-            best = d2
-            index = g
-    if index >= 0:
-        for i in range(4):
-            lv[at + i] = (np.int32(odd[4 * index + i]) - 1) // 2
-    return index
 
 
 @njit(**JIT, inline="always")
@@ -91,7 +67,7 @@ def _round(xval, idv, lv, lo, hi):
 
 
 @njit(**JIT, inline="always")
-def _snap(xval, waux, at, scale, odd, kmap, nb, lv):
+def _snap(xval, waux, at, scale, odd, levels, kmap, nb, lv):
     """The rounded levels of the 4 values from `at`, snapped to the best neighbour at `scale`
     when off the lattice; returns (on the lattice, lattice index or -1 where the reference
     aborts)."""
@@ -99,7 +75,9 @@ def _snap(xval, waux, at, scale, odd, kmap, nb, lv):
     g = kmap[u]
     if g >= 0:
         return True, np.int64(g)
-    return False, _neighbour(nb, np.int64(-g - 1), odd, xval, waux, at, scale, lv)
+    return False, lattice.best_neighbour(
+        nb, np.int64(-g - 1), odd, levels, xval, waux, at, scale, lv
+    )
 
 
 @njit(**JIT, inline="always")
@@ -146,7 +124,7 @@ FOUND, ZERO, ABORT = 0, 1, 2
 
 
 @njit(**JIT)
-def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
+def _search(kind, xval, w, waux, odd, levels, kmap, nb, L, Laux, on, on_aux):
     """The sub-block's scale and status, its levels in L."""
     vmax = xval[0]
     for i in range(1, QB):
@@ -162,7 +140,7 @@ def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
         this_scale = F1 / idv
         _round(xval, idv, Laux, 0, QB)
         for k in range(QB // 4):
-            on_aux[k], g = _snap(xval, waux, 4 * k, this_scale, odd, kmap, nb, Laux)
+            on_aux[k], g = _snap(xval, waux, 4 * k, this_scale, odd, levels, kmap, nb, Laux)
             if g < 0:
                 return F0, ABORT
         sumqx, sumq2 = _fit(w, xval, Laux)
@@ -180,7 +158,7 @@ def _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux):
             if kind == XXS and on[k]:
                 continue
             _round(xval, idv, L, 4 * k, 4 * k + 4)
-            _, g = _snap(xval, waux, 4 * k, scale, odd, kmap, nb, L)
+            _, g = _snap(xval, waux, 4 * k, scale, odd, levels, kmap, nb, L)
             if g < 0:
                 return F0, ABORT
         sumqx, sumq2 = _fit(w, xval, L)
@@ -198,7 +176,7 @@ def _lattice_index(L, k, kmap):
 
 
 @njit(**JIT)
-def encode(kind, src, dst, qw, n, lo, hi, odd, kmap, nb):
+def encode(kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb):
     """IQ3_XXS (kind 0) or IQ3_S (kind 1) super-blocks lo .. hi-1 of the flattened rows (n
     values each; `qw` the per-column importance, or empty); returns the count of blocks with
     NaN or infinity, or -(1 + block) for the first block where the reference aborts."""
@@ -215,19 +193,12 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, kmap, nb):
     scales = np.empty(QK // QB, np.float32)
     bad = 0
     for b in range(lo, hi):
-        x = src[b * QK : (b + 1) * QK]
-        y = dst[b * nbytes : (b + 1) * nbytes]
-        y[:] = 0
-        if nonfinite(x):
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        if not finite:
             bad += 1
             continue
-        col = (b * QK) % n
-        sumx2 = F0
-        for i in range(QK):
-            sumx2 += x[i] * x[i]
-        sigma2 = F2 * sumx2 / F_QK
-        max_scale = F0
         stored = 0  # IQ3_S: sub-blocks whose codes are stored so far
+        max_scale = F0
         for ib in range(QK // QB):
             xb = x[ib * QB : (ib + 1) * QB]
             for i in range(QB):
@@ -237,7 +208,7 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, kmap, nb):
                     w[i] = xb[i] * xb[i]
                 waux[i] = np.sqrt(w[i])
             _signs(kind, xb, w, xval, signs)
-            scale, status = _search(kind, xval, w, waux, odd, kmap, nb, L, Laux, on, on_aux)
+            scale, status = _search(kind, xval, w, waux, odd, levels, kmap, nb, L, Laux, on, on_aux)
             if status == ABORT:
                 return -(1 + b)
             scales[ib] = F0
