@@ -132,11 +132,12 @@ def _warm(codec: Codec) -> dict[str, Any]:
     x = _sample()
     for writable in (True, False):
         x.setflags(write=writable)
-        raw = codec.encode(x)
+        ones = np.ones(x.shape[-1], np.float32)
+        raw = codec.encode(x, importance=ones if codec.facts.requires_importance else None)
         raw.setflags(write=writable)
         codec.decode(raw, x.shape)
         if codec.facts.takes_importance:  # the weighted search (llama-quantize --imatrix)
-            codec.encode(x, importance=np.ones(x.shape[-1], np.float32))
+            codec.encode(x, importance=ones)
     return {
         "codec": codec.name,
         "compiled_functions": sum(kernels.COMPILED[label] for label in labels) - before,

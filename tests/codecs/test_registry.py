@@ -173,7 +173,8 @@ def test_codecs_without_kernels_say_they_can_only_be_copied():
 def test_empty_input_gives_empty_output(name):
     cols = get(name).facts.block_size
     x = np.zeros((0, cols), np.float32)
-    assert bundler.encode(x, name).shape == (0, get(name).facts.type_size)
+    w = np.ones(cols, np.float32) if get(name).facts.requires_importance else None
+    assert bundler.encode(x, name, importance=w).shape == (0, get(name).facts.type_size)
 
 
 def _threads_seen_by_a_kernel_call(encode) -> int:
