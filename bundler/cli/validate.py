@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bundler.cli.agreement import add_text_flags
 from bundler.cli.models import add_input_flags
 from bundler.cli.output import add_json_flag, emit
 from bundler.errors import EXIT_INVALID_FORMAT, EXIT_OK, EXIT_VALIDATION
@@ -26,14 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="GGUF (or a shard of a split set), SafeTensors, index, APR or ONNX")
     p.add_argument(
         "quantized", nargs="?",
-        help="ONNX: a quantized version of FILE to compare with it (structure, weights, sizes, "
-        "both run in ONNX Runtime; exit 5 when an output falls under --threshold)",
+        help="a quantized version of FILE to compare with it: with --text, both GGUF models run "
+        "in llama.cpp over the text; ONNX without --text: structure, weights, sizes, both run "
+        "in ONNX Runtime (exit 5 when --threshold fails)",
     )  # fmt: skip
+    add_text_flags(p)
     p.add_argument("--detailed", action="store_true", help="two ONNX files: per-weight analysis")
     add_input_flags(p, "two ONNX files: ", "small")
     p.add_argument(
         "--threshold", type=float, default=None,
-        help="two ONNX files: least cosine similarity of every output (default 0.99)",
+        help="with --text: the largest mean KL divergence that passes (exit 5 over it); two "
+        "ONNX files: least cosine similarity of every output (default 0.99)",
     )  # fmt: skip
     p.add_argument(
         "--samples", type=int, default=4, help="two ONNX files: generated input sets to run"
@@ -51,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bundler.validate import validate
 
+    if args.text is not None or args.ctx or args.chunks or args.threads:
+        from bundler.cli.agreement import run_validate_text
+
+        return run_validate_text(args)
     if args.quantized is not None:
         from bundler.cli.models import run_validate_pair
 

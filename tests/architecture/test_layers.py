@@ -12,7 +12,10 @@ from importgraph import ROOT, cycles, graph, modules, unresolved
 from bundler.containers import registry
 
 #: Modules that must work for every format without naming one.
-FORMAT_NEUTRAL = ("bundler.validate", "bundler.inspection", "bundler.pipeline", "bundler.cli")
+FORMAT_NEUTRAL = (
+    "bundler.validate", "bundler.inspection", "bundler.pipeline", "bundler.cli",
+    "bundler.agreement",
+)  # fmt: skip
 #: CLI modules allowed format names as words: the codec table's per-format id columns, and
 #: the benchmarks' columns naming the reference tools they run beside (the `gguf` package).
 NAMES_AS_WORDS = ("bundler.cli.types", "bundler.cli.bench")

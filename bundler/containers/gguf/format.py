@@ -150,6 +150,14 @@ def planned_size(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -
     return sum(plan.size for plan in plans)
 
 
+def language_model(path: str, *, context: int, threads: int | None = None) -> Any:
+    """The model at `path` loaded in llama.cpp (the optional extra `bundler[llama]`) with a
+    context of `context` tokens: `bundler.agreement`'s runtime for GGUF files (llama.py)."""
+    from bundler.containers.gguf.llama import LlamaModel
+
+    return LlamaModel(path, context, threads)
+
+
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:
     if asked is not None:
         return bool(asked)

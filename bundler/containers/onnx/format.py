@@ -95,8 +95,21 @@ def benchmark_models(original: str, quantized: str, **options: Any) -> dict[str,
     return benchmark(original, quantized, **options)
 
 
+def language_model(path: str, **options: Any) -> Any:
+    """Not offered: an ONNX file carries no tokenizer, so a text cannot be turned into its
+    inputs; two ONNX models are compared on generated inputs instead (`compare_models`)."""
+    from bundler.errors import UsageError
+
+    raise UsageError(
+        f"{path}: --text needs the model's tokenizer, which an ONNX file does not carry; "
+        "compare two ONNX models without --text (both run in ONNX Runtime on generated inputs), "
+        "or compare their GGUF versions over the text"
+    )
+
+
 __all__ = [
     "DETAILS", "EXTENSIONS", "NAME", "SPLIT_OPTION", "TITLE", "WRITES_FOLDER",
     "benchmark_models", "check", "check_strict", "compare_models", "dequantized", "describe",
-    "quantize_native", "read", "read_header", "save_model", "sniff", "sniff_path", "write",
+    "language_model", "quantize_native", "read", "read_header", "save_model", "sniff",
+    "sniff_path", "write",
 ]  # fmt: skip

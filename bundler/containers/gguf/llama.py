@@ -1,0 +1,98 @@
+"""Running GGUF language models in llama.cpp through the `llama-cpp-python` package (the
+optional extra `bundler[llama]`): tokenizing a text, and the logits of every position of a
+chunk run from an empty cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import numpy as np
+
+from bundler.errors import BundlerError, UnsupportedFormatError, UsageError
+
+EXTRA_HINT = "running GGUF models needs the optional extra: pip install 'bundler[llama]'"
+
+
+def llama_cpp() -> ModuleType:
+    """The `llama_cpp` package, or a usage error naming the extra."""
+    try:
+        import llama_cpp as module
+    except ImportError:
+        missing = "the `llama-cpp-python` package is not installed"
+        raise UsageError(f"{EXTRA_HINT} ({missing})") from None
+    return module
+
+
+@contextlib.contextmanager
+def _log_collected(lib: ModuleType) -> Iterator[list[str]]:
+    """llama.cpp's error log lines while the block runs (it says why a model does not load;
+    the Python package only says that it did not)."""
+    lines: list[str] = []
+
+    @lib.llama_log_callback
+    def collect(level: int, text: bytes, user_data: object) -> None:
+        if level == 3:  # GGML_LOG_LEVEL_ERROR
+            lines.append(text.decode("utf-8", "replace").strip())
+
+    lib.llama_log_set(collect, None)
+    try:
+        yield lines
+    finally:
+        from llama_cpp import _logger
+
+        lib.llama_log_set(_logger.llama_log_callback, None)
+
+
+class LlamaModel:
+    """One GGUF model loaded by llama.cpp with a context of `context` tokens, every
+    position's logits kept (`logits_all`)."""
+
+    def __init__(self, path: str, context: int, threads: int | None = None):
+        from bundler.containers import open_header
+
+        self.path = os.fspath(path)
+        open_header(self.path)  # a file bundler refuses is a typed error before llama.cpp
+        lib = llama_cpp()
+        self.runtime = f"llama.cpp (llama-cpp-python {lib.__version__})"
+        workers = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
+        with _log_collected(lib) as log:
+            try:
+                self._llama = lib.Llama(
+                    model_path=self.path, n_ctx=context, n_batch=context, n_ubatch=context,
+                    logits_all=True, verbose=False, **workers,
+                )  # fmt: skip
+            except (ValueError, RuntimeError) as exc:
+                reason = "; ".join(line for line in log if line) or str(exc)
+                raise UnsupportedFormatError(
+                    self.path, None, f"llama.cpp cannot load it: {reason}"
+                ) from None
+        model = self._llama._model
+        if model.add_eos_token():
+            self.close()
+            raise UsageError(
+                f"{self.path}: its vocabulary appends an end-of-sequence token to every text, "
+                "which llama-perplexity refuses too"
+            )
+        self.vocab_size = int(self._llama.n_vocab())
+        self.bos = int(self._llama.token_bos()) if model.add_bos_token() else None
+
+    def tokenize(self, text: bytes) -> list[int]:
+        """`text`'s tokens, the beginning-of-sequence token first when the vocabulary adds
+        one; special tokens' text is read as plain text."""
+        return list(self._llama.tokenize(text, add_bos=True, special=False))
+
+    def logits(self, tokens: list[int], first: int) -> np.ndarray:
+        """The logits (float32, positions x vocabulary) at positions `first` ..
+        `len(tokens) - 2` of `tokens` run from an empty cache; valid until the next call."""
+        self._llama.reset()
+        try:
+            self._llama.eval(tokens)
+        except RuntimeError as exc:
+            raise BundlerError(f"{self.path}: llama.cpp failed to run the text: {exc}") from None
+        return self._llama.scores[first : len(tokens) - 1]
+
+    def close(self) -> None:
+        self._llama.close()
