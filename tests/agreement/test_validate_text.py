@@ -189,3 +189,18 @@ def test_a_text_shorter_than_one_chunk_is_a_usage_error(llama_runtime, smollm2_f
     short.write_text("Only a few words here.\n")
     with pytest.raises(UsageError, match="fewer than one chunk of 256"):
         compare_text(smollm2_f32_gguf, smollm2_f32_gguf, short, context=256)
+
+
+def test_models_that_tokenize_the_text_differently_are_refused(
+    llama_runtime, smollm2_f32_gguf, quantized, build_md, tmp_path
+):
+    """The same weights with a vocabulary that adds a beginning-of-sequence token."""
+    import bundler
+
+    bundle = bundler.open(quantized["q4_0"])
+    assert bundle.metadata["tokenizer.ggml.add_bos_token"] is False
+    bundle.metadata["tokenizer.ggml.add_bos_token"] = True
+    with_bos = tmp_path / "with-bos.gguf"
+    bundle.save(with_bos)
+    with pytest.raises(UsageError, match="tokenize the text differently"):
+        compare_text(smollm2_f32_gguf, with_bos, build_md, context=CONTEXT, chunks=1)
