@@ -7,10 +7,10 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -391,6 +391,93 @@ def codec_for_dtype(dtype: np.dtype) -> Codec:
     return by_numpy_dtype(dtype)
 
 
+class Table(Protocol):
+    """Tensors held compactly (`bundler.tensortable.TensorTable`): rows made into records
+    when asked for."""
+
+    def __len__(self) -> int: ...
+
+    def tensor(self, i: int) -> Tensor: ...
+
+    def find(self, name: str) -> int | None: ...
+
+    @property
+    def names(self) -> Any: ...
+
+
+class Tensors(MutableMapping[str, Tensor]):
+    """A bundle's tensors by name, in order.
+
+    A bundle read from a file holds its tensor table (`Table`) and makes each `Tensor` when
+    it is looked up or iterated over, so listing a million tensors costs their names, not a
+    record each; the first change turns the table into a plain dict.
+    """
+
+    __slots__ = ("_dict", "_table")
+
+    def __init__(self, table: Table | None = None):
+        self._table = table
+        self._dict: dict[str, Tensor] | None = {} if table is None else None
+
+    def _own(self) -> dict[str, Tensor]:
+        if self._dict is None:
+            assert self._table is not None
+            table = self._table
+            self._dict = {t.name: t for t in map(table.tensor, range(len(table)))}
+            self._table = None
+        return self._dict
+
+    def __getitem__(self, name: str) -> Tensor:
+        if self._dict is not None:
+            return self._dict[name]
+        i = self._table.find(name) if isinstance(name, str) else None
+        if i is None:
+            raise KeyError(name)
+        return self._table.tensor(i)
+
+    def __contains__(self, name: object) -> bool:
+        if self._dict is not None:
+            return name in self._dict
+        return isinstance(name, str) and self._table.find(name) is not None
+
+    def __setitem__(self, name: str, tensor: Tensor) -> None:
+        self._own()[name] = tensor
+
+    def __delitem__(self, name: str) -> None:
+        del self._own()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict) if self._dict is not None else iter(self._table.names)
+
+    def __len__(self) -> int:
+        return len(self._dict) if self._dict is not None else len(self._table)
+
+    def values(self) -> ValuesView[Tensor]:
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, Tensor]:
+        return _Items(self)
+
+    def records(self) -> Iterator[Tensor]:
+        """Every tensor in order, each made as it is reached."""
+        if self._dict is not None:
+            return iter(self._dict.values())
+        return map(self._table.tensor, range(len(self._table)))
+
+    def __repr__(self) -> str:
+        return f"Tensors({len(self)} tensors)"
+
+
+class _Values(ValuesView):
+    def __iter__(self) -> Iterator[Tensor]:
+        return self._mapping.records()
+
+
+class _Items(ItemsView):
+    def __iter__(self) -> Iterator[tuple[str, Tensor]]:
+        return ((t.name, t) for t in self._mapping.records())
+
+
 #: What `Bundle.save` calls: `bundler.containers.save`, registered by that package (the
 #: containers build on bundles, so this module cannot import them).
 _writer: Callable[..., None] | None = None
@@ -420,9 +507,12 @@ class Bundle:
         format_info: Details | Mapping[str, Any] | None = None,
     ):
         self.metadata = metadata if isinstance(metadata, Metadata) else Metadata(metadata or {})
-        self.tensors: dict[str, Tensor] = {}
-        for t in tensors.values() if isinstance(tensors, dict) else tensors:
-            self.add(t)
+        if hasattr(tensors, "tensor") and hasattr(tensors, "find"):
+            self.tensors = Tensors(tensors)  # a reader's table: names already checked
+        else:
+            self.tensors = Tensors()
+            for t in tensors.values() if isinstance(tensors, Mapping) else tensors:
+                self.add(t)
         self.format = format
         self.path = path
         self.format_info = dict(format_info) if isinstance(format_info, Mapping) else format_info

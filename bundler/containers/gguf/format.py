@@ -13,7 +13,7 @@ import warnings
 from typing import Any
 
 from bundler.atomic import output_group
-from bundler.bundle import Bundle, FileSource, Tensor
+from bundler.bundle import Bundle, Tensor
 from bundler.containers.gguf import split as gguf_split
 from bundler.containers.gguf.checks import check as check
 from bundler.containers.gguf.checks import check_strict as check_strict
@@ -25,6 +25,7 @@ from bundler.containers.gguf.schema import WRITE_VERSION as WRITE_VERSION
 from bundler.containers.gguf.writer import FilePlan, alignment_of, file_head, write_file
 from bundler.containers.protocol import claims_no_path
 from bundler.errors import UsageError
+from bundler.tensortable import TensorTable
 
 TITLE = "GGUF"
 EXTENSIONS = ("gguf",)
@@ -83,13 +84,7 @@ def describe(bundle: Bundle) -> GgufDetails:
 
 def _bundle(path: str, layouts: list[Layout], split_keys: dict[str, int] | None) -> Bundle:
     first = layouts[0]
-    tensors = []
-    for layout in layouts:
-        for t in layout.tensors:
-            source = FileSource(
-                layout.path, layout.data_start + t.offset, t.nbytes, t.codec, layout.big_endian
-            )
-            tensors.append(Tensor(t.name, t.shape, t.codec, source))
+    tensors = TensorTable.concat([layout.table() for layout in layouts])
     skipped = tuple(
         SkippedTensor(t.name, t.ggml_type, tuple(t.dims), x.path)
         for x in layouts

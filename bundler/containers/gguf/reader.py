@@ -11,8 +11,11 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from construct import ConstructError
 
 from bundler.bundle import Metadata, Value, ValueType
@@ -27,6 +30,7 @@ from bundler.errors import (
     UnknownCodecError,
     UnsupportedFormatError,
 )
+from bundler.tensortable import Names, Shapes, TensorTable
 
 
 @dataclass(slots=True)
@@ -48,6 +52,60 @@ class TensorInfo:
         return self.dims[::-1]
 
 
+class Infos:
+    """Every tensor-info record of a file, as columns (`TensorInfo`s made on demand)."""
+
+    __slots__ = ("at", "codecs", "names", "nbytes", "offsets", "shapes", "types")
+
+    def __init__(self) -> None:
+        self.names = Names()
+        #: numpy order (dims reversed)
+        self.shapes = Shapes()
+        self.types = array("I")
+        self.offsets = array("Q")
+        self.at = array("q")
+        #: filled when the tensors are placed (0 for a type bundler does not know)
+        self.nbytes = array("q")
+        #: GGML type -> codec (None: unknown)
+        self.codecs: dict[int, Codec | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def info(self, i: int) -> TensorInfo:
+        """The record of row i."""
+        codec = self.codecs.get(self.types[i])
+        nbytes = self.nbytes[i] if codec is not None and i < len(self.nbytes) else None
+        dims = self.shapes[i][::-1]
+        return TensorInfo(
+            self.names[i], dims, self.types[i], self.offsets[i], self.at[i], codec, nbytes
+        )
+
+
+class InfoList(Sequence[TensorInfo]):
+    """Some rows of `Infos` (all when `rows` is None), as a read-only list."""
+
+    def __init__(self, infos: Infos, rows: array | None = None):
+        self.infos = infos
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.infos) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        return self.infos.info(i if self.rows is None else self.rows[i])
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        rows = range(len(self.infos)) if self.rows is None else self.rows
+        return map(self.infos.info, rows)
+
+
 @dataclass
 class Layout:
     """Everything a GGUF file says about itself, before its tensor data."""
@@ -57,20 +115,35 @@ class Layout:
     version: int
     big_endian: bool
     metadata: Metadata
-    tensors: list[TensorInfo]
+    infos: Infos
     alignment: int
     infos_end: int
     data_start: int
+    #: rows of known type, when some are skipped (None: all are known)
+    known: array | None = None
     #: tensors whose GGML type bundler does not know (kept out of `tensors`)
     skipped: list[TensorInfo] = field(default_factory=list)
 
     @property
+    def tensors(self) -> InfoList:
+        """The tensors of known type, in file order."""
+        return InfoList(self.infos, self.known)
+
+    def table(self) -> TensorTable:
+        """The tensors of known type as a `TensorTable`."""
+        x = self.infos
+        codecs = {k: c for k, c in x.codecs.items() if c is not None}
+        files = [(self.path, self.data_start, self.big_endian)]
+        table = TensorTable(x.names, x.shapes, x.types, codecs, x.offsets, x.nbytes, files)
+        return table if self.known is None else table.take(self.known)
+
+    @property
     def padded_end(self) -> int:
         """Where the file ends when the last tensor (or the tensor infos) is padded."""
-        end = self.data_start
-        for t in self.tensors:
-            end = max(end, self.data_start + t.offset + _pad(t.nbytes or 0, self.alignment))
-        return end
+        x, a = self.infos, self.alignment
+        rows = range(len(x)) if self.known is None else self.known
+        ends = (x.offsets[i] + _pad(x.nbytes[i], a) for i in rows)
+        return self.data_start + max(ends, default=0)
 
 
 def _pad(n: int, alignment: int) -> int:
@@ -154,13 +227,16 @@ class _Parser:
             )
         metadata = self.read_kvs(n_kv)
         alignment = self.alignment(metadata)
-        infos = [self.read_tensor_info(i) for i in range(n_tensors)]
+        self.infos = Infos()
+        for i in range(n_tensors):
+            self.read_tensor_info(i)
         infos_end = self.pos
         data_start = _pad(infos_end, alignment)
         layout = Layout(
-            self.path, self.size, version, big, metadata, [], alignment, infos_end, data_start
-        )
-        self.place_tensors(layout, infos)
+            self.path, self.size, version, big, metadata, self.infos, alignment, infos_end,
+            data_start,
+        )  # fmt: skip
+        self.place_tensors(layout)
         return layout
 
     def parse(self, schema, what: str):
@@ -260,21 +336,31 @@ class _Parser:
 
     # ------------------------------------------------------------------ tensor infos
 
-    def read_tensor_info(self, i: int) -> TensorInfo:
+    def read_tensor_info(self, i: int) -> None:
         at = self.pos
         rec = self.fast_tensor_info()
         if rec is None:
             rec = self.parse(self.s.tensor_info, f"tensor info {i}")
             rec = (rec.name.data, tuple(rec.dims), rec.ggml_type, rec.offset)
         raw, dims, ggml_type, offset = rec
-        name = decode_str(raw)
         for d, n in enumerate(dims):
             if n >= 1 << 63:
-                raise self.fail(at, f"tensor {name!r}: dimension {d} is negative ({n - 2**64})")
+                raise self.fail(
+                    at, f"tensor {decode_str(raw)!r}: dimension {d} is negative ({n - 2**64})"
+                )
         problem = shape_problem(dims, S.MAX_DIMS_READ)
         if problem:
-            raise self.fail(at, f"tensor {name!r}: {problem}")
-        return TensorInfo(name, dims, ggml_type, offset, at)
+            raise self.fail(at, f"tensor {decode_str(raw)!r}: {problem}")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raw = Names.encode(decode_str(raw))
+        x = self.infos
+        x.names.add_encoded(raw)
+        x.shapes.append(dims[::-1])
+        x.types.append(ggml_type)
+        x.offsets.append(offset)
+        x.at.append(at)
 
     def fast_tensor_info(self) -> tuple[bytes, tuple[int, ...], int, int] | None:
         """The record at self.pos unpacked with `struct` (the schema's layout, without
@@ -295,46 +381,55 @@ class _Parser:
         self.pos = end
         return mm[pos + 8 : head], tuple(dims), ggml_type, offset
 
-    def place_tensors(self, layout: Layout, infos: list[TensorInfo]) -> None:
+    def place_tensors(self, layout: Layout) -> None:
         """Resolve codecs and sizes; check names, offsets and bounds the way llama.cpp does."""
-        seen: set[str] = set()
+        x = self.infos
+        names, repeat = x.names.frozen(), x.names.first_repeat()
+        codecs, nbytes, skipped = x.codecs, x.nbytes, []
         expected: int | None = 0
-        for t in infos:
-            if t.name in seen:
-                raise self.fail(t.at, f"duplicate tensor name {t.name!r}")
-            seen.add(t.name)
-            try:
-                t.codec = by_ggml_id(t.ggml_type)
-            except UnknownCodecError:
-                t.codec = None
-            if t.codec is None:
+        for i in range(len(x)):
+            if i == repeat:
+                raise self.fail(x.at[i], f"duplicate tensor name {names[i]!r}")
+            ggml_type = x.types[i]
+            if ggml_type not in codecs:
+                try:
+                    codecs[ggml_type] = by_ggml_id(ggml_type)
+                except UnknownCodecError:
+                    codecs[ggml_type] = None
+            codec = codecs[ggml_type]
+            if codec is None:
                 # The size of an unknown type cannot be derived: skip it, check the next
                 # tensor's offset only for alignment.
-                layout.skipped.append(t)
+                skipped.append(i)
+                nbytes.append(0)
                 expected = None
                 continue
-            t.nbytes = self.nbytes(t)
-            if expected is not None and t.offset != expected:
+            size = self.nbytes(i, codec)
+            nbytes.append(size)
+            offset = x.offsets[i]
+            if expected is not None and offset != expected:
                 raise self.fail(
-                    t.at,
-                    f"tensor {t.name!r} has offset {t.offset:,} but llama.cpp requires "
+                    x.at[i],
+                    f"tensor {names[i]!r} has offset {offset:,} but llama.cpp requires "
                     f"{expected:,} (tensors stored in order, each padded to {layout.alignment})",
                 )
-            if expected is None and t.offset % layout.alignment:
-                raise self.fail(t.at, f"tensor {t.name!r} offset {t.offset:,} is not aligned")
-            start = layout.data_start + t.offset
-            if start + t.nbytes > self.size:
+            if expected is None and offset % layout.alignment:
+                raise self.fail(x.at[i], f"tensor {names[i]!r} offset {offset:,} is not aligned")
+            start = layout.data_start + offset
+            if start + size > self.size:
                 raise self.fail(
-                    t.at,
-                    f"truncated: tensor {t.name!r} needs bytes {start:,}..{start + t.nbytes:,} "
+                    x.at[i],
+                    f"truncated: tensor {names[i]!r} needs bytes {start:,}..{start + size:,} "
                     f"but the file ends at {self.size:,}",
                     TruncatedError,
                 )
-            expected = t.offset + _pad(t.nbytes, layout.alignment)
-            layout.tensors.append(t)
-        if layout.skipped:
-            self.check_overlaps(layout)
-        if infos and layout.data_start > self.size:
+            expected = offset + _pad(size, layout.alignment)
+        if skipped:
+            gone = set(skipped)
+            layout.known = array("q", (i for i in range(len(x)) if i not in gone))
+            layout.skipped = [x.info(i) for i in skipped]
+            self.check_overlaps(skipped)
+        if len(x) and layout.data_start > self.size:
             raise self.fail(
                 layout.infos_end,
                 f"truncated: the data section starts at {layout.data_start:,} "
@@ -342,32 +437,37 @@ class _Parser:
                 TruncatedError,
             )
 
-    def check_overlaps(self, layout: Layout) -> None:
+    def check_overlaps(self, skipped: list[int]) -> None:
         """After a tensor of unknown type, offsets are no longer derived: check instead that
         no two known tensors share bytes and no unknown one starts inside a known one."""
-        spans = sorted(
-            [(t.offset, t.offset + t.nbytes, t) for t in layout.tensors if t.nbytes]
-            + [(t.offset, t.offset, t) for t in layout.skipped],
-            key=lambda s: (s[0], s[1]),
-        )
+        x = self.infos
+        starts = np.frombuffer(x.offsets, np.uint64)
+        sizes = np.frombuffer(x.nbytes, np.int64).astype(np.uint64)
+        stops = starts + sizes  # known tensors end inside the file; unknown ones have size 0
+        unknown = np.zeros(len(x), bool)
+        unknown[skipped] = True
+        keep = np.flatnonzero((sizes > 0) | unknown)  # empty known tensors take no bytes
+        order = keep[np.lexsort((stops[keep], starts[keep]))]
         end, owner = 0, None
-        for start, stop, t in spans:
+        for i in order.tolist():
+            start, stop = x.offsets[i], x.offsets[i] + x.nbytes[i]
             if start < end:
                 raise self.fail(
-                    t.at,
-                    f"tensor {t.name!r} at data offset {start:,} overlaps tensor {owner.name!r}, "
-                    f"which ends at {end:,}",
+                    x.at[i],
+                    f"tensor {x.names[i]!r} at data offset {start:,} overlaps tensor "
+                    f"{x.names[owner]!r}, which ends at {end:,}",
                 )
             if stop > end:
-                end, owner = stop, t
+                end, owner = stop, i
 
-    def nbytes(self, t: TensorInfo) -> int:
-        facts = t.codec.facts
-        row = t.dims[0] if t.dims else 1
+    def nbytes(self, i: int, codec: Codec) -> int:
+        facts = codec.facts
+        shape = self.infos.shapes[i]
+        row = shape[-1] if shape else 1
         if row % facts.block_size:
             raise self.fail(
-                t.at,
-                f"tensor {t.name!r} of type {facts.name} has {row:,} values per row, "
-                f"not a multiple of the block size {facts.block_size}",
+                self.infos.at[i],
+                f"tensor {self.infos.names[i]!r} of type {facts.name} has {row:,} values per "
+                f"row, not a multiple of the block size {facts.block_size}",
             )
-        return facts.nbytes(t.shape if t.dims else (1,))
+        return facts.nbytes(shape if shape else (1,))
