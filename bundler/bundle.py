@@ -458,6 +458,11 @@ class Tensors(MutableMapping[str, Tensor]):
     def items(self) -> ItemsView[str, Tensor]:
         return _Items(self)
 
+    @property
+    def table(self) -> Table | None:
+        """The table the tensors are made from (None once they are a plain dict)."""
+        return self._table
+
     def records(self) -> Iterator[Tensor]:
         """Every tensor in order, each made as it is reached."""
         if self._dict is not None:

@@ -298,10 +298,17 @@ def test_sniff_takes_safetensors_heads_only():
 
 
 @pytest.mark.parametrize("mask", [0x01, 0x80])
-def test_fast_and_scanning_parsers_agree_on_every_flipped_header(mask, tmp_path):
-    """The header is parsed by the json module in one call, and scanned key by key only to
-    locate an error: both must accept and refuse the same headers, with the same result."""
-    from bundler.containers.safetensors.reader import _Parser, _Retry
+def test_entry_by_entry_parser_agrees_with_the_json_module_on_every_flipped_header(mask, tmp_path):
+    """The header is walked entry by entry (its entries go straight into columns): it must
+    accept and refuse the same headers as the json module's one-call parse (duplicate keys
+    refused), with the same entries and metadata."""
+    from bundler.containers.safetensors.reader import _Parser
+
+    def pairs(items):
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key")
+        return dict(items)
 
     data = _small_file(tmp_path)
     end = 8 + int.from_bytes(data[:8], "little")
@@ -313,11 +320,44 @@ def test_fast_and_scanning_parsers_agree_on_every_flipped_header(mask, tmp_path)
         except UnicodeDecodeError:
             continue
         try:
-            fast = _Parser(text, "x").parse_fast()
-        except _Retry:
-            fast = None
-        try:
-            slow = _Parser(text, "x").parse()
+            ours = _Parser(text, "x").parse()
+            ours = (ours[0], [(e.name, e.dtype, e.shape, e.begin, e.end) for e in ours[1]])
         except FormatError:
-            slow = None
-        assert fast == slow, i
+            ours = None
+        try:
+            obj = json.loads(text, object_pairs_hook=pairs)
+        except ValueError:
+            assert ours is None, i
+            continue
+        meta = obj.pop("__metadata__", None) if isinstance(obj, dict) else None
+        fields = {k: _entry(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
+        valid = (
+            isinstance(obj, dict)
+            and (meta is None or (isinstance(meta, dict) and all(map(_is_str, meta.values()))))
+            and None not in fields.values()
+            and all(map(_is_text, [*obj, *(meta or {}), *(meta or {}).values()]))
+        )
+        if valid:
+            entries = [(k, f[0], f[1], f[2], f[3]) for k, f in fields.items()]
+            assert ours == (meta, entries), i
+        else:
+            assert ours is None, i
+
+
+def _entry(v):
+    from bundler.containers.safetensors.reader import _compact
+
+    keys = {"dtype", "shape", "data_offsets"}
+    return _compact(v) if isinstance(v, dict) and set(v) == keys else None
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

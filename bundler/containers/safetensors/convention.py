@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from array import array
 
-from bundler.bundle import FileSource, Metadata, Tensor, Value, ValueType
-from bundler.codecs import by_safetensors_dtype, get
+from bundler.bundle import BytesSource, Metadata, Tensor, Value, ValueType
+from bundler.codecs import Codec, by_safetensors_dtype, get
 from bundler.containers import typed_json
 from bundler.containers.safetensors.schema import (
-    Entry,
     Header,
     Planned,
     checked_count,
@@ -25,6 +24,7 @@ from bundler.containers.safetensors.schema import (
     layout_key,
 )
 from bundler.errors import FormatError, UnknownCodecError, UnsupportedFormatError, UsageError
+from bundler.tensortable import Names, Shapes, TensorTable
 
 META_KEY = "bundler.metadata"
 TENSORS_KEY = "bundler.tensors"
@@ -88,12 +88,12 @@ def file_metadata(
     return strings
 
 
-def bundle_parts(path: str, header: Header) -> tuple[Metadata, list[Tensor]]:
+def bundle_parts(path: str, header: Header) -> tuple[Metadata, TensorTable]:
     """The metadata and tensors (in bundle order) of a file with this header."""
     md = header.metadata or {}
     if META_KEY not in md and TENSORS_KEY not in md:
         metadata = Metadata((k, Value(ValueType.STRING, v)) for k, v in md.items())
-        return metadata, [_plain_tensor(path, header, e) for e in header.entries]
+        return metadata, _plain_tensors(path, header)
     for key, other in (RESERVED, RESERVED[::-1]):
         if key not in md:
             raise FormatError(
@@ -108,23 +108,29 @@ def bundle_parts(path: str, header: Header) -> tuple[Metadata, list[Tensor]]:
     return metadata, _convention_tensors(path, header, md[TENSORS_KEY])
 
 
-def _source(path: str, header: Header, e: Entry, tensor_codec: Any) -> FileSource:
-    return FileSource(path, header.data_start + e.begin, e.end - e.begin, tensor_codec)
+def _plain_tensors(path: str, header: Header) -> TensorTable:
+    e = header.entries
+    codecs: dict[int, Codec] = {}
+    nbytes = array("q")
+    for i in range(len(e)):
+        rank = e.dtypes[i]
+        if rank not in codecs:
+            codecs[rank] = by_safetensors_dtype(e.dtype(i))
+        size = e.ends[i] - e.begins[i]
+        if codecs[rank].facts.nbytes(e.shapes[i]) != size:
+            name = e.names[i]
+            raise UnsupportedFormatError(
+                path,
+                header.key_offset(name),
+                f"tensor {name!r}: packed {e.dtype(i)} {list(e.shapes[i])} has rows that are "
+                "not whole bytes; bundler keeps packed types as whole-byte rows",
+            )
+        nbytes.append(size)
+    files = [(path, header.data_start, False)]
+    return TensorTable(e.names, e.shapes, e.dtypes, codecs, e.begins, nbytes, files)
 
 
-def _plain_tensor(path: str, header: Header, e: Entry) -> Tensor:
-    codec = by_safetensors_dtype(e.dtype)
-    if codec.facts.nbytes(e.shape) != e.end - e.begin:
-        raise UnsupportedFormatError(
-            path,
-            header.key_offset(e.name),
-            f"tensor {e.name!r}: packed {e.dtype} {list(e.shape)} has rows that are not "
-            "whole bytes; bundler keeps packed types as whole-byte rows",
-        )
-    return Tensor(e.name, e.shape, codec, _source(path, header, e, codec))
-
-
-def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
+def _convention_tensors(path: str, header: Header, text: str) -> TensorTable:
     def fail(problem: str) -> FormatError:
         at = header.key_offset("__metadata__")
         return FormatError(path, at, f"bad {TENSORS_KEY}: {problem}")
@@ -135,9 +141,11 @@ def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
         raise fail(f"not JSON ({exc})") from None
     if not isinstance(spec, list):
         raise fail("expected a JSON array of [name, codec, shape]")
-    stored = {e.name: e for e in header.entries}
-    tensors: list[Tensor] = []
-    seen: set[str] = set()
+    stored = header.entries
+    listed = bytearray(len(stored))
+    names, shapes, kinds, offsets, nbytes = Names(), Shapes(), array("H"), array("Q"), array("q")
+    codecs: dict[int, Codec] = {}
+    kind_of: dict[str, int] = {}
     for i, item in enumerate(spec):
         if not (
             isinstance(item, list)
@@ -152,19 +160,20 @@ def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
         name, codec_name, shape = item
         if checked_count(tuple(shape)) is None:
             raise fail(f"tensor {name!r}: shape {shape} overflows a 64-bit size")
-        if name in seen:
+        row = stored.names.find(name)
+        if row is not None and listed[row]:
             raise fail(f"tensor {name!r} is listed twice")
-        seen.add(name)
-        e = stored.get(name)
-        if e is None:
+        if row is None:
             raise fail(f"tensor {name!r} is not in the file")
+        listed[row] = 1
+        e = stored[row]
         try:
             codec = get(codec_name)
         except UnknownCodecError:
             raise fail(f"tensor {name!r}: unknown codec {codec_name!r}") from None
         if codec.name != codec_name:
             raise fail(f"tensor {name!r}: codec names are lower case, got {codec_name!r}")
-        tensor = Tensor(name, tuple(shape), codec, _source(path, header, e, codec))
+        tensor = Tensor(name, tuple(shape), codec, BytesSource(b""))
         try:
             want = stored_form(tensor)
         except UsageError as exc:
@@ -176,8 +185,15 @@ def _convention_tensors(path: str, header: Header, text: str) -> list[Tensor]:
                 f"tensor {name!r}: {TENSORS_KEY} says {codec_name} {shape}, stored as "
                 f"{want.dtype} {list(want.shape)}, but the file holds {e.dtype} {list(e.shape)}",
             )
-        tensors.append(tensor)
-    missing = [e.name for e in header.entries if e.name not in seen]
+        kind = kind_of.setdefault(codec.name, len(kind_of))
+        codecs[kind] = codec
+        names.add(name)
+        shapes.append(tensor.shape)
+        kinds.append(kind)
+        offsets.append(e.begin)
+        nbytes.append(e.end - e.begin)
+    missing = [stored.names[i] for i in range(len(stored)) if not listed[i]][:5]
     if missing:
-        raise fail(f"tensors {missing[:5]} of the file are not listed")
-    return tensors
+        raise fail(f"tensors {missing} of the file are not listed")
+    files = [(path, header.data_start, False)]
+    return TensorTable(names.frozen(), shapes, kinds, codecs, offsets, nbytes, files)

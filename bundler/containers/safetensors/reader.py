@@ -4,8 +4,12 @@ one file or a sharded checkpoint (its index or directory); tensors stay in the f
 from __future__ import annotations
 
 import json
+import mmap
 import os
+from collections.abc import Iterator
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from bundler.bundle import Bundle
 from bundler.containers.limits import MAX_TENSORS, shape_problem
@@ -27,7 +31,7 @@ from bundler.containers.safetensors.schema import (
     NAME,
     PREFIX_COMPILED,
     PREFIX_SIZE,
-    Entry,
+    Entries,
     Header,
     checked_count,
     dtype_bits,
@@ -36,6 +40,7 @@ from bundler.errors import (
     FormatError,
     TruncatedError,
 )
+from bundler.tensortable import TensorTable
 
 
 def sniff(head: bytes) -> bool:
@@ -87,54 +92,56 @@ def read_header(f: BinaryIO, path: str, file_size: int) -> Header:
             f"truncated: the header needs bytes 8..{PREFIX_SIZE + n:,} "
             f"but the file ends at {file_size:,}",
         )
-    raw = f.read(n)
-    if len(raw) != n:
-        raise TruncatedError(path, PREFIX_SIZE + len(raw), "file ended while reading the header")
-    return parse_header(raw, path, file_size)
+    # decoded straight from the mapped file: the header's bytes are never copied
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+        if len(view) < PREFIX_SIZE + n:
+            raise TruncatedError(path, len(view), "file ended while reading the header")
+        with view[PREFIX_SIZE : PREFIX_SIZE + n] as raw:
+            text = _decode(raw, path)
+    return _parse_text(text, n, path, file_size)
 
 
 def parse_header(raw: bytes, path: str | None, file_size: int) -> Header:
     """Check the N header bytes (which start at file offset 8) of a file of `file_size`."""
+    return _parse_text(_decode(raw, path), len(raw), path, file_size)
+
+
+def _decode(raw: bytes | memoryview, path: str | None) -> str:
     try:
-        text = raw.decode("utf-8")
+        return str(raw, "utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(path, PREFIX_SIZE + exc.start, "header is not valid UTF-8 text") from None
+
+
+def _parse_text(text: str, size: int, path: str | None, file_size: int) -> Header:
     parser = _Parser(text, path)
-    try:
-        metadata, entries = parser.parse_fast()
-    except _Retry:
-        parser.parse()  # raises the located error
-        raise FormatError(path, PREFIX_SIZE, "invalid header") from None
+    metadata, entries = parser.parse()
     if len(entries) > MAX_TENSORS:
         raise FormatError(
             path, PREFIX_SIZE, f"{len(entries):,} tensors, more than the limit of {MAX_TENSORS:,}"
         )
-    header = Header(len(raw), metadata, entries, parser)
+    header = Header(size, metadata, entries, parser)
     _check_layout(header, path, file_size)
     return header
 
 
-class _Retry(Exception):
-    """The fast parse found a problem; the scanning parse will say where."""
-
-
 class _Parser:
-    """The header's top-level object.
-
-    `parse_fast` parses it in one call to the json module; when anything is wrong, `parse`
-    scans it key by key so the error names the byte offset. Key offsets for errors found
-    later (offsets, sizes, the convention keys) come from a scan made only then.
-    """
+    """The header's top-level object, walked key by key: each tensor entry goes straight
+    into the `Entries` columns, and every error names its byte offset. Key offsets for
+    errors found later (offsets, sizes, the convention keys) come from a new walk made
+    only then."""
 
     def __init__(self, text: str, path: str | None):
         self.text = text
         self.path = path
-        self.keys: dict[str, int] | None = None  # key -> character offset, from `parse`
         self._ascii = text.isascii()
         self._mark = (0, 0)  # (character, byte) position last converted
         self.decoder = json.JSONDecoder(
             object_pairs_hook=self._object, parse_constant=self._constant
         )
+        #: the key being read, and where it starts
+        self.current: tuple[str, int] | None = None
+        self.metadata_at: int | None = None
 
     def at(self, pos: int) -> int:
         """File offset of character `pos` of the header text (incremental: entries are
@@ -147,37 +154,20 @@ class _Parser:
         return PREFIX_SIZE + byte
 
     def fail(self, pos: int | None, problem: str) -> FormatError:
-        if pos is None:
-            raise _Retry
-        return FormatError(self.path, self.at(pos), problem)
+        return FormatError(self.path, None if pos is None else self.at(pos), problem)
 
-    def key_offset(self, key: str) -> int:
-        if self.keys is None:
-            self.parse()
-        assert self.keys is not None
-        return self.at(self.keys[key]) if key in self.keys else PREFIX_SIZE
-
-    def parse_fast(self) -> tuple[dict[str, str] | None, list[Entry]]:
-        try:
-            obj = self.decoder.decode(self.text)
-        except (ValueError, RecursionError):
-            raise _Retry from None
-        if not isinstance(obj, dict):
-            raise _Retry
-        metadata: dict[str, str] | None = None
-        entries: list[Entry] = []
-        for key, value in obj.items():
-            _check_text(key, self, None, "key")
-            if key == METADATA_KEY:
-                metadata = self.metadata(value, None)
-            else:
-                entries.append(self.entry(key, value, None))
-        return metadata, entries
+    def key_offset(self, key: str, occurrence: int = 1) -> int:
+        """File offset of the `occurrence`-th top-level `key` (the header start if absent)."""
+        for k, start, _ in self.walk(values=False):
+            if k == key:
+                occurrence -= 1
+                if not occurrence:
+                    return self.at(start)
+        return PREFIX_SIZE
 
     @staticmethod
     def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Fields:
-        # A well-formed tensor entry becomes a small tuple at once: a million-tensor header
-        # must not hold a dict and two lists per tensor while it is parsed.
+        # A well-formed tensor entry becomes a small tuple at once.
         if len(pairs) == 3 and {k for k, _ in pairs} == _TENSOR_KEYS:
             compact = _compact(dict(pairs))
             if compact is not None:
@@ -194,7 +184,10 @@ class _Parser:
         raise ValueError(f"{name} is not JSON")
 
     def skip(self, i: int) -> int:
-        return _WS.match(self.text, i).end()
+        text = self.text
+        if i < len(text) and text[i] in _SPACE:
+            return _WS.match(text, i).end()
+        return i
 
     def expect(self, i: int, chars: str, what: str) -> str:
         if i >= len(self.text):
@@ -203,8 +196,10 @@ class _Parser:
             raise self.fail(i, f"expected {what} in the header JSON, found {self.text[i]!r}")
         return self.text[i]
 
-    def value(self, i: int) -> tuple[Any, int]:
+    def value(self, i: int, key: bool = False) -> tuple[Any, int]:
         try:
+            if key:
+                return _scanstring(self.text, i + 1)
             return self.decoder.raw_decode(self.text, i)
         except json.JSONDecodeError as exc:
             raise self.fail(exc.pos, f"invalid header JSON: {exc.msg}") from None
@@ -213,46 +208,84 @@ class _Parser:
         except ValueError as exc:
             raise self.fail(i, f"invalid header JSON: {exc}") from None
 
-    def parse(self) -> tuple[dict[str, str] | None, list[Entry]]:
+    def walk(self, values: bool = True) -> Iterator[tuple[str, int, Any]]:
+        """Each top-level key, the character offset of its opening quote and its value (None
+        unless `values`), checking the JSON syntax as it goes."""
         text = self.text
+        self.current = None
         i = self.skip(0)
         self.expect(i, "{", "'{' (the header must be a JSON object)")
         i = self.skip(i + 1)
-        metadata: dict[str, str] | None = None
-        seen: dict[str, int] = {}
-        entries: list[Entry] = []
         if i < len(text) and text[i] == "}":
             i += 1
         else:
             while True:
+                self.current = None
                 self.expect(i, '"', "a quoted key")
                 start = i
-                key, i = self.value(i)
-                if key in seen:
-                    raise self.fail(start, f"duplicate key {key!r} in the header")
-                seen[key] = start
-                _check_text(key, self, start, "key")
+                key, i = self.value(i, key=True)
+                self.current = (key, start)
                 i = self.skip(i)
                 self.expect(i, ":", "':'")
                 i = self.skip(i + 1)
                 value, i = self.value(i)
-                if key == METADATA_KEY:
-                    metadata = self.metadata(value, start)
-                else:
-                    entries.append(self.entry(key, value, start))
+                yield key, start, value if values else None
                 i = self.skip(i)
                 if self.expect(i, ",}", "',' or '}'") == "}":
                     i += 1
                     break
                 i = self.skip(i + 1)
+        self.current = None
         i = self.skip(i)
         if i != len(text):
             raise self.fail(
                 i,
                 f"unexpected {text[i]!r} after the header object (only spaces may pad the header)",
             )
-        self.keys = seen
+
+    def parse(self) -> tuple[dict[str, str] | None, Entries]:
+        metadata: dict[str, str] | None = None
+        entries = Entries()
+        try:
+            for key, start, value in self.walk():
+                stored = _check_text(key, self, start, "key")
+                if key == METADATA_KEY:
+                    if self.metadata_at is not None:
+                        raise self.fail(start, f"duplicate key {key!r} in the header")
+                    self.metadata_at = start
+                    metadata = self.metadata(value, start)
+                else:
+                    entries.add(stored, *self.entry(key, value, start))
+                self.current = None  # read: a repeat of it is found among the entries
+        except FormatError as exc:
+            raise self.repeated(entries) or exc from None
+        repeat = self.repeated(entries)
+        if repeat is not None:
+            raise repeat
         return metadata, entries
+
+    def repeated(self, entries: Entries) -> FormatError | None:
+        """The error for the first key the header repeats, up to the key being read."""
+        row = entries.names.first_repeat()
+        if row is not None:
+            name = entries.names[row]
+            return FormatError(
+                self.path, self.key_offset(name, 2), f"duplicate key {name!r} in the header"
+            )
+        if self.current is None:
+            return None
+        key, start = self.current
+        if key == METADATA_KEY:
+            seen = self.metadata_at not in (None, start)
+        else:
+            seen = entries.names.find(key) is not None
+        if seen:
+            return self.fail(start, f"duplicate key {key!r} in the header")
+        try:
+            _check_text(key, self, start, "key")
+        except FormatError as exc:
+            return exc
+        return None
 
     def metadata(self, value: Any, pos: int | None) -> dict[str, str] | None:
         if value is None:
@@ -278,9 +311,10 @@ class _Parser:
             _check_text(item, self, pos, "metadata value")
         return value
 
-    def entry(self, name: str, value: Any, pos: int | None) -> Entry:
+    def entry(self, name: str, value: Any, pos: int | None) -> _Fields:
+        """The entry's (dtype, shape, begin, end), checked."""
         if type(value) is _Fields:
-            return Entry(name, *value)
+            return value
         where = f"tensor {name!r}"
         if not isinstance(value, dict):
             raise self.fail(pos, f"{where}: expected an object, got {_kind(value)}")
@@ -301,7 +335,7 @@ class _Parser:
         offsets = value["data_offsets"]
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_u64, offsets)):
             raise self.fail(pos, f"{where}: data_offsets must be two unsigned integers")
-        return Entry(name, dtype, tuple(shape), offsets[0], offsets[1])
+        return _Fields((dtype, shape, offsets[0], offsets[1]))
 
 
 class _Fields(tuple):
@@ -311,6 +345,8 @@ class _Fields(tuple):
 
 
 _TENSOR_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+_SPACE = " \t\n\r"
+_scanstring = json.decoder.scanstring
 #: One string object per dtype name, shared by every entry.
 _DTYPES = {d: d for d in DTYPE_ORDER}
 
@@ -340,10 +376,10 @@ def _kind(v: Any) -> str:
     )
 
 
-def _check_text(s: str, parser: _Parser, pos: int | None, what: str) -> None:
-    """JSON escapes can spell lone surrogates, which are not text."""
+def _check_text(s: str, parser: _Parser, pos: int | None, what: str) -> bytes:
+    """`s` as UTF-8: JSON escapes can spell lone surrogates, which are not text."""
     try:
-        s.encode("utf-8")
+        return s.encode("utf-8")
     except UnicodeEncodeError:
         raise parser.fail(pos, f"{what} {s!r} holds a lone surrogate escape") from None
 
@@ -351,55 +387,51 @@ def _check_text(s: str, parser: _Parser, pos: int | None, what: str) -> None:
 def _check_layout(header: Header, path: str | None, file_size: int) -> None:
     """The reference reader's rules for the data buffer: contiguous from 0, sizes from
     dtype and shape, and the last tensor ending exactly at the end of the file."""
+    entries = header.entries
+    begins, ends = entries.begins, entries.ends
+    order = np.lexsort((np.frombuffer(ends, np.uint64), np.frombuffer(begins, np.uint64)))
+    bits_of = {}
     end = 0
     previous = None
-    for e in sorted(header.entries, key=lambda e: (e.begin, e.end)):
-        if e.begin != end or e.end < e.begin:
-            if e.end < e.begin:
-                problem = f"ends before it begins ({e.begin:,} > {e.end:,})"
-            elif e.begin > end:
-                problem = f"leaves a hole of {e.begin - end:,} bytes before it"
+    for i in order.tolist():
+        begin, stop = begins[i], ends[i]
+        if begin != end or stop < begin:
+            if stop < begin:
+                problem = f"ends before it begins ({begin:,} > {stop:,})"
+            elif begin > end:
+                problem = f"leaves a hole of {begin - end:,} bytes before it"
             else:
-                problem = f"overlaps the data before it by {end - e.begin:,} bytes"
-            after = f"tensor {previous.name!r} ends" if previous else "the data buffer starts"
+                problem = f"overlaps the data before it by {end - begin:,} bytes"
+            name = entries.names[i]
+            after = (
+                f"tensor {entries.names[previous]!r} ends"
+                if previous is not None
+                else "the data buffer starts"
+            )
             raise FormatError(
                 path,
-                header.key_offset(e.name),
-                f"tensor {e.name!r}: data_offsets [{e.begin:,}, {e.end:,}] {problem}; "
+                header.key_offset(name),
+                f"tensor {name!r}: data_offsets [{begin:,}, {stop:,}] {problem}; "
                 f"it must begin at {end:,}, where {after}",
             )
-        count = checked_count(e.shape)
-        bits = None if count is None else count * dtype_bits(e.dtype)
-        if bits is None or bits > _U64_MAX:
-            raise FormatError(
-                path,
-                header.key_offset(e.name),
-                f"tensor {e.name!r}: shape {list(e.shape)} overflows a 64-bit size",
-            )
-        if bits % 8:
-            raise FormatError(
-                path,
-                header.key_offset(e.name),
-                f"tensor {e.name!r}: {count:,} {e.dtype} values are not a whole number of bytes",
-            )
-        if e.end - e.begin != bits // 8:
-            raise FormatError(
-                path,
-                header.key_offset(e.name),
-                f"tensor {e.name!r}: {e.dtype} {list(e.shape)} needs {bits // 8:,} bytes "
-                f"but data_offsets [{e.begin:,}, {e.end:,}] span {e.end - e.begin:,}",
-            )
-        end = e.end
-        previous = e
+        shape, rank = entries.shapes[i], entries.dtypes[i]
+        if rank not in bits_of:
+            bits_of[rank] = dtype_bits(DTYPE_ORDER[rank])
+        count = checked_count(shape)
+        bits = None if count is None else count * bits_of[rank]
+        if bits is None or bits > _U64_MAX or bits % 8 or stop - begin != bits // 8:
+            _size_problem(header, path, i, count, bits)
+        end = stop
+        previous = i
     data_end = header.data_start + end
     if data_end > file_size:
-        last = previous
-        assert last is not None
+        assert previous is not None
+        name, start = entries.names[previous], header.data_start + begins[previous]
         raise TruncatedError(
             path,
-            min(header.data_start + last.begin, file_size),
-            f"truncated: tensor {last.name!r} needs bytes {header.data_start + last.begin:,}.."
-            f"{data_end:,} but the file ends at {file_size:,}",
+            min(start, file_size),
+            f"truncated: tensor {name!r} needs bytes {start:,}..{data_end:,} "
+            f"but the file ends at {file_size:,}",
         )
     if data_end < file_size:
         raise FormatError(
@@ -408,6 +440,30 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
             f"{file_size - data_end:,} unexpected bytes after the last tensor "
             f"(the data ends at {data_end:,}, the file at {file_size:,})",
         )
+
+
+def _size_problem(
+    header: Header, path: str | None, i: int, count: int | None, bits: int | None
+) -> None:
+    """Raise why entry i's byte range does not fit its dtype and shape."""
+    e = header.entries[i]
+    at = header.key_offset(e.name)
+    if bits is None or bits > _U64_MAX:
+        raise FormatError(
+            path, at, f"tensor {e.name!r}: shape {list(e.shape)} overflows a 64-bit size"
+        )
+    if bits % 8:
+        raise FormatError(
+            path,
+            at,
+            f"tensor {e.name!r}: {count:,} {e.dtype} values are not a whole number of bytes",
+        )
+    raise FormatError(
+        path,
+        at,
+        f"tensor {e.name!r}: {e.dtype} {list(e.shape)} needs {bits // 8:,} bytes "
+        f"but data_offsets [{e.begin:,}, {e.end:,}] span {e.end - e.begin:,}",
+    )
 
 
 def read(path: str | os.PathLike[str]) -> Bundle:
@@ -460,7 +516,11 @@ def _read_sharded(index_path: str) -> Bundle:
         if parts and part.format_info.convention and part.metadata != parts[0].metadata:
             raise FormatError(shard_path, None, f"its {META_KEY} differs from the first shard's")
         parts.append(part)
-    tensors = [t for part in parts for t in part.tensors.values()]
+    tables = [part.tensors.table for part in parts]
+    if all(t is not None for t in tables):
+        tensors: Any = TensorTable.concat(tables)
+    else:
+        tensors = [t for part in parts for t in part.tensors.values()]
     info = SafetensorsDetails(
         metadata_object=parts[0].format_info.metadata_object,
         shards=tuple(names),

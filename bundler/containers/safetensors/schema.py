@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from construct import Int64ul, Struct
 
 from bundler.codecs import by_safetensors_dtype
+from bundler.tensortable import Names, Shapes
 
 #: The format's name in the registry and in Bundle.format.
 NAME = "safetensors"
@@ -90,6 +93,45 @@ class Entry:
     end: int
 
 
+class Entries(Sequence[Entry]):
+    """A header's tensor entries in header order, as columns (`Entry`s made on demand)."""
+
+    __slots__ = ("begins", "dtypes", "ends", "names", "shapes")
+
+    def __init__(self) -> None:
+        self.names = Names()
+        self.shapes = Shapes()
+        #: index into DTYPE_ORDER
+        self.dtypes = array("B")
+        self.begins = array("Q")
+        self.ends = array("Q")
+
+    def add(self, name: bytes, dtype: str, shape: Sequence[int], begin: int, end: int) -> None:
+        """Append an entry whose name is already in its stored form (`Names.encode`)."""
+        self.names.add_encoded(name)
+        self.shapes.append(shape)
+        self.dtypes.append(_RANK[dtype])
+        self.begins.append(begin)
+        self.ends.append(end)
+
+    def __len__(self) -> int:
+        return len(self.dtypes)
+
+    def dtype(self, i: int) -> str:
+        return DTYPE_ORDER[self.dtypes[i]]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return Entry(self.names[i], self.dtype(i), self.shapes[i], self.begins[i], self.ends[i])
+
+    def __iter__(self) -> Iterator[Entry]:
+        return map(self.__getitem__, range(len(self)))
+
+
 @dataclass(frozen=True)
 class Header:
     """A parsed, validated header."""
@@ -98,7 +140,7 @@ class Header:
     #: `__metadata__` in file order; None when the key is absent or null
     metadata: dict[str, str] | None
     #: tensors in header order
-    entries: list[Entry]
+    entries: Entries
     #: the parser, kept to find where a key is when a later check fails
     parser: Any = field(repr=False, compare=False)
 
