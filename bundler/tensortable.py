@@ -217,14 +217,19 @@ class TensorTable:
         files: list[tuple[str, int, bool]] = []
         file_ids = array("H")
         codecs: dict[int, Codec] = {}
-        kinds = array(tables[0].kinds.typecode)
+        kind_of: dict[str, int] = {}
+        kinds = array("H")
         offsets, nbytes = array(tables[0].offsets.typecode), array(tables[0].nbytes.typecode)
         for t in tables:
             ids = t.file_ids if t.file_ids is not None else array("H", bytes(2 * len(t)))
             file_ids.extend(i + len(files) for i in ids)
             files.extend(t.files)
-            codecs.update(t.codecs)
-            kinds.extend(t.kinds)
+            # each table numbers its codecs its own way: renumber them by codec name
+            renumber = {}
+            for k, codec in t.codecs.items():
+                renumber[k] = kind_of.setdefault(codec.name, len(kind_of))
+                codecs[renumber[k]] = codec
+            kinds.extend(renumber[k] for k in t.kinds)
             offsets.extend(t.offsets)
             nbytes.extend(t.nbytes)
         return cls(

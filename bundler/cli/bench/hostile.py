@@ -15,9 +15,11 @@ def human(r: dict[str, Any]) -> str:
             f"{c.get('seconds', float('nan')):.2f}",
             f"{c.get('peak_bytes', 0) / MIB:.0f}",
             f"{c.get('rss_growth_bytes', 0) / MIB:.0f}",
-            f"{c.get('peak_mib_per_mib', float('nan')):.1f}", c["outcome"],
+            f"{c.get('peak_mib_per_mib', float('nan')):.1f}",
+            f"{c.get('rss_mib_per_mib', float('nan')):.1f}", c["outcome"],
         ]
         for c in r["cases"]
     ]  # fmt: skip
-    head = ["case", "count", "MiB", "seconds", "peak MiB", "RSS+ MiB", "peak/MiB", "outcome"]
-    return table(cells, head, "<>>>>>><")
+    head = ["case", "count", "MiB", "seconds", "peak MiB", "RSS+ MiB", "peak/MiB", "RSS+/MiB",
+            "outcome"]  # fmt: skip
+    return table(cells, head, "<>>>>>>><")

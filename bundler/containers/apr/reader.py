@@ -7,12 +7,14 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from dataclasses import dataclass, replace
+from array import array
+from dataclasses import replace
 from typing import BinaryIO
 
 import construct
+import numpy as np
 
-from bundler.bundle import Bundle, FileSource, Tensor
+from bundler.bundle import Bundle
 from bundler.codecs import Codec, by_apr_code
 from bundler.containers import typed_json
 from bundler.containers.apr import metadata as apr_metadata
@@ -46,24 +48,37 @@ from bundler.errors import (
     UnknownCodecError,
     UnsupportedFormatError,
 )
+from bundler.tensortable import Names, Shapes, TensorTable
 
 #: Byte offset of each header field: where an error about that field points.
 _AT = {name: at for name, (at, _) in HEADER_FIELDS.items()}
 
 
-@dataclass
-class _Entry:
-    name: str
-    codec: Codec
-    shape: tuple[int, ...]
-    offset: int
-    size: int
-    at: int  # file offset of the index entry
+class _Entries:
+    """The tensor index as columns, in index order."""
 
+    def __init__(self) -> None:
+        self.names = Names()
+        self.shapes = Shapes()
+        self.codes = array("H")
+        self.codecs: dict[int, Codec] = {}
+        self.offsets = array("Q")
+        self.sizes = array("q")
+        self.at = array("q")  # file offset of each index entry
 
-def _data_order(e: _Entry) -> tuple[int, bool]:
-    # A zero-size tensor shares its offset with the tensor written after it: it goes first.
-    return e.offset, e.size > 0
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def table(self, path: str, data_offset: int) -> TensorTable:
+        """The tensors in data order (a zero-size tensor shares its offset with the tensor
+        written after it: it goes first)."""
+        offsets = np.frombuffer(self.offsets, np.uint64)
+        order = np.lexsort((np.frombuffer(self.sizes, np.int64) > 0, offsets)).tolist()
+        files = [(path, data_offset, False)]
+        table = TensorTable(
+            self.names, self.shapes, self.codes, self.codecs, self.offsets, self.sizes, files
+        )
+        return table if order == list(range(len(order))) else table.take(order)
 
 
 def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
@@ -96,15 +111,7 @@ class _Reader:
         self._check_payloads(h, entries, end)
         if verify_footer:
             self._check_footer(end)
-        tensors = [
-            Tensor(
-                e.name,
-                e.shape,
-                e.codec,
-                FileSource(self.path, h.data_offset + e.offset, e.size, e.codec),
-            )
-            for e in sorted(entries, key=_data_order)
-        ]
+        tensors = entries.table(self.path, h.data_offset)
         info = AprDetails(h.flags, (h.major, h.minor))
         if not typed:  # a file aprender wrote: keep its JSON for an identical rewrite
             info = replace(
@@ -224,7 +231,7 @@ class _Reader:
         self.f.seek(h.metadata_offset)
         return self.f.read(h.metadata_size)
 
-    def _index(self, h, end: int) -> list[_Entry]:
+    def _index(self, h, end: int) -> _Entries:
         start, stop = h.tensor_index_offset, h.data_offset
         if h.tensor_count > MAX_TENSORS:
             self.fail(
@@ -240,11 +247,9 @@ class _Reader:
             )
         self.f.seek(start)
         pos = start
-        entries: list[_Entry] = []
+        entries = _Entries()
         for i in range(h.tensor_count):
-            entry = self._entry(i, pos, stop)
-            pos = entry[1]
-            entries.append(entry[0])
+            pos = self._entry(entries, i, pos, stop)
         self._check_order(entries)
         return entries
 
@@ -256,7 +261,8 @@ class _Reader:
             )
         return self.f.read(n)
 
-    def _entry(self, i: int, at: int, stop: int) -> tuple[_Entry, int]:
+    def _entry(self, entries: _Entries, i: int, at: int, stop: int) -> int:
+        """Append index entry i (at `at`) to `entries`; where the next one starts."""
         what = f"index entry {i}"
         head = self._take(2, at, stop, what)
         name_len = int.from_bytes(head, "little")
@@ -272,66 +278,79 @@ class _Reader:
             name = e.name.decode("utf-8")
         except UnicodeDecodeError:
             self.fail(at + 2, f"{what}: tensor name is not valid UTF-8: {e.name!r}")
-        try:
-            codec = by_apr_code(e.dtype)
-        except UnknownCodecError:
-            self.fail(at + 2 + name_len, f"{what} ({name!r}): unknown dtype code {e.dtype}")
+        if e.dtype not in entries.codecs:
+            try:
+                entries.codecs[e.dtype] = by_apr_code(e.dtype)
+            except UnknownCodecError:
+                self.fail(at + 2 + name_len, f"{what} ({name!r}): unknown dtype code {e.dtype}")
         shape = tuple(int(d) for d in e.dims)
         problem = shape_problem(shape, MAX_NDIM)
         if problem:
             self.fail(at + 4 + name_len, f"{what} ({name!r}): {problem}")
-        after = at + 4 + name_len + 8 * ndim + 16
-        return _Entry(name, codec, shape, int(e.offset), int(e.size), at), after
+        entries.names.add_encoded(bytes(e.name))
+        entries.shapes.append(shape)
+        entries.codes.append(e.dtype)
+        entries.offsets.append(int(e.offset))
+        entries.sizes.append(int(e.size))
+        entries.at.append(at)
+        return at + 4 + name_len + 8 * ndim + 16
 
-    def _check_order(self, entries: list[_Entry]) -> None:
-        for prev, cur in itertools.pairwise(entries):
-            a, b = prev.name.encode(), cur.name.encode()
+    def _check_order(self, entries: _Entries) -> None:
+        names = entries.names.frozen()
+        for i in range(1, len(entries)):
+            a, b = names.row(i - 1), names.row(i)
             if b == a:
-                self.fail(cur.at, f"duplicate tensor name {cur.name!r} in the index")
+                self.fail(entries.at[i], f"duplicate tensor name {names[i]!r} in the index")
             if b < a:
                 self.fail(
-                    cur.at,
-                    f"tensor index not sorted by name: {cur.name!r} comes after {prev.name!r}",
+                    entries.at[i],
+                    f"tensor index not sorted by name: {names[i]!r} comes after {names[i - 1]!r}",
                 )
 
-    def _check_payloads(self, h, entries: list[_Entry], end: int) -> None:
+    def _check_payloads(self, h, entries: _Entries, end: int) -> None:
         data_end = h.data_offset
-        for e in entries:
-            facts = e.codec.facts
+        for i in range(len(entries)):
+            codec, shape = entries.codecs[entries.codes[i]], entries.shapes[i]
+            offset, size, at = entries.offsets[i], entries.sizes[i], entries.at[i]
+            facts = codec.facts
             shape_ok = facts.flat or not facts.is_block or facts.block_size == 1
-            if not shape_ok and (not e.shape or e.shape[-1] % facts.block_size):
+            if not shape_ok and (not shape or shape[-1] % facts.block_size):
                 self.fail(
-                    e.at,
-                    f"tensor {e.name!r}: {e.codec.name} needs the last dimension to be a "
-                    f"multiple of {facts.block_size}, shape is {e.shape}",
+                    at,
+                    f"tensor {entries.names[i]!r}: {codec.name} needs the last dimension to "
+                    f"be a multiple of {facts.block_size}, shape is {shape}",
                 )
-            need = facts.nbytes(e.shape)
-            if e.size != need:
+            need = facts.nbytes(shape)
+            if size != need:
                 self.fail(
-                    e.at,
-                    f"tensor {e.name!r}: size {e.size:,} does not match {e.codec.name} "
-                    f"{e.shape}, which needs {need:,} bytes",
+                    at,
+                    f"tensor {entries.names[i]!r}: size {size:,} does not match {codec.name} "
+                    f"{shape}, which needs {need:,} bytes",
                 )
-            if e.offset % ALIGNMENT:
-                self.fail(e.at, f"tensor {e.name!r}: offset {e.offset:,} is not 64-aligned")
-            first = h.data_offset + e.offset
-            if first + e.size > end:
+            if offset % ALIGNMENT:
+                self.fail(at, f"tensor {entries.names[i]!r}: offset {offset:,} is not 64-aligned")
+            first = h.data_offset + offset
+            if first + size > end:
                 self.fail(
-                    end if first <= end else e.at,
-                    f"truncated or bad offset: tensor {e.name!r} needs bytes {first:,}.."
-                    f"{first + e.size:,} but the data ends at {end:,} "
+                    end if first <= end else at,
+                    f"truncated or bad offset: tensor {entries.names[i]!r} needs bytes "
+                    f"{first:,}..{first + size:,} but the data ends at {end:,} "
                     f"(file size {self.size:,})",
                     TruncatedError,
                 )
-            data_end = max(data_end, first + align(e.size))
-        by_offset = sorted((e for e in entries if e.size), key=lambda e: e.offset)
-        for a, b in itertools.pairwise(by_offset):
-            if a.offset + a.size > b.offset:
+            data_end = max(data_end, first + align(size))
+        sizes = np.frombuffer(entries.sizes, np.int64)
+        held = np.flatnonzero(sizes > 0)
+        by_offset = held[np.argsort(np.frombuffer(entries.offsets, np.uint64)[held], kind="stable")]
+        offsets, sizes = entries.offsets, entries.sizes
+        for a, b in itertools.pairwise(by_offset.tolist()):
+            if offsets[a] + sizes[a] > offsets[b]:
                 self.fail(
-                    h.data_offset + b.offset,
-                    f"tensors {a.name!r} (bytes {a.offset:,}..{a.offset + a.size:,}) and "
-                    f"{b.name!r} (from {b.offset:,}) overlap (offsets relative to the data "
-                    f"section at {h.data_offset:,})",
+                    h.data_offset + offsets[b],
+                    f"tensors {entries.names[a]!r} (bytes {offsets[a]:,}.."
+                    f"{offsets[a] + sizes[a]:,}) and {entries.names[b]!r} (from "
+                    f"{offsets[b]:,}) overlap (offsets relative to the data section at "
+                    f"{h.data_offset:,})",
                 )
         if end < data_end:
             self.fail(
