@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -150,6 +151,35 @@ class Names(Ragged):
 
     def __sizeof__(self) -> int:
         return len(self.flat) + 8 * len(self.starts)
+
+
+R = TypeVar("R")
+
+
+class Records(Sequence[R]):
+    """A read-only list of records kept as columns (at least `names` and `shapes`); a
+    subclass makes row i's record in `record(i)`."""
+
+    def __init__(self) -> None:
+        self.names = Names()
+        self.shapes = Shapes()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def record(self, i: int) -> R:
+        raise NotImplementedError
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.record(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        return self.record(i % n)
+
+    def __iter__(self) -> Iterator[R]:
+        return map(self.record, range(len(self)))
 
 
 class TensorTable:

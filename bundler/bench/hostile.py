@@ -66,23 +66,38 @@ def safetensors_many_dims(path: str, count: int) -> None:
 
 def apr_long_array(path: str, count: int) -> None:
     """An APR file with no tensors whose metadata holds one array of `count` zeros."""
-    from bundler.containers.apr.crc import header_crc
-    from bundler.containers.apr.schema import ALIGNMENT, HEADER_COMPILED, align
+    _apr_file(path, b'{"zeros":[' + b",".join([b"0"] * count) + b"]}", 0, b"")
 
-    meta = b'{"zeros":[' + b",".join([b"0"] * count) + b"]}"
-    index_at = align(64 + len(meta))
-    head = {
-        "magic": b"APR\0", "major": 2, "minor": 0, "flags": 0, "tensor_count": 0,
-        "metadata_offset": 64, "metadata_size": len(meta), "tensor_index_offset": index_at,
-        "data_offset": index_at, "header_crc": 0, "reserved": bytes(20),
-    }  # fmt: skip
-    raw = HEADER_COMPILED.build(head)
-    head["header_crc"] = header_crc(raw)
-    body = HEADER_COMPILED.build(head) + meta
-    body += bytes(index_at - len(body))
-    assert index_at % ALIGNMENT == 0
+
+def apr_zero_tensors(path: str, count: int) -> None:
+    """An APR file of `count` zero-size F32 tensors, all at data offset 0."""
+    entry = struct.pack("<BBQQQ", 0, 1, 0, 0, 0)  # F32, one dimension of 0, offset, size
+    index = b"".join(_apr_name(f"t{i:07d}") + entry for i in range(count))
+    _apr_file(path, b"{}", count, index)
+
+
+def _apr_name(name: str) -> bytes:
+    b = name.encode()
+    return struct.pack("<H", len(b)) + b
+
+
+def _apr_file(path: str, meta: bytes, tensor_count: int, index: bytes) -> None:
     import zlib
 
+    from bundler.containers.apr.crc import header_crc
+    from bundler.containers.apr.schema import HEADER_COMPILED, align
+
+    index_at = align(64 + len(meta))
+    data_at = align(index_at + len(index))
+    head = {
+        "magic": b"APR\0", "major": 2, "minor": 0, "flags": 0, "tensor_count": tensor_count,
+        "metadata_offset": 64, "metadata_size": len(meta), "tensor_index_offset": index_at,
+        "data_offset": data_at, "header_crc": 0, "reserved": bytes(20),
+    }  # fmt: skip
+    head["header_crc"] = header_crc(HEADER_COMPILED.build(head))
+    body = HEADER_COMPILED.build(head) + meta
+    body += bytes(index_at - len(body)) + index
+    body += bytes(data_at - len(body))
     with open(path, "wb") as f:
         f.write(body + struct.pack("<I", zlib.crc32(body)))
 
@@ -95,6 +110,7 @@ CASES: dict[str, tuple[Callable[[str, int], None], int, str]] = {
     "safetensors-zero-tensors": (safetensors_zero_tensors, 1_500_000, "safetensors"),
     "safetensors-many-dims": (safetensors_many_dims, 500_000, "safetensors"),
     "apr-long-array": (apr_long_array, 25_000_000, "apr"),
+    "apr-zero-tensors": (apr_zero_tensors, 800_000, "apr"),
 }
 
 _PROBE = r"""

@@ -63,7 +63,7 @@ class _Entries:
         self.codes = array("H")
         self.codecs: dict[int, Codec] = {}
         self.offsets = array("Q")
-        self.sizes = array("q")
+        self.sizes = array("Q")
         self.at = array("q")  # file offset of each index entry
 
     def __len__(self) -> int:
@@ -73,7 +73,7 @@ class _Entries:
         """The tensors in data order (a zero-size tensor shares its offset with the tensor
         written after it: it goes first)."""
         offsets = np.frombuffer(self.offsets, np.uint64)
-        order = np.lexsort((np.frombuffer(self.sizes, np.int64) > 0, offsets)).tolist()
+        order = np.lexsort((np.frombuffer(self.sizes, np.uint64) > 0, offsets)).tolist()
         files = [(path, data_offset, False)]
         table = TensorTable(
             self.names, self.shapes, self.codes, self.codecs, self.offsets, self.sizes, files
@@ -339,8 +339,7 @@ class _Reader:
                     TruncatedError,
                 )
             data_end = max(data_end, first + align(size))
-        sizes = np.frombuffer(entries.sizes, np.int64)
-        held = np.flatnonzero(sizes > 0)
+        held = np.flatnonzero(np.frombuffer(entries.sizes, np.uint64) > 0)
         by_offset = held[np.argsort(np.frombuffer(entries.offsets, np.uint64)[held], kind="stable")]
         offsets, sizes = entries.offsets, entries.sizes
         for a, b in itertools.pairwise(by_offset.tolist()):

@@ -12,7 +12,6 @@ import mmap
 import os
 import struct
 from array import array
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +29,7 @@ from bundler.errors import (
     UnknownCodecError,
     UnsupportedFormatError,
 )
-from bundler.tensortable import Names, Shapes, TensorTable
+from bundler.tensortable import Names, Records, TensorTable
 
 
 @dataclass(slots=True)
@@ -52,15 +51,12 @@ class TensorInfo:
         return self.dims[::-1]
 
 
-class Infos:
-    """Every tensor-info record of a file, as columns (`TensorInfo`s made on demand)."""
-
-    __slots__ = ("at", "codecs", "names", "nbytes", "offsets", "shapes", "types")
+class Infos(Records[TensorInfo]):
+    """Every tensor-info record of a file, as columns (`TensorInfo`s made on demand);
+    `shapes` are in numpy order (dims reversed)."""
 
     def __init__(self) -> None:
-        self.names = Names()
-        #: numpy order (dims reversed)
-        self.shapes = Shapes()
+        super().__init__()
         self.types = array("I")
         self.offsets = array("Q")
         self.at = array("q")
@@ -69,11 +65,7 @@ class Infos:
         #: GGML type -> codec (None: unknown)
         self.codecs: dict[int, Codec | None] = {}
 
-    def __len__(self) -> int:
-        return len(self.types)
-
-    def info(self, i: int) -> TensorInfo:
-        """The record of row i."""
+    def record(self, i: int) -> TensorInfo:
         codec = self.codecs.get(self.types[i])
         nbytes = self.nbytes[i] if codec is not None and i < len(self.nbytes) else None
         dims = self.shapes[i][::-1]
@@ -82,8 +74,8 @@ class Infos:
         )
 
 
-class InfoList(Sequence[TensorInfo]):
-    """Some rows of `Infos` (all when `rows` is None), as a read-only list."""
+class InfoList(Records[TensorInfo]):
+    """Some rows of `Infos` (all when `rows` is None)."""
 
     def __init__(self, infos: Infos, rows: array | None = None):
         self.infos = infos
@@ -92,18 +84,8 @@ class InfoList(Sequence[TensorInfo]):
     def __len__(self) -> int:
         return len(self.infos) if self.rows is None else len(self.rows)
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(i)
-        i %= n
-        return self.infos.info(i if self.rows is None else self.rows[i])
-
-    def __iter__(self) -> Iterator[TensorInfo]:
-        rows = range(len(self.infos)) if self.rows is None else self.rows
-        return map(self.infos.info, rows)
+    def record(self, i: int) -> TensorInfo:
+        return self.infos.record(i if self.rows is None else self.rows[i])
 
 
 @dataclass
@@ -427,7 +409,7 @@ class _Parser:
         if skipped:
             gone = set(skipped)
             layout.known = array("q", (i for i in range(len(x)) if i not in gone))
-            layout.skipped = [x.info(i) for i in skipped]
+            layout.skipped = [x.record(i) for i in skipped]
             self.check_overlaps(skipped)
         if len(x) and layout.data_start > self.size:
             raise self.fail(

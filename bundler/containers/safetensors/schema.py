@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from construct import Int64ul, Struct
 
 from bundler.codecs import by_safetensors_dtype
-from bundler.tensortable import Names, Shapes
+from bundler.tensortable import Records
 
 #: The format's name in the registry and in Bundle.format.
 NAME = "safetensors"
@@ -93,16 +93,12 @@ class Entry:
     end: int
 
 
-class Entries(Sequence[Entry]):
+class Entries(Records[Entry]):
     """A header's tensor entries in header order, as columns (`Entry`s made on demand)."""
 
-    __slots__ = ("begins", "dtypes", "ends", "names", "shapes")
-
     def __init__(self) -> None:
-        self.names = Names()
-        self.shapes = Shapes()
-        #: index into DTYPE_ORDER
-        self.dtypes = array("B")
+        super().__init__()
+        self.dtypes = array("B")  # index into DTYPE_ORDER
         self.begins = array("Q")
         self.ends = array("Q")
 
@@ -114,22 +110,11 @@ class Entries(Sequence[Entry]):
         self.begins.append(begin)
         self.ends.append(end)
 
-    def __len__(self) -> int:
-        return len(self.dtypes)
-
     def dtype(self, i: int) -> str:
         return DTYPE_ORDER[self.dtypes[i]]
 
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
+    def record(self, i: int) -> Entry:
         return Entry(self.names[i], self.dtype(i), self.shapes[i], self.begins[i], self.ends[i])
-
-    def __iter__(self) -> Iterator[Entry]:
-        return map(self.__getitem__, range(len(self)))
 
 
 @dataclass(frozen=True)
