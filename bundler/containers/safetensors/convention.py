@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 from array import array
+from collections.abc import Iterator
+from typing import Any
 
 from bundler.bundle import BytesSource, Metadata, Tensor, Value, ValueType
 from bundler.codecs import Codec, by_safetensors_dtype, get
@@ -130,17 +132,56 @@ def _plain_tensors(path: str, header: Header) -> TensorTable:
     return TensorTable(e.names, e.shapes, e.dtypes, codecs, e.begins, nbytes, files)
 
 
+_SPACE = " \t\n\r"
+_DECODER = json.JSONDecoder()
+
+
+def _array_items(text: str) -> Iterator[Any]:
+    """The items of the JSON array `text`, decoded one at a time (a long array never
+    exists as one list); json's ValueError when `text` is not one."""
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in _SPACE:
+            i += 1
+        return i
+
+    i = skip(0)
+    if text[i : i + 1] != "[":
+        raise json.JSONDecodeError("Expecting '['", text, i)
+    i = skip(i + 1)
+    if text[i : i + 1] == "]":
+        i += 1
+    else:
+        while True:
+            item, i = _DECODER.raw_decode(text, i)
+            yield item
+            i = skip(i)
+            if text[i : i + 1] == "]":
+                i += 1
+                break
+            if text[i : i + 1] != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = skip(i + 1)
+    if skip(i) != len(text):
+        raise json.JSONDecodeError("Extra data", text, skip(i))
+
+
 def _convention_tensors(path: str, header: Header, text: str) -> TensorTable:
     def fail(problem: str) -> FormatError:
         at = header.key_offset("__metadata__")
         return FormatError(path, at, f"bad {TENSORS_KEY}: {problem}")
 
+    array_ = text.lstrip(_SPACE).startswith("[")
     try:
-        spec = json.loads(text)
+        if not array_:
+            json.loads(text)
+        for _ in _array_items(text) if array_ else ():  # all of it is JSON before any use
+            pass
     except (ValueError, RecursionError) as exc:
         raise fail(f"not JSON ({exc})") from None
-    if not isinstance(spec, list):
+    if not array_:
         raise fail("expected a JSON array of [name, codec, shape]")
+    spec = _array_items(text)
     stored = header.entries
     listed = bytearray(len(stored))
     names, shapes, kinds, offsets, nbytes = Names(), Shapes(), array("H"), array("Q"), array("q")
