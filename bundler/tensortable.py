@@ -43,7 +43,7 @@ class Ragged:
     def take(self, rows: Iterable[int]) -> Ragged:
         out = type(self)()
         for i in rows:
-            out.append(self.row(i))
+            Ragged.append(out, self.row(i))
         return out.frozen()
 
     @classmethod
@@ -63,15 +63,21 @@ class Ragged:
 
 
 class Shapes(Ragged):
-    """Tensor shapes (numpy order) as one array of dimensions."""
+    """Tensor shapes (numpy order) as decimal text, `4,64`: a shape never costs more bytes
+    than a header spends on it (SafeTensors writes the same digits; GGUF and APR spend 8
+    bytes a dimension, and the element limit keeps all but one dimension short)."""
 
     __slots__ = ()
 
-    def __init__(self, flat: array | None = None, starts: array | None = None):
-        super().__init__(flat if flat is not None else array("q"), starts)
+    def __init__(self, flat: bytearray | None = None, starts: array | None = None):
+        super().__init__(flat if flat is not None else bytearray(), starts)
+
+    def append(self, shape: Iterable[int]) -> None:
+        super().append(b",".join([b"%d" % d for d in shape]))
 
     def __getitem__(self, i: int) -> tuple[int, ...]:
-        return tuple(self.row(i))
+        row = self.row(i)
+        return tuple(map(int, row.split(b","))) if row else ()
 
 
 class Names(Ragged):
@@ -267,12 +273,3 @@ class TensorTable:
             Shapes.concat([t.shapes for t in tables]),
             kinds, codecs, offsets, nbytes, files, file_ids,
         )  # fmt: skip
-
-    def nbytes_held(self) -> int:
-        """Bytes the columns hold (the hash index, once built, adds 16 a row)."""
-        cols = (self.kinds, self.offsets, self.nbytes, self.file_ids)
-        return (
-            self.names.__sizeof__()
-            + 8 * (len(self.shapes.flat) + len(self.shapes.starts))
-            + sum(c.itemsize * len(c) for c in cols if c is not None)
-        )

@@ -73,12 +73,12 @@ class _Entries:
         """The tensors in data order (a zero-size tensor shares its offset with the tensor
         written after it: it goes first)."""
         offsets = np.frombuffer(self.offsets, np.uint64)
-        order = np.lexsort((np.frombuffer(self.sizes, np.uint64) > 0, offsets)).tolist()
+        order = np.lexsort((np.frombuffer(self.sizes, np.uint64) > 0, offsets))
         files = [(path, data_offset, False)]
         table = TensorTable(
             self.names, self.shapes, self.codes, self.codecs, self.offsets, self.sizes, files
         )
-        return table if order == list(range(len(order))) else table.take(order)
+        return table if np.array_equal(order, np.arange(len(order))) else table.take(order)
 
 
 def read(path: str | os.PathLike[str], verify_footer: bool = True) -> Bundle:
@@ -342,7 +342,7 @@ class _Reader:
         held = np.flatnonzero(np.frombuffer(entries.sizes, np.uint64) > 0)
         by_offset = held[np.argsort(np.frombuffer(entries.offsets, np.uint64)[held], kind="stable")]
         offsets, sizes = entries.offsets, entries.sizes
-        for a, b in itertools.pairwise(by_offset.tolist()):
+        for a, b in itertools.pairwise(map(int, by_offset)):
             if offsets[a] + sizes[a] > offsets[b]:
                 self.fail(
                     h.data_offset + offsets[b],

@@ -431,7 +431,7 @@ class _Parser:
         keep = np.flatnonzero((sizes > 0) | unknown)  # empty known tensors take no bytes
         order = keep[np.lexsort((stops[keep], starts[keep]))]
         end, owner = 0, None
-        for i in order.tolist():
+        for i in map(int, order):
             start, stop = x.offsets[i], x.offsets[i] + x.nbytes[i]
             if start < end:
                 raise self.fail(

@@ -393,7 +393,7 @@ def _check_layout(header: Header, path: str | None, file_size: int) -> None:
     bits_of = {}
     end = 0
     previous = None
-    for i in order.tolist():
+    for i in map(int, order):  # never a list of a million ints
         begin, stop = begins[i], ends[i]
         if begin != end or stop < begin:
             if stop < begin:
