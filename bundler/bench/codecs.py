@@ -20,10 +20,14 @@ from bundler.codecs import get, set_threads
 DEFAULT_CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16")
 K_QUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 OTHER_CODECS = (
-    "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4",
+    "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
+    "tq1_0", "tq2_0", "mxfp4",
 )  # fmt: skip
 #: Codecs the gguf package can decode but not encode.
-GGUF_DECODES_ONLY = (*K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
+GGUF_DECODES_ONLY = (
+    *K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s",
+    "iq1_m",
+)  # fmt: skip
 SEED = 20260101
 
 

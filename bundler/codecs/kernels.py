@@ -302,19 +302,25 @@ def split_run(kernel: Any, count: int, *args: Any) -> int:
 
 
 def range_kernel(
-    encoder: Any, decoder: Any, block_size: int, type_size: int, *decode_args
+    encoder: Any,
+    decoder: Any,
+    block_size: int,
+    type_size: int,
+    *decode_args: Any,
+    encode_args: tuple = (),
 ) -> Kernel:
     """The `Kernel` of compiled functions over block ranges, run on the threads in effect:
-    `encoder(src, dst, weights, n, lo, hi) -> non-finite blocks` (flattened rows of n values;
-    the registry's checked per-column float32 weights, or an empty array for none) and
-    `decoder(raw, out, *decode_args, lo, hi)`."""
+    `encoder(src, dst, weights, n, *encode_args, lo, hi) -> non-finite blocks` (flattened
+    rows of n values; the registry's checked per-column float32 weights, or an empty array
+    for none) and `decoder(raw, out, *decode_args, lo, hi)`."""
     none = np.empty(0, np.float32)
 
     def encode(src: np.ndarray, dst: np.ndarray, importance: Any = None) -> int:
         weights = none if importance is None else importance
         flat = src.reshape(-1)
         n = src.shape[-1]
-        return split_run(encoder, flat.size // block_size, flat, dst.reshape(-1), weights, n)
+        count = flat.size // block_size
+        return split_run(encoder, count, flat, dst.reshape(-1), weights, n, *encode_args)
 
     def decode(raw: np.ndarray, dst: np.ndarray) -> None:
         flat = raw.reshape(-1)

@@ -28,6 +28,9 @@ def test_types_lists_every_codec_and_the_affine_family_as_json():
     assert importance["q4_0"] == importance["q4_k"] == "takes"
     assert importance["q8_0"] == importance["f16"] == "ignores"
     assert importance["q8_1"] is None and importance["int4"] is None
+    # ggml quantizes IQ2_XXS and IQ2_XS only with an importance matrix, IQ2_S with or without
+    assert importance["iq2_xxs"] == importance["iq2_xs"] == "requires"
+    assert importance["iq2_s"] == "takes"
 
 
 def test_types_prints_a_table_for_people():

@@ -8,7 +8,7 @@ SEED = 1234
 #: Codecs whose ggml quantizer searches a lattice and aborts the process where its float32
 #: arithmetic overflows (IQ3 from values of about 7e12, IQ1 near the float32 maximum);
 #: bundler refuses those blocks instead.
-LATTICE = ("iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
+LATTICE = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
 #: Magnitudes below this (2^40, about 1.1e12) never overflow the lattice search.
 LATTICE_SAFE = 2.0**40
 

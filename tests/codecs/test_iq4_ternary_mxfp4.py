@@ -30,11 +30,14 @@ from bundler.errors import NonFiniteError, ShapeError, UsageError
 
 pytestmark = pytest.mark.oracle_c
 
-CODECS = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4"]
+CODECS = [
+    "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
+    "tq1_0", "tq2_0", "mxfp4",
+]  # fmt: skip
 #: The codecs whose reference quantizer uses an importance matrix.
-WEIGHTED = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]
+WEIGHTED = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m"]
 #: The codecs ggml quantizes only with an importance matrix, and the others.
-REQUIRE = ["iq1_s"]
+REQUIRE = ["iq2_xxs", "iq2_xs", "iq1_s"]
 PLAIN = [n for n in CODECS if n not in REQUIRE]
 
 

@@ -132,12 +132,14 @@ def test_wrong_weights_are_typed_errors_naming_the_problem(name, weights, error,
 def test_the_facts_table_declares_which_codecs_take_weights():
     assert WEIGHTED == [
         "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-        "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq4_xs", "iq1_m",
+        "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq2_s", "iq4_xs", "iq1_m",
     ]  # fmt: skip
     facts = {c.name: c.facts for c in registry.all_codecs()}
     assert facts["q8_0"].ignores_importance and not facts["q8_0"].takes_importance
     assert facts["tq2_0"].ignores_importance and facts["mxfp4"].ignores_importance
-    assert not facts["q8_1"].accepts_importance and not facts["iq2_xxs"].accepts_importance
+    assert not facts["q8_1"].accepts_importance and not facts["q1_0"].accepts_importance
+    # ggml_quantize_requires_imatrix: IQ2_XXS, IQ2_XS, IQ1_S (IQ2_S takes them optionally)
+    assert [n for n in WEIGHTED if facts[n].requires_importance] == ["iq2_xxs", "iq2_xs", "iq1_s"]
 
 
 # ---------------------------------------------------------------- real rows

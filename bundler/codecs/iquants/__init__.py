@@ -1,17 +1,21 @@
 """Kernels of the i-quants bundler encodes: IQ4_NL and IQ4_XS (`iq4`), IQ3_XXS and IQ3_S
-(`iq3`, on the lattices of `grid4`), IQ1_S and IQ1_M (`iq1`, on the grid of `grid8`),
+(`iq3`, on the lattices of `grid4`), IQ2_XXS, IQ2_XS and IQ2_S (`iq2`) and IQ1_S and IQ1_M
+(`iq1`), on the grids of `grid8`,
 byte-exact with ggml's `quantize_<type>` with or without
 an importance matrix (one weight per column, ggml's `quant_weights`), and their decoders."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32
-from bundler.codecs.iquants import grid4, grid8, iq1, iq3, iq4
+from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4
 from bundler.codecs.iquants.grid_points import POINTS_HEX
 from bundler.codecs.kernels import Kernel, range_kernel, split_run
+from bundler.errors import UsageError
 
 
 def _kernel(name: str, encoder, decoder, *decode_args) -> Kernel:
@@ -67,6 +71,46 @@ def _grid8_values(name: str) -> np.ndarray:
     return np.asarray(params.levels, np.float32)[grid8.levels_of(points)]
 
 
+def _iq2(name: str) -> Kernel:
+    """The kernel of an IQ2 type: its grid's tables (built on first use) passed to the
+    compiled search, and searches where ggml asserts (and the C library aborts) refused,
+    non-finite values first."""
+    made: list[Kernel] = []
+
+    def kernel() -> Kernel:
+        if not made:
+            g = grid8.grid(name)
+            facts = BY_NAME[name]
+            made.append(
+                range_kernel(
+                    iq2.ENCODERS[name],
+                    iq2.DECODERS[name],
+                    facts.block_size,
+                    facts.type_size,
+                    HALF_TO_F32,
+                    g.values,
+                    encode_args=(g.lattice, g.kmap, g.neighbours),
+                )
+            )
+        return made[0]
+
+    def encode(src: np.ndarray, dst: np.ndarray, importance: Any = None) -> int:
+        result = kernel().encode(src, dst, importance)
+        bad, aborts = result % iq2.BIG, result // iq2.BIG
+        if aborts and not bad:
+            raise UsageError(
+                f"{name} cannot encode these values: ggml's grid search fails {aborts} "
+                "time(s) on them (the C library aborts): the magnitudes or the importance "
+                "weights overflow its float32 arithmetic"
+            )
+        return bad
+
+    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
+        kernel().decode(raw, dst)
+
+    return Kernel(encode, decode)
+
+
 KERNELS: dict[str, Kernel] = {
     "iq4_nl": _kernel("iq4_nl", iq4.encode_nl, iq4.decode_nl),
     "iq4_xs": _kernel("iq4_xs", iq4.encode_xs, iq4.decode_xs),
@@ -86,4 +130,5 @@ KERNELS: dict[str, Kernel] = {
         name: _lattice_kernel(name, iq1, kind, _grid8(name), iq1.decode, _grid8_values(name), kind)
         for name, kind in (("iq1_s", iq1.IQ1_S), ("iq1_m", iq1.IQ1_M))
     },
+    **{name: _iq2(name) for name in iq2.KINDS},
 }

@@ -18,7 +18,7 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 import write_once  # noqa: E402
 from make_kquant_golden import golden_input  # noqa: E402
 
-CODECS = ("iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4")
+CODECS = ("iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_s", "iq1_m", "tq1_0", "tq2_0", "mxfp4")
 
 
 def main() -> None:

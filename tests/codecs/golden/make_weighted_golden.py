@@ -21,7 +21,7 @@ import write_once  # noqa: E402
 
 CODECS = (
     "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
-    "iq3_xxs", "iq3_s", "iq1_s", "iq1_m",
+    "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s",
 )  # fmt: skip
 
 
