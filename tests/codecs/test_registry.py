@@ -164,9 +164,10 @@ def test_storing_floats_in_an_integer_dtype_is_refused():
         bundler.encode(np.ones(4, np.float32), "i32")
 
 
-def test_codecs_without_kernels_say_they_can_only_be_copied():
+@pytest.mark.parametrize("name", ["nvfp4", "q1_0"])
+def test_codecs_without_kernels_say_they_can_only_be_copied(name):
     with pytest.raises(bundler.UsageError, match="stored and copied but not encoded"):
-        bundler.encode(np.zeros(256, np.float32), "iq2_xxs")
+        bundler.encode(np.zeros(256, np.float32), name)
 
 
 @pytest.mark.parametrize("name", ENCODABLE)
