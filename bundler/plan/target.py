@@ -86,6 +86,7 @@ from bundler.plan.planner import (
     refuse_requantize,
 )
 from bundler.plan.rules import quantizable, with_fallback
+from bundler.plan.sensitivity import estimate
 from bundler.sizes import parse_size
 
 #: Times the allocation is redone when codec-dependent layout overhead overshoots.
@@ -149,6 +150,9 @@ class Allocation:
     free_tensors: int = 0
     sampled_tensors: int = 0
     weighted: bool = False
+    #: where the errors' weights came from: "importance matrix", "estimated from the
+    #: weights" (bundler.plan.sensitivity), "given" (the library's arguments) or "none"
+    sensitivity: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +168,7 @@ class Allocation:
             "free_tensors": self.free_tensors,
             "sampled_tensors": self.sampled_tensors,
             "column_weights": self.weighted,
+            "sensitivity": self.sensitivity,
             "errors": dict(self.errors),
         }
 
@@ -237,14 +242,17 @@ def plan_to_target(
     sample_values: int = DEFAULT_SAMPLE_VALUES,
     codecs: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    estimate_sensitivity: bool = True,
 ) -> Plan:
     """The plan that fits `bundle` in `target` with the least measured error.
 
     `size_of(plan)` is the exact size of the file `plan` writes (the output format's
     layout). `column_weights` maps tensor names to one non-negative weight per column (an
     importance matrix); `sensitivity` maps tensor names to a factor on their error (1 when
-    absent). `codecs` names the candidates (default `CANDIDATES`). `progress(name,
-    n_values, total_values)` is called after each tensor is measured.
+    absent). Given neither, nor an importance matrix, both are estimated from the model's
+    weights (`bundler.plan.sensitivity`) unless `estimate_sensitivity` is False. `codecs`
+    names the candidates (default `CANDIDATES`). `progress(name, n_values, total_values)` is
+    called after each tensor is measured.
     """
     _check_options(options)
     if isinstance(sample_values, bool) or not isinstance(sample_values, int) or sample_values < 1:
@@ -253,6 +261,13 @@ def plan_to_target(
     matrix = target_importance(bundle, options)
     if matrix is not None and column_weights is None:
         column_weights = matrix.column_weights
+    source = "importance matrix" if matrix is not None else "given" if column_weights else "none"
+    estimated = False
+    if not column_weights and not sensitivity and estimate_sensitivity:
+        found = estimate(bundle)
+        if found.column_weights:
+            column_weights, sensitivity = found.column_weights, found.factors
+            source, estimated = "estimated from the weights", True
     column_weights = column_weights or {}
     sensitivity = sensitivity or {}
     pins = _Pins(options)
@@ -283,7 +298,7 @@ def plan_to_target(
         curve = measure(
             t, candidates(t, allowed), column_weights=weights,
             sensitivity=float(sensitivity.get(t.name, 1.0)) * scale,
-            sample_values=sample_values, index=i,
+            sample_values=sample_values, index=i, weighted_encoding=not estimated,
         )  # fmt: skip
         curves.append(curve)
         if progress is not None:
@@ -338,6 +353,7 @@ def plan_to_target(
         free_tensors=len(curves),
         sampled_tensors=sum(c.sampled_rows < c.rows for c in curves),
         weighted=bool(column_weights),
+        sensitivity=source,
     )
     return plan
 

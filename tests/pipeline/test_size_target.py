@@ -128,6 +128,7 @@ def test_the_cli_refuses_an_unreachable_target_with_exit_2(minilm_safetensors, t
      (["--target-size", "20M", "--target-bpw", "4"], "not allowed with"),
      (["--target-size", "20M", "--candidates", "q8_k"], "--candidates: q8_k"),
      (["--type", "q4_0", "--candidates", "q4_0"], "--candidates needs"),
+     (["--type", "q4_0", "--no-sensitivity"], "--no-sensitivity needs"),
      (["--target-size", "twenty"], "not a size"),
      (["--target-bpw", "-2"], "must be positive")],
 )  # fmt: skip
@@ -159,6 +160,7 @@ def test_dry_run_json_reports_the_mix_size_and_error_and_writes_nothing(
     assert sum(target["mix"].values()) == 104  # all-MiniLM-L6-v2 has 104 tensors
     assert target["minimum_bytes"] <= target["predicted_bytes"] <= target["target_bytes"]
     assert target["predicted_error"] == pytest.approx(sum(target["errors"].values()))
+    assert target["sensitivity"] == "none"  # an encoder the estimate does not recognise
     human = run_cli(
         "quantize", str(minilm_safetensors), "-o", str(out), "--target-bpw", "6", "--dry-run",
         "--candidates", "q4_0,q8_0,f16", check=True,
@@ -221,7 +223,7 @@ def test_an_importance_matrix_lowers_the_error_it_weighs_at_the_same_size(
     # without Q4_1 and Q5_1, which rebuild this F32 decoding of a Q4_1 file exactly
     candidates = "q2_k,q3_k,q4_0,q4_k,q5_0,q5_k,q6_k,q8_0"
     runs = {}
-    for name, extra in (("plain", {}), ("imatrix", {"imatrix": real_imatrix})):
+    for name, extra in (("plain", {"sensitivity": False}), ("imatrix", {"imatrix": real_imatrix})):
         out = tmp_path / f"{name}.gguf"
         report = quantize(
             smollm2_f32_gguf, out, target_size=target, candidates=candidates,
@@ -236,3 +238,40 @@ def test_an_importance_matrix_lowers_the_error_it_weighs_at_the_same_size(
     weights = {n: w for n, w in weights.items() if n in open_bundle(smollm2_f32_gguf).tensors}
     plain, weighted = (_weighted_error(smollm2_f32_gguf, runs[k], weights) for k in runs)
     assert weighted < 0.9 * plain, (weighted, plain)
+
+
+def _choices_of(plan) -> dict[str, str]:
+    return {c.name: c.target.name for c in plan.choices}
+
+
+@pytest.mark.oracle_c
+def test_without_a_matrix_errors_are_weighted_by_the_estimated_sensitivity_unless_turned_off(
+    smollm2_f32_gguf, smollm2_reach, real_imatrix, tmp_path
+):
+    """By default a target without a matrix weighs errors by the sensitivity estimated from
+    the weights (bundler.plan.sensitivity), which moves bytes between tensors;
+    `sensitivity=False` weighs them alike. With a matrix the flag changes nothing."""
+    low, high = smollm2_reach
+    target = low + (high - low) // 8
+    plans = {}
+    for name, extra in (
+        ("estimated", {}),
+        ("alike", {"sensitivity": False}),
+        ("matrix", {"imatrix": real_imatrix}),
+        ("matrix, flag off", {"imatrix": real_imatrix, "sensitivity": False}),
+    ):
+        report = quantize(
+            smollm2_f32_gguf, tmp_path / "o.gguf", target_size=target, dry_run=True,
+            sample_values=SAMPLE, **extra,
+        )  # fmt: skip
+        plans[name] = report.plan
+    sources = {k: p.allocation.sensitivity for k, p in plans.items()}
+    assert sources == {
+        "estimated": "estimated from the weights",
+        "alike": "none",
+        "matrix": "importance matrix",
+        "matrix, flag off": "importance matrix",
+    }
+    assert _choices_of(plans["estimated"]) != _choices_of(plans["alike"])
+    assert _choices_of(plans["matrix"]) == _choices_of(plans["matrix, flag off"])
+    assert plans["matrix"].allocation.errors == plans["matrix, flag off"].allocation.errors
