@@ -144,7 +144,6 @@ def base_logits(
 def compare(
     base: os.PathLike[str] | str,
     quantized: os.PathLike[str] | str,
-    chunks: int,
     context: int = CONTEXT,
 ) -> KLDivergence:
     """`quantized` against the log-probabilities in `base` (`--kl-divergence`)."""
