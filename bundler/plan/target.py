@@ -18,12 +18,16 @@ The problem and how it is solved:
    `E = s_t * sum_ij w_j (W_ij - Q(W)_ij)^2`. With per-column weights `w` (an importance
    matrix: the mean squared activation entering each column) this is the expected squared
    error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
-   quantity llama.cpp's importance matrix weights its own quantization with. Without them
-   `w = 1`: the same expectation for uncorrelated unit-variance inputs. A free tensor the
-   weights do not cover (an importance matrix has no entry for the token embedding) takes
-   every `w_j` equal to the mean weight of the tensors they cover, so that all errors stay
-   on one scale. `s_t` (default 1)
-   scales a whole tensor when a caller knows more (`sensitivity=`). A tensor of more than
+   quantity llama.cpp's importance matrix weights its own quantization with. Without a
+   matrix (and without the caller's `column_weights` / `sensitivity`), `w` and `s_t` are
+   estimated from the model's own weights (`bundler.plan.sensitivity`: RMSNorm gains as
+   the columns' input scales, second moments propagated through the blocks, and each
+   tensor's path to the logits as its factor); with `estimate_sensitivity=False`, or for a
+   model that estimate does not recognise, `w = 1` and `s_t = 1`: the expectation for
+   uncorrelated unit-variance inputs, every tensor alike. A free tensor the weights do not
+   cover (an importance matrix has no entry for the token embedding) takes every `w_j`
+   equal to the mean weight of the tensors they cover, so that all errors stay on one
+   scale. A tensor of more than
    `sample_values` values is measured on a sample of its rows (drawn without replacement
    by a generator seeded from `SEED` and the tensor name: the same rows every run) and the
    sum scaled by rows / sampled rows. Memory is bounded by the sample, whatever the model.
