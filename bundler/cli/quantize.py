@@ -126,11 +126,6 @@ def add_target_flags(q: argparse.ArgumentParser) -> None:
         f"{','.join(CANDIDATES)})",
     )  # fmt: skip
     q.add_argument(
-        "--no-sensitivity", action="store_true",
-        help="with a size target and no --imatrix: weigh every tensor's squared error alike "
-        "instead of by the sensitivity estimated from the model's weights",
-    )  # fmt: skip
-    q.add_argument(
         "--plot", metavar="PNG",
         help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
     )  # fmt: skip
@@ -236,7 +231,6 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
             open_bundle(args.input), options, args.output, format=args.to, target=target,
             split_max_size=args.split_max_size, write_options=write_options,
             candidates=getattr(args, "candidates", None), progress=measuring.measured,
-            sensitivity=not getattr(args, "no_sensitivity", False),
         )  # fmt: skip
     if getattr(args, "plot", None):
         from bundler.plot import plan_figure
@@ -302,9 +296,8 @@ def _target(args: argparse.Namespace):
 
     size, bpw = getattr(args, "target_size", None), getattr(args, "target_bpw", None)
     if size is None and bpw is None:
-        for flag in ("candidates", "no_sensitivity"):
-            if getattr(args, flag, None):
-                raise UsageError(f"--{flag.replace('_', '-')} needs --target-size or --target-bpw")
+        if getattr(args, "candidates", None):
+            raise UsageError("--candidates needs --target-size or --target-bpw")
         return None
     return SizeTarget(size, bpw)
 

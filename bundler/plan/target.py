@@ -19,12 +19,12 @@ The problem and how it is solved:
    matrix: the mean squared activation entering each column) this is the expected squared
    error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
    quantity llama.cpp's importance matrix weights its own quantization with. Without a
-   matrix (and without the caller's `column_weights` / `sensitivity`), `w` and `s_t` are
-   estimated from the model's own weights (`bundler.plan.sensitivity`: RMSNorm gains as
-   the columns' input scales, second moments propagated through the blocks, and each
-   tensor's path to the logits as its factor); with `estimate_sensitivity=False`, or for a
-   model that estimate does not recognise, `w = 1` and `s_t = 1`: the expectation for
-   uncorrelated unit-variance inputs, every tensor alike. A free tensor the weights do not
+   matrix (and without the caller's `column_weights` / `sensitivity`), `w = 1` and
+   `s_t = 1`: the expectation for uncorrelated unit-variance inputs, every tensor alike.
+   `estimate_sensitivity=True` estimates `w` and `s_t` from the model's own weights
+   instead (`bundler.plan.sensitivity`); measured with llama-perplexity on SmolLM2 it
+   raised the KL divergence of the result (the README has the figures), so it is off by
+   default. A free tensor the weights do not
    cover (an importance matrix has no entry for the token embedding) takes every `w_j`
    equal to the mean weight of the tensors they cover, so that all errors stay on one
    scale. A tensor of more than
@@ -246,15 +246,15 @@ def plan_to_target(
     sample_values: int = DEFAULT_SAMPLE_VALUES,
     codecs: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    estimate_sensitivity: bool = True,
+    estimate_sensitivity: bool = False,
 ) -> Plan:
     """The plan that fits `bundle` in `target` with the least measured error.
 
     `size_of(plan)` is the exact size of the file `plan` writes (the output format's
     layout). `column_weights` maps tensor names to one non-negative weight per column (an
     importance matrix); `sensitivity` maps tensor names to a factor on their error (1 when
-    absent). Given neither, nor an importance matrix, both are estimated from the model's
-    weights (`bundler.plan.sensitivity`) unless `estimate_sensitivity` is False. `codecs`
+    absent). With `estimate_sensitivity` and none of these nor an importance matrix, both
+    are estimated from the model's weights (`bundler.plan.sensitivity`). `codecs`
     names the candidates (default `CANDIDATES`). `progress(name, n_values, total_values)` is
     called after each tensor is measured.
     """

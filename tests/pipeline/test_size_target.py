@@ -128,7 +128,6 @@ def test_the_cli_refuses_an_unreachable_target_with_exit_2(minilm_safetensors, t
      (["--target-size", "20M", "--target-bpw", "4"], "not allowed with"),
      (["--target-size", "20M", "--candidates", "q8_k"], "--candidates: q8_k"),
      (["--type", "q4_0", "--candidates", "q4_0"], "--candidates needs"),
-     (["--type", "q4_0", "--no-sensitivity"], "--no-sensitivity needs"),
      (["--target-size", "twenty"], "not a size"),
      (["--target-bpw", "-2"], "must be positive")],
 )  # fmt: skip
@@ -223,7 +222,7 @@ def test_an_importance_matrix_lowers_the_error_it_weighs_at_the_same_size(
     # without Q4_1 and Q5_1, which rebuild this F32 decoding of a Q4_1 file exactly
     candidates = "q2_k,q3_k,q4_0,q4_k,q5_0,q5_k,q6_k,q8_0"
     runs = {}
-    for name, extra in (("plain", {"sensitivity": False}), ("imatrix", {"imatrix": real_imatrix})):
+    for name, extra in (("plain", {}), ("imatrix", {"imatrix": real_imatrix})):
         out = tmp_path / f"{name}.gguf"
         report = quantize(
             smollm2_f32_gguf, out, target_size=target, candidates=candidates,
@@ -245,20 +244,20 @@ def _choices_of(plan) -> dict[str, str]:
 
 
 @pytest.mark.oracle_c
-def test_without_a_matrix_errors_are_weighted_by_the_estimated_sensitivity_unless_turned_off(
+def test_the_estimated_sensitivity_is_asked_for_and_changes_nothing_with_a_matrix(
     smollm2_f32_gguf, smollm2_reach, real_imatrix, tmp_path
 ):
-    """By default a target without a matrix weighs errors by the sensitivity estimated from
-    the weights (bundler.plan.sensitivity), which moves bytes between tensors;
-    `sensitivity=False` weighs them alike. With a matrix the flag changes nothing."""
+    """`sensitivity=True` weighs a target's errors without a matrix by the sensitivity
+    estimated from the weights (bundler.plan.sensitivity), which moves bytes between
+    tensors; by default they weigh alike. With a matrix the flag changes nothing."""
     low, high = smollm2_reach
     target = low + (high - low) // 8
     plans = {}
     for name, extra in (
-        ("estimated", {}),
-        ("alike", {"sensitivity": False}),
+        ("estimated", {"sensitivity": True}),
+        ("alike", {}),
         ("matrix", {"imatrix": real_imatrix}),
-        ("matrix, flag off", {"imatrix": real_imatrix, "sensitivity": False}),
+        ("matrix, flag on", {"imatrix": real_imatrix, "sensitivity": True}),
     ):
         report = quantize(
             smollm2_f32_gguf, tmp_path / "o.gguf", target_size=target, dry_run=True,
@@ -270,8 +269,8 @@ def test_without_a_matrix_errors_are_weighted_by_the_estimated_sensitivity_unles
         "estimated": "estimated from the weights",
         "alike": "none",
         "matrix": "importance matrix",
-        "matrix, flag off": "importance matrix",
+        "matrix, flag on": "importance matrix",
     }
     assert _choices_of(plans["estimated"]) != _choices_of(plans["alike"])
-    assert _choices_of(plans["matrix"]) == _choices_of(plans["matrix, flag off"])
-    assert plans["matrix"].allocation.errors == plans["matrix, flag off"].allocation.errors
+    assert _choices_of(plans["matrix"]) == _choices_of(plans["matrix, flag on"])
+    assert plans["matrix"].allocation.errors == plans["matrix, flag on"].allocation.errors

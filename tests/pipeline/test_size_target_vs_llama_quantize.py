@@ -3,11 +3,10 @@ to F32): llama-quantize writes Q4_K_M / Q3_K_M, bundler is given the size of tha
 `--target-size`, and both are compared with the F32 source by `bundler diff`.
 
 The error compared is the total squared weight error, sum over tensors of rmse^2 * values
-(the diff's figures), which is the allocation's objective with every tensor's sensitivity 1
-(`sensitivity=False`; by default a size target without an importance matrix weighs errors by
-the sensitivity estimated from the weights). Q4_1 is left out of bundler's candidates: the
-F32 source is the decoding of a Q4_1 file, so Q4_1 would reproduce it exactly, and the
-comparison would measure that coincidence rather than the allocation.
+(the diff's figures), which is the allocation's objective without an importance matrix
+(every tensor's sensitivity 1). Q4_1 is left out of bundler's candidates: the F32 source
+is the decoding of a Q4_1 file, so Q4_1 would reproduce it exactly, and the comparison
+would measure that coincidence rather than the allocation.
 """
 
 from __future__ import annotations
@@ -43,9 +42,7 @@ def test_size_target_beats_the_preset_of_the_same_size(
     theirs, ours = tmp_path / f"{preset}.gguf", tmp_path / "bundler.gguf"
     run(smollm2_f32_gguf, theirs, preset)
     size = os.path.getsize(theirs)
-    report = quantize(
-        smollm2_f32_gguf, ours, target_size=size, candidates=NOT_THE_SOURCE_CODEC, sensitivity=False
-    )
+    report = quantize(smollm2_f32_gguf, ours, target_size=size, candidates=NOT_THE_SOURCE_CODEC)
     assert os.path.getsize(ours) <= size
     assert os.path.getsize(ours) == report.plan.allocation.predicted_bytes
     mine = total_squared_error(smollm2_f32_gguf, ours)
