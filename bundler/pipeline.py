@@ -294,11 +294,12 @@ def plan_output(
     candidates: Any = None,
     sample_values: int | None = None,
     progress: Any = None,
+    sensitivity: bool = False,
 ) -> tuple[Bundle, Plan]:
     """The bundle to write to `dst` and its plan: the planner's, or with a size `target` the
     allocation that fits it (bundler.plan.target) in the format written, with its options;
     `column_weights`, `candidates`, `sample_values` and `progress` as `plan_to_target`
-    takes them (`candidates` as its `codecs`)."""
+    takes them (`candidates` as its `codecs`, `sensitivity` as its `estimate_sensitivity`)."""
     if target is None:
         return plan_bundle(bundle, options)
     dst = os.fspath(dst)
@@ -311,7 +312,7 @@ def plan_output(
     plan = plan_to_target(
         bundle, options, target, lambda p: planned_size(bundle, p, dst, fmt, opts),
         column_weights=column_weights, codecs=candidates, progress=progress,
-        sample_values=sample_values or DEFAULT_SAMPLE_VALUES,
+        sample_values=sample_values or DEFAULT_SAMPLE_VALUES, estimate_sensitivity=sensitivity,
     )  # fmt: skip
     plan.input_bytes = input_bytes if found else None
     return bundle, plan
@@ -359,6 +360,7 @@ def quantize(
     sample_values: int | None = None,
     progress: Any = None,
     keep_split: bool = False,
+    sensitivity: bool = False,
     **plan_options: Any,
 ) -> Report:
     """Quantize the model file `src` into `dst` (format from `format` or the extension).
@@ -374,7 +376,10 @@ def quantize(
     from (default: every GGML block codec bundler encodes, BF16 and F16), `sample_values`
     caps the values measured per tensor (default `bundler.plan.target.DEFAULT_SAMPLE_VALUES`;
     sizes are exact whatever it is), and `progress(name, n_values, total_values)` is called
-    as each tensor is measured.
+    as each tensor is measured. `sensitivity=True` weighs each tensor's error, when no
+    importance matrix or `column_weights` is given, by the sensitivity estimated from the
+    model's weights (bundler.plan.sensitivity; measured to raise KL divergence on SmolLM2,
+    so it is off by default).
     """
     target = None
     if target_size is not None or target_bpw is not None:
@@ -386,7 +391,7 @@ def quantize(
         src, dst, options, format=format, force=force, dry_run=dry_run,
         split_max_size=split_max_size, observer=observer, keep_split=keep_split, target=target,
         column_weights=column_weights, candidates=candidates, sample_values=sample_values,
-        progress=progress,
+        progress=progress, sensitivity=sensitivity,
     )  # fmt: skip
 
 

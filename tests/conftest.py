@@ -89,6 +89,14 @@ def real_imatrix() -> Path:
     return reference_tool(lambda: llama_imatrix.smollm2_matrix("gguf"), "reference tool")
 
 
+@pytest.fixture(scope="session")
+def llama_perplexity() -> Path:
+    """The llama-perplexity executable, built and cached on first use."""
+    from tools.reference import llama_perplexity
+
+    return reference_tool(llama_perplexity.binary, "llama-perplexity")
+
+
 def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed `bundler` command in a subprocess."""
     exe = Path(sys.executable).with_name("bundler")

@@ -3,7 +3,8 @@
 (`mixtures`), what the rules know of the model (`model`) and the planner (`planner`);
 `affine` is the stage that makes or decodes affine-quantized weights around the planner;
 `target` plans to a size target from each tensor's error-versus-bytes curve (`curves`) by
-a greedy Lagrangian allocation (`allocate`)."""
+a greedy Lagrangian allocation (`allocate`), weighing errors without an importance matrix
+by the sensitivity estimated from the weights (`sensitivity`)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def sample_rows(name: str, rows: int, row_length: int, sample_values: int) -> np
     return np.sort(rng.choice(rows, size=k, replace=False))
 
 
-def _rows(tensor: Tensor, pick: np.ndarray | None) -> np.ndarray:
+def float_rows(tensor: Tensor, pick: np.ndarray | None) -> np.ndarray:
     """The tensor's values as float32 rows (all, or those `pick` names)."""
     n = tensor.shape[-1]
     codec = tensor.codec
@@ -137,12 +137,15 @@ def measure(
     sensitivity: float = 1.0,
     sample_values: int = DEFAULT_SAMPLE_VALUES,
     index: int = 0,
+    weighted_encoding: bool = True,
 ) -> Curve:
-    """The (bytes, error) curve of `tensor` over `codecs` (see the module docstring)."""
+    """The (bytes, error) curve of `tensor` over `codecs` (see the module docstring);
+    with `column_weights` and `weighted_encoding` the candidates are encoded by the weighted
+    quantizers with those weights, as an importance matrix has the tensor written."""
     n = tensor.shape[-1]
     rows = tensor.n_values // n if n else 0
     pick = sample_rows(tensor.name, rows, n, sample_values)
-    x = _rows(tensor, pick)
+    x = float_rows(tensor, pick)
     w = None
     if column_weights is not None:
         w = np.asarray(column_weights, dtype=np.float64).reshape(-1)
@@ -163,7 +166,7 @@ def measure(
             error = 0.0
         else:
             # with a matrix, measured as it will be written: by the weighted quantizer
-            weighs = w is not None and codec.facts.takes_importance
+            weighs = w is not None and weighted_encoding and codec.facts.takes_importance
             y = codec.decode(codec.encode(x, importance=w if weighs else None), x.shape)
             error = weighted(y.astype(np.float64) - x)
         points.append(Point(codec, codec.facts.nbytes(tensor.shape), error))

@@ -18,12 +18,16 @@ The problem and how it is solved:
    `E = s_t * sum_ij w_j (W_ij - Q(W)_ij)^2`. With per-column weights `w` (an importance
    matrix: the mean squared activation entering each column) this is the expected squared
    error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
-   quantity llama.cpp's importance matrix weights its own quantization with. Without them
-   `w = 1`: the same expectation for uncorrelated unit-variance inputs. A free tensor the
-   weights do not cover (an importance matrix has no entry for the token embedding) takes
-   every `w_j` equal to the mean weight of the tensors they cover, so that all errors stay
-   on one scale. `s_t` (default 1)
-   scales a whole tensor when a caller knows more (`sensitivity=`). A tensor of more than
+   quantity llama.cpp's importance matrix weights its own quantization with. Without a
+   matrix (and without the caller's `column_weights` / `sensitivity`), `w = 1` and
+   `s_t = 1`: the expectation for uncorrelated unit-variance inputs, every tensor alike.
+   `estimate_sensitivity=True` estimates `w` and `s_t` from the model's own weights
+   instead (`bundler.plan.sensitivity`); measured with llama-perplexity on SmolLM2 it
+   raised the KL divergence of the result (the README has the figures), so it is off by
+   default. A free tensor the weights do not
+   cover (an importance matrix has no entry for the token embedding) takes every `w_j`
+   equal to the mean weight of the tensors they cover, so that all errors stay on one
+   scale. A tensor of more than
    `sample_values` values is measured on a sample of its rows (drawn without replacement
    by a generator seeded from `SEED` and the tensor name: the same rows every run) and the
    sum scaled by rows / sampled rows. Memory is bounded by the sample, whatever the model.
@@ -86,6 +90,7 @@ from bundler.plan.planner import (
     refuse_requantize,
 )
 from bundler.plan.rules import quantizable, with_fallback
+from bundler.plan.sensitivity import estimate
 from bundler.sizes import parse_size
 
 #: Times the allocation is redone when codec-dependent layout overhead overshoots.
@@ -149,6 +154,9 @@ class Allocation:
     free_tensors: int = 0
     sampled_tensors: int = 0
     weighted: bool = False
+    #: where the errors' weights came from: "importance matrix", "estimated from the
+    #: weights" (bundler.plan.sensitivity), "given" (the library's arguments) or "none"
+    sensitivity: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,6 +172,7 @@ class Allocation:
             "free_tensors": self.free_tensors,
             "sampled_tensors": self.sampled_tensors,
             "column_weights": self.weighted,
+            "sensitivity": self.sensitivity,
             "errors": dict(self.errors),
         }
 
@@ -237,14 +246,17 @@ def plan_to_target(
     sample_values: int = DEFAULT_SAMPLE_VALUES,
     codecs: Sequence[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    estimate_sensitivity: bool = False,
 ) -> Plan:
     """The plan that fits `bundle` in `target` with the least measured error.
 
     `size_of(plan)` is the exact size of the file `plan` writes (the output format's
     layout). `column_weights` maps tensor names to one non-negative weight per column (an
     importance matrix); `sensitivity` maps tensor names to a factor on their error (1 when
-    absent). `codecs` names the candidates (default `CANDIDATES`). `progress(name,
-    n_values, total_values)` is called after each tensor is measured.
+    absent). With `estimate_sensitivity` and none of these nor an importance matrix, both
+    are estimated from the model's weights (`bundler.plan.sensitivity`). `codecs`
+    names the candidates (default `CANDIDATES`). `progress(name, n_values, total_values)` is
+    called after each tensor is measured.
     """
     _check_options(options)
     if isinstance(sample_values, bool) or not isinstance(sample_values, int) or sample_values < 1:
@@ -253,6 +265,13 @@ def plan_to_target(
     matrix = target_importance(bundle, options)
     if matrix is not None and column_weights is None:
         column_weights = matrix.column_weights
+    source = "importance matrix" if matrix is not None else "given" if column_weights else "none"
+    estimated = False
+    if not column_weights and not sensitivity and estimate_sensitivity:
+        found = estimate(bundle)
+        if found.column_weights:
+            column_weights, sensitivity = found.column_weights, found.factors
+            source, estimated = "estimated from the weights", True
     column_weights = column_weights or {}
     sensitivity = sensitivity or {}
     pins = _Pins(options)
@@ -283,7 +302,7 @@ def plan_to_target(
         curve = measure(
             t, candidates(t, allowed), column_weights=weights,
             sensitivity=float(sensitivity.get(t.name, 1.0)) * scale,
-            sample_values=sample_values, index=i,
+            sample_values=sample_values, index=i, weighted_encoding=not estimated,
         )  # fmt: skip
         curves.append(curve)
         if progress is not None:
@@ -338,6 +357,7 @@ def plan_to_target(
         free_tensors=len(curves),
         sampled_tensors=sum(c.sampled_rows < c.rows for c in curves),
         weighted=bool(column_weights),
+        sensitivity=source,
     )
     return plan
 

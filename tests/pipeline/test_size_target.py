@@ -159,6 +159,7 @@ def test_dry_run_json_reports_the_mix_size_and_error_and_writes_nothing(
     assert sum(target["mix"].values()) == 104  # all-MiniLM-L6-v2 has 104 tensors
     assert target["minimum_bytes"] <= target["predicted_bytes"] <= target["target_bytes"]
     assert target["predicted_error"] == pytest.approx(sum(target["errors"].values()))
+    assert target["sensitivity"] == "none"  # an encoder the estimate does not recognise
     human = run_cli(
         "quantize", str(minilm_safetensors), "-o", str(out), "--target-bpw", "6", "--dry-run",
         "--candidates", "q4_0,q8_0,f16", check=True,
@@ -236,3 +237,40 @@ def test_an_importance_matrix_lowers_the_error_it_weighs_at_the_same_size(
     weights = {n: w for n, w in weights.items() if n in open_bundle(smollm2_f32_gguf).tensors}
     plain, weighted = (_weighted_error(smollm2_f32_gguf, runs[k], weights) for k in runs)
     assert weighted < 0.9 * plain, (weighted, plain)
+
+
+def _choices_of(plan) -> dict[str, str]:
+    return {c.name: c.target.name for c in plan.choices}
+
+
+@pytest.mark.oracle_c
+def test_the_estimated_sensitivity_is_asked_for_and_changes_nothing_with_a_matrix(
+    smollm2_f32_gguf, smollm2_reach, real_imatrix, tmp_path
+):
+    """`sensitivity=True` weighs a target's errors without a matrix by the sensitivity
+    estimated from the weights (bundler.plan.sensitivity), which moves bytes between
+    tensors; by default they weigh alike. With a matrix the flag changes nothing."""
+    low, high = smollm2_reach
+    target = low + (high - low) // 8
+    plans = {}
+    for name, extra in (
+        ("estimated", {"sensitivity": True}),
+        ("alike", {}),
+        ("matrix", {"imatrix": real_imatrix}),
+        ("matrix, flag on", {"imatrix": real_imatrix, "sensitivity": True}),
+    ):
+        report = quantize(
+            smollm2_f32_gguf, tmp_path / "o.gguf", target_size=target, dry_run=True,
+            sample_values=SAMPLE, **extra,
+        )  # fmt: skip
+        plans[name] = report.plan
+    sources = {k: p.allocation.sensitivity for k, p in plans.items()}
+    assert sources == {
+        "estimated": "estimated from the weights",
+        "alike": "none",
+        "matrix": "importance matrix",
+        "matrix, flag on": "importance matrix",
+    }
+    assert _choices_of(plans["estimated"]) != _choices_of(plans["alike"])
+    assert _choices_of(plans["matrix"]) == _choices_of(plans["matrix, flag on"])
+    assert plans["matrix"].allocation.errors == plans["matrix, flag on"].allocation.errors

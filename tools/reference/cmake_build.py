@@ -118,6 +118,14 @@ class LlamaTool:
         prefix = self.module.rpartition(".")[2].replace("_", "-") + "-build-"
         build_target(target, self.name, self.options, self.exact_sources, prefix, tool_env())
 
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        """Run the tool with `args` (built first if needed); raises on a non-zero exit."""
+        cmd = [str(self.binary()), *args]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+        return done
+
 
 def build_target(
     target: Path,

@@ -74,13 +74,8 @@ def calibration_text() -> Path:
     return assets.llama_cpp_sdist() / CALIBRATION
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    """Run `llama-imatrix args...`; raises on a non-zero exit."""
-    cmd = [str(binary()), *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return done
+#: Run `llama-imatrix args...`; raises on a non-zero exit.
+run = TOOL.run
 
 
 def smollm2_matrix(fmt: str = "gguf") -> Path:
