@@ -228,9 +228,9 @@ def encoders_pending(*codecs: str) -> pytest.MarkDecorator:
 #: fallbacks and Q4_K/Q5_K on SmolLM2's 576-column rows), Q4_0 (its ffn_down guard takes
 #: weighted Q4_1), IQ4_XS (weighted IQ4_XS and IQ4_NL fallbacks), IQ3_M (IQ3_S ffn_down,
 #: Q4_K in its first eighth, IQ4_NL and Q5_0 fallbacks), IQ2_M (IQ2_S ffn_down, IQ3_S in
-#: its first eighth), IQ1_S and IQ1_M (their codec in ffn_down, Q2_K in its first eighth).
-#: The last four expect a failure while bundler has no encoder for their lattice codecs,
-#: and run as soon as it has.
+#: its first eighth); with `-m long` IQ1_S and IQ1_M (their codec in ffn_down, Q2_K in its
+#: first eighth). The lattice four expect a failure while bundler has no encoder for their
+#: codecs, and run as soon as it has.
 WEIGHTED = [
     "Q4_K_M",
     "TQ2_0",
@@ -239,6 +239,12 @@ WEIGHTED = [
     *(
         pytest.param(t, marks=[pytest.mark.slow, encoders_pending(*codecs)])
         for t, codecs in LATTICE.items()
+        if t in ("IQ3_M", "IQ2_M")
+    ),
+    *(
+        pytest.param(t, marks=[pytest.mark.long, encoders_pending(*codecs)])
+        for t, codecs in LATTICE.items()
+        if t not in ("IQ3_M", "IQ2_M")
     ),
 ]
 

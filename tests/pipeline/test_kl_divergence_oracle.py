@@ -49,7 +49,7 @@ def test_the_model_against_itself_has_no_divergence_and_the_same_tokens_on_top(
     assert 1 < same.ppl_base < 100
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("preset", ["Q4_K_M", "Q3_K_M"])
 def test_a_size_target_with_the_matrix_beats_the_preset_of_the_same_size_in_kl(
     f32_base, smollm2_f32_gguf, llama_quantize, real_imatrix, tmp_path, preset
