@@ -192,6 +192,14 @@ def cases() -> dict[str, tuple[bytes, str]]:
     }
 
 
+def unknown_types(count: int) -> bytes:
+    """`count` empty tensors of GGML type 42, unknown to bundler."""
+    v = valid()
+    v.infos = [Info(f"u{i}", [64], 42, 0) for i in range(count)]
+    v.data = b""
+    return v.build()
+
+
 def unknown_type() -> bytes:
     """Tensor 'a' of GGML type 42 (Q2_0 of newer llama.cpp, unknown to bundler), then 'b'."""
     v = valid()

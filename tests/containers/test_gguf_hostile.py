@@ -121,6 +121,21 @@ def test_tiny_or_foreign_file_is_a_format_error(tmp_path, data):
     assert err.value.path == str(path)
 
 
+def test_unknown_tensor_types_past_the_limit_are_a_format_error(tmp_path):
+    from bundler.containers.gguf.schema import MAX_UNKNOWN_TENSORS
+
+    path = tmp_path / "unknown.gguf"
+    path.write_bytes(gguf_hostile.unknown_types(MAX_UNKNOWN_TENSORS + 1))
+    err = _read_bounded(path)
+    assert isinstance(err, FormatError) and err.path == str(path) and err.offset > 0
+    assert f"more than {MAX_UNKNOWN_TENSORS:,} tensors of GGML types" in err.problem
+    assert "'u4096' has type 42" in err.problem
+    path.write_bytes(gguf_hostile.unknown_types(MAX_UNKNOWN_TENSORS))
+    read = _read_bounded(path)
+    assert not isinstance(read, FormatError)
+    assert len(read.format_info["skipped_tensors"]) == MAX_UNKNOWN_TENSORS
+
+
 def test_unknown_tensor_type_is_skipped_with_a_warning_and_the_rest_reads(tmp_path):
     path = tmp_path / "unknown.gguf"
     path.write_bytes(gguf_hostile.unknown_type())

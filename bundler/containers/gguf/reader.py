@@ -382,6 +382,12 @@ class _Parser:
             if codec is None:
                 # The size of an unknown type cannot be derived: skip it, check the next
                 # tensor's offset only for alignment.
+                if len(skipped) == S.MAX_UNKNOWN_TENSORS:
+                    raise self.fail(
+                        x.at[i],
+                        f"more than {S.MAX_UNKNOWN_TENSORS:,} tensors of GGML types bundler "
+                        f"does not know (tensor {names[i]!r} has type {ggml_type})",
+                    )
                 skipped.append(i)
                 nbytes.append(0)
                 expected = None

@@ -59,6 +59,9 @@ MAX_NAME_BYTES = 63
 MAX_DIMS = 4
 #: The most dimensions bundler reads (files other writers made may exceed llama.cpp's 4).
 MAX_DIMS_READ = 32
+#: The most tensors of GGML types bundler does not know: each is kept as a record and warned
+#: about, outside the compact tensor table, so their count is bounded on its own.
+MAX_UNKNOWN_TENSORS = 4096
 #: Deepest array nesting (llama.cpp reads none) and the other shared header limits.
 from bundler.containers.limits import MAX_ENTRIES as MAX_ENTRIES  # noqa: E402
 from bundler.containers.limits import MAX_NESTING as MAX_NESTING  # noqa: E402
