@@ -21,7 +21,7 @@ DEFAULT_CODECS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16")
 K_QUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 OTHER_CODECS = (
     "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
-    "tq1_0", "tq2_0", "mxfp4",
+    "tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0",
 )  # fmt: skip
 #: Codecs the gguf package can decode but not encode.
 GGUF_DECODES_ONLY = (

@@ -170,6 +170,7 @@ _APR = "bundler.codecs.apr_native"
 _IQUANTS = "bundler.codecs.iquants"
 _TERNARY = "bundler.codecs.ternary"
 _FP4 = "bundler.codecs.fp4"
+_LOWBIT = "bundler.codecs.lowbit"
 
 #: Every codec and dtype bundler knows, in GGML id order, then the types only other formats have.
 TABLE: tuple[CodecFacts, ...] = (
@@ -342,8 +343,21 @@ TABLE: tuple[CodecFacts, ...] = (
         desc="4-bit E2M1 floats, E8M0 block scale",
         importance="ignores",
     ),
-    _block("nvfp4", 64, 36, 40, ()),
-    _block("q1_0", 128, 18, 41, _D),
+    _block(
+        "nvfp4",
+        64,
+        36,
+        40,
+        (),
+        _FP4,
+        desc="4-bit E2M1 floats, unsigned E4M3 scale per 16",
+        importance="ignores",
+    ),
+    # Q1_0 and Q2_0: ggml's quantizers ignore importance weights
+    _block("q1_0", 128, 18, 41, _D, _LOWBIT, desc="1-bit signs, half scale", importance="ignores"),
+    _block(
+        "q2_0", 64, 18, 42, _D, _LOWBIT, desc="2-bit codes -1..2, half scale", importance="ignores"
+    ),
     # Types that only SafeTensors (and APR for u8) can hold.
     _elem("u8", 1, None, 7, "U8", "u1", _FLOATS, "unsigned 8-bit integer"),
     _elem("u16", 2, None, None, "U16", "<u2", _FLOATS, "unsigned 16-bit integer"),

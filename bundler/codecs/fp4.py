@@ -1,9 +1,11 @@
-"""MXFP4: 32 values as 4-bit E2M1 floats sharing one E8M0 power-of-two scale (the OCP
-microscaling format, as ggml stores it).
+"""MXFP4 and NVFP4: 4-bit E2M1 floats sharing a scale, an E8M0 power of two per 32 values
+(MXFP4, the OCP microscaling format) or an unsigned E4M3 float per 16 (NVFP4), as ggml
+stores them.
 
-Byte layout (ggml-common.h), one block of 32 values:
+Byte layouts (ggml-common.h):
 
-    MXFP4  u8 e | 16 bytes of nibbles      (4.25 bits per value)
+    MXFP4  u8 e | 16 bytes of nibbles                 32 values, 4.25 bits per value
+    NVFP4  u8 d[4] | 32 bytes of nibbles              64 values, 4.5 bits per value
 
 A value decodes as `TABLE[code] * 2^(e - 128)`: ggml doubles the E2M1 values (TABLE holds
 0, 1, 2, 3, 4, 6, 8, 12 and their negatives) and halves the scale, so e = 0 and 1 are the
@@ -13,6 +15,13 @@ The encoder is ggml's `quantize_row_mxfp4_ref` (what `ggml_quantize_chunk` calls
 weighted variant): e = floorf(log2f(max |x|)) - 2 + 127 converted to an 8-bit integer (0
 for an all-zero block; below 2^-125 the conversion wraps as x86-64's does), and each value
 takes the first code of least |TABLE[code] * scale - x|.
+
+NVFP4 (`quantize_row_nvfp4_ref`, no weighted variant either) does the same per 16-value
+sub-block s with the scale byte d[s] = ue4m3(max |x| / 6) (ggml_fp32_to_ue4m3: mantissa
+rounded on its first dropped bit, half up; below 2^-6 the subnormal code
+(int)(v * 512 + 0.5) capped at 7; from 2^8 the largest code 0x7E) and the value scale
+ue4m3_to_fp32(d[s]) / 2 (codes 0 and 0x7F give 0; bit 7 of the byte is ignored). Byte
+8s + j holds value 16s + j (low nibble) and value 16s + j + 8 (high).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import f32_from_bits
+from bundler.codecs.halfs import f32_bits, f32_from_bits
 from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import F0, JIT, nonfinite
 
@@ -29,6 +38,11 @@ from bundler.codecs.kquants.common import F0, JIT, nonfinite
 TABLE = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
 QK = BY_NAME["mxfp4"].block_size
 SIZE = BY_NAME["mxfp4"].type_size
+NV_QK = BY_NAME["nvfp4"].block_size
+NV_SIZE = BY_NAME["nvfp4"].type_size
+NV_SUB = 16
+NV_SUBS = NV_QK // NV_SUB
+SIX = np.float32(6.0)
 
 
 @njit(**JIT)
@@ -100,4 +114,81 @@ def decode(raw, out, lo, hi):
             o[j + QK // 2] = TABLE[y[1 + j] >> 4] * d
 
 
-KERNELS: dict[str, Kernel] = {"mxfp4": range_kernel(encode, decode, QK, SIZE)}
+@njit(**JIT)
+def ue4m3(x):
+    """ggml_fp32_to_ue4m3: the unsigned E4M3 code of float32 x (0 unless x > 0)."""
+    if not x > F0:
+        return 0
+    x = min(x, np.float32(448.0))
+    bits = f32_bits(x)
+    exp = np.int32((bits >> 23) & 0xFF) - 127 + 7
+    if exp <= 0:
+        man = np.int32(x * np.float32(512.0) + np.float32(0.5))
+        return 0 if man < 1 else min(man, 7)
+    if exp >= 15:
+        return 0x7E
+    man = np.int32((bits >> 20) & 7) + np.int32((bits >> 19) & 1)
+    if man > 7:
+        man = 0
+        exp += 1
+        if exp >= 15:
+            return 0x7E
+    return (exp << 3) | man
+
+
+@njit(**JIT)
+def ue4m3_half(code):
+    """ggml_ue4m3_to_fp32: half the value of unsigned E4M3 `code` (exact)."""
+    if code == 0 or code == 0x7F:
+        return F0
+    exp = (code >> 3) & 0xF
+    man = np.float32(code & 7)
+    if exp == 0:
+        return man * np.float32(2.0**-10)
+    return (np.float32(1.0) + man / np.float32(8.0)) * f32_from_bits(np.uint32(exp + 119) << 23)
+
+
+@njit(**JIT)
+def encode_nv(src, dst, qw, n, lo, hi):
+    """NVFP4 blocks lo .. hi-1 of the flattened rows (no weights); returns the count of
+    blocks with NaN or infinity."""
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * NV_QK : (b + 1) * NV_QK]
+        y = dst[b * NV_SIZE : (b + 1) * NV_SIZE]
+        bad += nonfinite(x)
+        for s in range(NV_SUBS):
+            xb = x[s * NV_SUB : (s + 1) * NV_SUB]
+            amax = F0
+            for j in range(NV_SUB):
+                a = abs(xb[j])
+                if amax < a:
+                    amax = a
+            code = ue4m3(amax / SIX)
+            y[s] = np.uint8(code)
+            d = ue4m3_half(code)
+            for j in range(NV_SUB // 2):
+                lo4 = nearest_code(xb[j], d)
+                hi4 = nearest_code(xb[j + NV_SUB // 2], d)
+                y[NV_SUBS + s * (NV_SUB // 2) + j] = np.uint8(lo4 | (hi4 << 4))
+    return bad
+
+
+@njit(**JIT)
+def decode_nv(raw, out, lo, hi):
+    """NVFP4 blocks lo .. hi-1 to float32."""
+    for b in range(lo, hi):
+        y = raw[b * NV_SIZE : (b + 1) * NV_SIZE]
+        o = out[b * NV_QK : (b + 1) * NV_QK]
+        for s in range(NV_SUBS):
+            d = ue4m3_half(y[s])
+            for j in range(NV_SUB // 2):
+                q = y[NV_SUBS + s * (NV_SUB // 2) + j]
+                o[s * NV_SUB + j] = TABLE[q & 0xF] * d
+                o[s * NV_SUB + j + NV_SUB // 2] = TABLE[q >> 4] * d
+
+
+KERNELS: dict[str, Kernel] = {
+    "mxfp4": range_kernel(encode, decode, QK, SIZE),
+    "nvfp4": range_kernel(encode_nv, decode_nv, NV_QK, NV_SIZE),
+}

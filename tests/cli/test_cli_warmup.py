@@ -83,7 +83,7 @@ def test_the_first_conversion_says_on_stderr_that_it_compiles_and_where(tmp_path
     ("codecs", "says"),
     [
         ("q9_9", "unknown codec"),
-        ("nvfp4", "can be stored and copied but not encoded"),
+        ("f4", "can be stored and copied but not encoded"),
         ("int8", "warm up its family (affine, vectors, stats, floats)"),
     ],
 )

@@ -115,6 +115,14 @@ def test_threaded_c_calls_give_the_single_thread_bytes(ggml_c, name):
     )
 
 
+@pytest.mark.parametrize("name", [f.name for f in registry.TABLE if f.ggml_id is not None])
+def test_block_size_bytes_and_name_agree_with_the_c_type_traits(ggml_c, name):
+    facts = registry.get(name).facts
+    traits = ggml_c.library().ggml_get_type_traits(facts.ggml_id).contents
+    assert (facts.block_size, facts.type_size) == (traits.blck_size, traits.type_size)
+    assert traits.type_name.decode().lower() == name
+
+
 def test_types_the_c_library_cannot_encode_are_refused_not_crashed(ggml_c):
     with pytest.raises(ValueError, match="cannot quantize"):
         ggml_c.quantize("iq2_xxs", np.zeros((1, 256), np.float32))

@@ -1,12 +1,13 @@
-"""IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, TQ1_0, TQ2_0 and MXFP4 against the C
-library, byte for byte.
+"""IQ4_NL, IQ4_XS, the lattice codecs, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0 and Q2_0 against the
+C library, byte for byte.
 
 Encoding equals `ggml_quantize_chunk(type, ..., imatrix)` (what llama-quantize calls) with
 no importance, with random positive importance and with importance taken from the real
 SmolLM2 tensors; decoding equals each type's `to_float` bit for bit, on encoded and on
 arbitrary bytes. Files written by bundler with these codecs read back through the `gguf`
-package with the same bytes and values. Golden encodings (golden/other, made by
-make_other_golden.py from the K-quant golden input) pin the bytes forever.
+package with the same bytes (and values, where it decodes the type). Golden encodings
+(golden/other, made by make_other_golden.py from the K-quant golden input) pin the bytes
+forever.
 """
 
 from __future__ import annotations
@@ -32,13 +33,19 @@ pytestmark = pytest.mark.oracle_c
 
 CODECS = [
     "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
-    "tq1_0", "tq2_0", "mxfp4",
+    "tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0",
 ]  # fmt: skip
 #: The codecs whose reference quantizer uses an importance matrix.
 WEIGHTED = ["iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m"]
 #: The codecs ggml quantizes only with an importance matrix, and the others.
 REQUIRE = ["iq2_xxs", "iq2_xs", "iq1_s"]
 PLAIN = [n for n in CODECS if n not in REQUIRE]
+#: The codecs ggml quantizes by its reference function, whatever importance it is given.
+IGNORE = ["tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0"]
+#: What the gguf package (0.19) knows of them: Q2_0 is not among its types, and it does not
+#: decode Q1_0.
+GGUF_TYPES = [n for n in CODECS if n.upper() in T.__members__]
+GGUF_DECODES = [n for n in GGUF_TYPES if n != "q1_0"]
 
 
 def _required(name: str, n: int) -> np.ndarray | None:
@@ -233,7 +240,7 @@ def test_importance_changes_the_codes_of_weighted_codecs(name):
     assert not np.array_equal(codec.encode(x), codec.encode(x, importance=np.ones(COLS)))
 
 
-@pytest.mark.parametrize("name", ["tq1_0", "tq2_0", "mxfp4"])
+@pytest.mark.parametrize("name", IGNORE)
 def test_codecs_without_a_weighted_quantizer_ignore_importance_as_ggml_does(ggml_c, name):  # noqa: F811
     x = CASES["normal"]
     w = _random_weights(COLS, 4)["uniform"].astype(np.float32)
@@ -291,7 +298,8 @@ def test_encodes_strided_input_like_its_contiguous_copy():
 def test_bundler_gguf_files_read_back_through_the_gguf_package(tmp_path):
     x = CASES["normal"][:8]
     w = _random_weights(COLS, 6)["uniform"].astype(np.float32)
-    tensors = [Tensor.from_raw(n, x.shape, n, registry.get(n).encode(x)) for n in PLAIN]
+    plain = [n for n in PLAIN if n in GGUF_TYPES]
+    tensors = [Tensor.from_raw(n, x.shape, n, registry.get(n).encode(x)) for n in plain]
     tensors += [
         Tensor.from_raw(f"{n}.weighted", x.shape, n, registry.get(n).encode(x, importance=w))
         for n in WEIGHTED
@@ -305,6 +313,8 @@ def test_bundler_gguf_files_read_back_through_the_gguf_package(tmp_path):
         assert [int(d) for d in theirs.shape] == list(reversed(x.shape))
         raw = np.asarray(theirs.data).view(np.uint8).reshape(-1)
         assert np.array_equal(raw, ours.raw())
+        if ours.codec.name not in GGUF_DECODES:
+            continue
         values = gguf.quants.dequantize(raw.reshape(len(x), -1), theirs.tensor_type)
         np.testing.assert_array_equal(_bits(values), _bits(ours.numpy()))
     again = bundler_gguf.read(path)

@@ -32,7 +32,12 @@ def test_names_are_unique_and_lowercase():
     assert all(n == n.lower() for n in names())
 
 
-@pytest.mark.parametrize("facts", [f for f in TABLE if f.ggml_id is not None], ids=lambda f: f.name)
+#: GGML ids the gguf package (0.19.0) knows: all of bundler's but Q2_0 (42), which
+#: test_c_oracle checks against the C library's type traits like every other id.
+GGUF_IDS = {t.value for t in T}
+
+
+@pytest.mark.parametrize("facts", [f for f in TABLE if f.ggml_id in GGUF_IDS], ids=lambda f: f.name)
 def test_block_size_and_bytes_agree_with_gguf_constants(facts):
     qtype = T(facts.ggml_id)
     expected = gguf.GGML_QUANT_SIZES[qtype]
@@ -164,7 +169,7 @@ def test_storing_floats_in_an_integer_dtype_is_refused():
         bundler.encode(np.ones(4, np.float32), "i32")
 
 
-@pytest.mark.parametrize("name", ["nvfp4", "q1_0"])
+@pytest.mark.parametrize("name", ["f4", "f6_e2m3"])
 def test_codecs_without_kernels_say_they_can_only_be_copied(name):
     with pytest.raises(bundler.UsageError, match="stored and copied but not encoded"):
         bundler.encode(np.zeros(256, np.float32), name)

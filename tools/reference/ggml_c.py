@@ -54,7 +54,7 @@ _CMAKE_OPTIONS = (
 #: an assertion that aborts the process, so it must never be passed.
 _CHUNK_TYPES = frozenset(
     {0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 29, 30, 34, 35,
-     39, 40, 41}
+     39, 40, 41, 42}
 )  # fmt: skip
 #: GGML ids whose quantizer asserts an imatrix (`ggml_quantize_requires_imatrix`: IQ2_XXS,
 #: IQ2_XS, IQ1_S): `quantize` refuses them without one instead of letting ggml abort.

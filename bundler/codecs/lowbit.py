@@ -1,0 +1,126 @@
+"""Q1_0 and Q2_0: one half scale per block and a sign bit (Q1_0) or a 2-bit code (Q2_0)
+per value, llama.cpp's plainest low-bit types.
+
+Byte layouts (ggml-common.h):
+
+    Q1_0  half d | u8 qs[16]    128 values, 1.125 bits per value
+    Q2_0  half d | u8 qs[16]     64 values, 2.25 bits per value
+
+Q1_0 (ggml's `quantize_row_q1_0_ref`): d = (sum of |x| in index order, float32) / 128, and
+bit j % 8 of byte j / 8 is set when x[j] >= 0 (so -0.0 sets it). A value decodes to d or -d.
+
+Q2_0 (`quantize_row_q2_0_ref`): d = max |x|; code q = (int) roundf(x * (1 / d)) + 1 clamped
+to 0..3 (the inverse from the float32 d, not the half; halves away from zero), at bits
+2 (j % 4) of byte j / 4. A value decodes to (q - 1) * d, so code 3 (+2d) decodes but the
+encoder never makes it. In a block whose 1 / d overflows (d below about 2^-128) every
+product is infinite or NaN, which x86-64's conversion to int makes INT_MIN, so every code
+is 0. Neither encoder uses importance weights (ggml's `quantize_q1_0` / `quantize_q2_0`
+ignore them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
+from bundler.codecs.kernels import Kernel, range_kernel
+from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
+
+Q1_QK, Q1_SIZE = BY_NAME["q1_0"].block_size, BY_NAME["q1_0"].type_size
+Q2_QK, Q2_SIZE = BY_NAME["q2_0"].block_size, BY_NAME["q2_0"].type_size
+HALF = np.float32(0.5)
+#: Above this magnitude a float32 is not a finite int32 after rounding (x86-64 gives INT_MIN).
+INT_LIMIT = np.float32(2147483648.0)
+
+
+@njit(**JIT)
+def encode_q1(src, dst, qw, n, lo, hi):
+    """Q1_0 blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
+    infinity."""
+    qk, size = Q1_QK, Q1_SIZE
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * qk : (b + 1) * qk]
+        y = dst[b * size : (b + 1) * size]
+        bad += nonfinite(x)
+        total = F0
+        for j in range(qk):
+            total += abs(x[j])
+        put_half(y, 0, total / np.float32(qk))
+        for k in range(qk // 8):
+            byte = 0
+            for i in range(8):
+                if x[8 * k + i] >= F0:
+                    byte |= 1 << i
+            y[2 + k] = np.uint8(byte)
+    return bad
+
+
+@njit(**JIT)
+def decode_q1(raw, out, table, lo, hi):
+    """Q1_0 blocks lo .. hi-1 to float32."""
+    qk, size = Q1_QK, Q1_SIZE
+    for b in range(lo, hi):
+        y = raw[b * size : (b + 1) * size]
+        d = get_half(y, 0, table)
+        if d != d:  # ggml's half conversion quiets a signalling NaN; here nothing else does
+            d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
+        for j in range(qk):
+            out[b * qk + j] = d if (y[2 + j // 8] >> (j % 8)) & 1 else -d
+
+
+@njit(**JIT)
+def code_q2(v):
+    """(int) roundf(v) + 1 clamped to 0..3, with x86-64's INT_MIN for a NaN or a value out
+    of int range."""
+    if not abs(v) < INT_LIMIT:
+        return 0
+    t = np.trunc(v)
+    if abs(v - t) >= HALF:
+        t += F1 if v > F0 else -F1
+    return min(max(np.int64(t) + 1, 0), 3)
+
+
+@njit(**JIT)
+def encode_q2(src, dst, qw, n, lo, hi):
+    """Q2_0 blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
+    infinity."""
+    qk, size = Q2_QK, Q2_SIZE
+    bad = 0
+    for b in range(lo, hi):
+        x = src[b * qk : (b + 1) * qk]
+        y = dst[b * size : (b + 1) * size]
+        bad += nonfinite(x)
+        amax = F0
+        for j in range(qk):
+            a = abs(x[j])
+            if a > amax:
+                amax = a
+        put_half(y, 0, amax)
+        inv = F1 / amax if amax > F0 else F0
+        for k in range(qk // 4):
+            byte = 0
+            for i in range(4):
+                byte |= code_q2(x[4 * k + i] * inv) << (2 * i)
+            y[2 + k] = np.uint8(byte)
+    return bad
+
+
+@njit(**JIT)
+def decode_q2(raw, out, table, lo, hi):
+    """Q2_0 blocks lo .. hi-1 to float32."""
+    qk, size = Q2_QK, Q2_SIZE
+    for b in range(lo, hi):
+        y = raw[b * size : (b + 1) * size]
+        d = get_half(y, 0, table)
+        for j in range(qk):
+            q = (y[2 + j // 4] >> (2 * (j % 4))) & 3
+            out[b * qk + j] = np.float32(np.int32(q) - 1) * d
+
+
+KERNELS: dict[str, Kernel] = {
+    "q1_0": range_kernel(encode_q1, decode_q1, Q1_QK, Q1_SIZE, HALF_TO_F32),
+    "q2_0": range_kernel(encode_q2, decode_q2, Q2_QK, Q2_SIZE, HALF_TO_F32),
+}
