@@ -63,6 +63,8 @@ FILE_TYPES: tuple[FileType, ...] = (
     FileType("TQ1_0", 36, "tq1_0", True),
     FileType("TQ2_0", 37, "tq2_0", True),
     FileType("MXFP4_MOE", 38, "mxfp4", True),
+    FileType("Q1_0", 40, "q1_0"),
+    FileType("Q2_0", 41, "q2_0", True),
 )
 #: llama-quantize's short names for the medium mixtures.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}

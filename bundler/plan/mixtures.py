@@ -3,13 +3,14 @@ file type's base (Q4_K_M gives some attention-value and feed-forward-down layers
 output tensor Q6_K, ...).
 
 The rules are those of llama.cpp's `llama_tensor_get_type_impl` (src/llama-quant.cpp, the
-version vendored by llama-cpp-python 0.3.36) for every file type it has but Q1_0, Q2_0 and
-NVFP4, as llama-quantize applies them without an importance matrix unless `imatrix` says one
-is used (IQ4_NL and IQ4_XS widen the first eighth of ffn_down only without one, IQ3_XXS
-widens attn_v and ffn_down only without one). The 1- and 2-bit lattice file types (IQ1_*,
-IQ2_*) have a branch of their own that the other categories never reach. The rules depend
-on the tensor's category (from its name), on counters kept in tensor order, and on a few
-model hyper-parameters read from the GGUF metadata.
+version vendored by llama-cpp-python 0.3.36) for every file type llama-quantize writes (not
+NVFP4: its `llama_ftype_get_default_type` has no case for it), as llama-quantize applies
+them without an importance matrix unless `imatrix` says one is used (IQ4_NL and IQ4_XS widen
+the first eighth of ffn_down only without one, IQ3_XXS widens attn_v and ffn_down only
+without one). The 1- and 2-bit lattice file types (IQ1_*, IQ2_*) have a branch of their own
+that the other categories never reach. The rules depend on the tensor's category (from its
+name), on counters kept in tensor order, and on a few model hyper-parameters read from the
+GGUF metadata.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ LOW_BIT = ("IQ2_XXS", "IQ2_XS", *_IQ1, *_IQ2_SM)
 _TERNARY = ("TQ1_0", "TQ2_0")
 #: An untied token embedding's codec by file type (else the file type's base).
 _TOKEN_EMBD = {
-    **dict.fromkeys(_TERNARY, "q4_k"),
+    **dict.fromkeys((*_TERNARY, "Q2_0"), "q4_k"),
     **dict.fromkeys(("IQ2_XXS", "IQ2_XS", *_IQ1), "q2_k"),
     **dict.fromkeys((*_IQ2_SM, "IQ3_XXS"), "iq3_s"),
 }

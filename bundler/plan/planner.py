@@ -302,7 +302,7 @@ def _decide(i: int, t: Tensor, options: PlanOptions, chooser: _Chooser, name_rul
     if why_not is not None:
         return Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
     want, note = chooser.want(t)
-    target, fallback_note = with_fallback(want, t.shape)
+    target, fallback_note = with_fallback(want, t.shape, t.name)
     return choice_for(i, t, target, "; ".join(n for n in (note, fallback_note) if n))
 
 

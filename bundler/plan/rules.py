@@ -8,6 +8,7 @@ import re
 
 from bundler.bundle import Tensor
 from bundler.codecs import Codec, get
+from bundler.errors import UsageError
 
 #: Tensors llama-quantize never quantizes, by name (llama.cpp `tensor_allows_quantization`,
 #: plus the Hugging Face spellings of norms and position/token-type embeddings).
@@ -27,12 +28,15 @@ TOKEN_EMBD_NAMES = ("token_embd.weight", "per_layer_token_embd.weight")
 FALLBACK = {
     **dict.fromkeys(("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"), "iq4_nl"),
     "iq4_xs": "iq4_nl",
-    **dict.fromkeys(("q2_k", "q3_k", "tq1_0", "tq2_0"), "q4_0"),
+    **dict.fromkeys(("q2_0", "q2_k", "q3_k", "tq1_0", "tq2_0"), "q4_0"),
     "q4_k": "q5_0",
     "q5_k": "q5_1",
     "q6_k": "q8_0",
 }
 LAST_RESORT = "f16"
+#: A codec of blocks larger than this with no FALLBACK (Q1_0, NVFP4) has none at all:
+#: llama.cpp stops with "no tensor type fallback is defined".
+NO_FALLBACK_ABOVE = 32
 #: The output tensor's codec in a llama-quantize mixture, and what it takes instead when
 #: its rows do not fit the file type's block (or the model is a Falcon).
 OUTPUT_TYPE, OUTPUT_FALLBACK = "q6_k", "q8_0"
@@ -97,12 +101,17 @@ def needs_importance(name: str, codec: Codec, ftype: str | None) -> bool:
     )
 
 
-def with_fallback(want: Codec, shape: tuple[int, ...]) -> tuple[Codec, str]:
-    """`want`, or where a tensor of `shape` goes when its rows do not fit it, and a note."""
+def with_fallback(want: Codec, shape: tuple[int, ...], name: str = "") -> tuple[Codec, str]:
+    """`want`, or where tensor `name` of `shape` goes when its rows do not fit it, and a
+    note; a UsageError when llama.cpp has nowhere for it to go."""
     if _fits(want, shape):
         return want, ""
+    note = f"rows of {shape[-1]} are not a multiple of {want.facts.block_size} for {want.name}"
+    if want.name not in FALLBACK and want.facts.block_size > NO_FALLBACK_ABOVE:
+        raise UsageError(
+            f"tensor {name}: {note}, and llama.cpp defines no fallback codec for {want.name}"
+        )
     fallback = get(FALLBACK.get(want.name, LAST_RESORT))
     if not _fits(fallback, shape):
         fallback = get(LAST_RESORT)
-    note = f"rows of {shape[-1]} are not a multiple of {want.facts.block_size} for {want.name}"
     return fallback, f"{note}: fallback {fallback.name}"

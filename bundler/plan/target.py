@@ -286,7 +286,7 @@ def plan_to_target(
         if why_not is not None:
             fixed[i] = Choice(i, t.name, t.shape, t.codec, t.codec, "copy", why_not, kept=True)
         elif pinned is not None:
-            codec, note = with_fallback(pinned[0], t.shape)
+            codec, note = with_fallback(pinned[0], t.shape, t.name)
             fixed[i] = choice_for(i, t, codec, "; ".join(filter(None, (pinned[1], note))))
         else:
             free.append(i)

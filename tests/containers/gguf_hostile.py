@@ -7,6 +7,8 @@ import struct
 from dataclasses import dataclass, field
 
 TB = 1 << 40
+#: A GGML type id past the last one ggml has (Q2_0 = 42).
+UNKNOWN_TYPE = 43
 
 
 def string(s: bytes | str, length: int | None = None) -> bytes:
@@ -193,16 +195,16 @@ def cases() -> dict[str, tuple[bytes, str]]:
 
 
 def unknown_types(count: int) -> bytes:
-    """`count` empty tensors of GGML type 42, unknown to bundler."""
+    """`count` empty tensors of GGML type 43 (past the last type ggml has), unknown to bundler."""
     v = valid()
-    v.infos = [Info(f"u{i}", [64], 42, 0) for i in range(count)]
+    v.infos = [Info(f"u{i}", [64], UNKNOWN_TYPE, 0) for i in range(count)]
     v.data = b""
     return v.build()
 
 
 def unknown_type() -> bytes:
-    """Tensor 'a' of GGML type 42 (Q2_0 of newer llama.cpp, unknown to bundler), then 'b'."""
+    """Tensor 'a' of GGML type 43 (past the last type ggml has, unknown to bundler), then 'b'."""
     v = valid()
-    v.infos = [Info("a", [64], 42, 0), Info("b", [4, 2], 0, 32)]
+    v.infos = [Info("a", [64], UNKNOWN_TYPE, 0), Info("b", [4, 2], 0, 32)]
     v.data = bytes(32) + bytes(range(32))
     return v.build()

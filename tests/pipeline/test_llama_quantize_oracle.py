@@ -37,7 +37,7 @@ DRY_RUNS = [
     *((t, ()) for t in ("Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q5_K_S", "Q6_K")),
     *((t, ()) for t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")),
     *((t, ()) for t in ("F16", "BF16")),
-    *((t, ()) for t in ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE")),
+    *((t, ()) for t in ("IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE", "Q2_0")),
     ("IQ3_XXS", ()),  # its attn_v and ffn_down rules without a matrix (it warns)
     ("IQ4_XS", ("--pure",)),
     ("TQ1_0", ("--token-embedding-type", "q8_0")),
@@ -153,6 +153,52 @@ def test_flags_choose_each_codec_as_llama_quantize_does(
     assert {n: (got.get(n), c) for n, c in want.items() if got.get(n) != c} == {}
 
 
+def test_q2_0_file_holds_the_codecs_bytes_and_metadata_llama_quantize_writes(
+    llama_quantize, smollm2_gguf, tmp_path
+):
+    # the gguf package (0.19.0) does not know Q2_0 (GGML id 42), so both files are read by
+    # bundler's reader here; its Q2_0 codes are checked against the C library elsewhere
+    from bundler.containers import gguf as bundler_gguf
+    from tools.reference.llama_quantize import run
+
+    oracle, ours = tmp_path / "llama-quantize.gguf", tmp_path / "bundler.gguf"
+    run(smollm2_gguf, oracle, "Q2_0", "--allow-requantize")
+    run_cli(
+        "quantize", str(smollm2_gguf), "--type", "Q2_0", "--allow-requantize", "-o", str(ours),
+        check=True,
+    )  # fmt: skip
+    want, got = bundler_gguf.read(oracle), bundler_gguf.read(ours)
+    assert sorted(got.tensors) == sorted(want.tensors)
+    assert {t.codec.name for t in got.tensors.values()} == {"q2_0", "q8_0", "f32"}
+    differ = [
+        n for n, t in want.tensors.items()
+        if got.tensors[n].codec != t.codec or not np.array_equal(got.tensors[n].raw(), t.raw())
+    ]  # fmt: skip
+    assert differ == []
+    assert got.metadata["general.file_type"] == want.metadata["general.file_type"] == 41
+    assert sorted(got.metadata) == sorted(want.metadata)
+    assert [k for k in want.metadata if got.metadata.typed(k) != want.metadata.typed(k)] == []
+
+
+def test_both_tools_refuse_q1_0_for_a_tensor_whose_rows_are_not_whole_blocks(
+    llama_quantize, smollm2_gguf, tmp_path
+):
+    # SmolLM2's rows of 576 are not whole 128-value Q1_0 blocks, and llama.cpp has no
+    # fallback codec for Q1_0: both stop at the same tensor
+    from tools.reference.llama_quantize import run
+
+    with pytest.raises(RuntimeError, match="no tensor type fallback is defined for type q1_0") as e:
+        run(smollm2_gguf, tmp_path / "unused.gguf", "Q1_0", "--allow-requantize", "--dry-run")
+    theirs = re.search(r"warning: (\S+)\s+- ncols\s+576 not divisible by 128", str(e.value))
+    ours = run_cli(
+        "quantize", str(smollm2_gguf), "--type", "Q1_0", "--allow-requantize", "--dry-run",
+        "-o", str(tmp_path / "unused.gguf"),
+    )  # fmt: skip
+    assert ours.returncode == 2 and "Traceback" not in ours.stderr
+    assert f"tensor {theirs[1]}: rows of 576 are not a multiple of 128 for q1_0" in ours.stderr
+    assert "llama.cpp defines no fallback codec for q1_0" in ours.stderr
+
+
 def _synthetic_llama(path: Path, n_expert: int, n_head_kv: int) -> Path:
     """A small llama-architecture GGUF of random F32 weights llama-quantize accepts: eight
     layers, 256-wide, untied output; with `n_expert` > 1 stacked expert tensors
@@ -193,7 +239,18 @@ def _synthetic_llama(path: Path, n_expert: int, n_head_kv: int) -> Path:
 
 
 @pytest.mark.parametrize(
-    "ftype", ["IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE", "Q4_K_M", *LOW_BIT_FILE_TYPES]
+    "ftype",
+    [
+        "IQ4_NL",
+        "IQ4_XS",
+        "TQ1_0",
+        "TQ2_0",
+        "MXFP4_MOE",
+        "Q1_0",
+        "Q2_0",
+        "Q4_K_M",
+        *LOW_BIT_FILE_TYPES,
+    ],
 )
 @pytest.mark.parametrize(
     ("model", "n_expert", "n_head_kv"), [("moe8", 8, 8), ("gqa4", 1, 2)], ids=["moe8", "gqa4"]
