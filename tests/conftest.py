@@ -119,3 +119,39 @@ def run_cli_json(*args: str) -> tuple[int, dict]:
     printed."""
     done = run_cli_clean(*args, "--json")
     return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def llama_runtime() -> None:
+    """llama-cpp-python (the `llama` extra), which CI installs."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("llama-cpp-python is not installed in CI (the `llama` extra)")
+        pytest.skip("llama-cpp-python is not installed (pip install 'bundler[llama]')")
+
+
+def llama_cpp_text(name: str) -> Path:
+    """A text file of llama.cpp's source distribution (docs/build.md, README.md)."""
+    try:
+        root = assets.llama_cpp_sdist()
+    except assets.AssetUnavailable as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"llama.cpp sources unavailable: {exc}")
+    return root / "vendor" / "llama.cpp" / name
+
+
+@pytest.fixture(scope="session")
+def build_md() -> Path:
+    """llama.cpp's docs/build.md from the source distribution: a real text of about 12,000
+    tokens."""
+    return llama_cpp_text("docs/build.md")
+
+
+@pytest.fixture(scope="session")
+def readme_md() -> Path:
+    """llama.cpp's README.md from the source distribution (about 2,900 SmolLM2 tokens): the
+    text llama-imatrix's cached SmolLM2 matrix is computed on."""
+    return llama_cpp_text("README.md")

@@ -86,20 +86,48 @@ class TextAgreement:
         return {**asdict(self), "passed": self.passed}
 
 
-def open_model(path: str | os.PathLike[str], context: int, threads: int | None) -> LanguageModel:
-    """The model at `path` loaded in its format's runtime; a usage error when bundler has
-    no runtime for its format."""
+def open_model(
+    path: str | os.PathLike[str],
+    context: int,
+    threads: int | None,
+    tokenizer: str | os.PathLike[str] | None = None,
+) -> LanguageModel:
+    """The model at `path` loaded in its format's runtime, tokenized by the vocabulary of
+    the file `tokenizer` when given (for formats that carry none); a usage error when
+    bundler has no runtime for its format."""
+    path = os.fspath(path)
+    opener = _entry(
+        path, "language_model", "comparing models over a text needs a runtime for {} language "
+        "models; bundler runs GGUF models (in llama.cpp) and ONNX models (in ONNX Runtime)",
+    )  # fmt: skip
+    vocab = None if tokenizer is None else open_tokenizer(tokenizer)
+    try:
+        return opener(path, context=context, threads=threads, tokenizer=vocab)
+    except BaseException:
+        if vocab is not None:
+            vocab.close()
+        raise
+
+
+def open_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """The vocabulary of the file at `path` as a tokenizer (its format's `tokenizer`)."""
+    path = os.fspath(path)
+    opener = _entry(
+        path, "tokenizer", "bundler reads a tokenizer from a GGUF file's vocabulary, not from {}"
+    )
+    return opener(path)
+
+
+def _entry(path: str, name: str, missing: str) -> Any:
+    """Entry `name` of the format of the file at `path`; a usage error saying `missing`
+    (formatted with the format's title) when the format has none."""
     from bundler.containers import detect, module
 
-    path = os.fspath(path)
     fmt = module(detect(path))
-    opener = getattr(fmt, "language_model", None)
-    if opener is None:
-        raise UsageError(
-            f"{path}: comparing models over a text needs a runtime for {fmt.TITLE} "
-            "language models; bundler runs GGUF models (in llama.cpp)"
-        )
-    return opener(path, context=context, threads=threads)
+    entry = getattr(fmt, name, None)
+    if entry is None:
+        raise UsageError(f"{path}: {missing.format(fmt.TITLE)}")
+    return entry
 
 
 def read_text(path: str | os.PathLike[str]) -> bytes:
@@ -133,18 +161,20 @@ def compare_texts(
     threads: int | None = None,
     threshold: float | None = None,
     progress: Progress | None = None,
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> list[TextAgreement]:
     """Each of `candidates` against `original` over the text file `text`, in chunks of
     `context` tokens (the first `chunks` of them, or all); the original runs once per chunk.
     `threshold` is the largest mean KL divergence that passes; `threads` the runtime's
-    threads (its default when None)."""
+    threads (its default when None); `tokenizer` a file whose vocabulary tokenizes the text
+    for models that carry none (ONNX)."""
     _check_options(context, chunks, threshold, threads)
     if not candidates:
         raise UsageError("no quantized model to compare with the original")
     data = read_text(text)
     with contextlib.ExitStack() as stack:
-        base = _opened(stack, original, context, threads)
-        others = [_opened(stack, path, context, threads) for path in candidates]
+        base = _opened(stack, original, context, threads, tokenizer)
+        others = [_opened(stack, path, context, threads, tokenizer) for path in candidates]
         tokens = base.tokenize(data)
         for other in others:
             _check_same_tokens(base, other, tokens, data)
@@ -183,9 +213,13 @@ def compare_texts(
 
 
 def _opened(
-    stack: contextlib.ExitStack, path: str | os.PathLike[str], context: int, threads: int | None
+    stack: contextlib.ExitStack,
+    path: str | os.PathLike[str],
+    context: int,
+    threads: int | None,
+    tokenizer: str | os.PathLike[str] | None,
 ) -> LanguageModel:
-    model = open_model(path, context, threads)
+    model = open_model(path, context, threads, tokenizer)
     stack.callback(model.close)
     return model
 

@@ -11,8 +11,13 @@ from bundler.cli.output import emit, positive_int, table
 from bundler.errors import EXIT_OK, EXIT_VALIDATION, UsageError
 
 _TEXT_HELP = (
-    "run both models over this text (GGUF, needs bundler[llama]): perplexity of each, "
-    "KL divergence and top-1 agreement of the next-token distributions"
+    "run both models over this text (GGUF in llama.cpp, needs bundler[llama]; ONNX in ONNX "
+    "Runtime, with --tokenizer): perplexity of each, KL divergence and top-1 agreement of the "
+    "next-token distributions"
+)
+_TOKENIZER_HELP = (
+    "with --text on ONNX models: the GGUF file whose vocabulary tokenizes the text (the one "
+    "the model was exported from; needs bundler[llama])"
 )
 #: --text's numeric options and what they set.
 _TEXT_FLAGS = (
@@ -28,6 +33,7 @@ _GENERATED_INPUT_OPTIONS = ("detailed", "input_shape", "input_value", "strict")
 def add_text_flags(parser: argparse.ArgumentParser) -> None:
     """`validate`'s --text and the options that go with it."""
     parser.add_argument("--text", metavar="FILE", help=_TEXT_HELP)
+    parser.add_argument("--tokenizer", metavar="FILE", help=_TOKENIZER_HELP)
     for flag, what in _TEXT_FLAGS:
         parser.add_argument(flag, type=positive_int, metavar="N", help=f"with --text: {what}")
 
@@ -36,7 +42,7 @@ def run_validate_text(args: argparse.Namespace) -> int:
     from bundler.agreement import DEFAULT_CONTEXT, compare_text
 
     if args.text is None:
-        raise UsageError("--ctx, --chunks and --threads go with --text")
+        raise UsageError("--ctx, --chunks, --threads and --tokenizer go with --text")
     if args.quantized is None:
         raise UsageError(
             "--text compares two models: bundler validate ORIGINAL QUANTIZED --text FILE"
@@ -51,7 +57,7 @@ def run_validate_text(args: argparse.Namespace) -> int:
         result = compare_text(
             args.file, args.quantized, args.text, context=args.ctx or DEFAULT_CONTEXT,
             chunks=args.chunks, threads=args.threads, threshold=args.threshold,
-            progress=lambda total: _bar(total, bars),
+            progress=lambda total: _bar(total, bars), tokenizer=args.tokenizer,
         )  # fmt: skip
     finally:
         for bar in bars:

@@ -27,9 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="GGUF (or a shard of a split set), SafeTensors, index, APR or ONNX")
     p.add_argument(
         "quantized", nargs="?",
-        help="a quantized version of FILE to compare with it: with --text, both GGUF models run "
-        "in llama.cpp over the text; ONNX without --text: structure, weights, sizes, both run "
-        "in ONNX Runtime (exit 5 when --threshold fails)",
+        help="a quantized version of FILE to compare with it: with --text, both models run "
+        "over the text (GGUF in llama.cpp, ONNX in ONNX Runtime with --tokenizer); ONNX without "
+        "--text: structure, weights, sizes, both run in ONNX Runtime on generated inputs (exit "
+        "5 when --threshold fails)",
     )  # fmt: skip
     add_text_flags(p)
     p.add_argument("--detailed", action="store_true", help="two ONNX files: per-weight analysis")
@@ -55,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bundler.validate import validate
 
-    if args.text is not None or args.ctx or args.chunks or args.threads:
+    if args.text is not None or args.ctx or args.chunks or args.threads or args.tokenizer:
         from bundler.cli.agreement import run_validate_text
 
         return run_validate_text(args)

@@ -160,13 +160,6 @@ def test_a_truncated_gguf_is_a_typed_error_naming_the_file(
     assert "Traceback" not in done.stderr
 
 
-def test_onnx_models_with_a_text_are_a_usage_error(silero_vad_onnx, build_md):
-    model = str(silero_vad_onnx["silero_vad.onnx"])
-    done = run_cli("validate", model, model, "--text", str(build_md))
-    assert done.returncode == 2
-    assert "tokenizer" in done.stderr and "without --text" in done.stderr
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -145,12 +145,26 @@ def planned_size(bundle: Bundle, path: str | os.PathLike[str], **options: Any) -
     return sum(plan.size for plan in plans)
 
 
-def language_model(path: str, *, context: int, threads: int | None = None) -> Any:
+def language_model(
+    path: str, *, context: int, threads: int | None = None, tokenizer: Any = None
+) -> Any:
     """The model at `path` loaded in llama.cpp (the optional extra `bundler[llama]`) with a
-    context of `context` tokens: `bundler.agreement`'s runtime for GGUF files (llama.py)."""
+    context of `context` tokens: `bundler.agreement`'s runtime for GGUF files (llama.py). A
+    GGUF model tokenizes with its own vocabulary: a `tokenizer` given for the models that
+    carry none is closed unused (the comparison checks that both tokenize alike)."""
     from bundler.containers.gguf.llama import LlamaModel
 
+    if tokenizer is not None:
+        tokenizer.close()
     return LlamaModel(path, context, threads)
+
+
+def tokenizer(path: str) -> Any:
+    """The vocabulary of the GGUF file at `path` as a tokenizer for models in formats that
+    carry none (llama.py's `LlamaVocab`, the optional extra `bundler[llama]`)."""
+    from bundler.containers.gguf.llama import LlamaVocab
+
+    return LlamaVocab(path)
 
 
 def _big_endian(bundle: Bundle, asked: bool | None) -> bool:

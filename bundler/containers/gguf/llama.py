@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,19 @@ def _log_collected(lib: ModuleType) -> Iterator[list[str]]:
         lib.llama_log_set(_logger.llama_log_callback, None)
 
 
+def _loaded(lib: ModuleType, path: str, what: str, **params: Any) -> Any:
+    """`llama_cpp.Llama` of the file at `path`; a file llama.cpp refuses is a typed error
+    giving llama.cpp's reason for not loading `what`."""
+    with _log_collected(lib) as log:
+        try:
+            return lib.Llama(model_path=path, verbose=False, **params)
+        except (ValueError, RuntimeError) as exc:
+            reason = "; ".join(line for line in log if line) or str(exc)
+            raise UnsupportedFormatError(
+                path, None, f"llama.cpp cannot load {what}: {reason}"
+            ) from None
+
+
 class LlamaModel:
     """One GGUF model loaded by llama.cpp with a context of `context` tokens, every
     position's logits kept (`logits_all`)."""
@@ -58,17 +72,10 @@ class LlamaModel:
         lib = llama_cpp()
         self.runtime = f"llama.cpp (llama-cpp-python {lib.__version__})"
         workers = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
-        with _log_collected(lib) as log:
-            try:
-                self._llama = lib.Llama(
-                    model_path=self.path, n_ctx=context, n_batch=context, n_ubatch=context,
-                    logits_all=True, verbose=False, **workers,
-                )  # fmt: skip
-            except (ValueError, RuntimeError) as exc:
-                reason = "; ".join(line for line in log if line) or str(exc)
-                raise UnsupportedFormatError(
-                    self.path, None, f"llama.cpp cannot load it: {reason}"
-                ) from None
+        self._llama = _loaded(
+            lib, self.path, "it", n_ctx=context, n_batch=context, n_ubatch=context,
+            logits_all=True, **workers,
+        )  # fmt: skip
         model = self._llama._model
         if model.add_eos_token():
             self.close()
@@ -93,6 +100,27 @@ class LlamaModel:
         except RuntimeError as exc:
             raise BundlerError(f"{self.path}: llama.cpp failed to run the text: {exc}") from None
         return self._llama.scores[first : len(tokens) - 1]
+
+    def close(self) -> None:
+        self._llama.close()
+
+
+class LlamaVocab:
+    """The vocabulary of a GGUF file loaded by llama.cpp without its weights: the tokenizer
+    of a model in a format that carries none (an ONNX export), as `LlamaModel` tokenizes."""
+
+    def __init__(self, path: str):
+        from bundler.containers import open_header
+
+        self.path = os.fspath(path)
+        open_header(self.path)
+        self._llama = _loaded(llama_cpp(), self.path, "its vocabulary", vocab_only=True)
+        model = self._llama._model
+        self.vocab_size = int(self._llama.n_vocab())
+        self.bos = int(self._llama.token_bos()) if model.add_bos_token() else None
+
+    def tokenize(self, text: bytes) -> list[int]:
+        return list(self._llama.tokenize(text, add_bos=True, special=False))
 
     def close(self) -> None:
         self._llama.close()

@@ -95,16 +95,15 @@ def benchmark_models(original: str, quantized: str, **options: Any) -> dict[str,
     return benchmark(original, quantized, **options)
 
 
-def language_model(path: str, **options: Any) -> Any:
-    """Not offered: an ONNX file carries no tokenizer, so a text cannot be turned into its
-    inputs; two ONNX models are compared on generated inputs instead (`compare_models`)."""
-    from bundler.errors import UsageError
+def language_model(
+    path: str, *, context: int, threads: int | None = None, tokenizer: Any = None
+) -> Any:
+    """The causal language model at `path` in ONNX Runtime, its text tokenized by
+    `tokenizer` (another format's `tokenizer(path)`): `bundler.agreement`'s runtime for ONNX
+    files (language.py)."""
+    from bundler.containers.onnx.language import OnnxLanguageModel
 
-    raise UsageError(
-        f"{path}: --text needs the model's tokenizer, which an ONNX file does not carry; "
-        "compare two ONNX models without --text (both run in ONNX Runtime on generated inputs), "
-        "or compare their GGUF versions over the text"
-    )
+    return OnnxLanguageModel(path, context, threads, tokenizer)
 
 
 __all__ = [
