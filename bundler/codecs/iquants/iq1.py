@@ -248,7 +248,7 @@ def encode(kind, src, dst, qw, n, lo, hi, levels, plus, minus, kmap, nb):
     scales = np.empty(16, np.float32)
     shifts = np.empty(16, np.int64)
     for b in range(lo, hi):
-        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n, lattice.F2)
         if not finite:
             bad += 1
             continue

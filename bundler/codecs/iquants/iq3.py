@@ -193,7 +193,7 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb):
     scales = np.empty(QK // QB, np.float32)
     bad = 0
     for b in range(lo, hi):
-        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n, lattice.F2)
         if not finite:
             bad += 1
             continue

@@ -1,4 +1,4 @@
-"""What the lattice encoders (IQ3, IQ1) do alike for every super-block of 256 values."""
+"""What the lattice encoders (IQ3, IQ2, IQ1) do alike for every super-block of 256 values."""
 
 from __future__ import annotations
 
@@ -14,25 +14,27 @@ FLT_MAX = np.float32(3.4028234663852886e38)
 
 
 @njit(**JIT, inline="always")
-def begin(src, dst, b, nbytes, n):
+def begin(src, dst, b, nbytes, n, factor):
     """Super-block b of the flattened rows of n values: its values, its bytes (zeroed), its
-    first column, sigma2 (twice its mean square, summed in order as ggml sums it) and
-    whether its values are all finite."""
+    first column, sigma2 (`factor` times its mean square, summed in order as ggml sums it:
+    2 for IQ3, IQ2_S and IQ1, 1 for IQ2_XXS and IQ2_XS) and whether its values are all
+    finite."""
     x = src[b * QK : (b + 1) * QK]
     y = dst[b * nbytes : (b + 1) * nbytes]
     y[:] = 0
     s = F0
     for i in range(QK):
         s += x[i] * x[i]
-    return x, y, (b * QK) % n, F2 * s / F_QK, not nonfinite(x)
+    return x, y, (b * QK) % n, factor * s / F_QK, not nonfinite(x)
 
 
 @njit(**JIT, inline="always")
 def best_neighbour(nb, start, values, levels, x, w, at, scale, L):
-    """ggml's iq3_find_best_neighbour / iq1_find_best_neighbour2: of the grid points listed
-    at nb[start] (a count, then indices), the one nearest to x[at:at+dim] at `scale` by the
-    weighted squared distance to scale * values[point] (the first on a tie), its levels put in
-    L[at:at+dim]; -1 when no distance is below FLT_MAX (where ggml aborts)."""
+    """ggml's iq3_find_best_neighbour / iq2_find_best_neighbour / iq1_find_best_neighbour2:
+    of the grid points listed at nb[start] (a count, then indices), the one nearest to
+    x[at:at+dim] at `scale` by the weighted squared distance to scale * values[point] (the
+    first on a tie), its levels put in L[at:at+dim]; -1 when no distance is below FLT_MAX
+    (where ggml aborts)."""
     best = FLT_MAX
     index = -1
     for j in range(1, np.int64(nb[start]) + 1):
