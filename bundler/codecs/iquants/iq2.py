@@ -94,23 +94,24 @@ def _encoder(name: str):
 
     @njit(**JIT)
     def encode(src, dst, qw, n, lo, hi, values, levels, kmap, neighbours):
+        # make_qp_quants of IQ2_XXS takes its sub-blocks side by side (QX, QW, QL, QS)
+        return blocks(
+            src, dst, qw, n, lo, hi, values, levels, kmap, neighbours,
+            np.empty((nsub, G), np.float32), np.empty((nsub, G), np.float32),
+            np.empty((nsub, G), np.float32), np.zeros((nsub, ngroups), np.int32),
+            np.zeros((nsub, ngroups), np.int64), np.empty(nsub, np.float32),
+            np.empty(G, np.int32), np.empty(G, np.int32), np.empty(ngroups, np.bool_),
+            np.empty(ngroups, np.bool_), np.empty((G, nsub), np.float32),
+            np.empty((G, nsub), np.float32), np.empty((G, nsub), np.int32),
+            np.empty((8, nsub), np.float32), np.empty(nsub, np.float32),
+        )  # fmt: skip
+
+    @njit(**lattice.NO_NRT)
+    def blocks(
+        src, dst, qw, n, lo, hi, values, levels, kmap, neighbours,
+        XV, W, WA, signs, index, scales, L, Laux, on, on_aux, QX, QW, QL, QS, qscale,
+    ):  # fmt: skip
         weighted = qw.size > 0
-        XV = np.empty((nsub, G), np.float32)
-        W = np.empty((nsub, G), np.float32)
-        WA = np.empty((nsub, G), np.float32)
-        signs = np.zeros((nsub, ngroups), np.int32)
-        index = np.zeros((nsub, ngroups), np.int64)
-        scales = np.empty(nsub, np.float32)
-        L = np.empty(G, np.int32)
-        Laux = np.empty(G, np.int32)
-        on = np.empty(ngroups, np.bool_)
-        on_aux = np.empty(ngroups, np.bool_)
-        # make_qp_quants of IQ2_XXS, its sub-blocks side by side
-        QX = np.empty((G, nsub), np.float32)
-        QW = np.empty((G, nsub), np.float32)
-        QL = np.empty((G, nsub), np.int32)
-        QS = np.empty((8, nsub), np.float32)
-        qscale = np.empty(nsub, np.float32)
         bad = 0
         for b in range(lo, hi):
             x, y, col, sigma2, finite = lattice.begin(src, dst, b, size, n, sigma_factor)
@@ -179,7 +180,8 @@ def _encoder(name: str):
                 best = F0
                 for k in range(ngroups):
                     on[k] = True
-                    L[8 * k : 8 * k + 8] = 0
+                    for i in range(8):
+                        L[8 * k + i] = 0
                 for step in range(-ntry, ntry + 1):
                     inv = (F5 + np.float32(step) * TENTH) / base
                     this_scale = F1 / inv
@@ -191,13 +193,18 @@ def _encoder(name: str):
                             return -(1 + b)
                     sumqx, sumq2 = fit_sums(xv, w, Laux)
                     if sumq2 > F0 and sumqx * sumqx > best * sumq2:
-                        L[:] = Laux
-                        on[:] = on_aux
+                        for i in range(G):
+                            L[i] = Laux[i]
+                        for k in range(ngroups):
+                            on[k] = on_aux[k]
                         scale = sumqx / sumq2
                         best = scale * sumqx
                 refit = scale > F0
                 if kind != XXS:
-                    refit = refit and not on.all()
+                    all_on = True
+                    for k in range(ngroups):
+                        all_on = all_on and on[k]
+                    refit = refit and not all_on
                 if refit:
                     inv = F1 / scale
                     for k in range(ngroups):

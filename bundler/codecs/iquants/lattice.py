@@ -11,6 +11,11 @@ QK = 256
 F2 = np.float32(2.0)
 F_QK = np.float32(QK)
 FLT_MAX = np.float32(3.4028234663852886e38)
+#: The search loops are compiled without reference counting: numba's atomic increments and
+#: decrements of every array handed to a helper took over half their time. Their scratch
+#: arrays are made by a caller that counts references, and they copy arrays element by
+#: element (a slice assignment needs the counting).
+NO_NRT = {**JIT, "_nrt": False}
 
 
 @njit(**JIT, inline="always")
@@ -21,7 +26,8 @@ def begin(src, dst, b, nbytes, n, factor):
     finite."""
     x = src[b * QK : (b + 1) * QK]
     y = dst[b * nbytes : (b + 1) * nbytes]
-    y[:] = 0
+    for i in range(nbytes):
+        y[i] = 0
     s = F0
     for i in range(QK):
         s += x[i] * x[i]
