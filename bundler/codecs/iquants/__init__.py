@@ -12,7 +12,7 @@ import numpy as np
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32
-from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4
+from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4, lattice
 from bundler.codecs.iquants.grid_points import POINTS_HEX
 from bundler.codecs.kernels import Kernel, range_kernel, split_run
 
@@ -72,10 +72,12 @@ def _grid8_values(name: str) -> np.ndarray:
 
 
 def _grid8_iq2(name: str):
+    @functools.cache
     def tables():
         g = grid8.grid(name)
         levels = (g.lattice.astype(np.int32) - 1) // 2
-        return g.lattice.astype(np.float32), levels, g.kmap, g.neighbours
+        values = g.lattice.astype(np.float32)
+        return values, lattice.transposed(g.neighbours, values), levels, g.kmap, g.neighbours
 
     return tables
 

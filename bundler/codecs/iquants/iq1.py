@@ -86,7 +86,9 @@ def _on_grid(L, at, scale, xb, w, values, levels, kmap, nb):
     if g >= 0:
         return np.int64(g), True
     start = np.int64(-g - 1)
-    return lattice.best_neighbour(nb, start, values, levels, xb, w, at, scale, L), False
+    return lattice.best_neighbour(
+        nb, start, values, lattice.NO_TABLE, levels, xb, w, at, scale, L, lattice.NO_TABLE
+    ), False
 
 
 @njit(**JIT, inline="always")

@@ -46,7 +46,7 @@ MAXL = 2
 
 
 @njit(**JIT, inline="always")
-def fit_group(xv, wa, off, inv, scale, values, levels, kmap, neighbours, L):
+def fit_group(xv, wa, off, inv, scale, values, table, levels, kmap, neighbours, L, d2):
     """The levels of the 8 values from `off` at 1 / scale `inv` into L: the nearest lattice
     point, or, off the grid, its best neighbour at `scale`; returns (on the grid, index or
     -1 where ggml asserts)."""
@@ -59,7 +59,7 @@ def fit_group(xv, wa, off, inv, scale, values, levels, kmap, neighbours, L):
     if g >= 0:
         return True, np.int64(g)
     return False, lattice.best_neighbour(
-        neighbours, np.int64(-g - 1), values, levels, xv, wa, off, scale, L
+        neighbours, np.int64(-g - 1), values, table, levels, xv, wa, off, scale, L, d2
     )
 
 
@@ -76,10 +76,11 @@ def fit_sums(xv, w, L):
 
 
 def _encoder(name: str):
-    """The compiled encoder `(src, dst, qw, n, lo, hi, values, levels, kmap, neighbours)` of
-    one IQ2 type: super-blocks lo .. hi-1 of the flattened rows of n values, with per-column
-    importance `qw` (empty: IQ2_S's quantizer without weights), searched on the grid's
-    lattice coordinates `values` (2l + 1, float32) whose levels are `levels`. Returns the
+    """The compiled encoder `(src, dst, qw, n, lo, hi, values, table, levels, kmap,
+    neighbours)` of one IQ2 type: super-blocks lo .. hi-1 of the flattened rows of n values,
+    with per-column importance `qw` (empty: IQ2_S's quantizer without weights), searched on
+    the grid's lattice coordinates `values` (2l + 1, float32; `table`: the same laid out for
+    the long neighbour lists by `lattice.transposed`) whose levels are `levels`. Returns the
     count of super-blocks holding a NaN or infinity, or -(1 + block) for the first block
     where ggml's asserts abort (a neighbour search with no finite error, a point off the
     grid or a scale that is not >= 0: the weights overflowed)."""
@@ -93,10 +94,11 @@ def _encoder(name: str):
     sigma_factor = np.float32(2.0 if kind == S else 1.0)
 
     @njit(**JIT)
-    def encode(src, dst, qw, n, lo, hi, values, levels, kmap, neighbours):
+    def encode(src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours):
         # make_qp_quants of IQ2_XXS takes its sub-blocks side by side (QX, QW, QL, QS)
         return blocks(
-            src, dst, qw, n, lo, hi, values, levels, kmap, neighbours,
+            src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours,
+            np.empty(levels.shape[0], np.float32),
             np.empty((nsub, G), np.float32), np.empty((nsub, G), np.float32),
             np.empty((nsub, G), np.float32), np.zeros((nsub, ngroups), np.int32),
             np.zeros((nsub, ngroups), np.int64), np.empty(nsub, np.float32),
@@ -108,7 +110,7 @@ def _encoder(name: str):
 
     @njit(**lattice.NO_NRT)
     def blocks(
-        src, dst, qw, n, lo, hi, values, levels, kmap, neighbours,
+        src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours, d2,
         XV, W, WA, signs, index, scales, L, Laux, on, on_aux, QX, QW, QL, QS, qscale,
     ):  # fmt: skip
         weighted = qw.size > 0
@@ -187,7 +189,18 @@ def _encoder(name: str):
                     this_scale = F1 / inv
                     for k in range(ngroups):
                         on_aux[k], g = fit_group(
-                            xv, wa, 8 * k, inv, this_scale, values, levels, kmap, neighbours, Laux
+                            xv,
+                            wa,
+                            8 * k,
+                            inv,
+                            this_scale,
+                            values,
+                            table,
+                            levels,
+                            kmap,
+                            neighbours,
+                            Laux,
+                            d2,
                         )
                         if g < 0:
                             return -(1 + b)
@@ -210,7 +223,18 @@ def _encoder(name: str):
                     for k in range(ngroups):
                         if kind == XXS or not on[k]:
                             _, g = fit_group(
-                                xv, wa, 8 * k, inv, scale, values, levels, kmap, neighbours, L
+                                xv,
+                                wa,
+                                8 * k,
+                                inv,
+                                scale,
+                                values,
+                                table,
+                                levels,
+                                kmap,
+                                neighbours,
+                                L,
+                                d2,
                             )
                             if g < 0:
                                 return -(1 + b)

@@ -77,7 +77,17 @@ def _snap(xval, waux, at, scale, odd, levels, kmap, nb, lv):
     if g >= 0:
         return True, np.int64(g)
     return False, lattice.best_neighbour(
-        nb, np.int64(-g - 1), odd, levels, xval, waux, at, scale, lv
+        nb,
+        np.int64(-g - 1),
+        odd,
+        lattice.NO_TABLE,
+        levels,
+        xval,
+        waux,
+        at,
+        scale,
+        lv,
+        lattice.NO_TABLE,
     )
 
 
@@ -186,52 +196,19 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb):
     values each; `qw` the per-column importance, or empty); returns the count of blocks with
     NaN or infinity, or -(1 + block) for the first block where the reference aborts."""
     return _blocks(
-        kind,
-        src,
-        dst,
-        qw,
-        n,
-        lo,
-        hi,
-        odd,
-        levels,
-        kmap,
-        nb,
-        np.empty(QB, np.float32),
-        np.empty(QB, np.float32),
-        np.empty(QB, np.float32),
-        np.empty(QB, np.int32),
-        np.empty(QB, np.int32),
-        np.empty(QB // 4, np.bool_),
-        np.empty(QB // 4, np.bool_),
-        np.empty(QB // 8, np.int64),
+        kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb,
+        np.empty(QB, np.float32), np.empty(QB, np.float32), np.empty(QB, np.float32),
+        np.empty(QB, np.int32), np.empty(QB, np.int32), np.empty(QB // 4, np.bool_),
+        np.empty(QB // 4, np.bool_), np.empty(QB // 8, np.int64),
         np.empty(QK // QB, np.float32),
-    )
+    )  # fmt: skip
 
 
 @njit(**NO_NRT)
 def _blocks(
-    kind,
-    src,
-    dst,
-    qw,
-    n,
-    lo,
-    hi,
-    odd,
-    levels,
-    kmap,
-    nb,
-    w,
-    waux,
-    xval,
-    L,
-    Laux,
-    on,
-    on_aux,
-    signs,
-    scales,
-):
+    kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb,
+    w, waux, xval, L, Laux, on, on_aux, signs, scales,
+):  # fmt: skip
     weighted = qw.size > 0
     nbytes = XXS_BYTES if kind == XXS else S_BYTES
     bad = 0

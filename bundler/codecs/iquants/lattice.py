@@ -34,25 +34,76 @@ def begin(src, dst, b, nbytes, n, factor):
     return x, y, (b * QK) % n, factor * s / F_QK, not nonfinite(x)
 
 
+def transposed(nb: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The values of the points of each neighbour list in `nb` (a count, then that many
+    point indices, from `start`), laid out for `best_neighbour`: coordinate i of the j-th
+    point of the list at `start` at [dim * start + i * count + j]."""
+    out = np.zeros(values.shape[1] * nb.size, np.float32)
+    _transpose(nb, values, out)
+    out.flags.writeable = False
+    return out
+
+
+@njit(**JIT)
+def _transpose(nb, values, out):
+    dim = values.shape[1]
+    start = 0
+    while start < nb.size:
+        count = np.int64(nb[start])
+        for j in range(count):
+            g = np.int64(nb[start + 1 + j])
+            for i in range(dim):
+                out[dim * start + i * count + j] = values[g, i]
+        start += count + 1
+
+
+#: Lists at least this long are searched point-parallel on a `transposed` table, when given.
+LONG = 16
+#: No transposed table: every list searched point by point (the short lists of IQ3, and
+#: IQ1's, whose search was no faster point-parallel).
+NO_TABLE = np.empty(0, np.float32)
+
+
 @njit(**JIT, inline="always")
-def best_neighbour(nb, start, values, levels, x, w, at, scale, L):
+def best_neighbour(nb, start, values, table, levels, x, w, at, scale, L, d2):
     """ggml's iq3_find_best_neighbour / iq2_find_best_neighbour / iq1_find_best_neighbour2:
     of the grid points listed at nb[start] (a count, then indices), the one nearest to
-    x[at:at+dim] at `scale` by the weighted squared distance to scale * values[point] (the
-    first on a tie), its levels put in L[at:at+dim]; -1 when no distance is below FLT_MAX
-    (where ggml aborts)."""
+    x[at:at+dim] at `scale` by the weighted squared distance to scale * its values
+    (`values`, or for a long list the same laid out by `transposed` in `table`; the first on
+    a tie), its levels put in L[at:at+dim]; -1 when no distance is below FLT_MAX (where
+    ggml aborts). `d2`: room for a list's distances when there is a table. Each distance
+    sums its terms in ggml's order; a long list's points are taken side by side, so that
+    the loop vectorises."""
+    count = np.int64(nb[start])
+    dim = levels.shape[1]
     best = FLT_MAX
-    index = -1
-    for j in range(1, np.int64(nb[start]) + 1):
-        g = np.int64(nb[start + j])
-        d2 = F0
-        for i in range(values.shape[1]):
-            diff = scale * values[g, i] - x[at + i]
-            d2 += w[at + i] * diff * diff
-        if d2 < best:
-            best = d2
-            index = g
+    index = np.int64(-1)
+    if count < LONG or table.size == 0:
+        for j in range(1, count + 1):
+            g = np.int64(nb[start + j])
+            d = F0
+            for i in range(dim):
+                diff = scale * values[g, i] - x[at + i]
+                d += w[at + i] * diff * diff
+            if d < best:
+                best = d
+                index = g
+    else:
+        base = dim * start
+        for j in range(count):
+            d2[j] = F0
+        for i in range(dim):
+            xi = x[at + i]
+            wi = w[at + i]
+            row = base + i * count
+            for j in range(count):
+                diff = scale * table[row + j] - xi
+                d2[j] += wi * diff * diff
+        for j in range(count):
+            if d2[j] < best:
+                best = d2[j]
+                index = np.int64(nb[start + 1 + j])
     if index >= 0:
-        for i in range(values.shape[1]):
+        for i in range(dim):
             L[at + i] = levels[index, i]
     return index
