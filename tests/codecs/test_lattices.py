@@ -1,10 +1,11 @@
 """The IQ3 lattices (bundler/codecs/iquants/grid4.py) against the gguf package's tables and
 the C library's decoding, the IQ1 decoders' grid values against grid8's, and the blocks
-ggml's lattice searches abort on: refused by bundler with a typed error naming the block,
-where the C library kills the process."""
+ggml's lattice searches (IQ3, IQ2, IQ1) abort on: refused by bundler with a typed error
+naming the first such block, where the C library kills the process."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from test_c_oracle import ggml_c  # noqa: F401  (the C library fixture)
 
-from bundler.codecs import registry
+from bundler.codecs import kernel_threads, registry
 from bundler.codecs.iquants import grid4
 from bundler.errors import UsageError
 
@@ -80,18 +81,25 @@ def test_iq1_decoders_take_grid8_values_without_building_its_search_tables():
         np.testing.assert_array_equal(iquants._grid8_values(name), grid8.grid(name).values)
 
 
-def _overflowing() -> np.ndarray:
-    """Three rows of 512: the last super-block alternates 1e-45 and 1e38, which overflows
-    every lattice search (IQ1's only from such magnitudes)."""
+def _overflow(name: str) -> np.ndarray:
+    """A super-block that overflows the lattice search of `name`: 1e-45 and 1e38 alternating
+    (IQ1's only from such magnitudes), for IQ2_XXS (whose search survives that one) 1e38
+    throughout."""
+    pair = [1e38, 1e38] if name == "iq2_xxs" else [1e-45, 1e38]
+    return np.resize(np.array(pair, np.float32), 256)
+
+
+def _overflowing(name: str) -> np.ndarray:
+    """Three rows of 512, the last super-block one that overflows the search of `name`."""
     x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32)
-    x[2, 256:] = np.resize(np.array([1e-45, 1e38], np.float32), 256)
+    x[2, 256:] = _overflow(name)
     return x
 
 
 @pytest.mark.oracle_c
-@pytest.mark.parametrize("name", [*TYPES, "iq1_s", "iq1_m"])
+@pytest.mark.parametrize("name", [*TYPES, "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m"])
 def test_a_block_whose_search_overflows_is_refused_where_the_c_library_aborts(ggml_c, name):  # noqa: F811
-    x = _overflowing()
+    x = _overflowing(name)
     codec = registry.get(name)
     w = np.linspace(0.5, 2.0, 512, dtype=np.float32) if codec.facts.requires_importance else None
     with pytest.raises(UsageError, match=r"block of 256 values from index \(2, 256\).*aborts"):
@@ -115,4 +123,24 @@ def test_a_block_whose_search_overflows_is_refused_where_the_c_library_aborts(gg
     run = subprocess.run(
         [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True
     )
-    assert run.returncode < 0 and "GGML_ASSERT" in run.stderr, (run.returncode, run.stderr)
+    # an assertion, or (IQ2_XXS's point off its grid) ggml's "Oops" and abort
+    assert run.returncode < 0 and re.search("GGML_ASSERT|fatal error", run.stderr), (
+        run.returncode,
+        run.stderr,
+    )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", [*TYPES, "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m"])
+def test_the_refusal_names_the_first_overflowing_block_whatever_the_thread_split(name, threads):
+    x = np.random.default_rng(4).standard_normal((64, 512)).astype(np.float32)
+    overflow = _overflow(name)
+    x[50, :256] = overflow  # in the second thread's half
+    x[30, 256:] = overflow  # the first, in the first thread's half
+    codec = registry.get(name)
+    w = np.linspace(0.5, 2.0, 512, dtype=np.float32) if codec.facts.requires_importance else None
+    with kernel_threads(threads), pytest.raises(UsageError, match=r"from index \(30, 256\)"):
+        codec.encode(x, importance=w)
+    x[30] = x[29]
+    with kernel_threads(threads), pytest.raises(UsageError, match=r"from index \(50, 0\)"):
+        codec.encode(x, importance=w)

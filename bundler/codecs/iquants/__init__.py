@@ -6,16 +6,15 @@ an importance matrix (one weight per column, ggml's `quant_weights`), and their 
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import numpy as np
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32
-from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4
+from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4, lattice
 from bundler.codecs.iquants.grid_points import POINTS_HEX
 from bundler.codecs.kernels import Kernel, range_kernel, split_run
-from bundler.errors import UsageError
 
 
 def _kernel(name: str, encoder, decoder, *decode_args) -> Kernel:
@@ -25,10 +24,11 @@ def _kernel(name: str, encoder, decoder, *decode_args) -> Kernel:
     )
 
 
-def _lattice_kernel(name: str, module, kind: int, tables, decoder, *decode_args) -> Kernel:
-    """The kernel of a lattice type: `module.encode(kind, ...)` over the search tables
-    `tables()` gives (built on first use), returning -(1 + first value) of the first block
-    the C library aborts on."""
+def _lattice_kernel(name: str, encoder, tables, decoder, *decode_args) -> Kernel:
+    """The kernel of a lattice type: `encoder(src, dst, weights, n, lo, hi, *tables())`
+    over the search tables (built on first use), each thread's range returning its count
+    of non-finite blocks or -(1 + block) of its first block the C library aborts on; the
+    first such block of all is refused (as -(1 + its first value))."""
     none = np.empty(0, np.float32)
     block = BY_NAME[name].block_size
 
@@ -39,7 +39,7 @@ def _lattice_kernel(name: str, module, kind: int, tables, decoder, *decode_args)
         aborts: list[int] = []
 
         def run(lo: int, hi: int) -> int:
-            found = module.encode(kind, flat, out, weights, src.shape[-1], lo, hi, *search)
+            found = encoder(flat, out, weights, src.shape[-1], lo, hi, *search)
             if found < 0:
                 aborts.append(-found - 1)
                 return 0
@@ -71,44 +71,15 @@ def _grid8_values(name: str) -> np.ndarray:
     return np.asarray(params.levels, np.float32)[grid8.levels_of(points)]
 
 
-def _iq2(name: str) -> Kernel:
-    """The kernel of an IQ2 type: its grid's tables (built on first use) passed to the
-    compiled search, and searches where ggml asserts (and the C library aborts) refused,
-    non-finite values first."""
-    made: list[Kernel] = []
+def _grid8_iq2(name: str):
+    @functools.cache
+    def tables():
+        g = grid8.grid(name)
+        levels = (g.lattice.astype(np.int32) - 1) // 2
+        values = g.lattice.astype(np.float32)
+        return values, lattice.transposed(g.neighbours, values), levels, g.kmap, g.neighbours
 
-    def kernel() -> Kernel:
-        if not made:
-            g = grid8.grid(name)
-            facts = BY_NAME[name]
-            made.append(
-                range_kernel(
-                    iq2.ENCODERS[name],
-                    iq2.DECODERS[name],
-                    facts.block_size,
-                    facts.type_size,
-                    HALF_TO_F32,
-                    g.values,
-                    encode_args=(g.lattice, g.kmap, g.neighbours),
-                )
-            )
-        return made[0]
-
-    def encode(src: np.ndarray, dst: np.ndarray, importance: Any = None) -> int:
-        result = kernel().encode(src, dst, importance)
-        bad, aborts = result % iq2.BIG, result // iq2.BIG
-        if aborts and not bad:
-            raise UsageError(
-                f"{name} cannot encode these values: ggml's grid search fails {aborts} "
-                "time(s) on them (the C library aborts): the magnitudes or the importance "
-                "weights overflow its float32 arithmetic"
-            )
-        return bad
-
-    def decode(raw: np.ndarray, dst: np.ndarray) -> None:
-        kernel().decode(raw, dst)
-
-    return Kernel(encode, decode)
+    return tables
 
 
 KERNELS: dict[str, Kernel] = {
@@ -116,19 +87,38 @@ KERNELS: dict[str, Kernel] = {
     "iq4_xs": _kernel("iq4_xs", iq4.encode_xs, iq4.decode_xs),
     "iq3_xxs": _lattice_kernel(
         "iq3_xxs",
-        iq3,
-        iq3.XXS,
+        functools.partial(iq3.encode, iq3.XXS),
         _grid4("iq3_xxs"),
         iq3.decode_xxs,
         grid4.decoded("iq3_xxs"),
         iq3.SIGNS,
     ),
     "iq3_s": _lattice_kernel(
-        "iq3_s", iq3, iq3.S, _grid4("iq3_s"), iq3.decode_s, grid4.decoded("iq3_s")
+        "iq3_s",
+        functools.partial(iq3.encode, iq3.S),
+        _grid4("iq3_s"),
+        iq3.decode_s,
+        grid4.decoded("iq3_s"),
     ),
     **{
-        name: _lattice_kernel(name, iq1, kind, _grid8(name), iq1.decode, _grid8_values(name), kind)
+        name: _lattice_kernel(
+            name,
+            functools.partial(iq1.encode, kind),
+            _grid8(name),
+            iq1.decode,
+            _grid8_values(name),
+            kind,
+        )
         for name, kind in (("iq1_s", iq1.IQ1_S), ("iq1_m", iq1.IQ1_M))
     },
-    **{name: _iq2(name) for name in iq2.KINDS},
+    **{
+        name: _lattice_kernel(
+            name,
+            iq2.ENCODERS[name],
+            _grid8_iq2(name),
+            iq2.DECODERS[name],
+            _grid8_values(name),
+        )
+        for name in iq2.KINDS
+    },
 }

@@ -86,7 +86,9 @@ def _on_grid(L, at, scale, xb, w, values, levels, kmap, nb):
     if g >= 0:
         return np.int64(g), True
     start = np.int64(-g - 1)
-    return lattice.best_neighbour(nb, start, values, levels, xb, w, at, scale, L), False
+    return lattice.best_neighbour(
+        nb, start, values, lattice.NO_TABLE, levels, xb, w, at, scale, L, lattice.NO_TABLE
+    ), False
 
 
 @njit(**JIT, inline="always")
@@ -114,7 +116,7 @@ def _max_abs(xb, m):
     return vmax
 
 
-@njit(**JIT)
+@njit(**lattice.NO_NRT)
 def _search_s(xb, w, idx, sumx, sumw, L):
     """IQ1_S's boundary search over one sorted sub-block of 32: (scale, shift 1 or -1, or 0
     when no split fits)."""
@@ -155,13 +157,14 @@ def _search_s(xb, w, idx, sumx, sumw, L):
     return scale, shift
 
 
-@njit(**JIT)
+@njit(**lattice.NO_NRT)
 def _search_m(xb, w, idx, px, pw, L):
     """IQ1_M's boundary search over one sorted sub-block of 16, with a delta sign per half:
     (scale, shift kind 0..3, or -1 when no split fits)."""
     m = 16
-    px[:, 0] = F0
-    pw[:, 0] = F0
+    for h in range(2):
+        px[h, 0] = F0
+        pw[h, 0] = F0
     for j in range(m):
         i = idx[j]
         h = 0 if i < m // 2 else 1
@@ -232,23 +235,27 @@ def encode(kind, src, dst, qw, n, lo, hi, levels, plus, minus, kmap, nb):
     flattened rows (n values each; `qw` the per-column importance, or empty); returns the
     count of blocks with NaN or infinity, or -(1 + block) for the first block whose
     neighbour search overflows."""
+    return _blocks(
+        kind, src, dst, qw, n, lo, hi, levels, plus, minus, kmap, nb,
+        np.empty(32, np.float32), np.empty(32, np.int64), np.empty(32, np.int64),
+        np.empty(4, np.int64), np.empty(33, np.float32), np.empty(33, np.float32),
+        np.empty((2, 17), np.float32), np.empty((2, 17), np.float32),
+        np.empty(16, np.float32), np.empty(16, np.int64),
+    )  # fmt: skip
+
+
+@njit(**lattice.NO_NRT)
+def _blocks(
+    kind, src, dst, qw, n, lo, hi, levels, plus, minus, kmap, nb,
+    w, idx, L, index, sumx, sumw, px, pw, scales, shifts,
+):  # fmt: skip
     bad = 0
     weighted = qw.size > 0
     m = SUB[kind]
     nsub = QK // m
     nbytes = S_BYTES if kind == IQ1_S else M_BYTES
-    w = np.empty(32, np.float32)
-    idx = np.empty(32, np.int64)
-    L = np.empty(32, np.int64)
-    index = np.empty(4, np.int64)
-    sumx = np.empty(33, np.float32)
-    sumw = np.empty(33, np.float32)
-    px = np.empty((2, 17), np.float32)
-    pw = np.empty((2, 17), np.float32)
-    scales = np.empty(16, np.float32)
-    shifts = np.empty(16, np.int64)
     for b in range(lo, hi):
-        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n, lattice.F2)
         if not finite:
             bad += 1
             continue

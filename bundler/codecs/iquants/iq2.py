@@ -30,14 +30,14 @@ from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
-from bundler.codecs.kquants.common import EPS, F0, F1, JIT, QK, TENTH, nearest, nonfinite
+from bundler.codecs.iquants import lattice
+from bundler.codecs.kquants.common import EPS, F0, F1, JIT, QK, TENTH, nearest
 from bundler.codecs.kquants.search import qp_lanes
 
 KINDS = {"iq2_xxs": 0, "iq2_xs": 1, "iq2_s": 2}
 XXS, XS, S = 0, 1, 2
 #: ggml's GROUP_MAX_EPS_IQ2_S (the others use GROUP_MAX_EPS)
 EPS_S = np.float32(1e-8)
-FLT_MAX = np.float32(3.4028235e38)
 F05, F025, F3, F5, F31 = (np.float32(v) for v in (0.5, 0.25, 3.0, 5.0, 31.0))
 #: IQ2_S stores d * 0.9875
 D_S = np.float32(0.9875)
@@ -46,28 +46,10 @@ MAXL = 2
 
 
 @njit(**JIT, inline="always")
-def best_neighbour(neighbours, start, lattice, xv, wa, off, scale):
-    """ggml's iq2_find_best_neighbour: the grid index among the neighbour list at `start`
-    with the least sum of wa * (scale * q - x)^2 over the 8 values from `off` (the first on
-    a tie; -1 when none is below FLT_MAX, where ggml asserts)."""
-    best_d2 = FLT_MAX
-    best = -1
-    for j in range(1, np.int32(neighbours[start]) + 1):
-        g = np.int32(neighbours[start + j])
-        d2 = F0
-        for i in range(8):
-            diff = scale * np.float32(lattice[g, i]) - xv[off + i]
-            d2 += wa[off + i] * diff * diff
-        if d2 < best_d2:
-            best_d2 = d2
-            best = g
-    return best
-
-
-@njit(**JIT, inline="always")
-def fit_group(xv, wa, off, inv, scale, lattice, kmap, neighbours, L):
+def fit_group(xv, wa, off, inv, scale, values, table, levels, kmap, neighbours, L, d2):
     """The levels of the 8 values from `off` at 1 / scale `inv` into L: the nearest lattice
-    point, or, off the grid, its best neighbour at `scale`; returns (on the grid, index)."""
+    point, or, off the grid, its best neighbour at `scale`; returns (on the grid, index or
+    -1 where ggml asserts)."""
     u = 0
     for i in range(8):
         q = max(0, min(MAXL, nearest(F05 * (inv * xv[off + i] - F1))))
@@ -75,12 +57,10 @@ def fit_group(xv, wa, off, inv, scale, lattice, kmap, neighbours, L):
         u |= q << (2 * i)
     g = kmap[u]
     if g >= 0:
-        return True, g
-    g = best_neighbour(neighbours, -g - 1, lattice, xv, wa, off, scale)
-    if g >= 0:
-        for i in range(8):
-            L[off + i] = (np.int32(lattice[g, i]) - 1) // 2
-    return False, g
+        return True, np.int64(g)
+    return False, lattice.best_neighbour(
+        neighbours, np.int64(-g - 1), values, table, levels, xv, wa, off, scale, L, d2
+    )
 
 
 @njit(**JIT, inline="always")
@@ -96,12 +76,14 @@ def fit_sums(xv, w, L):
 
 
 def _encoder(name: str):
-    """The compiled encoder `(src, dst, qw, n, lattice, kmap, neighbours, lo, hi) -> bad
-    blocks` of one IQ2 type: super-blocks lo .. hi-1 of the flattened rows of n values, with
-    per-column importance `qw` (empty: IQ2_S's quantizer without weights). Returns the
-    count of super-blocks holding a NaN or infinity, plus BIG times the count of the
-    searches where ggml's asserts abort (a neighbour search with no finite error, a point
-    off the grid or a scale that is not >= 0: the weights overflowed)."""
+    """The compiled encoder `(src, dst, qw, n, lo, hi, values, table, levels, kmap,
+    neighbours)` of one IQ2 type: super-blocks lo .. hi-1 of the flattened rows of n values,
+    with per-column importance `qw` (empty: IQ2_S's quantizer without weights), searched on
+    the grid's lattice coordinates `values` (2l + 1, float32; `table`: the same laid out for
+    the long neighbour lists by `lattice.transposed`) whose levels are `levels`. Returns the
+    count of super-blocks holding a NaN or infinity, or -(1 + block) for the first block
+    where ggml's asserts abort (a neighbour search with no finite error, a point off the
+    grid or a scale that is not >= 0: the weights overflowed)."""
     kind = KINDS[name]
     G = 32 if kind == XXS else 16  # values per sub-block (one scale each)
     ngroups = G // 8
@@ -112,34 +94,32 @@ def _encoder(name: str):
     sigma_factor = np.float32(2.0 if kind == S else 1.0)
 
     @njit(**JIT)
-    def encode(src, dst, qw, n, lattice, kmap, neighbours, lo, hi):
+    def encode(src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours):
+        # make_qp_quants of IQ2_XXS takes its sub-blocks side by side (QX, QW, QL, QS)
+        return blocks(
+            src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours,
+            np.empty(levels.shape[0], np.float32),
+            np.empty((nsub, G), np.float32), np.empty((nsub, G), np.float32),
+            np.empty((nsub, G), np.float32), np.zeros((nsub, ngroups), np.int32),
+            np.zeros((nsub, ngroups), np.int64), np.empty(nsub, np.float32),
+            np.empty(G, np.int32), np.empty(G, np.int32), np.empty(ngroups, np.bool_),
+            np.empty(ngroups, np.bool_), np.empty((G, nsub), np.float32),
+            np.empty((G, nsub), np.float32), np.empty((G, nsub), np.int32),
+            np.empty((8, nsub), np.float32), np.empty(nsub, np.float32),
+        )  # fmt: skip
+
+    @njit(**lattice.NO_NRT)
+    def blocks(
+        src, dst, qw, n, lo, hi, values, table, levels, kmap, neighbours, d2,
+        XV, W, WA, signs, index, scales, L, Laux, on, on_aux, QX, QW, QL, QS, qscale,
+    ):  # fmt: skip
         weighted = qw.size > 0
-        XV = np.empty((nsub, G), np.float32)
-        W = np.empty((nsub, G), np.float32)
-        WA = np.empty((nsub, G), np.float32)
-        signs = np.zeros((nsub, ngroups), np.int32)
-        index = np.zeros((nsub, ngroups), np.int32)
-        scales = np.empty(nsub, np.float32)
-        L = np.empty(G, np.int32)
-        Laux = np.empty(G, np.int32)
-        on = np.empty(ngroups, np.bool_)
-        on_aux = np.empty(ngroups, np.bool_)
-        # make_qp_quants of IQ2_XXS, its sub-blocks side by side
-        QX = np.empty((G, nsub), np.float32)
-        QW = np.empty((G, nsub), np.float32)
-        QL = np.empty((G, nsub), np.int32)
-        QS = np.empty((8, nsub), np.float32)
-        qscale = np.empty(nsub, np.float32)
         bad = 0
-        aborts = 0
         for b in range(lo, hi):
-            col = (b * QK) % n
-            x = src[b * QK : (b + 1) * QK]
-            bad += nonfinite(x)
-            sumx2 = F0
-            for i in range(QK):
-                sumx2 += x[i] * x[i]
-            sigma2 = sigma_factor * sumx2 / np.float32(QK)
+            x, y, col, sigma2, finite = lattice.begin(src, dst, b, size, n, sigma_factor)
+            if not finite:
+                bad += 1
+                continue
             for ib in range(nsub):
                 for i in range(G):
                     v = x[ib * G + i]
@@ -202,32 +182,62 @@ def _encoder(name: str):
                 best = F0
                 for k in range(ngroups):
                     on[k] = True
-                    L[8 * k : 8 * k + 8] = 0
+                    for i in range(8):
+                        L[8 * k + i] = 0
                 for step in range(-ntry, ntry + 1):
                     inv = (F5 + np.float32(step) * TENTH) / base
                     this_scale = F1 / inv
                     for k in range(ngroups):
                         on_aux[k], g = fit_group(
-                            xv, wa, 8 * k, inv, this_scale, lattice, kmap, neighbours, Laux
+                            xv,
+                            wa,
+                            8 * k,
+                            inv,
+                            this_scale,
+                            values,
+                            table,
+                            levels,
+                            kmap,
+                            neighbours,
+                            Laux,
+                            d2,
                         )
-                        aborts += 1 if g < 0 else 0
+                        if g < 0:
+                            return -(1 + b)
                     sumqx, sumq2 = fit_sums(xv, w, Laux)
                     if sumq2 > F0 and sumqx * sumqx > best * sumq2:
-                        L[:] = Laux
-                        on[:] = on_aux
+                        for i in range(G):
+                            L[i] = Laux[i]
+                        for k in range(ngroups):
+                            on[k] = on_aux[k]
                         scale = sumqx / sumq2
                         best = scale * sumqx
                 refit = scale > F0
                 if kind != XXS:
-                    refit = refit and not on.all()
+                    all_on = True
+                    for k in range(ngroups):
+                        all_on = all_on and on[k]
+                    refit = refit and not all_on
                 if refit:
                     inv = F1 / scale
                     for k in range(ngroups):
                         if kind == XXS or not on[k]:
-                            g = fit_group(xv, wa, 8 * k, inv, scale, lattice, kmap, neighbours, L)[
-                                1
-                            ]
-                            aborts += 1 if g < 0 else 0
+                            _, g = fit_group(
+                                xv,
+                                wa,
+                                8 * k,
+                                inv,
+                                scale,
+                                values,
+                                table,
+                                levels,
+                                kmap,
+                                neighbours,
+                                L,
+                                d2,
+                            )
+                            if g < 0:
+                                return -(1 + b)
                     sumqx, sumq2 = fit_sums(xv, w, L)
                     if sumq2 > F0:
                         scale = sumqx / sumq2
@@ -240,12 +250,12 @@ def _encoder(name: str):
                     for i in range(8):
                         u |= L[8 * k + i] << (2 * i)
                     index[ib, k] = kmap[u]
-                    aborts += 1 if kmap[u] < 0 else 0
-                aborts += 0 if scale >= F0 else 1
+                    if kmap[u] < 0:
+                        return -(1 + b)
+                if not scale >= F0:
+                    return -(1 + b)
                 scales[ib] = scale
                 max_scale = max_scale if max_scale > scale else scale
-            y = dst[b * size : (b + 1) * size]
-            y[:] = 0
             if max_scale == F0:
                 continue
             d = max_scale / F31
@@ -254,7 +264,7 @@ def _encoder(name: str):
             for ib in range(nsub):
                 ls = max(0, min(15, nearest(F05 * (inv * scales[ib] - F1))))
                 for k in range(ngroups):
-                    g = max(0, index[ib, k])  # -1: the sub-block is zero (or ggml aborts)
+                    g = max(0, index[ib, k])  # -1: the sub-block is zero
                     s = signs[ib, k] if index[ib, k] >= 0 else 0
                     if kind == XXS:
                         y[2 + 8 * ib + k] = g
@@ -276,13 +286,9 @@ def _encoder(name: str):
                     y[size - 8 + ib // 2] = ls
                 else:
                     y[size - 8 + ib // 2] |= ls << 4
-        return bad + BIG * aborts
+        return bad
 
     return encode
-
-
-#: Multiplies the count of super-blocks where ggml would abort in an encoder's result.
-BIG = 1 << 32
 
 
 @njit(**JIT)

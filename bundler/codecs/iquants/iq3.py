@@ -38,6 +38,7 @@ from numba import njit
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
 from bundler.codecs.iquants import lattice
+from bundler.codecs.iquants.lattice import NO_NRT
 from bundler.codecs.kquants.common import F0, F1, JIT, nearest
 
 XXS, S = 0, 1
@@ -76,7 +77,17 @@ def _snap(xval, waux, at, scale, odd, levels, kmap, nb, lv):
     if g >= 0:
         return True, np.int64(g)
     return False, lattice.best_neighbour(
-        nb, np.int64(-g - 1), odd, levels, xval, waux, at, scale, lv
+        nb,
+        np.int64(-g - 1),
+        odd,
+        lattice.NO_TABLE,
+        levels,
+        xval,
+        waux,
+        at,
+        scale,
+        lv,
+        lattice.NO_TABLE,
     )
 
 
@@ -91,7 +102,7 @@ def _fit(w, xval, lv):
     return sumqx, sumq2
 
 
-@njit(**JIT)
+@njit(**NO_NRT)
 def _signs(kind, xb, w, xval, signs):
     """|x| into xval and the sign bits per 8 into signs; IQ3_XXS evens each 8's count of
     minus signs by flipping its least weighted value (and keeps 7 bits)."""
@@ -123,18 +134,20 @@ def _signs(kind, xb, w, xval, signs):
 FOUND, ZERO, ABORT = 0, 1, 2
 
 
-@njit(**JIT)
+@njit(**NO_NRT)
 def _search(kind, xval, w, waux, odd, levels, kmap, nb, L, Laux, on, on_aux):
     """The sub-block's scale and status, its levels in L."""
     vmax = xval[0]
     for i in range(1, QB):
         vmax = vmax if vmax > xval[i] else xval[i]
-    L[:] = 0
+    for i in range(QB):
+        L[i] = 0
     if (kind == XXS and vmax < EPS_XXS) or (kind == S and vmax == F0):
         return F0, ZERO
     best = F0
     scale = vmax / F15
-    on[:] = kind == XXS
+    for k in range(QB // 4):
+        on[k] = kind == XXS
     for t in range(-TRIALS[kind], TRIALS[kind] + 1):
         idv = (F15 + np.float32(t) * F_STEP) / vmax
         this_scale = F1 / idv
@@ -147,8 +160,10 @@ def _search(kind, xval, w, waux, odd, levels, kmap, nb, L, Laux, on, on_aux):
         if sumq2 > F0 and sumqx * sumqx > best * sumq2:
             scale = sumqx / sumq2
             best = scale * sumqx
-            L[:] = Laux
-            on[:] = on_aux
+            for i in range(QB):
+                L[i] = Laux[i]
+            for k in range(QB // 4):
+                on[k] = on_aux[k]
     off = 0
     for k in range(QB // 4):
         off += 0 if on[k] else 1
@@ -167,7 +182,7 @@ def _search(kind, xval, w, waux, odd, levels, kmap, nb, L, Laux, on, on_aux):
     return scale, FOUND
 
 
-@njit(**JIT)
+@njit(**NO_NRT)
 def _lattice_index(L, k, kmap):
     u = 0
     for i in range(4):
@@ -180,20 +195,25 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb):
     """IQ3_XXS (kind 0) or IQ3_S (kind 1) super-blocks lo .. hi-1 of the flattened rows (n
     values each; `qw` the per-column importance, or empty); returns the count of blocks with
     NaN or infinity, or -(1 + block) for the first block where the reference aborts."""
+    return _blocks(
+        kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb,
+        np.empty(QB, np.float32), np.empty(QB, np.float32), np.empty(QB, np.float32),
+        np.empty(QB, np.int32), np.empty(QB, np.int32), np.empty(QB // 4, np.bool_),
+        np.empty(QB // 4, np.bool_), np.empty(QB // 8, np.int64),
+        np.empty(QK // QB, np.float32),
+    )  # fmt: skip
+
+
+@njit(**NO_NRT)
+def _blocks(
+    kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb,
+    w, waux, xval, L, Laux, on, on_aux, signs, scales,
+):  # fmt: skip
     weighted = qw.size > 0
     nbytes = XXS_BYTES if kind == XXS else S_BYTES
-    w = np.empty(QB, np.float32)
-    waux = np.empty(QB, np.float32)
-    xval = np.empty(QB, np.float32)
-    L = np.empty(QB, np.int32)
-    Laux = np.empty(QB, np.int32)
-    on = np.empty(QB // 4, np.bool_)
-    on_aux = np.empty(QB // 4, np.bool_)
-    signs = np.empty(QB // 8, np.int64)
-    scales = np.empty(QK // QB, np.float32)
     bad = 0
     for b in range(lo, hi):
-        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n)
+        x, y, col, sigma2, finite = lattice.begin(src, dst, b, nbytes, n, lattice.F2)
         if not finite:
             bad += 1
             continue
@@ -239,7 +259,8 @@ def encode(kind, src, dst, qw, n, lo, hi, odd, levels, kmap, nb):
             max_scale = max_scale if max_scale > scale else scale
         if max_scale == F0:
             if kind == XXS:
-                y[:] = 0
+                for i in range(nbytes):
+                    y[i] = 0
             continue
         d = max_scale / F31
         put_half(y, 0, d * FUDGE[kind])
