@@ -153,24 +153,25 @@ def encode_nv(src, dst, qw, n, lo, hi):
     """NVFP4 blocks lo .. hi-1 of the flattened rows (no weights); returns the count of
     blocks with NaN or infinity."""
     bad = 0
+    half = NV_SUB // 2
+    codes = np.empty(NV_SUB, np.int32)
     for b in range(lo, hi):
-        x = src[b * NV_QK : (b + 1) * NV_QK]
-        y = dst[b * NV_SIZE : (b + 1) * NV_SIZE]
-        bad += nonfinite(x)
+        bad += nonfinite(src[b * NV_QK : (b + 1) * NV_QK])
         for s in range(NV_SUBS):
-            xb = x[s * NV_SUB : (s + 1) * NV_SUB]
+            at = b * NV_QK + s * NV_SUB
             amax = F0
             for j in range(NV_SUB):
-                a = abs(xb[j])
+                a = abs(src[at + j])
                 if amax < a:
                     amax = a
             code = ue4m3(amax / SIX)
-            y[s] = np.uint8(code)
+            out = b * NV_SIZE
+            dst[out + s] = np.uint8(code)
             d = ue4m3_half(code)
-            for j in range(NV_SUB // 2):
-                lo4 = nearest_code(xb[j], d)
-                hi4 = nearest_code(xb[j + NV_SUB // 2], d)
-                y[NV_SUBS + s * (NV_SUB // 2) + j] = np.uint8(lo4 | (hi4 << 4))
+            for j in range(NV_SUB):  # one contiguous pass, so that it vectorizes
+                codes[j] = nearest_code(src[at + j], d)
+            for j in range(half):
+                dst[out + NV_SUBS + s * half + j] = np.uint8(codes[j] | (codes[j + half] << 4))
     return bad
 
 
