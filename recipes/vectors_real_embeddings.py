@@ -11,6 +11,15 @@ scalar quantizers (per-dimension ranges trained on the matrix) and its binary in
 bits, Hamming search). The first 1024 vectors of every collection are bundled in one
 SafeTensors file.
 
+At equal bytes (keys ending `_at_equal_bytes`): lnmp-quant's per-vector QInt8 and QInt4 store
+8 bytes per vector more than faiss's scalar quantizers, so beside them the recipe records
+bundler's named option of per-dimension ranges (`qint8_dims`, `qint4_dims`: one min and step
+per dimension stored once, exactly faiss's bytes), and Binary's codes without its per-vector
+fields (`binary.codes_only_bytes`: faiss's binary bytes). Recall is recorded both ways: with
+the query reconstructed from the codes (`recall_at_10`) and with the float32 query scored
+against the codes (`recall_at_10_float_query`, how both libraries search); the equal-bytes
+comparisons use the float query for the scalar quantizers and Hamming for Binary.
+
 Determinism: rankings use float64 scores and re-compare every candidate within 1e-9 of the
 k-th score with exactly rounded dot products (`math.fsum`), ties going to the lower row;
 Hamming distances are integers, ties to the lower row. Mean cosines are float64 sums whose
@@ -48,11 +57,14 @@ def _exact_dot(a: np.ndarray, b: np.ndarray) -> float:
     return math.fsum((a.astype(np.float64) * b.astype(np.float64)).tolist())
 
 
-def top_k_cosine(x: np.ndarray, x64: np.ndarray, norms: np.ndarray, query: int, k: int):
+def top_k_cosine(
+    x: np.ndarray, x64: np.ndarray, norms: np.ndarray, query: int, k: int, qv=None
+) -> list[int]:
     """The k rows most cosine-similar to row `query` of x (itself left out), exactly ranked;
-    x64 is x in float64, norms its row norms."""
+    x64 is x in float64, norms its row norms; `qv` (float32) replaces x[query] as the query."""
+    qv = x[query] if qv is None else qv
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = (x64 @ x64[query]) / norms
+        s = (x64 @ qv.astype(np.float64)) / norms
     s[~np.isfinite(s)] = -np.inf
     s[query] = -np.inf
     kth = np.partition(s, -k)[-k]
@@ -61,17 +73,23 @@ def top_k_cosine(x: np.ndarray, x64: np.ndarray, norms: np.ndarray, query: int, 
     exact = []
     for i in band.tolist():
         n = math.sqrt(_exact_dot(x[i], x[i]))
-        exact.append((-(_exact_dot(x[i], x[query]) / n) if n else math.inf, i))
+        exact.append((-(_exact_dot(x[i], qv) / n) if n else math.inf, i))
     ranked = sorted((-s[i], i) for i in sure.tolist())[:k] + sorted(exact)
     return [i for _, i in ranked][:k]
 
 
-def recall(x: np.ndarray, rows: np.ndarray, truth: list[list[int]]) -> float:
-    """recall@K of exact cosine search over x (a reconstruction) against `truth`."""
+def recall(
+    x: np.ndarray, rows: np.ndarray, truth: list[list[int]], queries: np.ndarray | None = None
+) -> float:
+    """recall@K of exact cosine search over x (a reconstruction) against `truth`; the query
+    of row r is x[r] itself, or queries[r] (the float32 original) when given."""
     x64 = x.astype(np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
     hits = sum(
-        len(set(top_k_cosine(x, x64, norms, int(r), K)) & set(t))
+        len(
+            set(top_k_cosine(x, x64, norms, int(r), K, None if queries is None else queries[r]))
+            & set(t)
+        )
         for r, t in zip(rows, truth, strict=True)
     )
     return hits / (K * len(rows))
@@ -117,6 +135,8 @@ def _faiss(ctx, rows_out, model, x, rows, truth, results) -> None:
         rec = recall(decoded, rows, truth)
         results[label] = rec
         _record(ctx, rows_out, model, label, stored, codes, _cosines(x, decoded), rec)
+        _float_query(ctx, rows_out, model, label, decoded, x, rows, truth, results)
+        results[f"{label}.bytes"] = stored
     bits = np.packbits(x > 0, axis=1, bitorder="little")
     index = faiss.IndexBinaryFlat(dim)
     index.add(bits)
@@ -126,8 +146,46 @@ def _faiss(ctx, rows_out, model, x, rows, truth, results) -> None:
         hits += len(set([i for i in f.tolist() if i != r][:K]) & set(t))
     rec = hits / (K * len(rows))
     results["faiss_binary"] = rec
+    results["faiss_binary.bytes"] = bits.nbytes
     signs = np.where(x > 0, 1.0, -1.0).astype(np.float32)
     _record(ctx, rows_out, model, "faiss_binary", bits.nbytes, bits, _cosines(x, signs), rec)
+    rows_out[-1].append("-")
+
+
+def _float_query(ctx, rows_out, model, label, decoded, x, rows, truth, results) -> None:
+    """recall@K of the float32 queries against a reconstruction (scores on the codes)."""
+    rec = recall(decoded, rows, truth, queries=x)
+    ctx.metric(f"{model}.{label}.recall_at_10_float_query", rec)
+    results[f"{label}.float_query"] = rec
+    rows_out[-1].append(f"{rec:.3f}")
+
+
+def _dimension_ranges(ctx, rows_out, model, x, rows, truth, results) -> None:
+    """bundler's per-dimension ranges (a named option beyond lnmp-quant's schemes)."""
+    for scheme in (vectors.Scheme.QINT8, vectors.Scheme.QINT4):
+        label = f"{scheme.value}_dims"
+        q = vectors.quantize_dims(x, scheme)
+        decoded = q.dequantize()
+        rec = recall(decoded, rows, truth)
+        ctx.metric(f"{model}.{label}.fit", q.ranges.fit)
+        _record(ctx, rows_out, model, label, q.stored_size(), q.data, _cosines(x, decoded), rec)
+        _float_query(ctx, rows_out, model, label, decoded, x, rows, truth, results)
+        results[f"{label}.bytes"] = q.stored_size()
+
+
+def _equal_bytes(ctx, model: str, results: dict) -> None:
+    """Recall no lower at no more bytes, per pair (float queries; Hamming for Binary)."""
+    pairs = {
+        "qint8_dims": ("faiss_sq8", ".float_query"),
+        "qint4_dims": ("faiss_sq4", ".float_query"),
+        "binary_codes": ("faiss_binary", ""),
+    }
+    for ours, (peer, how) in pairs.items():
+        mine = results[f"{ours}{how}"] if ours != "binary_codes" else results["binary"]
+        ok = (
+            mine >= results[f"{peer}{how}"] and results[f"{ours}.bytes"] <= results[f"{peer}.bytes"]
+        )
+        ctx.metric(f"{model}.{ours}_recall_at_least_{peer}_at_equal_bytes", ok)
 
 
 def _matrix(ctx: RecipeContext, model: str) -> np.ndarray:
@@ -164,21 +222,30 @@ def run(ctx: RecipeContext) -> None:
         for scheme in vectors.Scheme:
             q = vectors.quantize(x, scheme)
             vectors.add_to_bundle(stored, f"{model}.{scheme.value}", q.take(slice(0, SAMPLE)))
+            decoded = q.dequantize()
             if scheme == vectors.Scheme.BINARY:
                 rec = hamming_recall(q.data, rows, truth)
             else:
-                rec = recall(q.dequantize(), rows, truth)
+                rec = recall(decoded, rows, truth)
             results[scheme.value] = rec
-            cos = _cosines(x, q.dequantize())
+            cos = _cosines(x, decoded)
             _record(ctx, table_rows, model, scheme.value, q.stored_size(), q.data, cos, rec)
+            if scheme != vectors.Scheme.BINARY:
+                _float_query(ctx, table_rows, model, scheme.value, decoded, x, rows, truth, results)
+                continue
+            ctx.metric(f"{model}.binary.codes_only_bytes", q.data_size())
+            results["binary_codes.bytes"] = q.data_size()
+            table_rows[-1].append("-")
+        _dimension_ranges(ctx, table_rows, model, x, rows, truth, results)
         _faiss(ctx, table_rows, model, x, rows, truth, results)
         for ours, peer in FAISS_PEERS.items():
             ctx.metric(f"{model}.{ours}_recall_at_least_{peer}", results[ours] >= results[peer])
+        _equal_bytes(ctx, model, results)
     path = ctx.path("quantized_embeddings.safetensors")
     stored.save(path)
     ctx.output("safetensors", path)
     ctx.table(
-        ["matrix", "scheme", "bytes", "mean cosine", "worst cosine", f"recall@{K}"],
+        ["matrix", "scheme", "bytes", "mean cosine", "worst cosine", f"recall@{K}", "float query"],
         table_rows,
         title=f"per-vector schemes beside faiss; recall@{K} of {QUERIES} queries vs float32 exact",
     )

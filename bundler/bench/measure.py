@@ -32,6 +32,19 @@ def median_times(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def median_thread_seconds(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median CPU time of the calling thread (time.thread_time) of each of `fns` over
+    `repeat` rounds, the functions interleaved within each round (after the caller's
+    warm-up): the steadiest figure for single-threaded code on a shared machine."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeat)):
+        for name, fn in fns.items():
+            start = time.thread_time()
+            fn()
+            times[name].append(time.thread_time() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def peak_alloc_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes allocated (Python and numpy heaps) while `fn` runs, over what was live before."""
     tracemalloc.start()

@@ -10,6 +10,8 @@ from typing import Any
 from bundler.cli.output import add_json_flag, emit, table
 
 SCHEMES = ("qint8", "qint4", "binary", "fp16")  # Scheme's values, without loading the codecs
+#: eval's names of QInt8 / QInt4 with per-dimension ranges (bundler's option)
+DIMS_SCHEMES = ("qint8-dims", "qint4-dims")
 
 
 def _fraction(text: str) -> float:
@@ -42,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--per", choices=("vector", "collection"), default="vector",
         help="with --scheme auto: choose a scheme per vector or one for all (worst cosine)",
     )  # fmt: skip
+    q.add_argument(
+        "--ranges", choices=("vector", "dimension"), default="vector",
+        help="qint8/qint4: a min and step per vector (lnmp-quant's) or per dimension for the "
+        "whole collection (bundler's option, no per-vector field; bundle outputs only)",
+    )  # fmt: skip
     q.add_argument("--tensor", help="the 2-D tensor of a bundle input (one vector per row)")
     q.add_argument("--name", help="collection name in the output bundle (default: the tensor's)")
     q.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -51,7 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = jobs.add_parser("eval", help="bytes, cosine, recall@k and time of every scheme")
     e.add_argument("input", help=".npy file, or a GGUF/SafeTensors/APR file with --tensor")
     e.add_argument("--tensor", help="the 2-D tensor of a bundle input")
-    e.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated schemes")
+    e.add_argument(
+        "--schemes", default=",".join(SCHEMES),
+        help=f"comma-separated schemes, of {', '.join(SCHEMES + DIMS_SCHEMES)} (the -dims ones: "
+        "per-dimension ranges)",
+    )  # fmt: skip
     e.add_argument("--queries", type=_positive, default=100, help="sampled query vectors")
     e.add_argument("-k", type=_positive, default=10, help="neighbours per query for recall@k")
     e.add_argument("--metric", choices=("cosine", "dot"), default="cosine")
@@ -60,13 +71,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from bundler.codecs.vectors import dequantize, quantize_to_target
+    from bundler.codecs.vectors import dequantize, quantize_dims, quantize_to_target
     from bundler.codecs.vectors.files import output_format, read_vectors, write_collection
     from bundler.codecs.vectors.schemes import Scheme, check_finite, cosine, quantize_matrix
+    from bundler.errors import UsageError
     from bundler.pipeline import _check_paths
 
     _check_paths(args.input, args.output, args.force)
-    output_format(args.output, mixed=args.scheme == "auto")  # refused before any work
+    dims = args.ranges == "dimension"
+    if dims and args.scheme not in ("qint8", "qint4"):
+        raise UsageError(f"--ranges dimension applies to qint8 and qint4, not {args.scheme}")
+    output_format(args.output, args.scheme == "auto", dims)  # refused before any work
     x = read_vectors(args.input, args.tensor)
     check_finite(x)
     start = time.perf_counter()
@@ -77,12 +92,17 @@ def run_quantize(args: argparse.Namespace) -> int:
         stored = q.stored_size()
         result["scheme"] = "auto"
     else:
-        q = quantize_matrix(x, Scheme.parse(args.scheme))
-        cos = cosine(x, dequantize(q))
+        if dims:
+            q = quantize_dims(x, args.scheme)
+            cos = cosine(x, q.dequantize())
+        else:
+            q = quantize_matrix(x, Scheme.parse(args.scheme))
+            cos = cosine(x, dequantize(q))
         stored = q.stored_size()
         result.update(
             scheme=q.scheme.value, mean_cosine=float(cos.mean()), min_cosine=float(cos.min())
         )
+    result["ranges"] = args.ranges
     seconds = time.perf_counter() - start
     name = args.name or args.tensor or "vectors"
     fmt = write_collection(q, args.output, name, force=args.force)
@@ -104,7 +124,7 @@ def _quantize_human(r: dict[str, Any]) -> str:
     return (
         f"{r['vectors']} vectors of {r['dim']} -> {r['output']} ({r['format']}, "
         f"collection {r['collection']!r})\n"
-        f"scheme {what}\n"
+        f"scheme {what}{', per-dimension ranges' if r['ranges'] == 'dimension' else ''}\n"
         f"{r['float32_bytes']:,} float32 bytes -> {r['stored_bytes']:,} stored "
         f"({r['compression']:.2f}x); cosine mean {r['mean_cosine']:.6f}, "
         f"worst {r['min_cosine']:.6f}"
@@ -116,7 +136,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from bundler.codecs.vectors.files import read_vectors
     from bundler.codecs.vectors.schemes import Scheme
 
-    schemes = [Scheme.parse(s) for s in args.schemes.split(",") if s.strip()]
+    names = [s.strip().lower() for s in args.schemes.split(",") if s.strip()]
+    schemes = [s if s in DIMS_SCHEMES else Scheme.parse(s) for s in names]
     x = read_vectors(args.input, args.tensor)
     reports = evaluate(x, schemes, queries=args.queries, k=args.k, metric=args.metric)
     data = {

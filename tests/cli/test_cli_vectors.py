@@ -44,6 +44,29 @@ def test_quantize_writes_exactly_what_the_library_computes(npy, tmp_path, scheme
     assert list(report) == sorted(report)
 
 
+@pytest.mark.parametrize("scheme", ["qint8", "qint4"])
+def test_quantize_with_dimension_ranges_writes_what_the_library_computes(npy, tmp_path, scheme):
+    out = tmp_path / "d.safetensors"
+    done = run_cli(
+        "vectors", "quantize", str(npy), "-o", str(out), "--scheme", scheme,
+        "--ranges", "dimension", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    want = vectors.quantize_dims(X, scheme)
+    got = vectors.from_bundle(bundler.open(out), "vectors")
+    assert isinstance(got, vectors.DimensionVectors)
+    assert got.data.tobytes() == want.data.tobytes()
+    assert got.ranges.scale.tobytes() == want.ranges.scale.tobytes()
+    assert got.ranges.min.tobytes() == want.ranges.min.tobytes()
+    assert report["ranges"] == "dimension" and report["stored_bytes"] == want.stored_size()
+    human = run_cli(
+        "vectors", "quantize", str(npy), "-o", str(out), "--scheme", scheme,
+        "--ranges", "dimension", "--force",
+    )  # fmt: skip
+    assert human.returncode == 0 and "per-dimension ranges" in human.stdout
+
+
 def test_auto_meets_the_target_cosine_and_reports_the_mix(npy, tmp_path):
     out = tmp_path / "auto.gguf"
     done = run_cli(
@@ -76,6 +99,17 @@ def test_eval_reports_every_scheme(npy):
     assert all(0 < r["min_cosine"] <= r["mean_cosine"] <= 1 for r in report["schemes"])
     human = run_cli("vectors", "eval", str(npy), "--queries", "20", "--schemes", "qint8,binary")
     assert human.returncode == 0 and "recall@10" in human.stdout and "fp16" not in human.stdout
+
+
+def test_eval_reports_dimension_ranges_beside_per_vector_ones(npy):
+    done = run_cli(
+        "vectors", "eval", str(npy), "--queries", "20", "--schemes", "qint4,qint4-dims", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    by = {r["scheme"]: r for r in json.loads(done.stdout)["schemes"]}
+    assert by["qint4-dims"]["stored_bytes"] == 300 * 24 + 8 * 48
+    assert by["qint4"]["stored_bytes"] == 300 * (24 + 8)
+    assert 0 < by["qint4-dims"]["recall_at_k"] <= 1
 
 
 @pytest.mark.realfile
@@ -119,6 +153,14 @@ BAD = {
     # the output is checked before the input is read: these name the output, not the NaN
     "unknown_extension_first": (
         "quantize {d}/nan.npy -o {d}/o.txt --scheme fp16", 2, "cannot tell the format",
+    ),
+    "dims_to_wire": (
+        "quantize {d}/emb.npy -o {d}/o.bvq --scheme qint8 --ranges dimension", 2,
+        "write per-dimension ranges to a bundle",
+    ),
+    "dims_binary": (
+        "quantize {d}/emb.npy -o {d}/o.gguf --scheme binary --ranges dimension", 2,
+        "applies to qint8 and qint4",
     ),
     "auto_to_wire_first": (
         "quantize {d}/nan.npy -o {d}/o.bvq --scheme auto", 2, "the wire format holds one scheme",

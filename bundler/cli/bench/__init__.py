@@ -94,7 +94,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = kinds.add_parser(
         "vectors", help="per-vector schemes: encode/decode time vs faiss and lnmp-quant's figures"
     )
-    e.add_argument("--vectors", type=positive_int, default=1024, help="vectors in the batch")
+    e.add_argument(
+        "--vectors",
+        type=positive_int,
+        default=256,
+        help="vectors in the batch (default 256: stays in one core's cache)",
+    )
     e.add_argument("--dim", type=positive_int, default=512, help="values per vector")
     e.add_argument(
         "--repeat", type=positive_int, default=50, help="timed runs per measurement (median)"

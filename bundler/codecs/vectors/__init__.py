@@ -12,6 +12,12 @@ from bundler.codecs.vectors.adaptive import (
     quantize_to_target,
 )
 from bundler.codecs.vectors.batch import BatchResult, BatchStats, quantize_batch
+from bundler.codecs.vectors.dimensions import (
+    DimensionRanges,
+    DimensionVectors,
+    fit_ranges,
+    quantize_dims,
+)
 from bundler.codecs.vectors.schemes import (
     QuantizedVector,
     QuantizedVectors,
@@ -49,6 +55,8 @@ __all__ = [
     "BatchStats",
     "DataCorrupted",
     "DecodingFailed",
+    "DimensionRanges",
+    "DimensionVectors",
     "EncodingFailed",
     "InvalidDimension",
     "InvalidScheme",
@@ -63,12 +71,14 @@ __all__ = [
     "cosine",
     "dequantize",
     "exact_search",
+    "fit_ranges",
     "from_bundle",
     "from_bytes",
     "hamming",
     "quantize",
     "quantize_adaptive",
     "quantize_batch",
+    "quantize_dims",
     "quantize_to_target",
     "recall",
     "recall_at_k",

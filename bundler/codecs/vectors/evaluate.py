@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bundler.codecs.vectors import schemes as vq
+from bundler.codecs.vectors.dimensions import quantize_dims
 from bundler.codecs.vectors.schemes import Scheme, cosine
 from bundler.codecs.vectors.search import exact_scores, scores, top_k
 
@@ -66,6 +67,10 @@ def ground_truth(x: np.ndarray, queries: np.ndarray, k: int, metric: str = "cosi
     return neighbours(exact_scores(x[queries], x, metric), queries, k)
 
 
+#: Suffix of a scheme name meaning its per-dimension ranges ("qint8-dims").
+DIMS = "-dims"
+
+
 def evaluate_scheme(
     x: np.ndarray,
     scheme: Scheme | str,
@@ -73,20 +78,28 @@ def evaluate_scheme(
     truth: np.ndarray,
     k: int = 10,
     metric: str = "cosine",
-) -> tuple[SchemeReport, vq.QuantizedVectors]:
-    """The figures of `scheme` on matrix x, given query rows and their exact neighbours."""
-    scheme = Scheme.parse(scheme)
-    # load the compiled kernels before timing
-    vq.dequantize(vq.quantize_matrix(x[:1], scheme))
-    start = time.perf_counter()
-    q = vq.quantize_matrix(x, scheme)
-    encoded = time.perf_counter()
-    decoded = vq.dequantize(q)
+) -> tuple[SchemeReport, Any]:
+    """The figures of `scheme` (or "qint8-dims" / "qint4-dims": per-dimension ranges) on
+    matrix x, given query rows and their exact neighbours."""
+    dims = isinstance(scheme, str) and scheme.lower().endswith(DIMS)
+    scheme = Scheme.parse(scheme[: -len(DIMS)] if dims else scheme)
+    if dims:
+        start = time.perf_counter()
+        q = quantize_dims(x, scheme)
+        encoded = time.perf_counter()
+        decoded = q.dequantize()
+    else:
+        # load the compiled kernels before timing
+        vq.dequantize(vq.quantize_matrix(x[:1], scheme))
+        start = time.perf_counter()
+        q = vq.quantize_matrix(x, scheme)
+        encoded = time.perf_counter()
+        decoded = vq.dequantize(q)
     done = time.perf_counter()
     cos = cosine(x, decoded)
     found = neighbours(scores(x[queries], q, metric), queries, k)
     report = SchemeReport(
-        scheme.value,
+        scheme.value + (DIMS if dims else ""),
         len(x),
         x.shape[1],
         q.data_size(),

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bundler.codecs.vectors.adaptive import MixedVectors
+from bundler.codecs.vectors.dimensions import DimensionVectors
 from bundler.codecs.vectors.schemes import QuantizedVectors
 from bundler.codecs.vectors.serialization import to_bytes
 from bundler.codecs.vectors.storage import to_bundle
@@ -60,15 +61,22 @@ def _as_vectors(x: Any, where: str) -> np.ndarray:
     return np.ascontiguousarray(x, np.float32)
 
 
-def output_format(path: str | os.PathLike[str], mixed: bool = False) -> str:
+def output_format(
+    path: str | os.PathLike[str], mixed: bool = False, dimension_ranges: bool = False
+) -> str:
     """What a collection written to `path` is stored as ("wire" for `.bvq`, else the bundle
     format its extension names); a usage error for a path that can hold neither, checked
-    before any work (`mixed`: a collection of several schemes, which the wire cannot hold)."""
+    before any work (`mixed`: a collection of several schemes, `dimension_ranges`: one with
+    per-dimension ranges; the wire holds per-vector schemes of one kind only)."""
     path = os.fspath(path)
     if path.lower().endswith(WIRE_EXTENSION):
         if mixed:
             raise UsageError(
                 "the wire format holds one scheme; write a mixed collection to a bundle"
+            )
+        if dimension_ranges:
+            raise UsageError(
+                "the wire format holds per-vector schemes; write per-dimension ranges to a bundle"
             )
         return "wire"
     from bundler.containers import format_for_path
@@ -77,7 +85,7 @@ def output_format(path: str | os.PathLike[str], mixed: bool = False) -> str:
 
 
 def write_collection(
-    q: QuantizedVectors | MixedVectors,
+    q: QuantizedVectors | MixedVectors | DimensionVectors,
     path: str | os.PathLike[str],
     name: str = "vectors",
     force: bool = False,
@@ -89,7 +97,7 @@ def write_collection(
     path = os.fspath(path)
     if os.path.exists(path) and not force:
         raise OutputExistsError(path)
-    fmt = output_format(path, isinstance(q, MixedVectors))
+    fmt = output_format(path, isinstance(q, MixedVectors), isinstance(q, DimensionVectors))
     if fmt == "wire":
         with atomic_output(path) as f:
             f.write(to_bytes(q))

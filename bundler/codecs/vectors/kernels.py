@@ -10,9 +10,11 @@ one thread.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
-from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
+from bundler.codecs.halfs import f32_from_bits
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
@@ -21,7 +23,6 @@ _HALF = np.float32(0.5)
 _TINY = np.float32(1e-10)
 _I8_LEVELS = np.float32(255.0)
 _I4_LEVELS = np.float32(15.0)
-_TWO_112 = np.float32(2.0**112)
 _I32_MIN = np.int32(-(2**31))
 _I32_MAX = np.int32(2**31 - 1)
 _U0 = np.uint32(0)
@@ -123,10 +124,10 @@ def qint4_encode(x, low, high, packed, scale):
         s, inv = _scale_and_inverse(lo, high[i], _I4_LEVELS)
         scale[i] = s
         for j in range(dim):
-            n = (row[j] - lo) * inv  # never negative
-            t = np.float32(np.trunc(n))
-            r = t + _F1 if n - t >= _HALF else t  # Rust's f32::round
-            nibbles[j] = np.uint8(min(max(r, _F0), _I4_LEVELS))
+            n = (row[j] - lo) * inv  # never negative, at most about 15
+            t = np.int32(n)  # truncation
+            t += np.int32(n - np.float32(t) >= _HALF)  # Rust's f32::round: n - t is exact
+            nibbles[j] = np.uint8(min(max(t, np.int32(0)), np.int32(15)))
         out = packed[i]
         for b in range(out.shape[0]):
             p = pairs[b]  # little-endian: first nibble in the low byte
@@ -219,14 +220,39 @@ def binary_decode(packed, out):
             o[j] = np.float32(bits[j]) * _F2 - _F1
 
 
+@intrinsic
+def _fptrunc_half(typingctx, x):
+    """The binary16 bits of float32 x, IEEE round to nearest even (LLVM's fptrunc: the
+    F16C conversion where the processor has it, vectorized)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def _fpext_half(typingctx, h):
+    """The float32 of binary16 bits h, exact (LLVM's fpext)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
 @njit(cache=True, nogil=True)
 def f16_encode(x, out):
-    """IEEE binary16 bits of every value."""
+    """IEEE binary16 bits of every value, round to nearest even, overflow to infinity; a NaN
+    becomes the quiet NaN 0x7E00 with its sign (as bundler.codecs.halfs.f32_to_f16_bits)."""
     for i in range(x.shape[0]):
-        row = x[i]
+        row = x[i].view(np.uint32)
         o = out[i]
         for j in range(row.shape[0]):
-            o[j] = f32_to_f16_bits(row[j])
+            w = row[j]
+            h = _fptrunc_half(f32_from_bits(w))
+            nan = np.uint16((w >> np.uint32(16)) & np.uint32(0x8000)) | np.uint16(0x7E00)
+            o[j] = nan if (w & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else h
 
 
 @njit(cache=True, nogil=True)
@@ -243,15 +269,31 @@ def f16_specials(halves, special):
 
 @njit(cache=True, nogil=True)
 def f16_decode(halves, out):
-    """float32 of binary16 bits, exact: the magnitude bits moved into float32's field and
-    scaled by 2^112 (subnormals included); all-ones exponents become inf/NaN."""
+    """float32 of binary16 bits, exact (the processor's conversion): a signalling NaN half,
+    which quantizing never produces, comes back as the quiet NaN with the same payload."""
     for i in range(halves.shape[0]):
         h = halves[i]
         o = out[i]
         for j in range(h.shape[0]):
-            u = np.uint32(h[j])
-            mag = (u & np.uint32(0x7FFF)) << np.uint32(13)
-            f = f32_from_bits(mag) * _TWO_112
-            if (u & np.uint32(0x7C00)) == np.uint32(0x7C00):
-                f = f32_from_bits(mag | np.uint32(0x7F800000))
-            o[j] = f32_from_bits(f32_bits(f) | ((u & np.uint32(0x8000)) << np.uint32(16)))
+            o[j] = _fpext_half(h[j])
+
+
+@njit(cache=True, nogil=True)
+def qint8_quantize(x, low, high, bad, codes, scale):
+    """row_ranges then qint8_encode, one call (rows flagged bad hold garbage codes)."""
+    row_ranges(x, low, high, bad)
+    qint8_encode(x, low, high, codes, scale)
+
+
+@njit(cache=True, nogil=True)
+def qint4_quantize(x, low, high, bad, packed, scale):
+    """row_ranges then qint4_encode, one call (rows flagged bad hold garbage codes)."""
+    row_ranges(x, low, high, bad)
+    qint4_encode(x, low, high, packed, scale)
+
+
+@njit(cache=True, nogil=True)
+def f16_quantize(x, halves, special):
+    """f16_encode then f16_specials, one call."""
+    f16_encode(x, halves)
+    f16_specials(halves, special)

@@ -113,6 +113,16 @@ class QuantizedVectors:
                 f"{len(self.scale)} scales, {len(self.min)} mins",
             )
 
+    @classmethod
+    def built(
+        cls, scheme: Scheme, dim: int, scale: np.ndarray, low: np.ndarray, data: np.ndarray
+    ) -> QuantizedVectors:
+        """Vectors from arrays a quantizer has just built with the right types and shapes
+        (the constructor's checks skipped)."""
+        q = object.__new__(cls)
+        q.scheme, q.dim, q.scale, q.min, q.data, q.zero_point = scheme, dim, scale, low, data, 0
+        return q
+
     def __len__(self) -> int:
         return len(self.scale)
 
@@ -262,38 +272,42 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
     """
     n, dim = x.shape
     data = np.empty((n, scheme.data_size(dim)), np.uint8)
-    scale = np.ones(n, np.float32)
+    scale = np.empty(n, np.float32)
     low = np.empty(n, np.float32)
+    flags = np.empty(n, np.uint8)
+    kernels = compiled_kernels()
     if scheme in (Scheme.QINT8, Scheme.QINT4):
         high = np.empty(n, np.float32)
-        bad = np.empty(n, np.uint8)
-        compiled_kernels().row_ranges(x, low, high, bad)
-        _raise_non_finite(x, np.flatnonzero(bad))
-        with np.errstate(over="ignore"):
-            overflow = np.flatnonzero(~np.isfinite(high - low))
-        if overflow.size:
+        if scheme == Scheme.QINT8:
+            kernels.qint8_quantize(x, low, high, flags, data.view(np.int8), scale)
+        else:
+            kernels.qint4_quantize(x, low, high, flags, data, scale)
+        if flags.any():
+            _raise_non_finite(x, np.flatnonzero(flags))
+        with np.errstate(over="ignore", invalid="ignore"):
+            span = high - low
+        if not np.isfinite(span).all():
+            first = int(np.flatnonzero(~np.isfinite(span))[0])
             err = EncodingFailed(
-                f"vector {int(overflow[0])}: max - min overflows float32; {scheme.value} "
+                f"vector {first}: max - min overflows float32; {scheme.value} "
                 "cannot represent it (use fp16 or scale the vector)"
             )
-            err.index = int(overflow[0])
+            err.index = first
             raise err
-        if scheme == Scheme.QINT8:
-            compiled_kernels().qint8_encode(x, low, high, data.view(np.int8), scale)
-        else:
-            compiled_kernels().qint4_encode(x, low, high, data, scale)
     elif scheme == Scheme.BINARY:
-        compiled_kernels().binary_encode(x, data, low)
+        kernels.binary_encode(x, data, low)
+        scale.fill(1)
         # a NaN or infinity makes the mean non-finite (so may a sum that overflows)
-        _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
+        if not np.isfinite(low).all():
+            _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
     else:
-        special = np.empty(n, np.uint8)
-        compiled_kernels().f16_encode(x, data.view("<u2"))
-        compiled_kernels().f16_specials(data.view("<u2"), special)
+        kernels.f16_quantize(x, data.view("<u2"), flags)
         # a NaN or infinity gives an all-ones exponent (so does a finite value above 65504)
-        _raise_non_finite(x, np.flatnonzero(special))
-        low[:] = 0
-    return QuantizedVectors(scheme, dim, scale, low, data)
+        if flags.any():
+            _raise_non_finite(x, np.flatnonzero(flags))
+        scale.fill(1)
+        low.fill(0)
+    return QuantizedVectors.built(scheme, dim, scale, low, data)
 
 
 def dequantize(q: QuantizedVectors | QuantizedVector, out: np.ndarray | None = None) -> np.ndarray:

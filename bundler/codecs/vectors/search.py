@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from bundler.codecs.vectors.dimensions import DimensionVectors
 from bundler.codecs.vectors.schemes import (
     QuantizedVectors,
     Scheme,
@@ -57,8 +58,25 @@ def _codes_block(q: QuantizedVectors, start: int, stop: int) -> np.ndarray:
     raise UsageError(f"{q.scheme.value} codes have no values to multiply; use hamming")
 
 
-def code_stats(q: QuantizedVectors) -> CodeStats:
+def _dimension_stats(q: DimensionVectors) -> CodeStats:
+    """|x|^2 = sum_d (s_d u_d + m_d)^2 = u^2 . s^2 + 2 u . (s m) + |m|^2, from the codes."""
+    s = q.ranges.scale.astype(np.float64)
+    m = q.ranges.min.astype(np.float64)
+    code_sum = np.empty(len(q))
+    norm = np.empty(len(q))
+    for start in range(0, len(q), BLOCK_ROWS):
+        stop = min(len(q), start + BLOCK_ROWS)
+        u = q.codes(start, stop).astype(np.float64)
+        code_sum[start:stop] = u.sum(axis=1)
+        sq = (u * u) @ (s * s) + 2 * (u @ (s * m)) + m @ m
+        norm[start:stop] = np.sqrt(np.maximum(sq, 0.0))
+    return CodeStats(code_sum, norm)
+
+
+def code_stats(q: QuantizedVectors | DimensionVectors) -> CodeStats:
     """Code sums and reconstruction norms of every vector of `q`."""
+    if isinstance(q, DimensionVectors):
+        return _dimension_stats(q)
     n = len(q)
     code_sum = np.empty(n)
     norm = np.empty(n)
@@ -78,14 +96,30 @@ def code_stats(q: QuantizedVectors) -> CodeStats:
     return CodeStats(code_sum, norm)
 
 
+def _dimension_dots(qs: np.ndarray, q: DimensionVectors) -> np.ndarray:
+    """q . x = (q * s) . u + q . m with per-dimension step s and min m, from the codes."""
+    weighted = qs * q.ranges.scale
+    offset = (qs.astype(np.float64) @ q.ranges.min.astype(np.float64)).astype(np.float32)
+    out = np.empty((len(qs), len(q)), np.float32)
+    for start in range(0, len(q), BLOCK_ROWS):
+        stop = min(len(q), start + BLOCK_ROWS)
+        out[:, start:stop] = weighted @ q.codes(start, stop).astype(np.float32).T
+    out += offset[:, None]
+    return out
+
+
 def scores(
-    queries: Any, q: QuantizedVectors, metric: str = "cosine", stats: CodeStats | None = None
+    queries: Any,
+    q: QuantizedVectors | DimensionVectors,
+    metric: str = "cosine",
+    stats: CodeStats | None = None,
 ) -> np.ndarray:
     """(Q, N) similarity of float queries to the quantized vectors (higher is closer).
 
-    QInt8/QInt4/FP16: inner product or cosine with the vectors the codes stand for, computed
-    from the codes. Binary: 1 - 2 * hamming / dim between the binarized queries and the codes
-    (both metrics: a ±1 vector's cosine and its scaled inner product are the same ranking).
+    QInt8/QInt4/FP16 (and per-dimension ranges): inner product or cosine of the float query
+    with the vectors the codes stand for, computed from the codes. Binary: 1 - 2 * hamming /
+    dim between the binarized queries and the codes (both metrics: a ±1 vector's cosine and
+    its scaled inner product are the same ranking).
     """
     if metric not in METRICS:
         raise UsageError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -93,6 +127,17 @@ def scores(
     if q.scheme == Scheme.BINARY:
         return 1.0 - 2.0 * hamming(quantize_matrix(qs, Scheme.BINARY), q) / q.dim
     stats = stats or code_stats(q)
+    out = _dimension_dots(qs, q) if isinstance(q, DimensionVectors) else _vector_dots(qs, q)
+    if metric == "cosine":
+        qn = np.linalg.norm(qs.astype(np.float64), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out /= np.outer(qn, stats.norm).astype(np.float32)
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def _vector_dots(qs: np.ndarray, q: QuantizedVectors) -> np.ndarray:
+    """q . x = scale (q . u) + min sum(q) with each vector's scale and min, from the codes."""
     qsum = qs.astype(np.float64).sum(axis=1)
     out = np.empty((len(qs), len(q)), np.float32)
     for start in range(0, len(q), BLOCK_ROWS):
@@ -102,11 +147,6 @@ def scores(
             s = q.scale[start:stop]
             dots = dots * s + np.outer(qsum, q.min[start:stop]).astype(np.float32)
         out[:, start:stop] = dots
-    if metric == "cosine":
-        qn = np.linalg.norm(qs.astype(np.float64), axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out /= np.outer(qn, stats.norm).astype(np.float32)
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 
 
@@ -144,10 +184,10 @@ def top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def search(
     queries: Any,
-    q: QuantizedVectors,
+    q: QuantizedVectors | DimensionVectors,
     k: int = 10,
     metric: str = "cosine",
-    rescore: QuantizedVectors | np.ndarray | None = None,
+    rescore: QuantizedVectors | DimensionVectors | np.ndarray | None = None,
     candidates: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each query over the quantized vectors: (indices, scores), best first.
@@ -162,7 +202,7 @@ def search(
     qs = as_matrix(queries, q.dim)
     fine = np.empty(cand.shape, np.float32)
     for i in range(len(qs)):
-        if isinstance(rescore, QuantizedVectors):
+        if isinstance(rescore, (QuantizedVectors, DimensionVectors)):
             fine[i] = scores(qs[i], rescore.take(cand[i]), metric)[0]
         else:
             fine[i] = exact_scores(qs[i : i + 1], np.asarray(rescore)[cand[i]], metric)[0]
@@ -199,7 +239,12 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def recall(
-    queries: Any, vectors: Any, q: QuantizedVectors, k: int = 10, metric: str = "cosine", **kw
+    queries: Any,
+    vectors: Any,
+    q: QuantizedVectors | DimensionVectors,
+    k: int = 10,
+    metric: str = "cosine",
+    **kw: Any,
 ) -> float:
     """recall@k of search on `q` against float32 exact search over `vectors`."""
     truth, _ = exact_search(queries, vectors, k, metric)

@@ -7,6 +7,13 @@ N), and the metadata keys `vectors.NAME.scheme` (string) and `vectors.NAME.dim` 
 A mixed collection (adaptive choice) has `vectors.NAME.scheme` = "mixed" and one such
 group per scheme used, `NAME.SCHEME.codes/.scale/.min` plus `NAME.SCHEME.rows` (int64,
 the group's positions in the collection).
+
+A collection with per-dimension ranges (bundler.codecs.vectors.dimensions) has
+`vectors.NAME.ranges` = "dimension" (and `vectors.NAME.fit`), `NAME.codes`, and one scale
+and min per dimension, `NAME.dim_scale` and `NAME.dim_min` (float32, D), instead of the
+per-vector ones. A Binary collection written with `fields=False` has
+`vectors.NAME.ranges` = "none" and only `NAME.codes`: its scale is always 1 and its mean
+is used neither to decode nor to search (read back, the mins are NaN).
 """
 
 from __future__ import annotations
@@ -17,11 +24,15 @@ import numpy as np
 
 from bundler.bundle import Bundle, Tensor, ValueType
 from bundler.codecs.vectors.adaptive import MixedVectors
+from bundler.codecs.vectors.dimensions import DimensionRanges, DimensionVectors
 from bundler.codecs.vectors.schemes import QuantizedVectors, Scheme
 from bundler.errors import DataCorrupted, InvalidScheme, UsageError
 
 PREFIX = "vectors."
 MIXED = "mixed"
+#: `vectors.NAME.ranges` values: per-dimension ranges; no per-vector field (Binary only).
+DIMENSION = "dimension"
+NO_FIELDS = "none"
 
 
 def _group_tensors(q: QuantizedVectors, stem: str) -> list[Tensor]:
@@ -32,14 +43,36 @@ def _group_tensors(q: QuantizedVectors, stem: str) -> list[Tensor]:
     ]
 
 
-def add_to_bundle(bundle: Bundle, name: str, q: QuantizedVectors | MixedVectors) -> Bundle:
-    """Add collection `name` (tensors and metadata) to `bundle`; returns the bundle."""
+def add_to_bundle(
+    bundle: Bundle,
+    name: str,
+    q: QuantizedVectors | MixedVectors | DimensionVectors,
+    fields: bool = True,
+) -> Bundle:
+    """Add collection `name` (tensors and metadata) to `bundle`; returns the bundle.
+
+    fields=False (Binary only) stores the codes without the per-vector scale and mean.
+    """
     if any(k.startswith(f"{PREFIX}{name}.") for k in bundle.metadata):
         raise UsageError(f"the bundle already holds a vector collection {name!r}")
-    if isinstance(q, QuantizedVectors):
-        bundle.metadata.set(f"{PREFIX}{name}.scheme", q.scheme.value, ValueType.STRING)
-        for t in _group_tensors(q, name):
-            bundle.add(t)
+    if not fields and not (isinstance(q, QuantizedVectors) and q.scheme == Scheme.BINARY):
+        raise UsageError("only a binary collection can be stored without its per-vector fields")
+    md = bundle.metadata
+    if isinstance(q, DimensionVectors):
+        md.set(f"{PREFIX}{name}.scheme", q.scheme.value, ValueType.STRING)
+        md.set(f"{PREFIX}{name}.ranges", DIMENSION, ValueType.STRING)
+        md.set(f"{PREFIX}{name}.fit", q.ranges.fit, ValueType.STRING)
+        bundle.add(Tensor.from_raw(f"{name}.codes", q.data.shape, "i8", q.data))
+        for part, values in (("dim_scale", q.ranges.scale), ("dim_min", q.ranges.min)):
+            bundle.add(Tensor.from_raw(f"{name}.{part}", (q.dim,), "f32", values.astype("<f4")))
+    elif isinstance(q, QuantizedVectors):
+        md.set(f"{PREFIX}{name}.scheme", q.scheme.value, ValueType.STRING)
+        if fields:
+            for t in _group_tensors(q, name):
+                bundle.add(t)
+        else:
+            md.set(f"{PREFIX}{name}.ranges", NO_FIELDS, ValueType.STRING)
+            bundle.add(Tensor.from_raw(f"{name}.codes", q.data.shape, "i8", q.data))
     else:
         bundle.metadata.set(f"{PREFIX}{name}.scheme", MIXED, ValueType.STRING)
         for scheme, group in q.groups.items():
@@ -52,9 +85,13 @@ def add_to_bundle(bundle: Bundle, name: str, q: QuantizedVectors | MixedVectors)
     return bundle
 
 
-def to_bundle(q: QuantizedVectors | MixedVectors, name: str = "vectors") -> Bundle:
+def to_bundle(
+    q: QuantizedVectors | MixedVectors | DimensionVectors,
+    name: str = "vectors",
+    fields: bool = True,
+) -> Bundle:
     """A new bundle holding collection `name`."""
-    return add_to_bundle(Bundle(), name, q)
+    return add_to_bundle(Bundle(), name, q, fields)
 
 
 def collections(bundle: Bundle) -> list[str]:
@@ -83,18 +120,48 @@ def _tensor(bundle: Bundle, name: str, codec: str, shape: tuple[int, ...]) -> np
     return np.asarray(t.raw())
 
 
-def _group(bundle: Bundle, stem: str, scheme: Scheme, dim: int) -> QuantizedVectors:
+def _codes(bundle: Bundle, stem: str, scheme: Scheme, dim: int) -> np.ndarray:
     codes = bundle.tensors.get(f"{stem}.codes")
     if codes is None or len(codes.shape) != 2:
         raise DataCorrupted(_where(bundle), None, f"{stem}.codes is missing or not 2-D")
     n = codes.shape[0]
     data = _tensor(bundle, f"{stem}.codes", "i8", (n, scheme.data_size(dim)))
+    return data.reshape(n, -1).view(np.uint8)
+
+
+def _group(bundle: Bundle, stem: str, scheme: Scheme, dim: int) -> QuantizedVectors:
+    data = _codes(bundle, stem, scheme, dim)
+    n = len(data)
     scale = _tensor(bundle, f"{stem}.scale", "f32", (n,)).view("<f4")
     low = _tensor(bundle, f"{stem}.min", "f32", (n,)).view("<f4")
-    return QuantizedVectors(scheme, dim, scale, low, data.reshape(n, -1).view(np.uint8))
+    return QuantizedVectors(scheme, dim, scale, low, data)
 
 
-def from_bundle(bundle: Bundle, name: str | None = None) -> QuantizedVectors | MixedVectors:
+def _ranged(bundle: Bundle, name: str, scheme: Scheme, dim: int, ranges: str):
+    md: Any = bundle.metadata
+    data = _codes(bundle, name, scheme, dim)
+    if ranges == NO_FIELDS and scheme == Scheme.BINARY:
+        n = len(data)
+        return QuantizedVectors(scheme, dim, np.ones(n), np.full(n, np.nan), data)
+    if ranges != DIMENSION:
+        raise DataCorrupted(_where(bundle), None, f"{name}: unknown ranges {ranges!r}")
+    try:
+        r = DimensionRanges(
+            scheme,
+            _tensor(bundle, f"{name}.dim_scale", "f32", (dim,)).view("<f4"),
+            _tensor(bundle, f"{name}.dim_min", "f32", (dim,)).view("<f4"),
+            str(md.get(f"{PREFIX}{name}.fit", "minmax")),
+        )
+    except InvalidScheme as exc:
+        raise DataCorrupted(_where(bundle), None, f"{name}: {exc}") from None
+    except DataCorrupted as exc:
+        raise DataCorrupted(_where(bundle), None, f"{name}: {exc.problem}") from None
+    return DimensionVectors(r, data)
+
+
+def from_bundle(
+    bundle: Bundle, name: str | None = None
+) -> QuantizedVectors | MixedVectors | DimensionVectors:
     """Collection `name` (the only one when None) read back from a bundle."""
     names = collections(bundle)
     if name is None:
@@ -111,6 +178,9 @@ def from_bundle(bundle: Bundle, name: str | None = None) -> QuantizedVectors | M
             scheme = Scheme.parse(label)
         except InvalidScheme:
             raise DataCorrupted(_where(bundle), None, f"unknown vector scheme {label!r}") from None
+        ranges = md.get(f"{PREFIX}{name}.ranges")
+        if ranges is not None:
+            return _ranged(bundle, name, scheme, dim, str(ranges))
         return _group(bundle, name, scheme, dim)
     groups, rows = {}, {}
     for scheme in Scheme:

@@ -80,3 +80,26 @@ def binary(v) -> tuple[bytes, float]:
 def fp16(v) -> bytes:
     with np.errstate(over="ignore"):
         return np.asarray(v, np.float32).astype("<f2").tobytes()
+
+
+def dims_step(lo: float, hi: float, levels: int) -> float:
+    """Per-dimension ranges (bundler's option, formats/vectors.md): lnmp-quant's step rule
+    on one dimension's range [lo, hi]."""
+    span = f32(f32(hi) - f32(lo))
+    return 1.0 if abs(span) < TINY else f32(span / levels)
+
+
+def dims_codes(column, lo: float, scale: float, levels: int) -> list[int]:
+    """Codes of one dimension's values: round half away from zero of (v - lo) * (1 / scale),
+    clamped to 0..levels."""
+    inv = f32(1.0 / scale) if abs(scale) > TINY else 1.0
+    codes = []
+    for a in column:
+        n = f32(f32(f32(a) - f32(lo)) * inv)
+        r = 0 if n < 0 else math.trunc(n) + (1 if n - math.trunc(n) >= 0.5 else 0)
+        codes.append(min(max(r, 0), levels))
+    return codes
+
+
+def dims_decode(codes, scale: float, lo: float) -> list[float]:
+    return [f32(f32(c * scale) + f32(lo)) for c in codes]
