@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from bundler.codecs.affine import arithmetic
@@ -99,10 +100,10 @@ class AffineCodec:
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
         lo, hi = _ranges(x, layout, self.scheme.calibration, self.scheme)
+        sch = self.scheme
         scale, zero = arithmetic.parameters(
-            lo, hi, self.scheme.qmin, self.scheme.qmax, self.scheme.symmetric,
-            self.scheme.scale_dtype,
-        )  # fmt: skip
+            lo, hi, sch.qmin, sch.qmax, sch.symmetric, sch.scale_dtype, sch.scale_rule
+        )
         shape = layout.param_shape
         return Calibration(lo.reshape(shape), hi.reshape(shape), scale.reshape(shape),
                            zero.reshape(shape))  # fmt: skip
@@ -116,8 +117,8 @@ class AffineCodec:
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
-        if calibration is None and self._fused():
-            encoded = self._encode_groups(x, layout)
+        if calibration is None and self.scheme.calibration.token == "minmax":
+            encoded = self._encode_rows(x, layout)
             if encoded is not None:
                 return encoded
         cal = self.calibrate(x) if calibration is None else calibration
@@ -132,33 +133,34 @@ class AffineCodec:
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
         return Encoded(self, codes, cal.scale, zero)
 
-    def _fused(self) -> bool:
-        s = self.scheme
-        return (
-            s.granularity == "group"
-            and s.scale_dtype == "f32"
-            and s.calibration.token == ("minmax")
-        )
-
-    def _encode_groups(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
-        """MinMax groups with float32 scales in one compiled pass (None: a row held a
-        non-finite value; the general path then reports where)."""
+    def _encode_rows(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
+        """MinMax slices that are rows of memory (groups; channels of the first axis) in
+        one compiled pass. None: another granularity, or a row held a non-finite value or a
+        scale overflowed its dtype (the general path then says where)."""
+        from bundler.codecs.halfs import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
-
         p, s, q = layout.view3
-        codes = np.empty(x.shape, dtype=self.code_dtype)
-        scale = np.empty(p * s, dtype=np.float32)
-        zero = np.empty(p * s, dtype=np.int64)
         sch = self.scheme
+        if not (sch.granularity == "group" or (sch.granularity == "channel" and p == 1)):
+            return None
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
+        codes = np.empty(x.shape, dtype=self.code_dtype)
+        scale = np.empty(p * s, dtype=np.float64)
+        zero = np.empty(p * s, dtype=np.float64)
         rows = x.reshape(p * s, q)
-        if kernels.minmax_groups(rows, sch.symmetric, sch.qmin, sch.qmax,
-                                 codes.reshape(p * s, q), scale, zero):  # fmt: skip
+        dtype = self.scale_dtype
+        tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
+        kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
+        if kernels.minmax_rows(rows, rows.view(np.int32), sch.qmin, sch.qmax, sch.symmetric,
+                               sch.scale_rule == "extreme", kind, tiny, HALF_TO_F32,
+                               codes.reshape(p * s, q), scale, zero):  # fmt: skip
+            return None
+        if not np.isfinite(scale).all():
             return None
         shape = layout.param_shape
         zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
-        return Encoded(self, codes, scale.reshape(shape), zp)
+        return Encoded(self, codes, scale.astype(dtype).reshape(shape), zp)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""

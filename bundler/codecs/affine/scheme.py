@@ -8,6 +8,8 @@ string form for the command line: colon-separated tokens in any order, for examp
 - `tensor` (default), `channel` or `channel<axis>` (default axis 0, the output axis),
   `g<G>` (groups of G values along the last, input axis; G a multiple of 8);
 - `sym` (default; signed codes, zero point 0) or `asym` (unsigned codes with a zero point);
+- `extreme` (symmetric only): the scale rule of ONNX Runtime's 4-bit block quantizer and
+  GGML's Q4_0 instead of compressed-tensors' (the default): see `arithmetic`;
 - a calibration method (`minmax` default, `p<upper>` or `p<lower>-<upper>`, `meanstd<k>`,
   `mse`, `entropy`: see `calibration`);
 - `f32` (default), `f16` or `bf16`: the dtype the scales are stored in.
@@ -19,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.codecs.affine.arithmetic import SCALE_DTYPES
+from bundler.codecs.affine.arithmetic import RULES, SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
 from bundler.codecs.affine.packing import IntegerCodes
 from bundler.errors import UsageError
@@ -44,6 +46,7 @@ class Scheme(IntegerCodes):
     group_size: int = DEFAULT_GROUP
     calibration: Method = field(default_factory=MinMax)
     scale_dtype: str = "f32"
+    scale_rule: str = RULES[0]
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
@@ -58,6 +61,12 @@ class Scheme(IntegerCodes):
             raise SchemeError(
                 f"scale dtype must be one of {', '.join(SCALE_DTYPES)}, got {self.scale_dtype!r}"
             )
+        if self.scale_rule not in RULES:
+            raise SchemeError(
+                f"scale rule must be one of {', '.join(RULES)}, got {self.scale_rule!r}"
+            )
+        if self.scale_rule != RULES[0] and not self.symmetric:
+            raise SchemeError(f"the {self.scale_rule} scale rule is for symmetric codes (sym)")
         if self.granularity == "group" and (self.group_size < 8 or self.group_size % 8):
             raise SchemeError(f"group size must be a positive multiple of 8, got {self.group_size}")
         if self.granularity != "group":
@@ -80,6 +89,8 @@ class Scheme(IntegerCodes):
             "group": f"g{self.group_size}",
         }[self.granularity]
         parts = [f"int{self.bits}", gran, "sym" if self.symmetric else "asym"]
+        if self.scale_rule != RULES[0]:
+            parts.append(self.scale_rule)
         parts.append(self.calibration.token)
         if self.scale_dtype != "f32":
             parts.append(self.scale_dtype)
@@ -96,6 +107,7 @@ class Scheme(IntegerCodes):
             "group_size": self.group_size,
             "calibration": self.calibration.config(),
             "scale_dtype": self.scale_dtype,
+            "scale_rule": self.scale_rule,
         }
 
     def replace(self, **changes: Any) -> Scheme:
@@ -163,11 +175,13 @@ def _token(token: str, text: str) -> tuple[str, Any]:
         return "granularity", {"granularity": "group", "group_size": int(m.group(1))}
     if token in SCALE_DTYPES:
         return "scale_dtype", token
+    if token in RULES:
+        return "scale_rule", token
     try:
         return "calibration", method_from(token)
     except UsageError:
         raise SchemeError(
             f"{text!r}: unknown token {token!r} (int<B>, tensor, channel[<axis>], g<G>, "
-            "sym, asym, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, entropy, "
+            "sym, asym, extreme, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, entropy, "
             "f32, f16, bf16)"
         ) from None

@@ -57,6 +57,64 @@ def test_minmax_codes_scales_zero_points_equal_float64_restatement(bits, sym, gr
     np.testing.assert_array_equal(enc.decode(), want.reshape(MATRIX.shape))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("gran", ["tensor", "channel", "g32", "g8"])
+@pytest.mark.parametrize("scale_dtype", ["f32", "f16", "bf16"])
+def test_extreme_scale_rule_equals_float64_restatement(bits, gran, scale_dtype):
+    dtype = "" if scale_dtype == "f32" else f":{scale_dtype}"
+    codec = _codec(bits, True, gran, ":extreme" + dtype)
+    granularity, group = _granularity(gran)
+    lo, hi = minmax_ranges(MATRIX, granularity, 0, group)
+    codes, scale, _ = quantize(
+        MATRIX, bits, True, granularity, lo, hi, 0, group, scale_dtype, extreme=True
+    )
+    enc = codec.encode(MATRIX)
+    assert enc.scale.tobytes() == scale.astype(codec.scale_dtype).tobytes()
+    np.testing.assert_array_equal(enc.codes.astype(np.int64), codes)
+    assert enc.zero_point is None
+    # the value of largest magnitude of every slice is the lowest code, exactly (a float32
+    # scale is e / qmin exactly; float16 and bfloat16 round it)
+    sid, _ = slice_index(MATRIX.shape, granularity, 0, group)
+    flat, q = MATRIX.reshape(-1), enc.codes.reshape(-1)
+    if scale_dtype != "f32":
+        return
+    for i in range(len(lo)):
+        values = flat[sid == i]
+        at = np.argmax(np.abs(values)) if np.abs(values).max() > -values.min() else values.argmin()
+        assert q[sid == i][at] == -(2 ** (bits - 1))
+    # half a step, but a whole one for values of the other sign beyond qmax * scale
+    np.testing.assert_allclose(enc.decode(), MATRIX, atol=float(np.abs(scale).max()) * 1.0001)
+
+
+@pytest.mark.parametrize("spec", ["int4:g32:extreme:mse", "int8:channel:extreme:entropy",
+                                  "int4:tensor:extreme:p99.9"])  # fmt: skip
+def test_extreme_scale_rule_under_calibration_maps_the_calibrated_extreme_to_the_lowest_code(spec):
+    codec = AffineCodec(spec)
+    cal = codec.calibrate(MATRIX)
+    e = np.where(-np.minimum(cal.lo, 0) >= np.maximum(cal.hi, 0), np.minimum(cal.lo, 0),
+                 np.maximum(cal.hi, 0))  # fmt: skip
+    want = (e / codec.scheme.qmin).astype(np.float32)
+    assert cal.scale.tobytes() == np.where(cal.lo == cal.hi, np.abs(cal.lo), want).astype(
+        np.float32).tobytes()  # fmt: skip
+    # MSE keeps MinMax's range among its candidates: never worse than it under this rule too
+    if "mse" in spec:
+        mm = AffineCodec(codec.scheme.replace(calibration="minmax"))
+        err = lambda c: float(np.sum((c.decode(c.encode(MATRIX)) - MATRIX) ** 2.0))  # noqa: E731
+        assert err(codec) <= err(mm)
+
+
+def test_extreme_scale_rule_is_symmetric_only_and_round_trips_its_configuration():
+    codec = bundler.codec("int4:g32:sym:extreme")
+    assert codec.name == "int4:g32:sym:extreme:minmax"
+    assert codec.config()["scale_rule"] == "extreme"
+    assert bundler.codec(codec.config()) == codec != bundler.codec("int4:g32")
+    assert bundler.codec("int4:g32").config()["scale_rule"] == "half_range"
+    with pytest.raises(SchemeError, match="symmetric"):
+        AffineCodec("int4:g32:asym:extreme")
+    with pytest.raises(SchemeError, match="scale rule"):
+        AffineCodec({**codec.config(), "scale_rule": "absmax"})
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 @pytest.mark.parametrize("sym", [True, False])
 def test_channel_along_any_axis_equals_restatement(axis, sym):
