@@ -16,7 +16,8 @@ magnitude (lo on a tie), so that e is code qmin exactly (-8 for int4) and all 2^
 are in use; the scale is negative when e is positive.
 
 The scale is rounded to its storage dtype first; the zero point and the codes are computed
-from the stored scale, in float64. A slice whose calibrated range is one value c (all its
+from the stored scale, in float64 (the codes' quotient in float32 on request,
+`DIVISIONS`). A slice whose calibrated range is one value c (all its
 values equal) gets scale |c| (1 when c is 0), so c is code +-1 (or 0) and decodes exactly
 when |c| is representable in the scale dtype.
 """
@@ -33,6 +34,10 @@ from bundler.errors import UsageError
 SCALE_DTYPES = ("f32", "f16", "bf16")
 #: Scale rules of symmetric codes: compressed-tensors' (the default), then `extreme`.
 RULES = ("half_range", "extreme")
+#: Where the quotient x / scale of the codes is taken: float64 (exact, the default), or
+#: float32 as ONNX QuantizeLinear takes it (they differ only where the float32 quotient
+#: lands on a half-integer).
+DIVISIONS = ("f64", "f32")
 SCALE_NUMPY = {
     f.name: np.dtype(f.numpy_dtype).newbyteorder("=") for f in TABLE if f.name in SCALE_DTYPES
 }

@@ -128,7 +128,7 @@ class AffineCodec:
         zero2 = cal.zero_point.astype(np.float64).reshape(-1, s)
         kernels.quantize(
             x.reshape(p, s, q), scale2, zero2, self.scheme.qmin, self.scheme.qmax,
-            codes.reshape(p, s, q),
+            self.scheme.division == "f32", codes.reshape(p, s, q),
         )  # fmt: skip
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
         return Encoded(self, codes, cal.scale, zero)
@@ -154,7 +154,8 @@ class AffineCodec:
         kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
         if kernels.minmax_rows(rows, rows.view(np.int32), sch.qmin, sch.qmax, sch.symmetric,
                                sch.scale_rule == "extreme", kind, tiny, HALF_TO_F32,
-                               codes.reshape(p * s, q), scale, zero):  # fmt: skip
+                               sch.division == "f32", codes.reshape(p * s, q), scale,
+                               zero):  # fmt: skip
             return None
         if not np.isfinite(scale).all():
             return None

@@ -14,11 +14,11 @@ _CHUNK = 8192
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def quantize(x, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
+def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
     """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints.
 
-    q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (rint rounds half
-    to even)."""
+    q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (in float32 when
+    `div32`; rint rounds half to even)."""
     p_n, s_n, q_n = x.shape
     per = (q_n + _CHUNK - 1) // _CHUNK
     shared = scale.shape[0] == 1
@@ -29,14 +29,22 @@ def quantize(x, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
         s = ps % s_n
         pp = 0 if shared else p
         end = min(q_n, (c + 1) * _CHUNK)
-        _quantize_row(x[p, s, c * _CHUNK : end], scale[pp, s], zero[pp, s], qmin, qmax,
+        _quantize_row(x[p, s, c * _CHUNK : end], scale[pp, s], zero[pp, s], qmin, qmax, div32,
                       out[p, s, c * _CHUNK : end])  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def _quantize_row(row, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
+def _quantize_row(row, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
     """out = clamp(rint(row / scale) + zero, qmin, qmax), the quotient in float64 (rint
-    rounds half to even)."""
+    rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear does."""
+    if div32:
+        d = np.float32(scale)
+        z = np.float32(zero)
+        lo32 = np.float32(qmin)
+        hi32 = np.float32(qmax)
+        for j in range(row.shape[0]):
+            out[j] = min(max(np.rint(row[j] / d) + z, lo32), hi32)
+        return
     lo = np.float64(qmin)
     hi = np.float64(qmax)
     for j in range(row.shape[0]):
@@ -396,8 +404,8 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table, codes, scale,
-                zero):  # pragma: no cover - compiled  # fmt: skip
+def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32, codes,
+                scale, zero):  # pragma: no cover - compiled  # fmt: skip
     """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
     in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
     compute them; scale and zero (S,) float64. Returns how many rows held a NaN or an
@@ -412,5 +420,5 @@ def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
                            kind, tiny, half_table)  # fmt: skip
         scale[i] = d
         zero[i] = z
-        _quantize_row(x[i], d, z, qmin, qmax, codes[i])
+        _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])
     return bad

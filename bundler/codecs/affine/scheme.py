@@ -10,6 +10,9 @@ string form for the command line: colon-separated tokens in any order, for examp
 - `sym` (default; signed codes, zero point 0) or `asym` (unsigned codes with a zero point);
 - `extreme` (symmetric only): the scale rule of ONNX Runtime's 4-bit block quantizer and
   GGML's Q4_0 instead of compressed-tensors' (the default): see `arithmetic`;
+- `div32`: codes from the quotient x / scale taken in float32, as ONNX QuantizeLinear
+  computes it (the default takes it in float64, exactly; the two differ only where the
+  float32 quotient lands on a half-integer);
 - a calibration method (`minmax` default, `p<upper>` or `p<lower>-<upper>`, `meanstd<k>`,
   `mse`, `entropy`: see `calibration`);
 - `f32` (default), `f16` or `bf16`: the dtype the scales are stored in.
@@ -21,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.codecs.affine.arithmetic import RULES, SCALE_DTYPES
+from bundler.codecs.affine.arithmetic import DIVISIONS, RULES, SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
 from bundler.codecs.affine.packing import IntegerCodes
 from bundler.errors import UsageError
@@ -47,6 +50,7 @@ class Scheme(IntegerCodes):
     calibration: Method = field(default_factory=MinMax)
     scale_dtype: str = "f32"
     scale_rule: str = RULES[0]
+    division: str = DIVISIONS[0]
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
@@ -64,6 +68,10 @@ class Scheme(IntegerCodes):
         if self.scale_rule not in RULES:
             raise SchemeError(
                 f"scale rule must be one of {', '.join(RULES)}, got {self.scale_rule!r}"
+            )
+        if self.division not in DIVISIONS:
+            raise SchemeError(
+                f"division must be one of {', '.join(DIVISIONS)}, got {self.division!r}"
             )
         if self.scale_rule != RULES[0] and not self.symmetric:
             raise SchemeError(f"the {self.scale_rule} scale rule is for symmetric codes (sym)")
@@ -94,6 +102,8 @@ class Scheme(IntegerCodes):
         parts.append(self.calibration.token)
         if self.scale_dtype != "f32":
             parts.append(self.scale_dtype)
+        if self.division != DIVISIONS[0]:
+            parts.append(_DIV32)
         return ":".join(parts)
 
     def config(self) -> dict[str, Any]:
@@ -108,6 +118,7 @@ class Scheme(IntegerCodes):
             "calibration": self.calibration.config(),
             "scale_dtype": self.scale_dtype,
             "scale_rule": self.scale_rule,
+            "division": self.division,
         }
 
     def replace(self, **changes: Any) -> Scheme:
@@ -128,6 +139,7 @@ def from_config(config: dict[str, Any]) -> Scheme:
     return Scheme(**{k: v for k, v in config.items() if k != "id"})
 
 
+_DIV32 = "div32"
 _BITS = re.compile(r"(u?)int(\d+)")
 _CHANNEL = re.compile(r"channel(\d*)")
 _GROUP = re.compile(r"g(\d+)")
@@ -177,11 +189,13 @@ def _token(token: str, text: str) -> tuple[str, Any]:
         return "scale_dtype", token
     if token in RULES:
         return "scale_rule", token
+    if token == _DIV32:
+        return "division", "f32"
     try:
         return "calibration", method_from(token)
     except UsageError:
         raise SchemeError(
             f"{text!r}: unknown token {token!r} (int<B>, tensor, channel[<axis>], g<G>, "
-            "sym, asym, extreme, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, entropy, "
-            "f32, f16, bf16)"
+            "sym, asym, extreme, div32, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, "
+            "entropy, f32, f16, bf16)"
         ) from None
