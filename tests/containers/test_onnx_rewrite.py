@@ -388,6 +388,33 @@ def test_weights_at_every_depth_are_rewritten_in_one_pass(flags, tmp_path):
         assert float((ya * yb).sum() / np.linalg.norm(ya) / np.linalg.norm(yb)) > 0.95
 
 
+@pytest.mark.parametrize(
+    "scheme",
+    [Scheme(4, True, "block", 32), Scheme(4, False, "block", 16), Scheme(8, True, "block", 7),
+     Scheme(8, False, "block", 128)],
+    ids=["int4_block32", "uint4_block16", "int8_block7", "uint8_block128"],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_blocks_down_a_matrix_s_first_axis_equal_the_restated_onnx_arithmetic(scheme, dtype):
+    """A MatMul weight [K, N] blocked along K (read in place, not transposed): K = 70 leaves
+    a short last block; a constant block, zeros and a lone extreme."""
+    x = np.random.default_rng(8).standard_normal((70, 24)).astype(np.float32)
+    x[:32, 3] = 0.5
+    x[:, 5] = 0.0
+    x[40, 9] = 7.0
+    x = x.astype(dtype)
+    got = quantize(x, scheme, 0)
+    codes, scale, zero = _restated(x.astype(np.float32), scheme, 0)
+    assert got.scale.dtype == dtype and got.scale.shape == scale.shape
+    assert np.array_equal(got.scale.astype(np.float32), scale.astype(dtype).astype(np.float32))
+    if dtype == np.float32:  # (a float16 scale rounds: the codes follow the stored scale)
+        assert np.array_equal(got.codes.astype(np.float32), codes)
+        if got.zero_point is not None:
+            assert np.array_equal(got.zero_point.astype(np.float32), zero)
+    moved = np.moveaxis(quantize(x[:, :, None], scheme, 0).codes, -1, 0)[0]  # the general path
+    assert np.array_equal(got.codes, moved)
+
+
 @pytest.mark.parametrize("signed", [True, False], ids=["int4", "uint4"])
 @pytest.mark.parametrize("k", [64, 70])
 def test_matmul_nbits_packing_holds_the_blocked_codes(signed, k):

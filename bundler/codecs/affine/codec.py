@@ -170,6 +170,50 @@ class AffineCodec:
         )
 
 
+def encode_blocks_down(
+    codec: AffineCodec, x: Any, size: int, nibbles: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """MinMax blocks of `size` consecutive values down the first axis of a matrix x [K, N]
+    (a last, shorter block has its own range), with `codec`'s bits, signedness, scale rule,
+    scale dtype and division (its granularity and calibration aside): codes [K, N] (x's
+    layout), scales and zero points (None when symmetric) [ceil(K / size), N]. The blocks
+    of a MatMul weight along its reduction axis, read without transposing it.
+
+    `nibbles` (4-bit codes, even `size`): the codes transposed and packed instead, uint8
+    [N, blocks, size / 2], offset to the unsigned range, two a byte, low nibble first, the
+    last block padded with its zero point's code (ONNX Runtime's MatMulNBits layout)."""
+    from bundler.codecs.halfs import HALF_TO_F32
+    from bundler.codecs.kernels import announced
+
+    x = _as_float32(x)
+    sch = codec.scheme
+    if x.ndim != 2 or size < 1 or (nibbles and (sch.bits != 4 or size % 2)):
+        need = " (4 bits, even size)" if nibbles else ""
+        raise ShapeError(
+            f"{sch.name}: blocks of {size} down the first axis need a matrix{need}, got shape "
+            f"{x.shape}"
+        )
+    k, n = x.shape
+    blocks = -(-k // size)
+    kernels = announced("bundler.codecs.affine.kernels", "affine")
+    codes = np.empty((0, n) if nibbles else x.shape, dtype=codec.code_dtype)
+    packed = np.empty((n, blocks, size // 2) if nibbles else (0, 0, 0), dtype=np.uint8)
+    scale = np.empty((blocks, n), dtype=np.float64)
+    zero = np.empty((blocks, n), dtype=np.float64)
+    tiny = float(ml_dtypes.finfo(codec.scale_dtype).smallest_subnormal)
+    kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
+    bad = kernels.minmax_blocks_down(
+        x, x.view(np.int32), size, sch.qmin, sch.qmax, sch.symmetric, sch.scale_rule == "extreme",
+        kind, tiny, HALF_TO_F32, sch.division == "f32", codes, packed, scale, zero,
+    )  # fmt: skip
+    if bad:
+        _refuse_non_finite(x, sch)
+    if not np.isfinite(scale).all():
+        arithmetic.parameters(scale, scale, 0, 1, True, sch.scale_dtype)  # says which scale
+    zp = None if sch.symmetric else zero.astype(codec.code_dtype)
+    return packed if nibbles else codes, scale.astype(codec.scale_dtype), zp
+
+
 def dequantize(
     codes: np.ndarray,
     scale: np.ndarray,
@@ -271,13 +315,18 @@ def _ranges(
     lo = slices.min(axis=1).astype(np.float64)
     hi = slices.max(axis=1).astype(np.float64)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        flat = int(np.argmax(~np.isfinite(x.reshape(-1))))
-        index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
-        value = float(x.reshape(-1)[flat])
-        raise NonFiniteError(
-            f"{scheme.name} cannot quantize {value} at index {index}: values must be finite",
-            index,
-            value,
-        )
+        _refuse_non_finite(x, scheme)
     lo, hi = method.ranges(slices, lo, hi, scheme)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+
+def _refuse_non_finite(x: np.ndarray, scheme: Scheme) -> None:
+    """A NonFiniteError naming the first NaN or infinity of `x` and where it is."""
+    flat = int(np.argmax(~np.isfinite(x.reshape(-1))))
+    index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
+    value = float(x.reshape(-1)[flat])
+    raise NonFiniteError(
+        f"{scheme.name} cannot quantize {value} at index {index}: values must be finite",
+        index,
+        value,
+    )

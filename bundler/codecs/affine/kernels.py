@@ -422,3 +422,92 @@ def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
         zero[i] = z
         _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])
     return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def minmax_blocks_down(x, bits, size, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
+                       div32, codes, packed, scale, zero):  # pragma: no cover  # fmt: skip
+    """MinMax calibration and quantization of blocks of `size` consecutive rows of each
+    column of x (K, N) (`bits`: x as int32), the last block the rest, as `minmax_rows`
+    does for rows, reading x row by row (vectorized across the columns); codes (K, N),
+    scale and zero (blocks, N) float64. Returns how many blocks held a NaN or an infinity
+    (their outputs are then not all written).
+
+    With `packed` (N, blocks, size / 2) uint8 not empty (4-bit codes; `codes` then has no
+    rows, only the dtype), the codes go there instead, transposed: column c's block j
+    offset to the unsigned range (by -qmin), two a byte, low nibble first, the last block's
+    padding codes its zero point (unsigned range)."""
+    n = x.shape[1]
+    nibbles = packed.shape[0] > 0
+    bad = 0
+    for j in prange(scale.shape[0]):
+        r0 = j * size
+        r1 = min(x.shape[0], r0 + size)
+        d = np.empty(n, dtype=x.dtype)
+        z = np.empty(n, dtype=x.dtype)
+        bad += _block_parameters(x, bits, r0, r1, qmin, qmax, symmetric, extreme, kind, tiny,
+                                 half_table, scale[j], zero[j], d, z)  # fmt: skip
+        tile = np.empty((size if nibbles else 0, n), dtype=codes.dtype)
+        for r in range(r0, r1):
+            row = tile[r - r0] if nibbles else codes[r]
+            _quantize_across(x[r], scale[j], zero[j], d, z, qmin, qmax, div32, row)
+        if nibbles:
+            _pack_tile(tile, r1 - r0, zero[j], -qmin, packed[:, j])
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _pack_tile(tile, rows, zero, offset, packed):  # pragma: no cover - compiled
+    """packed (N, size / 2) of a tile of codes (size, N), its rows past `rows` the zero
+    point: see `minmax_blocks_down`."""
+    for r in range(rows, tile.shape[0]):
+        for c in range(tile.shape[1]):
+            tile[r, c] = zero[c]
+    for c in range(tile.shape[1]):
+        for i in range(tile.shape[0] // 2):
+            lo4 = (np.int32(tile[2 * i, c]) + offset) & 0xF
+            hi4 = (np.int32(tile[2 * i + 1, c]) + offset) & 0xF
+            packed[c, i] = np.uint8(lo4 | (hi4 << 4))
+
+
+@njit(cache=True, nogil=True)
+def _block_parameters(x, bits, r0, r1, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
+                      scale, zero, d, z):  # pragma: no cover - compiled  # fmt: skip
+    """Scale and zero point (float64, and as float32 in d, z) of each column's rows r0..r1
+    of x; how many columns held a NaN or an infinity."""
+    n = x.shape[1]
+    lo = x[r0].copy()
+    hi = x[r0].copy()
+    odd = np.zeros(n, dtype=np.int32)
+    for r in range(r0, r1):
+        for c in range(n):
+            v = x[r, c]
+            lo[c] = min(lo[c], v)
+            hi[c] = max(hi[c], v)
+            odd[c] |= np.int32((bits[r, c] & np.int32(0x7F800000)) == np.int32(0x7F800000))
+    bad = 0
+    for c in range(n):
+        bad += odd[c]
+        scale[c], zero[c] = _scale_zero(np.float64(lo[c]), np.float64(hi[c]), qmin, qmax,
+                                        symmetric, extreme, kind, tiny, half_table)  # fmt: skip
+        d[c] = np.float32(scale[c])
+        z[c] = np.float32(zero[c])
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quantize_across(row, scale, zero, d, z, qmin, qmax, div32, out):  # pragma: no cover
+    """`_quantize_row` with a scale and zero point per value (one per column; d, z: the
+    same as float32). (NumPy's error model: no zero-division check per value, which would
+    keep the loop from being vectorized; no scale is 0.)"""
+    if div32:
+        lo32 = np.float32(qmin)
+        hi32 = np.float32(qmax)
+        for c in range(row.shape[0]):
+            out[c] = min(max(np.rint(row[c] / d[c]) + z[c], lo32), hi32)
+        return
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for c in range(row.shape[0]):
+        q = np.rint(np.float64(row[c]) / scale[c]) + zero[c]
+        out[c] = min(max(q, lo), hi)

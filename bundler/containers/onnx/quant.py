@@ -19,6 +19,7 @@ import numpy as np
 
 from bundler.codecs.affine import AffineCodec
 from bundler.codecs.affine import Scheme as AffineScheme
+from bundler.codecs.affine.codec import encode_blocks_down
 from bundler.codecs.affine.packing import IntegerCodes
 
 
@@ -73,6 +74,9 @@ def quantize(x: np.ndarray, scheme: Scheme, axis: int | None = None) -> Quantize
     if scheme.granularity == "channel":
         enc = scheme.codec(x.dtype, "channel", axis).encode(x)
         return Quantized(enc.codes, enc.scale.reshape(-1), _z(enc.zero_point, (-1,)), axis)
+    if x.ndim == 2 and axis == 0:  # a MatMul weight's reduction axis: read in place
+        codes, scale, zero = encode_blocks_down(scheme.codec(x.dtype), x, scheme.block_size)
+        return Quantized(codes, scale, zero, axis)
     moved = np.moveaxis(x, axis, -1)  # blocks contiguous in memory
     codes, scale, zero = _blocks(moved, scheme)
     k = moved.shape[-1]
@@ -104,18 +108,11 @@ def nbits_layout(w: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray,
     range, two a byte, low nibble first; padding codes are the zero point), scales
     [N, blocks] (w's dtype) and zero points [N, blocks] (unsigned range; 8 for signed
     codes) of a [K, N] weight, blocks along K."""
-    k, n = w.shape
     size = scheme.block_size
-    codes, scale, zero = _blocks(w.T, scheme)  # W^T [N, K], blocks along K
-    blocks = scale.shape[1]
+    packed, scale, zero = encode_blocks_down(scheme.codec(w.dtype), w, size, nibbles=True)
     if scheme.signed:
-        unsigned = codes.view(np.uint8) + np.uint8(8)
-        zero = np.full((n, blocks), 8, np.uint8)
-    else:
-        unsigned = codes
-    unsigned[:, k:] = zero[:, -1:]
-    t = (unsigned & np.uint8(0x0F)).reshape(n, blocks, size)
-    return t[..., 0::2] | (t[..., 1::2] << np.uint8(4)), scale, zero
+        zero = np.full(scale.shape, 8, np.uint8)
+    return packed, np.ascontiguousarray(scale.T), np.ascontiguousarray(zero.T)
 
 
 def _z(zero: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:

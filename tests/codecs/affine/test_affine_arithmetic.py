@@ -273,3 +273,28 @@ def test_integer_input_dtypes_are_accepted():
     x = (np.arange(64, dtype=np.int16) - 32).reshape(2, 32)
     enc = AffineCodec("int8:tensor").encode(x)
     np.testing.assert_allclose(enc.decode(), x, atol=enc.scale[0] / 2)
+
+
+@pytest.mark.parametrize("spec", ["int4:g32:sym:extreme", "int4:g32:asym", "int8:g64:f16",
+                                  "int8:g16:asym:div32"])  # fmt: skip
+def test_blocks_down_the_first_axis_are_the_groups_of_the_transposed_matrix(spec):
+    from bundler.codecs.affine.codec import encode_blocks_down
+
+    codec = AffineCodec(spec)
+    x = np.ascontiguousarray(MATRIX.T)  # [256, 24]: blocks down the 256
+    codes, scale, zero = encode_blocks_down(codec, x, codec.scheme.group_size)
+    groups = codec.encode(MATRIX)
+    assert np.array_equal(codes, groups.codes.T)
+    assert scale.dtype == groups.scale.dtype and np.array_equal(scale, groups.scale.T)
+    assert (zero is None) == (groups.zero_point is None)
+    if zero is not None:
+        assert np.array_equal(zero, groups.zero_point.T)
+    if codec.scheme.bits == 4:
+        packed, _, _ = encode_blocks_down(codec, x, codec.scheme.group_size, nibbles=True)
+        unsigned = groups.codes.astype(np.int64) - codec.scheme.qmin
+        want = unsigned.reshape(24, -1, 2)
+        assert np.array_equal(packed.reshape(24, -1), want[..., 0] | (want[..., 1] << 4))
+    bad = x.copy()
+    bad[70, 5] = np.nan
+    with pytest.raises(NonFiniteError, match=r"\(5, 70\)|\(70, 5\)"):
+        encode_blocks_down(codec, bad, codec.scheme.group_size)
