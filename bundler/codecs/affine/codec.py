@@ -19,7 +19,7 @@ import numpy as np
 from bundler.codecs.affine import arithmetic
 from bundler.codecs.affine.calibration import Method, method_from
 from bundler.codecs.affine.scheme import Scheme, SchemeError, from_config, parse
-from bundler.errors import NonFiniteError, ShapeError
+from bundler.errors import NonFiniteError, ShapeError, UsageError
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,14 +134,24 @@ class AffineCodec:
         return Encoded(self, codes, cal.scale, zero)
 
     def _encode_rows(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
-        """MinMax slices that are rows of memory (groups; channels of the first axis) in
-        one compiled pass. None: another granularity, or a row held a non-finite value or a
-        scale overflowed its dtype (the general path then says where)."""
+        """MinMax slices that are rows of memory (groups; channels of the first axis) or
+        columns (channels of the last axis) in one compiled pass. None: another
+        granularity, or a row held a non-finite value or a scale overflowed its dtype (the
+        general path then says where)."""
         from bundler.codecs.halfs import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
         p, s, q = layout.view3
         sch = self.scheme
+        if sch.granularity == "channel" and p > 1 and q == 1:
+            # channels of the last axis: one block down the first axis of x as (p, s)
+            try:
+                codes, scale, zp = encode_blocks_down(self, x.reshape(p, s), p)
+            except (NonFiniteError, UsageError):
+                return None  # the general path names the place in x's own shape
+            shape = layout.param_shape
+            zp = None if zp is None else zp.reshape(shape)
+            return Encoded(self, codes.reshape(x.shape), scale.reshape(shape), zp)
         if not (sch.granularity == "group" or (sch.granularity == "channel" and p == 1)):
             return None
         kernels = announced("bundler.codecs.affine.kernels", "affine")
