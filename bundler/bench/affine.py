@@ -6,11 +6,16 @@ quantizers on the same matrix, in one run.
   channel, symmetric int8);
 - int4 blocks: ONNX Runtime's MatMul 4-bit block quantizer (`MatMulNBitsQuantizer`'s
   `DefaultWeightOnlyQuantizer.qbits_block_quant`, C++), blocks along the input axis, with
-  and without zero points;
-- the calibration methods' speed against MinMax, and Q8_0 / Q4_0 encoding for scale.
+  zero points (beside `int4:g32:asym`, `int4:g128:asym`) and symmetric (beside
+  `int4:g32:sym:extreme`, its own scale rule; `int4:g32`, compressed-tensors' rule, is shown
+  too);
+- the calibration methods' speed against MinMax, and Q8_0 / Q4_0 encoding beside MinMax
+  int8 per channel and int4 groups of 32.
 
-Speeds are MiB of float32 per second of wall time and, steadier on a shared machine, per
-second of CPU time (every thread of the process).
+Every function is timed in the same process, interleaved (one call of each per round), the
+median of `repeat` rounds: MiB of float32 per second of wall time and, steadier on a shared
+machine, per second of CPU time (every thread of the process: ONNX Runtime's quantizer runs
+on its own thread pool, the codecs on numba's).
 
 ONNX Runtime takes the MatMul weight as [in, out], so it gets the transposed matrix (not
 timed); blocks and channels are the same slices. Errors are RMSE of decoded values.
@@ -19,13 +24,14 @@ timed); blocks and channels are the same slices. Errors are RMSE of decoded valu
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 from typing import Any
 
 import numpy as np
 
 from bundler.bench.codecs import SEED, _cpus, bench_input
-from bundler.bench.measure import MIB, median_seconds, median_times, progress
+from bundler.bench.measure import MIB, interleaved, progress
 from bundler.codecs import get
 from bundler.codecs.affine import AffineCodec
 from bundler.extras import require
@@ -35,7 +41,8 @@ from bundler.texttable import table
 PAIRS = (
     ("int8:channel", "ort_int8_channel"),
     ("int4:g32:asym", "ort_4bit_block32_asym"),
-    ("int4:g32", "ort_4bit_block32_sym"),
+    ("int4:g32:sym:extreme", "ort_4bit_block32_sym"),
+    ("int4:g32", None),
     ("int4:g128:asym", "ort_4bit_block128_asym"),
     ("int8:channel:mse", None),
     ("int8:channel:entropy", None),
@@ -45,6 +52,9 @@ PAIRS = (
     ("int4:g128:asym:p99.9", None),
 )
 GGML = ("q8_0", "q4_0")
+#: MinMax codecs measured against a GGML block codec of the same width.
+GGML_PEERS = {"int8:channel": "q8_0", "int4:g32:asym": "q4_0", "int4:g32:sym:extreme": "q4_0",
+              "int4:g32": "q4_0"}  # fmt: skip
 
 
 def _ort_int8_channel(w_t: np.ndarray):
@@ -74,18 +84,31 @@ def _ort_4bit(w_t: np.ndarray, block: int, symmetric: bool):
         return quantizer.qbits_block_quant(w_t)
 
     def decode(out):
-        packed, scales, zero = out  # [N, blocks, block/2], [N, blocks], [N, ceil(blocks/2)]
-        n, blocks, _ = packed.shape
-        q = np.empty((n, blocks, block), np.float32)
-        q[:, :, 0::2] = packed & 0xF
-        q[:, :, 1::2] = packed >> 4
-        z = np.empty((n, 2 * zero.shape[1]), np.float32)
-        z[:, 0::2] = zero & 0xF
-        z[:, 1::2] = zero >> 4
-        z = z[:, :blocks] if not symmetric else np.full((n, blocks), 8, np.float32)
-        return ((q - z[:, :, None]) * scales[:, :, None]).reshape(n, blocks * block)
+        packed, scales, zero = out
+        q, z = ort_4bit_unpack(packed, zero, symmetric)
+        n, blocks = scales.shape
+        q = q.reshape(n, blocks, -1).astype(np.float32) - z[:, :, None]
+        return (q * scales[:, :, None]).reshape(n, -1)
 
     return run, decode
+
+
+def ort_4bit_unpack(
+    packed: np.ndarray, zero: np.ndarray, symmetric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX Runtime's 4-bit block output ([N, blocks, block / 2] two codes a byte, low
+    nibble first; zero points [N, ceil(blocks / 2)] likewise) as unsigned codes [N, K] and
+    zero points [N, blocks] (int64; 8 for symmetric blocks)."""
+    n, blocks, half = packed.shape
+    q = np.empty((n, blocks, 2 * half), np.int64)
+    q[:, :, 0::2] = packed & 0xF
+    q[:, :, 1::2] = packed >> 4
+    if symmetric:
+        return q.reshape(n, -1), np.full((n, blocks), 8, np.int64)
+    z = np.empty((n, 2 * zero.shape[1]), np.int64)
+    z[:, 0::2] = zero & 0xF
+    z[:, 1::2] = zero >> 4
+    return q.reshape(n, -1), z[:, :blocks]
 
 
 def _ort(name: str, w_t: np.ndarray):
@@ -108,53 +131,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     x = bench_input(args.rows, args.cols)
     w_t = np.ascontiguousarray(x.T)
-    repeat = args.repeat
+    timed: dict[str, Any] = {}
     rows = []
-    minmax_rate: dict[str, tuple[float, float]] = {}
-    for ours, theirs in progress(PAIRS, "bench affine"):
+    for ours, theirs in PAIRS:
         codec = AffineCodec(ours)
-        encoded = codec.encode(x)
-        wall, cpu = median_times(lambda c=codec: c.encode(x), repeat)
+        timed[codec.name] = lambda c=codec: c.encode(x)
         row: dict[str, Any] = {
             "codec": codec.name,
-            **_rates(x, wall, cpu),
-            "ours_rmse": _rmse(codec.decode(encoded), x),
+            "ours_rmse": _rmse(codec.decode(codec.encode(x)), x),
             "reference": theirs,
-            "reference_encode_mib_s": None,
             "reference_rmse": None,
-            "speedup": None,
-            "vs_minmax": None,
-            "vs_minmax_cpu": None,
+            "ggml": GGML_PEERS.get(ours),
         }
-        base = codec.scheme.replace(calibration="minmax").name
-        if codec.scheme.calibration.token == "minmax":
-            minmax_rate[base] = (row["ours_encode_mib_s"], row["ours_encode_cpu_mib_s"])
-        elif base in minmax_rate:
-            row["vs_minmax"] = row["ours_encode_mib_s"] / minmax_rate[base][0]
-            row["vs_minmax_cpu"] = row["ours_encode_cpu_mib_s"] / minmax_rate[base][1]
         if theirs is not None:
             go, decode = _ort(theirs, w_t)
-            out = go()
-            t = median_seconds(go, max(1, min(repeat, 3)))
-            row["reference_encode_mib_s"] = x.nbytes / MIB / t
-            row["reference_rmse"] = _rmse(decode(out), x)
-            row["speedup"] = row["ours_encode_mib_s"] / row["reference_encode_mib_s"]
+            timed[theirs] = go
+            row["reference_rmse"] = _rmse(decode(go()), x)
         rows.append(row)
     for name in GGML:
         codec = get(name)
         raw = codec.encode(x)
-        wall, cpu = median_times(lambda c=codec, r=raw: c.encode(x, out=r), repeat)
-        rows.append({
-            "codec": name, **_rates(x, wall, cpu),
-            "ours_rmse": _rmse(codec.decode(raw), x), "reference": None,
-            "reference_encode_mib_s": None, "reference_rmse": None, "speedup": None,
-            "vs_minmax": None, "vs_minmax_cpu": None,
-        })  # fmt: skip
+        timed[name] = lambda c=codec, r=raw: c.encode(x, out=r)
+        rows.append({"codec": name, "ours_rmse": _rmse(codec.decode(raw), x), "reference": None,
+                     "reference_rmse": None, "ggml": None})  # fmt: skip
+    times = interleaved(progress(range(args.repeat), "bench affine", args.repeat), timed)
+    for row in rows:
+        _speeds(row, x, times)
     return {
         "input": {"rows": args.rows, "cols": args.cols, "std": 0.02, "seed": SEED},
         "machine": {"cpus": _cpus(), "processor": platform.processor() or platform.machine()},
+        "load_average": list(os.getloadavg()),
+        "method": "interleaved rounds in one process, medians; CPU time of every thread",
+        "repeat": args.repeat,
         "results": rows,
     }
+
+
+def _speeds(row: dict[str, Any], x: np.ndarray, times: dict[str, tuple[float, float]]) -> None:
+    """Fill a row's rates and ratios from the interleaved medians."""
+    rate = {k: (x.nbytes / MIB / w, x.nbytes / MIB / c if c > 0 else None)
+            for k, (w, c) in times.items()}  # fmt: skip
+    name = row["codec"]
+    row["ours_encode_mib_s"], row["ours_encode_cpu_mib_s"] = rate[name]
+    ref = row["reference"]
+    row["reference_encode_mib_s"], row["reference_encode_cpu_mib_s"] = rate.get(ref, (None, None))
+    row["speedup"] = _ratio(rate[name][0], rate.get(ref, (None,))[0])
+    row["speedup_cpu"] = _ratio(rate[name][1], rate.get(ref, (None, None))[1])
+    row["vs_ggml_cpu"] = _ratio(rate[name][1], rate.get(row["ggml"], (None, None))[1])
+    row["vs_minmax"] = row["vs_minmax_cpu"] = None
+    if name in GGML:
+        return
+    scheme = AffineCodec(name).scheme
+    base = scheme.replace(calibration="minmax").name
+    if scheme.calibration.token != "minmax" and base in rate:
+        row["vs_minmax"] = _ratio(rate[name][0], rate[base][0])
+        row["vs_minmax_cpu"] = _ratio(rate[name][1], rate[base][1])
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
 
 
 def _rates(x: np.ndarray, wall: float, cpu: float) -> dict[str, float | None]:
@@ -176,21 +211,25 @@ def human(report: dict[str, Any]) -> str:
             _fmt(r["ours_encode_mib_s"], ".0f"),
             _fmt(r["ours_encode_cpu_mib_s"], ".0f"),
             _fmt(r["ours_rmse"], ".3e"),
-            _fmt(r["vs_minmax"], ".2f"),
             _fmt(r["vs_minmax_cpu"], ".2f"),
+            f"{_fmt(r['vs_ggml_cpu'], '.2f')} {r['ggml']}" if r["ggml"] else "-",
             r["reference"] or "-",
             _fmt(r["reference_encode_mib_s"], ".0f"),
+            _fmt(r["reference_encode_cpu_mib_s"], ".0f"),
             _fmt(r["reference_rmse"], ".3e"),
-            _fmt(r["speedup"], ".1f"),
+            _fmt(r["speedup_cpu"], ".1f"),
         ]
         for r in report["results"]
     ]
-    head = ["codec", "enc MiB/s", "CPU MiB/s", "RMSE", "x minmax", "CPU x minmax", "onnxruntime",
-            "enc MiB/s", "RMSE", "x"]  # fmt: skip
+    head = ["codec", "enc MiB/s", "CPU MiB/s", "RMSE", "CPU x minmax", "CPU x ggml",
+            "onnxruntime", "enc MiB/s", "CPU MiB/s", "RMSE", "CPU x"]  # fmt: skip
     inp = report["input"]
+    load = ", ".join(f"{v:.2f}" for v in report["load_average"])
     title = (
         f"{inp['rows']}x{inp['cols']} float32 (std {inp['std']}, seed {inp['seed']}), "
         "MiB/s of float32 encoded per second of wall time and of CPU time (all threads), "
-        "medians; x minmax = speed against the same scheme's MinMax"
+        f"medians of {report['repeat']} interleaved rounds; load average {load}; x minmax / "
+        "x ggml / x = CPU speed against the same scheme's MinMax / the GGML codec / "
+        "onnxruntime"
     )
-    return title + "\n" + table(body, head, "<>>>>><>>>")
+    return title + "\n" + table(body, head, "<>>>>><>>>>")

@@ -45,6 +45,24 @@ def median_thread_seconds(fns: dict[str, Callable[[], Any]], repeat: int) -> dic
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def interleaved(
+    rounds: Iterable[Any], fns: dict[str, Callable[[], Any]]
+) -> dict[str, tuple[float, float]]:
+    """Median wall time and median CPU time (every thread of the process) of each function,
+    called once per round in turn, so that a change of load touches all of them alike
+    (after the caller's warm-up)."""
+    walls: dict[str, list[float]] = {k: [] for k in fns}
+    cpus: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in rounds:
+        for name, fn in fns.items():
+            cpu = time.process_time()
+            start = time.perf_counter()
+            fn()
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - cpu)
+    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in fns}
+
+
 def peak_alloc_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes allocated (Python and numpy heaps) while `fn` runs, over what was live before."""
     tracemalloc.start()

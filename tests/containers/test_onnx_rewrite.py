@@ -273,28 +273,67 @@ def test_matmul_nbits_weights_are_the_dequantize_linear_weights_in_onnx_runtime(
         assert np.array_equal(y, dequantized_weights(dq)["W"][0])
 
 
+def _restated(x: np.ndarray, scheme: Scheme, axis: int):
+    """ONNX weight quantization restated in numpy from its documented rules: MinMax ranges
+    widened to 0; signed scale = (value of largest magnitude, the negative one on a tie) /
+    qmin, unsigned (hi - lo) / (qmax - qmin) and zero point rint(qmin - lo / scale); one
+    value c: scale |c|; scale 0: 1; scales in float32, codes rint(x / scale) + zero in
+    float32, saturated; blocks padded with their last value. Codes in x's shape, scales
+    and zero points in DequantizeLinear's."""
+    qmin, qmax = scheme.qmin, scheme.qmax
+    x = x.astype(np.float32)
+    if scheme.granularity == "tensor":
+        groups = x.reshape(1, -1)
+    elif scheme.granularity == "channel":
+        groups = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    else:
+        moved = np.moveaxis(x, axis, -1)
+        k, size = moved.shape[-1], scheme.block_size
+        pad = np.repeat(moved[..., -1:], -k % size, axis=-1)
+        groups = np.concatenate([moved, pad], axis=-1).reshape(-1, size)
+    lo = groups.min(axis=1).astype(np.float64)
+    hi = groups.max(axis=1).astype(np.float64)
+    lo0, hi0 = np.minimum(lo, 0), np.maximum(hi, 0)
+    extreme = np.where(-lo0 >= hi0, lo0, hi0)
+    scale = extreme / qmin if scheme.signed else (hi0 - lo0) / (qmax - qmin)
+    scale = np.where(lo == hi, np.abs(lo), scale)
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    zero = np.zeros_like(scale)
+    if not scheme.signed:
+        zero = np.clip(np.rint(qmin - lo0 / scale.astype(np.float64)), qmin, qmax)
+    zero = zero.astype(np.float32)
+    q = np.clip(np.rint(groups / scale[:, None]) + zero[:, None], qmin, qmax)
+    if scheme.granularity == "tensor":
+        return q.reshape(x.shape), scale.reshape(()), zero.reshape(())
+    if scheme.granularity == "channel":
+        rest = np.moveaxis(x, axis, 0).shape
+        return np.moveaxis(q.reshape(rest), 0, axis), scale, zero
+    lead = moved.shape[:-1]
+    codes = np.moveaxis(q.reshape(*lead, -1)[..., :k], -1, axis)
+    return (codes, np.moveaxis(scale.reshape(*lead, -1), -1, axis),
+            np.moveaxis(zero.reshape(*lead, -1), -1, axis))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "scheme",
     [Scheme(8, True, "tensor"), Scheme(8, False, "channel"), Scheme(4, True, "block", 32),
      Scheme(4, False, "block", 16), Scheme(8, True, "block", 7)],
     ids=["int8_tensor", "uint8_channel", "int4_block32", "uint4_block16", "int8_block7"],
 )  # fmt: skip
-def test_the_compiled_loop_gives_the_numpy_arithmetic(scheme, monkeypatch):
-    """float32 weights go through the compiled loop; float64 ones through numpy: the same
-    codes, scales and zero points (the ranges include ties, a constant block and zeros)."""
-    from bundler.containers.onnx import quant
-
-    monkeypatch.setattr(quant, "COMPILED_MIN_VALUES", 1)
+def test_codes_scales_and_zero_points_equal_the_restated_onnx_arithmetic(scheme):
+    """The ranges include ties, a constant block and zeros; the 40 values of the block axis
+    leave a short last block for 16, 32 and 7."""
     x = np.random.default_rng(4).standard_normal((5, 40, 3)).astype(np.float32)
     x[0, :16] = 0.0
     x[1, :, 0] = 0.75
-    a = quantize(x, scheme, 1)
-    b = quantize(x.astype(np.float64), scheme, 1)
-    assert np.array_equal(a.codes, b.codes)
-    assert np.array_equal(a.scale.astype(np.float64), b.scale.astype(np.float32).astype(np.float64))
-    assert (a.zero_point is None) == (b.zero_point is None)
-    if a.zero_point is not None:
-        assert np.array_equal(a.zero_point, b.zero_point)
+    got = quantize(x, scheme, 1)
+    codes, scale, zero = _restated(x, scheme, 1)
+    assert got.scale.dtype == np.float32 and got.scale.shape == scale.shape
+    assert got.scale.tobytes() == scale.tobytes()
+    assert np.array_equal(got.codes.astype(np.float32), codes)
+    assert (got.zero_point is None) == scheme.signed
+    if got.zero_point is not None:
+        assert np.array_equal(got.zero_point.astype(np.float32), zero)
 
 
 def _branchy_model() -> onnx.ModelProto:
@@ -349,21 +388,56 @@ def test_weights_at_every_depth_are_rewritten_in_one_pass(flags, tmp_path):
         assert float((ya * yb).sum() / np.linalg.norm(ya) / np.linalg.norm(yb)) > 0.95
 
 
+@pytest.mark.parametrize(
+    "scheme",
+    [Scheme(4, True, "block", 32), Scheme(4, False, "block", 16), Scheme(8, True, "block", 7),
+     Scheme(8, False, "block", 128)],
+    ids=["int4_block32", "uint4_block16", "int8_block7", "uint8_block128"],
+)  # fmt: skip
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_blocks_down_a_matrix_s_first_axis_equal_the_restated_onnx_arithmetic(scheme, dtype):
+    """A MatMul weight [K, N] blocked along K (read in place, not transposed): K = 70 leaves
+    a short last block; a constant block, zeros and a lone extreme."""
+    x = np.random.default_rng(8).standard_normal((70, 24)).astype(np.float32)
+    x[:32, 3] = 0.5
+    x[:, 5] = 0.0
+    x[40, 9] = 7.0
+    x = x.astype(dtype)
+    got = quantize(x, scheme, 0)
+    codes, scale, zero = _restated(x.astype(np.float32), scheme, 0)
+    assert got.scale.dtype == dtype and got.scale.shape == scale.shape
+    assert np.array_equal(got.scale.astype(np.float32), scale.astype(dtype).astype(np.float32))
+    if dtype == np.float32:  # (a float16 scale rounds: the codes follow the stored scale)
+        assert np.array_equal(got.codes.astype(np.float32), codes)
+        if got.zero_point is not None:
+            assert np.array_equal(got.zero_point.astype(np.float32), zero)
+    moved = np.moveaxis(quantize(x[:, :, None], scheme, 0).codes, -1, 0)[0]  # the general path
+    assert np.array_equal(got.codes, moved)
+
+
 @pytest.mark.parametrize("signed", [True, False], ids=["int4", "uint4"])
 @pytest.mark.parametrize("k", [64, 70])
-def test_the_compiled_matmul_nbits_packing_is_the_numpy_one(signed, k, monkeypatch):
+def test_matmul_nbits_packing_holds_the_blocked_codes(signed, k):
+    """B [N, blocks, 16]: the codes of W^T's blocks along K (offset by 8 when signed),
+    two a byte, low nibble first, padding codes the zero point; the scales and zero
+    points those of the same blocks quantized for DequantizeLinear."""
     from bundler.containers.onnx import quant
 
     w = np.random.default_rng(6).standard_normal((k, 24)).astype(np.float32)
     w[:32, 3] = 0.5  # a constant block
     scheme = Scheme(4, signed, "block", 32)
-    expected = quant.nbits_layout(w, scheme)
-    monkeypatch.setattr(quant, "COMPILED_MIN_VALUES", 1)
-    got = quant.nbits_layout(w, scheme)
-    assert np.array_equal(got[0], expected[0])
-    assert np.array_equal(got[1], expected[1])
-    if not signed:
-        assert np.array_equal(got[2].astype(np.uint8), expected[2].astype(np.uint8))
+    packed, scales, zero = quant.nbits_layout(w, scheme)
+    blocked = quantize(w, scheme, 0)  # codes [K, N], scales [blocks, N]
+    blocks = -(-k // 32)
+    assert packed.shape == (24, blocks, 16) and packed.dtype == np.uint8
+    codes = np.empty((24, blocks * 32), np.int64)
+    codes[:, 0::2] = packed.reshape(24, -1) & 0xF
+    codes[:, 1::2] = packed.reshape(24, -1) >> 4
+    z = np.full((24, blocks), 8) if signed else blocked.zero_point.T.astype(np.int64)
+    assert np.array_equal(codes[:, :k], blocked.codes.T.astype(np.int64) + (8 if signed else 0))
+    assert np.array_equal(codes[:, k:], np.repeat(z[:, -1:], blocks * 32 - k, axis=1))
+    assert np.array_equal(scales, blocked.scale.T)
+    assert np.array_equal(zero.astype(np.int64), z)
 
 
 def test_the_report_counts_external_data_in_both_sizes(tmp_path):

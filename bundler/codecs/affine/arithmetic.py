@@ -10,8 +10,14 @@ compressed-tensors and PyTorch's observers do):
     asymmetric: scale = (hi - lo) / (qmax - qmin),
                 zero_point = clamp(round_half_even(qmin - lo / scale), qmin, qmax)
 
+Symmetric codes have a second scale rule, `extreme` (ONNX Runtime's 4-bit block quantizer,
+`MatMulNBitsQuantizer`, and GGML's Q4_0): scale = e / qmin, where e is the value of largest
+magnitude (lo on a tie), so that e is code qmin exactly (-8 for int4) and all 2^B codes
+are in use; the scale is negative when e is positive.
+
 The scale is rounded to its storage dtype first; the zero point and the codes are computed
-from the stored scale, in float64. A slice whose calibrated range is one value c (all its
+from the stored scale, in float64 (the codes' quotient in float32 on request,
+`DIVISIONS`). A slice whose calibrated range is one value c (all its
 values equal) gets scale |c| (1 when c is 0), so c is code +-1 (or 0) and decodes exactly
 when |c| is representable in the scale dtype.
 """
@@ -26,6 +32,12 @@ from bundler.errors import UsageError
 
 #: The float codecs a scale may be stored as, and their numpy dtypes.
 SCALE_DTYPES = ("f32", "f16", "bf16")
+#: Scale rules of symmetric codes: compressed-tensors' (the default), then `extreme`.
+RULES = ("half_range", "extreme")
+#: Where the quotient x / scale of the codes is taken: float64 (exact, the default), or
+#: float32 as ONNX QuantizeLinear takes it (they differ only where the float32 quotient
+#: lands on a half-integer).
+DIVISIONS = ("f64", "f32")
 SCALE_NUMPY = {
     f.name: np.dtype(f.numpy_dtype).newbyteorder("=") for f in TABLE if f.name in SCALE_DTYPES
 }
@@ -39,7 +51,13 @@ def code_dtype(bits: int, symmetric: bool) -> np.dtype:
 
 
 def parameters(
-    lo: np.ndarray, hi: np.ndarray, qmin: int, qmax: int, symmetric: bool, scale_dtype: str
+    lo: np.ndarray,
+    hi: np.ndarray,
+    qmin: int,
+    qmax: int,
+    symmetric: bool,
+    scale_dtype: str,
+    rule: str = RULES[0],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scales (in the storage dtype) and zero points (int64) for calibrated ranges."""
     lo = np.asarray(lo, dtype=np.float64)
@@ -47,7 +65,9 @@ def parameters(
     constant = lo == hi
     lo0 = np.minimum(lo, 0.0)
     hi0 = np.maximum(hi, 0.0)
-    if symmetric:
+    if symmetric and rule == "extreme":
+        scale = np.where(-lo0 >= hi0, lo0, hi0) / qmin
+    elif symmetric:
         scale = np.maximum(-lo0, hi0) / ((qmax - qmin) / 2)
     else:
         scale = (hi0 - lo0) / (qmax - qmin)

@@ -35,6 +35,7 @@ class Quantizer(Protocol):
     bits: int
     symmetric: bool
     scale_dtype: str
+    scale_rule: str
 
     @property
     def qmin(self) -> int: ...
@@ -144,15 +145,16 @@ class MSE(Method):
         lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         q = quantizer
         # MinMax's scales (the widest candidates) fit the scale dtype, or this says which not
-        parameters(lo0, hi0, q.qmin, q.qmax, q.symmetric, q.scale_dtype)
+        parameters(lo0, hi0, q.qmin, q.qmax, q.symmetric, q.scale_dtype, q.scale_rule)
         kind = SCALE_DTYPES.index(q.scale_dtype)
         tiny = float(ml_dtypes.finfo(SCALE_NUMPY[q.scale_dtype]).smallest_subnormal)
         best = np.empty(len(lo), dtype=np.float64)
         for at in range(0, len(lo), _SLICES_PER_CALL):
             part = slice(at, at + _SLICES_PER_CALL)
             kernels.mse_factors(
-                slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric, _COARSE, _FINE,
-                _RERANKED, kind, tiny, HALF_TO_F32, best[part],
+                slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric,
+                q.scale_rule == "extreme", _COARSE, _FINE, _RERANKED, kind, tiny, HALF_TO_F32,
+                best[part],
             )  # fmt: skip
         constant = lo == hi
         new_lo = np.where(constant, lo, lo0 * best)

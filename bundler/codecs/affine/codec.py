@@ -13,12 +13,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from bundler.codecs.affine import arithmetic
 from bundler.codecs.affine.calibration import Method, method_from
 from bundler.codecs.affine.scheme import Scheme, SchemeError, from_config, parse
-from bundler.errors import NonFiniteError, ShapeError
+from bundler.errors import NonFiniteError, ShapeError, UsageError
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,10 +100,10 @@ class AffineCodec:
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
         lo, hi = _ranges(x, layout, self.scheme.calibration, self.scheme)
+        sch = self.scheme
         scale, zero = arithmetic.parameters(
-            lo, hi, self.scheme.qmin, self.scheme.qmax, self.scheme.symmetric,
-            self.scheme.scale_dtype,
-        )  # fmt: skip
+            lo, hi, sch.qmin, sch.qmax, sch.symmetric, sch.scale_dtype, sch.scale_rule
+        )
         shape = layout.param_shape
         return Calibration(lo.reshape(shape), hi.reshape(shape), scale.reshape(shape),
                            zero.reshape(shape))  # fmt: skip
@@ -116,8 +117,8 @@ class AffineCodec:
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
-        if calibration is None and self._fused():
-            encoded = self._encode_groups(x, layout)
+        if calibration is None and self.scheme.calibration.token == "minmax":
+            encoded = self._encode_rows(x, layout)
             if encoded is not None:
                 return encoded
         cal = self.calibrate(x) if calibration is None else calibration
@@ -127,44 +128,100 @@ class AffineCodec:
         zero2 = cal.zero_point.astype(np.float64).reshape(-1, s)
         kernels.quantize(
             x.reshape(p, s, q), scale2, zero2, self.scheme.qmin, self.scheme.qmax,
-            codes.reshape(p, s, q),
+            self.scheme.division == "f32", codes.reshape(p, s, q),
         )  # fmt: skip
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
         return Encoded(self, codes, cal.scale, zero)
 
-    def _fused(self) -> bool:
-        s = self.scheme
-        return (
-            s.granularity == "group"
-            and s.scale_dtype == "f32"
-            and s.calibration.token == ("minmax")
-        )
-
-    def _encode_groups(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
-        """MinMax groups with float32 scales in one compiled pass (None: a row held a
-        non-finite value; the general path then reports where)."""
+    def _encode_rows(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
+        """MinMax slices that are rows of memory (groups; channels of the first axis) or
+        columns (channels of the last axis) in one compiled pass. None: another
+        granularity, or a row held a non-finite value or a scale overflowed its dtype (the
+        general path then says where)."""
+        from bundler.codecs.halfs import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
-
         p, s, q = layout.view3
-        codes = np.empty(x.shape, dtype=self.code_dtype)
-        scale = np.empty(p * s, dtype=np.float32)
-        zero = np.empty(p * s, dtype=np.int64)
         sch = self.scheme
+        if sch.granularity == "channel" and p > 1 and q == 1:
+            # channels of the last axis: one block down the first axis of x as (p, s)
+            try:
+                codes, scale, zp = encode_blocks_down(self, x.reshape(p, s), p)
+            except (NonFiniteError, UsageError):
+                return None  # the general path names the place in x's own shape
+            shape = layout.param_shape
+            zp = None if zp is None else zp.reshape(shape)
+            return Encoded(self, codes.reshape(x.shape), scale.reshape(shape), zp)
+        if not (sch.granularity == "group" or (sch.granularity == "channel" and p == 1)):
+            return None
+        kernels = announced("bundler.codecs.affine.kernels", "affine")
+        codes = np.empty(x.shape, dtype=self.code_dtype)
+        scale = np.empty(p * s, dtype=np.float64)
+        zero = np.empty(p * s, dtype=np.float64)
         rows = x.reshape(p * s, q)
-        if kernels.minmax_groups(rows, sch.symmetric, sch.qmin, sch.qmax,
-                                 codes.reshape(p * s, q), scale, zero):  # fmt: skip
+        dtype = self.scale_dtype
+        tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
+        kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
+        if kernels.minmax_rows(rows, rows.view(np.int32), sch.qmin, sch.qmax, sch.symmetric,
+                               sch.scale_rule == "extreme", kind, tiny, HALF_TO_F32,
+                               sch.division == "f32", codes.reshape(p * s, q), scale,
+                               zero):  # fmt: skip
+            return None
+        if not np.isfinite(scale).all():
             return None
         shape = layout.param_shape
         zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
-        return Encoded(self, codes, scale.reshape(shape), zp)
+        return Encoded(self, codes, scale.astype(dtype).reshape(shape), zp)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""
         return dequantize(
             encoded.codes, encoded.scale, encoded.zero_point, self.scheme, encoded.shape
         )
+
+
+def encode_blocks_down(
+    codec: AffineCodec, x: Any, size: int, nibbles: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """MinMax blocks of `size` consecutive values down the first axis of a matrix x [K, N]
+    (a last, shorter block has its own range), with `codec`'s bits, signedness, scale rule,
+    scale dtype and division (its granularity and calibration aside): codes [K, N] (x's
+    layout), scales and zero points (None when symmetric) [ceil(K / size), N]. The blocks
+    of a MatMul weight along its reduction axis, read without transposing it.
+
+    `nibbles` (4-bit codes, even `size`): the codes transposed and packed instead, uint8
+    [N, blocks, size / 2], offset to the unsigned range, two a byte, low nibble first, the
+    last block padded with its zero point's code (ONNX Runtime's MatMulNBits layout)."""
+    from bundler.codecs.halfs import HALF_TO_F32
+    from bundler.codecs.kernels import announced
+
+    x = _as_float32(x)
+    sch = codec.scheme
+    if x.ndim != 2 or size < 1 or (nibbles and (sch.bits != 4 or size % 2)):
+        need = " (4 bits, even size)" if nibbles else ""
+        raise ShapeError(
+            f"{sch.name}: blocks of {size} down the first axis need a matrix{need}, got shape "
+            f"{x.shape}"
+        )
+    k, n = x.shape
+    blocks = -(-k // size)
+    kernels = announced("bundler.codecs.affine.kernels", "affine")
+    codes = np.empty((0, n) if nibbles else x.shape, dtype=codec.code_dtype)
+    packed = np.empty((n, blocks, size // 2) if nibbles else (0, 0, 0), dtype=np.uint8)
+    scale = np.empty((blocks, n), dtype=np.float64)
+    zero = np.empty((blocks, n), dtype=np.float64)
+    tiny = float(ml_dtypes.finfo(codec.scale_dtype).smallest_subnormal)
+    kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
+    bad = kernels.minmax_blocks_down(
+        x, x.view(np.int32), size, sch.qmin, sch.qmax, sch.symmetric, sch.scale_rule == "extreme",
+        kind, tiny, HALF_TO_F32, sch.division == "f32", codes, packed, scale, zero,
+    )  # fmt: skip
+    if bad:
+        _refuse_non_finite(x, sch)
+    if not np.isfinite(scale).all():
+        arithmetic.parameters(scale, scale, 0, 1, True, sch.scale_dtype)  # says which scale
+    zp = None if sch.symmetric else zero.astype(codec.code_dtype)
+    return packed if nibbles else codes, scale.astype(codec.scale_dtype), zp
 
 
 def dequantize(
@@ -268,13 +325,18 @@ def _ranges(
     lo = slices.min(axis=1).astype(np.float64)
     hi = slices.max(axis=1).astype(np.float64)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        flat = int(np.argmax(~np.isfinite(x.reshape(-1))))
-        index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
-        value = float(x.reshape(-1)[flat])
-        raise NonFiniteError(
-            f"{scheme.name} cannot quantize {value} at index {index}: values must be finite",
-            index,
-            value,
-        )
+        _refuse_non_finite(x, scheme)
     lo, hi = method.ranges(slices, lo, hi, scheme)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+
+
+def _refuse_non_finite(x: np.ndarray, scheme: Scheme) -> None:
+    """A NonFiniteError naming the first NaN or infinity of `x` and where it is."""
+    flat = int(np.argmax(~np.isfinite(x.reshape(-1))))
+    index = tuple(int(i) for i in np.unravel_index(flat, x.shape)) if x.ndim else ()
+    value = float(x.reshape(-1)[flat])
+    raise NonFiniteError(
+        f"{scheme.name} cannot quantize {value} at index {index}: values must be finite",
+        index,
+        value,
+    )

@@ -14,28 +14,64 @@ _CHUNK = 8192
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def quantize(x, scale, zero, qmin, qmax, out):  # pragma: no cover - compiled
+def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
     """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints.
 
-    q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (rint rounds half
-    to even)."""
+    q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (in float32 when
+    `div32`; rint rounds half to even)."""
     p_n, s_n, q_n = x.shape
     per = (q_n + _CHUNK - 1) // _CHUNK
     shared = scale.shape[0] == 1
-    lo = np.float64(qmin)
-    hi = np.float64(qmax)
     for task in prange(p_n * s_n * per):
         ps = task // per
         c = task % per
         p = ps // s_n
         s = ps % s_n
         pp = 0 if shared else p
-        d = scale[pp, s]
-        z = zero[pp, s]
         end = min(q_n, (c + 1) * _CHUNK)
-        for j in range(c * _CHUNK, end):
-            q = np.rint(np.float64(x[p, s, j]) / d) + z
-            out[p, s, j] = min(max(q, lo), hi)
+        _quantize_row(x[p, s, c * _CHUNK : end], scale[pp, s], zero[pp, s], qmin, qmax, div32,
+                      out[p, s, c * _CHUNK : end])  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _quantize_row(row, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
+    """out = clamp(rint(row / scale) + zero, qmin, qmax), the quotient in float64 (rint
+    rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear does."""
+    if div32:
+        d = np.float32(scale)
+        z = np.float32(zero)
+        lo32 = np.float32(qmin)
+        hi32 = np.float32(qmax)
+        for j in range(row.shape[0]):
+            out[j] = min(max(np.rint(row[j] / d) + z, lo32), hi32)
+        return
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for j in range(row.shape[0]):
+        q = np.rint(np.float64(row[j]) / scale) + zero
+        out[j] = min(max(q, lo), hi)
+
+
+@njit(cache=True, nogil=True)
+def _extremes(bits):  # pragma: no cover - compiled
+    """(min, max, finite) of a row of float32 given as its int32 bit patterns: integer
+    min and max of order-preserving keys (negative floats' magnitude bits flipped), which
+    vectorize; a NaN or an infinity is a key at or beyond an infinity's."""
+    mn = np.int32(0x7FFFFFFF)
+    mx = np.int32(-0x80000000)
+    for j in range(bits.shape[0]):
+        b = bits[j]
+        k = np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+        mn = min(mn, k)
+        mx = max(mx, k)
+    finite = mx < np.int32(0x7F800000) and mn > np.int32(-0x7F800001)
+    return _from_key(mn), _from_key(mx), finite
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _from_key(k):
+    b = k if k >= 0 else k ^ np.int32(0x7FFFFFFF)
+    return f32_from_bits(np.uint32(np.int64(b) & np.int64(0xFFFFFFFF)))
 
 
 #: Scale storage dtypes the MSE search rounds to (`arithmetic.SCALE_DTYPES` order).
@@ -58,12 +94,15 @@ def _stored_scale(s, kind, tiny, half_table):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _scale_zero(lo, hi, qmin, qmax, symmetric, kind, tiny, half_table):
-    """(scale, zero point) of the range [lo, hi] exactly as `arithmetic.parameters`."""
+def _scale_zero(lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table):
+    """(scale, zero point) of the range [lo, hi] exactly as `arithmetic.parameters`
+    (`extreme`: its `extreme` scale rule)."""
     lo0 = min(lo, 0.0)
     hi0 = max(hi, 0.0)
     if lo == hi:
         s = abs(lo)
+    elif symmetric and extreme:
+        s = (lo0 if -lo0 >= hi0 else hi0) / qmin
     elif symmetric:
         s = max(-lo0, hi0) / ((qmax - qmin) / 2)
     else:
@@ -146,8 +185,8 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, coarse, fine, reranked, kind, tiny,
-                half_table, out):  # pragma: no cover - compiled  # fmt: skip
+def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
+                tiny, half_table, out):  # pragma: no cover - compiled  # fmt: skip
     """The MSE search of each slice (the factor its range [lo0, hi0] is shrunk by): the
     `coarse` factors, then the best one and the best plus each `fine` step (clipped to
     0.01..1). In each round every candidate's error is approximated (`_approximate_error`);
@@ -175,13 +214,21 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, coarse, fine, reranked,
         few = s_n < _FEW_SLICES
         for t in prange(s_n * k_n if few else 0):
             _candidate(slices, lo0, hi0, factors, t // k_n, t % k_n, qmin, qmax, symmetric,
-                       kind, tiny, half_table, scale, zero, approx)  # fmt: skip
+                       extreme, kind, tiny, half_table, scale, zero, approx)  # fmt: skip
         for i in prange(0 if few else s_n):
             # the parameters first: their divisions overlap
             for k in range(k_n):
                 f = factors[i, k]
                 scale[i, k], zero[i, k] = _scale_zero(
-                    lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny, half_table
+                    lo0[i] * f,
+                    hi0[i] * f,
+                    qmin,
+                    qmax,
+                    symmetric,
+                    extreme,
+                    kind,
+                    tiny,
+                    half_table,
                 )
             for k in range(k_n):
                 approx[i, k] = _approximate_error(slices[i], scale[i, k], zero[i, k], qmin, qmax)
@@ -209,11 +256,12 @@ _FEW_SLICES = 64
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _candidate(slices, lo0, hi0, factors, i, k, qmin, qmax, symmetric, kind, tiny, half_table,
-               scale, zero, approx):  # fmt: skip
+def _candidate(slices, lo0, hi0, factors, i, k, qmin, qmax, symmetric, extreme, kind, tiny,
+               half_table, scale, zero, approx):  # fmt: skip
     """Scale, zero point and approximate error of candidate k of slice i."""
     f = factors[i, k]
-    d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, kind, tiny, half_table)
+    d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, extreme, kind, tiny,
+                       half_table)  # fmt: skip
     scale[i, k] = d
     zero[i, k] = z
     approx[i, k] = _approximate_error(slices[i], d, z, qmin, qmax)
@@ -356,49 +404,110 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def minmax_groups(x, symmetric, qmin, qmax, codes, scale, zero):  # pragma: no cover - compiled
-    """MinMax calibration and quantization of each row of x (S, G) in one pass, float32
-    scales, exactly as `arithmetic.parameters` and `quantize` compute them; returns how many
-    rows held a NaN or an infinity (their outputs are then not written)."""
-    s_n, g_n = x.shape
+def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32, codes,
+                scale, zero):  # pragma: no cover - compiled  # fmt: skip
+    """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
+    in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
+    compute them; scale and zero (S,) float64. Returns how many rows held a NaN or an
+    infinity (their outputs are then not written)."""
     bad = 0
-    lo_q = np.float64(qmin)
-    hi_q = np.float64(qmax)
-    half = (np.float64(qmax) - np.float64(qmin)) / 2.0
-    span = np.float64(qmax) - np.float64(qmin)
-    tiny = np.float32(1.401298464324817e-45)
-    for i in prange(s_n):
-        mn = x[i, 0]
-        mx = x[i, 0]
-        check = np.float32(0.0)
-        for j in range(g_n):
-            v = x[i, j]
-            mn = min(mn, v)
-            mx = max(mx, v)
-            check += v - v
-        if check != 0.0 or check != check:
+    for i in prange(x.shape[0]):
+        lo, hi, finite = _extremes(bits[i])
+        if not finite:
             bad += 1
             continue
-        lo = np.float64(mn)
-        hi = np.float64(mx)
-        lo0 = min(lo, 0.0)
-        hi0 = max(hi, 0.0)
-        if lo == hi:
-            s = abs(lo)
-        elif symmetric:
-            s = max(-lo0, hi0) / half
-        else:
-            s = (hi0 - lo0) / span
-        if s == 0.0:
-            s = 1.0
-        s32 = np.float32(s)
-        if s32 == 0.0:
-            s32 = tiny
-        d = np.float64(s32)
-        z = 0.0 if symmetric else min(max(np.rint(lo_q - lo0 / d), lo_q), hi_q)
-        scale[i] = s32
-        zero[i] = np.int64(z)
-        for j in range(g_n):
-            q = np.rint(np.float64(x[i, j]) / d) + z
-            codes[i, j] = min(max(q, lo_q), hi_q)
+        d, z = _scale_zero(np.float64(lo), np.float64(hi), qmin, qmax, symmetric, extreme,
+                           kind, tiny, half_table)  # fmt: skip
+        scale[i] = d
+        zero[i] = z
+        _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])
     return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def minmax_blocks_down(x, bits, size, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
+                       div32, codes, packed, scale, zero):  # pragma: no cover  # fmt: skip
+    """MinMax calibration and quantization of blocks of `size` consecutive rows of each
+    column of x (K, N) (`bits`: x as int32), the last block the rest, as `minmax_rows`
+    does for rows, reading x row by row (vectorized across the columns); codes (K, N),
+    scale and zero (blocks, N) float64. Returns how many blocks held a NaN or an infinity
+    (their outputs are then not all written).
+
+    With `packed` (N, blocks, size / 2) uint8 not empty (4-bit codes; `codes` then has no
+    rows, only the dtype), the codes go there instead, transposed: column c's block j
+    offset to the unsigned range (by -qmin), two a byte, low nibble first, the last block's
+    padding codes its zero point (unsigned range)."""
+    n = x.shape[1]
+    nibbles = packed.shape[0] > 0
+    bad = 0
+    for j in prange(scale.shape[0]):
+        r0 = j * size
+        r1 = min(x.shape[0], r0 + size)
+        d = np.empty(n, dtype=x.dtype)
+        z = np.empty(n, dtype=x.dtype)
+        bad += _block_parameters(x, bits, r0, r1, qmin, qmax, symmetric, extreme, kind, tiny,
+                                 half_table, scale[j], zero[j], d, z)  # fmt: skip
+        tile = np.empty((size if nibbles else 0, n), dtype=codes.dtype)
+        for r in range(r0, r1):
+            row = tile[r - r0] if nibbles else codes[r]
+            _quantize_across(x[r], scale[j], zero[j], d, z, qmin, qmax, div32, row)
+        if nibbles:
+            _pack_tile(tile, r1 - r0, zero[j], -qmin, packed[:, j])
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _pack_tile(tile, rows, zero, offset, packed):  # pragma: no cover - compiled
+    """packed (N, size / 2) of a tile of codes (size, N), its rows past `rows` the zero
+    point: see `minmax_blocks_down`."""
+    for r in range(rows, tile.shape[0]):
+        for c in range(tile.shape[1]):
+            tile[r, c] = zero[c]
+    for c in range(tile.shape[1]):
+        for i in range(tile.shape[0] // 2):
+            lo4 = (np.int32(tile[2 * i, c]) + offset) & 0xF
+            hi4 = (np.int32(tile[2 * i + 1, c]) + offset) & 0xF
+            packed[c, i] = np.uint8(lo4 | (hi4 << 4))
+
+
+@njit(cache=True, nogil=True)
+def _block_parameters(x, bits, r0, r1, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
+                      scale, zero, d, z):  # pragma: no cover - compiled  # fmt: skip
+    """Scale and zero point (float64, and as float32 in d, z) of each column's rows r0..r1
+    of x; how many columns held a NaN or an infinity."""
+    n = x.shape[1]
+    lo = x[r0].copy()
+    hi = x[r0].copy()
+    odd = np.zeros(n, dtype=np.int32)
+    for r in range(r0, r1):
+        for c in range(n):
+            v = x[r, c]
+            lo[c] = min(lo[c], v)
+            hi[c] = max(hi[c], v)
+            odd[c] |= np.int32((bits[r, c] & np.int32(0x7F800000)) == np.int32(0x7F800000))
+    bad = 0
+    for c in range(n):
+        bad += odd[c]
+        scale[c], zero[c] = _scale_zero(np.float64(lo[c]), np.float64(hi[c]), qmin, qmax,
+                                        symmetric, extreme, kind, tiny, half_table)  # fmt: skip
+        d[c] = np.float32(scale[c])
+        z[c] = np.float32(zero[c])
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quantize_across(row, scale, zero, d, z, qmin, qmax, div32, out):  # pragma: no cover
+    """`_quantize_row` with a scale and zero point per value (one per column; d, z: the
+    same as float32). (NumPy's error model: no zero-division check per value, which would
+    keep the loop from being vectorized; no scale is 0.)"""
+    if div32:
+        lo32 = np.float32(qmin)
+        hi32 = np.float32(qmax)
+        for c in range(row.shape[0]):
+            out[c] = min(max(np.rint(row[c] / d[c]) + z[c], lo32), hi32)
+        return
+    lo = np.float64(qmin)
+    hi = np.float64(qmax)
+    for c in range(row.shape[0]):
+        q = np.rint(np.float64(row[c]) / scale[c]) + zero[c]
+        out[c] = min(max(q, lo), hi)

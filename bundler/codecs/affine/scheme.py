@@ -8,6 +8,11 @@ string form for the command line: colon-separated tokens in any order, for examp
 - `tensor` (default), `channel` or `channel<axis>` (default axis 0, the output axis),
   `g<G>` (groups of G values along the last, input axis; G a multiple of 8);
 - `sym` (default; signed codes, zero point 0) or `asym` (unsigned codes with a zero point);
+- `extreme` (symmetric only): the scale rule of ONNX Runtime's 4-bit block quantizer and
+  GGML's Q4_0 instead of compressed-tensors' (the default): see `arithmetic`;
+- `div32`: codes from the quotient x / scale taken in float32, as ONNX QuantizeLinear
+  computes it (the default takes it in float64, exactly; the two differ only where the
+  float32 quotient lands on a half-integer);
 - a calibration method (`minmax` default, `p<upper>` or `p<lower>-<upper>`, `meanstd<k>`,
   `mse`, `entropy`: see `calibration`);
 - `f32` (default), `f16` or `bf16`: the dtype the scales are stored in.
@@ -19,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bundler.codecs.affine.arithmetic import SCALE_DTYPES
+from bundler.codecs.affine.arithmetic import DIVISIONS, RULES, SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
 from bundler.codecs.affine.packing import IntegerCodes
 from bundler.errors import UsageError
@@ -44,6 +49,8 @@ class Scheme(IntegerCodes):
     group_size: int = DEFAULT_GROUP
     calibration: Method = field(default_factory=MinMax)
     scale_dtype: str = "f32"
+    scale_rule: str = RULES[0]
+    division: str = DIVISIONS[0]
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
@@ -58,6 +65,16 @@ class Scheme(IntegerCodes):
             raise SchemeError(
                 f"scale dtype must be one of {', '.join(SCALE_DTYPES)}, got {self.scale_dtype!r}"
             )
+        if self.scale_rule not in RULES:
+            raise SchemeError(
+                f"scale rule must be one of {', '.join(RULES)}, got {self.scale_rule!r}"
+            )
+        if self.division not in DIVISIONS:
+            raise SchemeError(
+                f"division must be one of {', '.join(DIVISIONS)}, got {self.division!r}"
+            )
+        if self.scale_rule != RULES[0] and not self.symmetric:
+            raise SchemeError(f"the {self.scale_rule} scale rule is for symmetric codes (sym)")
         if self.granularity == "group" and (self.group_size < 8 or self.group_size % 8):
             raise SchemeError(f"group size must be a positive multiple of 8, got {self.group_size}")
         if self.granularity != "group":
@@ -80,9 +97,13 @@ class Scheme(IntegerCodes):
             "group": f"g{self.group_size}",
         }[self.granularity]
         parts = [f"int{self.bits}", gran, "sym" if self.symmetric else "asym"]
+        if self.scale_rule != RULES[0]:
+            parts.append(self.scale_rule)
         parts.append(self.calibration.token)
         if self.scale_dtype != "f32":
             parts.append(self.scale_dtype)
+        if self.division != DIVISIONS[0]:
+            parts.append(_DIV32)
         return ":".join(parts)
 
     def config(self) -> dict[str, Any]:
@@ -96,6 +117,8 @@ class Scheme(IntegerCodes):
             "group_size": self.group_size,
             "calibration": self.calibration.config(),
             "scale_dtype": self.scale_dtype,
+            "scale_rule": self.scale_rule,
+            "division": self.division,
         }
 
     def replace(self, **changes: Any) -> Scheme:
@@ -116,6 +139,7 @@ def from_config(config: dict[str, Any]) -> Scheme:
     return Scheme(**{k: v for k, v in config.items() if k != "id"})
 
 
+_DIV32 = "div32"
 _BITS = re.compile(r"(u?)int(\d+)")
 _CHANNEL = re.compile(r"channel(\d*)")
 _GROUP = re.compile(r"g(\d+)")
@@ -163,11 +187,15 @@ def _token(token: str, text: str) -> tuple[str, Any]:
         return "granularity", {"granularity": "group", "group_size": int(m.group(1))}
     if token in SCALE_DTYPES:
         return "scale_dtype", token
+    if token in RULES:
+        return "scale_rule", token
+    if token == _DIV32:
+        return "division", "f32"
     try:
         return "calibration", method_from(token)
     except UsageError:
         raise SchemeError(
             f"{text!r}: unknown token {token!r} (int<B>, tensor, channel[<axis>], g<G>, "
-            "sym, asym, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, entropy, "
-            "f32, f16, bf16)"
+            "sym, asym, extreme, div32, minmax, p<upper>, p<lower>-<upper>, meanstd<k>, mse, "
+            "entropy, f32, f16, bf16)"
         ) from None

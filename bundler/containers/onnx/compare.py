@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from bundler.bundle import Bundle, Tensor
+from bundler.codecs.affine.arithmetic import dequantize
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import Scope, scopes, sites
-from bundler.containers.onnx.quant import dequantize, expand_blocks
+from bundler.containers.onnx.quant import expand_blocks
 from bundler.containers.onnx.reader import files_size, load_model
 from bundler.containers.onnx.rewrite import load_for_rewrite
 from bundler.containers.onnx.schema import FLOAT_TYPES

@@ -33,8 +33,13 @@ def minmax_ranges(x, granularity, axis=0, group=128):
     return lo, hi
 
 
-def quantize(x, bits, symmetric, granularity, lo, hi, axis=0, group=128, scale_dtype="f32"):
-    """codes (x's shape), scale (param shape, scale dtype), zero point (param shape)."""
+def quantize(
+    x, bits, symmetric, granularity, lo, hi, axis=0, group=128, scale_dtype="f32", extreme=False
+):
+    """codes (x's shape), scale (param shape, scale dtype), zero point (param shape).
+    `extreme`: symmetric scales are the slice's value of largest magnitude (the negative
+    one on a tie) over the lowest code, ONNX Runtime's 4-bit block rule, so that value is
+    the lowest code."""
     qmin = -(2 ** (bits - 1)) if symmetric else 0
     qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
     sid, pshape = slice_index(x.shape, granularity, axis, group)
@@ -46,7 +51,12 @@ def quantize(x, bits, symmetric, granularity, lo, hi, axis=0, group=128, scale_d
         else:
             a0, b0 = min(a, 0.0), max(b, 0.0)
             half = (qmax - qmin) / 2
-            s = max(-a0, b0) / half if symmetric else (b0 - a0) / (qmax - qmin)
+            if symmetric and extreme:
+                s = (a0 if abs(a0) >= abs(b0) else b0) / qmin
+            elif symmetric:
+                s = max(-a0, b0) / half
+            else:
+                s = (b0 - a0) / (qmax - qmin)
             s = s or 1.0
         s = SCALE[scale_dtype](np.float32(s))
         zp = 0

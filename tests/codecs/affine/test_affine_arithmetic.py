@@ -57,6 +57,64 @@ def test_minmax_codes_scales_zero_points_equal_float64_restatement(bits, sym, gr
     np.testing.assert_array_equal(enc.decode(), want.reshape(MATRIX.shape))
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("gran", ["tensor", "channel", "g32", "g8"])
+@pytest.mark.parametrize("scale_dtype", ["f32", "f16", "bf16"])
+def test_extreme_scale_rule_equals_float64_restatement(bits, gran, scale_dtype):
+    dtype = "" if scale_dtype == "f32" else f":{scale_dtype}"
+    codec = _codec(bits, True, gran, ":extreme" + dtype)
+    granularity, group = _granularity(gran)
+    lo, hi = minmax_ranges(MATRIX, granularity, 0, group)
+    codes, scale, _ = quantize(
+        MATRIX, bits, True, granularity, lo, hi, 0, group, scale_dtype, extreme=True
+    )
+    enc = codec.encode(MATRIX)
+    assert enc.scale.tobytes() == scale.astype(codec.scale_dtype).tobytes()
+    np.testing.assert_array_equal(enc.codes.astype(np.int64), codes)
+    assert enc.zero_point is None
+    # the value of largest magnitude of every slice is the lowest code, exactly (a float32
+    # scale is e / qmin exactly; float16 and bfloat16 round it)
+    sid, _ = slice_index(MATRIX.shape, granularity, 0, group)
+    flat, q = MATRIX.reshape(-1), enc.codes.reshape(-1)
+    if scale_dtype != "f32":
+        return
+    for i in range(len(lo)):
+        values = flat[sid == i]
+        at = np.argmax(np.abs(values)) if np.abs(values).max() > -values.min() else values.argmin()
+        assert q[sid == i][at] == -(2 ** (bits - 1))
+    # half a step, but a whole one for values of the other sign beyond qmax * scale
+    np.testing.assert_allclose(enc.decode(), MATRIX, atol=float(np.abs(scale).max()) * 1.0001)
+
+
+@pytest.mark.parametrize("spec", ["int4:g32:extreme:mse", "int8:channel:extreme:entropy",
+                                  "int4:tensor:extreme:p99.9"])  # fmt: skip
+def test_extreme_scale_rule_under_calibration_maps_the_calibrated_extreme_to_the_lowest_code(spec):
+    codec = AffineCodec(spec)
+    cal = codec.calibrate(MATRIX)
+    e = np.where(-np.minimum(cal.lo, 0) >= np.maximum(cal.hi, 0), np.minimum(cal.lo, 0),
+                 np.maximum(cal.hi, 0))  # fmt: skip
+    want = (e / codec.scheme.qmin).astype(np.float32)
+    assert cal.scale.tobytes() == np.where(cal.lo == cal.hi, np.abs(cal.lo), want).astype(
+        np.float32).tobytes()  # fmt: skip
+    # MSE keeps MinMax's range among its candidates: never worse than it under this rule too
+    if "mse" in spec:
+        mm = AffineCodec(codec.scheme.replace(calibration="minmax"))
+        err = lambda c: float(np.sum((c.decode(c.encode(MATRIX)) - MATRIX) ** 2.0))  # noqa: E731
+        assert err(codec) <= err(mm)
+
+
+def test_extreme_scale_rule_is_symmetric_only_and_round_trips_its_configuration():
+    codec = bundler.codec("int4:g32:sym:extreme")
+    assert codec.name == "int4:g32:sym:extreme:minmax"
+    assert codec.config()["scale_rule"] == "extreme"
+    assert bundler.codec(codec.config()) == codec != bundler.codec("int4:g32")
+    assert bundler.codec("int4:g32").config()["scale_rule"] == "half_range"
+    with pytest.raises(SchemeError, match="symmetric"):
+        AffineCodec("int4:g32:asym:extreme")
+    with pytest.raises(SchemeError, match="scale rule"):
+        AffineCodec({**codec.config(), "scale_rule": "absmax"})
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2, -1])
 @pytest.mark.parametrize("sym", [True, False])
 def test_channel_along_any_axis_equals_restatement(axis, sym):
@@ -215,3 +273,28 @@ def test_integer_input_dtypes_are_accepted():
     x = (np.arange(64, dtype=np.int16) - 32).reshape(2, 32)
     enc = AffineCodec("int8:tensor").encode(x)
     np.testing.assert_allclose(enc.decode(), x, atol=enc.scale[0] / 2)
+
+
+@pytest.mark.parametrize("spec", ["int4:g32:sym:extreme", "int4:g32:asym", "int8:g64:f16",
+                                  "int8:g16:asym:div32"])  # fmt: skip
+def test_blocks_down_the_first_axis_are_the_groups_of_the_transposed_matrix(spec):
+    from bundler.codecs.affine.codec import encode_blocks_down
+
+    codec = AffineCodec(spec)
+    x = np.ascontiguousarray(MATRIX.T)  # [256, 24]: blocks down the 256
+    codes, scale, zero = encode_blocks_down(codec, x, codec.scheme.group_size)
+    groups = codec.encode(MATRIX)
+    assert np.array_equal(codes, groups.codes.T)
+    assert scale.dtype == groups.scale.dtype and np.array_equal(scale, groups.scale.T)
+    assert (zero is None) == (groups.zero_point is None)
+    if zero is not None:
+        assert np.array_equal(zero, groups.zero_point.T)
+    if codec.scheme.bits == 4:
+        packed, _, _ = encode_blocks_down(codec, x, codec.scheme.group_size, nibbles=True)
+        unsigned = groups.codes.astype(np.int64) - codec.scheme.qmin
+        want = unsigned.reshape(24, -1, 2)
+        assert np.array_equal(packed.reshape(24, -1), want[..., 0] | (want[..., 1] << 4))
+    bad = x.copy()
+    bad[70, 5] = np.nan
+    with pytest.raises(NonFiniteError, match=r"\(5, 70\)|\(70, 5\)"):
+        encode_blocks_down(codec, bad, codec.scheme.group_size)
