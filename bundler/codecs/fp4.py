@@ -78,43 +78,6 @@ def nearest_code(x, d):
 
 
 @njit(**JIT)
-def encode(src, dst, qw, n, lo, hi):
-    """MXFP4 blocks lo .. hi-1 of the flattened rows (no weights); returns the count of
-    blocks with NaN or infinity."""
-    bad = 0
-    codes = np.empty(QK, np.int32)
-    for b in range(lo, hi):
-        x = src[b * QK : (b + 1) * QK]
-        y = dst[b * SIZE : (b + 1) * SIZE]
-        bad += nonfinite(x)
-        amax = F0
-        for j in range(QK):
-            a = abs(x[j])
-            if amax < a:
-                amax = a
-        e = exponent(amax)
-        y[0] = np.uint8(e)
-        d = half_scale(e)
-        for j in range(QK):
-            codes[j] = nearest_code(x[j], d)
-        for j in range(QK // 2):
-            y[1 + j] = np.uint8(codes[j] | (codes[j + QK // 2] << 4))
-    return bad
-
-
-@njit(**JIT)
-def decode(raw, out, lo, hi):
-    """MXFP4 blocks lo .. hi-1 to float32."""
-    for b in range(lo, hi):
-        y = raw[b * SIZE : (b + 1) * SIZE]
-        o = out[b * QK : (b + 1) * QK]
-        d = half_scale(y[0])
-        for j in range(QK // 2):
-            o[j] = TABLE[y[1 + j] & 0xF] * d
-            o[j + QK // 2] = TABLE[y[1 + j] >> 4] * d
-
-
-@njit(**JIT)
 def ue4m3(x):
     """ggml_fp32_to_ue4m3: the unsigned E4M3 code of float32 x (0 unless x > 0)."""
     if not x > F0:
@@ -149,47 +112,62 @@ def ue4m3_half(code):
 
 
 @njit(**JIT)
-def encode_nv(src, dst, qw, n, lo, hi):
-    """NVFP4 blocks lo .. hi-1 of the flattened rows (no weights); returns the count of
-    blocks with NaN or infinity."""
-    bad = 0
-    half = NV_SUB // 2
-    codes = np.empty(NV_SUB, np.int32)
-    for b in range(lo, hi):
-        bad += nonfinite(src[b * NV_QK : (b + 1) * NV_QK])
-        for s in range(NV_SUBS):
-            at = b * NV_QK + s * NV_SUB
-            amax = F0
-            for j in range(NV_SUB):
-                a = abs(src[at + j])
-                if amax < a:
-                    amax = a
-            code = ue4m3(amax / SIX)
-            out = b * NV_SIZE
-            dst[out + s] = np.uint8(code)
-            d = ue4m3_half(code)
-            for j in range(NV_SUB):  # one contiguous pass, so that it vectorizes
-                codes[j] = nearest_code(src[at + j], d)
-            for j in range(half):
-                dst[out + NV_SUBS + s * half + j] = np.uint8(codes[j] | (codes[j + half] << 4))
-    return bad
+def _scale_byte(amax, nv):
+    """The stored scale of a group whose largest magnitude is amax."""
+    return ue4m3(amax / SIX) if nv else exponent(amax)
 
 
 @njit(**JIT)
-def decode_nv(raw, out, lo, hi):
-    """NVFP4 blocks lo .. hi-1 to float32."""
-    for b in range(lo, hi):
-        y = raw[b * NV_SIZE : (b + 1) * NV_SIZE]
-        o = out[b * NV_QK : (b + 1) * NV_QK]
-        for s in range(NV_SUBS):
-            d = ue4m3_half(y[s])
-            for j in range(NV_SUB // 2):
-                q = y[NV_SUBS + s * (NV_SUB // 2) + j]
-                o[s * NV_SUB + j] = TABLE[q & 0xF] * d
-                o[s * NV_SUB + j + NV_SUB // 2] = TABLE[q >> 4] * d
+def _value_scale(byte, nv):
+    """The float32 factor of the doubled E2M1 table for a group's stored scale."""
+    return ue4m3_half(byte) if nv else half_scale(byte)
 
 
-KERNELS: dict[str, Kernel] = {
-    "mxfp4": range_kernel(encode, decode, QK, SIZE),
-    "nvfp4": range_kernel(encode_nv, decode_nv, NV_QK, NV_SIZE),
-}
+def _kernel(nv: bool) -> Kernel:
+    """MXFP4's kernel, or with `nv` NVFP4's: the type is a constant of the compiled code, so
+    its group size is known to the compiler."""
+    qk, size, group = (NV_QK, NV_SIZE, NV_SUB) if nv else (QK, SIZE, QK)
+    groups, half = qk // group, group // 2
+
+    @njit(**JIT)
+    def encode(src, dst, qw, n, lo, hi):
+        """Blocks lo .. hi-1 of the flattened rows (no weights); returns the count of blocks
+        with NaN or infinity."""
+        codes = np.empty(group, np.int32)
+        bad = 0
+        for b in range(lo, hi):
+            bad += nonfinite(src[b * qk : (b + 1) * qk])
+            y = dst[b * size : (b + 1) * size]
+            for g in range(groups):
+                x = src[b * qk + g * group : b * qk + (g + 1) * group]
+                amax = F0
+                for j in range(group):
+                    a = abs(x[j])
+                    if amax < a:
+                        amax = a
+                byte = ue4m3(amax / SIX) if nv else exponent(amax)
+                y[g] = np.uint8(byte)
+                d = ue4m3_half(byte) if nv else half_scale(byte)
+                for j in range(group):  # one contiguous pass, so that it vectorizes
+                    codes[j] = nearest_code(x[j], d)
+                for j in range(half):
+                    y[groups + g * half + j] = np.uint8(codes[j] | (codes[j + half] << 4))
+        return bad
+
+    @njit(**JIT)
+    def decode(raw, out, lo, hi):
+        """Blocks lo .. hi-1 to float32."""
+        for b in range(lo, hi):
+            for g in range(groups):
+                byte = raw[b * size + g]
+                d = ue4m3_half(byte) if nv else half_scale(byte)
+                at, first = b * size + groups + g * half, b * qk + g * group
+                for j in range(half):
+                    q = raw[at + j]
+                    out[first + j] = TABLE[q & 0xF] * d
+                    out[first + j + half] = TABLE[q >> 4] * d
+
+    return range_kernel(encode, decode, qk, size)
+
+
+KERNELS: dict[str, Kernel] = {"mxfp4": _kernel(False), "nvfp4": _kernel(True)}

@@ -28,47 +28,9 @@ from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half,
 from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
 
-Q1_QK, Q1_SIZE = BY_NAME["q1_0"].block_size, BY_NAME["q1_0"].type_size
-Q2_QK, Q2_SIZE = BY_NAME["q2_0"].block_size, BY_NAME["q2_0"].type_size
 HALF = np.float32(0.5)
 #: Above this magnitude a float32 is not a finite int32 after rounding (x86-64 gives INT_MIN).
 INT_LIMIT = np.float32(2147483648.0)
-
-
-@njit(**JIT)
-def encode_q1(src, dst, qw, n, lo, hi):
-    """Q1_0 blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
-    infinity."""
-    qk, size = Q1_QK, Q1_SIZE
-    bad = 0
-    for b in range(lo, hi):
-        x = src[b * qk : (b + 1) * qk]
-        y = dst[b * size : (b + 1) * size]
-        bad += nonfinite(x)
-        total = F0
-        for j in range(qk):
-            total += abs(x[j])
-        put_half(y, 0, total / np.float32(qk))
-        for k in range(qk // 8):
-            byte = 0
-            for i in range(8):
-                if x[8 * k + i] >= F0:
-                    byte |= 1 << i
-            y[2 + k] = np.uint8(byte)
-    return bad
-
-
-@njit(**JIT)
-def decode_q1(raw, out, table, lo, hi):
-    """Q1_0 blocks lo .. hi-1 to float32."""
-    qk, size = Q1_QK, Q1_SIZE
-    for b in range(lo, hi):
-        y = raw[b * size : (b + 1) * size]
-        d = get_half(y, 0, table)
-        if d != d:  # ggml's half conversion quiets a signalling NaN; here nothing else does
-            d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
-        for j in range(qk):
-            out[b * qk + j] = d if (y[2 + j // 8] >> (j % 8)) & 1 else -d
 
 
 @njit(**JIT)
@@ -84,43 +46,72 @@ def code_q2(v):
 
 
 @njit(**JIT)
-def encode_q2(src, dst, qw, n, lo, hi):
-    """Q2_0 blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
-    infinity."""
-    qk, size = Q2_QK, Q2_SIZE
-    bad = 0
-    for b in range(lo, hi):
-        x = src[b * qk : (b + 1) * qk]
-        y = dst[b * size : (b + 1) * size]
-        bad += nonfinite(x)
-        amax = F0
-        for j in range(qk):
-            a = abs(x[j])
-            if a > amax:
-                amax = a
-        put_half(y, 0, amax)
-        inv = F1 / amax if amax > F0 else F0
-        for k in range(qk // 4):
-            byte = 0
-            for i in range(4):
-                byte |= code_q2(x[4 * k + i] * inv) << (2 * i)
-            y[2 + k] = np.uint8(byte)
-    return bad
+def encode_q1(x, y):
+    """One Q1_0 block: the mean magnitude, then a bit per value set when it is >= 0."""
+    total = F0
+    for j in range(x.size):
+        total += abs(x[j])
+    put_half(y, 0, total / np.float32(x.size))
+    for k in range(x.size // 8):
+        byte = 0
+        for i in range(8):
+            if x[8 * k + i] >= F0:
+                byte |= 1 << i
+        y[2 + k] = np.uint8(byte)
 
 
 @njit(**JIT)
-def decode_q2(raw, out, table, lo, hi):
-    """Q2_0 blocks lo .. hi-1 to float32."""
-    qk, size = Q2_QK, Q2_SIZE
-    for b in range(lo, hi):
-        y = raw[b * size : (b + 1) * size]
-        d = get_half(y, 0, table)
-        for j in range(qk):
-            q = (y[2 + j // 4] >> (2 * (j % 4))) & 3
-            out[b * qk + j] = np.float32(np.int32(q) - 1) * d
+def encode_q2(x, y):
+    """One Q2_0 block: the largest magnitude, then a 2-bit code per value."""
+    amax = F0
+    for j in range(x.size):
+        a = abs(x[j])
+        if a > amax:
+            amax = a
+    put_half(y, 0, amax)
+    inv = F1 / amax if amax > F0 else F0
+    for k in range(x.size // 4):
+        byte = 0
+        for i in range(4):
+            byte |= code_q2(x[4 * k + i] * inv) << (2 * i)
+        y[2 + k] = np.uint8(byte)
 
 
-KERNELS: dict[str, Kernel] = {
-    "q1_0": range_kernel(encode_q1, decode_q1, Q1_QK, Q1_SIZE, HALF_TO_F32),
-    "q2_0": range_kernel(encode_q2, decode_q2, Q2_QK, Q2_SIZE, HALF_TO_F32),
-}
+def _kernel(name: str) -> Kernel:
+    """The kernel of Q1_0 or Q2_0 (the type a constant of the compiled code)."""
+    qk, size = BY_NAME[name].block_size, BY_NAME[name].type_size
+    two_bit = name == "q2_0"
+
+    @njit(**JIT)
+    def encode(src, dst, qw, n, lo, hi):
+        """Blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
+        infinity."""
+        bad = 0
+        for b in range(lo, hi):
+            x = src[b * qk : (b + 1) * qk]
+            bad += nonfinite(x)
+            if two_bit:
+                encode_q2(x, dst[b * size : (b + 1) * size])
+            else:
+                encode_q1(x, dst[b * size : (b + 1) * size])
+        return bad
+
+    @njit(**JIT)
+    def decode(raw, out, table, lo, hi):
+        """Blocks lo .. hi-1 to float32: (q - 1) * d for Q2_0, d or -d for Q1_0."""
+        for b in range(lo, hi):
+            y = raw[b * size : (b + 1) * size]
+            d = get_half(y, 0, table)
+            if d != d:  # ggml's half conversion quiets a signalling NaN; nothing else here does
+                d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
+            for j in range(qk):
+                if two_bit:
+                    q = (y[2 + j // 4] >> (2 * (j % 4))) & 3
+                    out[b * qk + j] = np.float32(np.int32(q) - 1) * d
+                else:
+                    out[b * qk + j] = d if (y[2 + j // 8] >> (j % 8)) & 1 else -d
+
+    return range_kernel(encode, decode, qk, size, HALF_TO_F32)
+
+
+KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in ("q1_0", "q2_0")}
