@@ -107,7 +107,6 @@ def _bpw(text: str) -> float:
 
 def add_target_flags(q: argparse.ArgumentParser) -> None:
     """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
-    from bundler.plan.curves import CANDIDATES
 
     target = q.add_mutually_exclusive_group()
     target.add_argument(
@@ -120,14 +119,21 @@ def add_target_flags(q: argparse.ArgumentParser) -> None:
         "--target-bpw", type=_bpw, metavar="BITS",
         help="instead of --type: as --target-size, for a file of BITS bits per value",
     )  # fmt: skip
+    add_candidates_flag(q)
+    q.add_argument(
+        "--plot", metavar="PNG",
+        help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
+    )  # fmt: skip
+
+
+def add_candidates_flag(q: argparse.ArgumentParser) -> None:
+    """--candidates: the codecs a size target chooses from."""
+    from bundler.plan.curves import CANDIDATES
+
     q.add_argument(
         "--candidates", metavar="CODECS",
         help="with a size target: the codecs to choose from, comma-separated (default: "
         f"{','.join(CANDIDATES)})",
-    )  # fmt: skip
-    q.add_argument(
-        "--plot", metavar="PNG",
-        help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
     )  # fmt: skip
 
 
