@@ -51,6 +51,11 @@ class Job:
     target_size: int | None = None
     target_bpw: float | None = None
     candidates: str | None = None
+    #: a text to measure the importance matrix on (`quantize --text`): its path, tokens
+    #: per chunk and chunks (None: llama-imatrix's context, every whole chunk)
+    text: str | None = None
+    text_context: int | None = None
+    text_chunks: int | None = None
 
     @property
     def targeted(self) -> bool:
@@ -217,6 +222,8 @@ def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
         _convert_native(native, job, result, force, dry_run)
         return
     write_options = {"aprender": True} if job.aprender else None
+    if job.text is not None:
+        job = replace(job, options={**job.options, "imatrix": _measured(job)})
     if job.targeted:
         bundle, plan = _plan_target(job, write_options)
     else:
@@ -232,6 +239,19 @@ def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
     result.outputs = report.outputs
     if plan.allocation is not None:
         result.allocation = _allocation(plan.allocation, None if dry_run else report.outputs)
+
+
+def _measured(job: Job) -> Any:
+    """The importance matrix of the job's input measured over its text."""
+    from bundler.importance.measure import DEFAULT_CONTEXT, measure
+
+    if job.options.get("imatrix") is not None:
+        raise UsageError(f"{_at(job)}give imatrix or text (which measures one), not both")
+    found = measure(
+        job.input, job.text, context=job.text_context or DEFAULT_CONTEXT,
+        chunks=job.text_chunks, threads=job.threads or os.cpu_count(),
+    )  # fmt: skip
+    return found.matrix()
 
 
 def _plan_target(job: Job, write_options: dict[str, Any] | None) -> tuple[Any, Any]:

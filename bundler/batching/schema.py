@@ -5,8 +5,9 @@ with `input`/`output`, a `batch` section with `input_dir`/`output_dir`) and a ri
 where every quantize option may be set at the top (the defaults), in a `models` entry (an
 override for that entry) or in the `batch` section; an `input` may be a glob, and `types`
 lists several output types per model, `target_size` / `target_bpw` size targets instead of
-types (one output per target, planned as `quantize --target-size` plans it). Paths are
-relative to the config file's directory.
+types (one output per target, planned as `quantize --target-size` plans it), and `text`
+(with `text_ctx`, `text_chunks`) to measure the importance matrix as `quantize --text` does.
+Paths are relative to the config file's directory.
 
 Every problem is collected with its file, line and key before any conversion starts: an
 unknown key, a wrong type, a bad value, an input that does not exist.
@@ -84,6 +85,9 @@ OTHER_OPTION_KEYS = {
     "target_size": "target_size",
     "target_bpw": "target_bpw",
     "candidates": "candidates",
+    "text": "path",
+    "text_ctx": "count",
+    "text_chunks": "count",
 }
 PLAN_KEYS = _plan_keys()
 #: Keys allowed at the top, in each `models` entry and in the `batch` section.
@@ -195,8 +199,16 @@ class _Checker:
     def jobs(self, entry: dict, defaults: dict, key: Path, base: str) -> list[Job]:
         merged = {k: v for k, v in defaults.items() if k not in TYPE_KEYS or not _has_type(entry)}
         merged |= {k: v for k, v in entry.items() if k in OPTION_KEYS}
-        if "imatrix" in merged:
-            merged["imatrix"] = _path(base, merged["imatrix"])
+        for name in ("imatrix", "text"):
+            if name in merged:
+                merged[name] = _path(base, merged[name])
+        if "imatrix" in merged and "text" in merged:
+            self.problem((*key, "text"), "give imatrix or text (which measures one), not both")
+            return []
+        unused = [k for k in ("text_ctx", "text_chunks") if k in merged and "text" not in merged]
+        if unused:
+            self.problem((*key, unused[0]), "applies only with text")
+            return []
         types = self.outputs(merged, key)
         if types is None:
             return []
@@ -279,7 +291,8 @@ class _Checker:
             aprender=merged.get("aprender", False), threads=merged.get("threads"),
             skip_existing=merged.get("skip_existing", False),
             where=f"{self.lines.path}:{line}" if line else self.lines.path,
-            target_size=size, target_bpw=bpw, candidates=candidates,
+            target_size=size, target_bpw=bpw, candidates=candidates, text=merged.get("text"),
+            text_context=merged.get("text_ctx"), text_chunks=merged.get("text_chunks"),
         )  # fmt: skip
 
 

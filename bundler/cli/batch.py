@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from bundler.cli.feedback import MIB, add_output_flags, parse_size
+from bundler.cli.imatrix import add_measure_flags
 from bundler.cli.output import table
 from bundler.cli.quantize import (
     add_affine_flags,
@@ -31,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_plan_flags(b, type_required=False)
     add_affine_flags(b)  # quantize-rs's --bits (int8 when no --type) and --per-channel too
     add_batch_target_flags(b)
+    b.add_argument(
+        "--text", metavar="FILE",
+        help="measure each input's importance matrix over this text first, as `quantize "
+        "--text` does (GGUF inputs; needs bundler[llama])",
+    )  # fmt: skip
+    add_measure_flags(b, threads=False)  # llama.cpp gets --threads
     fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
     b.add_argument(
         "--template", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
@@ -95,8 +102,18 @@ def run_batch(args: argparse.Namespace) -> int:
         options, template=args.template, format=args.to, split_max_size=args.split_max_size,
         aprender=args.aprender, threads=args.threads, skip_existing=args.skip_existing,
         targets=targets, candidates=args.candidates if targets else None,
+        **_text_settings(args),
     )  # fmt: skip
     return execute(args, jobs, force=args.force, continue_on_error=args.continue_on_error)
+
+
+def _text_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Job fields --text, --ctx and --chunks give."""
+    from bundler.cli.quantize import _measuring
+
+    if not _measuring(args):
+        return {}
+    return {"text": args.text, "text_context": args.ctx, "text_chunks": args.chunks}
 
 
 def _targets(args: argparse.Namespace, given: str | None) -> list:

@@ -31,8 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_measure_flags(p: argparse.ArgumentParser, prefix: str = "with --text: ") -> None:
-    """--ctx, --chunks and --llama-threads: how the text is run."""
+def add_measure_flags(
+    p: argparse.ArgumentParser, prefix: str = "with --text: ", threads: bool = True
+) -> None:
+    """--ctx, --chunks and (with `threads`) --llama-threads: how the text is run."""
     from bundler.importance.measure import DEFAULT_CONTEXT
 
     p.add_argument(
@@ -43,6 +45,8 @@ def add_measure_flags(p: argparse.ArgumentParser, prefix: str = "with --text: ")
         "--chunks", type=positive_int, metavar="N",
         help=f"{prefix}run only the first N chunks (default: every whole chunk)",
     )  # fmt: skip
+    if not threads:
+        return
     p.add_argument(
         "--llama-threads", type=positive_int, metavar="N",
         help=f"{prefix}llama.cpp's threads (default: all cores)",

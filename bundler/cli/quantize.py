@@ -319,7 +319,7 @@ def _measuring(args: argparse.Namespace) -> bool:
             flags = ", ".join("--" + f.replace("_", "-") for f in given)
             raise UsageError(f"{flags} go(es) with --text")
         return False
-    if args.imatrix is not None:
+    if getattr(args, "imatrix", None) is not None:
         raise UsageError("give --imatrix or --text (which measures one), not both")
     return True
 

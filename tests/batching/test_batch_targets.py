@@ -161,6 +161,9 @@ models:
         ("    target_size: 1M\n    pure: true\n", 7, "models[1].target_size", "excludes pure"),
         ("    target_size: 1M\n    candidates: q9_k\n", 8, "models[1].candidates", "q9_k"),
         ("    candidates: q4_k\n", 7, "models[1].candidates", "only with target_size"),
+        ("    text: t.txt\n    imatrix: m.gguf\n", 7, "models[1].text", "not both"),
+        ("    text_ctx: 128\n", 7, "models[1].text_ctx", "applies only with text"),
+        ("    text_chunks: 0\n", 7, "models[1].text_chunks", "at least 1"),
     ],
 )
 def test_config_bad_targets_name_file_line_and_entry(models, tmp_path, extra, line, key, problem):
@@ -209,3 +212,24 @@ def test_smollm2_config_target_equals_quantize_target_size(smollm2_f32_gguf, tmp
     assert out.read_bytes() == quantized(
         smollm2_f32_gguf, tmp_path / "q.gguf", "--target-size", "80M"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.realfile
+def test_a_config_text_measures_the_matrix_as_quantize_text_does(
+    llama_runtime, smollm2_f32_gguf, readme_md, tmp_path
+):
+    config = tmp_path / "measured.yaml"
+    config.write_text(
+        f"models:\n  - input: {smollm2_f32_gguf}\n    output: out/measured.gguf\n"
+        f"    target_bpw: 5\n    text: {readme_md}\n    text_ctx: 128\n    text_chunks: 4\n"
+    )
+    done = run_cli("run", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    (r,) = json.loads(done.stdout)["results"]
+    assert r["allocation"]["sensitivity"] == f"importance matrix measured over {readme_md}"
+    out = tmp_path / "out" / "measured.gguf"
+    assert out.read_bytes() == quantized(
+        smollm2_f32_gguf, tmp_path / "q.gguf", "--target-bpw", "5", "--text", str(readme_md),
+        "--ctx", "128", "--chunks", "4",
+    )  # fmt: skip
