@@ -91,6 +91,21 @@ def resolve_types(
     return [bits_type(bits or 8, per_channel)]
 
 
+def resolve_targets(
+    sizes: str | int | Sequence[str | int] | None, bpws: float | Sequence[float] | None
+) -> list[tuple[int | None, float | None]]:
+    """The size targets asked for, as (bytes, None) and (None, bits per weight)."""
+    from bundler.batching.targets import parse_bpw
+    from bundler.sizes import parse_size
+
+    def many(v: Any) -> list:
+        return [] if v is None else list(v) if isinstance(v, list | tuple) else [v]
+
+    found = [(parse_size(s), None) for s in many(sizes)]
+    found += [(None, parse_bpw(b)) for b in many(bpws)]
+    return list(dict.fromkeys(found))
+
+
 def batch(
     inputs: Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
@@ -112,19 +127,35 @@ def batch(
     memory_budget: int | None = None,
     ray: str | bool | None = None,
     on_result: OnResult | None = None,
+    target_size: str | int | Sequence[str | int] | None = None,
+    target_bpw: float | Sequence[float] | None = None,
+    candidates: str | Sequence[str] | None = None,
     **plan_options: Any,
 ) -> BatchReport:
     """Quantize every input (globs expanded) to each type into `output_dir`, named by
     `template`; returns every model's result. A bad model is a failed result, not an
     exception; without `continue_on_error` the models after it are not run.
 
+    Instead of types, `target_size` (bytes or text such as "80M"; one or several) or
+    `target_bpw` (one or several) make one output per target, each planned as
+    `bundler.quantize(..., target_size=...)` plans it (`candidates`: the codecs it may
+    choose); each result's `allocation` holds the mix and the predicted and actual sizes.
     `plan_options` are the fields of PlanOptions (tensor_types, pure, allow_requantize, ...).
     """
     names = expand_inputs([os.fspath(p) for p in inputs])
+    targets = resolve_targets(target_size, target_bpw)
+    if targets and (type or types or bits or per_channel):
+        raise UsageError("give a size target or types (type, types, bits), not both")
+    if candidates is not None and not targets:
+        raise UsageError("candidates apply only with target_size or target_bpw")
+    if not isinstance(candidates, str | None):
+        candidates = ",".join(candidates)
     job_list = make_jobs(
-        names, os.fspath(output_dir), resolve_types(type, types, bits, per_channel),
+        names, os.fspath(output_dir),
+        [] if targets else resolve_types(type, types, bits, per_channel),
         plan_options, template=template, format=format, split_max_size=split_max_size,
-        aprender=aprender, threads=threads, skip_existing=skip_existing,
+        aprender=aprender, threads=threads, skip_existing=skip_existing, targets=targets,
+        candidates=candidates,
     )  # fmt: skip
     return execute(
         job_list, force=force, dry_run=dry_run, continue_on_error=continue_on_error,

@@ -12,11 +12,12 @@ import glob
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bundler.batching.naming import DEFAULT_TEMPLATE, check_template, output_format, output_name
 from bundler.batching.results import FAILED, NOT_RUN, OK, PLANNED, SKIPPED, Result
+from bundler.batching.targets import target_label
 from bundler.errors import EXIT_FAILURE, BundlerError, FileNotFound, OutputExistsError, UsageError
 
 #: Memory one conversion needs at most, whatever the model's size: the interpreter with
@@ -45,9 +46,26 @@ class Job:
     skip_existing: bool = False
     #: where the job was declared ("config.yaml:12"), for messages
     where: str = ""
+    #: a size target instead of a type: the file's bytes, or bits per weight
+    #: (bundler.plan.target), and the codecs it may choose from (None: the default ones)
+    target_size: int | None = None
+    target_bpw: float | None = None
+    candidates: str | None = None
+    #: a text to measure the importance matrix on (`quantize --text`): its path, tokens
+    #: per chunk and chunks (None: llama-imatrix's context, every whole chunk)
+    text: str | None = None
+    text_context: int | None = None
+    text_chunks: int | None = None
+
+    @property
+    def targeted(self) -> bool:
+        return self.target_size is not None or self.target_bpw is not None
 
     @property
     def type(self) -> str | None:
+        """The type asked for, or the size target's name (target-80M, target-4.5bpw)."""
+        if self.targeted:
+            return target_label(self.target_size, self.target_bpw)
         return self.options.get("type")
 
 
@@ -60,10 +78,13 @@ def make_jobs(
     template: str = DEFAULT_TEMPLATE,
     format: str | None = None,
     where: str = "",
+    targets: list[tuple[int | None, float | None]] = (),
     **settings: Any,
 ) -> list[Job]:
-    """One job per input and type, each written to `output_dir` under `template`'s name.
-    `settings` are the other `Job` fields (split_max_size, aprender, threads, skip_existing)."""
+    """One job per input and type, and per input and size target (`targets`: (bytes, None)
+    or (None, bits per weight)), each written to `output_dir` under `template`'s name.
+    `settings` are the other `Job` fields (split_max_size, aprender, threads, skip_existing,
+    candidates)."""
     check_template(template)
     missing = [Job(src, "", {}, where=where) for src in inputs if not os.path.exists(src)]
     if missing:
@@ -75,6 +96,10 @@ def make_jobs(
             dst = os.path.join(output_dir, output_name(template, src, t, fmt))
             opts = dict(options, type=t)
             jobs.append(Job(src, dst, opts, format=format, where=where, **settings))
+        for size, bpw in targets:
+            dst = os.path.join(output_dir, output_name(template, src, target_label(size, bpw), fmt))
+            job = Job(src, dst, dict(options, type=None), format=format, where=where, **settings)
+            jobs.append(replace(job, target_size=size, target_bpw=bpw))
     return jobs
 
 
@@ -196,17 +221,66 @@ def _convert(job: Job, result: Result, force: bool, dry_run: bool) -> None:
     if native is not None:
         _convert_native(native, job, result, force, dry_run)
         return
-    bundle, plan = plan_bundle(open_bundle(job.input), PlanOptions(**job.options))
+    write_options = {"aprender": True} if job.aprender else None
+    if job.text is not None:
+        job = replace(job, options={**job.options, "imatrix": _measured(job)})
+    if job.targeted:
+        bundle, plan = _plan_target(job, write_options)
+    else:
+        bundle, plan = plan_bundle(open_bundle(job.input), PlanOptions(**job.options))
     result.source_bytes, result.target_bytes = plan.source_bytes, plan.target_bytes
     if not dry_run and os.path.dirname(job.output):
         os.makedirs(os.path.dirname(job.output), exist_ok=True)
     report = write_bundle(
         bundle, plan, job.output, format=job.format, force=force or dry_run, dry_run=dry_run,
-        split_max_size=job.split_max_size, source_name=job.input,
-        write_options={"aprender": True} if job.aprender else None,
+        split_max_size=job.split_max_size, source_name=job.input, write_options=write_options,
     )  # fmt: skip
     result.format = report.format
     result.outputs = report.outputs
+    if plan.allocation is not None:
+        result.allocation = _allocation(plan.allocation, None if dry_run else report.outputs)
+
+
+def _measured(job: Job) -> Any:
+    """The importance matrix of the job's input measured over its text."""
+    from bundler.importance.measure import DEFAULT_CONTEXT, measure
+
+    if job.options.get("imatrix") is not None:
+        raise UsageError(f"{_at(job)}give imatrix or text (which measures one), not both")
+    found = measure(
+        job.input, job.text, context=job.text_context or DEFAULT_CONTEXT,
+        chunks=job.text_chunks, threads=job.threads or os.cpu_count(),
+    )  # fmt: skip
+    return found.matrix()
+
+
+def _plan_target(job: Job, write_options: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The bundle and plan of a size-targeted job: `quantize --target-size`'s own planning.
+    A target the model cannot meet is a UsageError naming where the job was declared."""
+    from bundler.containers import open_bundle
+    from bundler.pipeline import plan_output
+    from bundler.plan import PlanOptions
+    from bundler.plan.target import SizeTarget
+
+    key = "target_size" if job.target_size is not None else "target_bpw"
+    try:
+        return plan_output(
+            open_bundle(job.input), PlanOptions(**job.options), job.output, format=job.format,
+            target=SizeTarget(job.target_size, job.target_bpw),
+            split_max_size=job.split_max_size, write_options=write_options,
+            candidates=job.candidates,
+        )  # fmt: skip
+    except UsageError as exc:
+        raise UsageError(f"{_at(job)}{key}: {job.input}: {exc}") from None
+
+
+def _allocation(allocation: Any, outputs: list[str] | None) -> dict[str, Any]:
+    """What a result records of a size target: the target, the predicted and (once
+    written) actual file sizes, the codec mix and the predicted error."""
+    found = allocation.as_dict()
+    found.pop("errors")
+    found["actual_bytes"] = sum(os.path.getsize(p) for p in outputs) if outputs else None
+    return found
 
 
 def _native_format(job: Job) -> Any | None:
@@ -224,6 +298,11 @@ def _convert_native(fmt: Any, job: Job, result: Result, force: bool, dry_run: bo
 
     if job.split_max_size or job.aprender:
         raise UsageError(f"--split-max-size and --aprender do not apply to {fmt.TITLE} output")
+    if job.targeted:
+        raise UsageError(
+            f"{_at(job)}a size target does not apply to a {fmt.TITLE} model rewritten in its "
+            "own format; write GGUF or SafeTensors (`to`, --to)"
+        )
     if not dry_run and os.path.dirname(job.output):
         os.makedirs(os.path.dirname(job.output), exist_ok=True)
     report = fmt.quantize_native(

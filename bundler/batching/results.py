@@ -29,6 +29,8 @@ class Result:
     error_type: str | None = None
     exit_code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
+    #: a size-targeted job's target, predicted and actual bytes, mix and predicted error
+    allocation: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

@@ -4,7 +4,10 @@ Two shapes are accepted, and may be mixed: quantize-rs's (`bits`, `per_channel`,
 with `input`/`output`, a `batch` section with `input_dir`/`output_dir`) and a richer one
 where every quantize option may be set at the top (the defaults), in a `models` entry (an
 override for that entry) or in the `batch` section; an `input` may be a glob, and `types`
-lists several output types per model. Paths are relative to the config file's directory.
+lists several output types per model, `target_size` / `target_bpw` size targets instead of
+types (one output per target, planned as `quantize --target-size` plans it), and `text`
+(with `text_ctx`, `text_chunks`) to measure the importance matrix as `quantize --text` does.
+Paths are relative to the config file's directory.
 
 Every problem is collected with its file, line and key before any conversion starts: an
 unknown key, a wrong type, a bad value, an input that does not exist.
@@ -79,6 +82,12 @@ OTHER_OPTION_KEYS = {
     "output_dir": "path",
     "template": "template",
     "skip_existing": "bool",
+    "target_size": "target_size",
+    "target_bpw": "target_bpw",
+    "candidates": "candidates",
+    "text": "path",
+    "text_ctx": "count",
+    "text_chunks": "count",
 }
 PLAN_KEYS = _plan_keys()
 #: Keys allowed at the top, in each `models` entry and in the `batch` section.
@@ -93,8 +102,11 @@ RUN_KEYS = {
 TOP_KEYS = OPTION_KEYS | RUN_KEYS | {"models": "models", "batch": "batch"}
 MODEL_KEYS = OPTION_KEYS | {"input": "path", "output": "path"}
 BATCH_KEYS = OPTION_KEYS | {"input_dir": "path", "continue_on_error": "bool"}
-#: Keys that choose the output type(s); set at one level, they replace the outer level's.
-TYPE_KEYS = ("type", "types", "bits")
+#: Keys that choose the output type(s) or size target(s); set at one level, they replace
+#: the outer level's.
+TYPE_KEYS = ("type", "types", "bits", "target_size", "target_bpw")
+#: Options a size target chooses for itself, or that contradict it.
+NOT_WITH_TARGET = ("per_channel", "pure", "prune_layers")
 
 
 @dataclass
@@ -187,9 +199,19 @@ class _Checker:
     def jobs(self, entry: dict, defaults: dict, key: Path, base: str) -> list[Job]:
         merged = {k: v for k, v in defaults.items() if k not in TYPE_KEYS or not _has_type(entry)}
         merged |= {k: v for k, v in entry.items() if k in OPTION_KEYS}
-        if "imatrix" in merged:
-            merged["imatrix"] = _path(base, merged["imatrix"])
-        types = _types(merged)
+        for name in ("imatrix", "text"):
+            if name in merged:
+                merged[name] = _path(base, merged[name])
+        if "imatrix" in merged and "text" in merged:
+            self.problem((*key, "text"), "give imatrix or text (which measures one), not both")
+            return []
+        unused = [k for k in ("text_ctx", "text_chunks") if k in merged and "text" not in merged]
+        if unused:
+            self.problem((*key, unused[0]), "applies only with text")
+            return []
+        types = self.outputs(merged, key)
+        if types is None:
+            return []
         inputs = self.inputs(entry, key, base)
         if "output" in entry:
             if len(inputs) != 1 or len(types) != 1:
@@ -209,9 +231,28 @@ class _Checker:
         for src in inputs:
             fmt = output_format(merged.get("to"), src)
             for t in types:
-                dst = os.path.join(out_dir, output_name(template, src, t, fmt))
+                dst = os.path.join(out_dir, output_name(template, src, _name(t), fmt))
                 jobs.append(self.job(src, dst, t, merged, key))
         return jobs
+
+    def outputs(self, merged: dict, key: Path) -> list[str | tuple] | None:
+        """The types, or the (bytes, bits per weight) size targets, of an entry's outputs;
+        None (a problem noted) when the entry's options contradict its targets."""
+        targets = _targets(merged)
+        if not targets:
+            if "candidates" in merged:
+                self.problem((*key, "candidates"), "applies only with target_size or target_bpw")
+                return None
+            return _types(merged)
+        given = "target_size" if "target_size" in merged else "target_bpw"
+        clash = [k for k in NOT_WITH_TARGET if merged.get(k)]
+        if clash:
+            self.problem(
+                (*key, given), f"a size target chooses every tensor's codec: it excludes "
+                f"{', '.join(clash)} (set here or above)",
+            )  # fmt: skip
+            return None
+        return targets
 
     def inputs(self, entry: dict, key: Path, base: str) -> list[str]:
         name = "input" if "input" in entry else "input_dir"
@@ -234,18 +275,24 @@ class _Checker:
             return []
         return [pattern]
 
-    def job(self, src: str, dst: str, type: str, merged: dict, key: Path) -> Job:
+    def job(self, src: str, dst: str, type: str | tuple, merged: dict, key: Path) -> Job:
         options = {k: merged[k] for k in PLAN_KEYS if k in merged}
-        options["type"] = type
+        size, bpw = type if isinstance(type, tuple) else (None, None)
+        options["type"] = None if isinstance(type, tuple) else type
         if "tensor_types" in options:
             options["tensor_types"] = _pairs(options["tensor_types"])
         line = self.lines.line(key)
+        candidates = merged.get("candidates") if isinstance(type, tuple) else None
+        if isinstance(candidates, list):
+            candidates = ",".join(candidates)
         return Job(
             src, dst, options, format=merged.get("to"),
             split_max_size=_size(merged.get("split_max_size")),
             aprender=merged.get("aprender", False), threads=merged.get("threads"),
             skip_existing=merged.get("skip_existing", False),
             where=f"{self.lines.path}:{line}" if line else self.lines.path,
+            target_size=size, target_bpw=bpw, candidates=candidates, text=merged.get("text"),
+            text_context=merged.get("text_ctx"), text_chunks=merged.get("text_chunks"),
         )  # fmt: skip
 
 
@@ -259,6 +306,24 @@ def _types(merged: dict) -> list[str]:
     if "type" in merged:
         return [merged["type"]]
     return [bits_type(merged.get("bits", DEFAULT_BITS), merged.get("per_channel", False))]
+
+
+def _targets(merged: dict) -> list[tuple[int | None, float | None]]:
+    """The entry's size targets as (bytes, None) and (None, bits per weight)."""
+    from bundler.batching.targets import parse_bpw
+
+    sizes = merged.get("target_size", [])
+    bpws = merged.get("target_bpw", [])
+    found = [(_size(v), None) for v in (sizes if isinstance(sizes, list) else [sizes])]
+    found += [(None, parse_bpw(v)) for v in (bpws if isinstance(bpws, list) else [bpws])]
+    return list(dict.fromkeys(found))
+
+
+def _name(type: str | tuple) -> str:
+    """What a type or size target is called in output names."""
+    from bundler.batching.targets import target_label
+
+    return target_label(*type) if isinstance(type, tuple) else type
 
 
 def _path(base: str, path: str) -> str:
@@ -341,6 +406,48 @@ def _check_size(value: Any) -> str | None:
     return _usage(parse_size, value)
 
 
+def _one_or_list(check: Any, value: Any, what: str) -> str | None:
+    """`check` on a value or on each of a non-empty list of them, none repeated."""
+    if not isinstance(value, list):
+        return check(value)
+    if not value:
+        return f"must be {what} or a non-empty list of them"
+    for item in value:
+        problem = check(item)
+        if problem:
+            return f"{item!r}: {problem}"
+    if len(set(map(str, value))) != len(value):
+        return "lists a target twice"
+    return None
+
+
+def _check_target_size(value: Any) -> str | None:
+    return _one_or_list(_check_size, value, "a size (bytes, or like 80M, 75MiB)")
+
+
+def _check_bpw(value: Any) -> str | None:
+    from bundler.batching.targets import parse_bpw
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number of bits per weight (like 4.5), not {_kind_of(value)}"
+    return _usage(parse_bpw, value)
+
+
+def _check_target_bpw(value: Any) -> str | None:
+    return _one_or_list(_check_bpw, value, "a number of bits per weight")
+
+
+def _check_candidates(value: Any) -> str | None:
+    from bundler.plan.curves import candidate_codecs
+
+    ok = isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+    )
+    if not ok:
+        return f"must be codecs, comma-separated or a list, not {_kind_of(value)}"
+    return _usage(candidate_codecs, value)
+
+
 def _check_pairs(value: Any) -> str | None:
     if not isinstance(value, (dict, list)):
         return f"must be a mapping of REGEX: CODEC or a list of REGEX=CODEC, not {_kind_of(value)}"
@@ -410,6 +517,9 @@ _CHECKS = {
     "bits": _check_bits,
     "format": _check_format,
     "size": _check_size,
+    "target_size": _check_target_size,
+    "target_bpw": _check_target_bpw,
+    "candidates": _check_candidates,
     "pairs": _check_pairs,
     "strings": _check_strings,
     "layers": _check_layers,

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: Command modules under bundler.cli, in the order `--help` lists them.
 COMMANDS = (
     "demo", "quantize", "batch", "run", "inspect", "validate", "diff", "types", "benchmark",
-    "bench", "recipe", "warmup", "vectors", "report",
+    "bench", "recipe", "warmup", "vectors", "report", "imatrix",
 )  # fmt: skip
 
 

@@ -57,7 +57,7 @@ def run_validate_text(args: argparse.Namespace) -> int:
         result = compare_text(
             args.file, args.quantized, args.text, context=args.ctx or DEFAULT_CONTEXT,
             chunks=args.chunks, threads=args.threads, threshold=args.threshold,
-            progress=lambda total: _bar(total, bars), tokenizer=args.tokenizer,
+            progress=lambda total: chunk_bar(total, bars), tokenizer=args.tokenizer,
         )  # fmt: skip
     finally:
         for bar in bars:
@@ -66,13 +66,13 @@ def run_validate_text(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_VALIDATION
 
 
-def _bar(total: int, bars: list[Any]) -> Any:
+def chunk_bar(total: int, bars: list[Any], desc: str = "running both models") -> Any:
     """A progress bar over the chunks, on a terminal only."""
     if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="chunk", file=sys.stderr, leave=False, desc="running both models")
+    bar = tqdm(total=total, unit="chunk", file=sys.stderr, leave=False, desc=desc)
     bars.append(bar)
     return bar.update
 

@@ -8,8 +8,15 @@ import sys
 from typing import Any
 
 from bundler.cli.feedback import MIB, add_output_flags, parse_size
+from bundler.cli.imatrix import add_measure_flags
 from bundler.cli.output import table
-from bundler.cli.quantize import add_affine_flags, add_plan_flags, affine_type, plan_options
+from bundler.cli.quantize import (
+    add_affine_flags,
+    add_candidates_flag,
+    add_plan_flags,
+    affine_type,
+    plan_options,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="model files or globs")
     add_plan_flags(b, type_required=False)
     add_affine_flags(b)  # quantize-rs's --bits (int8 when no --type) and --per-channel too
+    add_batch_target_flags(b)
+    b.add_argument(
+        "--text", metavar="FILE",
+        help="measure each input's importance matrix over this text first, as `quantize "
+        "--text` does (GGUF inputs; needs bundler[llama])",
+    )  # fmt: skip
+    add_measure_flags(b, threads=False)  # llama.cpp gets --threads
     fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
     b.add_argument(
         "--template", default=DEFAULT_TEMPLATE, metavar="TEMPLATE",
@@ -32,6 +46,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_output_flags(b, output_help="the directory to write into (created if missing)")
     add_run_flags(b)
     b.set_defaults(func=run_batch)
+
+
+def add_batch_target_flags(b: argparse.ArgumentParser) -> None:
+    """--target-size / --target-bpw (several, comma-separated) and --candidates."""
+    b.add_argument(
+        "--target-size", metavar="SIZES",
+        help="instead of --type: one output per SIZE (comma-separated: 80M,60M), each "
+        "tensor's codec chosen as `quantize --target-size` chooses it; named target-80M",
+    )  # fmt: skip
+    b.add_argument(
+        "--target-bpw", metavar="BITS",
+        help="instead of --type: one output per bits-per-weight target (comma-separated)",
+    )  # fmt: skip
+    add_candidates_flag(b)
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -65,14 +93,50 @@ def run_batch(args: argparse.Namespace) -> int:
     from bundler import batching
 
     options = plan_options(args)
-    types = _types(args, options.pop("type"))
+    given = options.pop("type")
+    targets = _targets(args, given)
+    types = [] if targets else _types(args, given)
     inputs = batching.expand_inputs(args.inputs)
     jobs = batching.make_jobs(
         inputs, args.output, types,
         options, template=args.template, format=args.to, split_max_size=args.split_max_size,
         aprender=args.aprender, threads=args.threads, skip_existing=args.skip_existing,
+        targets=targets, candidates=args.candidates if targets else None,
+        **_text_settings(args),
     )  # fmt: skip
     return execute(args, jobs, force=args.force, continue_on_error=args.continue_on_error)
+
+
+def _text_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Job fields --text, --ctx and --chunks give."""
+    from bundler.cli.quantize import _measuring
+
+    if not _measuring(args):
+        return {}
+    return {"text": args.text, "text_context": args.ctx, "text_chunks": args.chunks}
+
+
+def _targets(args: argparse.Namespace, given: str | None) -> list:
+    """The size targets --target-size / --target-bpw give, after checking that no option
+    that chooses codecs another way is given with them."""
+    from bundler.batching.targets import parse_targets
+    from bundler.errors import UsageError
+
+    targets = parse_targets(args.target_size, args.target_bpw)
+    if not targets:
+        if args.candidates:
+            raise UsageError("--candidates needs --target-size or --target-bpw")
+        return []
+    other = [f"--{f}" for f, v in (("type", given), ("bits", args.bits)) if v]
+    other += [
+        "--" + f.replace("_", "-")
+        for f in ("group_size", "per_channel", "asym", "calibration", "scale_dtype", "pure")
+        if getattr(args, f)
+    ]
+    other += ["--prune-layers"] if args.prune_layers else []
+    if other:
+        raise UsageError(f"a size target chooses every tensor's codec: drop {', '.join(other)}")
+    return targets
 
 
 def _types(args: argparse.Namespace, given: str | None) -> list[str]:

@@ -107,7 +107,6 @@ def _bpw(text: str) -> float:
 
 def add_target_flags(q: argparse.ArgumentParser) -> None:
     """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
-    from bundler.plan.curves import CANDIDATES
 
     target = q.add_mutually_exclusive_group()
     target.add_argument(
@@ -120,14 +119,21 @@ def add_target_flags(q: argparse.ArgumentParser) -> None:
         "--target-bpw", type=_bpw, metavar="BITS",
         help="instead of --type: as --target-size, for a file of BITS bits per value",
     )  # fmt: skip
+    add_candidates_flag(q)
+    q.add_argument(
+        "--plot", metavar="PNG",
+        help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
+    )  # fmt: skip
+
+
+def add_candidates_flag(q: argparse.ArgumentParser) -> None:
+    """--candidates: the codecs a size target chooses from."""
+    from bundler.plan.curves import CANDIDATES
+
     q.add_argument(
         "--candidates", metavar="CODECS",
         help="with a size target: the codecs to choose from, comma-separated (default: "
         f"{','.join(CANDIDATES)})",
-    )  # fmt: skip
-    q.add_argument(
-        "--plot", metavar="PNG",
-        help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
     )  # fmt: skip
 
 
@@ -175,6 +181,15 @@ def add_imatrix_flags(q: argparse.ArgumentParser) -> None:
         help="do not use the matrix for tensors whose name contains NAME (repeatable; "
         "not with --include-weights)",
     )  # fmt: skip
+    q.add_argument(
+        "--text", metavar="FILE",
+        help="instead of --imatrix: measure the importance matrix by running the input (a "
+        "GGUF model, in llama.cpp: bundler[llama]) over this text first, as `bundler "
+        "imatrix` does",
+    )  # fmt: skip
+    from bundler.cli.imatrix import add_measure_flags
+
+    add_measure_flags(q)
 
 
 def add_affine_flags(q: argparse.ArgumentParser) -> None:
@@ -224,6 +239,10 @@ def _run(args: argparse.Namespace, plan_options: dict | None) -> int:
         from bundler.plot import require
 
         require()
+    if plan_options is not None and _measuring(args):
+        from bundler.cli.imatrix import measured
+
+        plan_options = {**plan_options, "imatrix": measured(args, args.input).matrix()}
     options = PlanOptions(**plan_options) if plan_options else None
     write_options = {"aprender": True} if args.aprender else None
     with Measuring(args) as measuring:
@@ -268,10 +287,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     from bundler.cli import models
 
     if models.is_native_rewrite(args):
-        if _target(args) is not None or args.plot:
+        if _target(args) is not None or args.plot or args.text:
             raise UsageError(
-                "--target-size, --target-bpw and --plot do not apply to a model rewritten in "
-                "its own format; write GGUF or SafeTensors (-o model.gguf)"
+                "--target-size, --target-bpw, --plot and --text do not apply to a model "
+                "rewritten in its own format; write GGUF or SafeTensors (-o model.gguf)"
             )
         return models.run_quantize(args)
     if args.threads:
@@ -288,6 +307,21 @@ def run_quantize(args: argparse.Namespace) -> int:
             raise UsageError(f"{flags}: affine options do not combine with a size target")
         return _run(args, plan_options(args))
     return _run(args, {**plan_options(args), "type": affine_type(args)})
+
+
+def _measuring(args: argparse.Namespace) -> bool:
+    """True when --text asks for the importance matrix to be measured (checked against
+    the options it excludes or needs)."""
+    text = getattr(args, "text", None)
+    if text is None:
+        given = [f for f in ("ctx", "chunks", "llama_threads") if getattr(args, f, None)]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(f"{flags} go(es) with --text")
+        return False
+    if getattr(args, "imatrix", None) is not None:
+        raise UsageError("give --imatrix or --text (which measures one), not both")
+    return True
 
 
 def _target(args: argparse.Namespace):

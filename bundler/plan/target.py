@@ -18,7 +18,8 @@ The problem and how it is solved:
    `E = s_t * sum_ij w_j (W_ij - Q(W)_ij)^2`. With per-column weights `w` (an importance
    matrix: the mean squared activation entering each column) this is the expected squared
    error of the tensor's output `W x` over those activations, `E||(W - Q(W)) x||^2`, the
-   quantity llama.cpp's importance matrix weights its own quantization with. Without a
+   quantity llama.cpp's importance matrix weights its own quantization with; `quantize
+   --text` measures one by running the model (`bundler.importance.measure`). Without a
    matrix (and without the caller's `column_weights` / `sensitivity`), `w = 1` and
    `s_t = 1`: the expectation for uncorrelated unit-variance inputs, every tensor alike.
    `estimate_sensitivity=True` estimates `w` and `s_t` from the model's own weights
@@ -154,7 +155,8 @@ class Allocation:
     free_tensors: int = 0
     sampled_tensors: int = 0
     weighted: bool = False
-    #: where the errors' weights came from: "importance matrix", "estimated from the
+    #: where the errors' weights came from: "importance matrix" (read from a file),
+    #: "importance matrix measured over TEXT" (`quantize --text`), "estimated from the
     #: weights" (bundler.plan.sensitivity), "given" (the library's arguments) or "none"
     sensitivity: str = "none"
 
@@ -266,6 +268,9 @@ def plan_to_target(
     if matrix is not None and column_weights is None:
         column_weights = matrix.column_weights
     source = "importance matrix" if matrix is not None else "given" if column_weights else "none"
+    measured = options.imatrix
+    if matrix is not None and getattr(measured, "path", "") is None and measured.datasets:
+        source = f"importance matrix measured over {measured.datasets[0]}"
     estimated = False
     if not column_weights and not sensitivity and estimate_sensitivity:
         found = estimate(bundle)

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, run_cli
+from conftest import run_cli
 
 from bundler.agreement import compare_text, compare_texts
 from bundler.errors import TruncatedError, UsageError
-from tools.reference import assets
 
 CONTEXT, CHUNKS = 256, 8
 #: Between the mean KL divergence of Q8_0 and of Q4_0 on this text.
@@ -26,30 +25,6 @@ KEYS = {
     "perplexity_quantized", "kl_divergence_mean", "kl_divergence_p99", "kl_divergence_max",
     "kl_divergence_percentiles", "top1_agreement", "delta_p_rms", "threshold", "passed",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def llama_runtime() -> None:
-    """llama-cpp-python (the `llama` extra), which CI installs."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        if IN_CI:
-            pytest.fail("llama-cpp-python is not installed in CI (the `llama` extra)")
-        pytest.skip("llama-cpp-python is not installed (pip install 'bundler[llama]')")
-
-
-@pytest.fixture(scope="module")
-def build_md() -> Path:
-    """llama.cpp's docs/build.md from the source distribution: a real text of about 12,000
-    tokens."""
-    try:
-        root = assets.llama_cpp_sdist()
-    except assets.AssetUnavailable as exc:
-        if IN_CI:
-            raise
-        pytest.skip(f"llama.cpp sources unavailable: {exc}")
-    return root / "vendor" / "llama.cpp" / "docs" / "build.md"
 
 
 @pytest.fixture(scope="module")

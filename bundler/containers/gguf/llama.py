@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -101,6 +101,38 @@ class LlamaModel:
             raise BundlerError(f"{self.path}: llama.cpp failed to run the text: {exc}") from None
         return self._llama.scores[first : len(tokens) - 1]
 
+    @contextlib.contextmanager
+    def observed(self, callback: Callable[[int, bool, Any], bool]) -> Iterator[RunChunk]:
+        """A second context on the loaded model whose every compute-graph node is shown to
+        `callback(tensor address, ask, user data)` (llama.cpp's `cb_eval`: with `ask` it
+        says whether it wants to see the node computed; otherwise it returns False to stop).
+        Yields `run(tokens)`: run `tokens` from an empty cache, every position's output
+        asked for; True when llama.cpp ran them."""
+        from llama_cpp import _internals
+
+        lib = llama_cpp()
+        hook = lib.ggml_backend_sched_eval_callback(callback)
+        params = lib.llama_context_default_params()
+        n = self._llama.n_ctx()
+        params.n_ctx = params.n_batch = params.n_ubatch = n
+        params.n_threads = params.n_threads_batch = self._llama.n_threads
+        params.cb_eval, params.cb_eval_user_data = hook, None
+        context = _internals.LlamaContext(model=self._llama._model, params=params, verbose=False)
+        batch = _internals.LlamaBatch(n_tokens=n, embd=0, n_seq_max=1, verbose=False)
+
+        def run(tokens: list[int]) -> bool:
+            lib.llama_memory_clear(lib.llama_get_memory(context.ctx), True)
+            batch.reset()
+            batch.set_batch(tokens, 0, True)
+            return lib.llama_decode(context.ctx, batch.batch) == 0
+
+        try:
+            yield run
+        finally:
+            batch.close()
+            context.close()
+            del hook
+
     def close(self) -> None:
         self._llama.close()
 
@@ -124,3 +156,7 @@ class LlamaVocab:
 
     def close(self) -> None:
         self._llama.close()
+
+
+#: Runs a chunk of tokens; True when llama.cpp ran them.
+RunChunk = Callable[[list[int]], bool]
