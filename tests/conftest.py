@@ -155,3 +155,14 @@ def readme_md() -> Path:
     """llama.cpp's README.md from the source distribution (about 2,900 SmolLM2 tokens): the
     text llama-imatrix's cached SmolLM2 matrix is computed on."""
     return llama_cpp_text("README.md")
+
+
+def env_without(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """The environment of a CLI run in which importing any of `modules` fails, as if the
+    optional extra that provides it were not installed."""
+    blocker = tmp_path / "blocker"
+    for name in modules:
+        (blocker / name).mkdir(parents=True)
+        refusal = f"raise ImportError('No module named {name}')\n"
+        (blocker / name / "__init__.py").write_text(refusal)
+    return dict(os.environ, PYTHONPATH=str(blocker))

@@ -26,8 +26,6 @@ from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
 
 QK = BY_NAME["tq1_0"].block_size
-TQ1_BYTES = BY_NAME["tq1_0"].type_size
-TQ2_BYTES = BY_NAME["tq2_0"].type_size
 HALF = np.float32(0.5)
 INF = np.float32(np.inf)
 POW3 = np.array([1, 3, 9, 27, 81, 243], np.int32)
@@ -67,41 +65,28 @@ def _pack5(x, inv, first, stride, count, y, at):
 
 
 @njit(**JIT)
-def encode_tq1(src, dst, qw, n, lo, hi):
-    """TQ1_0 blocks lo .. hi-1 of the flattened rows (the reference ignores importance
-    `qw`); returns the count of blocks with NaN or infinity."""
-    bad = 0
-    for b in range(lo, hi):
-        x = src[b * QK : (b + 1) * QK]
-        y = dst[b * TQ1_BYTES : (b + 1) * TQ1_BYTES]
-        bad += nonfinite(x)
-        inv = _scale(x, y, 52)
-        _pack5(x, inv, 0, 32, 32, y, 0)
-        _pack5(x, inv, 160, 16, 16, y, 32)
-        for j in range(4):
-            q = 0
-            for m in range(4):
-                q = q * 3 + trit(x[240 + j + 4 * m] * inv)
-            y[48 + j] = np.uint8((q * 3 * 256 + 242) // 243)
-    return bad
+def encode_tq1(x, y):
+    """One TQ1_0 block (the reference ignores importance weights)."""
+    inv = _scale(x, y, 52)
+    _pack5(x, inv, 0, 32, 32, y, 0)
+    _pack5(x, inv, 160, 16, 16, y, 32)
+    for j in range(4):
+        q = 0
+        for m in range(4):
+            q = q * 3 + trit(x[240 + j + 4 * m] * inv)
+        y[48 + j] = np.uint8((q * 3 * 256 + 242) // 243)
 
 
 @njit(**JIT)
-def encode_tq2(src, dst, qw, n, lo, hi):
-    """TQ2_0 blocks lo .. hi-1 of the flattened rows; returns the count with NaN/inf."""
-    bad = 0
-    for b in range(lo, hi):
-        x = src[b * QK : (b + 1) * QK]
-        y = dst[b * TQ2_BYTES : (b + 1) * TQ2_BYTES]
-        bad += nonfinite(x)
-        inv = _scale(x, y, 64)
-        for h in range(2):
-            for m in range(32):
-                q = 0
-                for k in range(4):
-                    q |= trit(x[128 * h + m + 32 * k] * inv) << (2 * k)
-                y[32 * h + m] = np.uint8(q)
-    return bad
+def encode_tq2(x, y):
+    """One TQ2_0 block."""
+    inv = _scale(x, y, 64)
+    for h in range(2):
+        for m in range(32):
+            q = 0
+            for k in range(4):
+                q |= trit(x[128 * h + m + 32 * k] * inv) << (2 * k)
+            y[32 * h + m] = np.uint8(q)
 
 
 @njit(**JIT)
@@ -114,35 +99,57 @@ def _unpack5(y, at, count, d, out, o):
 
 
 @njit(**JIT)
-def decode_tq1(raw, out, table, lo, hi):
-    """TQ1_0 blocks lo .. hi-1 to float32."""
-    for b in range(lo, hi):
-        y = raw[b * TQ1_BYTES : (b + 1) * TQ1_BYTES]
-        o = out[b * QK : (b + 1) * QK]
-        d = get_half(y, 52, table)
-        _unpack5(y, 0, 32, d, o, 0)
-        _unpack5(y, 32, 16, d, o, 160)
-        for k in range(4):
-            for j in range(4):
-                q = (np.int32(y[48 + j]) * POW3[k]) & 0xFF
-                o[240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
+def decode_tq1(y, d, o):
+    """One TQ1_0 block of scale d to float32."""
+    _unpack5(y, 0, 32, d, o, 0)
+    _unpack5(y, 32, 16, d, o, 160)
+    for k in range(4):
+        for j in range(4):
+            q = (np.int32(y[48 + j]) * POW3[k]) & 0xFF
+            o[240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
 
 
 @njit(**JIT)
-def decode_tq2(raw, out, table, lo, hi):
-    """TQ2_0 blocks lo .. hi-1 to float32."""
-    for b in range(lo, hi):
-        y = raw[b * TQ2_BYTES : (b + 1) * TQ2_BYTES]
-        o = out[b * QK : (b + 1) * QK]
-        d = get_half(y, 64, table)
-        for h in range(2):
-            for k in range(4):
-                for m in range(32):
-                    q = np.int32((y[32 * h + m] >> (2 * k)) & 3)
-                    o[128 * h + 32 * k + m] = np.float32(q - 1) * d
+def decode_tq2(y, d, o):
+    """One TQ2_0 block of scale d to float32."""
+    for h in range(2):
+        for k in range(4):
+            for m in range(32):
+                q = np.int32((y[32 * h + m] >> (2 * k)) & 3)
+                o[128 * h + 32 * k + m] = np.float32(q - 1) * d
 
 
-KERNELS: dict[str, Kernel] = {
-    "tq1_0": range_kernel(encode_tq1, decode_tq1, QK, TQ1_BYTES, HALF_TO_F32),
-    "tq2_0": range_kernel(encode_tq2, decode_tq2, QK, TQ2_BYTES, HALF_TO_F32),
-}
+def _kernel(name: str) -> Kernel:
+    """The kernel of TQ1_0 or TQ2_0 (the type a constant of the compiled code)."""
+    size = BY_NAME[name].type_size
+    two_bit = name == "tq2_0"
+    scale_at = size - 2  # the half d ends each block
+
+    @njit(**JIT)
+    def encode(src, dst, qw, n, lo, hi):
+        """Blocks lo .. hi-1 of the flattened rows; returns the count with NaN/inf."""
+        bad = 0
+        for b in range(lo, hi):
+            x = src[b * QK : (b + 1) * QK]
+            bad += nonfinite(x)
+            if two_bit:
+                encode_tq2(x, dst[b * size : (b + 1) * size])
+            else:
+                encode_tq1(x, dst[b * size : (b + 1) * size])
+        return bad
+
+    @njit(**JIT)
+    def decode(raw, out, table, lo, hi):
+        """Blocks lo .. hi-1 to float32."""
+        for b in range(lo, hi):
+            y = raw[b * size : (b + 1) * size]
+            d = get_half(y, scale_at, table)
+            if two_bit:
+                decode_tq2(y, d, out[b * QK : (b + 1) * QK])
+            else:
+                decode_tq1(y, d, out[b * QK : (b + 1) * QK])
+
+    return range_kernel(encode, decode, QK, size, HALF_TO_F32)
+
+
+KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in ("tq1_0", "tq2_0")}

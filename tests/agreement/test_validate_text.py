@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import env_without, run_cli
 
 from bundler.agreement import compare_text, compare_texts
 from bundler.errors import TruncatedError, UsageError
@@ -111,10 +111,7 @@ def test_human_report_names_the_figures(llama_runtime, smollm2_f32_gguf, quantiz
 def test_without_the_llama_extra_it_is_a_usage_error_naming_it(
     smollm2_f32_gguf, build_md, tmp_path
 ):
-    blocker = tmp_path / "blocker" / "llama_cpp"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('No module named llama_cpp')\n")
-    env = dict(os.environ, PYTHONPATH=str(blocker.parent))
+    env = env_without(tmp_path, "llama_cpp")
     model = str(smollm2_f32_gguf)
     done = run_cli("validate", model, model, "--text", str(build_md), env=env)
     assert done.returncode == 2, done.stderr

@@ -148,32 +148,49 @@ models:
 """
 
 
-@pytest.mark.parametrize(
-    ("extra", "line", "key", "problem"),
-    [
-        ("    target_size: lots\n", 7, "models[1].target_size", "not a size"),
-        ("    target_size: [80M, 80M]\n", 7, "models[1].target_size", "twice"),
-        ("    target_size: []\n", 7, "models[1].target_size", "non-empty list"),
-        ("    target_bpw: -2\n", 7, "models[1].target_bpw", "positive number"),
-        ("    target_bpw: '4.5'\n", 7, "models[1].target_bpw", "must be a number"),
-        ("    target_bpw: 4\n    type: Q4_0\n", 7, "models[1].target_bpw", "not several"),
-        ("    target_size: 1M\n    target_bpw: 4\n", 8, "models[1].target_bpw", "not several"),
-        ("    target_size: 1M\n    pure: true\n", 7, "models[1].target_size", "excludes pure"),
-        ("    target_size: 1M\n    candidates: q9_k\n", 8, "models[1].candidates", "q9_k"),
-        ("    candidates: q4_k\n", 7, "models[1].candidates", "only with target_size"),
-        ("    text: t.txt\n    imatrix: m.gguf\n", 7, "models[1].text", "not both"),
-        ("    text_ctx: 128\n", 7, "models[1].text_ctx", "applies only with text"),
-        ("    text_chunks: 0\n", 7, "models[1].text_chunks", "at least 1"),
-    ],
-)
-def test_config_bad_targets_name_file_line_and_entry(models, tmp_path, extra, line, key, problem):
+#: Bad values of the target keys: (YAML lines added to the second entry, the line the error
+#: names, the key, what it says).
+BAD_TARGETS = [
+    ("    target_size: lots\n", 7, "target_size", "not a size"),
+    ("    target_size: [80M, 80M]\n", 7, "target_size", "twice"),
+    ("    target_size: []\n", 7, "target_size", "non-empty list"),
+    ("    target_bpw: -2\n", 7, "target_bpw", "positive number"),
+    ("    target_bpw: '4.5'\n", 7, "target_bpw", "must be a number"),
+    ("    target_bpw: 4\n    type: Q4_0\n", 7, "target_bpw", "not several"),
+    ("    target_size: 1M\n    target_bpw: 4\n", 8, "target_bpw", "not several"),
+]
+#: Keys that go with a target or a text, given wrongly.
+BAD_COMPANIONS = [
+    ("    target_size: 1M\n    pure: true\n", 7, "target_size", "excludes pure"),
+    ("    target_size: 1M\n    candidates: q9_k\n", 8, "candidates", "q9_k"),
+    ("    candidates: q4_k\n", 7, "candidates", "only with target_size"),
+    ("    text: t.txt\n    imatrix: m.gguf\n", 7, "text", "not both"),
+    ("    text_ctx: 128\n", 7, "text_ctx", "applies only with text"),
+    ("    text_chunks: 0\n", 7, "text_chunks", "at least 1"),
+]
+
+
+def _refused_naming_file_line_and_key(models, tmp_path, extra, line, key, problem) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(ENTRY.format(**models) + extra)
     done = run_cli("run", str(config))
     assert done.returncode == EXIT_USAGE, done.stderr
-    assert f"{config}:{line}: {key}: " in done.stderr and problem in done.stderr, done.stderr
+    where = f"{config}:{line}: models[1].{key}: "
+    assert where in done.stderr and problem in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize(("extra", "line", "key", "problem"), BAD_TARGETS)
+def test_config_bad_targets_name_file_line_and_entry(models, tmp_path, extra, line, key, problem):
+    _refused_naming_file_line_and_key(models, tmp_path, extra, line, key, problem)
+
+
+@pytest.mark.parametrize(("extra", "line", "key", "problem"), BAD_COMPANIONS)
+def test_config_keys_beside_a_target_or_text_are_checked_naming_the_entry(
+    models, tmp_path, extra, line, key, problem
+):
+    _refused_naming_file_line_and_key(models, tmp_path, extra, line, key, problem)
 
 
 def test_config_target_below_the_smallest_file_names_the_entry(models, tmp_path):

@@ -4,11 +4,10 @@ and the usage error that names the extra when the onnx packages are missing."""
 from __future__ import annotations
 
 import json
-import os
 
 import onnx
 import pytest
-from conftest import run_cli
+from conftest import env_without, run_cli
 
 from bundler.containers.onnx import samples
 from bundler.errors import EXIT_VALIDATION
@@ -105,11 +104,7 @@ def test_benchmark_of_two_unrelated_models_is_a_usage_error(pair, tmp_path):
 
 
 def test_without_the_onnx_extra_onnx_commands_name_it(pair, tmp_path):
-    blocker = tmp_path / "blocker"
-    for name in ("onnx", "onnxruntime"):
-        (blocker / name).mkdir(parents=True)
-        (blocker / name / "__init__.py").write_text(f"raise ImportError('no {name}')\n")
-    env = dict(os.environ, PYTHONPATH=str(blocker))
+    env = env_without(tmp_path, "onnx", "onnxruntime")
     done = run_cli("inspect", str(pair[0]), env=env)
     assert done.returncode == 2, done.stderr
     assert "pip install 'bundler[onnx]'" in done.stderr

@@ -4,13 +4,12 @@ the reference llama-imatrix run on the same model, text, context and chunks."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import env_without, run_cli
 
 from bundler.importance import read
 
@@ -205,10 +204,7 @@ def test_an_existing_output_is_kept_without_force(smollm2_f32_gguf, readme_md, t
 def test_without_the_llama_extra_it_is_a_usage_error_naming_it(
     smollm2_f32_gguf, readme_md, tmp_path
 ):
-    blocker = tmp_path / "blocker" / "llama_cpp"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ImportError('No module named llama_cpp')\n")
-    env = dict(os.environ, PYTHONPATH=str(blocker.parent))
+    env = env_without(tmp_path, "llama_cpp")
     out = tmp_path / "m.gguf"
     done = run_cli(
         "imatrix", str(smollm2_f32_gguf), "--text", str(readme_md), "-o", str(out), env=env
