@@ -26,8 +26,10 @@ OTHER_CODECS = (
 #: Codecs the gguf package can decode but not encode.
 GGUF_DECODES_ONLY = (
     *K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s",
-    "iq1_m",
+    "iq1_m", "nvfp4",
 )  # fmt: skip
+#: Codecs the gguf package (0.19.0) can neither encode nor decode (it has no Q2_0 at all).
+GGUF_LACKS = ("q1_0", "q2_0")
 SEED = 20260101
 
 
@@ -50,6 +52,8 @@ def _gguf_pair(name: str):
     """(quantize, dequantize) of the gguf package for `name`, or Nones where it has none."""
     import gguf
 
+    if name in GGUF_LACKS:
+        return None, None
     qtype = gguf.GGMLQuantizationType[name.upper()]
     quantize = None
     if name not in GGUF_DECODES_ONLY:
@@ -133,7 +137,10 @@ def _measure_gguf(row, name, x, encoded, repeat) -> None:
         row["gguf_exact"] = bool(np.array_equal(theirs.view(np.uint8), encoded))
         row["gguf_encode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: quantize(x), repeat))
         row["gguf_encode_extra_bytes"] = peak_alloc_bytes(lambda: quantize(x)) - theirs.nbytes
-    row["gguf_decode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: dequantize(encoded), repeat))
+    row["gguf_decode_mib_s"] = None
+    if dequantize is not None:
+        seconds = median_seconds(lambda: dequantize(encoded), repeat)
+        row["gguf_decode_mib_s"] = _rate(x.nbytes, seconds)
 
 
 def _measure_c(row, name, x, encoded, threads, repeat, importance=None) -> None:

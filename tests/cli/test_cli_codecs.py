@@ -163,3 +163,17 @@ def test_bench_codecs_measures_the_lattice_encoders_beside_the_c_library():
         assert row["ours_encode_mib_s"] > 0
         if row["c_exact"] is not None:  # the C library is built (always in CI)
             assert row["c_exact"] is True and row["ratio_encode_vs_c_1_thread"] > 0
+
+
+def test_bench_codecs_measures_the_newest_ggml_types_where_the_gguf_package_cannot():
+    # the gguf package (0.19.0) only decodes NVFP4, and has neither Q1_0 nor Q2_0
+    report = _weighted_bench("nvfp4,q1_0,q2_0", 8, 512)
+    rows = {r["codec"]: r for r in report["results"]}
+    assert set(rows) == {"nvfp4", "q1_0", "q2_0"} and not any(r["weighted"] for r in rows.values())
+    assert rows["nvfp4"]["gguf_encode_mib_s"] is None and rows["nvfp4"]["gguf_decode_mib_s"] > 0
+    for name in ("q1_0", "q2_0"):
+        assert rows[name]["gguf_encode_mib_s"] is None and rows[name]["gguf_decode_mib_s"] is None
+    for row in rows.values():
+        assert row["ours_encode_mib_s"] > 0 and row["ours_decode_mib_s"] > 0
+        if row["c_exact"] is not None:  # the C library is built (always in CI)
+            assert row["c_exact"] is True
