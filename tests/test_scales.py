@@ -16,9 +16,10 @@ SCANNED = [f.name for f in TABLE if f.has_kernels and scale_fields(f)]
 
 
 #: Encodable block codecs without a float scale field: MXFP4's is an E8M0 exponent byte, a
-#: power of two for every byte value (ggml decodes 0xFF as 2^126, not NaN); IQ1_M's half
+#: power of two for every byte value (ggml decodes 0xFF as 2^126, not NaN), and NVFP4's are
+#: unsigned E4M3 bytes, a number for every byte value (0x7F decodes to 0); IQ1_M's half
 #: scale is split into four nibbles, the top bits of its four 16-bit sub-block scale words.
-EXPONENT_SCALES = {"mxfp4"}
+EXPONENT_SCALES = {"mxfp4", "nvfp4"}
 SPLIT_SCALES = {"iq1_m"}
 
 

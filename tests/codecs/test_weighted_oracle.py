@@ -136,8 +136,9 @@ def test_the_facts_table_declares_which_codecs_take_weights():
     ]  # fmt: skip
     facts = {c.name: c.facts for c in registry.all_codecs()}
     assert facts["q8_0"].ignores_importance and not facts["q8_0"].takes_importance
-    assert facts["tq2_0"].ignores_importance and facts["mxfp4"].ignores_importance
-    assert not facts["q8_1"].accepts_importance and not facts["q1_0"].accepts_importance
+    ignoring = ("tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0")  # ggml's reference quantizers
+    assert all(facts[n].ignores_importance and not facts[n].takes_importance for n in ignoring)
+    assert not facts["q8_1"].accepts_importance
     # ggml_quantize_requires_imatrix: IQ2_XXS, IQ2_XS, IQ1_S (IQ2_S takes them optionally)
     assert [n for n in WEIGHTED if facts[n].requires_importance] == ["iq2_xxs", "iq2_xs", "iq1_s"]
 

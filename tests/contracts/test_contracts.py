@@ -98,7 +98,9 @@ def test_every_named_falsification_test_exists(collected):
     assert len(collected.node_ids) >= 100
 
 
-@pytest.mark.slow  # runs about 1000 test cases in one subprocess (about a minute on 2 cores)
+# runs about 1000 test cases again in one subprocess (5 minutes of a 32-minute CI run), each
+# of which the default run runs anyway; `-m long` runs it
+@pytest.mark.long
 def test_every_named_falsification_test_passes():
     report = contracts.check(ROOT, run=True)
     assert report.ran
