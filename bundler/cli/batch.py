@@ -12,8 +12,8 @@ from bundler.cli.imatrix import add_measure_flags
 from bundler.cli.output import table
 from bundler.cli.quantize import (
     add_affine_flags,
-    add_candidates_flag,
     add_plan_flags,
+    add_size_target_flags,
     affine_type,
     plan_options,
 )
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("inputs", nargs="+", metavar="INPUT", help="model files or globs")
     add_plan_flags(b, type_required=False)
     add_affine_flags(b)  # quantize-rs's --bits (int8 when no --type) and --per-channel too
-    add_batch_target_flags(b)
+    add_size_target_flags(b, several=True)
     b.add_argument(
         "--text", metavar="FILE",
         help="measure each input's importance matrix over this text first, as `quantize "
@@ -46,20 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_output_flags(b, output_help="the directory to write into (created if missing)")
     add_run_flags(b)
     b.set_defaults(func=run_batch)
-
-
-def add_batch_target_flags(b: argparse.ArgumentParser) -> None:
-    """--target-size / --target-bpw (several, comma-separated) and --candidates."""
-    b.add_argument(
-        "--target-size", metavar="SIZES",
-        help="instead of --type: one output per SIZE (comma-separated: 80M,60M), each "
-        "tensor's codec chosen as `quantize --target-size` chooses it; named target-80M",
-    )  # fmt: skip
-    b.add_argument(
-        "--target-bpw", metavar="BITS",
-        help="instead of --type: one output per bits-per-weight target (comma-separated)",
-    )  # fmt: skip
-    add_candidates_flag(b)
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

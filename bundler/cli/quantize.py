@@ -107,23 +107,40 @@ def _bpw(text: str) -> float:
 
 def add_target_flags(q: argparse.ArgumentParser) -> None:
     """--target-size / --target-bpw (instead of --type), --candidates and --plot."""
-
-    target = q.add_mutually_exclusive_group()
-    target.add_argument(
-        "--target-size", type=parse_size, metavar="SIZE",
-        help="instead of --type: choose each tensor's codec so the output file is at most "
-        "SIZE bytes with the least error (80M = 80*10^6 bytes, 75MiB = 75*2^20; K, M, G, T "
-        "and KiB, MiB, GiB, TiB)",
-    )  # fmt: skip
-    target.add_argument(
-        "--target-bpw", type=_bpw, metavar="BITS",
-        help="instead of --type: as --target-size, for a file of BITS bits per value",
-    )  # fmt: skip
-    add_candidates_flag(q)
+    add_size_target_flags(q)
     q.add_argument(
         "--plot", metavar="PNG",
         help="draw the plan's bytes by layer and codec into PNG (needs bundler[plot])",
     )  # fmt: skip
+
+
+#: --target-size and --target-bpw: (one target, for quantize; several, for batch).
+_TARGET_FLAGS = {
+    "--target-size": (
+        {"type": parse_size, "metavar": "SIZE",
+         "help": "instead of --type: choose each tensor's codec so the output file is at most "
+         "SIZE bytes with the least error (80M = 80*10^6 bytes, 75MiB = 75*2^20; K, M, G, T "
+         "and KiB, MiB, GiB, TiB)"},
+        {"metavar": "SIZES",
+         "help": "instead of --type: one output per SIZE (comma-separated: 80M,60M), each "
+         "tensor's codec chosen as `quantize --target-size` chooses it; named target-80M"},
+    ),
+    "--target-bpw": (
+        {"type": _bpw, "metavar": "BITS",
+         "help": "instead of --type: as --target-size, for a file of BITS bits per value"},
+        {"metavar": "BITS",
+         "help": "instead of --type: one output per bits-per-weight target (comma-separated)"},
+    ),
+}  # fmt: skip
+
+
+def add_size_target_flags(q: argparse.ArgumentParser, several: bool = False) -> None:
+    """--target-size / --target-bpw and --candidates: one of the two targets (quantize), or
+    with `several` comma-separated lists of both, one output per target (batch)."""
+    group = q if several else q.add_mutually_exclusive_group()
+    for flag, (one, many) in _TARGET_FLAGS.items():
+        group.add_argument(flag, **(many if several else one))
+    add_candidates_flag(q)
 
 
 def add_candidates_flag(q: argparse.ArgumentParser) -> None:
