@@ -6,9 +6,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from bundler.codecs.facts import TABLE
+
 TB = 1 << 40
-#: A GGML type id past the last one ggml has (Q2_0 = 42).
-UNKNOWN_TYPE = 43
+#: A GGML type id past the last one bundler knows (43 while Q2_0, 42, is the last).
+UNKNOWN_TYPE = max(f.ggml_id for f in TABLE if f.ggml_id is not None) + 1
 
 
 def string(s: bytes | str, length: int | None = None) -> bytes:

@@ -129,7 +129,7 @@ def test_unknown_tensor_types_past_the_limit_are_a_format_error(tmp_path):
     err = _read_bounded(path)
     assert isinstance(err, FormatError) and err.path == str(path) and err.offset > 0
     assert f"more than {MAX_UNKNOWN_TENSORS:,} tensors of GGML types" in err.problem
-    assert "'u4096' has type 43" in err.problem
+    assert f"'u4096' has type {gguf_hostile.UNKNOWN_TYPE}" in err.problem
     path.write_bytes(gguf_hostile.unknown_types(MAX_UNKNOWN_TENSORS))
     read = _read_bounded(path)
     assert not isinstance(read, FormatError)
@@ -139,11 +139,12 @@ def test_unknown_tensor_types_past_the_limit_are_a_format_error(tmp_path):
 def test_unknown_tensor_type_is_skipped_with_a_warning_and_the_rest_reads(tmp_path):
     path = tmp_path / "unknown.gguf"
     path.write_bytes(gguf_hostile.unknown_type())
-    with pytest.warns(gguf_container.UnknownTensorTypeWarning, match="'a' has GGML type 43"):
+    said = f"'a' has GGML type {gguf_hostile.UNKNOWN_TYPE}"
+    with pytest.warns(gguf_container.UnknownTensorTypeWarning, match=said):
         bundle = bundler.open(path)
     assert list(bundle.tensors) == ["b"]
     assert bundle.metadata["general.architecture"] == "llama"
-    assert bundle.format_info["skipped_tensors"][0]["ggml_type"] == 43
+    assert bundle.format_info["skipped_tensors"][0]["ggml_type"] == gguf_hostile.UNKNOWN_TYPE
     assert bundle.tensors["b"].raw().tobytes() == bytes(range(32))
     with pytest.raises(UsageError, match="drop_unknown"):
         bundle.save(tmp_path / "out.gguf")
