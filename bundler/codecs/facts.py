@@ -168,9 +168,9 @@ _LEGACY = "bundler.codecs.legacy"
 _KQUANTS = "bundler.codecs.kquants"
 _APR = "bundler.codecs.apr_native"
 _IQUANTS = "bundler.codecs.iquants"
-_TERNARY = "bundler.codecs.ternary"
+_HALFSCALED = "bundler.codecs.halfscaled"
+_IGN = "ignores"
 _FP4 = "bundler.codecs.fp4"
-_LOWBIT = "bundler.codecs.lowbit"
 
 #: Every codec and dtype bundler knows, in GGML id order, then the types only other formats have.
 TABLE: tuple[CodecFacts, ...] = (
@@ -319,7 +319,7 @@ TABLE: tuple[CodecFacts, ...] = (
         54,
         34,
         _f(("d", 52, 2)),
-        _TERNARY,
+        _HALFSCALED,
         desc="ternary, 5 trits per byte",
         importance="ignores",
     ),
@@ -329,7 +329,7 @@ TABLE: tuple[CodecFacts, ...] = (
         66,
         35,
         _f(("d", 64, 2)),
-        _TERNARY,
+        _HALFSCALED,
         desc="ternary, 2 bits per value",
         importance="ignores",
     ),
@@ -354,10 +354,8 @@ TABLE: tuple[CodecFacts, ...] = (
         importance="ignores",
     ),
     # Q1_0 and Q2_0: ggml's quantizers ignore importance weights
-    _block("q1_0", 128, 18, 41, _D, _LOWBIT, desc="1-bit signs, half scale", importance="ignores"),
-    _block(
-        "q2_0", 64, 18, 42, _D, _LOWBIT, desc="2-bit codes -1..2, half scale", importance="ignores"
-    ),
+    _block("q1_0", 128, 18, 41, _D, _HALFSCALED, desc="1-bit signs, half scale", importance=_IGN),
+    _block("q2_0", 64, 18, 42, _D, _HALFSCALED, desc="2-bit codes -1..2, half d", importance=_IGN),
     # Types that only SafeTensors (and APR for u8) can hold.
     _elem("u8", 1, None, 7, "U8", "u1", _FLOATS, "unsigned 8-bit integer"),
     _elem("u16", 2, None, None, "U16", "<u2", _FLOATS, "unsigned 16-bit integer"),

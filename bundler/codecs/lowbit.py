@@ -15,7 +15,7 @@ to 0..3 (the inverse from the float32 d, not the half; halves away from zero), a
 encoder never makes it. In a block whose 1 / d overflows (d below about 2^-128) every
 product is infinite or NaN, which x86-64's conversion to int makes INT_MIN, so every code
 is 0. Neither encoder uses importance weights (ggml's `quantize_q1_0` / `quantize_q2_0`
-ignore them).
+ignore them). Their block loop is halfscaled.py's.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
-from bundler.codecs.kernels import Kernel, range_kernel
-from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
+from bundler.codecs.halfs import put_half
+from bundler.codecs.kquants.common import F0, F1, JIT
 
 HALF = np.float32(0.5)
 #: Above this magnitude a float32 is not a finite int32 after rounding (x86-64 gives INT_MIN).
@@ -77,41 +75,16 @@ def encode_q2(x, y):
         y[2 + k] = np.uint8(byte)
 
 
-def _kernel(name: str) -> Kernel:
-    """The kernel of Q1_0 or Q2_0 (the type a constant of the compiled code)."""
-    qk, size = BY_NAME[name].block_size, BY_NAME[name].type_size
-    two_bit = name == "q2_0"
-
-    @njit(**JIT)
-    def encode(src, dst, qw, n, lo, hi):
-        """Blocks lo .. hi-1 of the flattened rows; returns the count of blocks with NaN or
-        infinity."""
-        bad = 0
-        for b in range(lo, hi):
-            x = src[b * qk : (b + 1) * qk]
-            bad += nonfinite(x)
-            if two_bit:
-                encode_q2(x, dst[b * size : (b + 1) * size])
-            else:
-                encode_q1(x, dst[b * size : (b + 1) * size])
-        return bad
-
-    @njit(**JIT)
-    def decode(raw, out, table, lo, hi):
-        """Blocks lo .. hi-1 to float32: (q - 1) * d for Q2_0, d or -d for Q1_0."""
-        for b in range(lo, hi):
-            y = raw[b * size : (b + 1) * size]
-            d = get_half(y, 0, table)
-            if d != d:  # ggml's half conversion quiets a signalling NaN; nothing else here does
-                d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
-            for j in range(qk):
-                if two_bit:
-                    q = (y[2 + j // 4] >> (2 * (j % 4))) & 3
-                    out[b * qk + j] = np.float32(np.int32(q) - 1) * d
-                else:
-                    out[b * qk + j] = d if (y[2 + j // 8] >> (j % 8)) & 1 else -d
-
-    return range_kernel(encode, decode, qk, size, HALF_TO_F32)
+@njit(**JIT)
+def decode_q1(y, d, o):
+    """One Q1_0 block of scale d to float32: d or -d."""
+    for j in range(o.size):
+        o[j] = d if (y[2 + j // 8] >> (j % 8)) & 1 else -d
 
 
-KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in ("q1_0", "q2_0")}
+@njit(**JIT)
+def decode_q2(y, d, o):
+    """One Q2_0 block of scale d to float32: (q - 1) * d."""
+    for j in range(o.size):
+        q = (y[2 + j // 4] >> (2 * (j % 4))) & 3
+        o[j] = np.float32(np.int32(q) - 1) * d

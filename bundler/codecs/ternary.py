@@ -21,9 +21,8 @@ import numpy as np
 from numba import njit
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32, get_half, put_half
-from bundler.codecs.kernels import Kernel, range_kernel
-from bundler.codecs.kquants.common import F0, F1, JIT, nonfinite
+from bundler.codecs.halfs import put_half
+from bundler.codecs.kquants.common import F0, F1, JIT
 
 QK = BY_NAME["tq1_0"].block_size
 HALF = np.float32(0.5)
@@ -117,39 +116,3 @@ def decode_tq2(y, d, o):
             for m in range(32):
                 q = np.int32((y[32 * h + m] >> (2 * k)) & 3)
                 o[128 * h + 32 * k + m] = np.float32(q - 1) * d
-
-
-def _kernel(name: str) -> Kernel:
-    """The kernel of TQ1_0 or TQ2_0 (the type a constant of the compiled code)."""
-    size = BY_NAME[name].type_size
-    two_bit = name == "tq2_0"
-    scale_at = size - 2  # the half d ends each block
-
-    @njit(**JIT)
-    def encode(src, dst, qw, n, lo, hi):
-        """Blocks lo .. hi-1 of the flattened rows; returns the count with NaN/inf."""
-        bad = 0
-        for b in range(lo, hi):
-            x = src[b * QK : (b + 1) * QK]
-            bad += nonfinite(x)
-            if two_bit:
-                encode_tq2(x, dst[b * size : (b + 1) * size])
-            else:
-                encode_tq1(x, dst[b * size : (b + 1) * size])
-        return bad
-
-    @njit(**JIT)
-    def decode(raw, out, table, lo, hi):
-        """Blocks lo .. hi-1 to float32."""
-        for b in range(lo, hi):
-            y = raw[b * size : (b + 1) * size]
-            d = get_half(y, scale_at, table)
-            if two_bit:
-                decode_tq2(y, d, out[b * QK : (b + 1) * QK])
-            else:
-                decode_tq1(y, d, out[b * QK : (b + 1) * QK])
-
-    return range_kernel(encode, decode, QK, size, HALF_TO_F32)
-
-
-KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in ("tq1_0", "tq2_0")}

@@ -1,0 +1,65 @@
+"""The block loop of the codecs whose block is codes and one half scale, none of them
+weighted: Q1_0 and Q2_0 (their blocks in lowbit.py), TQ1_0 and TQ2_0 (ternary.py). Each
+type's kernel is compiled with the type as a constant, so only its own block functions
+remain in it."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from bundler.codecs.facts import BY_NAME
+from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half
+from bundler.codecs.kernels import Kernel, range_kernel
+from bundler.codecs.kquants.common import JIT, nonfinite
+from bundler.codecs.lowbit import decode_q1, decode_q2, encode_q1, encode_q2
+from bundler.codecs.ternary import decode_tq1, decode_tq2, encode_tq1, encode_tq2
+
+#: The codecs of this loop, in the order of the kind constant.
+NAMES = ("q1_0", "q2_0", "tq1_0", "tq2_0")
+
+
+def _kernel(name: str) -> Kernel:
+    facts = BY_NAME[name]
+    qk, size, kind = facts.block_size, facts.type_size, NAMES.index(name)
+    scale_at = facts.scale_fields[0].offset  # the half d
+
+    @njit(**JIT)
+    def encode(src, dst, qw, n, lo, hi):
+        """Blocks lo .. hi-1 of the flattened rows (importance weights `qw` ignored, as
+        ggml's reference quantizers ignore them); returns the count with NaN/inf."""
+        bad = 0
+        for b in range(lo, hi):
+            x, y = src[b * qk : (b + 1) * qk], dst[b * size : (b + 1) * size]
+            bad += nonfinite(x)
+            if kind == 0:
+                encode_q1(x, y)
+            elif kind == 1:
+                encode_q2(x, y)
+            elif kind == 2:
+                encode_tq1(x, y)
+            else:
+                encode_tq2(x, y)
+        return bad
+
+    @njit(**JIT)
+    def decode(raw, out, table, lo, hi):
+        """Blocks lo .. hi-1 to float32."""
+        for b in range(lo, hi):
+            y, o = raw[b * size : (b + 1) * size], out[b * qk : (b + 1) * qk]
+            d = get_half(y, scale_at, table)
+            if d != d:  # ggml's half conversion quiets a signalling NaN; the table does not
+                d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
+            if kind == 0:
+                decode_q1(y, d, o)
+            elif kind == 1:
+                decode_q2(y, d, o)
+            elif kind == 2:
+                decode_tq1(y, d, o)
+            else:
+                decode_tq2(y, d, o)
+
+    return range_kernel(encode, decode, qk, size, HALF_TO_F32)
+
+
+KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in NAMES}
