@@ -15,13 +15,14 @@ from bundler.codecs.kquants.common import JIT, nonfinite
 from bundler.codecs.lowbit import decode_q1, decode_q2, encode_q1, encode_q2
 from bundler.codecs.ternary import decode_tq1, decode_tq2, encode_tq1, encode_tq2
 
-#: The codecs of this loop, in the order of the kind constant.
+#: The codecs of this loop.
 NAMES = ("q1_0", "q2_0", "tq1_0", "tq2_0")
 
 
 def _kernel(name: str) -> Kernel:
     facts = BY_NAME[name]
-    qk, size, kind = facts.block_size, facts.type_size, NAMES.index(name)
+    qk, size = facts.block_size, facts.type_size
+    ternary, wide = name.startswith("tq"), name.endswith("2_0")  # TQ1_0/TQ2_0; Q2_0/TQ2_0
     scale_at = facts.scale_fields[0].offset  # the half d
 
     @njit(**JIT)
@@ -32,14 +33,10 @@ def _kernel(name: str) -> Kernel:
         for b in range(lo, hi):
             x, y = src[b * qk : (b + 1) * qk], dst[b * size : (b + 1) * size]
             bad += nonfinite(x)
-            if kind == 0:
-                encode_q1(x, y)
-            elif kind == 1:
-                encode_q2(x, y)
-            elif kind == 2:
-                encode_tq1(x, y)
+            if ternary:
+                encode_tq2(x, y) if wide else encode_tq1(x, y)
             else:
-                encode_tq2(x, y)
+                encode_q2(x, y) if wide else encode_q1(x, y)
         return bad
 
     @njit(**JIT)
@@ -50,14 +47,10 @@ def _kernel(name: str) -> Kernel:
             d = get_half(y, scale_at, table)
             if d != d:  # ggml's half conversion quiets a signalling NaN; the table does not
                 d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
-            if kind == 0:
-                decode_q1(y, d, o)
-            elif kind == 1:
-                decode_q2(y, d, o)
-            elif kind == 2:
-                decode_tq1(y, d, o)
+            if ternary:
+                decode_tq2(y, d, o) if wide else decode_tq1(y, d, o)
             else:
-                decode_tq2(y, d, o)
+                decode_q2(y, d, o) if wide else decode_q1(y, d, o)
 
     return range_kernel(encode, decode, qk, size, HALF_TO_F32)
 
