@@ -47,9 +47,14 @@ def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line on `argv` (None: this process is the console script, on its
+    own arguments); returns the process exit code."""
     sys.unraisablehook = _redeliver_interrupt
     try:
+        if argv is None:
+            from bundler.cli.startup import skip_blas_probe
+
+            skip_blas_probe()
         return _main(argv)
     except KeyboardInterrupt:
         print("bundler: interrupted", file=sys.stderr)
@@ -94,6 +99,6 @@ def run() -> int:
     of the cyclic collector before returning, so the interpreter's shutdown collections
     skip them: about 0.3 s less for every command that encoded or decoded.
     """
-    code = main(sys.argv[1:])
+    code = main(None)
     gc.freeze()
     return code
