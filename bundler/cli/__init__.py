@@ -8,7 +8,7 @@ import _thread
 import gc
 import importlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bundler
 
@@ -22,15 +22,30 @@ COMMANDS = (
 )  # fmt: skip
 
 
+def _version_action() -> type:
+    import argparse
+
+    class Version(argparse.Action):
+        """argparse's version action, reading the installed version only when asked
+        (reading package metadata costs every other command 25 ms)."""
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            print(f"bundler {bundler.__version__}")
+            parser.exit()
+
+    return Version
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
+    _Version = _version_action()
     parser = argparse.ArgumentParser(
         prog="bundler",
         description="Quantize tensors with the GGML block codecs and bundle them into "
         "GGUF, SafeTensors and APR files.",
     )
-    parser.add_argument("--version", action="version", version=f"bundler {bundler.__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"bundler.cli.{name}").add_parser(sub)
