@@ -21,7 +21,7 @@ from bundler.codecs.vectors.simd import (
     pack_at_least_8,
     pack_at_least_64,
     row_sums_8,
-    row_sums_32,
+    row_sums_16,
     unpack_signs_8,
     unpack_signs_64,
 )
@@ -32,6 +32,8 @@ _HALF = np.float32(0.5)
 _TINY = np.float32(1e-10)
 _F32_MAX = np.float32(np.finfo(np.float32).max)
 _I8_LEVELS = np.float32(255.0)
+_I8_OFFSET = np.float32(128.0)
+_I8_TOP = np.float32(127.0)
 _I4_LEVELS = np.float32(15.0)
 _I32_MIN = np.int32(-(2**31))
 _I32_MAX = np.int32(2**31 - 1)
@@ -40,7 +42,7 @@ _SIGN = np.uint32(0x80000000)
 _POS_INF = np.int32(0x7F800000)
 _NEG_INF = np.uint32(0xFF800000)
 #: Binary encodes this many rows at a time: their sums, then their signs from the cache.
-_BINARY_ROWS = 32
+_BINARY_ROWS = 16
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -106,8 +108,9 @@ def qint8_encode(x, low, high, codes, scale):
         scale[i] = s
         out = codes[i]
         for j in range(row.shape[0]):
-            q = np.int32((row[j] - lo) * inv) - np.int32(128)
-            out[j] = min(max(q, np.int32(-128)), np.int32(127))
+            # truncation, then the clamp on the small whole floats (exact; 32-bit lanes)
+            t = np.float32(np.int32((row[j] - lo) * inv)) - _I8_OFFSET
+            out[j] = np.int32(min(max(t, -_I8_OFFSET), _I8_TOP))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -149,9 +152,9 @@ def qint4_encode(x, low, high, packed, scale):
         scale[i] = s
         for j in range(dim):
             n = (row[j] - lo) * inv  # never negative, at most about 15
-            t = np.int32(n)  # truncation
-            t += np.int32(n - np.float32(t) >= _HALF)  # Rust's f32::round: n - t is exact
-            nibbles[j] = np.uint8(min(max(t, np.int32(0)), np.int32(15)))
+            t = np.float32(np.int32(n))  # truncation
+            t += _F1 if n - t >= _HALF else _F0  # Rust's f32::round: n - t is exact
+            nibbles[j] = np.uint8(np.int32(min(max(t, _F0), _I4_LEVELS)))
         out = packed[i]
         for b in range(out.shape[0]):
             p = pairs[b]  # little-endian: first nibble in the low byte
@@ -183,15 +186,15 @@ def qint4_decode(packed, scale, low, out):
 @njit(cache=True, nogil=True)
 def row_sums(x, first, last, total):
     """total[i] = row i's float32 sum, strictly left to right (Rust's `iter().sum::<f32>()`),
-    for rows first..last: 32 or 8 rows at a time are summed side by side in vector lanes,
+    for rows first..last: 16 or 8 rows at a time are summed side by side in vector lanes,
     one lane per row, so that their additions share instructions without any row's order
     changing."""
     dim = x.shape[1]
     cols = dim - dim % 8
     i = first
-    while i + 32 <= last:
-        row_sums_32(x, i, cols, total)
-        i += 32
+    while i + 16 <= last:
+        row_sums_16(x, i, cols, total)
+        i += 16
     while i + 8 <= last:
         row_sums_8(x, i, cols, total)
         i += 8

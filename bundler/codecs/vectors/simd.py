@@ -126,8 +126,8 @@ def _row_sums_intrinsic(groups: int):
     return row_sums
 
 
-#: Sums of 32 and of 8 rows at a time (four independent chains hide the adds' latency).
-row_sums_32 = _row_sums_intrinsic(4)
+#: Sums of 16 and of 8 rows at a time (two independent chains hide the adds' latency).
+row_sums_16 = _row_sums_intrinsic(2)
 row_sums_8 = _row_sums_intrinsic(1)
 
 
