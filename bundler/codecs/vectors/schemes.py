@@ -303,6 +303,8 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
     return QuantizedVectors.built(scheme, dim, scale, low, data)
 
 
+_FLOAT32 = np.dtype(np.float32)
+
 #: Outputs from this size start on a cache line, so that whole-line vector stores never
 #: straddle two lines (which halves their speed); smaller ones skip the cost of aligning.
 _ALIGN_FROM = 1 << 16
@@ -322,10 +324,14 @@ def dequantize(q: QuantizedVectors | QuantizedVector, out: np.ndarray | None = N
     """float32 values from quantized vectors: (dim,) for one, (N, dim) for a collection."""
     if isinstance(q, QuantizedVector):
         return dequantize(q.as_batch())[0]
-    n, dim = len(q), q.dim
+    n, dim = q.data.shape[0], q.dim
     if out is None:
         out = _empty_rows(n, dim)
-    elif out.shape != (n, dim) or out.dtype != np.float32 or not out.flags.c_contiguous:
+    elif (
+        out.shape != (n, dim)
+        or (out.dtype is not _FLOAT32 and out.dtype != _FLOAT32)
+        or not out.flags.c_contiguous
+    ):
         raise InvalidDimension(f"output must be a C-contiguous float32 {(n, dim)} array")
     kernels = compiled_kernels()
     if q.scheme is Scheme.BINARY:
