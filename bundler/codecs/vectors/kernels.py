@@ -41,8 +41,9 @@ _U0 = np.uint32(0)
 _SIGN = np.uint32(0x80000000)
 _POS_INF = np.int32(0x7F800000)
 _NEG_INF = np.uint32(0xFF800000)
-#: Binary encodes this many rows at a time: their sums, then their signs from the cache.
-_BINARY_ROWS = 16
+#: The encoders' two passes (range or sum, then codes) go over this many rows at a time,
+#: so that the second reads them from the cache, not from memory.
+_BLOCK_ROWS = 16
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -139,11 +140,11 @@ def qint8_decode(codes, scale, low, out):
 
 
 @njit(cache=True, nogil=True)
-def qint4_encode(x, low, high, packed, scale):
+def qint4_encode(x, low, high, packed, scale, nibbles):
     """Nibbles round((x - min) * (1 / scale)), ties away from zero, clamped to 0..15; the
-    first value of a pair in the high nibble, a missing last value as 0."""
+    first value of a pair in the high nibble, a missing last value as 0. `nibbles` is
+    scratch: 2 * packed.shape[1] zeroed bytes."""
     dim = x.shape[1]
-    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
     pairs = nibbles.view(np.uint16)
     for i in range(x.shape[0]):
         row = x[i]
@@ -218,8 +219,8 @@ def binary_encode(x, packed, mean):
     rows, dim = x.shape
     n = np.float32(dim)
     count = 0
-    for first in range(0, rows, _BINARY_ROWS):
-        last = min(first + _BINARY_ROWS, rows)
+    for first in range(0, rows, _BLOCK_ROWS):
+        last = min(first + _BLOCK_ROWS, rows)
         row_sums(x, first, last, mean)  # then the rows' signs while they are in cache
         for i in range(first, last):
             m = mean[i] / n
@@ -323,17 +324,24 @@ def f16_decode(halves, out):
 
 @njit(cache=True, nogil=True)
 def qint8_quantize(x, low, high, bad, codes, scale):
-    """row_ranges then qint8_encode, one call (rows flagged bad hold garbage codes); returns
-    how many rows are flagged."""
-    count = row_ranges(x, low, high, bad)
-    qint8_encode(x, low, high, codes, scale)
+    """row_ranges then qint8_encode, _BLOCK_ROWS rows at a time (the second pass reads them
+    from the cache); rows flagged bad hold garbage codes. Returns how many are flagged."""
+    count = 0
+    for a in range(0, x.shape[0], _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, x.shape[0])
+        count += row_ranges(x[a:b], low[a:b], high[a:b], bad[a:b])
+        qint8_encode(x[a:b], low[a:b], high[a:b], codes[a:b], scale[a:b])
     return count
 
 
 @njit(cache=True, nogil=True)
 def qint4_quantize(x, low, high, bad, packed, scale):
-    """row_ranges then qint4_encode, one call (rows flagged bad hold garbage codes); returns
-    how many rows are flagged."""
-    count = row_ranges(x, low, high, bad)
-    qint4_encode(x, low, high, packed, scale)
+    """row_ranges then qint4_encode, _BLOCK_ROWS rows at a time (the second pass reads them
+    from the cache); rows flagged bad hold garbage codes. Returns how many are flagged."""
+    count = 0
+    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
+    for a in range(0, x.shape[0], _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, x.shape[0])
+        count += row_ranges(x[a:b], low[a:b], high[a:b], bad[a:b])
+        qint4_encode(x[a:b], low[a:b], high[a:b], packed[a:b], scale[a:b], nibbles)
     return count
