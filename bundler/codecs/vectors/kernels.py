@@ -135,7 +135,8 @@ def qint8_decode(codes, scale, low, out):
         c = codes[i]
         o = out[i]
         for j in range(c.shape[0]):
-            o[j] = np.float32(np.int32(np.int8(c[j])) + np.int32(128)) * s + lo
+            # code + 128 in float32 (whole numbers, exact; 32-bit lanes)
+            o[j] = (np.float32(np.int8(c[j])) + _I8_OFFSET) * s + lo
     return True
 
 
