@@ -8,7 +8,8 @@ with one OpenMP thread both run on it), bundler's and faiss's runs interleaved, 
 the clock's own cost stays out); the load average is reported beside them. Two batches by
 default: 256 vectors of 512 values (512 KB in, up to 512 KB out) stay in one core's cache,
 as lnmp-quant's one-vector measurement does; 10,000 (20 MB in) go through the memory bus,
-whose floor is shown beside them: libc's memset of the decoded floats.
+whose floors are shown beside them: libc's memset of the decoded floats and numpy's max
+of the input (reading it once).
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def _samples(calls: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
 
 def measure(scheme: Scheme, x: np.ndarray, repeat: int) -> dict[str, Any]:
     """Median thread CPU time per vector to quantize and to dequantize the batch x (into a
-    reused output, and into a new one), faiss's encoder's, and memset's of the decoded
-    floats, interleaved."""
+    reused output, and into a new one), faiss's encoder's, memset's of the decoded floats
+    and numpy's max of the input (the machine's floors for writing and reading them),
+    interleaved."""
     n = len(x)
     q = quantize_matrix(x, scheme)  # warm-up: loads the compiled kernels
     out = dequantize(q)
@@ -126,6 +128,7 @@ def measure(scheme: Scheme, x: np.ndarray, repeat: int) -> dict[str, Any]:
         "decode": lambda: dequantize(q, out=out),
         "decode_new": lambda: dequantize(q),
         "memset": lambda: ctypes.memset(out.ctypes.data, 0, out.nbytes),
+        "read": lambda: np.max(x),
     } | calls
     looped, loops = _samples(calls)
     seconds = median_thread_seconds(looped, repeat)
@@ -139,6 +142,7 @@ def measure(scheme: Scheme, x: np.ndarray, repeat: int) -> dict[str, Any]:
             "decode_ns": ns["decode"],
             "decode_new_output_ns": ns["decode_new"],
             "memset_decoded_floats_ns": ns["memset"],
+            "max_of_input_ns": ns["read"],
             "lnmp_published_encode_ns": lnmp_encode,
             "lnmp_published_decode_ns": lnmp_decode,
             "encode_speedup_vs_lnmp": lnmp_encode / ns["encode"],
@@ -179,7 +183,7 @@ def _ns(v: float | None) -> str:
 def human(report: dict[str, Any]) -> str:
     head = [
         "scheme", "encode ns", "decode ns", "lnmp enc*", "lnmp dec*", "enc speedup",
-        "dec speedup", "new output", "memset", "faiss enc", "faiss dec", "faiss encoder",
+        "dec speedup", "new output", "memset", "read", "faiss enc", "faiss dec", "faiss encoder",
     ]  # fmt: skip
     i = report["input"]
     load = report["machine"]["load_average"]
@@ -187,7 +191,8 @@ def human(report: dict[str, Any]) -> str:
         f"thread CPU time per vector of {i['dim']} values, one core, median of {i['repeat']} "
         f"interleaved rounds; load average {load['start'][0]:.2f} -> {load['end'][0]:.2f}\n"
         "* lnmp-quant's published figures, measured on other hardware. decode: into a reused "
-        "output; new output: into a new array each call; memset: writing the decoded floats"
+        "output; new output: into a new array each call; memset: writing the decoded floats; "
+        "read: numpy's max of the input floats"
     ]
     for vectors in i["vectors"]:
         body = [
@@ -201,6 +206,7 @@ def human(report: dict[str, Any]) -> str:
                 f"{r['decode_speedup_vs_lnmp']:.1f}x",
                 _ns(r["decode_new_output_ns"]),
                 _ns(r["memset_decoded_floats_ns"]),
+                _ns(r["max_of_input_ns"]),
                 _ns(r.get("faiss_encode_ns")),
                 _ns(r.get("faiss_decode_ns")),
                 r["faiss"],
@@ -209,5 +215,5 @@ def human(report: dict[str, Any]) -> str:
             if r["vectors"] == vectors
         ]
         title = f"\nbatch of {vectors:,} vectors\n"
-        parts.append(title + table(body, head, "<" + ">" * 10 + "<"))
+        parts.append(title + table(body, head, "<" + ">" * 11 + "<"))
     return "\n".join(parts)

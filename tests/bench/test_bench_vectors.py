@@ -23,7 +23,10 @@ def test_run_measures_every_scheme_in_every_batch_beside_faiss_and_quotes_lnmp()
     ]
     rows = {r["scheme"]: r for r in report["results"] if r["vectors"] == 64}
     assert all(
-        r["decode_new_output_ns"] > 0 and r["memset_decoded_floats_ns"] > 0 for r in rows.values()
+        r["decode_new_output_ns"] > 0
+        and r["memset_decoded_floats_ns"] > 0
+        and r["max_of_input_ns"] > 0
+        for r in rows.values()
     )
     assert rows["qint8"]["lnmp_published_encode_ns"] == 1170.0
     assert rows["binary"]["lnmp_published_decode_ns"] == 100.0
