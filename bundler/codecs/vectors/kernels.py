@@ -16,10 +16,13 @@ from numba.extending import intrinsic
 
 from bundler.codecs.halfs import f32_from_bits
 from bundler.codecs.vectors.simd import (
+    CODE_WIDTH,
     HALF_WIDTH,
     halves_16,
     pack_at_least_8,
     pack_at_least_64,
+    qint4_nibbles_16,
+    qint8_codes_16,
     row_sums_8,
     row_sums_16,
     unpack_signs_8,
@@ -102,15 +105,19 @@ def qint8_encode(x, low, high, codes, scale):
     x is finite and max - min does not overflow, so the product is finite and truncating
     it is Rust's `as i32`.
     """
+    dim = x.shape[1]
     for i in range(x.shape[0]):
         row = x[i]
         lo = low[i]
         s, inv = _scale_and_inverse(lo, high[i], _I8_LEVELS)
         scale[i] = s
+        col = 0
+        while col + CODE_WIDTH <= dim:
+            qint8_codes_16(x, i, col, lo, inv, codes)
+            col += CODE_WIDTH
         out = codes[i]
-        for j in range(row.shape[0]):
-            # truncation, then the clamp on the small whole floats (exact; 32-bit lanes)
-            t = np.float32(np.int32((row[j] - lo) * inv)) - _I8_OFFSET
+        for j in range(col, dim):
+            t = np.float32(np.int32((row[j] - lo) * inv)) - _I8_OFFSET  # whole numbers: exact
             out[j] = np.int32(min(max(t, -_I8_OFFSET), _I8_TOP))
 
 
@@ -140,27 +147,32 @@ def qint8_decode(codes, scale, low, out):
     return True
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _nibble(v, lo, inv):
+    """round((v - min) * inv), ties away from zero (Rust's f32::round), clamped to 0..15."""
+    n = (v - lo) * inv  # never negative, at most about 15
+    t = np.float32(np.int32(n))  # truncation
+    t += _F1 if n - t >= _HALF else _F0  # n - t is exact
+    return np.uint8(np.int32(min(max(t, _F0), _I4_LEVELS)))
+
+
 @njit(cache=True, nogil=True)
-def qint4_encode(x, low, high, packed, scale, nibbles):
+def qint4_encode(x, low, high, packed, scale):
     """Nibbles round((x - min) * (1 / scale)), ties away from zero, clamped to 0..15; the
-    first value of a pair in the high nibble, a missing last value as 0. `nibbles` is
-    scratch: 2 * packed.shape[1] zeroed bytes."""
+    first value of a pair in the high nibble, a missing last value as 0."""
     dim = x.shape[1]
-    pairs = nibbles.view(np.uint16)
     for i in range(x.shape[0]):
         row = x[i]
         lo = low[i]
         s, inv = _scale_and_inverse(lo, high[i], _I4_LEVELS)
         scale[i] = s
-        for j in range(dim):
-            n = (row[j] - lo) * inv  # never negative, at most about 15
-            t = np.float32(np.int32(n))  # truncation
-            t += _F1 if n - t >= _HALF else _F0  # Rust's f32::round: n - t is exact
-            nibbles[j] = np.uint8(np.int32(min(max(t, _F0), _I4_LEVELS)))
-        out = packed[i]
-        for b in range(out.shape[0]):
-            p = pairs[b]  # little-endian: first nibble in the low byte
-            out[b] = np.uint8(((p << np.uint16(4)) | (p >> np.uint16(8))) & np.uint16(0xFF))
+        col = 0
+        while col + CODE_WIDTH <= dim:
+            qint4_nibbles_16(x, i, col, lo, inv, packed)
+            col += CODE_WIDTH
+        for j in range(col, dim, 2):
+            second = _nibble(row[j + 1], lo, inv) if j + 1 < dim else np.uint8(0)
+            packed[i, j >> 1] = (_nibble(row[j], lo, inv) << np.uint8(4)) | second
 
 
 @njit(cache=True, nogil=True)
@@ -340,9 +352,8 @@ def qint4_quantize(x, low, high, bad, packed, scale):
     """row_ranges then qint4_encode, _BLOCK_ROWS rows at a time (the second pass reads them
     from the cache); rows flagged bad hold garbage codes. Returns how many are flagged."""
     count = 0
-    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
     for a in range(0, x.shape[0], _BLOCK_ROWS):
         b = min(a + _BLOCK_ROWS, x.shape[0])
         count += row_ranges(x[a:b], low[a:b], high[a:b], bad[a:b])
-        qint4_encode(x[a:b], low[a:b], high[a:b], packed[a:b], scale[a:b], nibbles)
+        qint4_encode(x[a:b], low[a:b], high[a:b], packed[a:b], scale[a:b])
     return count

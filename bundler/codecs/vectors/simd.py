@@ -210,3 +210,73 @@ def halves_16(typingctx, x, row, col, out):
         return builder.zext(builder.bitcast(special, ir.IntType(n)), _I64)
 
     return sig, codegen
+
+
+def _affine(builder, context, x, xa, row, col, low, inv, n):
+    """(x[row, col:col + n] - low) * inv, in float32."""
+    values = _load(builder, _ptr(context, builder, x, xa, row, col), _vec(_F32, n))
+    return builder.fmul(builder.fsub(values, _splat(builder, low, n)), _splat(builder, inv, n))
+
+
+def _clamp(builder, v, lo, hi, n):
+    """Each signed 32-bit lane of v clamped to lo..hi."""
+    low, high = _splat(builder, _int(32)(lo), n), _splat(builder, _int(32)(hi), n)
+    v = builder.select(builder.icmp_signed("<", v, low), low, v)
+    return builder.select(builder.icmp_signed(">", v, high), high, v)
+
+
+#: QInt8 and QInt4 codes computed this many values at a time.
+CODE_WIDTH = 16
+
+
+@intrinsic
+def qint8_codes_16(typingctx, x, row, col, low, inv, codes):
+    """(x, row, col, low, inv, codes): codes[row, col:col + 16] = clamp(trunc((x - low) *
+    inv) - 128, -128, 127) for the 16 values x[row, col:col + 16] (finite products)."""
+    sig = types.void(x, types.intp, types.intp, types.float32, types.float32, codes)
+
+    def codegen(context, builder, signature, args):
+        xa, row_, col_, low_, inv_, ca = args
+        n = CODE_WIDTH
+        t = builder.fptosi(
+            _affine(builder, context, x, xa, row_, col_, low_, inv_, n), _vec(_int(32), n)
+        )
+        q = _clamp(builder, builder.sub(t, _splat(builder, _int(32)(128), n)), -128, 127, n)
+        _store(
+            builder,
+            builder.trunc(q, _vec(_int(8), n)),
+            _ptr(context, builder, codes, ca, row_, col_),
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def qint4_nibbles_16(typingctx, x, row, col, low, inv, packed):
+    """(x, row, col, low, inv, packed): the 8 bytes at packed[row, col // 2:] from the 16
+    values x[row, col:col + 16]: nibble round((x - low) * inv) (ties away from zero, as
+    trunc + (remainder >= 0.5)) clamped to 0..15, the first of each pair in the high half."""
+    sig = types.void(x, types.intp, types.intp, types.float32, types.float32, packed)
+
+    def codegen(context, builder, signature, args):
+        xa, row_, col_, low_, inv_, pa = args
+        n = CODE_WIDTH
+        i32 = _vec(_int(32), n)
+        v = _affine(builder, context, x, xa, row_, col_, low_, inv_, n)
+        t = builder.fptosi(v, i32)
+        rest = builder.fsub(v, builder.sitofp(t, _vec(_F32, n)))  # exact
+        up = builder.fcmp_ordered(">=", rest, _splat(builder, _F32(0.5), n))
+        q = _clamp(builder, builder.add(t, builder.zext(up, i32)), 0, 15, n)
+        first = _shuffle(builder, q, q, list(range(0, n, 2)))
+        second = _shuffle(builder, q, q, list(range(1, n, 2)))
+        pairs = builder.or_(builder.shl(first, _splat(builder, _int(32)(4), n // 2)), second)
+        byte = builder.lshr(col_, _I64(1))
+        _store(
+            builder,
+            builder.trunc(pairs, _vec(_int(8), n // 2)),
+            _ptr(context, builder, packed, pa, row_, byte),
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
