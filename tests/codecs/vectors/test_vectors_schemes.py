@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler import vectors
-from bundler.errors import EncodingFailed, InvalidDimension, InvalidScheme
+from bundler.errors import DecodingFailed, EncodingFailed, InvalidDimension, InvalidScheme
 
 CASES = vector_cases.ALL
 
@@ -202,3 +202,41 @@ def test_any_finite_vector_matches_the_restatement(values):
     packed, mean = ref.binary(v)
     qb = vectors.quantize(v, "binary")
     assert qb.data.tobytes() == packed and _bits(qb.min_val) == _bits(mean)
+
+
+@pytest.mark.parametrize("scheme", ["qint8", "qint4"])
+@pytest.mark.parametrize("field", ["scale", "min"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_scale_or_min_is_a_decoding_error_that_writes_nothing(scheme, field, bad):
+    q = vectors.quantize(_matrix_rows(40, 64), scheme)
+    getattr(q, field)[33] = bad
+    out = np.full((40, 64), 7.0, np.float32)
+    with pytest.raises(DecodingFailed, match="not finite"):
+        vectors.dequantize(q, out=out)
+    assert (out == 7.0).all()
+
+
+@pytest.mark.parametrize("scheme", list(vectors.Scheme))
+def test_decoding_into_a_given_output_fills_and_returns_it(scheme):
+    q = vectors.quantize(_matrix_rows(75, 515), scheme)
+    out = np.empty((75, 515), np.float32)
+    assert vectors.dequantize(q, out=out) is out
+    assert out.tobytes() == q.dequantize().tobytes()
+
+
+@pytest.mark.parametrize(
+    "out",
+    [np.empty((9, 64), np.float64), np.empty((8, 64), np.float32), np.empty((64, 9), np.float32).T],
+)
+def test_an_output_of_the_wrong_shape_dtype_or_layout_is_an_invalid_dimension(out):
+    q = vectors.quantize(_matrix_rows(9, 64), "binary")
+    with pytest.raises(InvalidDimension, match="C-contiguous float32"):
+        vectors.dequantize(q, out=out)
+
+
+@pytest.mark.parametrize("scheme", list(vectors.Scheme))
+def test_a_large_decoded_matrix_starts_on_a_cache_line(scheme):
+    q = vectors.quantize(_matrix_rows(300, 512), scheme)
+    decoded = q.dequantize()
+    assert decoded.ctypes.data % 64 == 0 and decoded.flags.c_contiguous
+    assert decoded.shape == (300, 512) and decoded.dtype == np.float32
