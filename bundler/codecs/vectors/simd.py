@@ -268,9 +268,10 @@ def qint4_nibbles_16(typingctx, x, row, col, low, inv, packed):
         rest = builder.fsub(v, builder.sitofp(t, _vec(_F32, n)))  # exact
         up = builder.fcmp_ordered(">=", rest, _splat(builder, _F32(0.5), n))
         q = _clamp(builder, builder.add(t, builder.zext(up, i32)), 0, 15, n)
-        first = _shuffle(builder, q, q, list(range(0, n, 2)))
-        second = _shuffle(builder, q, q, list(range(1, n, 2)))
-        pairs = builder.or_(builder.shl(first, _splat(builder, _int(32)(4), n // 2)), second)
+        # lane pairs as 64-bit words: value 2k in the low half, 2k + 1 in the high half
+        words = builder.bitcast(q, _vec(_I64, n // 2))
+        high = builder.shl(words, _splat(builder, _I64(4), n // 2))
+        pairs = builder.or_(high, builder.lshr(words, _splat(builder, _I64(32), n // 2)))
         byte = builder.lshr(col_, _I64(1))
         _store(
             builder,
