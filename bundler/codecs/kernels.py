@@ -72,10 +72,11 @@ def import_kernels(module_name: str) -> dict[str, Kernel]:
 
 
 @functools.cache
-def announced(module_name: str, label: str) -> Any:
+def announced(module_name: str, label: str, threaded: bool = True) -> Any:
     """A kernel module whose compiled functions are each wrapped by `first_call`, so that
-    their compilation is announced ("the affine kernels") and the thread count applies; for
-    families called function by function rather than through a `Kernel` pair."""
+    their compilation is announced ("the affine kernels") and the thread count applies
+    (`threaded`; a module without parallel loops skips that per-call setting); for families
+    called function by function rather than through a `Kernel` pair."""
     from types import SimpleNamespace
 
     with collector_paused():
@@ -84,7 +85,7 @@ def announced(module_name: str, label: str) -> Any:
 
     return SimpleNamespace(
         **{
-            name: first_call(f, label) if isinstance(f, Dispatcher) else f
+            name: first_call(f, label, threaded) if isinstance(f, Dispatcher) else f
             for name, f in vars(module).items()
             if not name.startswith("__")
         }
@@ -200,13 +201,14 @@ def compiling(label: str) -> Iterator[None]:
             COMPILED[label] += reporter.count
 
 
-def first_call(fn: Any, label: str) -> Any:
-    """`fn` run with the thread count in effect for the calling thread; its first call
-    inside `compiling(label)`."""
+def first_call(fn: Any, label: str, threaded: bool = True) -> Any:
+    """`fn` run with the thread count in effect for the calling thread (when `threaded`);
+    its first call inside `compiling(label)`."""
     done = [False]
 
     def call(*args: Any) -> Any:
-        apply_threads()
+        if threaded:
+            apply_threads()
         if done[0]:
             return fn(*args)
         with compiling(label):

@@ -13,12 +13,21 @@ from conftest import run_cli
 from bundler.bench import vectors as bench
 
 
-def test_run_measures_every_scheme_beside_faiss_and_quotes_lnmp():
+def test_run_measures_every_scheme_in_every_batch_beside_faiss_and_quotes_lnmp():
     before = os.sched_getaffinity(0)
-    report = bench.run(argparse.Namespace(vectors=64, dim=512, repeat=2))
+    report = bench.run(argparse.Namespace(vectors=[16, 64], dim=512, repeat=2))
     assert os.sched_getaffinity(0) == before
-    rows = {r["scheme"]: r for r in report["results"]}
-    assert set(rows) == {"qint8", "qint4", "binary", "fp16"}
+    assert report["input"]["vectors"] == [16, 64]
+    assert [(r["vectors"], r["scheme"]) for r in report["results"]] == [
+        (n, s) for n in (16, 64) for s in ("qint8", "qint4", "binary", "fp16")
+    ]
+    rows = {r["scheme"]: r for r in report["results"] if r["vectors"] == 64}
+    assert all(
+        r["decode_new_output_ns"] > 0
+        and r["memset_decoded_floats_ns"] > 0
+        and r["max_of_input_ns"] > 0
+        for r in rows.values()
+    )
     assert rows["qint8"]["lnmp_published_encode_ns"] == 1170.0
     assert rows["binary"]["lnmp_published_decode_ns"] == 100.0
     for name, row in rows.items():
@@ -35,5 +44,6 @@ def test_the_command_prints_json_and_a_table():
     done = run_cli("bench", "vectors", "--vectors", "32", "--repeat", "1", "--json")
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["results"]) == 4
-    human = run_cli("bench", "vectors", "--vectors", "32", "--repeat", "1")
+    human = run_cli("bench", "vectors", "--vectors", "8", "32", "--repeat", "1")
     assert human.returncode == 0 and "other hardware" in human.stdout
+    assert "batch of 8 vectors" in human.stdout and "batch of 32 vectors" in human.stdout

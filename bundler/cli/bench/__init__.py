@@ -97,8 +97,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--vectors",
         type=positive_int,
-        default=256,
-        help="vectors in the batch (default 256: stays in one core's cache)",
+        nargs="+",
+        default=[256, 10_000],
+        metavar="N",
+        help="vectors in each batch measured (default 256, which stays in one core's cache, "
+        "and 10000, which goes through memory)",
     )
     e.add_argument("--dim", type=positive_int, default=512, help="values per vector")
     e.add_argument(

@@ -15,13 +15,28 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from bundler.codecs.halfs import f32_from_bits
+from bundler.codecs.vectors.simd import (
+    CODE_WIDTH,
+    HALF_WIDTH,
+    halves_16,
+    pack_at_least_8,
+    pack_at_least_64,
+    qint4_nibbles_16,
+    qint8_codes_16,
+    row_sums_8,
+    row_sums_16,
+    unpack_signs_8,
+    unpack_signs_64,
+)
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
-_F2 = np.float32(2.0)
 _HALF = np.float32(0.5)
 _TINY = np.float32(1e-10)
+_F32_MAX = np.float32(np.finfo(np.float32).max)
 _I8_LEVELS = np.float32(255.0)
+_I8_OFFSET = np.float32(128.0)
+_I8_TOP = np.float32(127.0)
 _I4_LEVELS = np.float32(15.0)
 _I32_MIN = np.int32(-(2**31))
 _I32_MAX = np.int32(2**31 - 1)
@@ -29,13 +44,9 @@ _U0 = np.uint32(0)
 _SIGN = np.uint32(0x80000000)
 _POS_INF = np.int32(0x7F800000)
 _NEG_INF = np.uint32(0xFF800000)
-#: b * _SPREAD puts a copy of byte b in each of 8 bytes; & _PICK keeps bit k in byte k
-_SPREAD = np.uint64(0x0101010101010101)
-_PICK = np.uint64(0x8040201008040201)
-_SEVEN_F = np.uint64(0x7F7F7F7F7F7F7F7F)
-_ONES = np.uint64(0x0101010101010101)
-#: eight 0/1 bytes u (byte k = bit k) times _GATHER has the packed byte in its top 8 bits
-_GATHER = np.uint64(0x0102040810204080)
+#: The encoders' two passes (range or sum, then codes) go over this many rows at a time,
+#: so that the second reads them from the cache, not from memory.
+_BLOCK_ROWS = 16
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -55,8 +66,10 @@ def row_ranges(x, low, high, bad):
     unsigned max. Non-negative floats order like their bits, negative ones in reverse, so
     max = signed max when some value is >= +0 else signed min, and min = unsigned max when
     some value is negative else signed min. The min keeps lnmp-quant's choice among equal
-    minima (the first one): of -0.0 and 0.0 the first in the row.
+    minima (the first one): of -0.0 and 0.0 the first in the row. A finite row whose max -
+    min overflows float32 is flagged 2. Returns how many rows are flagged.
     """
+    count = 0
     bits = x.view(np.int32)
     ubits = x.view(np.uint32)
     for i in range(x.shape[0]):
@@ -79,6 +92,10 @@ def row_ranges(x, low, high, bad):
                     break
         high[i] = f32_from_bits(np.uint32(hi))
         low[i] = f32_from_bits(np.uint32(lo))
+        if not bad[i] and abs(high[i] - low[i]) > _F32_MAX:
+            bad[i] = 2
+        count += bad[i] != 0
+    return count
 
 
 @njit(cache=True, nogil=True)
@@ -88,27 +105,55 @@ def qint8_encode(x, low, high, codes, scale):
     x is finite and max - min does not overflow, so the product is finite and truncating
     it is Rust's `as i32`.
     """
+    dim = x.shape[1]
     for i in range(x.shape[0]):
         row = x[i]
         lo = low[i]
         s, inv = _scale_and_inverse(lo, high[i], _I8_LEVELS)
         scale[i] = s
+        col = 0
+        while col + CODE_WIDTH <= dim:
+            qint8_codes_16(x, i, col, lo, inv, codes)
+            col += CODE_WIDTH
         out = codes[i]
-        for j in range(row.shape[0]):
-            q = np.int32((row[j] - lo) * inv) - np.int32(128)
-            out[j] = min(max(q, np.int32(-128)), np.int32(127))
+        for j in range(col, dim):
+            t = np.float32(np.int32((row[j] - lo) * inv)) - _I8_OFFSET  # whole numbers: exact
+            out[j] = np.int32(min(max(t, -_I8_OFFSET), _I8_TOP))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finite(scale, low):
+    """Whether every scale and min is finite."""
+    ok = True
+    for i in range(scale.shape[0]):
+        ok &= abs(scale[i]) <= _F32_MAX and abs(low[i]) <= _F32_MAX  # NaN compares false
+    return ok
 
 
 @njit(cache=True, nogil=True)
 def qint8_decode(codes, scale, low, out):
-    """out[i, j] = float32(codes[i, j] + 128) * scale_i + min_i (two roundings)."""
+    """out[i, j] = float32(codes[i, j] + 128) * scale_i + min_i (two roundings). Returns
+    False, writing nothing, when a scale or min is not finite."""
+    if not _finite(scale, low):
+        return False
     for i in range(codes.shape[0]):
         s = scale[i]
         lo = low[i]
         c = codes[i]
         o = out[i]
         for j in range(c.shape[0]):
-            o[j] = np.float32(np.int32(c[j]) + np.int32(128)) * s + lo
+            # code + 128 in float32 (whole numbers, exact; 32-bit lanes)
+            o[j] = (np.float32(np.int8(c[j])) + _I8_OFFSET) * s + lo
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nibble(v, lo, inv):
+    """round((v - min) * inv), ties away from zero (Rust's f32::round), clamped to 0..15."""
+    n = (v - lo) * inv  # never negative, at most about 15
+    t = np.float32(np.int32(n))  # truncation
+    t += _F1 if n - t >= _HALF else _F0  # n - t is exact
+    return np.uint8(np.int32(min(max(t, _F0), _I4_LEVELS)))
 
 
 @njit(cache=True, nogil=True)
@@ -116,27 +161,26 @@ def qint4_encode(x, low, high, packed, scale):
     """Nibbles round((x - min) * (1 / scale)), ties away from zero, clamped to 0..15; the
     first value of a pair in the high nibble, a missing last value as 0."""
     dim = x.shape[1]
-    nibbles = np.zeros(2 * packed.shape[1], np.uint8)
-    pairs = nibbles.view(np.uint16)
     for i in range(x.shape[0]):
         row = x[i]
         lo = low[i]
         s, inv = _scale_and_inverse(lo, high[i], _I4_LEVELS)
         scale[i] = s
-        for j in range(dim):
-            n = (row[j] - lo) * inv  # never negative, at most about 15
-            t = np.int32(n)  # truncation
-            t += np.int32(n - np.float32(t) >= _HALF)  # Rust's f32::round: n - t is exact
-            nibbles[j] = np.uint8(min(max(t, np.int32(0)), np.int32(15)))
-        out = packed[i]
-        for b in range(out.shape[0]):
-            p = pairs[b]  # little-endian: first nibble in the low byte
-            out[b] = np.uint8(((p << np.uint16(4)) | (p >> np.uint16(8))) & np.uint16(0xFF))
+        col = 0
+        while col + CODE_WIDTH <= dim:
+            qint4_nibbles_16(x, i, col, lo, inv, packed)
+            col += CODE_WIDTH
+        for j in range(col, dim, 2):
+            second = _nibble(row[j + 1], lo, inv) if j + 1 < dim else np.uint8(0)
+            packed[i, j >> 1] = (_nibble(row[j], lo, inv) << np.uint8(4)) | second
 
 
 @njit(cache=True, nogil=True)
 def qint4_decode(packed, scale, low, out):
-    """out = float32(nibble) * scale + min (two roundings)."""
+    """out = float32(nibble) * scale + min (two roundings). Returns False, writing nothing,
+    when a scale or min is not finite."""
+    if not _finite(scale, low):
+        return False
     dim = out.shape[1]
     nibbles = np.empty(2 * packed.shape[1], np.uint8)
     pairs = nibbles.view(np.uint16)
@@ -150,74 +194,82 @@ def qint4_decode(packed, scale, low, out):
         o = out[i]
         for j in range(dim):
             o[j] = np.float32(nibbles[j]) * s + lo
+    return True
 
 
 @njit(cache=True, nogil=True)
-def row_sums(x, total):
-    """Each row's float32 sum, strictly left to right (Rust's `iter().sum::<f32>()`); eight
-    rows are summed side by side so that their additions overlap."""
-    rows, dim = x.shape
-    full = rows - rows % 8
-    for s in range(0, full, 8):
-        t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = _F0
-        for j in range(dim):
-            t0 += x[s, j]
-            t1 += x[s + 1, j]
-            t2 += x[s + 2, j]
-            t3 += x[s + 3, j]
-            t4 += x[s + 4, j]
-            t5 += x[s + 5, j]
-            t6 += x[s + 6, j]
-            t7 += x[s + 7, j]
-        total[s] = t0
-        total[s + 1] = t1
-        total[s + 2] = t2
-        total[s + 3] = t3
-        total[s + 4] = t4
-        total[s + 5] = t5
-        total[s + 6] = t6
-        total[s + 7] = t7
-    for i in range(full, rows):
+def row_sums(x, first, last, total):
+    """total[i] = row i's float32 sum, strictly left to right (Rust's `iter().sum::<f32>()`),
+    for rows first..last: 16 or 8 rows at a time are summed side by side in vector lanes,
+    one lane per row, so that their additions share instructions without any row's order
+    changing."""
+    dim = x.shape[1]
+    cols = dim - dim % 8
+    i = first
+    while i + 16 <= last:
+        row_sums_16(x, i, cols, total)
+        i += 16
+    while i + 8 <= last:
+        row_sums_8(x, i, cols, total)
+        i += 8
+    for r in range(i, last):
         t = _F0
-        for j in range(dim):
-            t += x[i, j]
-        total[i] = t
+        for j in range(cols):
+            t += x[r, j]
+        total[r] = t
+    for r in range(first, last):
+        t = total[r]
+        for j in range(cols, dim):
+            t += x[r, j]
+        total[r] = t
 
 
 @njit(cache=True, nogil=True)
 def binary_encode(x, packed, mean):
     """Bit j % 8 (least significant first) of byte j // 8 is set when x[j] >= the row's
-    mean, the mean being the left-to-right float32 sum divided by float32(dim)."""
+    mean, the mean being the left-to-right float32 sum divided by float32(dim). Returns how
+    many means are not finite (a NaN or infinity, or a sum that overflows)."""
     rows, dim = x.shape
-    row_sums(x, mean)
     n = np.float32(dim)
-    bits = np.zeros(packed.shape[1] * 8, np.uint8)
-    words = bits.view(np.uint64)
-    for i in range(rows):
-        m = mean[i] / n
-        mean[i] = m
-        row = x[i]
-        for j in range(dim):
-            bits[j] = np.uint8(row[j] >= m)
-        out = packed[i]
-        for b in range(out.shape[0]):
-            out[b] = np.uint8((words[b] * _GATHER) >> np.uint64(56))
+    count = 0
+    for first in range(0, rows, _BLOCK_ROWS):
+        last = min(first + _BLOCK_ROWS, rows)
+        row_sums(x, first, last, mean)  # then the rows' signs while they are in cache
+        for i in range(first, last):
+            m = mean[i] / n
+            mean[i] = m
+            count += not abs(m) <= _F32_MAX
+            col = 0
+            while col + 64 <= dim:
+                pack_at_least_64(x, i, col, m, packed, col >> 3)
+                col += 64
+            while col + 8 <= dim:
+                pack_at_least_8(x, i, col, m, packed, col >> 3)
+                col += 8
+            if col < dim:
+                last_byte = np.uint8(0)
+                for k in range(dim - col):
+                    last_byte |= np.uint8(x[i, col + k] >= m) << np.uint8(k)
+                packed[i, col >> 3] = last_byte
+    return count
 
 
 @njit(cache=True, nogil=True)
 def binary_decode(packed, out):
     """+1 for a set bit, -1 for a clear one."""
-    dim = out.shape[1]
-    bits = np.empty(packed.shape[1] * 8, np.uint8)
-    words = bits.view(np.uint64)
-    for i in range(packed.shape[0]):
-        p = packed[i]
-        for b in range(p.shape[0]):
-            picked = (np.uint64(p[b]) * _SPREAD) & _PICK
-            words[b] = ((picked + _SEVEN_F) >> np.uint64(7)) & _ONES
-        o = out[i]
-        for j in range(dim):
-            o[j] = np.float32(bits[j]) * _F2 - _F1
+    rows, dim = out.shape
+    for i in range(rows):
+        col = 0
+        while col + 64 <= dim:
+            unpack_signs_64(packed, i, col >> 3, out, col)
+            col += 64
+        while col + 8 <= dim:
+            unpack_signs_8(packed, i, col >> 3, out, col)
+            col += 8
+        if col < dim:
+            last = packed[i, col >> 3]
+            for k in range(dim - col):
+                out[i, col + k] = _F1 if (last >> np.uint8(k)) & np.uint8(1) else -_F1
 
 
 @intrinsic
@@ -241,30 +293,35 @@ def _fpext_half(typingctx, h):
     return types.float32(types.uint16), codegen
 
 
-@njit(cache=True, nogil=True)
-def f16_encode(x, out):
-    """IEEE binary16 bits of every value, round to nearest even, overflow to infinity; a NaN
-    becomes the quiet NaN 0x7E00 with its sign (as bundler.codecs.halfs.f32_to_f16_bits)."""
-    for i in range(x.shape[0]):
-        row = x[i].view(np.uint32)
-        o = out[i]
-        for j in range(row.shape[0]):
-            w = row[j]
-            h = _fptrunc_half(f32_from_bits(w))
-            nan = np.uint16((w >> np.uint32(16)) & np.uint32(0x8000)) | np.uint16(0x7E00)
-            o[j] = nan if (w & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else h
+@njit(cache=True, nogil=True, inline="always")
+def _half(w):
+    """IEEE binary16 bits of the float32 with bits w, round to nearest even, overflow to
+    infinity; a NaN becomes the quiet NaN 0x7E00 with its sign."""
+    h = _fptrunc_half(f32_from_bits(w))
+    nan = np.uint16((w >> np.uint32(16)) & np.uint32(0x8000)) | np.uint16(0x7E00)
+    return nan if (w & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else h
 
 
 @njit(cache=True, nogil=True)
-def f16_specials(halves, special):
-    """special[i] = 1 when row i holds an infinity or NaN half (a separate pass: counting
-    inside the encoding loop stops it from being vectorized)."""
-    for i in range(halves.shape[0]):
-        h = halves[i]
-        count = np.int32(0)
-        for j in range(h.shape[0]):
-            count += np.int32((np.int32(h[j]) & np.int32(0x7C00)) == np.int32(0x7C00))
-        special[i] = count > 0
+def f16_quantize(x, halves, special):
+    """halves = the binary16 bits of every value (as bundler.codecs.halfs.f32_to_f16_bits);
+    special[i] = 1 when row i holds an infinity or NaN half. Returns how many rows do."""
+    rows, dim = x.shape
+    count = 0
+    for i in range(rows):
+        found = 0
+        col = 0
+        while col + HALF_WIDTH <= dim:
+            found |= halves_16(x, i, col, halves)
+            col += HALF_WIDTH
+        words = x[i].view(np.uint32)
+        for j in range(col, dim):
+            h = _half(words[j])
+            halves[i, j] = h
+            found |= (h & np.uint16(0x7C00)) == np.uint16(0x7C00)
+        special[i] = found != 0
+        count += found != 0
+    return count
 
 
 @njit(cache=True, nogil=True)
@@ -280,20 +337,23 @@ def f16_decode(halves, out):
 
 @njit(cache=True, nogil=True)
 def qint8_quantize(x, low, high, bad, codes, scale):
-    """row_ranges then qint8_encode, one call (rows flagged bad hold garbage codes)."""
-    row_ranges(x, low, high, bad)
-    qint8_encode(x, low, high, codes, scale)
+    """row_ranges then qint8_encode, _BLOCK_ROWS rows at a time (the second pass reads them
+    from the cache); rows flagged bad hold garbage codes. Returns how many are flagged."""
+    count = 0
+    for a in range(0, x.shape[0], _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, x.shape[0])
+        count += row_ranges(x[a:b], low[a:b], high[a:b], bad[a:b])
+        qint8_encode(x[a:b], low[a:b], high[a:b], codes[a:b], scale[a:b])
+    return count
 
 
 @njit(cache=True, nogil=True)
 def qint4_quantize(x, low, high, bad, packed, scale):
-    """row_ranges then qint4_encode, one call (rows flagged bad hold garbage codes)."""
-    row_ranges(x, low, high, bad)
-    qint4_encode(x, low, high, packed, scale)
-
-
-@njit(cache=True, nogil=True)
-def f16_quantize(x, halves, special):
-    """f16_encode then f16_specials, one call."""
-    f16_encode(x, halves)
-    f16_specials(halves, special)
+    """row_ranges then qint4_encode, _BLOCK_ROWS rows at a time (the second pass reads them
+    from the cache); rows flagged bad hold garbage codes. Returns how many are flagged."""
+    count = 0
+    for a in range(0, x.shape[0], _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, x.shape[0])
+        count += row_ranges(x[a:b], low[a:b], high[a:b], bad[a:b])
+        qint4_encode(x[a:b], low[a:b], high[a:b], packed[a:b], scale[a:b])
+    return count

@@ -24,7 +24,7 @@ from bundler.errors import (
 
 def compiled_kernels():
     """The compiled vector kernels, loaded (and compiled, said on stderr) on first use."""
-    return announced("bundler.codecs.vectors.kernels", "vector")
+    return announced("bundler.codecs.vectors.kernels", "vector", threaded=False)
 
 
 class Scheme(enum.Enum):
@@ -274,63 +274,74 @@ def quantize_matrix(x: np.ndarray, scheme: Scheme) -> QuantizedVectors:
     data = np.empty((n, scheme.data_size(dim)), np.uint8)
     scale = np.empty(n, np.float32)
     low = np.empty(n, np.float32)
-    flags = np.empty(n, np.uint8)
     kernels = compiled_kernels()
-    if scheme in (Scheme.QINT8, Scheme.QINT4):
-        high = np.empty(n, np.float32)
-        if scheme == Scheme.QINT8:
-            kernels.qint8_quantize(x, low, high, flags, data.view(np.int8), scale)
-        else:
-            kernels.qint4_quantize(x, low, high, flags, data, scale)
-        if flags.any():
-            _raise_non_finite(x, np.flatnonzero(flags))
-        with np.errstate(over="ignore", invalid="ignore"):
-            span = high - low
-        if not np.isfinite(span).all():
-            first = int(np.flatnonzero(~np.isfinite(span))[0])
-            err = EncodingFailed(
-                f"vector {first}: max - min overflows float32; {scheme.value} "
-                "cannot represent it (use fp16 or scale the vector)"
-            )
-            err.index = first
-            raise err
-    elif scheme == Scheme.BINARY:
-        kernels.binary_encode(x, data, low)
-        scale.fill(1)
+    if scheme is Scheme.BINARY:
         # a NaN or infinity makes the mean non-finite (so may a sum that overflows)
-        if not np.isfinite(low).all():
+        if kernels.binary_encode(x, data, low):
             _raise_non_finite(x, np.flatnonzero(~np.isfinite(low)))
-    else:
-        kernels.f16_quantize(x, data.view("<u2"), flags)
+        scale.fill(1)
+        return QuantizedVectors.built(scheme, dim, scale, low, data)
+    flags = np.empty(n, np.uint8)
+    if scheme is Scheme.FP16:
         # a NaN or infinity gives an all-ones exponent (so does a finite value above 65504)
-        if flags.any():
+        if kernels.f16_quantize(x, data.view("<u2"), flags):
             _raise_non_finite(x, np.flatnonzero(flags))
         scale.fill(1)
         low.fill(0)
+        return QuantizedVectors.built(scheme, dim, scale, low, data)
+    quantize = kernels.qint8_quantize if scheme is Scheme.QINT8 else kernels.qint4_quantize
+    high = np.empty(n, np.float32)
+    if quantize(x, low, high, flags, data, scale):
+        _raise_non_finite(x, np.flatnonzero(flags == 1))
+        first = int(np.flatnonzero(flags)[0])
+        err = EncodingFailed(
+            f"vector {first}: max - min overflows float32; {scheme.value} "
+            "cannot represent it (use fp16 or scale the vector)"
+        )
+        err.index = first
+        raise err
     return QuantizedVectors.built(scheme, dim, scale, low, data)
+
+
+_FLOAT32 = np.dtype(np.float32)
+
+#: Outputs from this size start on a cache line, so that whole-line vector stores never
+#: straddle two lines (which halves their speed); smaller ones skip the cost of aligning.
+_ALIGN_FROM = 1 << 16
+
+
+def _empty_rows(n: int, dim: int) -> np.ndarray:
+    """An uninitialised C-contiguous (n, dim) float32 matrix, 64-byte aligned when large."""
+    size = 4 * n * dim
+    if size < _ALIGN_FROM:
+        return np.empty((n, dim), np.float32)
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(np.float32).reshape(n, dim)
 
 
 def dequantize(q: QuantizedVectors | QuantizedVector, out: np.ndarray | None = None) -> np.ndarray:
     """float32 values from quantized vectors: (dim,) for one, (N, dim) for a collection."""
     if isinstance(q, QuantizedVector):
         return dequantize(q.as_batch())[0]
-    n, dim = len(q), q.dim
+    n, dim = q.data.shape[0], q.dim
     if out is None:
-        out = np.empty((n, dim), np.float32)
-    elif out.shape != (n, dim) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise InvalidDimension(f"output must be a C-contiguous float32 {(n, dim)} array")
-    if q.scheme in (Scheme.QINT8, Scheme.QINT4) and not (
-        np.isfinite(q.scale).all() and np.isfinite(q.min).all()
+        out = _empty_rows(n, dim)
+    elif (
+        out.shape != (n, dim)
+        or (out.dtype is not _FLOAT32 and out.dtype != _FLOAT32)
+        or not out.flags.c_contiguous
     ):
-        raise DecodingFailed("a scale or min is not finite: the codes cannot be dequantized")
-    if q.scheme == Scheme.QINT8:
-        compiled_kernels().qint8_decode(q.data.view(np.int8), q.scale, q.min, out)
-    elif q.scheme == Scheme.QINT4:
-        compiled_kernels().qint4_decode(q.data, q.scale, q.min, out)
-    elif q.scheme == Scheme.BINARY:
-        compiled_kernels().binary_decode(q.data, out)
+        raise InvalidDimension(f"output must be a C-contiguous float32 {(n, dim)} array")
+    kernels = compiled_kernels()
+    if q.scheme is Scheme.BINARY:
+        kernels.binary_decode(q.data, out)
+    elif q.scheme is Scheme.FP16:
+        kernels.f16_decode(q.data.view("<u2"), out)
     else:
-        compiled_kernels().f16_decode(q.data.view("<u2"), out)
+        decode = kernels.qint8_decode if q.scheme is Scheme.QINT8 else kernels.qint4_decode
+        if not decode(q.data, q.scale, q.min, out):
+            raise DecodingFailed("a scale or min is not finite: the codes cannot be dequantized")
     return out
 
 

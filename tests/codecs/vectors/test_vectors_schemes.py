@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bundler import vectors
-from bundler.errors import EncodingFailed, InvalidDimension, InvalidScheme
+from bundler.errors import DecodingFailed, EncodingFailed, InvalidDimension, InvalidScheme
 
 CASES = vector_cases.ALL
 
@@ -73,6 +73,51 @@ def test_a_matrix_gives_the_same_bytes_as_its_rows_one_at_a_time(scheme):
     decoded = batch.dequantize()
     for i in range(len(x)):
         assert _bits(decoded[i]) == _bits(batch[i].dequantize())
+
+
+def _matrix_rows(rows: int, dim: int) -> np.ndarray:
+    """Rows of many scales, with rows whose float32 sum depends on the order of its terms
+    (large terms that cancel around small ones), constant rows and signed zeros."""
+    rng = np.random.default_rng(rows * 1000 + dim)
+    x = rng.standard_normal((rows, dim)) * 10.0 ** rng.uniform(-30, 30, (rows, 1))
+    for r in range(0, rows, 5):
+        x[r, ::3] = rng.choice([1e8, -1e8, 3e7], dim - 2 * (dim // 3))[: len(x[r, ::3])]
+    x[rows // 2] = 0.1
+    x[-1, : dim // 2] = -0.0
+    return x.astype(np.float32)
+
+
+# 75 rows pass through the 32-row, 8-row and single-row sums; the dimensions through the
+# 64-, 16- and 8-value vector steps and the partial last byte or half.
+@pytest.mark.parametrize("rows", [1, 9, 75])
+@pytest.mark.parametrize("dim", [5, 8, 100, 512, 515])
+def test_every_row_of_a_matrix_equals_the_restatement(rows, dim):
+    x = _matrix_rows(rows, dim)
+    q8, q4 = vectors.quantize(x, "qint8"), vectors.quantize(x, "qint4")
+    qb, qh = vectors.quantize(x, "binary"), vectors.quantize(x, "fp16")
+    signs, halves = qb.dequantize(), qh.dequantize()
+    for i, v in enumerate(x):
+        codes, scale, lo = ref.qint8(v)
+        assert q8.data[i].view(np.int8).tolist() == codes
+        assert _bits(q8.scale[i]) == _bits(scale) and _bits(q8.min[i]) == _bits(lo)
+        nibbles, scale, lo = ref.qint4(v)
+        assert q4.data[i].tobytes() == ref.qint4_pack(nibbles)
+        packed, mean = ref.binary(v)
+        assert qb.data[i].tobytes() == packed and _bits(qb.min[i]) == _bits(mean)
+        bits = np.unpackbits(np.frombuffer(packed, np.uint8), bitorder="little")[:dim]
+        assert _bits(signs[i]) == _bits(np.where(bits == 1, 1.0, -1.0))
+        assert qh.data[i].tobytes() == ref.fp16(v)
+        assert _bits(halves[i]) == _bits(np.frombuffer(ref.fp16(v), "<f2").astype(np.float32))
+
+
+@pytest.mark.parametrize("scheme", ["qint8", "qint4", "binary", "fp16"])
+@pytest.mark.parametrize("row", [3, 35, 70])
+def test_a_non_finite_value_deep_in_a_matrix_names_its_row(scheme, row):
+    x = _matrix_rows(75, 100)
+    x[row, 41] = np.nan
+    with pytest.raises(EncodingFailed, match=f"vector {row}: value 41") as info:
+        vectors.quantize(x, scheme)
+    assert info.value.index == row
 
 
 @pytest.mark.parametrize(
@@ -157,3 +202,41 @@ def test_any_finite_vector_matches_the_restatement(values):
     packed, mean = ref.binary(v)
     qb = vectors.quantize(v, "binary")
     assert qb.data.tobytes() == packed and _bits(qb.min_val) == _bits(mean)
+
+
+@pytest.mark.parametrize("scheme", ["qint8", "qint4"])
+@pytest.mark.parametrize("field", ["scale", "min"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_scale_or_min_is_a_decoding_error_that_writes_nothing(scheme, field, bad):
+    q = vectors.quantize(_matrix_rows(40, 64), scheme)
+    getattr(q, field)[33] = bad
+    out = np.full((40, 64), 7.0, np.float32)
+    with pytest.raises(DecodingFailed, match="not finite"):
+        vectors.dequantize(q, out=out)
+    assert (out == 7.0).all()
+
+
+@pytest.mark.parametrize("scheme", list(vectors.Scheme))
+def test_decoding_into_a_given_output_fills_and_returns_it(scheme):
+    q = vectors.quantize(_matrix_rows(75, 515), scheme)
+    out = np.empty((75, 515), np.float32)
+    assert vectors.dequantize(q, out=out) is out
+    assert out.tobytes() == q.dequantize().tobytes()
+
+
+@pytest.mark.parametrize(
+    "out",
+    [np.empty((9, 64), np.float64), np.empty((8, 64), np.float32), np.empty((64, 9), np.float32).T],
+)
+def test_an_output_of_the_wrong_shape_dtype_or_layout_is_an_invalid_dimension(out):
+    q = vectors.quantize(_matrix_rows(9, 64), "binary")
+    with pytest.raises(InvalidDimension, match="C-contiguous float32"):
+        vectors.dequantize(q, out=out)
+
+
+@pytest.mark.parametrize("scheme", list(vectors.Scheme))
+def test_a_large_decoded_matrix_starts_on_a_cache_line(scheme):
+    q = vectors.quantize(_matrix_rows(300, 512), scheme)
+    decoded = q.dequantize()
+    assert decoded.ctypes.data % 64 == 0 and decoded.flags.c_contiguous
+    assert decoded.shape == (300, 512) and decoded.dtype == np.float32
