@@ -7,7 +7,9 @@
   `(u >> 16) | 0x40` (quiet, top payload bits kept); decoding shifts back.
 
 Each kernel converts elements [lo * STEP, hi * STEP) so that `kernels.split_run` can share
-a call between threads; the loops are element-wise and vectorise.
+a call between threads. The loops run over slices from index 0, so the compiler knows no
+index is negative and the loops vectorise (a loop from `lo * STEP` indexes through
+negative-index wraparound, which compiles to gathers and scattered stores, 4x slower).
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ STEP = 4096
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _part(a, lo, hi):
+    """Elements [lo * STEP, hi * STEP) of flat array `a`."""
+    return a[lo * STEP : min(hi * STEP, a.size)]
+
+
 @njit(**_JIT)
 def f16_encode(src, dst, lo, hi):
     """dst[i] = the half bits of float32 src[i]."""
-    for i in range(lo * STEP, min(hi * STEP, src.size)):
+    src, dst = _part(src, lo, hi), _part(dst, lo, hi)
+    for i in range(src.size):
         dst[i] = f32_to_f16_bits(src[i])
     return 0
 
@@ -34,7 +43,8 @@ def f16_encode(src, dst, lo, hi):
 @njit(**_JIT)
 def f16_decode(src, dst, table, lo, hi):
     """dst[i] = the float32 value of half bits src[i] (`table` is `halfs.HALF_TO_F32`)."""
-    for i in range(lo * STEP, min(hi * STEP, src.size)):
+    src, dst = _part(src, lo, hi), _part(dst, lo, hi)
+    for i in range(src.size):
         dst[i] = table[src[i]]
     return 0
 
@@ -42,7 +52,8 @@ def f16_decode(src, dst, table, lo, hi):
 @njit(**_JIT)
 def bf16_encode(src, dst, lo, hi):
     """dst[i] = the BF16 bits of float32 bits src[i]."""
-    for i in range(lo * STEP, min(hi * STEP, src.size)):
+    src, dst = _part(src, lo, hi), _part(dst, lo, hi)
+    for i in range(src.size):
         u = src[i]
         rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
         nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
@@ -54,6 +65,7 @@ def bf16_encode(src, dst, lo, hi):
 @njit(**_JIT)
 def bf16_decode(src, dst, lo, hi):
     """dst[i] = float32 bits of BF16 bits src[i]."""
-    for i in range(lo * STEP, min(hi * STEP, src.size)):
+    src, dst = _part(src, lo, hi), _part(dst, lo, hi)
+    for i in range(src.size):
         dst[i] = np.uint32(src[i]) << np.uint32(16)
     return 0

@@ -40,19 +40,19 @@ def _kernel(name: str) -> Kernel:
         return bad
 
     @njit(**JIT)
-    def decode(raw, out, table, lo, hi):
-        """Blocks lo .. hi-1 to float32."""
+    def decode(raw, out, table, w, lo, hi):
+        """Blocks lo .. hi-1 to float32 (`w`: the ternary blocks' group width at run time)."""
         for b in range(lo, hi):
             y, o = raw[b * size : (b + 1) * size], out[b * qk : (b + 1) * qk]
             d = get_half(y, scale_at, table)
             if d != d:  # ggml's half conversion quiets a signalling NaN; the table does not
                 d = f32_from_bits(f32_bits(d) | np.uint32(0x400000))
             if ternary:
-                decode_tq2(y, d, o) if wide else decode_tq1(y, d, o)
+                decode_tq2(y, d, o, w) if wide else decode_tq1(y, d, o, w)
             else:
                 decode_q2(y, d, o) if wide else decode_q1(y, d, o)
 
-    return range_kernel(encode, decode, qk, size, HALF_TO_F32)
+    return range_kernel(encode, decode, qk, size, HALF_TO_F32, qk // 8)
 
 
 KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in NAMES}

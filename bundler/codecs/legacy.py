@@ -30,7 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half, put_half
+from bundler.codecs.halfs import HALF_TO_F32, f32_from_bits, get_half, put_half
+from bundler.codecs.intops import smax, smin, umax
 from bundler.codecs.kernels import Kernel, split_run, with_weighted
 from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
 from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
@@ -41,11 +42,11 @@ F0 = np.float32(0.0)
 F1 = np.float32(1.0)
 HALF = np.float32(0.5)
 # Block extremes are found on float32 bit patterns compared as integers (the loops then
-# vectorize); a key holds the value's order above _POS bits of the element's position.
+# vectorise); a key holds the value's order above _POS bits of the element's position.
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _INF_BITS = np.int64(0x7F800000)  # magnitudes at or above it are infinities and NaNs
-_POS = 5
-_POS_MASK = QK - 1
+_POS = np.int64(5)
+_POS_MASK = np.int64(QK - 1)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -58,119 +59,132 @@ def _round_away(v):
     """C roundf: nearest integer, halves away from zero."""
     t = np.int32(v)
     frac = v - np.float32(t)
-    if frac >= HALF:
-        t += 1
-    elif frac <= -HALF:
-        t -= 1
-    return t
+    up = np.int32(1) if frac >= HALF else np.int32(0)
+    down = np.int32(1) if frac <= -HALF else np.int32(0)
+    return t + up - down
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at):
+def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at, qk):
     """Codes min(maxq, trunc((x - shift) * inv + offset)): nibbles at `qs_at` (element j low,
-    j+16 high) and, when `qh_at` >= 0, bit 4 of element i in bit i of the word at `qh_at`.
+    j+qk/2 high) and, when `qh_at` >= 0, bit 4 of element i in bit i of the word at `qh_at`.
     (x - 0.0 is x exactly, so the symmetric types pass shift 0.)"""
+    half = qk // 2
+    qs = ob[qs_at : qs_at + half]
+    lo, hi = xb[:half], xb[half:qk]
     qh = np.uint32(0)
-    for j in range(QK // 2):
-        q0 = min(maxq, np.int32((xb[j] - shift) * inv + offset))
-        q1 = min(maxq, np.int32((xb[j + QK // 2] - shift) * inv + offset))
-        ob[qs_at + j] = np.uint8((q0 & 0xF) | ((q1 & 0xF) << 4))
-        qh |= np.uint32((q0 >> 4) & 1) << np.uint32(j)
-        qh |= np.uint32((q1 >> 4) & 1) << np.uint32(j + QK // 2)
+    for j in range(half):
+        q0 = smin(np.int32((lo[j] - shift) * inv + offset), maxq)
+        q1 = smin(np.int32((hi[j] - shift) * inv + offset), maxq)
+        qs[j] = np.uint8((q0 & np.int32(0xF)) | ((q1 & np.int32(0xF)) << np.int32(4)))
+        if qh_at >= 0:
+            qh |= np.uint32((q0 >> np.int32(4)) & np.int32(1)) << np.uint32(j)
+            qh |= np.uint32((q1 >> np.int32(4)) & np.int32(1)) << np.uint32(j + half)
     if qh_at >= 0:
         for k in range(4):
             ob[qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _abs_key(v, j):
-    """Orders elements by |v|, then the earlier position first: the largest key of a block
-    is the first element of largest magnitude, the one the reference's strict `>` keeps."""
-    return (np.int64(f32_bits(v) & _MAGNITUDE) << _POS) | (QK - 1 - j)
+def _order(w):
+    """float32 order of bit pattern `w` as an integer: -0 and +0 equal, NaNs beyond the
+    infinities."""
+    negative = np.int64(np.int32(w) >> np.int32(31))  # all ones for a negative sign
+    return (np.int64(w & _MAGNITUDE) ^ negative) - negative
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _order(v):
-    """float32 order as an integer: -0 and +0 equal, NaNs beyond the infinities."""
-    w = np.int64(f32_bits(v))
-    magnitude = w & np.int64(_MAGNITUDE)
-    return magnitude if w == magnitude else -magnitude
+def _first_max_abs(ub, qk):
+    """(largest |x| bit pattern, position of the first element holding it) of the float32
+    bit patterns `ub` (the one the reference's strict `>` keeps)."""
+    key = np.int64(0)
+    for j in range(qk):
+        key = smax(key, (np.int64(ub[j] & _MAGNITUDE) << _POS) | (_POS_MASK - j))
+    return key >> _POS, _POS_MASK - (key & _POS_MASK)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_symmetric(x, out, bits, size):
-    """Q4_0 (bits=4) or Q5_0 (bits=5); returns the count of blocks with NaN/inf."""
+def encode_symmetric(x, out, bits, size, qk):
+    """Q4_0 (bits=4) or Q5_0 (bits=5) blocks of `qk` values (at most 32; a run-time value, so
+    that the compiler vectorises the block loops instead of unrolling them); returns the
+    count of blocks with NaN/inf."""
     levels = np.float32(1 << (bits - 1))
-    maxq = (1 << bits) - 1
+    maxq = np.int32((1 << bits) - 1)
     offset = levels + HALF
-    qs_at = size - QK // 2
+    qs_at = size - qk // 2
+    qh_at = qs_at - 4 if bits == 5 else -1
+    bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // QK):
-        xb = x[b * QK : (b + 1) * QK]
+    for b in prange(x.size // qk):
+        xb = x[b * qk : (b + 1) * qk]
         ob = out[b * size : (b + 1) * size]
-        key = np.int64(0)
-        for j in range(QK):
-            key = max(key, _abs_key(xb[j], j))
-        if key >> _POS >= _INF_BITS:
+        top, at = _first_max_abs(bits_of[b * qk : (b + 1) * qk], qk)
+        if top >= _INF_BITS:
             bad += 1
         # an all-zero block keeps the reference's starting max, +0.0
-        mx = xb[QK - 1 - (key & _POS_MASK)] if key >> _POS else F0
+        mx = xb[at] if top else F0
         d = mx / -levels
-        inv = _inverse(d)
         put_half(ob, 0, d)
-        _put_codes(xb, ob, F0, inv, offset, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
+        _put_codes(xb, ob, F0, _inverse(d), offset, maxq, qs_at, qh_at, qk)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_affine(x, out, bits, size):
-    """Q4_1 (bits=4) or Q5_1 (bits=5): scale and minimum per block."""
-    maxq = (1 << bits) - 1
-    qs_at = size - QK // 2
+def encode_affine(x, out, bits, size, qk):
+    """Q4_1 (bits=4) or Q5_1 (bits=5): scale and minimum per block (`qk` as above)."""
+    maxq = np.int32((1 << bits) - 1)
+    qs_at = size - qk // 2
+    qh_at = qs_at - 4 if bits == 5 else -1
+    bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // QK):
-        xb = x[b * QK : (b + 1) * QK]
+    for b in prange(x.size // qk):
+        xb = x[b * qk : (b + 1) * qk]
+        ub = bits_of[b * qk : (b + 1) * qk]
         ob = out[b * size : (b + 1) * size]
         # the reference's strict scans keep the first of equal values (-0 and +0 alike)
-        lo = np.int64(_INF_BITS + 1) << _POS
+        lo = (_INF_BITS + 1) << _POS
         hi = -lo
-        for j in range(QK):
-            o = _order(xb[j]) << _POS
-            lo = min(lo, o | j)
-            hi = max(hi, o | (QK - 1 - j))
+        for j in range(qk):
+            o = _order(ub[j]) << _POS
+            lo = smin(lo, o | j)
+            hi = smax(hi, o | (_POS_MASK - j))
         if hi >> _POS >= _INF_BITS or lo >> _POS <= -_INF_BITS:
             bad += 1
-        mn = xb[lo & _POS_MASK]
-        mx = xb[QK - 1 - (hi & _POS_MASK)]
+        at_lo = lo & _POS_MASK
+        at_hi = _POS_MASK - (hi & _POS_MASK)
+        mn = xb[at_lo]
+        mx = xb[at_hi]
         d = (mx - mn) / np.float32(maxq)
-        inv = _inverse(d)
         put_half(ob, 0, d)
         put_half(ob, 2, mn)
-        _put_codes(xb, ob, mn, inv, HALF, maxq, qs_at, qs_at - 4 if bits == 5 else -1)
+        _put_codes(xb, ob, mn, _inverse(d), HALF, maxq, qs_at, qh_at, qk)
     return bad
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def encode_q8(x, out, with_sum, size):
+def encode_q8(x, out, with_sum, size, qk):
     """Q8_0, or Q8_1 when `with_sum` (adds half s = d * sum of codes after d)."""
-    qs_at = size - QK
+    qs_at = size - qk
+    bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // QK):
-        xb = x[b * QK : (b + 1) * QK]
+    for b in prange(x.size // qk):
+        xb = x[b * qk : (b + 1) * qk]
+        ub = bits_of[b * qk : (b + 1) * qk]
         ob = out[b * size : (b + 1) * size]
         top = np.uint32(0)
-        for j in range(QK):
-            top = max(top, f32_bits(xb[j]) & _MAGNITUDE)
+        for j in range(qk):
+            top = umax(top, ub[j] & _MAGNITUDE)
         if top >= _INF_BITS:
             bad += 1
         d = f32_from_bits(top) / np.float32(127)
         inv = _inverse(d)
         put_half(ob, 0, d)
-        total = 0
-        for j in range(QK):
+        qs = ob[qs_at : qs_at + qk]
+        total = np.int32(0)
+        for j in range(qk):
             q = _round_away(xb[j] * inv)
             total += q
-            ob[qs_at + j] = np.uint8(q & 0xFF)
+            qs[j] = np.uint8(q & np.int32(0xFF))
         if with_sum:
             put_half(ob, 2, np.float32(total) * d)
     return bad
@@ -267,15 +281,15 @@ def decode_nibbles(raw, out, bits, affine, size, table):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def decode_q8(raw, out, with_sum, size, table):
+def decode_q8(raw, out, with_sum, size, table, qk):
     """Q8_0 or Q8_1 to float32 (the Q8_1 sum is not needed to decode)."""
-    qs_at = size - QK
+    qs_at = size - qk
     for b in prange(raw.size // size):
         block = raw[b * size : (b + 1) * size]
         d = get_half(block, 0, table)
-        qs = block[qs_at:].view(np.int8)
-        y = out[b * QK : (b + 1) * QK]
-        for j in range(QK):
+        qs = block[qs_at:size].view(np.int8)
+        y = out[b * qk : (b + 1) * qk]
+        for j in range(qk):
             y[j] = np.float32(qs[j]) * d
 
 
@@ -284,10 +298,13 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
     bytes from the facts table (the codes are always the block's last bytes); with
     importance weights, the weighted encoder (codecs whose facts take them)."""
     size = BY_NAME[name].type_size
+    qk = BY_NAME[name].block_size
     decode_args = (variant, size) if affine is None else (variant, affine, size)
+    # the Q8 decoder's loop vectorises with the block size at run time, the nibbles' as is
+    decode_args += (HALF_TO_F32,) + ((qk,) if affine is None else ())
 
     def enc(src: np.ndarray, dst: np.ndarray) -> int:
-        return encode(src.reshape(-1), dst.reshape(-1), variant, size)
+        return encode(src.reshape(-1), dst.reshape(-1), variant, size, qk)
 
     def weighted(src: np.ndarray, dst: np.ndarray, importance: np.ndarray) -> int:
         flat = src.reshape(-1)
@@ -297,7 +314,7 @@ def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
         )  # fmt: skip
 
     def dec(raw: np.ndarray, dst: np.ndarray) -> None:
-        decode(raw.reshape(-1), dst.reshape(-1), *decode_args, HALF_TO_F32)
+        decode(raw.reshape(-1), dst.reshape(-1), *decode_args)
 
     if BY_NAME[name].takes_importance:
         enc = with_weighted(enc, weighted, name)

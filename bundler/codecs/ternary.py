@@ -88,31 +88,44 @@ def encode_tq2(x, y):
             y[32 * h + m] = np.uint8(q)
 
 
-@njit(**JIT)
+@njit(cache=True, nogil=True, inline="always")
+def _trit_of(q):
+    """The leading trit of five-trit byte `q` (shifted to its top by a power of 3), as a
+    float32 -1, 0 or 1 (in 32-bit lanes: the compiler widens integer arithmetic to 64)."""
+    return np.float32(np.uint32((np.uint32(q) * np.uint32(3)) >> np.uint32(8))) - F1
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _unpack5(y, at, count, d, out, o):
     """Values of the five-trit bytes y[at .. at+count), trit n of byte m at out[o + count n + m]."""
+    src = y[at : at + count]
     for k in range(5):
+        dst = out[o + count * k : o + count * (k + 1)]
+        p = np.uint8(POW3[k])
         for m in range(count):
-            q = (np.int32(y[at + m]) * POW3[k]) & 0xFF
-            out[o + count * k + m] = np.float32(((q * 3) >> 8) - 1) * d
+            dst[m] = _trit_of(np.uint8(src[m] * p)) * d
 
 
-@njit(**JIT)
-def decode_tq1(y, d, o):
-    """One TQ1_0 block of scale d to float32."""
-    _unpack5(y, 0, 32, d, o, 0)
-    _unpack5(y, 32, 16, d, o, 160)
+@njit(cache=True, nogil=True, inline="always")
+def decode_tq1(y, d, o, w):
+    """One TQ1_0 block of scale d to float32; `w` is the first group's byte count (32, a
+    run-time value so that the compiler vectorises the loops over it instead of unrolling
+    them)."""
+    _unpack5(y, 0, w, d, o, 0)
+    _unpack5(y, w, w // 2, d, o, 5 * w)
+    qh = y[w + w // 2 : w + w // 2 + 4]
     for k in range(4):
         for j in range(4):
-            q = (np.int32(y[48 + j]) * POW3[k]) & 0xFF
-            o[240 + 4 * k + j] = np.float32(((q * 3) >> 8) - 1) * d
+            q = np.uint8(qh[j] * np.uint8(POW3[k]))
+            o[15 * w // 2 + 4 * k + j] = _trit_of(q) * d
 
 
-@njit(**JIT)
-def decode_tq2(y, d, o):
-    """One TQ2_0 block of scale d to float32."""
+@njit(cache=True, nogil=True, inline="always")
+def decode_tq2(y, d, o, w):
+    """One TQ2_0 block of scale d to float32 (`w` = 32 bytes a group, as in decode_tq1)."""
     for h in range(2):
+        src = y[w * h : w * (h + 1)]
         for k in range(4):
-            for m in range(32):
-                q = np.int32((y[32 * h + m] >> (2 * k)) & 3)
-                o[128 * h + 32 * k + m] = np.float32(q - 1) * d
+            dst = o[4 * w * h + w * k : 4 * w * h + w * (k + 1)]
+            for m in range(w):
+                dst[m] = (np.float32(np.uint32((src[m] >> np.uint8(2 * k)) & np.uint8(3))) - F1) * d

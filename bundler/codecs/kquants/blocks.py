@@ -186,14 +186,11 @@ def _q3_k_codes(x, y, table, ws, L):
         sub_d[j] = dh * np.float32(q3_scale(sc, j))
     requantize(x, 16, sub_d, sub_d, False, -4, 3, 4, L, ws)
     # bit 2 of the code of element 32s+i goes to bit s of hmask byte i, the rest to qs
-    m = ws[4][0]  # the search's Laux, which Q3_K does not use
     for i in range(32):
-        m[i] = 0
-    for s in range(8):
-        for i in range(32):
-            m[i] |= (codes[32 * s + i] >> 2) << s
-    for i in range(32):
-        y[i] = np.uint8(m[i])
+        m = np.int32(0)
+        for s in range(8):
+            m |= (codes[32 * s + i] >> 2) << s
+        y[i] = np.uint8(m)
     pack_2bit(codes, y[32:96])
 
 

@@ -121,10 +121,12 @@ def _signed_max_lanes(X, vmax, amax):
         amax[k] = F0
     for i in range(n):
         for k in range(K):
-            ax = abs(X[i, k])
-            big = ax > amax[k]
-            amax[k] = ax if big else amax[k]
-            vmax[k] = X[i, k] if big else vmax[k]
+            # every operand loaded first: a load in one arm only compiles to a masked load
+            x, a, v = X[i, k], amax[k], vmax[k]
+            ax = abs(x)
+            big = ax > a
+            amax[k] = ax if big else a
+            vmax[k] = x if big else v
 
 
 @njit(**JIT)
@@ -207,24 +209,23 @@ def _descent_lanes(X, W, L, sumlx, suml2, lo, hi, qp):
         changed = False
         for i in range(n):
             for k in range(K):
-                w = W[i, k]
-                x = X[i, k]
-                fl = np.float32(L[i, k])
-                slx0 = sumlx[k] - w * x * fl
-                sl20 = suml2[k] - w * fl * fl
+                w, x, code, slx_k, sl2_k = W[i, k], X[i, k], L[i, k], sumlx[k], suml2[k]
+                fl = np.float32(code)
+                slx0 = slx_k - w * x * fl
+                sl20 = sl2_k - w * fl * fl
                 q = max(lo, min(hi, nearest(x * sl20 / slx0)))
                 fq = np.float32(q)
                 slx = slx0 + w * x * fq
                 sl2 = sl20 + w * fq * fq
                 take = (
                     (slx0 > F0)
-                    & (q != L[i, k])
+                    & (q != code)
                     & ((sl20 > F0) if qp else (sl2 > F0))
-                    & (slx * slx * suml2[k] > sumlx[k] * sumlx[k] * sl2)
+                    & (slx * slx * sl2_k > slx_k * slx_k * sl2)
                 )
-                L[i, k] = ((q & 0xFF) if qp else q) if take else L[i, k]
-                sumlx[k] = slx if take else sumlx[k]
-                suml2[k] = sl2 if take else suml2[k]
+                L[i, k] = ((q & 0xFF) if qp else q) if take else code
+                sumlx[k] = slx if take else slx_k
+                suml2[k] = sl2 if take else sl2_k
                 changed |= take
         if not changed:
             break

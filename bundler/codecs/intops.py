@@ -1,0 +1,34 @@
+"""Branch-free integer minimum and maximum for the compiled kernels.
+
+Each is one compare and one select in the compiled code (Python's `min`/`max` compile to
+branches), so that a loop reducing with them vectorises. The result has the type of the
+first argument; the second is converted to it.
+"""
+
+from __future__ import annotations
+
+from numba import types
+from numba.extending import intrinsic
+
+
+def _select(op: str, signed: bool):
+    def typer(typingctx, a, b):
+        if not (isinstance(a, types.Integer) and isinstance(b, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            x = args[0]
+            y = context.cast(builder, args[1], signature.args[1], signature.args[0])
+            compare = builder.icmp_signed if signed else builder.icmp_unsigned
+            return builder.select(compare(op, x, y), x, y)
+
+        return a(a, b), codegen
+
+    return intrinsic(typer)
+
+
+#: umax(a, b), umin(a, b): compared as unsigned; smax, smin: as signed.
+umax = _select(">", False)
+umin = _select("<", False)
+smax = _select(">", True)
+smin = _select("<", True)
