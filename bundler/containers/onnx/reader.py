@@ -223,11 +223,11 @@ def external_info(proto: Any) -> dict[str, str]:
     return {e.key: e.value for e in proto.external_data}
 
 
-def files_size(path: str, model: Any) -> int:
+def files_size(path: str, model: Any, found: list[Site] | None = None) -> int:
     """Bytes of the model file and the external-data files it names (`model` as parsed by
-    `load_model`, before external data is read in)."""
+    `load_model`, before external data is read in; `found`: its `sites`, when known)."""
     seen = set()
-    for site in sites(model):
+    for site in sites(model) if found is None else found:
         proto = site.proto()
         if proto is not None and proto.data_location == EXTERNAL:
             seen.add(external_info(proto).get("location", ""))
