@@ -10,13 +10,16 @@ keep their own names; a name taken twice gets `#2`, `#3`... in graph order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 #: Constant-node attributes that hold a value, and the element type of the list ones.
 CONSTANT_TENSOR = "value"
 CONSTANT_LISTS = {"value_float": 1, "value_floats": 1, "value_int": 7, "value_ints": 7}
+#: AttributeProto types that cannot hold a graph (FLOAT, INT, STRING, TENSOR, FLOATS,
+#: INTS, STRINGS, TENSORS); an attribute without a type (old models) is looked into.
+SCALAR_ATTRIBUTES = frozenset((1, 2, 3, 4, 6, 7, 8, 9))
 
 
 @dataclass
@@ -61,14 +64,18 @@ def scopes(graph: Any, prefix: str = "", parent: Scope | None = None) -> Iterato
             yield from scopes(sub, sub_prefix, scope)
 
 
-def _held(node: Any, prefix: str, seen: dict[str, int]) -> list[tuple[Any, str]]:
+def _held(node: Any, prefix: str, seen: dict[str, int]) -> Sequence[tuple[Any, str]]:
     """The graphs `node` holds and the name prefix of each; `seen` counts the nodes of
     each op type of the graph so far (this one counted here)."""
     # unnamed nodes are counted per op type, so inserting other nodes keeps the label
     op = node.op_type
     count = seen[op] = seen.get(op, -1) + 1
+    if op == "Constant":  # its attributes are values, never graphs
+        return ()
     found = []
     for attr in node.attribute:
+        if attr.type in SCALAR_ATTRIBUTES:
+            continue
         if attr.HasField("g"):
             found.append((attr.g, f"{prefix}{node.name or f'{op}_{count}'}/{attr.name}/"))
         for j, sub in enumerate(attr.graphs):

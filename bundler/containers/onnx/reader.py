@@ -4,8 +4,11 @@ range of an external-data file (memory-mapped only when read)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,23 +50,37 @@ def load_model(path: str) -> Any:
     onnx = deps.onnx()
     from google.protobuf.message import DecodeError
 
+    model = onnx.ModelProto()
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        with open(path, "rb") as f, _mapped(f) as data:
+            model.ParseFromString(data)
     except FileNotFoundError:
         raise FileNotFound(path) from None
     except IsADirectoryError:
         raise FormatError(path, None, "is a directory, not an ONNX model") from None
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise TruncatedError(
             path, None, f"not a readable ONNX protobuf (truncated or corrupted): {exc}"
         ) from None
-    del data
     _check_model(path, model)
     return model
+
+
+@contextlib.contextmanager
+def _mapped(f: Any) -> Iterator[Any]:
+    """The bytes of the open file `f`: mapped read-only (the parser copies what it keeps,
+    so the file is not copied into memory first), or read when it cannot be mapped (an
+    empty file, or not a regular one)."""
+    try:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        yield f.read()
+        return
+    try:
+        with memoryview(mapped) as view:
+            yield view
+    finally:
+        mapped.close()
 
 
 def _check_model(path: str, model: Any) -> None:

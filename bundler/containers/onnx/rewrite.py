@@ -23,7 +23,7 @@ import numpy as np
 
 from bundler.containers.onnx import deps
 from bundler.containers.onnx.graph import ModelIndex, Site, scopes, sites
-from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize
+from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize, threads_for
 from bundler.containers.onnx.reader import EXTERNAL, _external, files_size, load_model
 from bundler.containers.onnx.schema import FLOAT_TYPES
 from bundler.containers.onnx.weights import WEIGHT_INPUTS, Use, trace
@@ -335,10 +335,11 @@ def apply(model: Any, choices: list[Choice], index: ModelIndex | None = None) ->
         if c.action != "quantize":
             continue
         x = weight_array(c.site)
-        if c.layout == "MatMulNBits":
-            _matmul_nbits(onnx, c, x, names, edits)
-        else:
-            _dequantize_linear(onnx, c, x, names, edits)
+        with threads_for(x):
+            if c.layout == "MatMulNBits":
+                _matmul_nbits(onnx, c, x, names, edits)
+            else:
+                _dequantize_linear(onnx, c, x, names, edits)
     edits.finish()
     if any(c.layout == "MatMulNBits" and c.action == "quantize" for c in choices) and not any(
         o.domain == MS_DOMAIN for o in model.opset_import
