@@ -20,6 +20,7 @@ from bundler.containers.onnx import deps
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import CONSTANT_LISTS, Site, scopes, sites
 from bundler.containers.onnx.schema import ELEMENT_TYPES, MAX_DIMS, NAME, WIDENED, type_name
+from bundler.containers.onnx.wire import LeftInFile, parse_in_place
 from bundler.errors import FileNotFound, FormatError, TruncatedError
 
 #: TensorProto.data_location of tensors kept in an external file.
@@ -47,17 +48,39 @@ def sniff_path(path: str) -> bool:
 def load_model(path: str) -> Any:
     """The parsed ModelProto of the file at `path` (external data not loaded), checked to
     be a model: a typed error for a file that does not parse or is not a model."""
+    with _open(path) as f, _mapped(f) as data:
+        return _parse(path, data)
+
+
+def load_model_in_place(path: str) -> tuple[Any, LeftInFile | None]:
+    """`load_model`, with the large float initializers of the main graph left in a
+    private mapping of the file (see wire.py), for a rewrite that replaces most of them;
+    and what was left there (None: nothing)."""
+    with _open(path) as f:
+        try:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # empty, or not a regular file
+            return _parse(path, f.read()), None
+    return parse_in_place(mapping, lambda data: _parse(path, data))
+
+
+def _open(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFound(path) from None
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not an ONNX model") from None
+
+
+def _parse(path: str, data: Any) -> Any:
+    """The checked ModelProto of the bytes `data` read from `path`."""
     onnx = deps.onnx()
     from google.protobuf.message import DecodeError
 
     model = onnx.ModelProto()
     try:
-        with open(path, "rb") as f, _mapped(f) as data:
-            model.ParseFromString(data)
-    except FileNotFoundError:
-        raise FileNotFound(path) from None
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not an ONNX model") from None
+        model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise TruncatedError(
             path, None, f"not a readable ONNX protobuf (truncated or corrupted): {exc}"

@@ -24,9 +24,16 @@ import numpy as np
 from bundler.containers.onnx import deps
 from bundler.containers.onnx.graph import ModelIndex, Site, scopes, sites
 from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize, threads_for
-from bundler.containers.onnx.reader import EXTERNAL, _external, files_size, load_model
+from bundler.containers.onnx.reader import (
+    EXTERNAL,
+    _external,
+    files_size,
+    load_model,
+    load_model_in_place,
+)
 from bundler.containers.onnx.schema import FLOAT_TYPES
 from bundler.containers.onnx.weights import WEIGHT_INPUTS, Use, trace
+from bundler.containers.onnx.wire import LeftInFile
 from bundler.errors import UsageError
 
 #: Quantized types: name -> (bits, signed).
@@ -272,10 +279,13 @@ class Names:
         return name
 
 
-def weight_array(site: Site) -> np.ndarray:
+def weight_array(site: Site, in_file: LeftInFile | None = None) -> np.ndarray:
+    """The values of a site's tensor (read in place when `in_file` holds them)."""
     from onnx import numpy_helper
 
-    return numpy_helper.to_array(site.proto())
+    proto = site.proto()
+    found = None if in_file is None else in_file.array(proto)
+    return numpy_helper.to_array(proto) if found is None else found
 
 
 def code_tensor(name: str, q: np.ndarray, type_name: str) -> Any:
@@ -325,22 +335,30 @@ def _delete(entries: Any, names: set[str]) -> None:
         del entries[i]
 
 
-def apply(model: Any, choices: list[Choice], index: ModelIndex | None = None) -> None:
+def apply(
+    model: Any,
+    choices: list[Choice],
+    index: ModelIndex | None = None,
+    in_file: LeftInFile | None = None,
+) -> None:
     """Rewrite `model` in place for every "quantize" choice (sites from this model;
-    `index`: the model's `ModelIndex`, when already made; stale afterwards)."""
+    `index`: the model's `ModelIndex`, when already made, stale afterwards; `in_file`:
+    the weights its parse left in the file, put back into those kept)."""
     onnx = deps.onnx()
     names = Names((ModelIndex(model) if index is None else index).taken)
     edits = _Edits()
     for c in choices:
         if c.action != "quantize":
             continue
-        x = weight_array(c.site)
+        x = weight_array(c.site, in_file)
         with threads_for(x):
             if c.layout == "MatMulNBits":
                 _matmul_nbits(onnx, c, x, names, edits)
             else:
                 _dequantize_linear(onnx, c, x, names, edits)
     edits.finish()
+    if in_file is not None:
+        in_file.restore(model)
     if any(c.layout == "MatMulNBits" and c.action == "quantize" for c in choices) and not any(
         o.domain == MS_DOMAIN for o in model.opset_import
     ):
@@ -482,10 +500,14 @@ def refuse_requantize(model: Any, options: Options, index: ModelIndex | None = N
 
 
 def quantize_model(
-    model: Any, options: Options, index: ModelIndex | None = None
+    model: Any,
+    options: Options,
+    index: ModelIndex | None = None,
+    in_file: LeftInFile | None = None,
 ) -> tuple[Any, list[Choice], dict[str, int]]:
     """(rewritten model, choices, opsets before/after); `model` itself may be changed
-    (`index`: its `ModelIndex`, when already made; stale afterwards)."""
+    (`index`: its `ModelIndex`, when already made, stale afterwards; `in_file`: the
+    weights its parse left in the file)."""
     index = ModelIndex(model) if index is None else index
     choices = plan_model(model, options, index)
     chosen = [c for c in choices if c.action == "quantize"]
@@ -494,11 +516,14 @@ def quantize_model(
     refuse_requantize(model, options, index)
     needed = max((c.opset for c in chosen), default=0)
     if needed > before:
+        if in_file is not None:  # the converter rewrites the whole model
+            in_file.restore(model)
+            in_file = None
         model = raise_opset(model, needed)
         index = ModelIndex(model)
         choices = plan_model(model, options, index)
         opsets["after"] = default_opset(model)
-    apply(model, choices, index)
+    apply(model, choices, index, in_file)
     if any(c.layout == "MatMulNBits" and c.site.kind == "constant" for c in chosen):
         prune_unused_constants(model)
     return model, choices, opsets
@@ -526,7 +551,7 @@ def _quantize_file(
 ) -> dict[str, Any]:
     from bundler.containers.onnx.writer import EXTERNAL_LIMIT, save_model
 
-    model = load_model(src)
+    model, in_file = load_model_in_place(src)
     index = ModelIndex(model)
     source_bytes = files_size(src, model, index.sites)
     model = load_for_rewrite(src, model, index.sites)
@@ -538,7 +563,7 @@ def _quantize_file(
         opsets["after"] = max(opsets["before"], needed)
         outputs: list[str] = []
     else:
-        model, choices, opsets = quantize_model(model, options, index)
+        model, choices, opsets = quantize_model(model, options, index, in_file)
         # quantizing cannot double a model: under half the limit, no size to measure
         small = source_bytes < EXTERNAL_LIMIT // 2
         outputs = save_model(model, dst, force=force, under_limit=small)
