@@ -182,14 +182,19 @@ class LeftInFile:
             self.protos[id(proto)] = proto
 
     def array(self, proto: Any) -> np.ndarray | None:
-        """The values of `proto` when its data was left in the file (None otherwise)."""
+        """The values of `proto` when its data was left in the file (None otherwise),
+        aligned for the compiled kernels (copied when its bytes in the file are not)."""
+        found = self._in_file(proto)
+        return found if found is None or found.flags.aligned else found.copy()
+
+    def _in_file(self, proto: Any) -> np.ndarray | None:
         key = id(proto)
         return self.arrays[key] if self.protos.get(key) is proto else None
 
     def restore(self, model: Any) -> None:
         """Put the data back into each of these initializers still in `model`'s graph."""
         for proto in model.graph.initializer:
-            array = self.array(proto)
+            array = self._in_file(proto)
             if array is not None:
                 proto.raw_data = array.tobytes()
 
