@@ -150,6 +150,8 @@ class ModelIndex:
         self.values: dict[int, dict[str, Any]] = {}
         #: graph -> every value name used as an input in it or in a subgraph below it
         self.below: dict[int, set[str]] = {}
+        #: graph -> its output names (as asked)
+        self.outputs: dict[int, set[str]] = {}
         self._walk(model.graph, "", None, set())
 
     def _walk(self, g: Any, prefix: str, parent: Scope | None, named: set[str]) -> Scope:
@@ -206,6 +208,14 @@ class ModelIndex:
                 found.extend(self.consumers(sub, value_name))
         return found
 
+    def is_output(self, scope: Scope, value_name: str) -> bool:
+        """True when `value_name` is an output of `scope`'s graph."""
+        key = id(scope.graph)
+        outputs = self.outputs.get(key)
+        if outputs is None:
+            outputs = self.outputs[key] = {o.name for o in scope.graph.output}
+        return value_name in outputs
+
     def constant(self, scope: Scope | None, name: str) -> Any | None:
         """The TensorProto of the initializer or Constant node of `scope` (or an enclosing
         scope) that defines `name` (None when none does or it holds a number list)."""
@@ -215,7 +225,3 @@ class ModelIndex:
                 return values[name]
             scope = scope.parent
         return None
-
-
-def is_graph_output(scope: Scope, value_name: str) -> bool:
-    return any(o.name == value_name for o in scope.graph.output)

@@ -13,6 +13,7 @@ opset is raised (with onnx's version converter) only when a chosen layout needs 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -164,7 +165,7 @@ def _choose(index, site, proto, default, overrides, options: Options) -> Choice:
     traced = trace(index, site.scope, site.value_name, len(shape))
     uses = [] if isinstance(traced, str) else traced
     ops = sorted({u.node.op_type for u in uses})
-    nbytes = int(np.prod(shape, dtype=np.int64)) * {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}[dtype]
+    nbytes = math.prod(shape) * {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}[dtype]
     choice = Choice(site.name, shape, dtype, "keep", "", ops, bytes_before=nbytes, site=site)
     choice.bytes_after = nbytes
     choice.uses = uses
@@ -225,7 +226,7 @@ def _nbits_misfit(site: Site, uses: list[Use], shape, scheme: Scheme, dtype: str
 
 
 def _quantized_bytes(shape, scheme: Scheme, axis: int, dtype: str) -> int:
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     code_bytes = (n * scheme.bits + 7) // 8
     scale_bytes = 4 if dtype == "f32" else 2
     if scheme.granularity == "tensor":

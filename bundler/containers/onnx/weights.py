@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.containers.onnx.graph import ModelIndex, Scope, constant_tensor, is_graph_output
+from bundler.containers.onnx.graph import ModelIndex, Scope, constant_tensor
 
 #: Consumer op -> input indices that are weights.
 WEIGHT_INPUTS = {
@@ -68,7 +68,7 @@ def consumer_axes(node: Any, ndim: int) -> tuple[int, int]:
 
 def trace(index: ModelIndex, scope: Scope, value: str, ndim: int) -> list[Use] | str:
     """The final weight uses of `value`, or why it is not (only) a weight."""
-    if is_graph_output(scope, value):
+    if index.is_output(scope, value):
         return "a graph output"
     uses: list[Use] = []
     reason = _follow(index, scope, value, list(range(ndim)), uses, 0)
@@ -101,7 +101,7 @@ def _follow(
         if moved is None:
             return f"used through {op} with axes that cannot be traced"
         for o in node.output:
-            if is_graph_output(sc, o):
+            if index.is_output(sc, o):
                 return "reaches a graph output"
             reason = _follow(index, sc, o, moved, out, depth + 1)
             if reason:
