@@ -60,22 +60,22 @@ def scopes(graph: Any, prefix: str = "", parent: Scope | None = None) -> Iterato
     yield scope
     seen: dict[str, int] = {}
     for node in graph.node:
-        for sub, sub_prefix in _held(node, prefix, seen):
+        op = node.op_type
+        count = seen[op] = seen.get(op, -1) + 1
+        for sub, sub_prefix in _held(node, prefix, op, count):
             yield from scopes(sub, sub_prefix, scope)
 
 
-def _held(node: Any, prefix: str, seen: dict[str, int]) -> Sequence[tuple[Any, str]]:
-    """The graphs `node` holds and the name prefix of each; `seen` counts the nodes of
-    each op type of the graph so far (this one counted here)."""
-    # unnamed nodes are counted per op type, so inserting other nodes keeps the label
-    op = node.op_type
-    count = seen[op] = seen.get(op, -1) + 1
+def _held(node: Any, prefix: str, op: str, count: int) -> Sequence[tuple[Any, str]]:
+    """The graphs `node` holds and the name prefix of each (`count`: how many nodes of
+    its op type came before it in its graph)."""
     if op == "Constant":  # its attributes are values, never graphs
         return ()
     found = []
     for attr in node.attribute:
         if attr.type in SCALAR_ATTRIBUTES:
             continue
+        # unnamed nodes are counted per op type, so inserting other nodes keeps the label
         if attr.HasField("g"):
             found.append((attr.g, f"{prefix}{node.name or f'{op}_{count}'}/{attr.name}/"))
         for j, sub in enumerate(attr.graphs):
@@ -169,23 +169,31 @@ class ModelIndex:
             self.sites.append(_site(scope, "initializer", i, name, named, init))
         defined.update(v.name for v in g.input)
         seen: dict[str, int] = {}
-        held = []
+        held: list[tuple[Any, str]] = []
+        node_names = []
         for i, node in enumerate(g.node):
             op = node.op_type
-            self.op_types.add(op)
+            count = seen[op] = seen.get(op, -1) + 1
             outputs = node.output
             defined.update(outputs)
-            self.taken.add(node.name)
+            node_names.append(node.name)
             for k, name in enumerate(node.input):
-                table.setdefault(name, []).append((node, k))
-            if op == "Constant" and outputs:
+                uses = table.get(name)
+                if uses is None:
+                    table[name] = [(node, k)]
+                else:
+                    uses.append((node, k))
+            if op != "Constant":
+                held += _held(node, prefix, op, count)
+            elif outputs:
                 attr = constant_attribute(node)
                 tensor = attr.t if attr is not None and attr.name == CONSTANT_TENSOR else None
                 values.setdefault(outputs[0], tensor)
                 if attr is not None and node.domain in ("", "ai.onnx"):
                     self.sites.append(_site(scope, "constant", i, outputs[0], named, attr))
-            held += _held(node, prefix, seen)
         key = id(g)
+        self.op_types.update(seen)
+        self.taken.update(node_names)
         self.taken |= defined
         self.inputs[key] = table
         self.defined[key] = defined
