@@ -140,3 +140,22 @@ def test_cuts_of_a_model_with_weights_in_the_file_are_typed_errors_writing_nothi
         with pytest.raises(FormatError):
             quantize_file(str(src), str(dst), Options("int8", per_channel=True))
         assert sorted(os.listdir(tmp_path)) == ["cut.onnx"], n
+
+
+def test_reading_keeps_large_weights_as_byte_ranges_of_the_model_file(tmp_path):
+    from bundler.bundle import BytesSource, FileSource
+    from bundler.containers.onnx import read
+    from bundler.containers.onnx.details import OnnxDetails
+
+    src = tmp_path / "m.onnx"
+    model = MODELS["transformer"]()
+    onnx.save(model, src)
+    bundle = read(str(src))
+    for init in model.graph.initializer:
+        t = bundle.tensors[init.name]
+        big = init.data_type == 1 and len(init.raw_data) >= wire.MIN_IN_PLACE
+        assert isinstance(t.source, FileSource if big else BytesSource), init.name
+        if big:
+            assert t.source.path == str(src)
+        assert t.raw().tobytes() == numpy_helper.to_array(init).tobytes(), init.name
+    assert OnnxDetails.of(bundle).external_files == ()

@@ -118,18 +118,19 @@ def _check_model(path: str, model: Any) -> None:
 
 
 def read(path: str) -> Bundle:
-    """The bundle of the ONNX model at `path` (every tensor, metadata from the model)."""
+    """The bundle of the ONNX model at `path` (every tensor, metadata from the model; the
+    main graph's large float initializers stay in the file as byte ranges of it)."""
     path = os.fspath(path)
-    model = load_model(path)
+    model, left = load_model_in_place(path)
     metadata = model_metadata(model)
     tensors, skipped, external = [], [], []
     for site in sites(model):
-        tensor = site_tensor(path, site)
+        tensor = site_tensor(path, site, left)
         if tensor is None:
             skipped.append(site.name)
             continue
         tensors.append(tensor)
-        if isinstance(tensor.source, FileSource):
+        if isinstance(tensor.source, FileSource) and tensor.source.path != path:
             base = os.path.dirname(os.path.abspath(path))
             location = os.path.relpath(tensor.source.path, base)
             external += [location] if location not in external else []
@@ -172,13 +173,14 @@ def model_metadata(model: Any) -> Metadata:
     return md
 
 
-def site_tensor(path: str, site: Site) -> Tensor | None:
-    """The bundle tensor of one site (None for a STRING or COMPLEX128 tensor)."""
+def site_tensor(path: str, site: Site, left: LeftInFile | None = None) -> Tensor | None:
+    """The bundle tensor of one site (None for a STRING or COMPLEX128 tensor); `left`: the
+    data its model's parse left in the file."""
     proto = site.proto()
     if proto is None:
         attr = site.attribute()
         return _list_constant(site.name, attr)
-    return proto_tensor(path, site.name, proto)
+    return proto_tensor(path, site.name, proto, left)
 
 
 def _list_constant(name: str, attr: Any) -> Tensor:
@@ -195,8 +197,9 @@ def _list_constant(name: str, attr: Any) -> Tensor:
     return Tensor.from_array(name, array)
 
 
-def proto_tensor(path: str, name: str, proto: Any) -> Tensor | None:
-    """The bundle tensor of a TensorProto (its raw or external bytes in place)."""
+def proto_tensor(path: str, name: str, proto: Any, left: LeftInFile | None = None) -> Tensor | None:
+    """The bundle tensor of a TensorProto (its raw, external or left-in-file bytes in
+    place)."""
     entry = ELEMENT_TYPES.get(proto.data_type)
     if entry is None:
         raise FormatError(path, None, f"tensor {name!r}: unknown element type {proto.data_type}")
@@ -212,6 +215,9 @@ def proto_tensor(path: str, name: str, proto: Any) -> Tensor | None:
     n = math.prod(shape)
     packed = proto.data_type in WIDENED
     expected = (n + 1) // 2 if packed else codec.facts.nbytes(shape)
+    in_file = None if left is None else left.range(proto)
+    if in_file is not None:  # its length was checked against the type and dims
+        return Tensor(name, shape, codec, FileSource(path, in_file[0], in_file[1], codec))
     if proto.data_location == EXTERNAL:
         source = _external(path, name, proto, expected, codec)
         if not packed:

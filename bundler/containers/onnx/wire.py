@@ -161,6 +161,7 @@ class LeftInFile:
     def __init__(self, mapping: Any, model: Any, found: list[InPlace]):
         self.mapping = mapping
         self.arrays: dict[int, np.ndarray] = {}
+        self.ranges: dict[int, tuple[int, int]] = {}
         self.protos: dict[int, Any] = {}  # held, so that no other object takes an id
         initializers = model.graph.initializer
         for entry in found:
@@ -179,6 +180,7 @@ class LeftInFile:
                 raise _Odd
             array = np.frombuffer(mapping, dtype, count, entry.offset)
             self.arrays[id(proto)] = array.reshape(tuple(proto.dims))
+            self.ranges[id(proto)] = (entry.offset, entry.length)
             self.protos[id(proto)] = proto
 
     def array(self, proto: Any) -> np.ndarray | None:
@@ -186,6 +188,11 @@ class LeftInFile:
         aligned for the compiled kernels (copied when its bytes in the file are not)."""
         found = self._in_file(proto)
         return found if found is None or found.flags.aligned else found.copy()
+
+    def range(self, proto: Any) -> tuple[int, int] | None:
+        """(offset, length) of `proto`'s data in the file, when it was left there."""
+        key = id(proto)
+        return self.ranges[key] if self.protos.get(key) is proto else None
 
     def _in_file(self, proto: Any) -> np.ndarray | None:
         key = id(proto)
