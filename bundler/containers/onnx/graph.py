@@ -17,6 +17,10 @@ from typing import Any
 #: Constant-node attributes that hold a value, and the element type of the list ones.
 CONSTANT_TENSOR = "value"
 CONSTANT_LISTS = {"value_float": 1, "value_floats": 1, "value_int": 7, "value_ints": 7}
+#: The default domain's ops that hold graphs (If branches, Loop, Scan and SequenceMap
+#: bodies): the attributes of its other ops are values, not looked into (those of other
+#: domains' ops are).
+GRAPH_OPS = frozenset(("If", "Loop", "Scan", "SequenceMap"))
 #: AttributeProto types that cannot hold a graph (FLOAT, INT, STRING, TENSOR, FLOATS,
 #: INTS, STRINGS, TENSORS); an attribute without a type (old models) is looked into.
 SCALAR_ATTRIBUTES = frozenset((1, 2, 3, 4, 6, 7, 8, 9))
@@ -69,7 +73,7 @@ def scopes(graph: Any, prefix: str = "", parent: Scope | None = None) -> Iterato
 def _held(node: Any, prefix: str, op: str, count: int) -> Sequence[tuple[Any, str]]:
     """The graphs `node` holds and the name prefix of each (`count`: how many nodes of
     its op type came before it in its graph)."""
-    if op == "Constant":  # its attributes are values, never graphs
+    if op not in GRAPH_OPS and node.domain in ("", "ai.onnx"):
         return ()
     found = []
     for attr in node.attribute:
