@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 from onnx_samples import ELEMENT_ARRAYS, every_type_model, nested_model
 
 from bundler.bundle import FileSource
@@ -86,3 +86,32 @@ def test_silero_models_read_every_tensor_bit_for_bit(name, silero_vad_onnx):
         assert _same(tensor, array), tensor.name
     in_branches = any(n.startswith("If_0/") and n.endswith("weight_ih") for n in bundle.tensors)
     assert in_branches == (name == "silero_vad.onnx")  # the others keep them top-level
+
+
+def test_graphs_are_found_in_other_domains_ops_and_the_default_domain_s_control_flow(tmp_path):
+    def body(tag: str) -> onnx.GraphProto:
+        w = numpy_helper.from_array(np.full((2, 2), 1.0, np.float32), "w_" + tag)
+        return helper.make_graph(
+            [helper.make_node("Identity", ["w_" + tag], ["o_" + tag])], tag, [],
+            [helper.make_tensor_value_info("o_" + tag, 1, None)], initializer=[w],
+        )  # fmt: skip
+
+    custom = helper.make_node("Beam", ["x"], ["y"], domain="com.example", name="beam")
+    custom.attribute.append(helper.make_attribute("decoders", [body("a"), body("b")]))
+    branch = helper.make_node(
+        "If", ["c"], ["z"], then_branch=body("then"), else_branch=body("else"), name="if"
+    )
+    graph = helper.make_graph(
+        [custom, branch], "g",
+        [helper.make_tensor_value_info("x", 1, [2]), helper.make_tensor_value_info("c", 9, [])],
+        [helper.make_tensor_value_info("y", 1, None), helper.make_tensor_value_info("z", 1, None)],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
+    path = tmp_path / "graphs.onnx"
+    onnx.save(model, path)
+    assert list(open_bundle(path).tensors) == [
+        "beam/decoders.0/w_a", "beam/decoders.1/w_b",  # attribute order (make_node sorts)
+        "if/else_branch/w_else", "if/then_branch/w_then",
+    ]  # fmt: skip

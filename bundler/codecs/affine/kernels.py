@@ -452,22 +452,32 @@ def minmax_blocks_down(x, bits, size, qmin, qmax, symmetric, extreme, kind, tiny
             row = tile[r - r0] if nibbles else codes[r]
             _quantize_across(x[r], scale[j], zero[j], d, z, qmin, qmax, div32, row)
         if nibbles:
-            _pack_tile(tile, r1 - r0, zero[j], -qmin, packed[:, j])
+            pairs = np.empty((size // 2, n), dtype=np.uint8)
+            _pack_tile(tile, r1 - r0, zero[j], -qmin, pairs, packed[:, j])
     return bad
 
 
 @njit(cache=True, nogil=True)
-def _pack_tile(tile, rows, zero, offset, packed):  # pragma: no cover - compiled
+def _pack_tile(tile, rows, zero, offset, pairs, packed):  # pragma: no cover - compiled
     """packed (N, size / 2) of a tile of codes (size, N), its rows past `rows` the zero
-    point: see `minmax_blocks_down`."""
+    point: see `minmax_blocks_down`. The bytes are made a pair of rows at a time into
+    `pairs` (size / 2, N) (vectorized across the columns), then transposed."""
+    n = tile.shape[1]
     for r in range(rows, tile.shape[0]):
-        for c in range(tile.shape[1]):
+        for c in range(n):
             tile[r, c] = zero[c]
-    for c in range(tile.shape[1]):
-        for i in range(tile.shape[0] // 2):
-            lo4 = (np.int32(tile[2 * i, c]) + offset) & 0xF
-            hi4 = (np.int32(tile[2 * i + 1, c]) + offset) & 0xF
-            packed[c, i] = np.uint8(lo4 | (hi4 << 4))
+    half = tile.shape[0] // 2
+    for i in range(half):
+        low = tile[2 * i]
+        high = tile[2 * i + 1]
+        out = pairs[i]
+        for c in range(n):
+            lo4 = (np.int32(low[c]) + offset) & 0xF
+            hi4 = (np.int32(high[c]) + offset) & 0xF
+            out[c] = np.uint8(lo4 | (hi4 << 4))
+    for c in range(n):
+        for i in range(half):
+            packed[c, i] = pairs[i, c]
 
 
 @njit(cache=True, nogil=True)

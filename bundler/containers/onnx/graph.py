@@ -10,15 +10,20 @@ keep their own names; a name taken twice gets `#2`, `#3`... in graph order.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 #: Constant-node attributes that hold a value, and the element type of the list ones.
 CONSTANT_TENSOR = "value"
 CONSTANT_LISTS = {"value_float": 1, "value_floats": 1, "value_int": 7, "value_ints": 7}
+#: The default domain's ops that hold graphs (If branches, Loop, Scan and SequenceMap
+#: bodies): the attributes of its other ops are values, not looked into (those of other
+#: domains' ops are).
+GRAPH_OPS = frozenset(("If", "Loop", "Scan", "SequenceMap"))
+#: AttributeProto types that cannot hold a graph (FLOAT, INT, STRING, TENSOR, FLOATS,
+#: INTS, STRINGS, TENSORS); an attribute without a type (old models) is looked into.
+SCALAR_ATTRIBUTES = frozenset((1, 2, 3, 4, 6, 7, 8, 9))
 
 
 @dataclass
@@ -39,67 +44,47 @@ class Site:
     kind: str  # "initializer" or "constant"
     index: int  # into graph.initializer or graph.node
     value_name: str  # the name consumers use (initializer name, Constant output)
+    #: the initializer's TensorProto, or the Constant node's value attribute
+    value: Any = field(default=None, repr=False, compare=False)
 
     def proto(self) -> Any:
         """The TensorProto (None for a Constant given as value_float(s)/value_int(s))."""
         if self.kind == "initializer":
-            return self.scope.graph.initializer[self.index]
-        return constant_tensor(self.scope.graph.node[self.index])
+            return self.value
+        return self.value.t if self.value.name == CONSTANT_TENSOR else None
 
     def attribute(self) -> Any:
         """The Constant node's value attribute."""
-        return constant_attribute(self.scope.graph.node[self.index])
-
-
-#: Graph walks kept inside `walk_once` (id of the main graph -> (graph, its scopes)).
-_WALKS: contextvars.ContextVar[dict[int, tuple[Any, list[Scope]]] | None] = contextvars.ContextVar(
-    "bundler_onnx_walks", default=None
-)
-
-
-@contextlib.contextmanager
-def walk_once() -> Iterator[None]:
-    """Inside the block, the scopes of a main graph are found once and reused: for a
-    rewrite that adds and removes nodes but no subgraph-holding ones."""
-    token = _WALKS.set({})
-    try:
-        yield
-    finally:
-        _WALKS.reset(token)
-
-
-def forget_walks() -> None:
-    """Drop the walks kept by `walk_once` (after node lists were rebuilt)."""
-    walks = _WALKS.get()
-    if walks is not None:
-        walks.clear()
+        return self.value
 
 
 def scopes(graph: Any, prefix: str = "", parent: Scope | None = None) -> Iterator[Scope]:
     """Every graph of a model, the main one first, subgraphs depth first."""
-    walks = _WALKS.get()
-    if walks is None or prefix or parent is not None:
-        yield from _scopes(graph, prefix, parent)
-        return
-    hit = walks.get(id(graph))
-    if hit is None or hit[0] is not graph:
-        hit = walks[id(graph)] = (graph, list(_scopes(graph, prefix, parent)))
-    yield from hit[1]
-
-
-def _scopes(graph: Any, prefix: str, parent: Scope | None) -> Iterator[Scope]:
     scope = Scope(graph, prefix, parent)
     yield scope
     seen: dict[str, int] = {}
     for node in graph.node:
+        op = node.op_type
+        count = seen[op] = seen.get(op, -1) + 1
+        for sub, sub_prefix in _held(node, prefix, op, count):
+            yield from scopes(sub, sub_prefix, scope)
+
+
+def _held(node: Any, prefix: str, op: str, count: int) -> Sequence[tuple[Any, str]]:
+    """The graphs `node` holds and the name prefix of each (`count`: how many nodes of
+    its op type came before it in its graph)."""
+    if op not in GRAPH_OPS and node.domain in ("", "ai.onnx"):
+        return ()
+    found = []
+    for attr in node.attribute:
+        if attr.type in SCALAR_ATTRIBUTES:
+            continue
         # unnamed nodes are counted per op type, so inserting other nodes keeps the label
-        count = seen[node.op_type] = seen.get(node.op_type, -1) + 1
-        label = node.name or f"{node.op_type}_{count}"
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _scopes(attr.g, f"{prefix}{label}/{attr.name}/", scope)
-            for j, sub in enumerate(attr.graphs):
-                yield from _scopes(sub, f"{prefix}{label}/{attr.name}.{j}/", scope)
+        if attr.HasField("g"):
+            found.append((attr.g, f"{prefix}{node.name or f'{op}_{count}'}/{attr.name}/"))
+        for j, sub in enumerate(attr.graphs):
+            found.append((sub, f"{prefix}{node.name or f'{op}_{count}'}/{attr.name}.{j}/"))
+    return found
 
 
 def constant_attribute(node: Any) -> Any | None:
@@ -122,66 +107,133 @@ def sites(model: Any) -> list[Site]:
     for scope in scopes(model.graph):
         graph = scope.graph
         for i, init in enumerate(graph.initializer):
-            found.append(_site(scope, "initializer", i, init.name, taken))
+            found.append(_site(scope, "initializer", i, init.name, taken, init))
         for i, node in enumerate(graph.node):
-            if _is_constant(node):
-                found.append(_site(scope, "constant", i, node.output[0], taken))
+            if node.op_type == "Constant":
+                attr = _constant_site(node)
+                if attr is not None:
+                    found.append(_site(scope, "constant", i, node.output[0], taken, attr))
     return found
 
 
-def _is_constant(node: Any) -> bool:
-    return (
-        node.op_type == "Constant"
-        and node.domain in ("", "ai.onnx")
-        and bool(node.output)
-        and constant_attribute(node) is not None
-    )
+def _constant_site(node: Any) -> Any | None:
+    """The value attribute of a Constant node that holds a tensor of the model (None when
+    the node is of another domain, has no output or holds no value)."""
+    if node.domain not in ("", "ai.onnx") or not node.output:
+        return None
+    return constant_attribute(node)
 
 
-def _site(scope: Scope, kind: str, index: int, value_name: str, taken: set[str]) -> Site:
+def _site(
+    scope: Scope, kind: str, index: int, value_name: str, taken: set[str], value: Any
+) -> Site:
     name = scope.prefix + value_name
     unique, n = name, 1
     while unique in taken:
         n += 1
         unique = f"{name}#{n}"
     taken.add(unique)
-    return Site(unique, scope, kind, index, value_name)
+    return Site(unique, scope, kind, index, value_name, value)
 
 
-class Uses:
-    """Who uses which value, for every graph of a model (built once, asked many times)."""
+class ModelIndex:
+    """What a rewrite asks of a model, read in one walk of its graphs: every graph
+    (`scopes`), every tensor (`sites`, named as `sites()` names them), who uses which
+    value, the value of each initializer and Constant, every name taken and every op
+    type present. Built once, asked many times; stale once node lists are rebuilt."""
 
     def __init__(self, model: Any):
-        self.scope_of: dict[int, Scope] = {}
+        self.scopes: list[Scope] = []
+        self.sites: list[Site] = []
+        self.taken: set[str] = set()
+        self.op_types: set[str] = set()
         self.inputs: dict[int, dict[str, list[tuple[Any, int]]]] = {}
-        self.children: dict[int, list[Any]] = {}
+        self.children: dict[int, list[Scope]] = {}
         self.defined: dict[int, set[str]] = {}
-        for scope in scopes(model.graph):
-            g = scope.graph
-            key = id(g)
-            self.scope_of[key] = scope
-            table: dict[str, list[tuple[Any, int]]] = {}
-            kids = []
-            for node in g.node:
-                for k, name in enumerate(node.input):
-                    table.setdefault(name, []).append((node, k))
-                for attr in node.attribute:
-                    kids.extend(([attr.g] if attr.HasField("g") else []) + list(attr.graphs))
-            self.inputs[key] = table
-            self.children[key] = kids
-            names = {i.name for i in g.initializer} | {i.name for i in g.input}
-            self.defined[key] = names | {o for n in g.node for o in n.output}
+        #: graph -> value name -> its TensorProto (None: a number-list Constant)
+        self.values: dict[int, dict[str, Any]] = {}
+        #: graph -> every value name used as an input in it or in a subgraph below it
+        self.below: dict[int, set[str]] = {}
+        #: graph -> its output names (as asked)
+        self.outputs: dict[int, set[str]] = {}
+        self._walk(model.graph, "", None, set())
+
+    def _walk(self, g: Any, prefix: str, parent: Scope | None, named: set[str]) -> Scope:
+        """Read graph `g` (the scopes, sites and uses as `scopes` and `sites` walk them),
+        then the graphs its nodes hold."""
+        scope = Scope(g, prefix, parent)
+        self.scopes.append(scope)
+        table: dict[str, list[tuple[Any, int]]] = {}
+        defined: set[str] = set()
+        values: dict[str, Any] = {}
+        for i, init in enumerate(g.initializer):
+            name = init.name
+            defined.add(name)
+            values.setdefault(name, init)
+            self.sites.append(_site(scope, "initializer", i, name, named, init))
+        defined.update(v.name for v in g.input)
+        seen: dict[str, int] = {}
+        held: list[tuple[Any, str]] = []
+        node_names = []
+        for i, node in enumerate(g.node):
+            op = node.op_type
+            count = seen[op] = seen.get(op, -1) + 1
+            outputs = node.output
+            defined.update(outputs)
+            node_names.append(node.name)
+            for k, name in enumerate(node.input):
+                uses = table.get(name)
+                if uses is None:
+                    table[name] = [(node, k)]
+                else:
+                    uses.append((node, k))
+            if op != "Constant":
+                held += _held(node, prefix, op, count)
+            elif outputs:
+                attr = constant_attribute(node)
+                tensor = attr.t if attr is not None and attr.name == CONSTANT_TENSOR else None
+                values.setdefault(outputs[0], tensor)
+                if attr is not None and node.domain in ("", "ai.onnx"):
+                    self.sites.append(_site(scope, "constant", i, outputs[0], named, attr))
+        key = id(g)
+        self.op_types.update(seen)
+        self.taken.update(node_names)
+        self.taken |= defined
+        self.inputs[key] = table
+        self.defined[key] = defined
+        self.values[key] = values
+        kids = self.children[key] = [self._walk(sub, pre, scope, named) for sub, pre in held]
+        used = set(table)
+        for kid in kids:
+            used |= self.below[id(kid.graph)]
+        self.below[key] = used
+        return scope
 
     def consumers(self, scope: Scope, value_name: str) -> list[tuple[Any, int, Scope]]:
         """(node, input index, scope) of every use of `value_name` in `scope`'s graph and
         in the subgraphs that see it (not past a subgraph that defines the same name)."""
         key = id(scope.graph)
-        found = [(n, k, scope) for n, k in self.inputs[key].get(value_name, [])]
+        found = [(n, k, scope) for n, k in self.inputs[key].get(value_name, ())]
         for sub in self.children[key]:
-            if value_name not in self.defined[id(sub)]:
-                found.extend(self.consumers(self.scope_of[id(sub)], value_name))
+            sub_key = id(sub.graph)
+            if value_name in self.below[sub_key] and value_name not in self.defined[sub_key]:
+                found.extend(self.consumers(sub, value_name))
         return found
 
+    def is_output(self, scope: Scope, value_name: str) -> bool:
+        """True when `value_name` is an output of `scope`'s graph."""
+        key = id(scope.graph)
+        outputs = self.outputs.get(key)
+        if outputs is None:
+            outputs = self.outputs[key] = {o.name for o in scope.graph.output}
+        return value_name in outputs
 
-def is_graph_output(scope: Scope, value_name: str) -> bool:
-    return any(o.name == value_name for o in scope.graph.output)
+    def constant(self, scope: Scope | None, name: str) -> Any | None:
+        """The TensorProto of the initializer or Constant node of `scope` (or an enclosing
+        scope) that defines `name` (None when none does or it holds a number list)."""
+        while scope is not None:
+            values = self.values[id(scope.graph)]
+            if name in values:
+                return values[name]
+            scope = scope.parent
+        return None

@@ -13,6 +13,7 @@ its own) and the padding cut off again.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,11 @@ from bundler.codecs.affine import AffineCodec
 from bundler.codecs.affine import Scheme as AffineScheme
 from bundler.codecs.affine.codec import encode_blocks_down
 from bundler.codecs.affine.packing import IntegerCodes
+from bundler.codecs.kernels import kernel_threads
+
+#: Weights of fewer values than this are quantized on one thread: for them a second
+#: thread costs more (starting, waiting at the end of the loop) than it saves.
+ONE_THREAD_BELOW = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,11 @@ class Quantized:
     scale: np.ndarray
     zero_point: np.ndarray | None
     axis: int | None
+
+
+def threads_for(x: np.ndarray) -> contextlib.AbstractContextManager[None]:
+    """The kernels' thread setting for quantizing `x`: one thread for a small weight."""
+    return kernel_threads(1) if x.size < ONE_THREAD_BELOW else contextlib.nullcontext()
 
 
 def quantize(x: np.ndarray, scheme: Scheme, axis: int | None = None) -> Quantized:

@@ -4,8 +4,11 @@ range of an external-data file (memory-mapped only when read)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,7 @@ from bundler.containers.onnx import deps
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import CONSTANT_LISTS, Site, scopes, sites
 from bundler.containers.onnx.schema import ELEMENT_TYPES, MAX_DIMS, NAME, WIDENED, type_name
+from bundler.containers.onnx.wire import LeftInFile, parse_in_place
 from bundler.errors import FileNotFound, FormatError, TruncatedError
 
 #: TensorProto.data_location of tensors kept in an external file.
@@ -44,16 +48,36 @@ def sniff_path(path: str) -> bool:
 def load_model(path: str) -> Any:
     """The parsed ModelProto of the file at `path` (external data not loaded), checked to
     be a model: a typed error for a file that does not parse or is not a model."""
-    onnx = deps.onnx()
-    from google.protobuf.message import DecodeError
+    with _open(path) as f, _mapped(f) as data:
+        return _parse(path, data)
 
+
+def load_model_in_place(path: str) -> tuple[Any, LeftInFile | None]:
+    """`load_model`, with the large float initializers of the main graph left in a
+    private mapping of the file (see wire.py), for a rewrite that replaces most of them;
+    and what was left there (None: nothing)."""
+    with _open(path) as f:
+        try:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # empty, or not a regular file
+            return _parse(path, f.read()), None
+    return parse_in_place(mapping, lambda data: _parse(path, data))
+
+
+def _open(path: str) -> Any:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise FileNotFound(path) from None
     except IsADirectoryError:
         raise FormatError(path, None, "is a directory, not an ONNX model") from None
+
+
+def _parse(path: str, data: Any) -> Any:
+    """The checked ModelProto of the bytes `data` read from `path`."""
+    onnx = deps.onnx()
+    from google.protobuf.message import DecodeError
+
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -61,9 +85,25 @@ def load_model(path: str) -> Any:
         raise TruncatedError(
             path, None, f"not a readable ONNX protobuf (truncated or corrupted): {exc}"
         ) from None
-    del data
     _check_model(path, model)
     return model
+
+
+@contextlib.contextmanager
+def _mapped(f: Any) -> Iterator[Any]:
+    """The bytes of the open file `f`: mapped read-only (the parser copies what it keeps,
+    so the file is not copied into memory first), or read when it cannot be mapped (an
+    empty file, or not a regular one)."""
+    try:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        yield f.read()
+        return
+    try:
+        with memoryview(mapped) as view:
+            yield view
+    finally:
+        mapped.close()
 
 
 def _check_model(path: str, model: Any) -> None:
@@ -78,18 +118,19 @@ def _check_model(path: str, model: Any) -> None:
 
 
 def read(path: str) -> Bundle:
-    """The bundle of the ONNX model at `path` (every tensor, metadata from the model)."""
+    """The bundle of the ONNX model at `path` (every tensor, metadata from the model; the
+    main graph's large float initializers stay in the file as byte ranges of it)."""
     path = os.fspath(path)
-    model = load_model(path)
+    model, left = load_model_in_place(path)
     metadata = model_metadata(model)
     tensors, skipped, external = [], [], []
     for site in sites(model):
-        tensor = site_tensor(path, site)
+        tensor = site_tensor(path, site, left)
         if tensor is None:
             skipped.append(site.name)
             continue
         tensors.append(tensor)
-        if isinstance(tensor.source, FileSource):
+        if isinstance(tensor.source, FileSource) and tensor.source.path != path:
             base = os.path.dirname(os.path.abspath(path))
             location = os.path.relpath(tensor.source.path, base)
             external += [location] if location not in external else []
@@ -132,13 +173,14 @@ def model_metadata(model: Any) -> Metadata:
     return md
 
 
-def site_tensor(path: str, site: Site) -> Tensor | None:
-    """The bundle tensor of one site (None for a STRING or COMPLEX128 tensor)."""
+def site_tensor(path: str, site: Site, left: LeftInFile | None = None) -> Tensor | None:
+    """The bundle tensor of one site (None for a STRING or COMPLEX128 tensor); `left`: the
+    data its model's parse left in the file."""
     proto = site.proto()
     if proto is None:
         attr = site.attribute()
         return _list_constant(site.name, attr)
-    return proto_tensor(path, site.name, proto)
+    return proto_tensor(path, site.name, proto, left)
 
 
 def _list_constant(name: str, attr: Any) -> Tensor:
@@ -155,8 +197,9 @@ def _list_constant(name: str, attr: Any) -> Tensor:
     return Tensor.from_array(name, array)
 
 
-def proto_tensor(path: str, name: str, proto: Any) -> Tensor | None:
-    """The bundle tensor of a TensorProto (its raw or external bytes in place)."""
+def proto_tensor(path: str, name: str, proto: Any, left: LeftInFile | None = None) -> Tensor | None:
+    """The bundle tensor of a TensorProto (its raw, external or left-in-file bytes in
+    place)."""
     entry = ELEMENT_TYPES.get(proto.data_type)
     if entry is None:
         raise FormatError(path, None, f"tensor {name!r}: unknown element type {proto.data_type}")
@@ -172,6 +215,9 @@ def proto_tensor(path: str, name: str, proto: Any) -> Tensor | None:
     n = math.prod(shape)
     packed = proto.data_type in WIDENED
     expected = (n + 1) // 2 if packed else codec.facts.nbytes(shape)
+    in_file = None if left is None else left.range(proto)
+    if in_file is not None:  # its length was checked against the type and dims
+        return Tensor(name, shape, codec, FileSource(path, in_file[0], in_file[1], codec))
     if proto.data_location == EXTERNAL:
         source = _external(path, name, proto, expected, codec)
         if not packed:
@@ -223,11 +269,11 @@ def external_info(proto: Any) -> dict[str, str]:
     return {e.key: e.value for e in proto.external_data}
 
 
-def files_size(path: str, model: Any) -> int:
+def files_size(path: str, model: Any, found: list[Site] | None = None) -> int:
     """Bytes of the model file and the external-data files it names (`model` as parsed by
-    `load_model`, before external data is read in)."""
+    `load_model`, before external data is read in; `found`: its `sites`, when known)."""
     seen = set()
-    for site in sites(model):
+    for site in sites(model) if found is None else found:
         proto = site.proto()
         if proto is not None and proto.data_location == EXTERNAL:
             seen.add(external_info(proto).get("location", ""))

@@ -13,6 +13,7 @@ opset is raised (with onnx's version converter) only when a chosen layout needs 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -22,18 +23,18 @@ from typing import Any
 import numpy as np
 
 from bundler.containers.onnx import deps
-from bundler.containers.onnx.graph import (
-    Site,
-    Uses,
-    forget_walks,
-    scopes,
-    sites,
-    walk_once,
+from bundler.containers.onnx.graph import ModelIndex, Site, scopes, sites
+from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize, threads_for
+from bundler.containers.onnx.reader import (
+    EXTERNAL,
+    _external,
+    files_size,
+    load_model,
+    load_model_in_place,
 )
-from bundler.containers.onnx.quant import Quantized, Scheme, nbits_layout, quantize
-from bundler.containers.onnx.reader import EXTERNAL, _external, files_size, load_model
 from bundler.containers.onnx.schema import FLOAT_TYPES
 from bundler.containers.onnx.weights import WEIGHT_INPUTS, Use, trace
+from bundler.containers.onnx.wire import LeftInFile
 from bundler.errors import UsageError
 
 #: Quantized types: name -> (bits, signed).
@@ -135,18 +136,22 @@ def scheme_for(bits: int, signed: bool, options: Options) -> Scheme:
     return Scheme(bits, signed, "tensor")
 
 
-def has_quantized(model: Any) -> bool:
-    """True when any graph of `model` already runs quantized weights."""
+def has_quantized(model: Any, index: ModelIndex | None = None) -> bool:
+    """True when any graph of `model` (read as `index`, when given) already runs quantized
+    weights."""
+    if index is not None:
+        return not index.op_types.isdisjoint(QUANTIZED_OPS)
     return any(n.op_type in QUANTIZED_OPS for s in scopes(model.graph) for n in s.graph.node)
 
 
-def plan_model(model: Any, options: Options) -> list[Choice]:
-    """A choice for every float tensor of `model` (nothing is changed)."""
+def plan_model(model: Any, options: Options, index: ModelIndex | None = None) -> list[Choice]:
+    """A choice for every float tensor of `model` (nothing is changed); `index`: the
+    model's `ModelIndex`, when already made."""
     overrides = [(re.compile(rx), parse_type(t)) for rx, t in options.tensor_types]
     default = parse_type(options.type)
-    index = Uses(model)
+    index = ModelIndex(model) if index is None else index
     choices = []
-    for site in sites(model):
+    for site in index.sites:
         proto = site.proto()
         if proto is None or proto.data_type not in FLOAT_TYPES:
             continue
@@ -160,7 +165,7 @@ def _choose(index, site, proto, default, overrides, options: Options) -> Choice:
     traced = trace(index, site.scope, site.value_name, len(shape))
     uses = [] if isinstance(traced, str) else traced
     ops = sorted({u.node.op_type for u in uses})
-    nbytes = int(np.prod(shape, dtype=np.int64)) * {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}[dtype]
+    nbytes = math.prod(shape) * {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}[dtype]
     choice = Choice(site.name, shape, dtype, "keep", "", ops, bytes_before=nbytes, site=site)
     choice.bytes_after = nbytes
     choice.uses = uses
@@ -221,7 +226,7 @@ def _nbits_misfit(site: Site, uses: list[Use], shape, scheme: Scheme, dtype: str
 
 
 def _quantized_bytes(shape, scheme: Scheme, axis: int, dtype: str) -> int:
-    n = int(np.prod(shape, dtype=np.int64))
+    n = math.prod(shape)
     code_bytes = (n * scheme.bits + 7) // 8
     scale_bytes = 4 if dtype == "f32" else 2
     if scheme.granularity == "tensor":
@@ -260,17 +265,11 @@ def raise_opset(model: Any, needed: int) -> Any:
 
 
 class Names:
-    """Fresh value names that collide with none of the model's."""
+    """Fresh value names that collide with none of the model's (`taken`: every
+    initializer, graph input, node output and node name of its graphs)."""
 
-    def __init__(self, model: Any):
-        self.taken: set[str] = set()
-        for scope in scopes(model.graph):
-            g = scope.graph
-            self.taken.update(i.name for i in g.initializer)
-            self.taken.update(i.name for i in g.input)
-            for n in g.node:
-                self.taken.update(n.output)
-                self.taken.add(n.name)
+    def __init__(self, taken: set[str]):
+        self.taken = taken
 
     def fresh(self, base: str) -> str:
         name, n = base, 1
@@ -281,10 +280,13 @@ class Names:
         return name
 
 
-def weight_array(site: Site) -> np.ndarray:
+def weight_array(site: Site, in_file: LeftInFile | None = None) -> np.ndarray:
+    """The values of a site's tensor (read in place when `in_file` holds them)."""
     from onnx import numpy_helper
 
-    return numpy_helper.to_array(site.proto())
+    proto = site.proto()
+    found = None if in_file is None else in_file.array(proto)
+    return numpy_helper.to_array(proto) if found is None else found
 
 
 def code_tensor(name: str, q: np.ndarray, type_name: str) -> Any:
@@ -315,42 +317,49 @@ class _Edits:
     front: dict[int, list[Any]] = field(default_factory=dict)
     graphs: dict[int, Any] = field(default_factory=dict)
 
-    def finish(self, model: Any) -> None:
-        # a rebuilt node list holds copies of its nodes: subgraphs first (a walk reversed
-        # puts every graph before the graph holding it), so no edit lands on a stale copy
-        order = [s.graph for s in scopes(model.graph) if id(s.graph) in self.graphs]
-        for graph in reversed(order):
-            key = id(graph)
-            names = self.drop.get(key, set())
-            if names:
-                keep = [i for i in graph.initializer if i.name not in names]
-                del graph.initializer[:]
-                graph.initializer.extend(keep)
-                inputs = [i for i in graph.input if i.name not in names]
-                del graph.input[:]
-                graph.input.extend(inputs)
-            nodes = self.front.get(key, [])
-            if nodes:
-                rest = list(graph.node)
-                del graph.node[:]
-                graph.node.extend(nodes + rest)
+    def finish(self) -> None:
+        # removed and inserted in place: the other entries (and the subgraphs they hold)
+        # are not copied
+        for key, names in self.drop.items():
+            graph = self.graphs[key]
+            _delete(graph.initializer, names)
+            _delete(graph.input, names)
+        for key, nodes in self.front.items():
+            graph = self.graphs[key]
+            for i, node in enumerate(nodes):
+                graph.node.insert(i, node)
 
 
-def apply(model: Any, choices: list[Choice]) -> None:
-    """Rewrite `model` in place for every "quantize" choice (sites from this model)."""
+def _delete(entries: Any, names: set[str]) -> None:
+    """Remove the entries of a repeated field whose name is in `names`."""
+    for i in reversed([i for i, e in enumerate(entries) if e.name in names]):
+        del entries[i]
+
+
+def apply(
+    model: Any,
+    choices: list[Choice],
+    index: ModelIndex | None = None,
+    in_file: LeftInFile | None = None,
+) -> None:
+    """Rewrite `model` in place for every "quantize" choice (sites from this model;
+    `index`: the model's `ModelIndex`, when already made, stale afterwards; `in_file`:
+    the weights its parse left in the file, put back into those kept)."""
     onnx = deps.onnx()
-    names = Names(model)
+    names = Names((ModelIndex(model) if index is None else index).taken)
     edits = _Edits()
     for c in choices:
         if c.action != "quantize":
             continue
-        x = weight_array(c.site)
-        if c.layout == "MatMulNBits":
-            _matmul_nbits(onnx, c, x, names, edits)
-        else:
-            _dequantize_linear(onnx, c, x, names, edits)
-    edits.finish(model)
-    forget_walks()
+        x = weight_array(c.site, in_file)
+        with threads_for(x):
+            if c.layout == "MatMulNBits":
+                _matmul_nbits(onnx, c, x, names, edits)
+            else:
+                _dequantize_linear(onnx, c, x, names, edits)
+    edits.finish()
+    if in_file is not None:
+        in_file.restore(model)
     if any(c.layout == "MatMulNBits" and c.action == "quantize" for c in choices) and not any(
         o.domain == MS_DOMAIN for o in model.opset_import
     ):
@@ -441,27 +450,26 @@ def _matmul_nbits(onnx: Any, c: Choice, x: np.ndarray, names: Names, edits: _Edi
 
 def prune_unused_constants(model: Any) -> None:
     """Drop the `__unused` Constant nodes left where a MatMulNBits weight was a Constant."""
-    for scope in reversed(list(scopes(model.graph))):  # subgraphs before their holders
-        g = scope.graph
-        keep = [
-            n for n in g.node if not (n.op_type == "Constant" and n.output[0].endswith("__unused"))
-        ]
-        if len(keep) != len(g.node):
-            del g.node[:]
-            g.node.extend(keep)
-    forget_walks()
+    for scope in list(scopes(model.graph)):
+        nodes = scope.graph.node
+        unused = [
+            i for i, n in enumerate(nodes)
+            if n.op_type == "Constant" and n.output[0].endswith("__unused")
+        ]  # fmt: skip
+        for i in reversed(unused):
+            del nodes[i]
 
 
 # ------------------------------------------------------------------------ whole files
 
 
-def load_for_rewrite(path: str, model: Any = None) -> Any:
-    """The model at `path` (or `model`, its `load_model` parse) with external-data tensors
-    read in (checked ranges)."""
+def load_for_rewrite(path: str, model: Any = None, found: list[Site] | None = None) -> Any:
+    """The model at `path` (or `model`, its `load_model` parse, whose `sites` are `found`)
+    with external-data tensors read in (checked ranges)."""
     from bundler.containers.onnx.writer import _set_raw
 
     model = load_model(path) if model is None else model
-    for site in sites(model):
+    for site in sites(model) if found is None else found:
         proto = site.proto()
         if proto is not None and proto.data_location == EXTERNAL:
             from bundler.codecs import get
@@ -482,9 +490,9 @@ def _proto_nbytes(proto: Any) -> int:
     return get(ELEMENT_TYPES[proto.data_type][1]).facts.nbytes(tuple(proto.dims))
 
 
-def refuse_requantize(model: Any, options: Options) -> None:
+def refuse_requantize(model: Any, options: Options, index: ModelIndex | None = None) -> None:
     """A usage error for a model that already runs quantized weights, unless allowed."""
-    if has_quantized(model) and not options.allow_requantize:
+    if not options.allow_requantize and has_quantized(model, index):
         raise UsageError(
             "the model already holds quantized weights (DequantizeLinear / MatMulNBits / "
             "integer ops); quantizing it again loses accuracy: pass --allow-requantize "
@@ -492,20 +500,33 @@ def refuse_requantize(model: Any, options: Options) -> None:
         )
 
 
-def quantize_model(model: Any, options: Options) -> tuple[Any, list[Choice], dict[str, int]]:
-    """(rewritten model, choices, opsets before/after); `model` itself may be changed."""
-    choices = plan_model(model, options)
+def quantize_model(
+    model: Any,
+    options: Options,
+    index: ModelIndex | None = None,
+    in_file: LeftInFile | None = None,
+) -> tuple[Any, list[Choice], dict[str, int]]:
+    """(rewritten model, choices, opsets before/after); `model` itself may be changed
+    (`index`: its `ModelIndex`, when already made, stale afterwards; `in_file`: the
+    weights its parse left in the file)."""
+    index = ModelIndex(model) if index is None else index
+    choices = plan_model(model, options, index)
     chosen = [c for c in choices if c.action == "quantize"]
     before = default_opset(model)
     opsets = {"before": before, "after": before}
-    refuse_requantize(model, options)
+    refuse_requantize(model, options, index)
     needed = max((c.opset for c in chosen), default=0)
     if needed > before:
+        if in_file is not None:  # the converter rewrites the whole model
+            in_file.restore(model)
+            in_file = None
         model = raise_opset(model, needed)
-        choices = plan_model(model, options)
+        index = ModelIndex(model)
+        choices = plan_model(model, options, index)
         opsets["after"] = default_opset(model)
-    apply(model, choices)
-    prune_unused_constants(model)
+    apply(model, choices, index, in_file)
+    if any(c.layout == "MatMulNBits" and c.site.kind == "constant" for c in chosen):
+        prune_unused_constants(model)
     return model, choices, opsets
 
 
@@ -523,28 +544,30 @@ def quantize_file(
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
     start = time.perf_counter()
-    with walk_once():
-        return _quantize_file(src, dst, options, force, dry_run, start)
+    return _quantize_file(src, dst, options, force, dry_run, start)
 
 
 def _quantize_file(
     src: str, dst: str, options: Options, force: bool, dry_run: bool, start: float
 ) -> dict[str, Any]:
-    from bundler.containers.onnx.writer import save_model
+    from bundler.containers.onnx.writer import EXTERNAL_LIMIT, save_model
 
-    model = load_model(src)
-    source_bytes = files_size(src, model)
-    model = load_for_rewrite(src, model)
-    refuse_requantize(model, options)
+    model, in_file = load_model_in_place(src)
+    index = ModelIndex(model)
+    source_bytes = files_size(src, model, index.sites)
+    model = load_for_rewrite(src, model, index.sites)
+    refuse_requantize(model, options, index)
     if dry_run:
-        choices = plan_model(model, options)
+        choices = plan_model(model, options, index)
         opsets = {"before": default_opset(model), "after": default_opset(model)}
         needed = max((c.opset for c in choices if c.action == "quantize"), default=0)
         opsets["after"] = max(opsets["before"], needed)
         outputs: list[str] = []
     else:
-        model, choices, opsets = quantize_model(model, options)
-        outputs = save_model(model, dst, force=force)
+        model, choices, opsets = quantize_model(model, options, index, in_file)
+        # quantizing cannot double a model: under half the limit, no size to measure
+        small = source_bytes < EXTERNAL_LIMIT // 2
+        outputs = save_model(model, dst, force=force, under_limit=small)
     seconds = time.perf_counter() - start
     chosen = [c for c in choices if c.action == "quantize"]
     return {

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bundler.containers.onnx.graph import Scope, Uses, constant_tensor, is_graph_output
+from bundler.containers.onnx.graph import ModelIndex, Scope, constant_tensor
 
 #: Consumer op -> input indices that are weights.
 WEIGHT_INPUTS = {
@@ -66,9 +66,9 @@ def consumer_axes(node: Any, ndim: int) -> tuple[int, int]:
     return 1, 2  # LSTM / GRU / RNN: [directions, gates * hidden, inputs]
 
 
-def trace(index: Uses, scope: Scope, value: str, ndim: int) -> list[Use] | str:
+def trace(index: ModelIndex, scope: Scope, value: str, ndim: int) -> list[Use] | str:
     """The final weight uses of `value`, or why it is not (only) a weight."""
-    if is_graph_output(scope, value):
+    if index.is_output(scope, value):
         return "a graph output"
     uses: list[Use] = []
     reason = _follow(index, scope, value, list(range(ndim)), uses, 0)
@@ -80,7 +80,7 @@ def trace(index: Uses, scope: Scope, value: str, ndim: int) -> list[Use] | str:
 
 
 def _follow(
-    index: Uses, scope: Scope, value: str, where: list[int | None], out: list[Use], depth: int
+    index: ModelIndex, scope: Scope, value: str, where: list[int | None], out: list[Use], depth: int
 ) -> str:
     """`where[i]` is the position of original axis i in `value` (None: squeezed away)."""
     if depth > 16:
@@ -97,11 +97,11 @@ def _follow(
             continue
         if op not in MOVES or (k != 0 and op != "Concat"):
             return f"input {k} of {op} is not a weight input"
-        moved = _moved(sc, node, where)
+        moved = _moved(index, sc, node, where)
         if moved is None:
             return f"used through {op} with axes that cannot be traced"
         for o in node.output:
-            if is_graph_output(sc, o):
+            if index.is_output(sc, o):
                 return "reaches a graph output"
             reason = _follow(index, sc, o, moved, out, depth + 1)
             if reason:
@@ -109,7 +109,9 @@ def _follow(
     return ""
 
 
-def _moved(scope: Scope, node: Any, where: list[int | None]) -> list[int | None] | None:
+def _moved(
+    index: ModelIndex, scope: Scope, node: Any, where: list[int | None]
+) -> list[int | None] | None:
     op = node.op_type
     if op in SAME_AXES:
         return where
@@ -119,8 +121,8 @@ def _moved(scope: Scope, node: Any, where: list[int | None]) -> list[int | None]
         return [perm.index(w) if w is not None else None for w in where]
     axes = _attr(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        found = constant_value(scope, node.input[1])
-        axes = None if found is None else [int(a) for a in found.reshape(-1)]
+        found = index.constant(scope, node.input[1])
+        axes = None if found is None else [int(a) for a in _to_array(found).reshape(-1)]
     if op == "Unsqueeze":
         if axes is None:
             return None
@@ -137,16 +139,20 @@ def _moved(scope: Scope, node: Any, where: list[int | None]) -> list[int | None]
 def constant_value(scope: Scope | None, name: str) -> np.ndarray | None:
     """The value of `name` when an initializer or Constant node of `scope` (or an
     enclosing scope) defines it."""
-    from onnx import numpy_helper
-
     while scope is not None:
         g = scope.graph
         for init in g.initializer:
             if init.name == name:
-                return numpy_helper.to_array(init)
+                return _to_array(init)
         for node in g.node:
             if node.op_type == "Constant" and node.output and node.output[0] == name:
                 t = constant_tensor(node)
-                return numpy_helper.to_array(t) if t is not None else None
+                return _to_array(t) if t is not None else None
         scope = scope.parent
     return None
+
+
+def _to_array(proto: Any) -> np.ndarray:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(proto)

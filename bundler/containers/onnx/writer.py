@@ -103,11 +103,12 @@ def weights_only(bundle: Bundle) -> Any:
     return model
 
 
-def save_model(model: Any, path: str, force: bool = True) -> list[str]:
+def save_model(model: Any, path: str, force: bool = True, under_limit: bool = False) -> list[str]:
     """Write `model` at `path` atomically (and its external-data file when too large for
-    one protobuf); returns the files written."""
+    one protobuf); returns the files written. `under_limit`: the caller knows the model is
+    far smaller than that (its size is then not measured, which costs a serialization)."""
     path = os.fspath(path)
-    if model.ByteSize() < EXTERNAL_LIMIT:
+    if under_limit or model.ByteSize() < EXTERNAL_LIMIT:
         with atomic_output(path, force=force) as f:
             f.write(model.SerializeToString())
         return [path]
