@@ -321,10 +321,13 @@ def _as_float32(x: Any) -> np.ndarray:
 def _ranges(
     x: np.ndarray, layout: _Layout, method: Method, scheme: Scheme
 ) -> tuple[np.ndarray, np.ndarray]:
-    slices = layout.slices(x)
-    lo = slices.min(axis=1).astype(np.float64)
-    hi = slices.max(axis=1).astype(np.float64)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+    from bundler.codecs.kernels import announced
+
+    kernels = announced("bundler.codecs.affine.kernels", "affine")
+    slices = np.ascontiguousarray(layout.slices(x))
+    lo = np.empty(slices.shape[0], dtype=np.float64)
+    hi = np.empty(slices.shape[0], dtype=np.float64)
+    if kernels.extremes(slices.view(np.int32), lo, hi):
         _refuse_non_finite(x, scheme)
     lo, hi = method.ranges(slices, lo, hi, scheme)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
