@@ -203,16 +203,22 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
     return e
 
 
-#: The MSE search's shortcuts, each exact: a candidate whose clipped tail values alone
-#: provably err more than the `reranked`-th least approximate error so far is not
-#: approximated (it cannot be a finalist), and a finalist whose approximate error provably
-#: exceeds the least one's is not computed exactly (it cannot win). "Provably": the float32
-#: approximation of a slice of n values is within a relative `slack` of the exact error,
-#: (n + 4) * 2^-24 for its sum and the squared errors, plus 24 * 2^bits * 2^-24 for a code
-#: that differs next to a half-integer; the shortcuts keep a margin of four slacks, are
-#: off when the slack exceeds _SLACK_LIMIT, and trust no error under _SMALLEST (float32
-#: underflow). Values beyond _TAIL of their slice's range are kept for the tail bounds.
+#: The MSE search's shortcuts, each exact. A finalist whose approximate error exceeds the
+#: least one's times a margin provably errs more (exactly) than that one: it is dropped
+#: unless it is the only one left, whose exact error is then not needed either. A
+#: candidate whose clipped tail values alone provably make its approximate error exceed
+#: the least so far times that margin is not approximated: as a finalist it would be
+#: dropped, and the finalists within the margin, which rank before it, are the same
+#: without it. "Provably": the float32 approximation of a slice of n values is within a
+#: relative `slack` of the exact error, (n + 4) * 2^-24 for its sum and the squared
+#: errors, plus 24 * 2^bits * 2^-24 for a code that differs next to a half-integer; the
+#: margin is four slacks; the shortcuts are off when the slack exceeds _SLACK_LIMIT and
+#: trust no error under _SMALLEST (float32 underflow). Values beyond _TAIL of their
+#: slice's range are kept for the tail bounds.
 _SLACK_LIMIT = 2.0**-7
+#: The approximate error of a candidate not approximated: more than any float32 sum (a
+#: finalist `_drop_losers` drops), less than an overflowed one.
+_PRUNED = 2.0**1000
 _TAIL = 0.7
 _SMALLEST = 2.0**-90
 #: Below this many slices the MSE search runs each slice's candidates in parallel.
@@ -234,6 +240,8 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
     s_n, n = slices.shape
     slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
     margin = 1.0 + 4 * slack if slack <= _SLACK_LIMIT else np.inf
+    # a tail bound over the margin by one more slack bounds the approximation over it
+    bound = margin * (1.0 + 2 * slack)
     k_max = max(len(coarse), len(fine) + 1)
     if s_n < _FEW_SLICES:
         # few slices (a tensor, a few channels): their candidates in parallel
@@ -256,16 +264,22 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
                 k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
                                   symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
                 factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
-                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail[:m], margin,
-                                   round_ == 1, won_approx, least, approx)  # fmt: skip
+                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail[:m], bound,
+                                   round_ == 1, won_approx, approx)  # fmt: skip
                 _finalists(approx, scale, zero, k_n, least, finalists)
                 exact[0] = won_exact if round_ == 1 else np.nan
                 _drop_losers(approx, finalists, exact, margin)
-                for r in range(reranked + 1):
-                    if _wanted(finalists, exact, r):
-                        k = finalists[r]
-                        exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
-                best = _winner(finalists, exact)
+                best = _alone(finalists, exact)
+                if best < 0:
+                    for r in range(reranked + 1):
+                        if _wanted(finalists, exact, r):
+                            k = finalists[r]
+                            exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
+                    best = _winner(finalists, exact)
+                else:
+                    # the one finalist left wins: its exact error is left to be computed
+                    # if the next round needs it
+                    exact[best] = np.nan
                 k = finalists[best]
                 out[i], won_exact, won_approx = factors[k], exact[best], approx[k]
 
@@ -336,13 +350,13 @@ def _tail(row, lo, hi, buf):
 
 @njit(cache=True, nogil=True)
 def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, known_error,
-                       least, approx):  # pragma: no cover - compiled  # fmt: skip
+                       approx):  # pragma: no cover - compiled  # fmt: skip
     """approx[:k_n] of one slice's candidates: candidate 0's is `known_error` when `known`;
     a candidate with the scale and zero point of candidate 0 or of the one before it has
-    that one's; one whose clipped `tail` values alone provably err more than the
-    len(least)-th least error so far is infinite (its own is more: it is no finalist)."""
-    least[:] = np.inf
-    worst = least.shape[0] - 1
+    that one's; one whose clipped `tail` values alone err more than the least error so far
+    times `margin` (the shortcuts' margin and one more slack) is _PRUNED (see the
+    shortcuts above)."""
+    least = np.inf
     for k in range(k_n):
         if k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
             e = approx[0]
@@ -351,29 +365,22 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, k
         elif k == 0 and known:
             e = known_error
         elif (
-            worst >= 0
-            and tail.shape[0] > 0
-            and least[worst] < np.inf
-            and (
-                _clipped(tail, scale[k], zero[k], qmin, qmax)
-                > max(least[worst] * margin, _SMALLEST)
-            )
+            tail.shape[0] > 0
+            and least < np.inf
+            and _clipped(tail, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
         ):
-            e = np.inf
+            e = _PRUNED
         else:
             e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
         approx[k] = e
-        # the len(least) least so far, in order
-        for r in range(least.shape[0]):
-            if e < least[r]:
-                least[r], e = e, least[r]
+        least = min(least, e)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _clipped(tail, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The float32 squared distances of the `tail` values beyond the decoded extremes of
     (scale, zero) to them (the very terms `_approximate_error` sums for them), summed in
-    float64."""
+    float64 (in any order: the margins dwarf its rounding)."""
     d = np.float32(scale)
     z = np.float32(zero)
     a = (np.float32(qmin) - z) * d
@@ -444,6 +451,18 @@ def _wanted(finalists, exact, r):
     """Whether finalist r's exact error is to be computed (not a repeated or dropped one,
     nor finalist 0 when known: exact[0] not NaN)."""
     return finalists[r] >= 0 if r > 0 else np.isnan(exact[0])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _alone(finalists, exact):
+    """The one finalist left (not repeated nor dropped), or -1 when there are more."""
+    left = -1 if exact[0] == np.inf else 0
+    for r in range(1, finalists.shape[0]):
+        if finalists[r] >= 0:
+            if left >= 0:
+                return -1
+            left = r
+    return left
 
 
 @njit(cache=True, nogil=True, inline="always")
