@@ -568,24 +568,25 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
     every candidate is infinitely divergent). `num`: a buffer of one float per candidate."""
     n_bins = hist.shape[0]
     total = csum[n_bins]
-    least = np.inf
+    base = total * log_n[total]
     for k in range(cands.shape[0]):
         c = cands[k]
-        outliers = total - csum[c]
-        last = hist[c - 1] + outliers
+        upto = csum[c]
+        h = hist[c - 1]
+        outliers = total - upto
+        last = h + outliers
         plogp = cplogp[c - 1] + last * log_n[last]
         # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
-        t = csum[c] - below[k]
-        nz = cnz[c] - below_nz[k] + (hist[c - 1] == 0 and last > 0)
+        t = upto - below[k]
+        nz = cnz[c] - below_nz[k] + ((h == 0) & (last > 0))
         mass = t + outliers
-        qlogq_k = qlogq[k]
-        num[k] = np.nan
-        if mass > 0:
-            if t == 0:
-                continue
-            qlogq_k += mass * (log_n[t] - log_n[nz])
-        # the divergence times `total`
-        num[k] = plogp - total * log_n[total] - qlogq_k + total * log_n[csum[c]]
+        # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
+        qlogq_k = qlogq[k] + mass * (log_n[t] - log_n[nz])
+        # the divergence times `total` (NaN: mass in the last level but no values, skipped)
+        d = plogp - base - qlogq_k + total * log_n[upto]
+        num[k] = np.nan if (mass > 0) & (t == 0) else d
+    least = np.inf
+    for k in range(cands.shape[0]):
         if num[k] < least:
             least = num[k]
     # the divergence is num / total: the first candidate whose quotient equals the least
