@@ -506,27 +506,14 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
                                        below_nz, num) * width  # fmt: skip
 
 
-#: How close (relative) to an integer a bin's product |x| * (1 / width) must be for the
-#: entropy histogram to divide instead.
-_NEAR_INTEGER = 2.0**-46
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _histogram(row, width, hist, csum, cnz, cplogp, log_n):
     """Counts of |x| in bins of `width` (the last takes the rest) and their running sums:
     of the counts, of the non-empty bins, of count * log(count)."""
     n_bins = hist.shape[0]
     hist[:] = 0
-    inv = 1.0 / width
     for j in range(row.shape[0]):
-        # the bin is int(|x| / width); the product by the reciprocal is within a few ulps
-        # of the quotient, so it is taken unless an integer is that close
-        a = abs(np.float64(row[j]))
-        q = a * inv
-        b = int(q)
-        f = q - b
-        if f <= q * _NEAR_INTEGER or 1.0 - f <= (q + 1.0) * _NEAR_INTEGER:
-            b = int(a / width)
+        b = int(abs(np.float64(row[j])) / width)
         hist[min(b, n_bins - 1)] += 1
     # empty bins add 0 to every sum (log_n[0] = 0)
     for b in range(n_bins):
