@@ -130,7 +130,7 @@ def _scale_zero(lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table):
     return d, min(max(np.rint(qmin - lo0 / d), np.float64(qmin)), np.float64(qmax))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero), for ranking candidates
     quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
@@ -153,7 +153,7 @@ def _approximate_sum(row, d, inv, lo, hi):  # pragma: no cover - compiled
     return e
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _exact_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero) and decoded in float32
     exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized).
@@ -227,7 +227,7 @@ _FEW_SLICES = 64
 _SLICES = 64
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
                 tiny, half_table, out):  # pragma: no cover - compiled  # fmt: skip
     """The MSE search of each slice (the factor its range [lo0, hi0] is shrunk by): the
@@ -348,7 +348,7 @@ def _tail(row, lo, hi, buf):
     return m
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, known_error,
                        approx):  # pragma: no cover - compiled  # fmt: skip
     """approx[:k_n] of one slice's candidates: candidate 0's is `known_error` when `known`;
@@ -475,7 +475,7 @@ def _winner(finalists, exact):
     return best
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):  # pragma: no cover
     """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
     [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels, merged

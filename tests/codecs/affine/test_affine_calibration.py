@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bundler.codecs.affine import AffineCodec, calibrate
+from bundler.errors import UsageError
 
 RNG = np.random.default_rng(5)
 # heavy-tailed rows (Student t), where clipping pays
@@ -165,3 +166,13 @@ def test_every_method_returns_ranges_scales_and_zero_points_in_the_parameter_sha
     assert np.all(cal.lo <= cal.hi)
     assert np.all((cal.zero_point >= 0) & (cal.zero_point <= 15))
     assert np.all(cal.scale > 0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "scale"), [("int4:channel:f16:mse", "400000"), ("int4:channel:asym:f16:mse", "200000")]
+)
+def test_mse_refuses_a_minmax_scale_its_dtype_cannot_hold_naming_the_widest(spec, scale):
+    x = np.array(MANY[:8, :64])
+    x[3, 5] = 3e6  # one channel's MinMax scale (3e6 / 7.5, / 15) is past float16's largest
+    with pytest.raises(UsageError, match=f"a scale of {scale} does not fit f16 scales"):
+        AffineCodec(spec).encode(x)
