@@ -156,8 +156,11 @@ class AffineCodec:
             return None
         kernels = announced("bundler.codecs.affine.kernels", "affine")
         codes = np.empty(x.shape, dtype=self.code_dtype)
-        scale = np.empty(p * s, dtype=np.float64)
-        zero = np.empty(p * s, dtype=np.float64)
+        # float32 scales are written as they are stored (a float32 scale of finite float32
+        # extremes is finite); half-width ones go through float64
+        f32 = sch.scale_dtype == "f32"
+        scale = np.empty(p * s, dtype=np.float32 if f32 else np.float64)
+        zero = np.empty(p * s, dtype=self.code_dtype)
         rows = x.reshape(p * s, q)
         dtype = self.scale_dtype
         tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
@@ -167,11 +170,11 @@ class AffineCodec:
                                sch.division == "f32", codes.reshape(p * s, q), scale,
                                zero):  # fmt: skip
             return None
-        if not np.isfinite(scale).all():
+        if not (f32 or np.isfinite(scale).all()):
             return None
         shape = layout.param_shape
-        zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
-        return Encoded(self, codes, scale.astype(dtype).reshape(shape), zp)
+        zp = None if sch.symmetric else zero.reshape(shape)
+        return Encoded(self, codes, scale.astype(dtype, copy=False).reshape(shape), zp)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""

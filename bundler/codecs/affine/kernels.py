@@ -593,8 +593,8 @@ def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
                 scale, zero):  # pragma: no cover - compiled  # fmt: skip
     """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
     in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
-    compute them; scale and zero (S,) float64. Returns how many rows held a NaN or an
-    infinity (their outputs are then not written)."""
+    compute them; scale (S,) float64 or float32, zero (S,) of the codes' dtype. Returns how
+    many rows held a NaN or an infinity (their outputs are then not written)."""
     bad = 0
     for i in prange(x.shape[0]):
         lo, hi, finite = _extremes(bits[i])
