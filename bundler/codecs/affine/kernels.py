@@ -589,20 +589,27 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32, codes,
-                scale, zero):  # pragma: no cover - compiled  # fmt: skip
+def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32,
+                codes, scale, zero):  # pragma: no cover - compiled  # fmt: skip
     """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
     in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
-    compute them; scale (S,) float64 or float32, zero (S,) of the codes' dtype. Returns how
-    many rows held a NaN or an infinity (their outputs are then not written)."""
+    compute them, or with the ranges lo, hi (S,) float64 when not empty (another method's);
+    scale (S,) float64 or float32, zero (S,) of the codes' dtype. Returns how many rows
+    held a NaN or an infinity (MinMax; their outputs are then not written)."""
     bad = 0
+    given = lo.shape[0] > 0
     for i in prange(x.shape[0]):
-        lo, hi, finite = _extremes(bits[i])
-        if not finite:
-            bad += 1
-            continue
-        d, z = _scale_zero(np.float64(lo), np.float64(hi), qmin, qmax, symmetric, extreme,
-                           kind, tiny, half_table)  # fmt: skip
+        if given:
+            a = lo[i]
+            b = hi[i]
+        else:
+            a32, b32, finite = _extremes(bits[i])
+            if not finite:
+                bad += 1
+                continue
+            a = np.float64(a32)
+            b = np.float64(b32)
+        d, z = _scale_zero(a, b, qmin, qmax, symmetric, extreme, kind, tiny, half_table)
         scale[i] = d
         zero[i] = z
         _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])
