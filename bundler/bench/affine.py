@@ -15,7 +15,10 @@ quantizers on the same matrix, in one run.
 Every function is timed in the same process, interleaved (one call of each per round), the
 median of `repeat` rounds: MiB of float32 per second of wall time and, steadier on a shared
 machine, per second of CPU time (every thread of the process: ONNX Runtime's quantizer runs
-on its own thread pool, the codecs on numba's).
+on its own thread pool, the codecs on numba's). The ratios between bundler's own codecs
+(against MinMax, against Q8_0 / Q4_0) come from a second set of interleaved rounds on one
+numba thread, timed by the CPU time of that thread alone: no other thread's time (ONNX
+Runtime's pool winding down after its call) is charged to them.
 
 ONNX Runtime takes the MatMul weight as [in, out], so it gets the transposed matrix (not
 timed); blocks and channels are the same slices. Errors are RMSE of decoded values.
@@ -26,16 +29,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
 from bundler.bench.codecs import SEED, _cpus, bench_input
-from bundler.bench.measure import MIB, interleaved, progress
+from bundler.bench.measure import MIB, interleaved, median_thread_seconds, progress
 from bundler.codecs import get
 from bundler.codecs.affine import AffineCodec
 from bundler.extras import require
 from bundler.texttable import table
+
+T = TypeVar("T")
 
 #: (our codec, ONNX Runtime's quantizer or None) measured side by side.
 PAIRS = (
@@ -155,29 +161,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"codec": name, "ours_rmse": _rmse(codec.decode(raw), x), "reference": None,
                      "reference_rmse": None, "ggml": None})  # fmt: skip
     times = interleaved(progress(range(args.repeat), "bench affine", args.repeat), timed)
+    ours = {name: timed[name] for name in [r["codec"] for r in rows]}
+    single = _one_thread(lambda: median_thread_seconds(ours, args.repeat))
     for row in rows:
-        _speeds(row, x, times)
+        _speeds(row, x, times, single)
     return {
         "input": {"rows": args.rows, "cols": args.cols, "std": 0.02, "seed": SEED},
         "machine": {"cpus": _cpus(), "processor": platform.processor() or platform.machine()},
         "load_average": list(os.getloadavg()),
-        "method": "interleaved rounds in one process, medians; CPU time of every thread",
+        "method": "interleaved rounds in one process, medians; CPU time of every thread; "
+        "ratios between bundler codecs: CPU time of one thread, numba on one thread",
         "repeat": args.repeat,
         "results": rows,
     }
 
 
-def _speeds(row: dict[str, Any], x: np.ndarray, times: dict[str, tuple[float, float]]) -> None:
-    """Fill a row's rates and ratios from the interleaved medians."""
+def _one_thread(measure: Callable[[], T]) -> T:
+    """`measure()` with numba's parallel loops on one thread."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return measure()
+    finally:
+        numba.set_num_threads(before)
+
+
+def _speeds(
+    row: dict[str, Any],
+    x: np.ndarray,
+    times: dict[str, tuple[float, float]],
+    single: dict[str, float],
+) -> None:
+    """Fill a row's rates and ratios from the interleaved medians (`single`: seconds of
+    one thread's CPU time, for the ratios between bundler's codecs)."""
     rate = {k: (x.nbytes / MIB / w, x.nbytes / MIB / c if c > 0 else None)
             for k, (w, c) in times.items()}  # fmt: skip
+    one = {k: x.nbytes / MIB / c if c > 0 else None for k, c in single.items()}
     name = row["codec"]
     row["ours_encode_mib_s"], row["ours_encode_cpu_mib_s"] = rate[name]
+    row["ours_encode_thread_mib_s"] = one[name]
     ref = row["reference"]
     row["reference_encode_mib_s"], row["reference_encode_cpu_mib_s"] = rate.get(ref, (None, None))
     row["speedup"] = _ratio(rate[name][0], rate.get(ref, (None,))[0])
     row["speedup_cpu"] = _ratio(rate[name][1], rate.get(ref, (None, None))[1])
-    row["vs_ggml_cpu"] = _ratio(rate[name][1], rate.get(row["ggml"], (None, None))[1])
+    row["vs_ggml_cpu"] = _ratio(one[name], one.get(row["ggml"]))
     row["vs_minmax"] = row["vs_minmax_cpu"] = None
     if name in GGML:
         return
@@ -185,7 +214,7 @@ def _speeds(row: dict[str, Any], x: np.ndarray, times: dict[str, tuple[float, fl
     base = scheme.replace(calibration="minmax").name
     if scheme.calibration.token != "minmax" and base in rate:
         row["vs_minmax"] = _ratio(rate[name][0], rate[base][0])
-        row["vs_minmax_cpu"] = _ratio(rate[name][1], rate[base][1])
+        row["vs_minmax_cpu"] = _ratio(one[name], one[base])
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -210,6 +239,7 @@ def human(report: dict[str, Any]) -> str:
             r["codec"],
             _fmt(r["ours_encode_mib_s"], ".0f"),
             _fmt(r["ours_encode_cpu_mib_s"], ".0f"),
+            _fmt(r["ours_encode_thread_mib_s"], ".0f"),
             _fmt(r["ours_rmse"], ".3e"),
             _fmt(r["vs_minmax_cpu"], ".2f"),
             f"{_fmt(r['vs_ggml_cpu'], '.2f')} {r['ggml']}" if r["ggml"] else "-",
@@ -221,15 +251,16 @@ def human(report: dict[str, Any]) -> str:
         ]
         for r in report["results"]
     ]
-    head = ["codec", "enc MiB/s", "CPU MiB/s", "RMSE", "CPU x minmax", "CPU x ggml",
+    head = ["codec", "enc MiB/s", "CPU MiB/s", "1-thread MiB/s", "RMSE", "x minmax", "x ggml",
             "onnxruntime", "enc MiB/s", "CPU MiB/s", "RMSE", "CPU x"]  # fmt: skip
     inp = report["input"]
     load = ", ".join(f"{v:.2f}" for v in report["load_average"])
     title = (
         f"{inp['rows']}x{inp['cols']} float32 (std {inp['std']}, seed {inp['seed']}), "
         "MiB/s of float32 encoded per second of wall time and of CPU time (all threads), "
-        f"medians of {report['repeat']} interleaved rounds; load average {load}; x minmax / "
-        "x ggml / x = CPU speed against the same scheme's MinMax / the GGML codec / "
-        "onnxruntime"
+        f"medians of {report['repeat']} interleaved rounds; load average {load}; 1-thread = "
+        "per second of one thread's CPU time, numba on one thread; x minmax / x ggml = "
+        "1-thread speed against the same scheme's MinMax / the GGML codec; CPU x = CPU speed "
+        "against onnxruntime"
     )
-    return title + "\n" + table(body, head, "<>>>>><>>>>")
+    return title + "\n" + table(body, head, "<>>>>>><>>>>")

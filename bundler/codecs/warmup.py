@@ -30,9 +30,10 @@ def _sample() -> np.ndarray:
 
 
 def _warm_affine() -> None:
-    # every code width and calibration search the kernels specialize on
-    for spec in ("int8:channel", "int8:asym", "int4:g32:asym", "int16", "int16:asym",
-                 "int8:channel:mse", "int4:g32:entropy"):  # fmt: skip
+    # every code width, scale width (float32 or through float64) and calibration search
+    # the kernels specialize on
+    for spec in ("int8:channel", "int8:channel:f16", "int8:asym", "int4:g32:asym", "int16",
+                 "int16:asym", "int8:channel:mse", "int4:g32:entropy"):  # fmt: skip
         codec = get(spec)
         for writable in (True, False):
             x = _sample()

@@ -8,7 +8,8 @@ or a group) that the affine codec then maps onto its integer range.
   steps of 0.04, then 14 steps of 0.005 around the best), the one whose quantization gives
   the least sum of squared errors on that very slice. Candidates are ranked by a fast
   float32 error; the best three and 1.0 are then compared exactly (float64, decoded as the
-  codec decodes), so MSE is never worse than MinMax.
+  codec decodes), so MSE is never worse than MinMax. (Work whose outcome is provable from
+  error bounds is skipped; the choices are the same: see the kernels.)
 - Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 per
   positive code and the slice length, at most 2048; 64 evenly spaced thresholds, fewer for
   slices shorter than 4 values per positive code: 16 * length / codes, at least 16), giving
@@ -144,8 +145,11 @@ class MSE(Method):
         lo, hi = lo.reshape(-1), hi.reshape(-1)
         lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         q = quantizer
-        # MinMax's scales (the widest candidates) fit the scale dtype, or this says which not
-        parameters(lo0, hi0, q.qmin, q.qmax, q.symmetric, q.scale_dtype, q.scale_rule)
+        # MinMax's scales (the widest candidates) fit the scale dtype, or this says which not:
+        # the widest of them is the slice's of widest span (symmetric: of largest magnitude)
+        span = np.maximum(-lo0, hi0) if q.symmetric else hi0 - lo0
+        at = slice(int(np.argmax(span)), int(np.argmax(span)) + 1)
+        parameters(lo0[at], hi0[at], q.qmin, q.qmax, q.symmetric, q.scale_dtype, q.scale_rule)
         kind = SCALE_DTYPES.index(q.scale_dtype)
         tiny = float(ml_dtypes.finfo(SCALE_NUMPY[q.scale_dtype]).smallest_subnormal)
         best = np.empty(len(lo), dtype=np.float64)

@@ -117,7 +117,7 @@ class AffineCodec:
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
-        if calibration is None and self.scheme.calibration.token == "minmax":
+        if calibration is None:
             encoded = self._encode_rows(x, layout)
             if encoded is not None:
                 return encoded
@@ -134,16 +134,18 @@ class AffineCodec:
         return Encoded(self, codes, cal.scale, zero)
 
     def _encode_rows(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
-        """MinMax slices that are rows of memory (groups; channels of the first axis) or
-        columns (channels of the last axis) in one compiled pass. None: another
-        granularity, or a row held a non-finite value or a scale overflowed its dtype (the
-        general path then says where)."""
+        """Slices that are rows of memory (groups; channels of the first axis) calibrated
+        (MinMax: in the same pass) and quantized in one compiled pass, and MinMax columns
+        (channels of the last axis). None: another granularity, or a row held a
+        non-finite value or a scale overflowed its dtype (the general path then says
+        where)."""
         from bundler.codecs.halfs import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
         p, s, q = layout.view3
         sch = self.scheme
-        if sch.granularity == "channel" and p > 1 and q == 1:
+        minmax = sch.calibration.token == "minmax"
+        if minmax and sch.granularity == "channel" and p > 1 and q == 1:
             # channels of the last axis: one block down the first axis of x as (p, s)
             try:
                 codes, scale, zp = encode_blocks_down(self, x.reshape(p, s), p)
@@ -156,22 +158,28 @@ class AffineCodec:
             return None
         kernels = announced("bundler.codecs.affine.kernels", "affine")
         codes = np.empty(x.shape, dtype=self.code_dtype)
-        scale = np.empty(p * s, dtype=np.float64)
-        zero = np.empty(p * s, dtype=np.float64)
+        # float32 scales are written as they are stored (the float32 scale of a range
+        # within finite float32 extremes is finite); half-width ones go through float64
+        f32 = sch.scale_dtype == "f32"
+        scale = np.empty(p * s, dtype=np.float32 if f32 else np.float64)
+        zero = np.empty(p * s, dtype=self.code_dtype)
         rows = x.reshape(p * s, q)
+        lo = hi = np.empty(0)
+        if not minmax:
+            lo, hi = _ranges(x, layout, sch.calibration, sch)
         dtype = self.scale_dtype
         tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
         kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
-        if kernels.minmax_rows(rows, rows.view(np.int32), sch.qmin, sch.qmax, sch.symmetric,
-                               sch.scale_rule == "extreme", kind, tiny, HALF_TO_F32,
-                               sch.division == "f32", codes.reshape(p * s, q), scale,
-                               zero):  # fmt: skip
+        if kernels.minmax_rows(rows, rows.view(np.int32), lo, hi, sch.qmin, sch.qmax,
+                               sch.symmetric, sch.scale_rule == "extreme", kind, tiny,
+                               HALF_TO_F32, sch.division == "f32", codes.reshape(p * s, q),
+                               scale, zero):  # fmt: skip
             return None
-        if not np.isfinite(scale).all():
+        if not (f32 or np.isfinite(scale).all()):
             return None
         shape = layout.param_shape
-        zp = None if sch.symmetric else zero.reshape(shape).astype(self.code_dtype)
-        return Encoded(self, codes, scale.astype(dtype).reshape(shape), zp)
+        zp = None if sch.symmetric else zero.reshape(shape)
+        return Encoded(self, codes, scale.astype(dtype, copy=False).reshape(shape), zp)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""
@@ -321,10 +329,13 @@ def _as_float32(x: Any) -> np.ndarray:
 def _ranges(
     x: np.ndarray, layout: _Layout, method: Method, scheme: Scheme
 ) -> tuple[np.ndarray, np.ndarray]:
-    slices = layout.slices(x)
-    lo = slices.min(axis=1).astype(np.float64)
-    hi = slices.max(axis=1).astype(np.float64)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+    from bundler.codecs.kernels import announced
+
+    kernels = announced("bundler.codecs.affine.kernels", "affine")
+    slices = np.ascontiguousarray(layout.slices(x))
+    lo = np.empty(slices.shape[0], dtype=np.float64)
+    hi = np.empty(slices.shape[0], dtype=np.float64)
+    if kernels.extremes(slices.view(np.int32), lo, hi):
         _refuse_non_finite(x, scheme)
     lo, hi = method.ranges(slices, lo, hi, scheme)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)

@@ -33,10 +33,12 @@ def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - comp
                       out[p, s, c * _CHUNK : end])  # fmt: skip
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _quantize_row(row, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
     """out = clamp(rint(row / scale) + zero, qmin, qmax), the quotient in float64 (rint
-    rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear does."""
+    rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear does.
+    (NumPy's error model: no zero-division check per value, which would keep the loop from
+    being vectorized; no scale is 0.)"""
     if div32:
         d = np.float32(scale)
         z = np.float32(zero)
@@ -66,6 +68,19 @@ def _extremes(bits):  # pragma: no cover - compiled
         mx = max(mx, k)
     finite = mx < np.int32(0x7F800000) and mn > np.int32(-0x7F800001)
     return _from_key(mn), _from_key(mx), finite
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def extremes(bits, lo, hi):  # pragma: no cover - compiled
+    """lo[i], hi[i] = the least and greatest value of row i of float32 values given as
+    their int32 bit patterns (`_extremes`); how many rows held a NaN or an infinity."""
+    bad = 0
+    for i in prange(bits.shape[0]):
+        a, b, finite = _extremes(bits[i])
+        lo[i] = a
+        hi[i] = b
+        bad += not finite
+    return bad
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -115,7 +130,7 @@ def _scale_zero(lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table):
     return d, min(max(np.rint(qmin - lo0 / d), np.float64(qmin)), np.float64(qmax))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero), for ranking candidates
     quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
@@ -138,14 +153,15 @@ def _approximate_sum(row, d, inv, lo, hi):  # pragma: no cover - compiled
     return e
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _exact_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero) and decoded in float32
     exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized).
 
     The codes are rint(v / scale), computed as rint(v * (1 / scale)): the product is within
     3 ulps of the quotient, so their rints differ only next to a half-integer; when a value
-    comes that close, the slice is done again with the division."""
+    comes that close (and both neighbours are not clamped to the same code), the slice is
+    done again with the division."""
     d32 = np.float32(scale)
     lo = np.float64(qmin)
     hi = np.float64(qmax)
@@ -162,19 +178,22 @@ _NEAR_HALF = 2.0**-49
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _exact_sum(row, inv, zero, lo, hi, d32):  # pragma: no cover - compiled
+    # a quotient next to m + 1/2 whose codes m and m + 1 (plus zero) are both clamped to
+    # lo or both to hi gives the same code either way: only one inside (lo, hi) is near
     e = 0.0
     near = 0
     for j in range(row.shape[0]):
         v = np.float64(row[j])
         t = v * inv
         k = np.rint(t)
-        near += abs(abs(t - k) - 0.5) <= abs(t) * _NEAR_HALF
+        u = t + zero
+        near += (abs(abs(t - k) - 0.5) <= abs(t) * _NEAR_HALF) & (u > lo) & (u < hi)
         r = np.float64(np.float32(min(max(k + zero, lo), hi) - zero) * d32)
         e += (v - r) * (v - r)
     return e, near > 0
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+@njit(cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
 def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
     e = 0.0
     for j in range(row.shape[0]):
@@ -184,116 +203,222 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
     return e
 
 
-@njit(cache=True, nogil=True, parallel=True)
+#: The MSE search's shortcuts, each exact. A finalist whose approximate error exceeds the
+#: least one's times a margin provably errs more (exactly) than that one: it is dropped
+#: unless it is the only one left, whose exact error is then not needed either. A
+#: candidate whose clipped tail values alone provably make its approximate error exceed
+#: the least so far times that margin is not approximated: as a finalist it would be
+#: dropped, and the finalists within the margin, which rank before it, are the same
+#: without it. "Provably": the float32 approximation of a slice of n values is within a
+#: relative `slack` of the exact error, (n + 4) * 2^-24 for its sum and the squared
+#: errors, plus 24 * 2^bits * 2^-24 for a code that differs next to a half-integer; the
+#: margin is four slacks; the shortcuts are off when the slack exceeds _SLACK_LIMIT and
+#: trust no error under _SMALLEST (float32 underflow). Values beyond _TAIL of their
+#: slice's range are kept for the tail bounds.
+_SLACK_LIMIT = 2.0**-7
+#: The approximate error of a candidate not approximated: more than any float32 sum (a
+#: finalist `_drop_losers` drops), less than an overflowed one.
+_PRUNED = 2.0**1000
+_TAIL = 0.7
+_SMALLEST = 2.0**-90
+#: Below this many slices the MSE search runs each slice's candidates in parallel.
+_FEW_SLICES = 64
+#: Slices per parallel task of the MSE and entropy searches (buffers made once per task).
+_SLICES = 64
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
                 tiny, half_table, out):  # pragma: no cover - compiled  # fmt: skip
     """The MSE search of each slice (the factor its range [lo0, hi0] is shrunk by): the
     `coarse` factors, then the best one and the best plus each `fine` step (clipped to
     0.01..1). In each round every candidate's error is approximated (`_approximate_error`);
     the first candidate and the `reranked` of least approximate error (ties: the earlier)
-    are compared exactly (`_exact_error`), the first of least error wins."""
-    s_n = slices.shape[0]
+    are compared exactly (`_exact_error`), the first of least error wins. (A candidate
+    with the scale and zero point of the one before it or of the first has its error; the
+    shortcuts above skip work whose outcome is known.)"""
+    s_n, n = slices.shape
+    slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
+    margin = 1.0 + 4 * slack if slack <= _SLACK_LIMIT else np.inf
+    # a tail bound over the margin by one more slack bounds the approximation over it
+    bound = margin * (1.0 + 2 * slack)
     k_max = max(len(coarse), len(fine) + 1)
-    factors = np.empty((s_n, k_max))
-    scale = np.empty((s_n, k_max))
-    zero = np.empty((s_n, k_max))
-    approx = np.empty((s_n, k_max))
+    if s_n < _FEW_SLICES:
+        # few slices (a tensor, a few channels): their candidates in parallel
+        _few_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked,
+                     kind, tiny, half_table, margin, k_max, out)  # fmt: skip
+        return
+    for task in prange((s_n + _SLICES - 1) // _SLICES):
+        tail = np.empty(n if margin < np.inf else 0, dtype=slices.dtype)
+        least = np.empty(reranked)
+        finalists = np.empty(reranked + 1, dtype=np.int64)
+        exact = np.empty(reranked + 1)
+        cand = np.empty((4, k_max))
+        for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
+            row = slices[i]
+            m = 0
+            if margin < np.inf:
+                m = _tail(row, np.float32(lo0[i] * _TAIL), np.float32(hi0[i] * _TAIL), tail)
+            won_exact = won_approx = 0.0
+            for round_ in range(2):
+                k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
+                                  symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
+                factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
+                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail[:m], bound,
+                                   round_ == 1, won_approx, approx)  # fmt: skip
+                _finalists(approx, scale, zero, k_n, least, finalists)
+                exact[0] = won_exact if round_ == 1 else np.nan
+                _drop_losers(approx, finalists, exact, margin)
+                best = _alone(finalists, exact)
+                if best < 0:
+                    for r in range(reranked + 1):
+                        if _wanted(finalists, exact, r):
+                            k = finalists[r]
+                            exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
+                    best = _winner(finalists, exact)
+                else:
+                    # the one finalist left wins: its exact error is left to be computed
+                    # if the next round needs it
+                    exact[best] = np.nan
+                k = finalists[best]
+                out[i], won_exact, won_approx = factors[k], exact[best], approx[k]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _few_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
+                 tiny, half_table, margin, k_max, out):  # pragma: no cover  # fmt: skip
+    """`mse_factors` with each slice's candidates and finalists in parallel."""
+    s_n = slices.shape[0]
+    cand = np.empty((s_n, 4, k_max))
     finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
     exact = np.empty((s_n, reranked + 1))
     won = np.empty(s_n)
+    n_f = reranked + 1
     for round_ in range(2):
         k_n = len(coarse) if round_ == 0 else len(fine) + 1
         for i in prange(s_n):
-            if round_ == 0:
-                factors[i, :k_n] = coarse
-            else:
-                factors[i, 0] = out[i]
-                for j in range(k_n - 1):
-                    factors[i, j + 1] = min(max(out[i] + fine[j], 0.01), 1.0)
-        # few slices (a tensor, a few channels): their candidates in parallel
-        few = s_n < _FEW_SLICES
-        for t in prange(s_n * k_n if few else 0):
-            _candidate(slices, lo0, hi0, factors, t // k_n, t % k_n, qmin, qmax, symmetric,
-                       extreme, kind, tiny, half_table, scale, zero, approx)  # fmt: skip
-        for i in prange(0 if few else s_n):
-            # the parameters first: their divisions overlap
-            for k in range(k_n):
-                f = factors[i, k]
-                scale[i, k], zero[i, k] = _scale_zero(
-                    lo0[i] * f,
-                    hi0[i] * f,
-                    qmin,
-                    qmax,
-                    symmetric,
-                    extreme,
-                    kind,
-                    tiny,
-                    half_table,
-                )
-            for k in range(k_n):
-                approx[i, k] = _approximate_error(slices[i], scale[i, k], zero[i, k], qmin, qmax)
+            _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax, symmetric,
+                        extreme, kind, tiny, half_table, cand[i])  # fmt: skip
+        for t in prange(s_n * k_n):
+            i, k = t // k_n, t % k_n
+            cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin,
+                                               qmax)  # fmt: skip
         for i in prange(s_n):
-            _pick_finalists(approx[i], scale[i], zero[i], k_n, finalists[i])
-        n_f = reranked + 1
-        for t in prange(s_n * n_f if few else 0):
-            _finalist(slices, t // n_f, t % n_f, finalists, scale, zero, qmin, qmax, exact,
-                      None if round_ == 0 else won)  # fmt: skip
-        for i in prange(0 if few else s_n):
-            for r in range(n_f):
-                _finalist(slices, i, r, finalists, scale, zero, qmin, qmax, exact,
-                          None if round_ == 0 else won)  # fmt: skip
+            _finalists(cand[i, 3], cand[i, 1], cand[i, 2], k_n, np.empty(reranked), finalists[i])
+            exact[i, 0] = won[i] if round_ == 1 else np.nan
+            _drop_losers(cand[i, 3], finalists[i], exact[i], margin)
+        for t in prange(s_n * n_f):
+            i, r = t // n_f, t % n_f
+            if _wanted(finalists[i], exact[i], r):
+                k = finalists[i, r]
+                exact[i, r] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
         for i in prange(s_n):
-            best = 0
-            for r in range(1, reranked + 1):
-                if finalists[i, r] >= 0 and exact[i, r] < exact[i, best]:
-                    best = r
-            out[i] = factors[i, finalists[i, best]]
+            best = _winner(finalists[i], exact[i])
+            out[i] = cand[i, 0, finalists[i, best]]
             won[i] = exact[i, best]
 
 
-#: Below this many slices the MSE search runs each slice's candidates in parallel.
-_FEW_SLICES = 64
+@njit(cache=True, nogil=True, inline="always")
+def _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extreme, kind,
+                tiny, half_table, cand):  # fmt: skip
+    """The factors, scales and zero points (cand[0], cand[1], cand[2]) of a round's
+    candidates (round 1: around `won`); how many."""
+    k_n = len(coarse) if round_ == 0 else len(fine) + 1
+    for k in range(k_n):
+        if round_ == 0:
+            f = coarse[k]
+        elif k == 0:
+            f = won
+        else:
+            f = min(max(won + fine[k - 1], 0.01), 1.0)
+        cand[0, k] = f
+        cand[1, k], cand[2, k] = _scale_zero(lo0 * f, hi0 * f, qmin, qmax, symmetric, extreme,
+                                             kind, tiny, half_table)  # fmt: skip
+    return k_n
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _candidate(slices, lo0, hi0, factors, i, k, qmin, qmax, symmetric, extreme, kind, tiny,
-               half_table, scale, zero, approx):  # fmt: skip
-    """Scale, zero point and approximate error of candidate k of slice i."""
-    f = factors[i, k]
-    d, z = _scale_zero(lo0[i] * f, hi0[i] * f, qmin, qmax, symmetric, extreme, kind, tiny,
-                       half_table)  # fmt: skip
-    scale[i, k] = d
-    zero[i, k] = z
-    approx[i, k] = _approximate_error(slices[i], d, z, qmin, qmax)
+def _tail(row, lo, hi, buf):
+    """The values of `row` below lo or above hi into `buf`, in order; how many."""
+    m = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        buf[m] = v
+        m += (v < lo) | (v > hi)
+    return m
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, known_error,
+                       approx):  # pragma: no cover - compiled  # fmt: skip
+    """approx[:k_n] of one slice's candidates: candidate 0's is `known_error` when `known`;
+    a candidate with the scale and zero point of candidate 0 or of the one before it has
+    that one's; one whose clipped `tail` values alone err more than the least error so far
+    times `margin` (the shortcuts' margin and one more slack) is _PRUNED (see the
+    shortcuts above)."""
+    least = np.inf
+    for k in range(k_n):
+        if k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
+            e = approx[0]
+        elif k > 0 and scale[k] == scale[k - 1] and zero[k] == zero[k - 1]:
+            e = approx[k - 1]
+        elif k == 0 and known:
+            e = known_error
+        elif (
+            tail.shape[0] > 0
+            and least < np.inf
+            and _clipped(tail, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
+        ):
+            e = _PRUNED
+        else:
+            e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
+        approx[k] = e
+        least = min(least, e)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _clipped(tail, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """The float32 squared distances of the `tail` values beyond the decoded extremes of
+    (scale, zero) to them (the very terms `_approximate_error` sums for them), summed in
+    float64 (in any order: the margins dwarf its rounding)."""
+    d = np.float32(scale)
+    z = np.float32(zero)
+    a = (np.float32(qmin) - z) * d
+    b = (np.float32(qmax) - z) * d
+    top = max(a, b)
+    bottom = min(a, b)
+    e = 0.0
+    zero32 = np.float32(0.0)
+    for j in range(tail.shape[0]):
+        # one of the two is 0
+        above = max(tail[j] - top, zero32)
+        below = min(tail[j] - bottom, zero32)
+        e += np.float64(above * above) + np.float64(below * below)
+    return e
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _finalist(slices, i, r, finalists, scale, zero, qmin, qmax, exact, known):
-    """Exact error of finalist r of slice i (none for a repeated one; finalist 0 of the fine
-    round is the coarse round's winner, whose error is `known`)."""
-    k = finalists[i, r]
-    if r == 0 and known is not None:
-        exact[i, 0] = known[i]
-    elif k >= 0:
-        exact[i, r] = _exact_error(slices[i], scale[i, k], zero[i, k], qmin, qmax)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _pick_finalists(approx, scale, zero, k_n, finalists):
-    """finalists[0] = 0, then the candidates of least approximate error in order (ties: the
-    earlier), -1 for one whose scale and zero point an earlier finalist already has (its
-    error is the same, and the earlier one wins ties)."""
+def _finalists(approx, scale, zero, k_n, least, finalists):
+    """finalists[0] = 0, then the len(least) candidates of least approximate error in order
+    (ties: the earlier), -2 - k for one (k) whose scale and zero point an earlier finalist
+    already has (its error is the same, and the earlier one wins ties); -1 for none."""
+    finalists[:] = -1
     finalists[0] = 0
-    for r in range(1, finalists.shape[0]):
-        m = -1
-        for k in range(k_n):
-            taken = False
-            for p in range(1, r):
-                if finalists[p] == k or -2 - finalists[p] == k:
-                    taken = True
-            if not taken and (m < 0 or approx[k] < approx[m]):
-                m = k
-        finalists[r] = m
+    n_r = least.shape[0]
+    for k in range(k_n):
+        e = approx[k]
+        m = k
+        for r in range(n_r):
+            c = finalists[r + 1]
+            if c < 0 or e < least[r]:
+                finalists[r + 1], m = m, c
+                least[r], e = e, least[r]
+                if m < 0:
+                    break
+    for r in range(1, n_r + 1):
+        m = finalists[r]
+        if m < 0:
+            continue
         for p in range(r):
             q = finalists[p] if finalists[p] >= 0 else -2 - finalists[p]
             if scale[q] == scale[m] and zero[q] == zero[m]:
@@ -301,11 +426,56 @@ def _pick_finalists(approx, scale, zero, k_n, finalists):
                 break
 
 
-#: Slices per parallel task of the entropy search (its buffers are made once per task).
-_SLICES = 64
+@njit(cache=True, nogil=True, inline="always")
+def _drop_losers(approx, finalists, exact, margin):
+    """Finalists whose approximate error provably exceeds the least one's cannot win: the
+    others' are marked as repeated ones are (-2 - k), the first's exact error set to
+    infinity (the finalist of least approximate error is always kept)."""
+    least = approx[0]
+    for r in range(1, finalists.shape[0]):
+        if finalists[r] >= 0:
+            least = min(least, approx[finalists[r]])
+    if not least >= _SMALLEST:
+        return
+    for r in range(finalists.shape[0]):
+        k = finalists[r]
+        if k >= 0 and approx[k] < np.inf and approx[k] > least * margin:
+            if r == 0:
+                exact[0] = np.inf
+            else:
+                finalists[r] = -2 - k
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, inline="always")
+def _wanted(finalists, exact, r):
+    """Whether finalist r's exact error is to be computed (not a repeated or dropped one,
+    nor finalist 0 when known: exact[0] not NaN)."""
+    return finalists[r] >= 0 if r > 0 else np.isnan(exact[0])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _alone(finalists, exact):
+    """The one finalist left (not repeated nor dropped), or -1 when there are more."""
+    left = -1 if exact[0] == np.inf else 0
+    for r in range(1, finalists.shape[0]):
+        if finalists[r] >= 0:
+            if left >= 0:
+                return -1
+            left = r
+    return left
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _winner(finalists, exact):
+    """The finalist of least exact error (the first on ties)."""
+    best = 0
+    for r in range(1, finalists.shape[0]):
+        if finalists[r] >= 0 and exact[r] < exact[best]:
+            best = r
+    return best
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):  # pragma: no cover
     """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
     [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels, merged
@@ -324,6 +494,7 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
         qlogq = np.empty(n_c, dtype=np.float64)
         below = np.empty(n_c, dtype=np.int64)
         below_nz = np.empty(n_c, dtype=np.int64)
+        num = np.empty(n_c, dtype=np.float64)
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             if amax[i] == 0.0:
                 out[i] = 0.0
@@ -332,7 +503,7 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
             _histogram(slices[i], width, hist, csum, cnz, cplogp, log_n)
             _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
             out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
-                                       below_nz) * width  # fmt: skip
+                                       below_nz, num) * width  # fmt: skip
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -359,6 +530,10 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
     the counts before its last level."""
     for k in range(cands.shape[0]):
         width = merged[k]
+        if k > 0 and width == merged[k - 1]:
+            # the same levels as the candidate before
+            qlogq[k], below[k], below_nz[k] = qlogq[k - 1], below[k - 1], below_nz[k - 1]
+            continue
         q = 0.0
         done = 0
         done_nz = 0
@@ -375,49 +550,66 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz):
+def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, num):
     """The candidate bin count of least KL divergence (the first on ties; all bins when
-    every candidate is infinitely divergent)."""
+    every candidate is infinitely divergent). `num`: a buffer of one float per candidate."""
     n_bins = hist.shape[0]
     total = csum[n_bins]
-    best = np.inf
-    best_c = n_bins
+    base = total * log_n[total]
     for k in range(cands.shape[0]):
         c = cands[k]
-        outliers = total - csum[c]
-        last = hist[c - 1] + outliers
+        upto = csum[c]
+        h = hist[c - 1]
+        outliers = total - upto
+        last = h + outliers
         plogp = cplogp[c - 1] + last * log_n[last]
         # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
-        t = csum[c] - below[k]
-        nz = cnz[c] - below_nz[k] + (hist[c - 1] == 0 and last > 0)
+        t = upto - below[k]
+        nz = cnz[c] - below_nz[k] + ((h == 0) & (last > 0))
         mass = t + outliers
-        qlogq_k = qlogq[k]
-        if mass > 0:
-            if t == 0:
-                continue
-            qlogq_k += mass * (log_n[t] - log_n[nz])
-        kl = (plogp - total * log_n[total] - qlogq_k + total * log_n[csum[c]]) / total
-        if kl < best:
-            best = kl
-            best_c = c
-    return best_c
+        # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
+        qlogq_k = qlogq[k] + mass * (log_n[t] - log_n[nz])
+        # the divergence times `total` (NaN: mass in the last level but no values, skipped)
+        d = plogp - base - qlogq_k + total * log_n[upto]
+        num[k] = np.nan if (mass > 0) & (t == 0) else d
+    least = np.inf
+    for k in range(cands.shape[0]):
+        if num[k] < least:
+            least = num[k]
+    # the divergence is num / total: the first candidate whose quotient equals the least
+    # one's (only numerators next to the least can round to the same quotient)
+    if not least < np.inf:
+        return n_bins
+    kl = least / total
+    near = abs(least) * 2.0**-40 + 2.0**-900
+    for k in range(cands.shape[0]):
+        if num[k] == least or (num[k] - least <= near and num[k] / total == kl):
+            return cands[k]
+    return n_bins
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def minmax_rows(x, bits, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32, codes,
-                scale, zero):  # pragma: no cover - compiled  # fmt: skip
+def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32,
+                codes, scale, zero):  # pragma: no cover - compiled  # fmt: skip
     """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
     in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
-    compute them; scale and zero (S,) float64. Returns how many rows held a NaN or an
-    infinity (their outputs are then not written)."""
+    compute them, or with the ranges lo, hi (S,) float64 when not empty (another method's);
+    scale (S,) float64 or float32, zero (S,) of the codes' dtype. Returns how many rows
+    held a NaN or an infinity (MinMax; their outputs are then not written)."""
     bad = 0
+    given = lo.shape[0] > 0
     for i in prange(x.shape[0]):
-        lo, hi, finite = _extremes(bits[i])
-        if not finite:
-            bad += 1
-            continue
-        d, z = _scale_zero(np.float64(lo), np.float64(hi), qmin, qmax, symmetric, extreme,
-                           kind, tiny, half_table)  # fmt: skip
+        if given:
+            a = lo[i]
+            b = hi[i]
+        else:
+            a32, b32, finite = _extremes(bits[i])
+            if not finite:
+                bad += 1
+                continue
+            a = np.float64(a32)
+            b = np.float64(b32)
+        d, z = _scale_zero(a, b, qmin, qmax, symmetric, extreme, kind, tiny, half_table)
         scale[i] = d
         zero[i] = z
         _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])

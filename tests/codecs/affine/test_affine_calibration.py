@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bundler.codecs.affine import AffineCodec, calibrate
+from bundler.errors import UsageError
 
 RNG = np.random.default_rng(5)
 # heavy-tailed rows (Student t), where clipping pays
@@ -61,7 +62,36 @@ def test_mse_is_never_worse_than_minmax_on_any_slice(spec):
     ],
 )
 def test_mse_choice_is_the_least_error_of_its_candidates(rows, symmetric, scale_dtype):
-    bits = 4
+    _assert_restated_mse(rows, 4, symmetric, scale_dtype)
+
+
+# 64 slices and more go through the search's per-slice path, with its shortcuts (bounds
+# from the clipped tail, finalists that cannot win): the same choices
+_MANY_RNG = np.random.default_rng(11)
+MANY = _MANY_RNG.standard_t(3, size=(80, 256)).astype(np.float32)
+MANY_HALVES = (_MANY_RNG.integers(-15, 16, size=(72, 128)) / 16).astype(np.float32)
+MANY_HALVES[:, 0] = 15 / 16
+
+
+@pytest.mark.parametrize(
+    ("rows", "bits", "symmetric", "scale_dtype"),
+    [
+        (MANY, 4, True, "f32"),
+        (MANY, 4, False, "f16"),
+        (MANY, 8, True, "f32"),
+        (MANY, 8, False, "bf16"),
+        (MANY, 3, False, "f32"),
+        (MANY_HALVES, 4, True, "f32"),
+        (MANY_HALVES, 4, False, "f32"),
+    ],
+)
+def test_mse_choice_on_many_slices_is_the_least_error_of_its_candidates(
+    rows, bits, symmetric, scale_dtype
+):
+    _assert_restated_mse(rows, bits, symmetric, scale_dtype)
+
+
+def _assert_restated_mse(rows, bits, symmetric, scale_dtype):
     spec = f"int{bits}:channel:{'sym' if symmetric else 'asym'}:{scale_dtype}"
     cal = calibrate(rows, "mse", spec)
     coarse = 1.0 - 0.04 * np.arange(21)
@@ -107,9 +137,12 @@ def _restated_entropy(row, bits, n_bins, n_cand):
     return best_c * width
 
 
-@pytest.mark.parametrize(("bits", "n_bins"), [(8, 2048), (4, 512)])
-def test_entropy_threshold_equals_restated_kl_search(bits, n_bins):
-    x = RNG.standard_t(4, size=(4, 4096 if bits == 8 else 512)).astype(np.float32)
+@pytest.mark.parametrize(("bits", "n_bins", "rows"), [(8, 2048, 4), (4, 512, 4), (4, 512, 40)])
+def test_entropy_threshold_equals_restated_kl_search(bits, n_bins, rows):
+    x = RNG.standard_t(4, size=(rows, 4096 if bits == 8 else 512)).astype(np.float32)
+    if rows > 4:
+        # values on bin edges: |x| a multiple of the bin width (amax / n_bins)
+        x[4:] = (RNG.integers(-n_bins, n_bins + 1, size=x[4:].shape) / 8).astype(np.float32)
     cal = calibrate(x, "entropy", f"int{bits}:channel")
     for i, row in enumerate(x):
         t = _restated_entropy(row, bits, n_bins, 64)
@@ -133,3 +166,13 @@ def test_every_method_returns_ranges_scales_and_zero_points_in_the_parameter_sha
     assert np.all(cal.lo <= cal.hi)
     assert np.all((cal.zero_point >= 0) & (cal.zero_point <= 15))
     assert np.all(cal.scale > 0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "scale"), [("int4:channel:f16:mse", "400000"), ("int4:channel:asym:f16:mse", "200000")]
+)
+def test_mse_refuses_a_minmax_scale_its_dtype_cannot_hold_naming_the_widest(spec, scale):
+    x = np.array(MANY[:8, :64])
+    x[3, 5] = 3e6  # one channel's MinMax scale (3e6 / 7.5, / 15) is past float16's largest
+    with pytest.raises(UsageError, match=f"a scale of {scale} does not fit f16 scales"):
+        AffineCodec(spec).encode(x)
