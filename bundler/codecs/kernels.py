@@ -259,8 +259,9 @@ def thread_count() -> int:
     compiler counts them once it is loaded; numpy kernels do not load it)."""
     if _PROCESS_THREADS[0]:
         return _PROCESS_THREADS[0]
-    numba = sys.modules.get("numba")
-    if numba is not None:
+    if "numba" in sys.modules:
+        import numba  # waits while another thread is still importing it
+
         return numba.config.NUMBA_NUM_THREADS
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return max(1, len(cores) if cores else os.cpu_count() or 1)
@@ -348,6 +349,9 @@ def apply_threads() -> None:
     """Set the compiler's thread count for the calling thread to the one in effect."""
     # the compiler's own setting is per thread: a thread it has not seen uses all cores
     want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
-    numba = sys.modules.get("numba")  # numpy kernels have no thread setting
-    if want is not None and numba is not None and numba.get_num_threads() != want:
+    if want is None or "numba" not in sys.modules:  # numpy kernels have no thread setting
+        return
+    import numba  # waits while another thread is still importing it
+
+    if numba.get_num_threads() != want:
         numba.set_num_threads(want)

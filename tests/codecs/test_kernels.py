@@ -31,3 +31,30 @@ def test_openmp_threads_wait_passively_unless_the_user_chose(given, kept):
     code = "import os, bundler.codecs; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.stdout.strip() == kept, done.stderr
+
+
+# A thread imports the compiler while this one asks for its thread setting, as a kernel
+# called from a pool thread does while the main thread is still loading the compiler.
+_RACE = """
+import threading
+from bundler.codecs import kernels
+kernels._PROCESS_THREADS[0] = 1
+errors = []
+importer = threading.Thread(target=lambda: __import__("numba"))
+importer.start()
+while importer.is_alive() and not errors:
+    try:
+        kernels.apply_threads()
+        kernels.thread_count()
+    except Exception as exc:
+        errors.append(repr(exc))
+importer.join()
+print(errors)
+"""
+
+
+def test_thread_settings_wait_for_a_compiler_another_thread_is_still_importing():
+    done = subprocess.run(
+        [sys.executable, "-c", _RACE], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"
