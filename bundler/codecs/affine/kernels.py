@@ -622,9 +622,9 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
     held a NaN or an infinity (MinMax; their outputs are then not written)."""
     bad = 0
     given = lo.shape[0] > 0
-    s_n = x.shape[0]
+    s_n, q_n = x.shape
     # long rows (channels) fewer a task, so that a few of them still spread over threads
-    per = min(_ROWS, max(1, _CHUNK // max(1, x.shape[1])))
+    per = min(_ROWS, max(1, _CHUNK // max(1, q_n)))
     for task in prange((s_n + per - 1) // per):
         r0 = task * per
         m = min(s_n, r0 + per) - r0
@@ -649,13 +649,21 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
                 if finite[r]:
                     d[r], z[r] = _scale_zero(a[r], b[r], qmin, qmax, symmetric, extreme, kind,
                                              tiny, half_table)  # fmt: skip
+        # a row of the next run read (its first and last values) beside each row's
+        # divisions, so that its memory is on its way to the cache before its extremes
+        # are needed; kept in `finite` (used no more) so that the reads are not dropped
+        seen = np.int32(0)
         for r in range(m):
+            if q_n > 0:
+                ahead = min(s_n - 1, r0 + per + r)
+                seen ^= bits[ahead, 0] ^ bits[ahead, q_n - 1]
             if not finite[r]:
                 bad += 1
                 continue
             scale[r0 + r] = d[r]
             zero[r0 + r] = z[r]
             _quantize_row(x[r0 + r], d[r], z[r], qmin, qmax, div32, codes[r0 + r])
+        finite[0] = seen == 0
     return bad
 
 
