@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
+from bundler.codecs.intops import smax, smin
 
 #: Values quantized per parallel task.
 _CHUNK = 8192
@@ -64,8 +65,8 @@ def _extremes(bits):  # pragma: no cover - compiled
     for j in range(bits.shape[0]):
         b = bits[j]
         k = np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
-        mn = min(mn, k)
-        mx = max(mx, k)
+        mn = smin(mn, k)
+        mx = smax(mx, k)
     finite = mx < np.int32(0x7F800000) and mn > np.int32(-0x7F800001)
     return _from_key(mn), _from_key(mx), finite
 
@@ -98,6 +99,8 @@ def _stored_scale(s, kind, tiny, half_table):
     """`arithmetic.parameters`' stored scale of the float64 scale `s` (already positive and
     finite in float32): float32, then float16 or bfloat16 (round to nearest even), and the
     dtype's smallest subnormal for a scale that rounds to 0."""
+    if kind == SCALE_F32:
+        return _stored_f32(s, tiny)
     f = np.float32(s)
     if kind == SCALE_F16:
         f = half_table[f32_to_f16_bits(f)]
@@ -109,25 +112,41 @@ def _stored_scale(s, kind, tiny, half_table):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _stored_f32(s, tiny):
+    """`_stored_scale` of a float32 scale."""
+    f = np.float64(np.float32(s))
+    return tiny if f == 0.0 else f
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _scale_zero(lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table):
     """(scale, zero point) of the range [lo, hi] exactly as `arithmetic.parameters`
     (`extreme`: its `extreme` scale rule)."""
+    d = _stored_scale(_raw_scale(lo, hi, qmin, qmax, symmetric, extreme), kind, tiny, half_table)
+    return d, _zero_point(lo, d, qmin, qmax, symmetric)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _raw_scale(lo, hi, qmin, qmax, symmetric, extreme):
+    """`_scale_zero`'s float64 scale of [lo, hi] before it is stored (never 0)."""
     lo0 = min(lo, 0.0)
     hi0 = max(hi, 0.0)
-    if lo == hi:
-        s = abs(lo)
-    elif symmetric and extreme:
+    if symmetric and extreme:
         s = (lo0 if -lo0 >= hi0 else hi0) / qmin
     elif symmetric:
         s = max(-lo0, hi0) / ((qmax - qmin) / 2)
     else:
         s = (hi0 - lo0) / (qmax - qmin)
-    if s == 0.0:
-        s = 1.0
-    d = _stored_scale(s, kind, tiny, half_table)
+    s = abs(lo) if lo == hi else s
+    return 1.0 if s == 0.0 else s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _zero_point(lo, d, qmin, qmax, symmetric):
+    """`_scale_zero`'s zero point of a range from `lo` with the stored scale d."""
     if symmetric:
-        return d, 0.0
-    return d, min(max(np.rint(qmin - lo0 / d), np.float64(qmin)), np.float64(qmax))
+        return 0.0
+    return min(max(np.rint(qmin - min(lo, 0.0) / d), np.float64(qmin)), np.float64(qmax))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -588,6 +607,11 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
     return n_bins
 
 
+#: Most rows per parallel task of `minmax_rows` (their ranges and parameters are found
+#: together, in loops across the rows, before the rows are quantized).
+_ROWS = 64
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32,
                 codes, scale, zero):  # pragma: no cover - compiled  # fmt: skip
@@ -598,21 +622,48 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
     held a NaN or an infinity (MinMax; their outputs are then not written)."""
     bad = 0
     given = lo.shape[0] > 0
-    for i in prange(x.shape[0]):
-        if given:
-            a = lo[i]
-            b = hi[i]
+    s_n, q_n = x.shape
+    # long rows (channels) fewer a task, so that a few of them still spread over threads
+    per = min(_ROWS, max(1, _CHUNK // max(1, q_n)))
+    for task in prange((s_n + per - 1) // per):
+        r0 = task * per
+        m = min(s_n, r0 + per) - r0
+        a = np.empty(_ROWS)
+        b = np.empty(_ROWS)
+        d = np.empty(_ROWS)
+        z = np.empty(_ROWS)
+        finite = np.ones(_ROWS, dtype=np.bool_)
+        for r in range(m):
+            if given:
+                a[r] = lo[r0 + r]
+                b[r] = hi[r0 + r]
+            else:
+                a[r], b[r], finite[r] = _extremes(bits[r0 + r])
+        if kind == SCALE_F32:
+            # float32 scales: no table look-up, so this loop is vectorized
+            for r in range(m):
+                d[r] = _stored_f32(_raw_scale(a[r], b[r], qmin, qmax, symmetric, extreme), tiny)
+                z[r] = _zero_point(a[r], d[r], qmin, qmax, symmetric)
         else:
-            a32, b32, finite = _extremes(bits[i])
-            if not finite:
+            for r in range(m):
+                if finite[r]:
+                    d[r], z[r] = _scale_zero(a[r], b[r], qmin, qmax, symmetric, extreme, kind,
+                                             tiny, half_table)  # fmt: skip
+        # a row of the next run read (its first and last values) beside each row's
+        # divisions, so that its memory is on its way to the cache before its extremes
+        # are needed; kept in `finite` (used no more) so that the reads are not dropped
+        seen = np.int32(0)
+        for r in range(m):
+            if q_n > 0:
+                ahead = min(s_n - 1, r0 + per + r)
+                seen ^= bits[ahead, 0] ^ bits[ahead, q_n - 1]
+            if not finite[r]:
                 bad += 1
                 continue
-            a = np.float64(a32)
-            b = np.float64(b32)
-        d, z = _scale_zero(a, b, qmin, qmax, symmetric, extreme, kind, tiny, half_table)
-        scale[i] = d
-        zero[i] = z
-        _quantize_row(x[i], d, z, qmin, qmax, div32, codes[i])
+            scale[r0 + r] = d[r]
+            zero[r0 + r] = z[r]
+            _quantize_row(x[r0 + r], d[r], z[r], qmin, qmax, div32, codes[r0 + r])
+        finite[0] = seen == 0
     return bad
 
 
