@@ -276,7 +276,8 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             row = slices[i]
             m = 0
-            if margin < np.inf:
+            exactly = _extreme_magnitude(lo0[i], hi0[i])
+            if margin < np.inf and not exactly:
                 m = _tail(row, np.float32(lo0[i] * _TAIL), np.float32(hi0[i] * _TAIL), tail)
             won_exact = won_approx = 0.0
             for round_ in range(2):
@@ -284,7 +285,7 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
                                   symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
                 factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
                 _approximate_round(row, k_n, scale, zero, qmin, qmax, tail[:m], bound,
-                                   round_ == 1, won_approx, approx)  # fmt: skip
+                                   round_ == 1, won_approx, exactly, approx)  # fmt: skip
                 _finalists(approx, scale, zero, k_n, least, finalists)
                 exact[0] = won_exact if round_ == 1 else np.nan
                 _drop_losers(approx, finalists, exact, margin)
@@ -320,8 +321,11 @@ def _few_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine,
                         extreme, kind, tiny, half_table, cand[i])  # fmt: skip
         for t in prange(s_n * k_n):
             i, k = t // k_n, t % k_n
-            cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin,
-                                               qmax)  # fmt: skip
+            if _extreme_magnitude(lo0[i], hi0[i]):
+                cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
+            else:
+                cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k],
+                                                   qmin, qmax)  # fmt: skip
         for i in prange(s_n):
             _finalists(cand[i, 3], cand[i, 1], cand[i, 2], k_n, np.empty(reranked), finalists[i])
             exact[i, 0] = won[i] if round_ == 1 else np.nan
@@ -357,6 +361,16 @@ def _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extr
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _extreme_magnitude(lo0, hi0):
+    """Whether the larger magnitude of a slice's range [lo0, hi0] is outside 2^-24..2^24,
+    where the float32 squares of its errors may underflow (a subnormal scale's reciprocal
+    may overflow) or their sums overflow: such a slice's candidates are ranked by their
+    exact errors (slower; real weights are never there)."""
+    m = max(abs(lo0), abs(hi0))
+    return m > 0.0 and (m < 2.0**-24 or m > 2.0**24)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _tail(row, lo, hi, buf):
     """The values of `row` below lo or above hi into `buf`, in order; how many."""
     m = 0
@@ -369,8 +383,9 @@ def _tail(row, lo, hi, buf):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, known_error,
-                       approx):  # pragma: no cover - compiled  # fmt: skip
-    """approx[:k_n] of one slice's candidates: candidate 0's is `known_error` when `known`;
+                       exactly, approx):  # pragma: no cover - compiled  # fmt: skip
+    """approx[:k_n] of one slice's candidates (their exact errors when `exactly`, a slice
+    of `_extreme_magnitude`): candidate 0's is `known_error` when `known`;
     a candidate with the scale and zero point of candidate 0 or of the one before it has
     that one's; one whose clipped `tail` values alone err more than the least error so far
     times `margin` (the shortcuts' margin and one more slack) is _PRUNED (see the
@@ -389,6 +404,8 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, k
             and _clipped(tail, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
         ):
             e = _PRUNED
+        elif exactly:
+            e = _exact_error(row, scale[k], zero[k], qmin, qmax)
         else:
             e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
         approx[k] = e

@@ -91,14 +91,16 @@ def test_mse_choice_on_many_slices_is_the_least_error_of_its_candidates(
     _assert_restated_mse(rows, bits, symmetric, scale_dtype)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: at magnitudes near 1e-30 the search's float32 error estimates "
-    "underflow to zero, so it no longer picks the least float64 error",
-)
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_mse_choice_at_tiny_magnitudes_is_the_least_error_of_its_candidates(symmetric):
-    _assert_restated_mse((MANY[:8] * 1e-30).astype(np.float32), 4, symmetric, "f32")
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-36, 1e-41, 1e30, 1e36])
+@pytest.mark.parametrize("slices", [8, 80])
+def test_mse_choice_at_extreme_magnitudes_is_the_least_error_of_its_candidates(
+    symmetric, magnitude, slices
+):
+    # float32 squares of errors near 1e-30 underflow and near 1e30 overflow; 80 slices
+    # take the per-slice path, 8 the per-candidate one
+    rows = (MANY[:slices] * magnitude).astype(np.float32)
+    _assert_restated_mse(rows, 4, symmetric, "f32")
 
 
 def _assert_restated_mse(rows, bits, symmetric, scale_dtype):
