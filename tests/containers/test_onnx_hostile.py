@@ -5,6 +5,7 @@ nothing half-written."""
 from __future__ import annotations
 
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -134,3 +135,46 @@ def test_an_opset_onnx_runtime_cannot_run_is_a_typed_error(tmp_path):
     assert done.returncode == 4, done.stderr
     assert "ONNX Runtime cannot run it" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _not_utf8(data: bytes, text: bytes) -> bytes:
+    """`data` with the first occurrence of `text` given a byte that is not UTF-8."""
+    at = data.index(text)
+    return data[:at] + b"\xe8" + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [(b"MatMul", "graph.node[2].op_type"), (b"y_then", "graph.node[3].attribute[1].g.node[1]")],
+)
+@pytest.mark.parametrize("command", ["inspect", "validate", "convert", "quantize"])
+def test_a_string_that_is_not_utf8_is_a_typed_error_naming_its_field(
+    text, field, command, tmp_path
+):
+    # proto2 parsers hand such a string back as bytes, where every reader expects text
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_not_utf8(nested_model().SerializeToString(), text))
+    with pytest.raises(FormatError, match=re.escape(f"string field {field}")):
+        read(str(path))
+    outputs = {
+        "convert": ["-o", str(tmp_path / "m.safetensors")],
+        "quantize": ["-o", str(tmp_path / "q.onnx"), "--type", "int8"],
+    }
+    out = outputs.get(command, [])
+    done = run_cli(command, str(path), *out)
+    # validate reports a file that parses but is not a valid model as a failed validation
+    assert done.returncode == (5 if command == "validate" else 4), done.stderr
+    assert field in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_quantizing_a_weight_whose_dims_outgrow_its_data_is_a_typed_error(tmp_path):
+    model = nested_model()
+    model.graph.initializer[0].dims[1] = 3000  # 24 bytes of raw_data for 6,000 floats
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    src.write_bytes(model.SerializeToString())
+    done = run_cli("quantize", str(src), "-o", str(out), "--type", "int8")
+    assert done.returncode == 4, done.stderr
+    assert f"bundler: error: {src}" in done.stderr and "tensor 'w'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]

@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 from bundler.containers.onnx import samples, wire
 from bundler.containers.onnx.reader import load_model
 from bundler.containers.onnx.rewrite import Options, quantize_file, quantize_model
-from bundler.errors import FormatError
+from bundler.errors import BundlerError, FormatError
 
 OPTIONS = {
     "int8_channel": Options("int8", per_channel=True),
@@ -159,3 +159,38 @@ def test_reading_keeps_large_weights_as_byte_ranges_of_the_model_file(tmp_path):
             assert t.source.path == str(src)
         assert t.raw().tobytes() == numpy_helper.to_array(init).tobytes(), init.name
     assert OnnxDetails.of(bundle).external_files == ()
+
+
+def _outcome(run) -> tuple[str, object]:
+    """("ok", output bytes) or ("error", the bundler error's type); anything else raises."""
+    try:
+        return "ok", run()
+    except BundlerError as exc:
+        return "error", type(exc)
+
+
+def test_mutated_bytes_of_a_model_with_weights_in_the_file_read_as_a_whole_parse(tmp_path):
+    # a seeded byte mutation of the structure around the weight's data (tags, lengths,
+    # fields), each either the whole parse's output or its typed error, writing nothing
+    data = _with_weight()
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(128, 128)).astype(np.float32)
+    ).raw_data
+    start = data.index(weight)
+    around = [*range(0, start), *range(start + len(weight) - 8, len(data))]
+    rng = np.random.default_rng(7)
+    options = Options("int8", per_channel=True)
+    src, dst = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    kinds = set()
+    for at, value in zip(rng.choice(around, 400), rng.integers(0, 256, 400), strict=True):
+        mutated = bytearray(data)
+        mutated[at] = value
+        src.write_bytes(mutated)
+        whole = _outcome(lambda: _whole_parse_bytes(str(src), options))
+        got = _outcome(lambda: (quantize_file(str(src), str(dst), options), dst.read_bytes())[1])
+        assert got == whole, (at, value)
+        if got[0] == "error":
+            assert sorted(os.listdir(tmp_path)) == ["m.onnx"], (at, value)
+        dst.unlink(missing_ok=True)
+        kinds.add(got[0])
+    assert kinds == {"ok", "error"}  # the mutations reach both outcomes

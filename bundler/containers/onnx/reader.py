@@ -20,6 +20,7 @@ from bundler.containers.onnx import deps
 from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import CONSTANT_LISTS, Site, scopes, sites
 from bundler.containers.onnx.schema import ELEMENT_TYPES, MAX_DIMS, NAME, WIDENED, type_name
+from bundler.containers.onnx.utf8 import bad_string
 from bundler.containers.onnx.wire import LeftInFile, parse_in_place
 from bundler.errors import FileNotFound, FormatError, TruncatedError
 
@@ -115,6 +116,9 @@ def _check_model(path: str, model: Any) -> None:
         raise TruncatedError(
             path, None, "ONNX model without an opset_import for the default domain (cut short?)"
         )
+    bad = bad_string(model)
+    if bad is not None:
+        raise FormatError(path, None, f"string field {bad} is not UTF-8 text (corrupted?)")
 
 
 def read(path: str) -> Bundle:
