@@ -6,7 +6,9 @@ Exit codes follow the `apr` tool: 0 ok, 1 other failure, 2 usage, 3 file not fou
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -86,6 +88,18 @@ class FormatError(BundlerError, ValueError):
         where = self.path or "<bytes>"
         at = f" at byte {offset:,}" if offset is not None else ""
         super().__init__(f"{where}{at}: {problem}")
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Within it, a `FormatError` raised without a file (by code that reads a parsed model,
+    not a file) is raised again as the same error of `path`."""
+    try:
+        yield
+    except FormatError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(path, exc.offset, exc.problem) from None
 
 
 class TruncatedError(FormatError):

@@ -178,3 +178,19 @@ def test_quantizing_a_weight_whose_dims_outgrow_its_data_is_a_typed_error(tmp_pa
     assert f"bundler: error: {src}" in done.stderr and "tensor 'w'" in done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_validating_a_pair_with_a_weight_whose_dims_outgrow_its_data_names_that_file(
+    bad_first, tmp_path
+):
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    model = nested_model()
+    good.write_bytes(model.SerializeToString())
+    model.graph.initializer[0].dims[0] = 7  # 24 bytes of raw_data for 21 floats
+    bad.write_bytes(model.SerializeToString())
+    pair = (bad, good) if bad_first else (good, bad)
+    done = run_cli("validate", str(pair[0]), str(pair[1]))
+    assert done.returncode == 4, done.stderr
+    assert f"bundler: error: {bad}: tensor 'w'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -18,7 +18,9 @@ from bundler.containers.onnx.quant import expand_blocks
 from bundler.containers.onnx.reader import files_size, load_model
 from bundler.containers.onnx.rewrite import load_for_rewrite
 from bundler.containers.onnx.schema import FLOAT_TYPES
+from bundler.containers.onnx.values import tensor_values
 from bundler.containers.onnx.weights import constant_value
+from bundler.errors import naming
 
 #: Least cosine similarity of every output for a PASSED verdict (unless --threshold).
 DEFAULT_THRESHOLD = 0.99
@@ -53,13 +55,11 @@ def _value_info(v: Any) -> dict[str, Any]:
 
 def float_weights(model: Any) -> dict[str, np.ndarray]:
     """Every float tensor of `model` by bundle name."""
-    from onnx import numpy_helper
-
     found = {}
     for site in sites(model):
         proto = site.proto()
         if proto is not None and proto.data_type in FLOAT_TYPES:
-            found[site.name] = numpy_helper.to_array(proto)
+            found[site.name] = tensor_values(proto, site.name)
     return found
 
 
@@ -98,7 +98,8 @@ def dequantized_bundle(bundle: Bundle) -> Bundle:
     details = OnnxDetails.of(bundle)
     if details is None or details.model is None:
         return bundle
-    computed = _computed_weights(load_for_rewrite(details.model))
+    with naming(details.model):
+        computed = _computed_weights(load_for_rewrite(details.model))
     if not computed:
         return bundle
     pieces = {p for *_, used in computed for p in used}
@@ -172,11 +173,17 @@ def _matmul_nbits(scope: Scope, node: Any) -> tuple[np.ndarray, str] | None:
     return w.reshape(n, blocks * block)[:, :k].T.copy(), "uint4 MatMulNBits"
 
 
-def weight_rows(original: Any, quantized: Any) -> list[dict[str, Any]]:
-    """One row per original float weight: unchanged, dequantized (with errors), or gone."""
-    before = float_weights(original)
-    after_float = float_weights(quantized)
-    after_dq = dequantized_weights(quantized)
+def weight_rows(
+    original: Any, quantized: Any, files: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per original float weight: unchanged, dequantized (with errors), or gone
+    (`files`: the models' paths, named by an error reading either's weights)."""
+    first, second = files or ("<original>", "<quantized>")
+    with naming(first):
+        before = float_weights(original)
+    with naming(second):
+        after_float = float_weights(quantized)
+        after_dq = dequantized_weights(quantized)
     rows = []
     for name, x in before.items():
         row: dict[str, Any] = {"name": name, "shape": list(x.shape), "dtype": str(x.dtype)}
@@ -231,7 +238,7 @@ def validate_pair(
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     a, b = load_for_rewrite(original), load_for_rewrite(quantized)
     sa, sb = structure(a), structure(b)
-    rows = weight_rows(a, b)
+    rows = weight_rows(a, b, (original, quantized))
     size_a, size_b = (
         files_size(original, load_model(original)),
         files_size(quantized, load_model(quantized)),

@@ -21,6 +21,7 @@ from bundler.containers.onnx.details import OnnxDetails
 from bundler.containers.onnx.graph import CONSTANT_LISTS, Site, scopes, sites
 from bundler.containers.onnx.schema import ELEMENT_TYPES, MAX_DIMS, NAME, WIDENED, type_name
 from bundler.containers.onnx.utf8 import bad_string
+from bundler.containers.onnx.values import tensor_values
 from bundler.containers.onnx.wire import LeftInFile, parse_in_place
 from bundler.errors import FileNotFound, FormatError, TruncatedError
 
@@ -238,20 +239,11 @@ def proto_tensor(path: str, name: str, proto: Any, left: LeftInFile | None = Non
         if not packed:
             return Tensor(name, shape, codec, BytesSource(proto.raw_data))
         return _widened(path, name, proto, shape, proto.raw_data)
-    array = _to_array(path, name, proto)
+    array = tensor_values(proto, name, path)
     if packed:
         return Tensor(name, shape, codec, ArraySource(array.astype(codec.facts.numpy_dtype), codec))
     raw = deps.onnx().numpy_helper.from_array(array).raw_data
     return Tensor(name, shape, codec, BytesSource(raw))
-
-
-def _to_array(path: str, name: str, proto: Any) -> np.ndarray:
-    from onnx import numpy_helper
-
-    try:
-        return numpy_helper.to_array(proto)
-    except Exception as exc:  # the onnx package's own errors (ValueError, TypeError...)
-        raise FormatError(path, None, f"tensor {name!r}: unreadable data: {exc}") from None
 
 
 def _widened(path: str, name: str, proto: Any, shape: tuple[int, ...], raw: bytes) -> Tensor:

@@ -33,9 +33,10 @@ from bundler.containers.onnx.reader import (
     load_model_in_place,
 )
 from bundler.containers.onnx.schema import FLOAT_TYPES
+from bundler.containers.onnx.values import tensor_values
 from bundler.containers.onnx.weights import WEIGHT_INPUTS, Use, trace
 from bundler.containers.onnx.wire import LeftInFile
-from bundler.errors import FormatError, UsageError
+from bundler.errors import UsageError, naming
 
 #: Quantized types: name -> (bits, signed).
 TYPES = {"int8": (8, True), "uint8": (8, False), "int4": (4, True), "uint4": (4, False)}
@@ -284,16 +285,10 @@ def weight_array(site: Site, in_file: LeftInFile | None = None) -> np.ndarray:
     """The values of a site's tensor (read in place when `in_file` holds them); a
     `FormatError` naming the tensor (not the file) when its data does not fit its type
     and dims."""
-    from onnx import numpy_helper
-
     proto = site.proto()
     found = None if in_file is None else in_file.array(proto)
-    if found is not None:  # its length was checked against the type and dims
-        return found
-    try:
-        return numpy_helper.to_array(proto)
-    except Exception as exc:  # the onnx package's own errors (ValueError, TypeError...)
-        raise FormatError(None, None, f"tensor {site.name!r}: unreadable data: {exc}") from None
+    # data left in the file was checked against the type and dims
+    return tensor_values(proto, site.name) if found is None else found
 
 
 def code_tensor(name: str, q: np.ndarray, type_name: str) -> Any:
@@ -551,12 +546,8 @@ def quantize_file(
     src, dst = os.fspath(src), os.fspath(dst)
     _check_paths(src, dst, force or dry_run)
     start = time.perf_counter()
-    try:
+    with naming(src):
         return _quantize_file(src, dst, options, force, dry_run, start)
-    except FormatError as exc:
-        if exc.path is not None:
-            raise
-        raise type(exc)(src, exc.offset, exc.problem) from None
 
 
 def _quantize_file(

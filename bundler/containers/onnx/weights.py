@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bundler.containers.onnx.graph import ModelIndex, Scope, constant_tensor
+from bundler.containers.onnx.values import tensor_values
 
 #: Consumer op -> input indices that are weights.
 WEIGHT_INPUTS = {
@@ -122,7 +123,8 @@ def _moved(
     axes = _attr(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         found = index.constant(scope, node.input[1])
-        axes = None if found is None else [int(a) for a in _to_array(found).reshape(-1)]
+        values = None if found is None else tensor_values(found, node.input[1])
+        axes = None if values is None else [int(a) for a in values.reshape(-1)]
     if op == "Unsqueeze":
         if axes is None:
             return None
@@ -143,16 +145,10 @@ def constant_value(scope: Scope | None, name: str) -> np.ndarray | None:
         g = scope.graph
         for init in g.initializer:
             if init.name == name:
-                return _to_array(init)
+                return tensor_values(init, name)
         for node in g.node:
             if node.op_type == "Constant" and node.output and node.output[0] == name:
                 t = constant_tensor(node)
-                return _to_array(t) if t is not None else None
+                return tensor_values(t, name) if t is not None else None
         scope = scope.parent
     return None
-
-
-def _to_array(proto: Any) -> np.ndarray:
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(proto)
