@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = _redeliver_interrupt
     try:
         if argv is None:
-            from bundler.cli.startup import skip_blas_probe
+            from bundler.cli.startup import load_cached_kernels_lazily, skip_blas_probe
 
             skip_blas_probe()
+            load_cached_kernels_lazily()
         return _main(argv)
     except KeyboardInterrupt:
         print("bundler: interrupted", file=sys.stderr)

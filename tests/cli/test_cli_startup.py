@@ -43,3 +43,54 @@ def test_version_is_read_from_the_installed_metadata_only_when_asked():
     assert (done.returncode, done.stdout, done.stderr) == (0, f"bundler {version('bundler')}\n", "")
     done = run_cli("--help")
     assert done.returncode == 0 and "--version" in done.stdout
+
+
+# A console-script run: whether numba's registries were installed (numba.np.linalg is one
+# of the modules its context refresh imports), then the output's bytes.
+_WARM_CHILD = """
+import sys
+sys.argv = ["bundler", *sys.argv[1:]]
+from bundler.cli import main
+code = main(None)
+print(code, "numba.np.linalg" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_K_M", "int8"])
+def test_warm_console_script_loads_cached_kernels_without_numbas_registries(type_name, tmp_path):
+    import bundler
+
+    src = tmp_path / "one.safetensors"
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    save_file({"blk.0.ffn_up.weight": x}, str(src))
+    out = tmp_path / "one.gguf"
+    args = ["quantize", str(src), "-o", str(out), "--type", type_name, "-q", "--force"]
+    run = [sys.executable, "-c", _WARM_CHILD, *args]
+    subprocess.run(run, capture_output=True, text=True, check=True)  # compiles if not cached
+    done = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "False"], done.stderr
+    bundler.quantize(str(src), str(tmp_path / "lib.gguf"), type_name)
+    assert out.read_bytes() == (tmp_path / "lib.gguf").read_bytes()
+
+
+def test_a_cached_kernel_that_fails_to_load_lazily_is_loaded_as_numba_does():
+    from types import SimpleNamespace
+
+    from bundler.cli.startup import _patch_load_overload
+
+    calls = []
+
+    class Cache:
+        def load_overload(self, sig, target_context):
+            calls.append("refreshed")
+            return "loaded"
+
+        def _guard_against_spurious_io_errors(self):
+            raise RuntimeError("needs a registry")  # the lazy load fails
+
+        def _load_overload(self, sig, target_context):
+            calls.append("lazy")
+
+    _patch_load_overload(SimpleNamespace(Cache=Cache))
+    assert Cache().load_overload(None, object()) == "loaded"
+    assert calls == ["refreshed"]
