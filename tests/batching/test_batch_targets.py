@@ -231,6 +231,7 @@ def test_smollm2_config_target_equals_quantize_target_size(smollm2_f32_gguf, tmp
     )
 
 
+@pytest.mark.long  # 93 s on the AMD host; quantize --text itself runs by default
 @pytest.mark.slow
 @pytest.mark.realfile
 def test_a_config_text_measures_the_matrix_as_quantize_text_does(

@@ -142,6 +142,7 @@ def llama_quantize_o3():
         pytest.skip(f"the -O3 llama-quantize is not built: {exc}")
 
 
+@pytest.mark.long  # 169 s on the AMD host
 @pytest.mark.oracle_c
 def test_bench_convert_beside_llama_quantize_reports_each_row_and_equal_valid_outputs(
     llama_quantize_o3,
