@@ -11,7 +11,56 @@ from pathlib import Path
 
 import pytest
 
-from tools.reference import assets
+#: Requirement names whose import name differs (the rest: the name, "-" as "_").
+IMPORT_NAMES = {"pyyaml": "yaml", "onnx-ir": "onnx_ir", "faiss-cpu": "faiss"}
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def missing_requirements(pyproject: dict, extras: tuple[str, ...] = ("dev",)) -> list[str]:
+    """The requirements of `pyproject` (bundler's own and those of `extras`) that this
+    interpreter cannot import; those with an environment marker are not checked."""
+    import importlib.util
+    import re
+
+    project = pyproject["project"]
+    wanted = [*project["dependencies"]]
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    missing = []
+    for requirement in wanted:
+        if ";" in requirement:
+            continue
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        if importlib.util.find_spec(IMPORT_NAMES.get(name, name.replace("-", "_"))) is None:
+            missing.append(name)
+    return missing
+
+
+def _require_installed() -> None:
+    """Stop with one line saying what to install when this interpreter lacks bundler's
+    requirements (instead of an import error per test module)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: tomli is itself a requirement there
+        return
+    missing = missing_requirements(tomllib.loads(PYPROJECT.read_text(encoding="utf-8")))
+    if missing:
+        pytest.exit(
+            f"{sys.executable} cannot import {', '.join(missing)}, which the tests need: "
+            "install them as the README says (python3 -m venv .venv && .venv/bin/pip "
+            'install -e ".[dev]") and run .venv/bin/python -m pytest',
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _require_installed()
+
+
+try:
+    from tools.reference import assets
+except ModuleNotFoundError:  # a requirement missing: pytest_configure says which
+    assets = None
 
 #: In CI every real-file test must run: a missing file fails instead of skipping.
 IN_CI = os.environ.get("CI") == "true"

@@ -33,3 +33,15 @@ def test_importing_the_command_line_loads_no_numpy():
     code = "import sys, bundler.cli; print('numpy' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_tests_say_what_to_install_when_a_requirement_is_missing():
+    from conftest import PYPROJECT, missing_requirements
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    pyproject = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    assert missing_requirements(pyproject) == []  # this interpreter runs the tests
+    pyproject["project"]["dependencies"].append("no-such-package-anywhere>=1")
+    pyproject["project"]["optional-dependencies"]["dev"].append("PyYAML>=6")
+    assert missing_requirements(pyproject) == ["no-such-package-anywhere"]
