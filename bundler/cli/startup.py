@@ -1,67 +1,50 @@
 """What the console script changes in its own process to start faster: numba's BLAS
 probe made to fail fast, and cached kernels loaded without installing every registry of
-numba's compiler first."""
+numba's compiler first. Each is a hook on one numba module's import (`_OnImport`)."""
 
 from __future__ import annotations
 
 import importlib.abc
 import importlib.util
 import sys
+from collections.abc import Callable
 from typing import Any
 
 #: numba's module that probes for scipy's BLAS when its first kernel loads, and the probe.
 _PROBING_MODULE = "numba.np.arraymath"
 _PROBED_MODULE = "scipy.linalg.cython_blas"
+#: numba's module holding the on-disk cache of compiled functions.
+_CACHING_MODULE = "numba.core.caching"
+
+#: How a hooked module's body runs: given the body (a function of no arguments) and the
+#: module, it runs the body and does what it adds before or after.
+Runner = Callable[[Callable[[], None], Any], None]
 
 
-class _SkipBlasProbe(importlib.abc.MetaPathFinder):
-    """Makes numba's BLAS probe fail fast while `numba.np.arraymath` runs its module body.
+def skip_blas_probe() -> None:
+    """Make numba's BLAS probe fail fast while `numba.np.arraymath` runs its module body,
+    in this process (before numba loads its array functions).
 
     When scipy is installed, that probe imports `scipy.linalg` (0.3 s of CPU) for every
     process that loads a compiled kernel; bundler's kernels call no BLAS. The probe only
     decides whether numba's compiled `np.dot` of two vectors calls BLAS or a plain loop;
     `scipy.linalg` imports normally before and after.
     """
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != _PROBING_MODULE:
-            return None
-        sys.meta_path.remove(self)  # find the real spec, and step aside for good
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _Blocking(spec.loader)
-        return spec
-
-
-class _Blocking(importlib.abc.Loader):
-    """A loader running another's module body with `_PROBED_MODULE` unimportable."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        if _PROBED_MODULE in sys.modules:  # already imported: the probe costs nothing
-            self.loader.exec_module(module)
-            return
-        sys.modules[_PROBED_MODULE] = None  # type: ignore[assignment]
-        try:
-            self.loader.exec_module(module)
-        finally:
-            if sys.modules.get(_PROBED_MODULE, ...) is None:
-                del sys.modules[_PROBED_MODULE]
-
-
-def skip_blas_probe() -> None:
-    """Install the finder for this process (before numba loads its array functions)."""
     if _PROBING_MODULE not in sys.modules and "scipy.linalg" not in sys.modules:
-        sys.meta_path.insert(0, _SkipBlasProbe())
+        sys.meta_path.insert(0, _OnImport(_PROBING_MODULE, _without_blas))
 
 
-#: numba's module holding the on-disk cache of compiled functions.
-_CACHING_MODULE = "numba.core.caching"
+def _without_blas(body: Callable[[], None], module: Any) -> None:
+    """`body` run with `_PROBED_MODULE` unimportable."""
+    if _PROBED_MODULE in sys.modules:  # already imported: the probe costs nothing
+        body()
+        return
+    sys.modules[_PROBED_MODULE] = None  # type: ignore[assignment]
+    try:
+        body()
+    finally:
+        if sys.modules.get(_PROBED_MODULE, ...) is None:
+            del sys.modules[_PROBED_MODULE]
 
 
 def load_cached_kernels_lazily() -> None:
@@ -74,7 +57,12 @@ def load_cached_kernels_lazily() -> None:
     runtime (NRT) initialized. Compiling still refreshes both contexts itself (numba's
     `CompilerBase`), and a load that fails without the refresh is tried again with it."""
     if _CACHING_MODULE not in sys.modules:
-        sys.meta_path.insert(0, _AfterImport(_CACHING_MODULE, _patch_load_overload))
+        sys.meta_path.insert(0, _OnImport(_CACHING_MODULE, _then_patched))
+
+
+def _then_patched(body: Callable[[], None], module: Any) -> None:
+    body()
+    _patch_load_overload(module)
 
 
 def _patch_load_overload(caching: Any) -> None:
@@ -97,33 +85,33 @@ def _patch_load_overload(caching: Any) -> None:
     cache.load_overload = load_overload
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls `then(module)` once module `name` has run its body (then steps aside)."""
+class _OnImport(importlib.abc.MetaPathFinder):
+    """Runs module `name`'s body through `run` when it is first imported (then steps
+    aside for good)."""
 
-    def __init__(self, name: str, then: Any) -> None:
+    def __init__(self, name: str, run: Runner) -> None:
         self.name = name
-        self.then = then
+        self.run = run
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != self.name:
             return None
-        sys.meta_path.remove(self)
+        sys.meta_path.remove(self)  # find the real spec
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
-            spec.loader = _Then(spec.loader, self.then)
+            spec.loader = _Running(spec.loader, self.run)
         return spec
 
 
-class _Then(importlib.abc.Loader):
-    """A loader running another's module body, then a function of the module."""
+class _Running(importlib.abc.Loader):
+    """A loader running another's module body through a `Runner`."""
 
-    def __init__(self, loader: importlib.abc.Loader, then: Any) -> None:
+    def __init__(self, loader: importlib.abc.Loader, run: Runner) -> None:
         self.loader = loader
-        self.then = then
+        self.run = run
 
     def create_module(self, spec: Any) -> Any:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
-        self.loader.exec_module(module)
-        self.then(module)
+        self.run(lambda: self.loader.exec_module(module), module)

@@ -73,12 +73,16 @@ def test_warm_console_script_loads_cached_kernels_without_numbas_registries(type
     assert out.read_bytes() == (tmp_path / "lib.gguf").read_bytes()
 
 
-def test_a_cached_kernel_that_fails_to_load_lazily_is_loaded_as_numba_does():
+def test_a_cached_kernel_that_fails_to_load_lazily_is_loaded_as_numba_does(monkeypatch):
+    import contextlib
     from types import SimpleNamespace
+
+    from numba.core.runtime import rtsys
 
     from bundler.cli.startup import _patch_load_overload
 
     calls = []
+    monkeypatch.setattr(rtsys, "initialize", lambda ctx: calls.append("runtime"))
 
     class Cache:
         def load_overload(self, sig, target_context):
@@ -86,11 +90,17 @@ def test_a_cached_kernel_that_fails_to_load_lazily_is_loaded_as_numba_does():
             return "loaded"
 
         def _guard_against_spurious_io_errors(self):
-            raise RuntimeError("needs a registry")  # the lazy load fails
+            return contextlib.nullcontext()
 
         def _load_overload(self, sig, target_context):
             calls.append("lazy")
+            if sig == "needs a registry":
+                raise RuntimeError(sig)
+            return "loaded lazily"
 
     _patch_load_overload(SimpleNamespace(Cache=Cache))
-    assert Cache().load_overload(None, object()) == "loaded"
-    assert calls == ["refreshed"]
+    assert Cache().load_overload("plain", object()) == "loaded lazily"
+    assert calls == ["runtime", "lazy"]
+    calls.clear()
+    assert Cache().load_overload("needs a registry", object()) == "loaded"
+    assert calls == ["runtime", "lazy", "refreshed"]
