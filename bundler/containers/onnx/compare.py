@@ -173,12 +173,10 @@ def _matmul_nbits(scope: Scope, node: Any) -> tuple[np.ndarray, str] | None:
     return w.reshape(n, blocks * block)[:, :k].T.copy(), "uint4 MatMulNBits"
 
 
-def weight_rows(
-    original: Any, quantized: Any, files: tuple[str, str] | None = None
-) -> list[dict[str, Any]]:
+def weight_rows(original: Any, quantized: Any, files: tuple[str, str]) -> list[dict[str, Any]]:
     """One row per original float weight: unchanged, dequantized (with errors), or gone
     (`files`: the models' paths, named by an error reading either's weights)."""
-    first, second = files or ("<original>", "<quantized>")
+    first, second = files
     with naming(first):
         before = float_weights(original)
     with naming(second):

@@ -7,6 +7,7 @@ metadata value). A model whose strings are not text is not a valid model.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 #: FieldDescriptor.TYPE_STRING and TYPE_MESSAGE.
@@ -18,7 +19,7 @@ def bad_string(message: Any) -> str | None:
     a message in it, that is not valid UTF-8; None when every one is. A tensor's data is
     not read."""
     if message.DESCRIPTOR.name == "TensorProto":
-        fields = [(f, getattr(message, f.name)) for f in _tensor_text_fields(message)]
+        fields = [(f, getattr(message, f.name)) for f in _tensor_text_fields(message.DESCRIPTOR)]
     else:
         fields = message.ListFields()  # the fields set, without a look-up per field
     for field, value in fields:
@@ -36,13 +37,14 @@ def bad_string(message: Any) -> str | None:
     return None
 
 
-def _tensor_text_fields(tensor: Any) -> list[Any]:
-    """A tensor's string fields and its repeated message fields (external data entries,
-    metadata): not its data, whose bytes `ListFields` would copy."""
-    return [
-        f for f in tensor.DESCRIPTOR.fields
+@functools.cache
+def _tensor_text_fields(descriptor: Any) -> tuple[Any, ...]:
+    """TensorProto's string fields and its repeated message fields (external data
+    entries, metadata): not its data, whose bytes `ListFields` would copy."""
+    return tuple(
+        f for f in descriptor.fields
         if f.type == _STRING or (f.type == _MESSAGE and f.is_repeated)
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def _bad_text(field: Any, value: Any) -> str | None:
