@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Only modules the interpreter has loaded already: a Ctrl-C while this module is imported
 # would escape main(); argparse and the rest are imported inside it.
+import _signal
 import _thread
 import gc
 import importlib
@@ -61,20 +62,44 @@ def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+class _Interrupts:
+    """SIGINT's default action (KeyboardInterrupt in the main thread), remembering that one
+    came: an import the signal lands in can report it as another error (numpy's C extension
+    turns it into an ImportError naming `datetime`), which is still the user's Ctrl-C."""
+
+    arrived = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        cls.arrived = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on `argv` (None: this process is the console script, on its
     own arguments); returns the process exit code."""
     sys.unraisablehook = _redeliver_interrupt
     try:
         if argv is None:
+            _signal.signal(_signal.SIGINT, _Interrupts.handle)
             from bundler.cli.startup import load_cached_kernels_lazily, skip_blas_probe
 
             skip_blas_probe()
             load_cached_kernels_lazily()
-        return _main(argv)
+        code = _main(argv)
     except KeyboardInterrupt:
-        print("bundler: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except BaseException:
+        if not _Interrupts.arrived:
+            raise
+        return _interrupted()
+    # a Ctrl-C some library caught and reported as its own error is still one
+    return _interrupted() if _Interrupts.arrived else code
+
+
+def _interrupted() -> int:
+    print("bundler: interrupted", file=sys.stderr)
+    return 130
 
 
 def _main(argv: list[str] | None) -> int:

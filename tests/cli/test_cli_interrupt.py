@@ -58,6 +58,37 @@ def test_ctrl_c_gives_exit_130_and_one_line(minilm_safetensors, tmp_path, delay)
     assert err.splitlines()[-1] == "bundler: interrupted"
 
 
+#: The console script, with SIGINT sent while `module` is being imported (as a Ctrl-C at
+#: that moment would arrive): numpy's C extension imports `datetime` and reports the
+#: interrupt as an ImportError; the others are imports of Python modules.
+IN_IMPORT = """
+import os, signal, sys
+
+MODULE = sys.argv.pop(1)
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+
+sys.meta_path.insert(0, Interrupt())
+from bundler.cli import run
+sys.exit(run())
+"""
+
+
+@pytest.mark.parametrize("module", ["datetime", "argparse", "numba", "bundler.containers"])
+def test_ctrl_c_inside_an_import_gives_exit_130_and_one_line(minilm_safetensors, tmp_path, module):
+    argv = ["quantize", str(minilm_safetensors), "-o", "out.gguf", "--type", "q8_0"]
+    proc = subprocess.run(
+        [sys.executable, "-c", IN_IMPORT, module, *argv],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (130, "bundler: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _no_partial_output(folder):
     """Nothing but, when the signal came after the final rename, the whole output."""
     files = list(folder.iterdir())
