@@ -91,6 +91,17 @@ def subnormal_scales(cols: int = 256) -> np.ndarray:
     return (rng.standard_normal((6, cols)) * scales).astype(np.float32)
 
 
+def overflowing_inverses(cols: int = 256) -> np.ndarray:
+    """Magnitudes whose float32 scale is subnormal, so that 1/d overflows to infinity and
+    every code is the C conversion of an infinite product: constant blocks of the least
+    normal float32 and of subnormals, either sign, and random blocks near 1e-38..1e-41."""
+    rng = np.random.default_rng(SEED + 3)
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    constant = np.array([[tiny], [-tiny], [1e-39], [-1e-40]], np.float32) * np.ones(cols)
+    scales = np.array([[1e-38], [1e-39], [1e-40], [1e-41]])
+    return np.concatenate([constant, rng.standard_normal((4, cols)) * scales]).astype(np.float32)
+
+
 def constant_blocks(cols: int = 128) -> np.ndarray:
     return np.array([[0.5] * cols, [-3.25] * cols, [1e-20] * cols], np.float32)
 
@@ -111,6 +122,7 @@ CASES = {
     "tied_magnitudes": tied_magnitudes,
     "huge_scales": huge_scales,
     "subnormal_scales": subnormal_scales,
+    "overflowing_inverses": overflowing_inverses,
     "constant_blocks": constant_blocks,
     "single_block": single_block,
     "three_d": three_d,

@@ -64,6 +64,7 @@ def _inputs(block: int) -> dict[str, np.ndarray]:
         "bf16_rounded": edge_cases.bf16_rounded(16, 1024),
         "tied_magnitudes": edge_cases.tied_magnitudes(cols),
         "signed_zero_extremes": edge_cases.signed_zero_extremes(cols),
+        "overflowing_inverses": edge_cases.overflowing_inverses(cols),
         "row_scales": rng.standard_normal((8, cols)) * np.logspace(-30, 30, 8)[:, None],
         "zero_and_constant": np.stack(
             [np.zeros(cols), np.full(cols, 0.5), np.full(cols, -3.25), np.full(cols, -0.0)]
