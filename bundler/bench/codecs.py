@@ -23,13 +23,6 @@ OTHER_CODECS = (
     "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m",
     "tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0",
 )  # fmt: skip
-#: Codecs the gguf package can decode but not encode.
-GGUF_DECODES_ONLY = (
-    *K_QUANTS, "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s",
-    "iq1_m", "nvfp4",
-)  # fmt: skip
-#: Codecs the gguf package (0.19.0) can neither encode nor decode (it has no Q2_0 at all).
-GGUF_LACKS = ("q1_0", "q2_0")
 SEED = 20260101
 
 
@@ -49,22 +42,32 @@ def bench_importance(cols: int) -> np.ndarray:
 
 
 def _gguf_pair(name: str):
-    """(quantize, dequantize) of the gguf package for `name`, or Nones where it has none."""
+    """(quantize, dequantize) of the gguf package for `name`, None for a direction it lacks
+    (found by asking it for one block: its coverage differs between releases)."""
     import gguf
 
-    if name in GGUF_LACKS:
+    qtype = getattr(gguf.GGMLQuantizationType, name.upper(), None)
+    if qtype is None:
         return None, None
-    qtype = gguf.GGMLQuantizationType[name.upper()]
-    quantize = None
-    if name not in GGUF_DECODES_ONLY:
+    codec = get(name)
 
-        def quantize(x):
-            return gguf.quants.quantize(x, qtype)
+    def quantize(x):
+        return gguf.quants.quantize(x, qtype)
 
     def dequantize(raw):
         return gguf.quants.dequantize(raw, qtype)
 
-    return quantize, dequantize
+    probe = np.zeros((1, codec.facts.block_size), np.float32)
+    return _if_implemented(quantize, probe), _if_implemented(dequantize, codec.encode(probe))
+
+
+def _if_implemented(call, sample):
+    """`call`, or None when the gguf package raises NotImplementedError on `sample`."""
+    try:
+        call(sample)
+    except NotImplementedError:
+        return None
+    return call
 
 
 def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
@@ -75,10 +78,18 @@ def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
         ggml_c.library(build=False)
     except Exception:
         return None, None
-    return (
-        lambda x: ggml_c.quantize(name, x, threads=threads, imatrix=importance),
-        lambda raw, shape: ggml_c.dequantize(name, raw, shape),
-    )
+    quantize = dequantize = None
+    if ggml_c.can_quantize(name, imatrix=importance is not None):
+
+        def quantize(x):
+            return ggml_c.quantize(name, x, threads=threads, imatrix=importance)
+
+    if ggml_c.can_dequantize(name):
+
+        def dequantize(raw, shape):
+            return ggml_c.dequantize(name, raw, shape)
+
+    return quantize, dequantize
 
 
 def _rate(nbytes: int, seconds: float | None) -> float | None:
@@ -146,11 +157,10 @@ def _measure_gguf(row, name, x, encoded, repeat) -> None:
 def _measure_c(row, name, x, encoded, threads, repeat, importance=None) -> None:
     quantize, dequantize = _c_pair(name, threads, importance)
     row["c_encode_mib_s"] = row["c_decode_mib_s"] = row["c_exact"] = None
-    if quantize is None:
-        return
-    row["c_exact"] = bool(np.array_equal(quantize(x), encoded))
-    row["c_encode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: quantize(x), repeat))
-    if importance is not None:
+    if quantize is not None:
+        row["c_exact"] = bool(np.array_equal(quantize(x), encoded))
+        row["c_encode_mib_s"] = _rate(x.nbytes, median_seconds(lambda: quantize(x), repeat))
+    if importance is not None or dequantize is None:
         return
     row["c_decode_mib_s"] = _rate(
         x.nbytes, median_seconds(lambda: dequantize(encoded, x.shape), repeat)
