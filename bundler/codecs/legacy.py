@@ -41,8 +41,7 @@ QK = 32
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
 HALF = np.float32(0.5)
-_TWO_31 = np.float32(2.0**31)
-_INT_MIN = np.int32(-(2**31))
+_INF = np.float32(np.inf)
 # Block extremes are found on float32 bit patterns compared as integers (the loops then
 # vectorise); a key holds the value's order above _POS bits of the element's position.
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
@@ -58,17 +57,12 @@ def _inverse(d):
 
 @njit(cache=True, nogil=True, inline="always")
 def _round_away(v):
-    """`(int)roundf(v)` as ggml compiles it on x86: nearest integer, halves away from zero;
-    a v beyond int32, infinite or NaN (a block of magnitudes so small that 1/d overflows)
-    gives INT_MIN, as the x86 conversion does. (Converting such a v directly is undefined
-    in the compiler's IR, so it is never converted.)"""
-    fits = np.abs(v) < _TWO_31
-    w = v if fits else F0
-    t = np.int32(w)
-    frac = w - np.float32(t)
+    """C roundf: nearest integer, halves away from zero."""
+    t = np.int32(v)
+    frac = v - np.float32(t)
     up = np.int32(1) if frac >= HALF else np.int32(0)
     down = np.int32(1) if frac <= -HALF else np.int32(0)
-    return t + up - down if fits else _INT_MIN
+    return t + up - down
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -188,11 +182,15 @@ def encode_q8(x, out, with_sum, size, qk):
         put_half(ob, 0, d)
         qs = ob[qs_at : qs_at + qk]
         total = np.int32(0)
-        for j in range(qk):
-            low = _round_away(xb[j] * inv) & np.int32(0xFF)
-            # the sum is of the stored int8 codes (INT_MIN from an infinite product is 0)
-            total += low - ((low & np.int32(0x80)) << np.int32(1))
-            qs[j] = np.uint8(low)
+        if inv == _INF:
+            # d is subnormal and 1/d overflows: ggml converts each infinite or NaN product
+            # with x86's cvtss2si, which gives INT_MIN, so every stored code (and the sum) is 0
+            qs[:] = 0
+        else:
+            for j in range(qk):
+                q = _round_away(xb[j] * inv)
+                total += q
+                qs[j] = np.uint8(q & np.int32(0xFF))
         if with_sum:
             put_half(ob, 2, np.float32(total) * d)
     return bad
