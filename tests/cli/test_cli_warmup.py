@@ -93,6 +93,8 @@ def test_warmup_of_a_codec_without_kernels_is_a_usage_error(tmp_path, codecs, sa
     assert says in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.long  # 74 s: compiles the whole affine family twice; the weighted test below
+# pins the same messages and warmup for a block codec in the default run
 def test_an_affine_quantize_says_it_compiles_then_warmup_of_its_family_leaves_nothing_to_do(
     tmp_path, small_model
 ):

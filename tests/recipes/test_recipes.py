@@ -36,11 +36,17 @@ def _files_under(root: Path) -> list[str]:
 
 #: Recipes that take minutes (whole real embedding matrices searched exactly).
 SLOW = {"vectors_real_embeddings"}
+#: Recipes whose two runs take over a minute (66-70 s): with -m long.
+LONG = {"vectors_real_embeddings", "affine_quality"}
+
+
+def _marks(name: str) -> tuple:
+    return (pytest.mark.slow,) * (name in SLOW) + (pytest.mark.long,) * (name in LONG)
 
 
 @pytest.fixture(
     scope="module",
-    params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES],
+    params=[pytest.param(n, marks=_marks(n)) for n in NAMES],
 )
 def runs(request, tmp_path_factory):
     """(spec, Reproduction, files left in cwd and in the temp root after each run)."""
