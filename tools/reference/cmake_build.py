@@ -104,6 +104,11 @@ class LlamaTool:
     exact_sources: tuple[str, ...]
     module: str
     label: str | None = None
+    #: Other executables of the same options, built in the same cmake run as this one (a
+    #: second tree would compile the same libraries again): their cmake targets and where
+    #: each is cached (called when building, so that the tool defining them can import
+    #: this one's options).
+    companions: Callable[[], dict[str, Path]] | None = None
 
     def build_dir(self) -> Path:
         """Where the built tool of this version is cached."""
@@ -116,7 +121,9 @@ class LlamaTool:
 
     def _build(self, target: Path) -> None:
         prefix = self.module.rpartition(".")[2].replace("_", "-") + "-build-"
-        build_target(target, self.name, self.options, self.exact_sources, prefix, tool_env())
+        more = self.companions() if self.companions else {}
+        build_target(target, self.name, self.options, self.exact_sources, prefix, tool_env(),
+                     more)  # fmt: skip
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
         """Run the tool with `args` (built first if needed); raises on a non-zero exit."""
@@ -134,21 +141,25 @@ def build_target(
     exact_sources: Iterable[str],
     prefix: str,
     env: dict[str, str] | None = None,
+    companions: dict[str, Path] | None = None,
 ) -> None:
     """Configure and build `cmake_target` of the vendored llama.cpp with `options` in a
     temporary directory beside `target`, check `exact_sources` were compiled without FMA,
-    and move the built file named like `target` into place."""
+    and move the built file named like `target` into place; the same for each of the
+    `companions` (cmake target: cached file) not cached yet, built in the same tree."""
+    more = {name: path for name, path in (companions or {}).items() if not path.exists()}
     source = assets.llama_cpp_sdist() / "vendor" / "llama.cpp"
     with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
         build = Path(tmp)
         jobs = str(os.cpu_count() or 1)
         steps = (
             ["cmake", "-S", str(source), "-B", str(build), *options],
-            ["cmake", "--build", str(build), "--target", cmake_target, "-j", jobs],
+            ["cmake", "--build", str(build), "--target", cmake_target, *more, "-j", jobs],
         )
+        places = ", ".join(map(str, [target, *more.values()]))
         print(
-            f"building {cmake_target} from llama.cpp's sources with cmake, once (several "
-            f"minutes; cached as {target})",
+            f"building {' and '.join([cmake_target, *more])} from llama.cpp's sources with "
+            f"cmake, once (several minutes; cached as {places})",
             file=sys.stderr,
             flush=True,
         )
@@ -157,13 +168,20 @@ def build_target(
             if done.returncode:
                 raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
         check_flags(build / "compile_commands.json", exact_sources, cmake_target)
-        built = next((p for p in build.rglob(target.name) if p.is_file()), None)
-        if built is None:
-            raise BuildFailed(f"cmake finished but no {target.name} under {build}")
-        part = target.with_name(target.name + ".part")
-        shutil.copyfile(built.resolve(), part)
-        part.chmod(0o755)
-        os.replace(part, target)
+        for place in (*more.values(), target):
+            _place(build, place)
+
+
+def _place(build: Path, target: Path) -> None:
+    """Copy the built file named like `target` from the tree `build` into place (atomically)."""
+    built = next((p for p in build.rglob(target.name) if p.is_file()), None)
+    if built is None:
+        raise BuildFailed(f"cmake finished but no {target.name} under {build}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    shutil.copyfile(built.resolve(), part)
+    part.chmod(0o755)
+    os.replace(part, target)
 
 
 def check_flags(commands: Path, exact_sources: Iterable[str], what: str) -> None:

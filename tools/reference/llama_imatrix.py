@@ -1,6 +1,7 @@
 """llama.cpp's `llama-imatrix` tool as a reference, built from the llama-cpp-python sources.
 
-`binary()` builds the tool once (cmake, target `llama-imatrix` only, CPU backend, no GPU,
+`binary()` builds the tool once (cmake, target `llama-imatrix`, and `llama-perplexity` of
+the same options in the same run when it is not cached yet; CPU backend, no GPU,
 BLAS or network code) from the source distribution `assets.llama_cpp_sdist()` unpacks, and
 caches the statically linked executable under `assets.cache_dir()` keyed by that version.
 
@@ -57,9 +58,17 @@ CALIBRATION = Path("vendor") / "llama.cpp" / "README.md"
 CONTEXT, CHUNKS = 128, 4
 
 
+def _companions() -> dict[str, Path]:
+    """llama-perplexity, built with these options too: in the same cmake run."""
+    from tools.reference import llama_perplexity  # imports this module's options
+
+    return {"llama-perplexity": llama_perplexity.TOOL.build_dir() / "llama-perplexity"}
+
+
 TOOL = cmake_build.LlamaTool(
-    "llama-imatrix", BUILD_TAG, _CMAKE_OPTIONS, (), "tools.reference.llama_imatrix"
-)
+    "llama-imatrix", BUILD_TAG, _CMAKE_OPTIONS, (), "tools.reference.llama_imatrix",
+    companions=_companions,
+)  # fmt: skip
 build_dir = TOOL.build_dir
 
 
