@@ -30,40 +30,41 @@ def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - comp
         s = ps % s_n
         pp = 0 if shared else p
         end = min(q_n, (c + 1) * _CHUNK)
-        _quantize_row(x[p, s, c * _CHUNK : end], scale[pp, s], zero[pp, s], qmin, qmax, div32,
-                      out[p, s, c * _CHUNK : end])  # fmt: skip
+        _quantize_row(x[p], s, c * _CHUNK, end, scale[pp, s], zero[pp, s], qmin, qmax, div32,
+                      out[p])  # fmt: skip
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _quantize_row(row, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
-    """out = clamp(rint(row / scale) + zero, qmin, qmax), the quotient in float64 (rint
-    rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear does.
-    (NumPy's error model: no zero-division check per value, which would keep the loop from
-    being vectorized; no scale is 0.)"""
+def _quantize_row(x, i, j0, j1, scale, zero, qmin, qmax, div32, out):  # pragma: no cover
+    """out[i, j0:j1] = clamp(rint(x[i, j0:j1] / scale) + zero, qmin, qmax), the quotient in
+    float64 (rint rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear
+    does. (NumPy's error model: no zero-division check per value, which would keep the
+    loop from being vectorized; no scale is 0. A row index rather than a row: a view made
+    per row of a few values costs its reference counting.)"""
     if div32:
         d = np.float32(scale)
         z = np.float32(zero)
         lo32 = np.float32(qmin)
         hi32 = np.float32(qmax)
-        for j in range(row.shape[0]):
-            out[j] = min(max(np.rint(row[j] / d) + z, lo32), hi32)
+        for j in range(j0, j1):
+            out[i, j] = min(max(np.rint(x[i, j] / d) + z, lo32), hi32)
         return
     lo = np.float64(qmin)
     hi = np.float64(qmax)
-    for j in range(row.shape[0]):
-        q = np.rint(np.float64(row[j]) / scale) + zero
-        out[j] = min(max(q, lo), hi)
+    for j in range(j0, j1):
+        q = np.rint(np.float64(x[i, j]) / scale) + zero
+        out[i, j] = min(max(q, lo), hi)
 
 
 @njit(cache=True, nogil=True)
-def _extremes(bits):  # pragma: no cover - compiled
-    """(min, max, finite) of a row of float32 given as its int32 bit patterns: integer
+def _extremes(bits, i):  # pragma: no cover - compiled
+    """(min, max, finite) of row i of float32 values given as int32 bit patterns: integer
     min and max of order-preserving keys (negative floats' magnitude bits flipped), which
     vectorize; a NaN or an infinity is a key at or beyond an infinity's."""
     mn = np.int32(0x7FFFFFFF)
     mx = np.int32(-0x80000000)
-    for j in range(bits.shape[0]):
-        b = bits[j]
+    for j in range(bits.shape[1]):
+        b = bits[i, j]
         k = np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF)))
         mn = smin(mn, k)
         mx = smax(mx, k)
@@ -77,7 +78,7 @@ def extremes(bits, lo, hi):  # pragma: no cover - compiled
     their int32 bit patterns (`_extremes`); how many rows held a NaN or an infinity."""
     bad = 0
     for i in prange(bits.shape[0]):
-        a, b, finite = _extremes(bits[i])
+        a, b, finite = _extremes(bits, i)
         lo[i] = a
         hi[i] = b
         bad += not finite
@@ -655,7 +656,7 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
                 a[r] = lo[r0 + r]
                 b[r] = hi[r0 + r]
             else:
-                a[r], b[r], finite[r] = _extremes(bits[r0 + r])
+                a[r], b[r], finite[r] = _extremes(bits, r0 + r)
         if kind == SCALE_F32:
             # float32 scales: no table look-up, so this loop is vectorized
             for r in range(m):
@@ -679,7 +680,7 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
                 continue
             scale[r0 + r] = d[r]
             zero[r0 + r] = z[r]
-            _quantize_row(x[r0 + r], d[r], z[r], qmin, qmax, div32, codes[r0 + r])
+            _quantize_row(x, r0 + r, 0, q_n, d[r], z[r], qmin, qmax, div32, codes)
         finite[0] = seen == 0
     return bad
 
