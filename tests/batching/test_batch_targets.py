@@ -61,7 +61,6 @@ models:
 """
 
 
-@pytest.mark.long  # 56 s; the batch flags' test below checks the same bytes by default
 def test_config_targets_write_what_quantize_target_size_writes(models, tmp_path):
     config = tmp_path / "zoo.yaml"
     config.write_text(CONFIG.format(**models))
