@@ -7,6 +7,7 @@ whose arithmetic is compared byte for byte are compiled without multiply-add fus
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,19 @@ def cached(
         if label is None:
             raise
         raise ToolchainMissing(f"{label} cannot be built: {exc}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it
+    with _locked(target.parent):  # another process may be building it
         if not target.exists():
             make(target)
     return target
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the lock of a cache directory (`cached`'s), made if missing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def tool_env() -> dict[str, str]:
@@ -104,24 +112,30 @@ class LlamaTool:
     exact_sources: tuple[str, ...]
     module: str
     label: str | None = None
-    #: Other executables of the same options, built in the same cmake run as this one (a
-    #: second tree would compile the same libraries again): their cmake targets and where
-    #: each is cached (called when building, so that the tool defining them can import
-    #: this one's options).
-    companions: Callable[[], dict[str, Path]] | None = None
+    #: Other tools of the same options, built in the same cmake run as this one when they
+    #: are not cached (a second tree would compile the same libraries again); called when
+    #: building, so that the module defining them can import this one's options.
+    companions: Callable[[], tuple[LlamaTool, ...]] | None = None
 
     def build_dir(self) -> Path:
         """Where the built tool of this version is cached."""
         return assets.cache_dir() / self.name / self.tag
 
+    def cached_path(self) -> Path:
+        """Where the executable is cached (whether or not it is built yet)."""
+        return self.build_dir() / self.name
+
     def binary(self, build: bool = True) -> Path:
         """The cached executable, built on first call (raises as `cached` does)."""
-        target = self.build_dir() / self.name
-        return cached(target, self._build, build, self.module, self.label or self.name)
+        return cached(self.cached_path(), self._build, build, self.module, self.label or self.name)
 
     def _build(self, target: Path) -> None:
         prefix = self.module.rpartition(".")[2].replace("_", "-") + "-build-"
-        more = self.companions() if self.companions else {}
+        more = {}
+        for tool in self.companions() if self.companions else ():
+            if tool.options != self.options:
+                raise BuildFailed(f"{tool.name} is not built with {self.name}'s options")
+            more[tool.name] = tool.cached_path()
         build_target(target, self.name, self.options, self.exact_sources, prefix, tool_env(),
                      more)  # fmt: skip
 
@@ -168,16 +182,18 @@ def build_target(
             if done.returncode:
                 raise BuildFailed(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr}")
         check_flags(build / "compile_commands.json", exact_sources, cmake_target)
-        for place in (*more.values(), target):
-            _place(build, place)
+        for place in more.values():
+            with _locked(place.parent):  # the lock its own build would hold
+                if not place.exists():
+                    place_built(build, place)
+        place_built(build, target)
 
 
-def _place(build: Path, target: Path) -> None:
+def place_built(build: Path, target: Path) -> None:
     """Copy the built file named like `target` from the tree `build` into place (atomically)."""
     built = next((p for p in build.rglob(target.name) if p.is_file()), None)
     if built is None:
         raise BuildFailed(f"cmake finished but no {target.name} under {build}")
-    target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     shutil.copyfile(built.resolve(), part)
     part.chmod(0o755)

@@ -58,11 +58,11 @@ CALIBRATION = Path("vendor") / "llama.cpp" / "README.md"
 CONTEXT, CHUNKS = 128, 4
 
 
-def _companions() -> dict[str, Path]:
+def _companions() -> tuple[cmake_build.LlamaTool, ...]:
     """llama-perplexity, built with these options too: in the same cmake run."""
     from tools.reference import llama_perplexity  # imports this module's options
 
-    return {"llama-perplexity": llama_perplexity.TOOL.build_dir() / "llama-perplexity"}
+    return (llama_perplexity.TOOL,)
 
 
 TOOL = cmake_build.LlamaTool(
