@@ -1,4 +1,5 @@
-"""Branch-free integer minimum and maximum for the compiled kernels.
+"""Branch-free integer minimum and maximum for the compiled kernels, and an index without
+a wrap-around check.
 
 Each is one compare and one select in the compiled code (Python's `min`/`max` compile to
 branches), so that a loop reducing with them vectorises. The result has the type of the
@@ -7,7 +8,8 @@ first argument; the second is converted to it.
 
 from __future__ import annotations
 
-from numba import types
+import numpy as np
+from numba import njit, types
 from numba.extending import intrinsic
 
 
@@ -32,3 +34,11 @@ umax = _select(">", False)
 umin = _select("<", False)
 smax = _select(">", True)
 smin = _select("<", True)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def uindex(i):  # pragma: no cover - compiled
+    """An index known not to be negative, as unsigned: the compiled code then indexes with
+    it directly (a signed index is first checked for a negative one to count from the end,
+    a compare and a select at every access)."""
+    return np.uint64(i)

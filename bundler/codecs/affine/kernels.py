@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
-from bundler.codecs.intops import smax, smin
+from bundler.codecs.intops import smax, smin, uindex
 
 #: Values quantized per parallel task.
 _CHUNK = 8192
@@ -178,17 +178,53 @@ def _exact_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero) and decoded in float32
     exactly as `quantize` and `dequantize` do, summed in float64 (the sum vectorized).
 
-    The codes are rint(v / scale), computed as rint(v * (1 / scale)): the product is within
-    3 ulps of the quotient, so their rints differ only next to a half-integer; when a value
-    comes that close (and both neighbours are not clamped to the same code), the slice is
-    done again with the division."""
+    The codes are rint(v / scale), computed as rint(v * (1 / scale)) in float32 (16 values
+    a vector; the float64 quotient's rint when the reciprocal is out of float32's range):
+    a product within a few ulps of the quotient, so their rints differ only next to a
+    half-integer; when a value comes that close (and both neighbours are not clamped to
+    the same code), the slice is done again with the division."""
     d32 = np.float32(scale)
     lo = np.float64(qmin)
     hi = np.float64(qmax)
-    e, near = _exact_sum(row, np.float64(1.0) / scale, zero, lo, hi, d32)
+    inv32 = np.float32(1.0 / scale)
+    if inv32 > _INV_LOW and inv32 < _INV_HIGH:
+        z = np.float32(zero)
+        e, near = _exact_sum32(row, inv32, np.float32(qmin) - z, np.float32(qmax) - z, d32)
+    else:
+        e, near = _exact_sum(row, np.float64(1.0) / scale, zero, lo, hi, d32)
     if near:
         return _divided_sum(row, scale, zero, lo, hi, d32)
     return e
+
+
+#: The float32 reciprocals of scales `_exact_sum32` takes (normal, far from overflow).
+_INV_LOW = np.float32(2.0**-100)
+_INV_HIGH = np.float32(2.0**100)
+#: `_exact_sum32`: how close (relative to the float32 product) to a half-integer the
+#: product must stay for its rint to be taken as the quotient's (it is within 2^-23 of
+#: it: the reciprocal and the product each rounded once to float32), and the products
+#: trusted at all (beyond: an overflow, or a NaN of 0 times an infinite reciprocal).
+_NEAR_HALF32 = np.float32(2.0**-22)
+_PRODUCT_MAX = np.float32(2.0**100)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _exact_sum32(row, inv, lo, hi, d32):  # pragma: no cover - compiled
+    # lo, hi: the code range less the zero point; codes clamped to either are the same
+    # code whichever side of a half-integer the quotient is, so only interior ones are near
+    e = 0.0
+    near = 0
+    for j in range(row.shape[0]):
+        v = row[j]
+        t = v * inv
+        k = np.rint(t)
+        a = abs(t)
+        near += ((abs(abs(t - k) - np.float32(0.5)) <= a * _NEAR_HALF32) & (t > lo) & (t < hi)) | (
+            ~(a < _PRODUCT_MAX)
+        )
+        r = np.float64(min(max(k, lo), hi) * d32)
+        e += (np.float64(v) - r) * (np.float64(v) - r)
+    return e, near > 0
 
 
 #: How close (relative to the quotient) to a half-integer a product v * (1 / scale) must
@@ -532,32 +568,48 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
         below = np.empty(n_c, dtype=np.int64)
         below_nz = np.empty(n_c, dtype=np.int64)
         num = np.empty(n_c, dtype=np.float64)
+        bins = np.empty(slices.shape[1], dtype=np.int32)
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             if amax[i] == 0.0:
                 out[i] = 0.0
                 continue
             width = amax[i] / n_bins
-            _histogram(slices[i], width, hist, csum, cnz, cplogp, log_n)
+            _bin_indices(slices, i, width, n_bins - 1, bins)
+            _histogram(bins, hist, csum, cnz, cplogp, log_n)
             _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
             out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
                                        below_nz, num) * width  # fmt: skip
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bin_indices(slices, i, width, last, bins):  # pragma: no cover - compiled
+    """bins[j] = the bin of |x| of value j of slice i: int(|x| / width), at most `last`
+    (apart from the counting, so that the divisions are vectorized)."""
+    for j in range(slices.shape[1]):
+        bins[j] = min(np.int64(abs(np.float64(slices[i, j])) / width), last)
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _histogram(row, width, hist, csum, cnz, cplogp, log_n):
-    """Counts of |x| in bins of `width` (the last takes the rest) and their running sums:
-    of the counts, of the non-empty bins, of count * log(count)."""
+def _histogram(bins, hist, csum, cnz, cplogp, log_n):
+    """Counts of the bin indices `bins` and their running sums: of the counts, of the
+    non-empty bins, of count * log(count)."""
     n_bins = hist.shape[0]
     hist[:] = 0
-    for j in range(row.shape[0]):
-        b = int(abs(np.float64(row[j])) / width)
-        hist[min(b, n_bins - 1)] += 1
-    # empty bins add 0 to every sum (log_n[0] = 0)
+    for j in range(bins.shape[0]):
+        hist[uindex(bins[j])] += 1
+    # empty bins add 0 to every sum (log_n[0] = 0); the sums carried in locals, not read
+    # back from the arrays just written (which may alias: a chain through memory)
+    total = np.int64(0)
+    nonzero = np.int64(0)
+    plogp = 0.0
     for b in range(n_bins):
         h = hist[b]
-        csum[b + 1] = csum[b] + h
-        cnz[b + 1] = cnz[b] + (h > 0)
-        cplogp[b + 1] = cplogp[b] + h * log_n[h]
+        total += h
+        nonzero += h > 0
+        plogp += h * log_n[uindex(h)]
+        csum[b + 1] = total
+        cnz[b + 1] = nonzero
+        cplogp[b + 1] = plogp
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -565,22 +617,21 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
     """For every candidate, the sum of t * log(t / nz) over its levels but the last (a
     level's count t spread over its nz non-empty bins), in level order; below, below_nz:
     the counts before its last level."""
+    q = 0.0
+    done = done_nz = np.int64(0)
     for k in range(cands.shape[0]):
         width = merged[k]
-        if k > 0 and width == merged[k - 1]:
-            # the same levels as the candidate before
-            qlogq[k], below[k], below_nz[k] = qlogq[k - 1], below[k - 1], below_nz[k - 1]
-            continue
-        q = 0.0
-        done = 0
-        done_nz = 0
-        for m in range(1, levels):
-            upto = csum[m * width]
-            upto_nz = cnz[m * width]
-            t = upto - done
-            q += t * (log_n[t] - log_n[upto_nz - done_nz])
-            done = upto
-            done_nz = upto_nz
+        # the same levels as the candidate before: its sums, kept in the locals
+        if k == 0 or width != merged[k - 1]:
+            q = 0.0
+            done = done_nz = np.int64(0)
+            for m in range(1, levels):
+                upto = csum[uindex(m * width)]
+                upto_nz = cnz[uindex(m * width)]
+                t = upto - done
+                q += t * (log_n[uindex(t)] - log_n[uindex(upto_nz - done_nz)])
+                done = upto
+                done_nz = upto_nz
         qlogq[k] = q
         below[k] = done
         below_nz[k] = done_nz
@@ -591,23 +642,23 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
     """The candidate bin count of least KL divergence (the first on ties; all bins when
     every candidate is infinitely divergent). `num`: a buffer of one float per candidate."""
     n_bins = hist.shape[0]
-    total = csum[n_bins]
-    base = total * log_n[total]
+    total = csum[uindex(n_bins)]
+    base = total * log_n[uindex(total)]
     for k in range(cands.shape[0]):
         c = cands[k]
-        upto = csum[c]
-        h = hist[c - 1]
+        upto = csum[uindex(c)]
+        h = hist[uindex(c - 1)]
         outliers = total - upto
         last = h + outliers
-        plogp = cplogp[c - 1] + last * log_n[last]
+        plogp = cplogp[uindex(c - 1)] + last * log_n[uindex(last)]
         # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
         t = upto - below[k]
-        nz = cnz[c] - below_nz[k] + ((h == 0) & (last > 0))
+        nz = cnz[uindex(c)] - below_nz[k] + ((h == 0) & (last > 0))
         mass = t + outliers
-        # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
-        qlogq_k = qlogq[k] + mass * (log_n[t] - log_n[nz])
+        # with no mass this adds 0 * -log_n[uindex(nz)], a zero: the sum is unchanged
+        qlogq_k = qlogq[k] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
         # the divergence times `total` (NaN: mass in the last level but no values, skipped)
-        d = plogp - base - qlogq_k + total * log_n[upto]
+        d = plogp - base - qlogq_k + total * log_n[uindex(upto)]
         num[k] = np.nan if (mass > 0) & (t == 0) else d
     least = np.inf
     for k in range(cands.shape[0]):
