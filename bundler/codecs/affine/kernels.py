@@ -14,7 +14,7 @@ from bundler.codecs.intops import smax, smin, uindex
 _CHUNK = 8192
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
     """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints.
 
@@ -34,26 +34,32 @@ def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - comp
                       out[p])  # fmt: skip
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _quantize_row(x, i, j0, j1, scale, zero, qmin, qmax, div32, out):  # pragma: no cover
     """out[i, j0:j1] = clamp(rint(x[i, j0:j1] / scale) + zero, qmin, qmax), the quotient in
     float64 (rint rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear
-    does. (NumPy's error model: no zero-division check per value, which would keep the
-    loop from being vectorized; no scale is 0. A row index rather than a row: a view made
-    per row of a few values costs its reference counting.)"""
+    does. (Inlined, so that a short row costs no call; NumPy's error model, in its callers
+    too: no zero-division check per value, which would keep the loop from being
+    vectorized; no scale is 0. A row index rather than a row: a view made
+    per row of a few values costs its reference counting. Unsigned indices: a signed one
+    from an argument may be negative, and its wrap-around check per value turns the
+    vectorized loads and stores into gathers and scatters.)"""
+    r = uindex(i)
     if div32:
         d = np.float32(scale)
         z = np.float32(zero)
         lo32 = np.float32(qmin)
         hi32 = np.float32(qmax)
         for j in range(j0, j1):
-            out[i, j] = min(max(np.rint(x[i, j] / d) + z, lo32), hi32)
+            at = uindex(j)
+            out[r, at] = min(max(np.rint(x[r, at] / d) + z, lo32), hi32)
         return
     lo = np.float64(qmin)
     hi = np.float64(qmax)
     for j in range(j0, j1):
-        q = np.rint(np.float64(x[i, j]) / scale) + zero
-        out[i, j] = min(max(q, lo), hi)
+        at = uindex(j)
+        q = np.rint(np.float64(x[r, at]) / scale) + zero
+        out[r, at] = min(max(q, lo), hi)
 
 
 @njit(cache=True, nogil=True)
@@ -644,6 +650,7 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
     n_bins = hist.shape[0]
     total = csum[uindex(n_bins)]
     base = total * log_n[uindex(total)]
+    least = np.inf
     for k in range(cands.shape[0]):
         c = cands[k]
         upto = csum[uindex(c)]
@@ -655,15 +662,14 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
         t = upto - below[k]
         nz = cnz[uindex(c)] - below_nz[k] + ((h == 0) & (last > 0))
         mass = t + outliers
-        # with no mass this adds 0 * -log_n[uindex(nz)], a zero: the sum is unchanged
+        # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
         qlogq_k = qlogq[k] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
         # the divergence times `total` (NaN: mass in the last level but no values, skipped)
         d = plogp - base - qlogq_k + total * log_n[uindex(upto)]
-        num[k] = np.nan if (mass > 0) & (t == 0) else d
-    least = np.inf
-    for k in range(cands.shape[0]):
-        if num[k] < least:
-            least = num[k]
+        d = np.nan if (mass > 0) & (t == 0) else d
+        num[k] = d
+        if d < least:
+            least = d
     # the divergence is num / total: the first candidate whose quotient equals the least
     # one's (only numerators next to the least can round to the same quotient)
     if not least < np.inf:
@@ -681,7 +687,7 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
 _ROWS = 64
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32,
                 codes, scale, zero):  # pragma: no cover - compiled  # fmt: skip
     """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
