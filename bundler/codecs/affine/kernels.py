@@ -316,6 +316,8 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
         finalists = np.empty(reranked + 1, dtype=np.int64)
         exact = np.empty(reranked + 1)
         cand = np.empty((4, k_max))
+        # views made once: each costs its reference counting
+        factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             row = slices[i]
             m = 0
@@ -326,9 +328,10 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
             for round_ in range(2):
                 k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
                                   symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
-                factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
-                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail[:m], bound,
-                                   round_ == 1, won_approx, exactly, approx)  # fmt: skip
+                # the fine round's candidates are next to the best one: none is pruned
+                # (its clipped tail erring more than the best), so none is tried
+                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m * (1 - round_),
+                                   bound, round_ == 1, won_approx, exactly, approx)  # fmt: skip
                 _finalists(approx, scale, zero, k_n, least, finalists)
                 exact[0] = won_exact if round_ == 1 else np.nan
                 _drop_losers(approx, finalists, exact, margin)
@@ -425,14 +428,14 @@ def _tail(row, lo, hi, buf):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, known_error,
+def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m, margin, known, known_error,
                        exactly, approx):  # pragma: no cover - compiled  # fmt: skip
     """approx[:k_n] of one slice's candidates (their exact errors when `exactly`, a slice
     of `_extreme_magnitude`): candidate 0's is `known_error` when `known`;
     a candidate with the scale and zero point of candidate 0 or of the one before it has
-    that one's; one whose clipped `tail` values alone err more than the least error so far
-    times `margin` (the shortcuts' margin and one more slack) is _PRUNED (see the
-    shortcuts above)."""
+    that one's; one whose clipped `tail` values (the first m) alone err more than the
+    least error so far times `margin` (the shortcuts' margin and one more slack) is
+    _PRUNED (see the shortcuts above)."""
     least = np.inf
     for k in range(k_n):
         if k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
@@ -442,9 +445,9 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, k
         elif k == 0 and known:
             e = known_error
         elif (
-            tail.shape[0] > 0
+            m > 0
             and least < np.inf
-            and _clipped(tail, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
+            and _clipped(tail, m, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
         ):
             e = _PRUNED
         elif exactly:
@@ -456,8 +459,8 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, margin, known, k
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _clipped(tail, scale, zero, qmin, qmax):  # pragma: no cover - compiled
-    """The float32 squared distances of the `tail` values beyond the decoded extremes of
+def _clipped(tail, m, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """The float32 squared distances of the first m `tail` values beyond the decoded extremes of
     (scale, zero) to them (the very terms `_approximate_error` sums for them), summed in
     float64 (in any order: the margins dwarf its rounding)."""
     d = np.float32(scale)
@@ -468,7 +471,7 @@ def _clipped(tail, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     bottom = min(a, b)
     e = 0.0
     zero32 = np.float32(0.0)
-    for j in range(tail.shape[0]):
+    for j in range(m):
         # one of the two is 0
         above = max(tail[j] - top, zero32)
         below = min(tail[j] - bottom, zero32)
@@ -710,8 +713,8 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
         finite = np.ones(_ROWS, dtype=np.bool_)
         for r in range(m):
             if given:
-                a[r] = lo[r0 + r]
-                b[r] = hi[r0 + r]
+                a[r] = lo[uindex(r0 + r)]
+                b[r] = hi[uindex(r0 + r)]
             else:
                 a[r], b[r], finite[r] = _extremes(bits, r0 + r)
         if kind == SCALE_F32:
