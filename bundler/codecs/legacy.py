@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import HALF_TO_F32, f32_from_bits, get_half, put_half
-from bundler.codecs.intops import smax, smin, umax
+from bundler.codecs.intops import smax, smin, uindex, umax
 from bundler.codecs.kernels import Kernel, split_run, with_weighted
 from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
 from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
@@ -66,24 +66,24 @@ def _round_away(v):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _put_codes(xb, ob, shift, inv, offset, maxq, qs_at, qh_at, qk):
-    """Codes min(maxq, trunc((x - shift) * inv + offset)): nibbles at `qs_at` (element j low,
-    j+qk/2 high) and, when `qh_at` >= 0, bit 4 of element i in bit i of the word at `qh_at`.
-    (x - 0.0 is x exactly, so the symmetric types pass shift 0.)"""
+def _put_codes(x, x0, out, o0, shift, inv, offset, maxq, qs_at, qh_at, qk):
+    """Codes min(maxq, trunc((x - shift) * inv + offset)) of the block at x[x0] into the
+    block at out[o0]: nibbles at `qs_at` (element j low, j+qk/2 high) and, when `qh_at` >=
+    0, bit 4 of element i in bit i of the word at `qh_at`. (x - 0.0 is x exactly, so the
+    symmetric types pass shift 0.)"""
     half = qk // 2
-    qs = ob[qs_at : qs_at + half]
-    lo, hi = xb[:half], xb[half:qk]
     qh = np.uint32(0)
     for j in range(half):
-        q0 = smin(np.int32((lo[j] - shift) * inv + offset), maxq)
-        q1 = smin(np.int32((hi[j] - shift) * inv + offset), maxq)
-        qs[j] = np.uint8((q0 & np.int32(0xF)) | ((q1 & np.int32(0xF)) << np.int32(4)))
+        q0 = smin(np.int32((x[uindex(x0 + j)] - shift) * inv + offset), maxq)
+        q1 = smin(np.int32((x[uindex(x0 + half + j)] - shift) * inv + offset), maxq)
+        pair = (q0 & np.int32(0xF)) | ((q1 & np.int32(0xF)) << np.int32(4))
+        out[uindex(o0 + qs_at + j)] = np.uint8(pair)
         if qh_at >= 0:
             qh |= np.uint32((q0 >> np.int32(4)) & np.int32(1)) << np.uint32(j)
             qh |= np.uint32((q1 >> np.int32(4)) & np.int32(1)) << np.uint32(j + half)
     if qh_at >= 0:
         for k in range(4):
-            ob[qh_at + k] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
+            out[uindex(o0 + qh_at + k)] = np.uint8((qh >> np.uint32(8 * k)) & np.uint32(0xFF))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -95,12 +95,12 @@ def _order(w):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _first_max_abs(ub, qk):
+def _first_max_abs(ub, x0, qk):
     """(largest |x| bit pattern, position of the first element holding it) of the float32
-    bit patterns `ub` (the one the reference's strict `>` keeps)."""
+    bit patterns ub[x0 : x0 + qk] (the one the reference's strict `>` keeps)."""
     key = np.int64(0)
     for j in range(qk):
-        key = smax(key, (np.int64(ub[j] & _MAGNITUDE) << _POS) | (_POS_MASK - j))
+        key = smax(key, (np.int64(ub[uindex(x0 + j)] & _MAGNITUDE) << _POS) | (_POS_MASK - j))
     return key >> _POS, _POS_MASK - (key & _POS_MASK)
 
 
@@ -117,16 +117,16 @@ def encode_symmetric(x, out, bits, size, qk):
     bits_of = x.view(np.uint32)
     bad = 0
     for b in prange(x.size // qk):
-        xb = x[b * qk : (b + 1) * qk]
-        ob = out[b * size : (b + 1) * size]
-        top, at = _first_max_abs(bits_of[b * qk : (b + 1) * qk], qk)
+        x0 = b * qk
+        o0 = b * size
+        top, at = _first_max_abs(bits_of, x0, qk)
         if top >= _INF_BITS:
             bad += 1
         # an all-zero block keeps the reference's starting max, +0.0
-        mx = xb[at] if top else F0
+        mx = x[uindex(x0 + at)] if top else F0
         d = mx / -levels
-        put_half(ob, 0, d)
-        _put_codes(xb, ob, F0, _inverse(d), offset, maxq, qs_at, qh_at, qk)
+        put_half(out, o0, d)
+        _put_codes(x, x0, out, o0, F0, _inverse(d), offset, maxq, qs_at, qh_at, qk)
     return bad
 
 
@@ -139,26 +139,25 @@ def encode_affine(x, out, bits, size, qk):
     bits_of = x.view(np.uint32)
     bad = 0
     for b in prange(x.size // qk):
-        xb = x[b * qk : (b + 1) * qk]
-        ub = bits_of[b * qk : (b + 1) * qk]
-        ob = out[b * size : (b + 1) * size]
+        x0 = b * qk
+        o0 = b * size
         # the reference's strict scans keep the first of equal values (-0 and +0 alike)
         lo = (_INF_BITS + 1) << _POS
         hi = -lo
         for j in range(qk):
-            o = _order(ub[j]) << _POS
+            o = _order(bits_of[uindex(x0 + j)]) << _POS
             lo = smin(lo, o | j)
             hi = smax(hi, o | (_POS_MASK - j))
         if hi >> _POS >= _INF_BITS or lo >> _POS <= -_INF_BITS:
             bad += 1
         at_lo = lo & _POS_MASK
         at_hi = _POS_MASK - (hi & _POS_MASK)
-        mn = xb[at_lo]
-        mx = xb[at_hi]
+        mn = x[uindex(x0 + at_lo)]
+        mx = x[uindex(x0 + at_hi)]
         d = (mx - mn) / np.float32(maxq)
-        put_half(ob, 0, d)
-        put_half(ob, 2, mn)
-        _put_codes(xb, ob, mn, _inverse(d), HALF, maxq, qs_at, qh_at, qk)
+        put_half(out, o0, d)
+        put_half(out, o0 + 2, mn)
+        _put_codes(x, x0, out, o0, mn, _inverse(d), HALF, maxq, qs_at, qh_at, qk)
     return bad
 
 
@@ -169,30 +168,29 @@ def encode_q8(x, out, with_sum, size, qk):
     bits_of = x.view(np.uint32)
     bad = 0
     for b in prange(x.size // qk):
-        xb = x[b * qk : (b + 1) * qk]
-        ub = bits_of[b * qk : (b + 1) * qk]
-        ob = out[b * size : (b + 1) * size]
+        x0 = b * qk
+        q0 = b * size + qs_at
         top = np.uint32(0)
         for j in range(qk):
-            top = umax(top, ub[j] & _MAGNITUDE)
+            top = umax(top, bits_of[uindex(x0 + j)] & _MAGNITUDE)
         if top >= _INF_BITS:
             bad += 1
         d = f32_from_bits(top) / np.float32(127)
         inv = _inverse(d)
-        put_half(ob, 0, d)
-        qs = ob[qs_at : qs_at + qk]
+        put_half(out, b * size, d)
         total = np.int32(0)
         if inv == _INF:
             # d is subnormal and 1/d overflows: ggml converts each infinite or NaN product
             # with x86's cvtss2si, which gives INT_MIN, so every stored code (and the sum) is 0
-            qs[:] = 0
+            for j in range(qk):
+                out[uindex(q0 + j)] = 0
         else:
             for j in range(qk):
-                q = _round_away(xb[j] * inv)
+                q = _round_away(x[uindex(x0 + j)] * inv)
                 total += q
-                qs[j] = np.uint8(q & np.int32(0xFF))
+                out[uindex(q0 + j)] = np.uint8(q & np.int32(0xFF))
         if with_sum:
-            put_half(ob, 2, np.float32(total) * d)
+            put_half(out, b * size + 2, np.float32(total) * d)
     return bad
 
 
@@ -263,17 +261,17 @@ def decode_nibbles(raw, out, bits, affine, size, table):
     qs_at = size - QK // 2
     offset = np.float32(0 if affine else 1 << (bits - 1))
     for b in prange(raw.size // size):
-        block = raw[b * size : (b + 1) * size]
-        d = get_half(block, 0, table)
-        m = get_half(block, 2, table) if affine else F0
+        r0 = b * size
+        d = get_half(raw, r0, table)
+        m = get_half(raw, r0 + 2, table) if affine else F0
         qh = np.uint32(0)
         if bits == 5:
             for k in range(4):
-                qh |= np.uint32(block[qs_at - 4 + k]) << np.uint32(8 * k)
-        qs = block[qs_at:]
+                qh |= np.uint32(raw[uindex(r0 + qs_at - 4 + k)]) << np.uint32(8 * k)
+        # the output a view: indexed as two streams from `out`, Q4_0's loop ran at half speed
         y = out[b * QK : (b + 1) * QK]
         for j in range(QK // 2):
-            byte = np.uint32(qs[j])
+            byte = np.uint32(raw[uindex(r0 + qs_at + j)])
             h0 = ((qh >> np.uint32(j)) & np.uint32(1)) << np.uint32(4)
             h1 = ((qh >> np.uint32(j + QK // 2)) & np.uint32(1)) << np.uint32(4)
             q0 = np.float32((byte & np.uint32(0xF)) | h0) - offset
@@ -290,13 +288,13 @@ def decode_nibbles(raw, out, bits, affine, size, table):
 def decode_q8(raw, out, with_sum, size, table, qk):
     """Q8_0 or Q8_1 to float32 (the Q8_1 sum is not needed to decode)."""
     qs_at = size - qk
+    codes = raw.view(np.int8)
     for b in prange(raw.size // size):
-        block = raw[b * size : (b + 1) * size]
-        d = get_half(block, 0, table)
-        qs = block[qs_at:size].view(np.int8)
-        y = out[b * qk : (b + 1) * qk]
+        d = get_half(raw, b * size, table)
+        q0 = b * size + qs_at
+        y0 = b * qk
         for j in range(qk):
-            y[j] = np.float32(qs[j]) * d
+            out[uindex(y0 + j)] = np.float32(codes[uindex(q0 + j)]) * d
 
 
 def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
