@@ -43,7 +43,9 @@ F1 = np.float32(1.0)
 HALF = np.float32(0.5)
 _INF = np.float32(np.inf)
 # Block extremes are found on float32 bit patterns compared as integers (the loops then
-# vectorise); a key holds the value's order above _POS bits of the element's position.
+# vectorise): Q4_0's and Q5_0's key holds the magnitude above _POS bits of the element's
+# position; Q4_1's and Q5_1's orders are 32-bit (16 lanes a vector), the first element of
+# an extreme found after, where it matters (a zero).
 _MAGNITUDE = np.uint32(0x7FFFFFFF)
 _INF_BITS = np.int64(0x7F800000)  # magnitudes at or above it are infinities and NaNs
 _POS = np.int64(5)
@@ -89,9 +91,22 @@ def _put_codes(x, x0, out, o0, shift, inv, offset, maxq, qs_at, qh_at, qk):
 @njit(cache=True, nogil=True, inline="always")
 def _order(w):
     """float32 order of bit pattern `w` as an integer: -0 and +0 equal, NaNs beyond the
-    infinities."""
-    negative = np.int64(np.int32(w) >> np.int32(31))  # all ones for a negative sign
-    return (np.int64(w & _MAGNITUDE) ^ negative) - negative
+    infinities (in 32 bits: 16 lanes a vector)."""
+    negative = np.int32(w) >> np.int32(31)
+    return (np.int32(w & _MAGNITUDE) ^ negative) - negative
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _first_of(x, ub, x0, qk, key):
+    """The value of order `key` (`_order32`) in the block at x[x0]: the reference's strict
+    scans keep the first of equal values, which differ only for 0 (-0 and +0 alike)."""
+    if key != 0:
+        magnitude = np.uint32(abs(np.int64(key)))
+        return f32_from_bits(magnitude | np.uint32(0x80000000) if key < 0 else magnitude)
+    for j in range(qk):
+        if _order(ub[uindex(x0 + j)]) == 0:
+            return x[uindex(x0 + j)]
+    return F0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -141,19 +156,16 @@ def encode_affine(x, out, bits, size, qk):
     for b in prange(x.size // qk):
         x0 = b * qk
         o0 = b * size
-        # the reference's strict scans keep the first of equal values (-0 and +0 alike)
-        lo = (_INF_BITS + 1) << _POS
-        hi = -lo
+        lo = np.int32(0x7FFFFFFF)
+        hi = np.int32(-0x7FFFFFFF)
         for j in range(qk):
-            o = _order(bits_of[uindex(x0 + j)]) << _POS
-            lo = smin(lo, o | j)
-            hi = smax(hi, o | (_POS_MASK - j))
-        if hi >> _POS >= _INF_BITS or lo >> _POS <= -_INF_BITS:
+            o = _order(bits_of[uindex(x0 + j)])
+            lo = smin(lo, o)
+            hi = smax(hi, o)
+        if hi >= _INF_BITS or lo <= -_INF_BITS:
             bad += 1
-        at_lo = lo & _POS_MASK
-        at_hi = _POS_MASK - (hi & _POS_MASK)
-        mn = x[uindex(x0 + at_lo)]
-        mx = x[uindex(x0 + at_hi)]
+        mn = _first_of(x, bits_of, x0, qk, lo)
+        mx = _first_of(x, bits_of, x0, qk, hi)
         d = (mx - mn) / np.float32(maxq)
         put_half(out, o0, d)
         put_half(out, o0 + 2, mn)
