@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 #: Requirement names whose import name differs (the rest: the name, "-" as "_").
-IMPORT_NAMES = {"pyyaml": "yaml", "onnx-ir": "onnx_ir", "faiss-cpu": "faiss"}
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "onnx-ir": "onnx_ir",
+    "faiss-cpu": "faiss",
+    "pytest-xdist": "xdist",
+}
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
