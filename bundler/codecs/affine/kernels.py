@@ -577,35 +577,52 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
         below = np.empty(n_c, dtype=np.int64)
         below_nz = np.empty(n_c, dtype=np.int64)
         num = np.empty(n_c, dtype=np.float64)
-        bins = np.empty(slices.shape[1], dtype=np.int32)
+        bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
         for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
             if amax[i] == 0.0:
                 out[i] = 0.0
                 continue
             width = amax[i] / n_bins
-            _bin_indices(slices, i, width, n_bins - 1, bins)
-            _histogram(bins, hist, csum, cnz, cplogp, log_n)
+            _count_bins(slices, i, width, bins, hist)
+            _running_sums(hist, csum, cnz, cplogp, log_n)
             _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
             out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
                                        below_nz, num) * width  # fmt: skip
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _bin_indices(slices, i, width, last, bins):  # pragma: no cover - compiled
-    """bins[j] = the bin of |x| of value j of slice i: int(|x| / width), at most `last`
-    (apart from the counting, so that the divisions are vectorized)."""
-    for j in range(slices.shape[1]):
-        bins[j] = min(np.int64(abs(np.float64(slices[i, j])) / width), last)
+#: Values whose bins are found at a time (the buffer of a slice of a whole tensor is
+#: bounded by it, not by the tensor).
+_BIN_CHUNK = 4096
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _histogram(bins, hist, csum, cnz, cplogp, log_n):
-    """Counts of the bin indices `bins` and their running sums: of the counts, of the
-    non-empty bins, of count * log(count)."""
-    n_bins = hist.shape[0]
+def _count_bins(slices, i, width, bins, hist):
+    """hist = counts of |x| of slice i in bins of `width` (the last takes the rest), the
+    bins found a chunk of `len(bins)` values at a time."""
     hist[:] = 0
-    for j in range(bins.shape[0]):
-        hist[uindex(bins[j])] += 1
+    n = slices.shape[1]
+    for j0 in range(0, n, bins.shape[0]):
+        j1 = min(n, j0 + bins.shape[0])
+        _bin_indices(slices, i, j0, j1, width, hist.shape[0] - 1, bins)
+        for j in range(j1 - j0):
+            hist[uindex(bins[j])] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bin_indices(slices, i, j0, j1, width, last, bins):  # pragma: no cover - compiled
+    """bins[j - j0] = the bin of |x| of value j of slice i: int(|x| / width), at most
+    `last` (apart from the counting, so that the divisions are vectorized)."""
+    row = uindex(i)
+    for j in range(j1 - j0):
+        v = abs(np.float64(slices[row, uindex(j0 + j)]))
+        bins[j] = min(np.int64(v / width), last)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _running_sums(hist, csum, cnz, cplogp, log_n):
+    """The running sums of the counts `hist`: of the counts, of the non-empty bins, of
+    count * log(count)."""
+    n_bins = hist.shape[0]
     # empty bins add 0 to every sum (log_n[0] = 0); the sums carried in locals, not read
     # back from the arrays just written (which may alias: a chain through memory)
     total = np.int64(0)

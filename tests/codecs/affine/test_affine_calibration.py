@@ -162,6 +162,17 @@ def test_entropy_threshold_equals_restated_kl_search(bits, n_bins, rows):
         np.testing.assert_allclose(cal.lo[i, 0], max(-t, row.min()), rtol=1e-9)
 
 
+def test_entropy_of_a_slice_longer_than_a_bin_chunk_equals_restated_kl_search():
+    # per tensor: one slice of 3 x 2,000 values, binned in a chunk of 4,096 and a short one;
+    # the first chunk narrow, the rest heavy-tailed, so that every chunk moves the threshold
+    x = np.random.default_rng(7).standard_t(2, size=(3, 2000)).astype(np.float32)
+    x.reshape(-1)[:4096] *= np.float32(0.05)
+    cal = calibrate(x, "entropy", "int8:tensor")
+    t = _restated_entropy(x.reshape(-1), 8, 2048, 64)
+    np.testing.assert_allclose(cal.hi.reshape(-1)[0], min(t, x.max()), rtol=1e-9)
+    np.testing.assert_allclose(cal.lo.reshape(-1)[0], max(-t, x.min()), rtol=1e-9)
+
+
 def test_entropy_clips_heavy_tails_and_is_minmax_above_ten_bits():
     cal = calibrate(HEAVY, "entropy", "int8:channel")
     amax = np.abs(HEAVY).max(axis=1)
