@@ -98,7 +98,7 @@ def _order(w):
 
 @njit(cache=True, nogil=True, inline="always")
 def _first_of(x, ub, x0, qk, key):
-    """The value of order `key` (`_order32`) in the block at x[x0]: the reference's strict
+    """The value of order `key` (`_order`) in the block at x[x0]: the reference's strict
     scans keep the first of equal values, which differ only for 0 (-0 and +0 alike)."""
     if key != 0:
         magnitude = np.uint32(abs(np.int64(key)))
@@ -181,7 +181,7 @@ def encode_q8(x, out, with_sum, size, qk):
     bad = 0
     for b in prange(x.size // qk):
         x0 = b * qk
-        q0 = b * size + qs_at
+        c0 = b * size + qs_at
         top = np.uint32(0)
         for j in range(qk):
             top = umax(top, bits_of[uindex(x0 + j)] & _MAGNITUDE)
@@ -195,12 +195,12 @@ def encode_q8(x, out, with_sum, size, qk):
             # d is subnormal and 1/d overflows: ggml converts each infinite or NaN product
             # with x86's cvtss2si, which gives INT_MIN, so every stored code (and the sum) is 0
             for j in range(qk):
-                out[uindex(q0 + j)] = 0
+                out[uindex(c0 + j)] = 0
         else:
             for j in range(qk):
                 q = _round_away(x[uindex(x0 + j)] * inv)
                 total += q
-                out[uindex(q0 + j)] = np.uint8(q & np.int32(0xFF))
+                out[uindex(c0 + j)] = np.uint8(q & np.int32(0xFF))
         if with_sum:
             put_half(out, b * size + 2, np.float32(total) * d)
     return bad
@@ -303,10 +303,10 @@ def decode_q8(raw, out, with_sum, size, table, qk):
     codes = raw.view(np.int8)
     for b in prange(raw.size // size):
         d = get_half(raw, b * size, table)
-        q0 = b * size + qs_at
+        c0 = b * size + qs_at
         y0 = b * qk
         for j in range(qk):
-            out[uindex(y0 + j)] = np.float32(codes[uindex(q0 + j)]) * d
+            out[uindex(y0 + j)] = np.float32(codes[uindex(c0 + j)]) * d
 
 
 def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:

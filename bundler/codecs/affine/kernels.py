@@ -40,10 +40,10 @@ def _quantize_row(x, i, j0, j1, scale, zero, qmin, qmax, div32, out):  # pragma:
     float64 (rint rounds half to even); with `div32`, all in float32 as ONNX QuantizeLinear
     does. (Inlined, so that a short row costs no call; NumPy's error model, in its callers
     too: no zero-division check per value, which would keep the loop from being
-    vectorized; no scale is 0. A row index rather than a row: a view made
-    per row of a few values costs its reference counting. Unsigned indices: a signed one
-    from an argument may be negative, and its wrap-around check per value turns the
-    vectorized loads and stores into gathers and scatters.)"""
+    vectorized; no scale is 0. A row index rather than a row: a view made per row of a few
+    values costs its reference counting. Unsigned indices: a signed one from an argument
+    may be negative, and its wrap-around check per value turns the vectorized loads and
+    stores into gathers and scatters.)"""
     r = uindex(i)
     if div32:
         d = np.float32(scale)
@@ -460,9 +460,9 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m, margin, known
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _clipped(tail, m, scale, zero, qmin, qmax):  # pragma: no cover - compiled
-    """The float32 squared distances of the first m `tail` values beyond the decoded extremes of
-    (scale, zero) to them (the very terms `_approximate_error` sums for them), summed in
-    float64 (in any order: the margins dwarf its rounding)."""
+    """The float32 squared distances of the first m `tail` values beyond the decoded
+    extremes of (scale, zero) to them (the very terms `_approximate_error` sums for them),
+    summed in float64 (in any order: the margins dwarf its rounding)."""
     d = np.float32(scale)
     z = np.float32(zero)
     a = (np.float32(qmin) - z) * d
