@@ -108,21 +108,26 @@ class AffineCodec:
         return Calibration(lo.reshape(shape), hi.reshape(shape), scale.reshape(shape),
                            zero.reshape(shape))  # fmt: skip
 
-    def encode(self, x: Any, calibration: Calibration | None = None) -> Encoded:
+    def encode(
+        self, x: Any, calibration: Calibration | None = None, out: Encoded | None = None
+    ) -> Encoded:
         """Calibrate and quantize `x` (refusing NaN and infinity with their position);
-        `calibration`, when given, is what `calibrate(x)` returned."""
+        `calibration`, when given, is what `calibrate(x)` returned. `out`: an `Encoded` of
+        this codec and x's shape (an earlier result) whose arrays are overwritten and
+        returned instead of new ones."""
         from bundler.codecs.kernels import announced
 
         kernels = announced("bundler.codecs.affine.kernels", "affine")
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
+        self._check_out(out, x.shape)
         if calibration is None:
-            encoded = self._encode_rows(x, layout)
+            encoded = self._encode_rows(x, layout, out)
             if encoded is not None:
                 return encoded
         cal = self.calibrate(x) if calibration is None else calibration
-        codes = np.empty(x.shape, dtype=self.code_dtype)
+        codes = np.empty(x.shape, dtype=self.code_dtype) if out is None else out.codes
         p, s, q = layout.view3
         scale2 = cal.scale.astype(np.float64).reshape(-1, s)
         zero2 = cal.zero_point.astype(np.float64).reshape(-1, s)
@@ -131,9 +136,28 @@ class AffineCodec:
             self.scheme.division == "f32", codes.reshape(p, s, q),
         )  # fmt: skip
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
-        return Encoded(self, codes, cal.scale, zero)
+        return _filled(out, Encoded(self, codes, cal.scale, zero))
 
-    def _encode_rows(self, x: np.ndarray, layout: _Layout) -> Encoded | None:
+    def _check_out(self, out: Encoded | None, shape: tuple[int, ...]) -> None:
+        """Refuse an `out` that is not an encoding of this codec and shape."""
+        if out is None:
+            return
+        pshape = self.parameter_shape(shape)
+        arrays = [(out.codes, shape, self.code_dtype), (out.scale, pshape, self.scale_dtype)]
+        if not self.scheme.symmetric:
+            arrays.append((out.zero_point, pshape, self.code_dtype))
+        fits = out.codec == self and all(
+            isinstance(a, np.ndarray) and a.shape == sh and a.dtype == dt and a.flags.c_contiguous
+            and a.flags.writeable
+            for a, sh, dt in arrays
+        )  # fmt: skip
+        if not fits:
+            raise UsageError(
+                f"{self.name}: out must be a writable encoding of shape {shape} by this codec "
+                f"(got {out.codec.name}, shape {out.shape})"
+            )
+
+    def _encode_rows(self, x: np.ndarray, layout: _Layout, out: Encoded | None) -> Encoded | None:
         """Slices that are rows of memory (groups; channels of the first axis) calibrated
         (MinMax: in the same pass) and quantized in one compiled pass, and MinMax columns
         (channels of the last axis). None: another granularity, or a row held a
@@ -153,16 +177,23 @@ class AffineCodec:
                 return None  # the general path names the place in x's own shape
             shape = layout.param_shape
             zp = None if zp is None else zp.reshape(shape)
-            return Encoded(self, codes.reshape(x.shape), scale.reshape(shape), zp)
+            encoded = Encoded(self, codes.reshape(x.shape), scale.reshape(shape), zp)
+            return _filled(out, encoded)
         if not (sch.granularity == "group" or (sch.granularity == "channel" and p == 1)):
             return None
         kernels = announced("bundler.codecs.affine.kernels", "affine")
-        codes = np.empty(x.shape, dtype=self.code_dtype)
+        codes = np.empty(x.shape, dtype=self.code_dtype) if out is None else out.codes
         # float32 scales are written as they are stored (the float32 scale of a range
         # within finite float32 extremes is finite); half-width ones go through float64
         f32 = sch.scale_dtype == "f32"
-        scale = np.empty(p * s, dtype=np.float32 if f32 else np.float64)
-        zero = np.empty(p * s, dtype=self.code_dtype)
+        if out is not None and f32:
+            scale = out.scale.reshape(-1)
+        else:
+            scale = np.empty(p * s, dtype=np.float32 if f32 else np.float64)
+        if out is not None and not sch.symmetric:
+            zero = out.zero_point.reshape(-1)
+        else:
+            zero = np.empty(p * s, dtype=self.code_dtype)
         rows = x.reshape(p * s, q)
         lo = hi = np.empty(0)
         if not minmax:
@@ -179,7 +210,8 @@ class AffineCodec:
             return None
         shape = layout.param_shape
         zp = None if sch.symmetric else zero.reshape(shape)
-        return Encoded(self, codes, scale.astype(dtype, copy=False).reshape(shape), zp)
+        scales = scale.astype(dtype, copy=False).reshape(shape)
+        return _filled(out, Encoded(self, codes, scales, zp))
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""
@@ -317,6 +349,19 @@ class _Layout:
         if self.scheme.granularity == "group":
             return x.reshape(p * s, q)
         return x.reshape(s, p * q) if p == 1 else x.reshape(1, -1)
+
+
+def _filled(out: Encoded | None, encoded: Encoded) -> Encoded:
+    """`encoded`, or `out` with `encoded`'s arrays copied in where they are not its own."""
+    if out is None:
+        return encoded
+    pairs = [(out.codes, encoded.codes), (out.scale, encoded.scale)]
+    if out.zero_point is not None:
+        pairs.append((out.zero_point, encoded.zero_point))
+    for mine, new in pairs:
+        if not np.may_share_memory(mine, new):
+            mine[...] = new
+    return out
 
 
 def _as_float32(x: Any) -> np.ndarray:

@@ -744,21 +744,13 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
                 if finite[r]:
                     d[r], z[r] = _scale_zero(a[r], b[r], qmin, qmax, symmetric, extreme, kind,
                                              tiny, half_table)  # fmt: skip
-        # a row of the next run read (its first and last values) beside each row's
-        # divisions, so that its memory is on its way to the cache before its extremes
-        # are needed; kept in `finite` (used no more) so that the reads are not dropped
-        seen = np.int32(0)
         for r in range(m):
-            if q_n > 0:
-                ahead = min(s_n - 1, r0 + per + r)
-                seen ^= bits[ahead, 0] ^ bits[ahead, q_n - 1]
             if not finite[r]:
                 bad += 1
                 continue
             scale[r0 + r] = d[r]
             zero[r0 + r] = z[r]
             _quantize_row(x, r0 + r, 0, q_n, d[r], z[r], qmin, qmax, div32, codes)
-        finite[0] = seen == 0
     return bad
 
 

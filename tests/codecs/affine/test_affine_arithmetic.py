@@ -298,3 +298,45 @@ def test_blocks_down_the_first_axis_are_the_groups_of_the_transposed_matrix(spec
     bad[70, 5] = np.nan
     with pytest.raises(NonFiniteError, match=r"\(5, 70\)|\(70, 5\)"):
         encode_blocks_down(codec, bad, codec.scheme.group_size)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["int4:g32:asym", "int4:g32:sym:extreme", "int8:channel", "int8:channel1:asym",
+     "int4:g16:bf16:asym", "int8:tensor", "int4:g32:asym:mse", "int8:channel:entropy",
+     "int16:g8:f16"],
+)  # fmt: skip
+def test_encoding_into_an_earlier_encoding_overwrites_its_arrays_with_a_fresh_encodings(spec):
+    codec = AffineCodec(spec)
+    out = codec.encode(CONV.reshape(24, 40)[:, :32] * 7 + 1)
+    arrays = (out.codes, out.scale, out.zero_point)
+    x = MATRIX[:, :32]
+    fresh = codec.encode(x)
+    again = codec.encode(x, out=out)
+    assert again is out
+    now = (again.codes, again.scale, again.zero_point)
+    assert all(a is b for a, b in zip(now, arrays, strict=True))
+    np.testing.assert_array_equal(again.codes, fresh.codes)
+    np.testing.assert_array_equal(again.scale, fresh.scale)
+    if codec.scheme.symmetric:
+        assert again.zero_point is None
+    else:
+        np.testing.assert_array_equal(again.zero_point, fresh.zero_point)
+    cal = codec.calibrate(x)
+    np.testing.assert_array_equal(codec.encode(x, cal, out=out).codes, fresh.codes)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape", "other"),
+    [("int4:g32", (24, 64), None), ("int4:g32", (24, 32), "int4:g32:asym"),
+     ("int8:channel", (24, 32), "int8:channel:f16")],
+)  # fmt: skip
+def test_an_output_of_another_shape_or_codec_is_refused(spec, shape, other):
+    codec = AffineCodec(spec)
+    out = AffineCodec(other or spec).encode(np.ones(shape, np.float32))
+    with pytest.raises(UsageError, match="out must be"):
+        codec.encode(MATRIX[:, :32], out=out)
+    frozen = codec.encode(MATRIX[:, :32])
+    frozen.codes.flags.writeable = False
+    with pytest.raises(UsageError, match="out must be"):
+        codec.encode(MATRIX[:, :32], out=frozen)
