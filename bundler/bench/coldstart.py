@@ -4,7 +4,9 @@ Each measurement is a fresh `bundler` process: `quantize` of the MiniLM SafeTens
 Q4_K_M and to Q4_0 with an empty kernel cache (NUMBA_CACHE_DIR set to a new temporary
 directory, so the kernels compile), then again with that cache filled; and the start of an
 encoding command once warm: `quantize` of a one-tensor file, which imports bundler, loads
-the cached kernels, encodes, writes and exits.
+the cached kernels, encodes, writes and exits. The processes cache Python's bytecode, as an
+installed package has it (PYTHONDONTWRITEBYTECODE is cleared for them: with it, a checkout
+installed in editable mode compiles every module it imports from source at every start).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ COLD_GOALS = {"Q4_K_M": 20.0, "Q4_0": 5.0}
 WARM_START_GOAL = 0.5
 #: The start of the line a process prints when it compiles kernels (codecs/kernels.py).
 _COMPILE_NOTICE = "bundler: compiling the"
+_NO_BYTECODE = "PYTHONDONTWRITEBYTECODE"
 
 
 def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
@@ -74,6 +77,7 @@ def run(source: Path | None = None, repeat: int = 3) -> dict[str, Any]:
         "source_bytes": source.stat().st_size,
         "python": sys.version.split()[0],
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "bytecode_setting_cleared": bool(os.environ.get(_NO_BYTECODE)),
         "results": rows,
     }
 
@@ -92,7 +96,7 @@ def _quantize(source: Path, work: Path, file_type: str, cache: Path) -> tuple[fl
     `cache` (CPU time, user and system, moves less than wall time on a shared machine), and
     whether it compiled kernels (it said so on stderr)."""
     out = work / f"out-{file_type}.gguf"
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    env = child_environment(cache)
     cmd = [sys.executable, "-m", "bundler", "quantize", str(source), "-o", str(out)]
     cpu = _children_cpu()
     started = time.perf_counter()
@@ -103,6 +107,14 @@ def _quantize(source: Path, work: Path, file_type: str, cache: Path) -> tuple[fl
     if done.returncode:
         raise BundlerError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()}")
     return seconds, _children_cpu() - cpu, _COMPILE_NOTICE in done.stderr
+
+
+def child_environment(cache: Path) -> dict[str, str]:
+    """The environment of a measured process: this one's, the kernel cache in `cache`, and
+    Python's bytecode cached (see the module's docstring)."""
+    env = {k: v for k, v in os.environ.items() if k != _NO_BYTECODE}
+    env["NUMBA_CACHE_DIR"] = str(cache)
+    return env
 
 
 def _children_cpu() -> float:

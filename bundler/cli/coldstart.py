@@ -60,4 +60,10 @@ def _human(report: dict[str, Any]) -> str:
         f"each run a new process; cold: empty kernel cache\n"
         + table(rows, head, "<>>>>>>>")
         + "".join(notes)
+        + (
+            "\nnote: PYTHONDONTWRITEBYTECODE was cleared for the runs (bytecode cached, as an "
+            "installed package has it)"
+            if report.get("bytecode_setting_cleared")
+            else ""
+        )
     )

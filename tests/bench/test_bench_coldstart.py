@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 from conftest import run_cli
 
 import bundler
-from bundler.bench.coldstart import COLD_GOALS, TYPES, WARM_START_GOAL
+from bundler.bench.coldstart import COLD_GOALS, TYPES, WARM_START_GOAL, child_environment
 
 
 @pytest.mark.slow
@@ -36,3 +37,11 @@ def test_coldstart_of_a_missing_model_exits_3_naming_it(tmp_path):
     done = run_cli("bench", "coldstart", "--input", str(missing))
     assert done.returncode == 3
     assert str(missing) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_measured_processes_cache_bytecode_and_use_the_given_kernel_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = child_environment(tmp_path)
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["NUMBA_CACHE_DIR"] == str(tmp_path)
+    assert env["PATH"] == os.environ["PATH"]
