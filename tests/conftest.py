@@ -58,6 +58,20 @@ def _require_installed() -> None:
         )
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (not installed, or `-p no:xdist`), its options in the configured
+    `addopts` (`-n`, `--dist`) are accepted here and do nothing: `pytest_configure` then says
+    what to install, or the tests run in one process, instead of pytest stopping at
+    "unrecognized arguments"."""
+    import importlib.util
+
+    if importlib.util.find_spec("xdist") is None or pluginmanager.is_blocked("xdist"):
+        # pytest reserves lowercase short options; `_addoption` is how xdist itself adds -n
+        group = parser.getgroup("xdist", "distributed testing (pytest-xdist, not installed)")
+        group._addoption("-n", dest="numprocesses", default=None)
+        group.addoption("--dist", dest="dist", default=None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _require_installed()
 

@@ -45,3 +45,13 @@ def test_the_tests_say_what_to_install_when_a_requirement_is_missing():
     pyproject["project"]["dependencies"].append("no-such-package-anywhere>=1")
     pyproject["project"]["optional-dependencies"]["dev"].append("PyYAML>=6")
     assert missing_requirements(pyproject) == ["no-such-package-anywhere"]
+
+
+def test_the_tests_run_in_one_process_with_the_parallel_plugin_disabled():
+    # the configured addopts carry pytest-xdist's -n and --dist
+    args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-q", "-k", "unknown_attribute"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, __file__], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
