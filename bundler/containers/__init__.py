@@ -52,7 +52,9 @@ def detect(path: str | os.PathLike[str]) -> str:
         return _detect_directory(path)
     except OSError as exc:
         raise FormatError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    for fmt in registry.all_formats():
+    # each format's module loaded only when the ones before it did not recognize the bytes
+    for name in registry.names():
+        fmt = registry.get(name)
         if fmt.sniff(head):
             return fmt.NAME
     claimed = _claimed_path(path)

@@ -43,3 +43,28 @@ def test_an_unknown_format_is_a_usage_error_listing_the_formats():
 
     with pytest.raises(UsageError, match="valid formats: gguf, safetensors, apr, onnx"):
         registry.get("tflite")
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_detecting_a_file_loads_only_the_formats_sniffed_before_its_own(name, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import bundler
+
+    path = tmp_path / f"m.{registry.get(name).EXTENSIONS[0].lstrip('.')}"
+    bundler.save({"w.weight": np.ones((4, 8), np.float32)}, path, format=name)
+    code = (
+        "import sys\nfrom bundler.containers import detect, registry\n"
+        f"print(detect({str(path)!r}))\n"
+        "print(','.join(n for n in registry.names() "
+        "if registry.PACKAGES[n] + '.format' in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    found, loaded = done.stdout.split()
+    names = registry.names()
+    assert found == name
+    assert loaded.split(",") == names[: names.index(name) + 1]
