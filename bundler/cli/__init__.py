@@ -23,6 +23,10 @@ COMMANDS = (
 )  # fmt: skip
 
 
+#: Commands a module adds beside the one named after it.
+ALSO = {"convert": "quantize"}
+
+
 def _version_action() -> type:
     import argparse
 
@@ -37,7 +41,9 @@ def _version_action() -> type:
     return Version
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line's parser; with `only` (a module of COMMANDS), one with that
+    module's commands alone (only it imported: each imports what its commands run)."""
     import argparse
 
     _Version = _version_action()
@@ -48,9 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"bundler.cli.{name}").add_parser(sub)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The module of the command `argv` runs when its first argument names one (the parser
+    of that module's commands then suffices); None for anything else (`--help`,
+    `--version`, a typo), which the whole parser answers."""
+    word = argv[0] if argv else None
+    return word if word in COMMANDS else ALSO.get(word or "")
 
 
 def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
@@ -106,7 +120,11 @@ def _main(argv: list[str] | None) -> int:
     from bundler.errors import EXIT_FAILURE, EXIT_IO, BundlerError
 
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        if words == ["--version"]:  # no parser at all: it imports every command module
+            print(f"bundler {bundler.__version__}")
+            return 0
+        args = build_parser(_command_of(words)).parse_args(words)
         _escape_unencodable()
         return int(args.func(args) or 0)
     except BundlerError as exc:

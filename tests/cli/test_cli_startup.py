@@ -10,6 +10,8 @@ import pytest
 from conftest import run_cli
 from safetensors.numpy import save_file
 
+from bundler.cli import ALSO, COMMANDS
+
 # The console script's own process: `main(None)` on the given arguments, then what the
 # process holds, and numba's compiled np.dot and scipy.linalg still usable afterwards.
 _CHILD = """
@@ -43,6 +45,48 @@ def test_version_is_read_from_the_installed_metadata_only_when_asked():
     assert (done.returncode, done.stdout, done.stderr) == (0, f"bundler {version('bundler')}\n", "")
     done = run_cli("--help")
     assert done.returncode == 0 and "--version" in done.stdout
+
+
+def test_version_alone_imports_no_command_module():
+    code = (
+        "import sys\nfrom bundler.cli import main\ncode = main(['--version'])\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('bundler.cli.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_a_command_modules_commands_are_its_own_name_and_its_listed_others(module):
+    import argparse
+    import importlib
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(f"bundler.cli.{module}").add_parser(sub)
+    assert sorted(sub.choices) == sorted([module, *(c for c, m in ALSO.items() if m == module)])
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, *ALSO])
+def test_a_command_is_parsed_by_its_modules_parser_alone_as_by_the_whole_one(command):
+    import contextlib
+    import io
+
+    from bundler.cli import _command_of, build_parser
+
+    def help_text(parser):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        return out.getvalue()
+
+    module = _command_of([command, "--help"])
+    assert module == ALSO.get(command, command)
+    alone = build_parser(module)
+    assert list(alone._subparsers._group_actions[0].choices) == [
+        c for c in [module, *ALSO] if c == module or ALSO.get(c) == module
+    ]
+    assert help_text(alone) == help_text(build_parser())
+    assert help_text(alone).startswith(f"usage: bundler {command}")
 
 
 # A console-script run: whether numba's registries were installed (numba.np.linalg is one
