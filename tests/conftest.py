@@ -200,6 +200,17 @@ def llama_runtime() -> None:
         pytest.skip("llama-cpp-python is not installed (pip install 'bundler[llama]')")
 
 
+@pytest.fixture(scope="session")
+def plot_extra() -> None:
+    """matplotlib (the `plot` extra), which CI installs."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if IN_CI:
+            pytest.fail("matplotlib is not installed in CI (the `plot` extra)")
+        pytest.skip("matplotlib is not installed (pip install 'bundler[plot]')")
+
+
 def llama_cpp_text(name: str) -> Path:
     """A text file of llama.cpp's source distribution (docs/build.md, README.md)."""
     try:

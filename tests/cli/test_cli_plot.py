@@ -32,7 +32,7 @@ def minilm_q4(minilm_safetensors, tmp_path_factory):
 
 
 def test_diff_plot_draws_errors_by_layer_and_a_layer_by_kind_heatmap(
-    minilm_safetensors, minilm_q4, tmp_path
+    plot_extra, minilm_safetensors, minilm_q4, tmp_path
 ):
     png = tmp_path / "diff.png"
     run_cli("diff", str(minilm_safetensors), str(minilm_q4), "--plot", str(png), check=True)
@@ -43,7 +43,9 @@ def test_diff_plot_draws_errors_by_layer_and_a_layer_by_kind_heatmap(
     assert len(np.unique(heatmap.reshape(-1, 3), axis=0)) > 10  # a range of colours
 
 
-def test_quantize_dry_run_plot_draws_bytes_by_layer_and_codec(minilm_safetensors, tmp_path):
+def test_quantize_dry_run_plot_draws_bytes_by_layer_and_codec(
+    plot_extra, minilm_safetensors, tmp_path
+):
     png, out = tmp_path / "plan.png", tmp_path / "out.gguf"
     run_cli(
         "quantize", str(minilm_safetensors), "-o", str(out), "--target-bpw", "6",
@@ -56,7 +58,7 @@ def test_quantize_dry_run_plot_draws_bytes_by_layer_and_codec(minilm_safetensors
     assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 20
 
 
-def test_quantize_plot_works_for_a_file_type_plan_too(minilm_safetensors, tmp_path):
+def test_quantize_plot_works_for_a_file_type_plan_too(plot_extra, minilm_safetensors, tmp_path):
     png = tmp_path / "plan.png"
     run_cli(
         "quantize", str(minilm_safetensors), "-o", str(tmp_path / "o.gguf"), "--type", "Q4_0",

@@ -39,7 +39,7 @@ def _browse(chromium: str, page, *flags: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def report(minilm_safetensors, tmp_path_factory):
+def report(plot_extra, minilm_safetensors, tmp_path_factory):
     """The report of MiniLM quantized to Q4_0 (GGUF) and by a 5-bit size target
     (SafeTensors)."""
     d = tmp_path_factory.mktemp("report")
