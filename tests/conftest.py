@@ -189,26 +189,28 @@ def run_cli_json(*args: str) -> tuple[int, dict]:
     return done.returncode, json.loads(done.stdout)
 
 
-@pytest.fixture(scope="session")
-def llama_runtime() -> None:
-    """llama-cpp-python (the `llama` extra), which CI installs."""
+def _extra(module: str, package: str, extra: str) -> None:
+    """Skip (fail in CI, which installs every extra) when `module` of an extra is missing."""
+    import importlib
+
     try:
-        import llama_cpp  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         if IN_CI:
-            pytest.fail("llama-cpp-python is not installed in CI (the `llama` extra)")
-        pytest.skip("llama-cpp-python is not installed (pip install 'bundler[llama]')")
+            pytest.fail(f"{package} is not installed in CI (the `{extra}` extra)")
+        pytest.skip(f"{package} is not installed (pip install 'bundler[{extra}]')")
+
+
+@pytest.fixture(scope="session")
+def llama_runtime() -> None:
+    """llama-cpp-python (the `llama` extra)."""
+    _extra("llama_cpp", "llama-cpp-python", "llama")
 
 
 @pytest.fixture(scope="session")
 def plot_extra() -> None:
-    """matplotlib (the `plot` extra), which CI installs."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        if IN_CI:
-            pytest.fail("matplotlib is not installed in CI (the `plot` extra)")
-        pytest.skip("matplotlib is not installed (pip install 'bundler[plot]')")
+    """matplotlib (the `plot` extra)."""
+    _extra("matplotlib", "matplotlib", "plot")
 
 
 def llama_cpp_text(name: str) -> Path:
