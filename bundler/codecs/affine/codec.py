@@ -114,7 +114,7 @@ class AffineCodec:
         """Calibrate and quantize `x` (refusing NaN and infinity with their position);
         `calibration`, when given, is what `calibrate(x)` returned. `out`: an `Encoded` of
         this codec and x's shape (an earlier result) whose arrays are overwritten and
-        returned instead of new ones."""
+        returned instead of new ones (after an error, what they hold is undefined)."""
         from bundler.codecs.kernels import announced
 
         kernels = announced("bundler.codecs.affine.kernels", "affine")
