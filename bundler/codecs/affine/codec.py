@@ -121,7 +121,7 @@ class AffineCodec:
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
-        self._check_out(out, x.shape)
+        self._check_out(out, layout)
         if calibration is None:
             encoded = self._encode_rows(x, layout, out)
             if encoded is not None:
@@ -138,23 +138,28 @@ class AffineCodec:
         zero = None if self.scheme.symmetric else cal.zero_point.astype(self.code_dtype)
         return _filled(out, Encoded(self, codes, cal.scale, zero))
 
-    def _check_out(self, out: Encoded | None, shape: tuple[int, ...]) -> None:
-        """Refuse an `out` that is not an encoding of this codec and shape."""
+    def _check_out(self, out: Any, layout: _Layout) -> None:
+        """Refuse an `out` that is not an encoding of this codec and layout's shape."""
         if out is None:
             return
-        pshape = self.parameter_shape(shape)
-        arrays = [(out.codes, shape, self.code_dtype), (out.scale, pshape, self.scale_dtype)]
-        if not self.scheme.symmetric:
-            arrays.append((out.zero_point, pshape, self.code_dtype))
-        fits = out.codec == self and all(
+        shape, pshape = layout.shape, layout.param_shape
+        arrays = []
+        if isinstance(out, Encoded):
+            arrays = [(out.codes, shape, self.code_dtype), (out.scale, pshape, self.scale_dtype)]
+            if not self.scheme.symmetric:
+                arrays.append((out.zero_point, pshape, self.code_dtype))
+        fits = bool(arrays) and out.codec == self and all(
             isinstance(a, np.ndarray) and a.shape == sh and a.dtype == dt and a.flags.c_contiguous
             and a.flags.writeable
             for a, sh, dt in arrays
         )  # fmt: skip
         if not fits:
+            got = type(out).__name__
+            if isinstance(out, Encoded):
+                got = f"{out.codec.name}, shape {out.shape}"
             raise UsageError(
                 f"{self.name}: out must be a writable encoding of shape {shape} by this codec "
-                f"(got {out.codec.name}, shape {out.shape})"
+                f"(got {got})"
             )
 
     def _encode_rows(self, x: np.ndarray, layout: _Layout, out: Encoded | None) -> Encoded | None:

@@ -323,7 +323,37 @@ def test_encoding_into_an_earlier_encoding_overwrites_its_arrays_with_a_fresh_en
     else:
         np.testing.assert_array_equal(again.zero_point, fresh.zero_point)
     cal = codec.calibrate(x)
-    np.testing.assert_array_equal(codec.encode(x, cal, out=out).codes, fresh.codes)
+    _scribble(out)
+    assert codec.encode(x, cal, out=out) is out
+    np.testing.assert_array_equal(out.codes, fresh.codes)
+    np.testing.assert_array_equal(out.scale, fresh.scale)
+
+
+def _scribble(encoded):
+    """Every array of `encoded` filled with values no encoding here gives."""
+    encoded.codes[...] = 3
+    encoded.scale[...] = -1
+    if encoded.zero_point is not None:
+        encoded.zero_point[...] = 1
+
+
+@pytest.mark.parametrize("spec", ["int4:g128:asym", "int8:channel", "int4:g32:asym:entropy"])
+def test_encoding_a_real_weight_into_an_earlier_encoding_equals_a_fresh_one(
+    spec, minilm_safetensors
+):
+    from safetensors.numpy import load_file
+
+    weights = load_file(minilm_safetensors)
+    w = weights["encoder.layer.0.intermediate.dense.weight"]
+    codec = AffineCodec(spec)
+    out = codec.encode(weights["encoder.layer.1.intermediate.dense.weight"])
+    _scribble(out)
+    fresh = codec.encode(w)
+    assert codec.encode(w, out=out) is out
+    np.testing.assert_array_equal(out.codes, fresh.codes)
+    np.testing.assert_array_equal(out.scale, fresh.scale)
+    if fresh.zero_point is not None:
+        np.testing.assert_array_equal(out.zero_point, fresh.zero_point)
 
 
 @pytest.mark.parametrize(
@@ -340,3 +370,5 @@ def test_an_output_of_another_shape_or_codec_is_refused(spec, shape, other):
     frozen.codes.flags.writeable = False
     with pytest.raises(UsageError, match="out must be"):
         codec.encode(MATRIX[:, :32], out=frozen)
+    with pytest.raises(UsageError, match=r"out must be.*got ndarray"):
+        codec.encode(MATRIX[:, :32], out=np.empty((24, 32), np.int8))
