@@ -27,6 +27,10 @@ COMMANDS = (
 ALSO = {"convert": "quantize"}
 
 
+def _print_version() -> None:
+    print(f"bundler {bundler.__version__}")
+
+
 def _version_action() -> type:
     import argparse
 
@@ -35,7 +39,7 @@ def _version_action() -> type:
         (reading package metadata costs every other command 25 ms)."""
 
         def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-            print(f"bundler {bundler.__version__}")
+            _print_version()
             parser.exit()
 
     return Version
@@ -122,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         words = sys.argv[1:] if argv is None else argv
         if words == ["--version"]:  # no parser at all: it imports every command module
-            print(f"bundler {bundler.__version__}")
+            _print_version()
             return 0
         args = build_parser(_command_of(words)).parse_args(words)
         _escape_unencodable()
