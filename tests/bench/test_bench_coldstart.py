@@ -18,9 +18,14 @@ def test_coldstart_reports_cold_warm_and_start_times_for_each_file_type(tmp_path
     model = tmp_path / "model.safetensors"
     x = np.random.default_rng(5).standard_normal((128, 256)).astype(np.float32)
     bundler.save({"blk.0.ffn_down.weight": x, "blk.0.attn_norm.weight": x[0]}, model)
-    done = run_cli("bench", "coldstart", "--input", str(model), "--repeat", "1", "--json")
+    # bytecode off for the bench itself; its measured processes write theirs (to the prefix)
+    pyc = tmp_path / "pyc"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(pyc)}
+    done = run_cli("bench", "coldstart", "--input", str(model), "--repeat", "1", "--json", env=env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["bytecode_setting_cleared"] is True
+    assert list(pyc.rglob("bundler/cli/quantize.*.pyc"))
     assert report["source"] == str(model) and report["source_bytes"] == model.stat().st_size
     assert [r["type"] for r in report["results"]] == list(TYPES)
     for row in report["results"]:
