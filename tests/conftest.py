@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
     if importlib.util.find_spec("xdist") is None or pluginmanager.is_blocked("xdist"):
         # pytest reserves lowercase short options; `_addoption` is how xdist itself adds -n
-        group = parser.getgroup("xdist", "distributed testing (pytest-xdist, not installed)")
+        group = parser.getgroup("xdist", "pytest-xdist absent or disabled: -n, --dist do nothing")
         group._addoption("-n", dest="numprocesses", default=None)
         group.addoption("--dist", dest="dist", default=None)
 
