@@ -164,7 +164,7 @@ def _block(name, block, size, ggml, fields, kernels=None, apr=None, desc="", imp
 
 
 _FLOATS = "bundler.codecs.floats"
-_LEGACY = "bundler.codecs.legacy"
+_LEGACY = "bundler.codecs.legacy_table"
 _KQUANTS = "bundler.codecs.kquants.kernels"
 _APR = "bundler.codecs.apr_native"
 _IQUANTS = "bundler.codecs.iquants"

@@ -17,10 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bundler.codecs.floats import STEP
 from bundler.codecs.halfs import f32_to_f16_bits
-
-#: Elements per unit of work handed to a thread.
-STEP = 4096
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 

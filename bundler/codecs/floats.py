@@ -14,7 +14,8 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 and the float8 dtypes with n
 import numpy as np
 
 from bundler.codecs.facts import TABLE
-from bundler.codecs.kernels import Kernel
+from bundler.codecs.halftable import HALF_TO_F32
+from bundler.codecs.kernels import Compiled, Kernel, split_run
 from bundler.errors import UsageError
 
 _BF16_CHUNK = 1 << 18
@@ -26,13 +27,18 @@ def _compiled(a: np.ndarray) -> bool:
     return a.size >= COMPILED_FROM and a.flags.c_contiguous
 
 
+#: Elements per unit of work handed to a thread by the compiled kernels (`floatkernels`).
+STEP = 4096
+#: The compiled kernels, by name (see `kernels.Compiled`).
+_COMPILED = {
+    name: Compiled("bundler.codecs.floatkernels", name)
+    for name in ("f16_encode", "f16_decode", "bf16_encode", "bf16_decode")
+}
+
+
 def _run(name: str, count: int, *args: np.ndarray) -> None:
     """The compiled kernel `name` of floatkernels over `count` values, shared by threads."""
-    from bundler.codecs import floatkernels
-    from bundler.codecs.kernels import split_run
-
-    kernel = getattr(floatkernels, name)
-    split_run(kernel, -(-count // floatkernels.STEP), *args)
+    split_run(_COMPILED[name], -(-count // STEP), *args)
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -81,8 +87,6 @@ def _encode_f16(src: np.ndarray, dst: np.ndarray) -> int:
 
 def _decode_f16(raw: np.ndarray, dst: np.ndarray) -> None:
     if _compiled(dst):
-        from bundler.codecs.halfs import HALF_TO_F32
-
         _run("f16_decode", dst.size, raw.view("<u2").reshape(-1), dst.reshape(-1), HALF_TO_F32)
         return
     dst[...] = raw.view(np.float16)

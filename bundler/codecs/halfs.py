@@ -13,13 +13,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from bundler.codecs.halftable import HALF_TO_F32  # noqa: F401  (the kernels' table)
+
 _SCALE_TO_INF = np.float32(2.0**112)
 _SCALE_TO_ZERO = np.float32(2.0**-110)
-
-#: float32 value of every half bit pattern.
-HALF_TO_F32 = (
-    np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-)
 
 
 @intrinsic

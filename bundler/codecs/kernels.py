@@ -244,27 +244,22 @@ _THREAD = threading.local()
 def set_threads(n: int | None) -> int:
     """Set how many threads the compiled kernels use, from any thread of the process
     (None: all cores); returns the count."""
-    import numba
-
-    count = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
-    if not 1 <= count <= numba.config.NUMBA_NUM_THREADS:
-        raise UsageError(f"threads must be 1..{numba.config.NUMBA_NUM_THREADS}, got {n}")
+    most = _max_threads()
+    count = most if n is None else int(n)
+    if not 1 <= count <= most:
+        raise UsageError(f"threads must be 1..{most}, got {n}")
     _PROCESS_THREADS[0] = count
-    numba.set_num_threads(count)  # for compiled code this thread calls directly
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(count)  # for compiled code this thread calls directly
     return count
 
 
 def thread_count() -> int:
     """How many threads the kernels use: as `set_threads` set it, else all cores (as the
-    compiler counts them once it is loaded; numpy kernels do not load it)."""
-    if _PROCESS_THREADS[0]:
-        return _PROCESS_THREADS[0]
-    if "numba" in sys.modules:
-        import numba  # waits while another thread is still importing it
-
-        return numba.config.NUMBA_NUM_THREADS
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return max(1, len(cores) if cores else os.cpu_count() or 1)
+    compiler counts them)."""
+    return _PROCESS_THREADS[0] or _max_threads()
 
 
 @contextlib.contextmanager
@@ -276,6 +271,45 @@ def kernel_threads(n: int) -> Iterator[None]:
         yield
     finally:
         _THREAD.count = before
+
+
+class Compiled:
+    """A compiled kernel named by its module and function, or by a factory there and the
+    factory's arguments: run from its native entry when it has one for the arguments'
+    types (the compiler is then never loaded, see `native`), else through numba, which
+    then records the entry for the next process."""
+
+    def __init__(self, module: str, function: str, *factory_args: Any):
+        self.module, self.function, self.factory_args = module, function, factory_args
+        self.name = f"{module}:{function}{factory_args if factory_args else ''}"
+        self._dispatcher: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Compiled({self.name})"
+
+    def dispatcher(self) -> Any:
+        """numba's dispatcher of the kernel (importing its module, and so numba)."""
+        if self._dispatcher is None:
+            with self._lock, collector_paused():  # not _FIRST_CALLS: workers come here
+                if self._dispatcher is None:
+                    found = getattr(importlib.import_module(self.module), self.function)
+                    self._dispatcher = found(*self.factory_args) if self.factory_args else found
+        return self._dispatcher
+
+    def __call__(self, *args: Any) -> Any:
+        from bundler.codecs import native
+
+        loaded = native.find(self.name, args)
+        if loaded is not None:
+            try:
+                return loaded(*args)
+            except native.Raised:
+                pass  # numba runs it again, and raises as it does
+        dispatcher = self.dispatcher()
+        result = dispatcher(*args)
+        native.record(self.name, dispatcher, args)
+        return result
 
 
 #: Workers of `split_run`, made on first use (as many as the compiler's threads).
@@ -333,6 +367,10 @@ def range_kernel(
 
 
 def _effective_threads() -> int:
+    """The thread count in effect for the calling thread."""
+    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
+    if "numba" not in sys.modules:  # native kernels: the count is bundler's alone
+        return want or _max_threads()
     import numba
 
     apply_threads()
@@ -340,9 +378,17 @@ def _effective_threads() -> int:
 
 
 def _max_threads() -> int:
-    import numba
+    """The compiler's thread count (NUMBA_NUM_THREADS, else the cores this process may
+    use), read the compiler's way without loading it."""
+    if "numba" in sys.modules:
+        import numba
 
-    return numba.config.NUMBA_NUM_THREADS
+        return numba.config.NUMBA_NUM_THREADS
+    value = os.environ.get("NUMBA_NUM_THREADS")
+    if value:
+        return int(value)
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(cores) if cores else os.cpu_count() or 1)
 
 
 def apply_threads() -> None:

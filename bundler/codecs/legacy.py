@@ -29,10 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32, f32_from_bits, get_half, put_half
+from bundler.codecs.halfs import f32_from_bits, get_half, put_half
 from bundler.codecs.intops import smax, smin, uindex, umax
-from bundler.codecs.kernels import Kernel, split_run, with_weighted
 from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
 from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
 from bundler.codecs.kquants.workspace import workspace
@@ -119,11 +117,11 @@ def _first_max_abs(ub, x0, qk):
     return key >> _POS, _POS_MASK - (key & _POS_MASK)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def encode_symmetric(x, out, bits, size, qk):
-    """Q4_0 (bits=4) or Q5_0 (bits=5) blocks of `qk` values (at most 32; a run-time value, so
-    that the compiler vectorises the block loops instead of unrolling them); returns the
-    count of blocks with NaN/inf."""
+@njit(cache=True, nogil=True)
+def encode_symmetric(x, out, bits, size, qk, lo, hi):
+    """Q4_0 (bits=4) or Q5_0 (bits=5) blocks lo .. hi-1 of `qk` values (at most 32; a
+    run-time value, so that the compiler vectorises the block loops instead of unrolling
+    them); returns the count of blocks with NaN/inf."""
     levels = np.float32(1 << (bits - 1))
     maxq = np.int32((1 << bits) - 1)
     offset = levels + HALF
@@ -131,7 +129,7 @@ def encode_symmetric(x, out, bits, size, qk):
     qh_at = qs_at - 4 if bits == 5 else -1
     bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // qk):
+    for b in range(lo, hi):
         x0 = b * qk
         o0 = b * size
         top, at = _first_max_abs(bits_of, x0, qk)
@@ -145,15 +143,15 @@ def encode_symmetric(x, out, bits, size, qk):
     return bad
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def encode_affine(x, out, bits, size, qk):
+@njit(cache=True, nogil=True)
+def encode_affine(x, out, bits, size, qk, lo, hi):
     """Q4_1 (bits=4) or Q5_1 (bits=5): scale and minimum per block (`qk` as above)."""
     maxq = np.int32((1 << bits) - 1)
     qs_at = size - qk // 2
     qh_at = qs_at - 4 if bits == 5 else -1
     bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // qk):
+    for b in range(lo, hi):
         x0 = b * qk
         o0 = b * size
         lo = np.int32(0x7FFFFFFF)
@@ -173,13 +171,13 @@ def encode_affine(x, out, bits, size, qk):
     return bad
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def encode_q8(x, out, with_sum, size, qk):
+@njit(cache=True, nogil=True)
+def encode_q8(x, out, with_sum, size, qk, lo, hi):
     """Q8_0, or Q8_1 when `with_sum` (adds half s = d * sum of codes after d)."""
     qs_at = size - qk
     bits_of = x.view(np.uint32)
     bad = 0
-    for b in prange(x.size // qk):
+    for b in range(lo, hi):
         x0 = b * qk
         c0 = b * size + qs_at
         top = np.uint32(0)
@@ -307,41 +305,3 @@ def decode_q8(raw, out, with_sum, size, table, qk):
         y0 = b * qk
         for j in range(qk):
             out[uindex(y0 + j)] = np.float32(codes[uindex(c0 + j)]) * d
-
-
-def _kernel(name: str, encode, decode, variant, affine=None) -> Kernel:
-    """Bind a family's kernels to one codec: its variant (bits, or Q8's sum) and its block
-    bytes from the facts table (the codes are always the block's last bytes); with
-    importance weights, the weighted encoder (codecs whose facts take them)."""
-    size = BY_NAME[name].type_size
-    qk = BY_NAME[name].block_size
-    decode_args = (variant, size) if affine is None else (variant, affine, size)
-    # the Q8 decoder's loop vectorises with the block size at run time, the nibbles' as is
-    decode_args += (HALF_TO_F32,) + ((qk,) if affine is None else ())
-
-    def enc(src: np.ndarray, dst: np.ndarray) -> int:
-        return encode(src.reshape(-1), dst.reshape(-1), variant, size, qk)
-
-    def weighted(src: np.ndarray, dst: np.ndarray, importance: np.ndarray) -> int:
-        flat = src.reshape(-1)
-        return split_run(
-            encode_weighted, flat.size // QK, flat, dst.reshape(-1), importance,
-            src.shape[-1], variant, size, affine,
-        )  # fmt: skip
-
-    def dec(raw: np.ndarray, dst: np.ndarray) -> None:
-        decode(raw.reshape(-1), dst.reshape(-1), *decode_args)
-
-    if BY_NAME[name].takes_importance:
-        enc = with_weighted(enc, weighted, name)
-    return Kernel(enc, dec)
-
-
-KERNELS: dict[str, Kernel] = {
-    "q4_0": _kernel("q4_0", encode_symmetric, decode_nibbles, 4, False),
-    "q5_0": _kernel("q5_0", encode_symmetric, decode_nibbles, 5, False),
-    "q4_1": _kernel("q4_1", encode_affine, decode_nibbles, 4, True),
-    "q5_1": _kernel("q5_1", encode_affine, decode_nibbles, 5, True),
-    "q8_0": _kernel("q8_0", encode_q8, decode_q8, False),
-    "q8_1": _kernel("q8_1", encode_q8, decode_q8, True),
-}

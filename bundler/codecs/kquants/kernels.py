@@ -1,15 +1,18 @@
-"""The K-quants' encode and decode kernels, as the codec registry takes them."""
+"""The K-quants' encode and decode kernels, as the codec registry takes them. Importing
+this module loads no compiler: each kernel is a `Compiled` reference, run from its native
+entry when it has one."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bundler.codecs.facts import TABLE
-from bundler.codecs.halfs import HALF_TO_F32
-from bundler.codecs.kernels import Kernel, split_run, with_weighted
-from bundler.codecs.kquants.common import QK
-from bundler.codecs.kquants.decode import super_block_decoder
-from bundler.codecs.kquants.encode import q8_k_encode, super_block_encoder
+from bundler.codecs.facts import BY_NAME, TABLE
+from bundler.codecs.halftable import HALF_TO_F32
+from bundler.codecs.kernels import Compiled, Kernel, split_run, with_weighted
+
+QK = BY_NAME["q8_k"].block_size
+_ENCODE = "bundler.codecs.kquants.encode"
+_DECODE = "bundler.codecs.kquants.decode"
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -22,14 +25,14 @@ def _flat(a: np.ndarray) -> np.ndarray:
 _NO_WEIGHTS = np.zeros(1, np.float32)
 
 
-def _encoder(compiled):
+def _encoder(compiled: Compiled, weighs: bool = True):
     def encode(src: np.ndarray, dst: np.ndarray, importance: np.ndarray = _NO_WEIGHTS) -> int:
         """Encode float32 rows into K-quant rows (with ggml's weighted search, given
         importance weights: float32, one per column); returns the count of non-finite
         blocks."""
         flat = _flat(src)
         count = flat.size // QK
-        if compiled is q8_k_encode:
+        if not weighs:
             return split_run(compiled, count, flat, _flat(dst), HALF_TO_F32)
         qw = _flat(importance)
         return split_run(compiled, count, flat, _flat(dst), HALF_TO_F32, qw, src.shape[-1])
@@ -38,13 +41,13 @@ def _encoder(compiled):
 
 
 def _kernel(name: str) -> Kernel:
-    compiled_decode = super_block_decoder(name)
+    compiled_decode = Compiled(_DECODE, "super_block_decoder", name)
     if name == "q8_k":
-        encode = _encoder(q8_k_encode)
+        encode = _encoder(Compiled(_ENCODE, "q8_k_encode"), weighs=False)
     else:
         encode = with_weighted(
-            _encoder(super_block_encoder(name)),
-            _encoder(super_block_encoder(name, weighted=True)),
+            _encoder(Compiled(_ENCODE, "super_block_encoder", name, False)),
+            _encoder(Compiled(_ENCODE, "super_block_encoder", name, True)),
             name,
         )
 

@@ -1,0 +1,136 @@
+"""Native kernel entries: a later process encodes without loading the compiler, with the
+bytes numba's kernels give, on one thread or two; damaged or switched-off entries fall
+back to numba."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundler.codecs import native
+
+#: Every codec whose encoder runs from an entry (legacy, K-quant and float element codecs).
+NATIVE = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1")
+NATIVE += ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "f16", "bf16")
+
+#: Encodes a real weight (MiniLM's first feed-forward matrix, flattened to rows of 256) with
+#: each codec on two threads and on one, saves the bytes, and says whether numba was loaded.
+SCRIPT = """
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+import bundler
+from bundler.codecs import set_threads
+
+names = sys.argv[2].split(",")
+weights = load_file(sys.argv[1])
+x = weights["encoder.layer.0.intermediate.dense.weight"].reshape(-1, 256)
+x = np.concatenate([x, x[:1100] * 3e4]).astype(np.float32)  # F16 overflow, 1,024+ rows
+out = {}
+for threads in (2, 1):
+    set_threads(threads)
+    for name in names:
+        out[f"{name}-{threads}"] = bundler.encode(x, name)
+np.savez(sys.argv[3], **out)
+print(json.dumps({"numba": "numba" in sys.modules}))
+"""
+
+
+def _encode_all(minilm, out, env, names=NATIVE):
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(minilm), ",".join(names), str(out)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), dict(np.load(out))
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A process environment with an empty entry store of its own (numba's cache as usual)."""
+    env = {k: v for k, v in os.environ.items() if k != native.ENV_SWITCH}
+    env[native.ENV_DIR] = str(tmp_path / "store")
+    return env
+
+
+def _root(env):
+    return Path(env[native.ENV_DIR])
+
+
+def _entries(env):
+    return [json.loads(p.read_text()) for p in _root(env).rglob("*.json")]
+
+
+def test_a_later_process_encodes_without_numba_and_gives_numbas_bytes(
+    minilm_safetensors, tmp_path, store
+):
+    first, jit = _encode_all(minilm_safetensors, tmp_path / "jit.npz", store)
+    assert first["numba"]
+    made = {e["key"].split("|")[0] for e in _entries(store)}
+    assert any("encode_symmetric" in k for k in made) and any("q6_k" in k for k in made)
+    later, loaded = _encode_all(minilm_safetensors, tmp_path / "native.npz", store)
+    assert not later["numba"]
+    assert loaded.keys() == jit.keys()
+    for key in jit:
+        assert np.array_equal(loaded[key], jit[key]), key
+        name = key.split("-")[0]
+        assert np.array_equal(loaded[key], loaded[f"{name}-1"]), key  # threads agree
+
+
+def test_switched_off_entries_are_neither_made_nor_read(minilm_safetensors, tmp_path, store):
+    _encode_all(minilm_safetensors, tmp_path / "a.npz", store, ("q4_0",))
+    off = {**store, native.ENV_SWITCH: "0"}
+    state, _ = _encode_all(minilm_safetensors, tmp_path / "b.npz", off, ("q4_0",))
+    assert state["numba"]
+    empty = {**off, native.ENV_DIR: str(tmp_path / "other")}
+    _encode_all(minilm_safetensors, tmp_path / "c.npz", empty, ("q4_0",))
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated object", "flipped byte", "not json", "list"])
+def test_a_damaged_entry_is_never_loaded_and_is_written_anew(
+    minilm_safetensors, tmp_path, store, damage
+):
+    _, jit = _encode_all(minilm_safetensors, tmp_path / "jit.npz", store, ("q8_0",))
+    (entry,) = [p for p in _root(store).rglob("*.json") if "encode_q8" in p.read_text()]
+    obj = entry.with_suffix(".o")
+    good = obj.read_bytes()
+    if damage == "truncated object":
+        obj.write_bytes(good[: len(good) // 2])
+    elif damage == "flipped byte":
+        obj.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    else:
+        entry.write_text("{" if damage == "not json" else "[1, 2]")
+    state, again = _encode_all(minilm_safetensors, tmp_path / "again.npz", store, ("q8_0",))
+    assert state["numba"]  # the damaged entry was not used
+    assert all(np.array_equal(again[k], jit[k]) for k in jit)
+    assert obj.read_bytes() == good  # and the numba run wrote it anew
+    state, _ = _encode_all(minilm_safetensors, tmp_path / "last.npz", store, ("q8_0",))
+    assert not state["numba"]
+
+
+def test_parallel_kernels_get_no_entry(minilm_safetensors, tmp_path, store):
+    code = (
+        "import numpy as np, bundler\n"
+        "raw = bundler.encode(np.ones((64, 256), np.float32), 'q4_k')\n"
+        "bundler.decode(raw, 'q4_k')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=store, check=True, timeout=900)
+    keys = [e["key"] for e in _entries(store)]
+    assert any("super_block_encoder" in k for k in keys)
+    assert not any("decoder" in k for k in keys)  # a prange loop needs numba's scheduler
+
+
+def test_arguments_of_kinds_entries_do_not_hold_have_no_key():
+    a = np.zeros(8, np.float32)
+    assert native.arg_key((a, 3, 2.5, True, np.float32(1))) == "<f41Cw1,i,f,b,<f4"
+    assert native.arg_key((a[::2],)) == "<f41Aw1"
+    assert native.arg_key(((1, 2),)) is None
+    assert native.arg_key((None,)) is None
+    assert native.arg_key((1 << 64,)) is None
