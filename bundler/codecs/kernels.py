@@ -180,25 +180,58 @@ def compiling(label: str) -> Iterator[None]:
 
     Importing the compiler, and the first call of a kernel (when it compiles or loads its
     cached machine code), create a few hundred thousand objects; letting the collector
-    trace them over and over while they are made costs about a third of a second.
+    trace them over and over while they are made costs about a third of a second. When the
+    compiler is not loaded yet, it is listened to from the moment a `Compiled` kernel
+    without a native entry loads it (`listen_if_pending`).
     """
     with _FIRST_CALLS, collector_paused():
-        numba = sys.modules.get("numba")
-        if numba is None:  # numpy kernels: nothing is ever compiled
-            yield
+        if "numba" in sys.modules:
+            reporter = _start_reporting(label)
+            try:
+                yield
+            finally:
+                _stop_reporting(reporter)
             return
-        from numba.core import event
-
-        reporter = _listener_type()(label)
-        _REPORTERS.append(reporter)
-        event.register("numba:compile", reporter)
+        slot: list = [label, None]
+        _PENDING.append(slot)
         try:
             yield
         finally:
-            event.unregister("numba:compile", reporter)
-            _REPORTERS.pop()
-            reporter.close()
-            COMPILED[label] += reporter.count
+            _PENDING.remove(slot)
+            if slot[1] is not None:
+                _stop_reporting(slot[1])
+
+
+#: First calls in progress that began with the compiler not loaded: [label, reporter once
+#: a kernel of theirs loads it].
+_PENDING: list[list] = []
+_PENDING_LOCK = threading.Lock()
+
+
+def listen_if_pending() -> None:
+    """Before a kernel runs through numba: the innermost first call in progress that began
+    without the compiler starts announcing compilations (once)."""
+    with _PENDING_LOCK:
+        if _PENDING and _PENDING[-1][1] is None:
+            _PENDING[-1][1] = _start_reporting(_PENDING[-1][0])
+
+
+def _start_reporting(label: str) -> Any:
+    from numba.core import event
+
+    reporter = _listener_type()(label)
+    _REPORTERS.append(reporter)
+    event.register("numba:compile", reporter)
+    return reporter
+
+
+def _stop_reporting(reporter: Any) -> None:
+    from numba.core import event
+
+    event.unregister("numba:compile", reporter)
+    _REPORTERS.remove(reporter)
+    reporter.close()
+    COMPILED[reporter.label] += reporter.count
 
 
 def first_call(fn: Any, label: str, threaded: bool = True) -> Any:
@@ -307,6 +340,7 @@ class Compiled:
             except native.Raised:
                 pass  # numba runs it again, and raises as it does
         dispatcher = self.dispatcher()
+        listen_if_pending()
         result = dispatcher(*args)
         native.record(self.name, dispatcher, args)
         return result
