@@ -27,7 +27,7 @@ from bundler.codecs.kquants.search); Q8_0 ignores the weights, as ggml does.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from bundler.codecs.halfs import f32_from_bits, get_half, put_half
 from bundler.codecs.intops import smax, smin, uindex, umax
@@ -265,12 +265,12 @@ def encode_weighted(x, out, qw, n_per_row, bits, size, affine, lo, hi):
     return nonfinite_blocks(x, lo, hi, QK)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def decode_nibbles(raw, out, bits, affine, size, table):
-    """Q4_0, Q4_1, Q5_0, Q5_1 to float32."""
+@njit(cache=True, nogil=True)
+def decode_nibbles(raw, out, bits, affine, size, table, lo, hi):
+    """Q4_0, Q4_1, Q5_0, Q5_1 blocks lo .. hi-1 to float32."""
     qs_at = size - QK // 2
     offset = np.float32(0 if affine else 1 << (bits - 1))
-    for b in prange(raw.size // size):
+    for b in range(uindex(lo), uindex(hi)):
         r0 = b * size
         d = get_half(raw, r0, table)
         m = get_half(raw, r0 + 2, table) if affine else F0
@@ -294,12 +294,12 @@ def decode_nibbles(raw, out, bits, affine, size, table):
                 y[j + QK // 2] = q1 * d
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def decode_q8(raw, out, with_sum, size, table, qk):
-    """Q8_0 or Q8_1 to float32 (the Q8_1 sum is not needed to decode)."""
+@njit(cache=True, nogil=True)
+def decode_q8(raw, out, with_sum, size, table, qk, lo, hi):
+    """Q8_0 or Q8_1 blocks lo .. hi-1 to float32 (the Q8_1 sum is not needed to decode)."""
     qs_at = size - qk
     codes = raw.view(np.int8)
-    for b in prange(raw.size // size):
+    for b in range(uindex(lo), uindex(hi)):
         d = get_half(raw, b * size, table)
         c0 = b * size + qs_at
         y0 = b * qk

@@ -37,7 +37,8 @@ def _kernel(name: str, encoder: str, decoder: str, variant, affine=None) -> Kern
         )  # fmt: skip
 
     def dec(raw: np.ndarray, dst: np.ndarray) -> None:
-        decode(raw.reshape(-1), dst.reshape(-1), *decode_args)
+        flat = raw.reshape(-1)
+        split_run(decode, flat.size // size, flat, dst.reshape(-1), *decode_args)
 
     if BY_NAME[name].takes_importance:
         enc = with_weighted(enc, weighted, name)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numba import njit, prange
 
 from bundler.codecs import native
 
@@ -115,16 +116,56 @@ def test_a_damaged_entry_is_never_loaded_and_is_written_anew(
     assert not state["numba"]
 
 
-def test_parallel_kernels_get_no_entry(minilm_safetensors, tmp_path, store):
+@njit(cache=True, parallel=True)
+def _parallel_sum(x):
+    total = 0.0
+    for i in prange(x.size):
+        total += x[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _range_sum(x, lo, hi):
+    total = 0.0
+    for i in range(lo, hi):
+        total += x[i]
+    return total
+
+
+def test_a_parallel_kernel_gets_no_entry_and_a_range_kernel_does(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.ENV_DIR, str(tmp_path))
+    x = np.arange(1000, dtype=np.float64)
+    for name, kernel, args in (
+        ("parallel", _parallel_sum, (x,)),
+        ("range", _range_sum, (x, 3, 900)),
+    ):
+        kernel(*args)
+        native.record(f"{__name__}:{name}", kernel, args)
+    keys = [json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json")]
+    assert keys == [f"{__name__}:range|<f81Cw1,i,i"]  # a prange loop needs numba's scheduler
+    loaded = native.find(f"{__name__}:range", (x, 3, 900))
+    assert loaded(x, 3, 900) == _range_sum(x, 3, 900) == sum(range(3, 900))
+
+
+def test_decoding_runs_from_entries_too(minilm_safetensors, tmp_path, store):
     code = (
-        "import numpy as np, bundler\n"
-        "raw = bundler.encode(np.ones((64, 256), np.float32), 'q4_k')\n"
-        "bundler.decode(raw, 'q4_k')\n"
+        "import sys, numpy as np, bundler\n"
+        "x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)\n"
+        "for name in ('q4_0', 'q5_1', 'q8_0', 'q4_k', 'q6_k', 'f16'):\n"
+        "    np.save(f'{sys.argv[1]}-{name}.npy', bundler.decode(bundler.encode(x, name), name))\n"
+        "print('numba' in sys.modules)\n"
     )
-    subprocess.run([sys.executable, "-c", code], env=store, check=True, timeout=900)
-    keys = [e["key"] for e in _entries(store)]
-    assert any("super_block_encoder" in k for k in keys)
-    assert not any("decoder" in k for k in keys)  # a prange loop needs numba's scheduler
+    runs = []
+    for where in ("jit", "native"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / where)],
+            env=store, capture_output=True, text=True, check=True, timeout=900,
+        )  # fmt: skip
+        runs.append(done.stdout.strip())
+    assert runs == ["True", "False"]
+    for name in ("q4_0", "q5_1", "q8_0", "q4_k", "q6_k", "f16"):
+        jit, loaded = (np.load(tmp_path / f"{w}-{name}.npy") for w in ("jit", "native"))
+        assert np.array_equal(jit.view(np.uint32), loaded.view(np.uint32)), name
 
 
 def test_arguments_of_kinds_entries_do_not_hold_have_no_key():

@@ -11,8 +11,8 @@ The modules, one job each: `common` (constants, rounding, packed-scale readers),
 (the per-sub-block searches, run on LANES sub-blocks at once so that the compiler
 vectorises across sub-blocks while each still sees exactly the reference's sequence of
 operations), `workspace` (a worker's scratch and the steps every encoder shares), `blocks`
-(each type's search parameters, header and packing), `encode` and `decode` (the parallel
-kernels, one compiled per type), `kernels` (the registry's table of them). Each type's
-kernels compile on its first use only; importing the package loads none of them (the
-legacy codecs share `common`, `search` and `workspace`).
+(each type's search parameters, header and packing), `encode` and `decode` (kernels over
+ranges of super-blocks, one compiled per type), `kernels` (the registry's table of them).
+Each type's kernels compile on its first use only; importing the package loads none of
+them (the legacy codecs share `common`, `search` and `workspace`).
 """

@@ -32,7 +32,6 @@ RMIN_W = np.float32(-0.9)
 DELTA_W = np.float32(0.05)
 
 JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-PAR = {**JIT, "parallel": True}
 
 
 @njit(**JIT)

@@ -4,11 +4,12 @@ over the super-blocks by one compiled kernel per type."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_from_bits, get_half
-from bundler.codecs.kquants.common import JIT, KINDS, PAR, QK, q3_scale, scale_min_k4
+from bundler.codecs.intops import uindex
+from bundler.codecs.kquants.common import JIT, KINDS, QK, q3_scale, scale_min_k4
 
 #: The block decoders are inlined into each type's kernel (in one process, alternating, Q6_K
 #: decoded 3% and Q4_K 15% faster per CPU second than through calls).
@@ -113,13 +114,14 @@ def q8_k_block(y, o, table):
 
 
 def super_block_decoder(name: str):
-    """The compiled decoder `(raw, out, table)` of K-quant `name` (float32 out)."""
+    """The compiled decoder `(raw, out, table, lo, hi)` of K-quant `name`: super-blocks
+    lo .. hi-1 to float32."""
     kind = KINDS[name]
     size = BY_NAME[name].type_size
 
-    @njit(**PAR)
-    def decode(raw, out, table):
-        for b in prange(out.size // QK):
+    @njit(**JIT)
+    def decode(raw, out, table, lo, hi):
+        for b in range(uindex(lo), uindex(hi)):  # unsigned: the slices need no wraparound
             y = raw[b * size : (b + 1) * size]
             o = out[b * QK : (b + 1) * QK]
             if kind == 2:

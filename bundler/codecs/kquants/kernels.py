@@ -53,7 +53,8 @@ def _kernel(name: str) -> Kernel:
 
     def decode(raw: np.ndarray, dst: np.ndarray) -> None:
         """Decode K-quant rows into float32 rows."""
-        compiled_decode(_flat(raw), _flat(dst), HALF_TO_F32)
+        out = _flat(dst)
+        split_run(compiled_decode, out.size // QK, _flat(raw), out, HALF_TO_F32)
 
     return Kernel(encode, decode)
 
