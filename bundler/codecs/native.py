@@ -198,6 +198,7 @@ def record(name: str, dispatcher: Any, args: tuple) -> None:
         _RECORDED.add(full)
         with contextlib.suppress(Exception):  # an entry is an optimisation, never an error
             _write_entry(_entry_path(full), full, dispatcher, args)
+            _LOADED.pop(full, None)  # the next call looks again, and finds the new entry
 
 
 # ---------------------------------------------------------------- the store

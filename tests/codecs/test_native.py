@@ -147,6 +147,28 @@ def test_a_parallel_kernel_gets_no_entry_and_a_range_kernel_does(tmp_path, monke
     assert loaded(x, 3, 900) == _range_sum(x, 3, 900) == sum(range(3, 900))
 
 
+@njit(cache=True, nogil=True)
+def _checked_count(x, lo, hi):
+    if hi > x.size:
+        raise ValueError("range past the end")
+    return hi - lo
+
+
+def test_a_kernel_that_raises_natively_raises_through_numba(tmp_path, monkeypatch):
+    from bundler.codecs.kernels import Compiled
+
+    monkeypatch.setenv(native.ENV_DIR, str(tmp_path))
+    x = np.zeros(100, np.float32)
+    kernel = Compiled(__name__, "_checked_count")
+    assert kernel(x, 10, 90) == 80  # through numba, which records the entry
+    loaded = native.find(kernel.name, (x, 10, 90))
+    assert loaded is not None and loaded(x, 10, 90) == 80
+    with pytest.raises(native.Raised):
+        loaded(x, 0, 101)
+    with pytest.raises(ValueError, match="range past the end"):
+        kernel(x, 0, 101)
+
+
 def test_decoding_runs_from_entries_too(minilm_safetensors, tmp_path, store):
     code = (
         "import sys, numpy as np, bundler\n"
