@@ -40,7 +40,7 @@ def f16_encode(src, dst, lo, hi):
 
 @njit(**_JIT)
 def f16_decode(src, dst, table, lo, hi):
-    """dst[i] = the float32 value of half bits src[i] (`table` is `halfs.HALF_TO_F32`)."""
+    """dst[i] = the float32 value of half bits src[i] (`table` is `halftable.HALF_TO_F32`)."""
     src, dst = _part(src, lo, hi), _part(dst, lo, hi)
     for i in range(src.size):
         dst[i] = table[src[i]]

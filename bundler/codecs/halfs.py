@@ -3,7 +3,7 @@
 `f32_to_f16_bits` rounds to nearest even, overflows to infinity and turns NaN into the
 quiet NaN 0x7E00 (sign kept), like ggml's portable `ggml_compute_fp32_to_fp16`. It works
 with float arithmetic: scaling by 2^112 then 2^-110 makes the FPU round the mantissa to
-half precision for normals and subnormals alike. `HALF_TO_F32` widens exactly.
+half precision for normals and subnormals alike. `halftable.HALF_TO_F32` widens exactly.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
-
-from bundler.codecs.halftable import HALF_TO_F32  # noqa: F401  (the kernels' table)
 
 _SCALE_TO_INF = np.float32(2.0**112)
 _SCALE_TO_ZERO = np.float32(2.0**-110)

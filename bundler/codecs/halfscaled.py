@@ -9,7 +9,8 @@ import numpy as np
 from numba import njit
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32, f32_bits, f32_from_bits, get_half
+from bundler.codecs.halfs import f32_bits, f32_from_bits, get_half
+from bundler.codecs.halftable import HALF_TO_F32
 from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import JIT, nonfinite
 from bundler.codecs.lowbit import decode_q1, decode_q2, encode_q1, encode_q2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from bundler.codecs.halfs import HALF_TO_F32, f32_to_f16_bits
+from bundler.codecs.halfs import f32_to_f16_bits
+from bundler.codecs.halftable import HALF_TO_F32
 
 
 @njit(parallel=True, cache=True)

@@ -137,7 +137,7 @@ class MSE(Method):
 
     def ranges(self, slices, lo, hi, quantizer):
         from bundler.codecs.affine.arithmetic import SCALE_DTYPES, SCALE_NUMPY, parameters
-        from bundler.codecs.halfs import HALF_TO_F32
+        from bundler.codecs.halftable import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
         kernels = announced("bundler.codecs.affine.kernels", "affine")

@@ -168,7 +168,7 @@ class AffineCodec:
         (channels of the last axis). None: another granularity, or a row held a
         non-finite value or a scale overflowed its dtype (the general path then says
         where)."""
-        from bundler.codecs.halfs import HALF_TO_F32
+        from bundler.codecs.halftable import HALF_TO_F32
         from bundler.codecs.kernels import announced
 
         p, s, q = layout.view3
@@ -237,7 +237,7 @@ def encode_blocks_down(
     `nibbles` (4-bit codes, even `size`): the codes transposed and packed instead, uint8
     [N, blocks, size / 2], offset to the unsigned range, two a byte, low nibble first, the
     last block padded with its zero point's code (ONNX Runtime's MatMulNBits layout)."""
-    from bundler.codecs.halfs import HALF_TO_F32
+    from bundler.codecs.halftable import HALF_TO_F32
     from bundler.codecs.kernels import announced
 
     x = _as_float32(x)

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.halfs import HALF_TO_F32
+from bundler.codecs.halftable import HALF_TO_F32
 from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4, lattice
 from bundler.codecs.iquants.grid_points import POINTS_HEX
 from bundler.codecs.kernels import Kernel, range_kernel, split_run
