@@ -402,9 +402,8 @@ def range_kernel(
 
 def _effective_threads() -> int:
     """The thread count in effect for the calling thread."""
-    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
     if "numba" not in sys.modules:  # native kernels: the count is bundler's alone
-        return want or _max_threads()
+        return _wanted() or _max_threads()
     import numba
 
     apply_threads()
@@ -425,10 +424,15 @@ def _max_threads() -> int:
     return max(1, len(cores) if cores else os.cpu_count() or 1)
 
 
+def _wanted() -> int | None:
+    """The count `kernel_threads` set for this thread, else `set_threads`'s (None: unset)."""
+    return getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
+
+
 def apply_threads() -> None:
     """Set the compiler's thread count for the calling thread to the one in effect."""
     # the compiler's own setting is per thread: a thread it has not seen uses all cores
-    want = getattr(_THREAD, "count", None) or _PROCESS_THREADS[0]
+    want = _wanted()
     if want is None or "numba" not in sys.modules:  # numpy kernels have no thread setting
         return
     import numba  # waits while another thread is still importing it
