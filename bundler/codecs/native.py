@@ -113,20 +113,6 @@ _ERROR_PATH = (
     "BNK_adapt_ndarray_to_python_acqref",
 )
 
-#: ctypes of numba's scalar types, as arguments and results.
-_SCALARS = {
-    "int8": ctypes.c_int8,
-    "int16": ctypes.c_int16,
-    "int32": ctypes.c_int32,
-    "int64": ctypes.c_int64,
-    "uint8": ctypes.c_uint8,
-    "uint16": ctypes.c_uint16,
-    "uint32": ctypes.c_uint32,
-    "uint64": ctypes.c_uint64,
-    "float32": ctypes.c_float,
-    "float64": ctypes.c_double,
-    "bool": ctypes.c_bool,
-}
 _ARRAY_FIELDS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
 _LOCK = threading.RLock()
@@ -295,7 +281,16 @@ def _scalar_name(t: Any) -> str | None:
     from numba.core import types
 
     name = str(types.unliteral(t))  # a kernel returning a constant: its literal's type
-    return name if name in _SCALARS or name == "none" else None
+    return name if name == "none" or _ctype(name) is not None else None
+
+
+def _ctype(name: str) -> Any:
+    """The ctypes type of numba's scalar type `name` (numpy's names: int64, float32, bool,
+    ...); None for any other."""
+    try:
+        return np.ctypeslib.as_ctypes_type(np.dtype(name))
+    except (TypeError, ValueError, NotImplementedError):
+        return None
 
 
 def _provided(name: str) -> bool:
@@ -305,7 +300,9 @@ def _provided(name: str) -> bool:
 
 
 def _in_process(name: str) -> bool:
-    return hasattr(ctypes.CDLL(None), name)
+    if "process" not in _STATE:
+        _STATE["process"] = ctypes.CDLL(None)  # the symbols the process has loaded
+    return hasattr(_STATE["process"], name)
 
 
 def _privatized(obj: bytes) -> tuple[bytes, list[str] | None]:
@@ -416,9 +413,9 @@ class _Native:
             if isinstance(s, list):
                 argtypes += [*_ARRAY_FIELDS, *(ctypes.c_int64,) * (2 * s[1])]
             else:
-                argtypes.append(_SCALARS[s])
+                argtypes.append(_ctype(s))
         self.fn = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes)(address)
-        self.result = _SCALARS.get(returns, ctypes.c_int64)
+        self.result = _ctype(returns) or ctypes.c_int64  # "none": a slot never read
         self.returns_none = returns == "none"
 
     def __call__(self, *args: Any) -> Any:
