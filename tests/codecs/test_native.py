@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,62 @@ def test_a_parallel_kernel_gets_no_entry_and_a_range_kernel_does(tmp_path, monke
     assert keys == [f"{__name__}:range|<f81Cw1,i,i"]  # a prange loop needs numba's scheduler
     loaded = native.find(f"{__name__}:range", (x, 3, 900))
     assert loaded(x, 3, 900) == _range_sum(x, 3, 900) == sum(range(3, 900))
+
+
+def _numba_object(kernel, args):
+    """The object code numba's cache holds for `kernel` called with `args`."""
+    kernel(*args)
+    sig = tuple(kernel.typeof_pyval(a) for a in args)
+    codegen = kernel.overloads[sig].target_context.codegen()
+    data = kernel._cache._cache_file.load(kernel._cache._index_key(sig, codegen))
+    return data[0][2][0]
+
+
+def _symbols(obj):
+    """(offset of each symbol entry, its name's offset in the string table, that table's
+    start) of an ELF64 object."""
+    shoff = struct.unpack_from("<Q", obj, 0x28)[0]
+    size, count = struct.unpack_from("<HH", obj, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * size) for i in range(count)]
+    (symtab,) = [sec for sec in sections if sec[1] == 2]
+    strtab = sections[symtab[6]][4]
+    entries = range(symtab[4], symtab[4] + symtab[5], symtab[9])
+    return [(at, struct.unpack_from("<I", obj, at)[0], strtab) for at in entries]
+
+
+def test_numbas_symbol_names_are_renamed_in_place_and_a_shared_name_refuses_the_object():
+    obj = _numba_object(_range_sum, (np.arange(10.0), 0, 10))
+    renamed, needs = native._privatized(obj)
+    assert len(renamed) == len(obj)
+    before = [n for n in _undefined(obj) if n.startswith(("NRT_", "numba_"))]
+    assert before  # the Python wrapper's helpers
+    assert sorted(needs) == sorted(_undefined(renamed)) == needs
+    assert not any(n.startswith(("NRT_", "numba_")) for n in needs)
+    assert {n.replace("BNK_", "NRT_", 1).replace("bndlr_", "numba_", 1) for n in needs} >= set(
+        before
+    )
+    # another symbol's name starting inside one to rename: renaming would change it too
+    symbols = _symbols(obj)
+    target = next(name for _, name, base in symbols if _name(obj, base + name) in before)
+    at = next(at for at, name, _ in symbols if name and name != target)
+    shared = bytearray(obj)
+    struct.pack_into("<I", shared, at, target + 1)
+    assert native._privatized(bytes(shared))[1] is None
+    assert native._privatized(b"MZ" + obj[2:])[1] is None  # not ELF: no entry
+
+
+def _name(obj, start):
+    return obj[start : obj.index(b"\0", start)].decode()
+
+
+def _undefined(obj):
+    return sorted(
+        {
+            _name(obj, base + name)
+            for at, name, base in _symbols(obj)
+            if name and struct.unpack_from("<H", obj, at + 6)[0] == 0
+        }
+    )
 
 
 @njit(cache=True, nogil=True)
