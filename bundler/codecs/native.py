@@ -192,13 +192,11 @@ def record(name: str, dispatcher: Any, args: tuple) -> None:
 
 def store_dir() -> Path:
     """The folder of this installation's entries: under BUNDLER_NATIVE_DIR, else beside
-    numba's cache (NUMBA_CACHE_DIR), else in the user's cache folder."""
+    numba's cache (NUMBA_CACHE_DIR), else in bundler's cache folder (`assets.cache_dir`)."""
+    from bundler.assets import cache_dir
+
     base = os.environ.get(ENV_DIR) or os.environ.get("NUMBA_CACHE_DIR")
-    if base:
-        root = Path(base)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "bundler"
+    root = Path(base) if base else cache_dir()
     return root / "native-kernels" / _fingerprint()
 
 
