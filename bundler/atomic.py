@@ -129,6 +129,20 @@ def output_group(entry: str | os.PathLike[str] | None = None) -> Iterator[None]:
             os.close(lock)
 
 
+def replace_whole(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a small cache file whole or not at all: a temporary file beside it (named for
+    this process and thread) renamed over it. No lock: writers racing to one cache file
+    write the same bytes."""
+    import threading
+
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def _place(tmp: str, path: str, force: bool) -> None:
     """Rename `tmp` to `path`; without `force`, fail (OutputExistsError) if `path` exists."""
     try:

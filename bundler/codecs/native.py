@@ -232,6 +232,8 @@ def _entry_path(full: str) -> Path:
 
 
 def _write_entry(path: Path, full: str, dispatcher: Any, args: tuple) -> None:
+    from bundler.atomic import replace_whole
+
     sig = tuple(dispatcher.typeof_pyval(a) for a in args)
     cres = dispatcher.overloads[sig]
     cache = dispatcher._cache
@@ -250,14 +252,8 @@ def _write_entry(path: Path, full: str, dispatcher: Any, args: tuple) -> None:
     entry["needs"] = needs
     entry["sha256"] = hashlib.sha256(obj).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path.with_suffix(".o"), obj)
-    _write_atomic(path.with_suffix(".json"), json.dumps(entry).encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_whole(path.with_suffix(".o"), obj)
+    replace_whole(path.with_suffix(".json"), json.dumps(entry).encode())
 
 
 def _arg_spec(sig: tuple) -> list | None:

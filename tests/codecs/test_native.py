@@ -17,9 +17,13 @@ from numba import njit, prange
 
 from bundler.codecs import native
 
-#: Every codec whose encoder runs from an entry (legacy, K-quant and float element codecs).
+#: Every codec whose encoder runs from an entry (legacy, K-quant, float element codecs and
+#: i-quants; those ending in "+w" are given importance weights, as the lowest-bit i-quants
+#: need).
 NATIVE = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1")
 NATIVE += ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "f16", "bf16")
+NATIVE += ("iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs+w", "iq2_xxs+w", "iq2_xs+w", "iq2_s+w")
+NATIVE += ("iq1_s+w", "iq1_m+w")
 
 #: Encodes a real weight (MiniLM's first feed-forward matrix, flattened to rows of 256) with
 #: each codec on two threads and on one, saves the bytes, and says whether numba was loaded.
@@ -34,11 +38,13 @@ names = sys.argv[2].split(",")
 weights = load_file(sys.argv[1])
 x = weights["encoder.layer.0.intermediate.dense.weight"].reshape(-1, 256)
 x = np.concatenate([x, x[:1100] * 3e4]).astype(np.float32)  # F16 overflow, 1,024+ rows
+w = (np.abs(x[:, :256]).mean(axis=0) + 0.1).astype(np.float32)
 out = {}
 for threads in (2, 1):
     set_threads(threads)
     for name in names:
-        out[f"{name}-{threads}"] = bundler.encode(x, name)
+        codec, weighted = name.removesuffix("+w"), name.endswith("+w")
+        out[f"{name}-{threads}"] = bundler.encode(x, codec, importance=w if weighted else None)
 np.savez(sys.argv[3], **out)
 print(json.dumps({"numba": "numba" in sys.modules}))
 """

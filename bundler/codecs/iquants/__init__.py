@@ -2,7 +2,10 @@
 (`iq3`, on the lattices of `grid4`), IQ2_XXS, IQ2_XS and IQ2_S (`iq2`) and IQ1_S and IQ1_M
 (`iq1`), on the grids of `grid8`,
 byte-exact with ggml's `quantize_<type>` with or without
-an importance matrix (one weight per column, ggml's `quant_weights`), and their decoders."""
+an importance matrix (one weight per column, ggml's `quant_weights`), and their decoders.
+
+Importing this table loads no compiler: each kernel is a `Compiled` reference, run from its
+native entry when it has one."""
 
 from __future__ import annotations
 
@@ -12,9 +15,15 @@ import numpy as np
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halftable import HALF_TO_F32
-from bundler.codecs.iquants import grid4, grid8, iq1, iq2, iq3, iq4, lattice
+from bundler.codecs.iquants import grid4, grid8, kinds
 from bundler.codecs.iquants.grid_points import POINTS_HEX
-from bundler.codecs.kernels import Kernel, range_kernel, split_run
+from bundler.codecs.kernels import Compiled, Kernel, range_kernel, split_run
+
+_PACKAGE = "bundler.codecs.iquants"
+
+
+def _compiled(module: str, function: str, *factory_args) -> Compiled:
+    return Compiled(f"{_PACKAGE}.{module}", function, *factory_args)
 
 
 def _kernel(name: str, encoder, decoder, *decode_args) -> Kernel:
@@ -59,7 +68,7 @@ def _grid8(name: str):
     def tables():
         g = grid8.grid(name)
         levels = (g.lattice.astype(np.int32) - 1) // 2
-        return levels, iq1.X_P[levels], iq1.X_M[levels], g.kmap, g.neighbours
+        return levels, grid8.X_P[levels], grid8.X_M[levels], g.kmap, g.neighbours
 
     return tables
 
@@ -77,48 +86,48 @@ def _grid8_iq2(name: str):
         g = grid8.grid(name)
         levels = (g.lattice.astype(np.int32) - 1) // 2
         values = g.lattice.astype(np.float32)
-        return values, lattice.transposed(g.neighbours, values), levels, g.kmap, g.neighbours
+        return values, grid8.transposed(g.neighbours, values), levels, g.kmap, g.neighbours
 
     return tables
 
 
 KERNELS: dict[str, Kernel] = {
-    "iq4_nl": _kernel("iq4_nl", iq4.encode_nl, iq4.decode_nl),
-    "iq4_xs": _kernel("iq4_xs", iq4.encode_xs, iq4.decode_xs),
+    "iq4_nl": _kernel("iq4_nl", _compiled("iq4", "encode_nl"), _compiled("iq4", "decode_nl")),
+    "iq4_xs": _kernel("iq4_xs", _compiled("iq4", "encode_xs"), _compiled("iq4", "decode_xs")),
     "iq3_xxs": _lattice_kernel(
         "iq3_xxs",
-        functools.partial(iq3.encode, iq3.XXS),
+        functools.partial(_compiled("iq3", "encode"), kinds.IQ3_XXS),
         _grid4("iq3_xxs"),
-        iq3.decode_xxs,
+        _compiled("iq3", "decode_xxs"),
         grid4.decoded("iq3_xxs"),
-        iq3.SIGNS,
+        grid4.SIGNS,
     ),
     "iq3_s": _lattice_kernel(
         "iq3_s",
-        functools.partial(iq3.encode, iq3.S),
+        functools.partial(_compiled("iq3", "encode"), kinds.IQ3_S),
         _grid4("iq3_s"),
-        iq3.decode_s,
+        _compiled("iq3", "decode_s"),
         grid4.decoded("iq3_s"),
     ),
     **{
         name: _lattice_kernel(
             name,
-            functools.partial(iq1.encode, kind),
+            functools.partial(_compiled("iq1", "encode"), kind),
             _grid8(name),
-            iq1.decode,
+            _compiled("iq1", "decode"),
             _grid8_values(name),
             kind,
         )
-        for name, kind in (("iq1_s", iq1.IQ1_S), ("iq1_m", iq1.IQ1_M))
+        for name, kind in (("iq1_s", kinds.IQ1_S), ("iq1_m", kinds.IQ1_M))
     },
     **{
         name: _lattice_kernel(
             name,
-            iq2.ENCODERS[name],
+            _compiled("iq2", "encoder", name),
             _grid8_iq2(name),
-            iq2.DECODERS[name],
+            _compiled("iq2", "decoder", name),
             _grid8_values(name),
         )
-        for name in iq2.KINDS
+        for name in kinds.IQ2
     },
 }

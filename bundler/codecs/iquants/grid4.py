@@ -16,9 +16,12 @@ layout ggml uses, each off-lattice point's list after the previous one's).
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from bundler.codecs import tablecache
 
 #: ggml's kgrid_256 then kgrid_512: the packed points of each lattice, in index order.
 _KGRID = """
@@ -80,6 +83,9 @@ LEVELS = {
 }
 #: Lattice size per type.
 SIZE = {"iq3_xxs": 256, "iq3_s": 512}
+#: ggml's ksigns_iq2xs, which IQ3_XXS decodes its signs with: 7 sign bits and the parity
+#: bit that makes the count of minus signs even.
+SIGNS = np.array([i | (bin(i).count("1") & 1) << 7 for i in range(128)], np.uint8)
 #: How many of the smallest distances give an off-lattice point its neighbours.
 _NEAREST_DISTANCES = {256: 2, 512: 3}
 #: Every 4-level point: 3 bits per level.
@@ -111,9 +117,19 @@ def decoded(type_name: str) -> np.ndarray:
 
 @functools.cache
 def lattice(size: int) -> Lattice:
-    """The encoder tables of the lattice of `size` points (256 or 512), as ggml builds them."""
+    """The encoder tables of the lattice of `size` points (256 or 512), as ggml builds them
+    (built once per installation, see `tablecache`)."""
     points = POINTS[size]
     odd = 2 * levels(points) + 1
+    tables = tablecache.cached(
+        f"grid4-{size}", [Path(__file__)], lambda: _neighbour_tables(points, odd, size)
+    )
+    kmap, neighbours = tables["kmap"], tables["neighbours"]
+    return Lattice(odd.astype(np.float32), levels(points), kmap, neighbours)
+
+
+def _neighbour_tables(points: np.ndarray, odd: np.ndarray, size: int) -> dict:
+    """`kmap` and `neighbours` of the lattice of `points` (see `Lattice`)."""
     kmap = np.full(_ALL, -1, np.int32)
     kmap[points] = np.arange(size, dtype=np.int32)
     off = np.flatnonzero(kmap < 0)
@@ -133,4 +149,4 @@ def lattice(size: int) -> Lattice:
     lists[starts] = False
     neighbours[lists] = order[keep]
     kmap[off] = -(starts + 1)
-    return Lattice(odd.astype(np.float32), levels(points), kmap, neighbours)
+    return {"kmap": kmap, "neighbours": neighbours}

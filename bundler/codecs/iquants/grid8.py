@@ -19,17 +19,27 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from numba import njit
 
+from bundler.codecs import tablecache
 from bundler.codecs.iquants.grid_points import POINTS_HEX
-from bundler.codecs.kquants.common import JIT
+from bundler.codecs.kernels import Compiled
 
 #: Numbers the map covers: ggml's kmap_size, 0xAAAA (every level 2) + 2.
 KMAP_SIZE = 43692
 #: Values per grid point.
 DIM = 8
+#: ggml's IQ1S_DELTA (IQ1M_DELTA is the same): IQ1's values are a level's -1, 0, 1 plus or
+#: minus it.
+DELTA = np.float32(0.125)
+#: IQ1's decoded value of each level with the delta added (X_P) or taken off (X_M).
+X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)
+X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], np.float32)
+
+_NEIGHBOUR_LISTS = Compiled("bundler.codecs.iquants.tablekernels", "neighbour_lists")
+_TRANSPOSE = Compiled("bundler.codecs.iquants.tablekernels", "transpose")
 
 
 @dataclass(frozen=True)
@@ -100,62 +110,39 @@ def grid(type_name: str) -> Grid8:
     levels = levels_of(points)
     lattice = (2 * levels + 1).astype(np.int8)
     values = np.asarray(params.levels, np.float32)[levels]
-    kmap = np.full(KMAP_SIZE, -1, np.int32)
-    kmap[points] = np.arange(params.size, dtype=np.int32)
-    numbers_lattice = (2 * levels_of(np.arange(KMAP_SIZE)) + 1).astype(np.int8)
-    counts = np.zeros(KMAP_SIZE, np.int32)
-    _neighbour_lists(numbers_lattice, lattice, kmap, params.nwant, counts, counts[:0])
-    sizes = np.where(kmap < 0, counts + 1, 0)
-    offsets = (np.cumsum(sizes) - sizes).astype(np.int32)
-    neighbours = np.zeros(int(sizes.sum()), np.uint16)
-    _neighbour_lists(numbers_lattice, lattice, kmap, params.nwant, offsets, neighbours)
-    kmap[kmap < 0] = -(offsets[kmap < 0] + 1)
+    here = Path(__file__).parent
+    sources = [here / "grid8.py", here / "grid_points.py", here / "tablekernels.py"]
+    tables = tablecache.cached(
+        f"grid8-{params.size}-{params.nwant}",
+        sources,
+        lambda: _neighbour_tables(points, lattice, params.nwant),
+    )
+    kmap, neighbours = tables["kmap"], tables["neighbours"]
     for a in (points, lattice, values, kmap, neighbours):
         a.flags.writeable = False
     return Grid8(params, points, lattice, values, kmap, neighbours)
 
 
-@njit(**JIT)
-def _neighbour_list(pos, lattice, nwant, d2, out):
-    """The grid indices at the `nwant` smallest distinct squared distances from `pos`, by
-    distance then index, into `out`; returns how many."""
-    for j in range(lattice.shape[0]):
-        s = 0
-        for k in range(DIM):
-            diff = np.int32(lattice[j, k]) - np.int32(pos[k])
-            s += diff * diff
-        d2[j] = s
-    n = 0
-    dist = -1
-    for _ in range(nwant):
-        nxt = -1  # the smallest distance above `dist`
-        for j in range(d2.size):
-            if d2[j] > dist and (nxt < 0 or d2[j] < nxt):
-                nxt = d2[j]
-        if nxt < 0:
-            break
-        dist = nxt
-        for j in range(d2.size):
-            if d2[j] == dist:
-                out[n] = j
-                n += 1
-    return n
+def _neighbour_tables(points: np.ndarray, lattice: np.ndarray, nwant: int) -> dict:
+    """`kmap` and `neighbours` of the grid of `points` (see `Grid8`)."""
+    kmap = np.full(KMAP_SIZE, -1, np.int32)
+    kmap[points] = np.arange(points.size, dtype=np.int32)
+    numbers_lattice = (2 * levels_of(np.arange(KMAP_SIZE)) + 1).astype(np.int8)
+    counts = np.zeros(KMAP_SIZE, np.int32)
+    _NEIGHBOUR_LISTS(numbers_lattice, lattice, kmap, nwant, counts, counts[:0])
+    sizes = np.where(kmap < 0, counts + 1, 0)
+    offsets = (np.cumsum(sizes) - sizes).astype(np.int32)
+    neighbours = np.zeros(int(sizes.sum()), np.uint16)
+    _NEIGHBOUR_LISTS(numbers_lattice, lattice, kmap, nwant, offsets, neighbours)
+    kmap[kmap < 0] = -(offsets[kmap < 0] + 1)
+    return {"kmap": kmap, "neighbours": neighbours}
 
 
-@njit(**JIT)
-def _neighbour_lists(numbers_lattice, lattice, kmap, nwant, offsets, neighbours):
-    """For every number off the grid: with `neighbours` empty, its count of neighbours into
-    `offsets`; else its count and list at `neighbours[offsets[i]]`."""
-    d2 = np.empty(lattice.shape[0], np.int32)
-    buf = np.empty(lattice.shape[0], np.int32)
-    for i in range(kmap.size):
-        if kmap[i] >= 0:
-            continue
-        n = _neighbour_list(numbers_lattice[i], lattice, nwant, d2, buf)
-        if neighbours.size == 0:
-            offsets[i] = n
-            continue
-        at = offsets[i]
-        neighbours[at] = n
-        for t in range(n):
-            neighbours[at + 1 + t] = buf[t]
+def transposed(nb: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The values of the points of each neighbour list in `nb` (a count, then that many
+    point indices, from `start`), laid out for `best_neighbour`: coordinate i of the j-th
+    point of the list at `start` at [dim * start + i * count + j]."""
+    out = np.zeros(values.shape[1] * nb.size, np.float32)
+    _TRANSPOSE(nb, values, out)
+    out.flags.writeable = False
+    return out

@@ -36,9 +36,10 @@ from numba import njit
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_to_f16_bits, get_half, put_half
 from bundler.codecs.iquants import lattice
+from bundler.codecs.iquants.grid8 import DELTA, X_M, X_P
+from bundler.codecs.iquants.kinds import IQ1_S
 from bundler.codecs.kquants.common import F0, F1, JIT, nearest
 
-IQ1_S, IQ1_M = 0, 1
 QK = BY_NAME["iq1_s"].block_size
 S_BYTES = BY_NAME["iq1_s"].type_size
 M_BYTES = BY_NAME["iq1_m"].type_size
@@ -46,10 +47,6 @@ M_BYTES = BY_NAME["iq1_m"].type_size
 SUB = (32, 16)
 #: ggml's GROUP_MAX_EPS_IQ1_S and _IQ1_M.
 EPS = (np.float32(1e-12), np.float32(1e-7))
-#: ggml's IQ1S_DELTA (IQ1M_DELTA is the same).
-DELTA = np.float32(0.125)
-X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)
-X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], np.float32)
 P0, P1, P2 = (np.float32(v) for v in X_P)
 M0, M1, M2 = (np.float32(v) for v in X_M)
 FUDGE = (np.float32(1.125), np.float32(1.1125))

@@ -31,11 +31,12 @@ from numba import njit
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
 from bundler.codecs.iquants import lattice
+from bundler.codecs.iquants.kinds import IQ2
 from bundler.codecs.kquants.common import EPS, F0, F1, JIT, QK, TENTH, nearest
 from bundler.codecs.kquants.search import qp_lanes
 
-KINDS = {"iq2_xxs": 0, "iq2_xs": 1, "iq2_s": 2}
-XXS, XS, S = 0, 1, 2
+KINDS = IQ2
+XXS, XS, S = (IQ2[name] for name in ("iq2_xxs", "iq2_xs", "iq2_s"))
 #: ggml's GROUP_MAX_EPS_IQ2_S (the others use GROUP_MAX_EPS)
 EPS_S = np.float32(1e-8)
 F05, F025, F3, F5, F31 = (np.float32(v) for v in (0.5, 0.25, 3.0, 5.0, 31.0))
@@ -80,7 +81,7 @@ def _encoder(name: str):
     neighbours)` of one IQ2 type: super-blocks lo .. hi-1 of the flattened rows of n values,
     with per-column importance `qw` (empty: IQ2_S's quantizer without weights), searched on
     the grid's lattice coordinates `values` (2l + 1, float32; `table`: the same laid out for
-    the long neighbour lists by `lattice.transposed`) whose levels are `levels`. Returns the
+    the long neighbour lists by `grid8.transposed`) whose levels are `levels`. Returns the
     count of super-blocks holding a NaN or infinity, or -(1 + block) for the first block
     where ggml's asserts abort (a neighbour search with no finite error, a point off the
     grid or a scale that is not >= 0: the weights overflowed)."""
@@ -354,3 +355,13 @@ def _decoder(name: str):
 
 ENCODERS = {name: _encoder(name) for name in KINDS}
 DECODERS = {name: _decoder(name) for name in KINDS}
+
+
+def encoder(name: str):
+    """The compiled encoder of IQ2 type `name` (see `_encoder`)."""
+    return ENCODERS[name]
+
+
+def decoder(name: str):
+    """The compiled decoder of IQ2 type `name` (see `_decoder`)."""
+    return DECODERS[name]

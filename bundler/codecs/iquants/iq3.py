@@ -38,10 +38,11 @@ from numba import njit
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import get_half, put_half
 from bundler.codecs.iquants import lattice
+from bundler.codecs.iquants.kinds import IQ3_S as S
+from bundler.codecs.iquants.kinds import IQ3_XXS as XXS
 from bundler.codecs.iquants.lattice import NO_NRT
 from bundler.codecs.kquants.common import F0, F1, JIT, nearest
 
-XXS, S = 0, 1
 #: Values per super-block and per sub-block (each with its own scale).
 QK = BY_NAME["iq3_xxs"].block_size
 QB = 32
@@ -56,8 +57,6 @@ F_HALF = np.float32(0.5)
 F15 = np.float32(15.0)
 F31 = np.float32(31.0)
 F_STEP = np.float32(0.2)
-#: ggml's ksigns_iq2xs: 7 sign bits and the parity bit that makes the count even.
-SIGNS = np.array([i | (bin(i).count("1") & 1) << 7 for i in range(128)], np.uint8)
 
 
 @njit(**JIT, inline="always")

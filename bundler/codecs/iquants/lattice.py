@@ -34,29 +34,6 @@ def begin(src, dst, b, nbytes, n, factor):
     return x, y, (b * QK) % n, factor * s / F_QK, not nonfinite(x)
 
 
-def transposed(nb: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The values of the points of each neighbour list in `nb` (a count, then that many
-    point indices, from `start`), laid out for `best_neighbour`: coordinate i of the j-th
-    point of the list at `start` at [dim * start + i * count + j]."""
-    out = np.zeros(values.shape[1] * nb.size, np.float32)
-    _transpose(nb, values, out)
-    out.flags.writeable = False
-    return out
-
-
-@njit(**JIT)
-def _transpose(nb, values, out):
-    dim = values.shape[1]
-    start = 0
-    while start < nb.size:
-        count = np.int64(nb[start])
-        for j in range(count):
-            g = np.int64(nb[start + 1 + j])
-            for i in range(dim):
-                out[dim * start + i * count + j] = values[g, i]
-        start += count + 1
-
-
 #: Lists at least this long are searched point-parallel on a `transposed` table, when given.
 LONG = 16
 #: No transposed table: every list searched point by point (the short lists of IQ3, and
