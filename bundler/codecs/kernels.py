@@ -348,16 +348,17 @@ class Compiled:
 
 #: Workers of `split_run`, made on first use (as many as the compiler's threads).
 _POOL: list[Any] = []
-#: Fewest items of work a thread is given (below it, splitting costs more than it saves).
+#: Fewest blocks a thread is given by default (below it, splitting costs more than it
+#: saves).
 _MIN_SPLIT = 64
 
 
-def split_run(kernel: Any, count: int, *args: Any) -> int:
+def split_run(kernel: Any, count: int, *args: Any, min_split: int = _MIN_SPLIT) -> int:
     """`kernel(*args, lo, hi)` over 0 .. count cut into one contiguous range per thread
-    in effect (the calling thread takes the first), for nogil kernels that are not
-    parallel loops themselves; returns the sum of the results (a kernel returning nothing
-    counts 0)."""
-    threads = min(_effective_threads(), max(1, count // _MIN_SPLIT))
+    in effect (the calling thread takes the first), each of at least `min_split` items,
+    for nogil kernels that are not parallel loops themselves; returns the sum of the
+    results (a kernel returning nothing counts 0)."""
+    threads = min(_effective_threads(), max(1, count // min_split))
     if threads <= 1:
         return int(kernel(*args, 0, count) or 0)
     if not _POOL:

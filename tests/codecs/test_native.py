@@ -260,3 +260,52 @@ def test_arguments_of_kinds_entries_do_not_hold_have_no_key():
     assert native.arg_key(((1, 2),)) is None
     assert native.arg_key((None,)) is None
     assert native.arg_key((1 << 64,)) is None
+
+
+#: Affine schemes whose every kernel runs from an entry: MinMax rows (groups, channels),
+#: blocks down the first axis, the general quantizer (per tensor), and the extremes, MSE
+#: (many slices, and few: a tensor) and entropy searches, 4, 8 and 16 bits.
+AFFINE = ("int4:g128", "int4:g32:asym", "int8:channel", "int8:channel1", "int8:tensor")
+AFFINE += ("int4:g128:asym:mse", "int8:tensor:mse", "int8:channel:entropy", "int4:g64:entropy")
+AFFINE += ("int16:channel:p99.9", "int8:tensor:meanstd3:f16")
+
+AFFINE_SCRIPT = """
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+import bundler
+from bundler.codecs import set_threads
+
+x = load_file(sys.argv[1])["encoder.layer.0.intermediate.dense.weight"]  # (1536, 384)
+out = {}
+for threads in (2, 1):
+    set_threads(threads)
+    for spec in sys.argv[2].split(","):
+        e = bundler.codec(spec).encode(x)
+        out[f"{spec}-{threads}-codes"] = e.codes
+        out[f"{spec}-{threads}-scale"] = e.scale
+        if e.zero_point is not None:
+            out[f"{spec}-{threads}-zero"] = e.zero_point
+np.savez(sys.argv[3], **out)
+print(json.dumps({"numba": "numba" in sys.modules}))
+"""
+
+
+def test_affine_kernels_run_from_entries_with_numbas_results(minilm_safetensors, tmp_path, store):
+    def run(where):
+        done = subprocess.run(
+            [sys.executable, "-c", AFFINE_SCRIPT, str(minilm_safetensors), ",".join(AFFINE),
+             str(tmp_path / where)],
+            env=store, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])["numba"], dict(np.load(tmp_path / where))
+
+    (first, jit), (later, loaded) = run("jit.npz"), run("native.npz")
+    assert first and not later
+    assert loaded.keys() == jit.keys() and len(jit) >= 2 * 2 * len(AFFINE)
+    for key in jit:
+        assert loaded[key].dtype == jit[key].dtype
+        assert np.array_equal(loaded[key].view(np.uint8), jit[key].view(np.uint8)), key
+        spec, _, part = key.split("-")
+        assert np.array_equal(loaded[key], loaded[f"{spec}-1-{part}"]), key  # threads agree

@@ -136,11 +136,10 @@ class MSE(Method):
     name = "mse"
 
     def ranges(self, slices, lo, hi, quantizer):
+        from bundler.codecs.affine import runs
         from bundler.codecs.affine.arithmetic import SCALE_DTYPES, SCALE_NUMPY, parameters
         from bundler.codecs.halftable import HALF_TO_F32
-        from bundler.codecs.kernels import announced
 
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
         shape = lo.shape
         lo, hi = lo.reshape(-1), hi.reshape(-1)
         lo0, hi0 = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
@@ -155,7 +154,7 @@ class MSE(Method):
         best = np.empty(len(lo), dtype=np.float64)
         for at in range(0, len(lo), _SLICES_PER_CALL):
             part = slice(at, at + _SLICES_PER_CALL)
-            kernels.mse_factors(
+            runs.mse_factors(
                 slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric,
                 q.scale_rule == "extreme", _COARSE, _FINE, _RERANKED, kind, tiny, HALF_TO_F32,
                 best[part],
@@ -187,9 +186,7 @@ class Entropy(Method):
     def ranges(self, slices, lo, hi, quantizer):
         if quantizer.bits > ENTROPY_MAX_BITS:
             return lo, hi
-        from bundler.codecs.kernels import announced
-
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
+        from bundler.codecs.affine import runs
 
         levels = 1 << (quantizer.bits - 1)
         length = slices.shape[1]
@@ -204,7 +201,7 @@ class Entropy(Method):
         amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
         threshold = np.empty(len(amax), dtype=np.float64)
         log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
-        kernels.entropy_thresholds(
+        runs.entropy_thresholds(
             slices, amax, levels, n_bins, cands, cands // levels, log_n, threshold
         )
         threshold = threshold.reshape(lo.shape)

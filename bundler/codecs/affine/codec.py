@@ -115,9 +115,7 @@ class AffineCodec:
         `calibration`, when given, is what `calibrate(x)` returned. `out`: an `Encoded` of
         this codec and x's shape (an earlier result) whose arrays are overwritten and
         returned instead of new ones (after an error, what they hold is undefined)."""
-        from bundler.codecs.kernels import announced
-
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
+        from bundler.codecs.affine import runs
 
         x = _as_float32(x)
         layout = _Layout(self.scheme, x.shape)
@@ -131,7 +129,7 @@ class AffineCodec:
         p, s, q = layout.view3
         scale2 = cal.scale.astype(np.float64).reshape(-1, s)
         zero2 = cal.zero_point.astype(np.float64).reshape(-1, s)
-        kernels.quantize(
+        runs.quantize(
             x.reshape(p, s, q), scale2, zero2, self.scheme.qmin, self.scheme.qmax,
             self.scheme.division == "f32", codes.reshape(p, s, q),
         )  # fmt: skip
@@ -168,8 +166,8 @@ class AffineCodec:
         (channels of the last axis). None: another granularity, or a row held a
         non-finite value or a scale overflowed its dtype (the general path then says
         where)."""
+        from bundler.codecs.affine import runs
         from bundler.codecs.halftable import HALF_TO_F32
-        from bundler.codecs.kernels import announced
 
         p, s, q = layout.view3
         sch = self.scheme
@@ -186,7 +184,6 @@ class AffineCodec:
             return _filled(out, encoded)
         if not (sch.granularity == "group" or (sch.granularity == "channel" and p == 1)):
             return None
-        kernels = announced("bundler.codecs.affine.kernels", "affine")
         codes = np.empty(x.shape, dtype=self.code_dtype) if out is None else out.codes
         # float32 scales are written as they are stored (the float32 scale of a range
         # within finite float32 extremes is finite); half-width ones go through float64
@@ -206,7 +203,7 @@ class AffineCodec:
         dtype = self.scale_dtype
         tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
         kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
-        if kernels.minmax_rows(rows, rows.view(np.int32), lo, hi, sch.qmin, sch.qmax,
+        if runs.minmax_rows(rows, rows.view(np.int32), lo, hi, sch.qmin, sch.qmax,
                                sch.symmetric, sch.scale_rule == "extreme", kind, tiny,
                                HALF_TO_F32, sch.division == "f32", codes.reshape(p * s, q),
                                scale, zero):  # fmt: skip
@@ -237,8 +234,8 @@ def encode_blocks_down(
     `nibbles` (4-bit codes, even `size`): the codes transposed and packed instead, uint8
     [N, blocks, size / 2], offset to the unsigned range, two a byte, low nibble first, the
     last block padded with its zero point's code (ONNX Runtime's MatMulNBits layout)."""
+    from bundler.codecs.affine import runs
     from bundler.codecs.halftable import HALF_TO_F32
-    from bundler.codecs.kernels import announced
 
     x = _as_float32(x)
     sch = codec.scheme
@@ -250,14 +247,13 @@ def encode_blocks_down(
         )
     k, n = x.shape
     blocks = -(-k // size)
-    kernels = announced("bundler.codecs.affine.kernels", "affine")
     codes = np.empty((0, n) if nibbles else x.shape, dtype=codec.code_dtype)
     packed = np.empty((n, blocks, size // 2) if nibbles else (0, 0, 0), dtype=np.uint8)
     scale = np.empty((blocks, n), dtype=np.float64)
     zero = np.empty((blocks, n), dtype=np.float64)
     tiny = float(ml_dtypes.finfo(codec.scale_dtype).smallest_subnormal)
     kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
-    bad = kernels.minmax_blocks_down(
+    bad = runs.minmax_blocks_down(
         x, x.view(np.int32), size, sch.qmin, sch.qmax, sch.symmetric, sch.scale_rule == "extreme",
         kind, tiny, HALF_TO_F32, sch.division == "f32", codes, packed, scale, zero,
     )  # fmt: skip
@@ -379,13 +375,12 @@ def _as_float32(x: Any) -> np.ndarray:
 def _ranges(
     x: np.ndarray, layout: _Layout, method: Method, scheme: Scheme
 ) -> tuple[np.ndarray, np.ndarray]:
-    from bundler.codecs.kernels import announced
+    from bundler.codecs.affine import runs
 
-    kernels = announced("bundler.codecs.affine.kernels", "affine")
     slices = np.ascontiguousarray(layout.slices(x))
     lo = np.empty(slices.shape[0], dtype=np.float64)
     hi = np.empty(slices.shape[0], dtype=np.float64)
-    if kernels.extremes(slices.view(np.int32), lo, hi):
+    if runs.extremes(slices.view(np.int32), lo, hi):
         _refuse_non_finite(x, scheme)
     lo, hi = method.ranges(slices, lo, hi, scheme)
     return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)

@@ -1,36 +1,54 @@
 """Compiled loops of the affine codecs: quantizing, the MSE search's errors, the entropy
 (KL) threshold search. Everything else is numpy.
+
+Each kernel called from outside runs over a range of its rows, blocks or tasks (its last
+two arguments), for `runs`, which cuts the work and calls them on the threads in effect.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from bundler.codecs.affine.runs import CHUNK, ROWS, SLICES
 from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
 from bundler.codecs.intops import smax, smin, uindex
 
-#: Values quantized per parallel task.
-_CHUNK = 8192
+
+def _noalias(kernel):
+    """`kernel` compiled with its array arguments declared not to overlap where one of
+    them is written (LLVM's noalias), as numba declares them for the body of a parallel
+    loop: without it, a store into one array may change what the next iteration reads
+    from another, and the loops over rows and candidates are not vectorized (a third
+    slower). Every caller passes distinct arrays for what a kernel writes."""
+    kernel._compiler._customize_flags = _with_noalias
+    return kernel
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def quantize(x, scale, zero, qmin, qmax, div32, out):  # pragma: no cover - compiled
-    """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints.
+def _with_noalias(flags):
+    flags.noalias = True
+    return flags
+
+
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def quantize(x, scale, zero, qmin, qmax, div32, out, t0, t1):  # pragma: no cover - compiled
+    """x (P, S, Q) float32; scale, zero (Ps, S) float64 with Ps 1 or P; out (P, S, Q) ints;
+    tasks t0..t1 of P * S * ceil(Q / CHUNK), CHUNK values of one (p, s) each.
 
     q = clamp(rint(x / scale) + zero, qmin, qmax), the quotient in float64 (in float32 when
     `div32`; rint rounds half to even)."""
-    p_n, s_n, q_n = x.shape
-    per = (q_n + _CHUNK - 1) // _CHUNK
+    _, s_n, q_n = x.shape
+    per = (q_n + CHUNK - 1) // CHUNK
     shared = scale.shape[0] == 1
-    for task in prange(p_n * s_n * per):
+    for task in range(t0, t1):
         ps = task // per
         c = task % per
         p = ps // s_n
         s = ps % s_n
         pp = 0 if shared else p
-        end = min(q_n, (c + 1) * _CHUNK)
-        _quantize_row(x[p], s, c * _CHUNK, end, scale[pp, s], zero[pp, s], qmin, qmax, div32,
+        end = min(q_n, (c + 1) * CHUNK)
+        _quantize_row(x[p], s, c * CHUNK, end, scale[pp, s], zero[pp, s], qmin, qmax, div32,
                       out[p])  # fmt: skip
 
 
@@ -78,12 +96,14 @@ def _extremes(bits, i):  # pragma: no cover - compiled
     return _from_key(mn), _from_key(mx), finite
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def extremes(bits, lo, hi):  # pragma: no cover - compiled
-    """lo[i], hi[i] = the least and greatest value of row i of float32 values given as
-    their int32 bit patterns (`_extremes`); how many rows held a NaN or an infinity."""
+@_noalias
+@njit(cache=True, nogil=True)
+def extremes(bits, lo, hi, r0, r1):  # pragma: no cover - compiled
+    """lo[i], hi[i] = the least and greatest value of row i (r0 <= i < r1) of float32
+    values given as their int32 bit patterns (`_extremes`); how many rows held a NaN or
+    an infinity."""
     bad = 0
-    for i in prange(bits.shape[0]):
+    for i in range(r0, r1):
         a, b, finite = _extremes(bits, i)
         lo[i] = a
         hi[i] = b
@@ -274,117 +294,126 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
 #: without it. "Provably": the float32 approximation of a slice of n values is within a
 #: relative `slack` of the exact error, (n + 4) * 2^-24 for its sum and the squared
 #: errors, plus 24 * 2^bits * 2^-24 for a code that differs next to a half-integer; the
-#: margin is four slacks; the shortcuts are off when the slack exceeds _SLACK_LIMIT and
-#: trust no error under _SMALLEST (float32 underflow). Values beyond _TAIL of their
+#: margin is four slacks; the shortcuts are off when the slack exceeds `runs.SLACK_LIMIT`
+#: and trust no error under _SMALLEST (float32 underflow). Values beyond _TAIL of their
 #: slice's range are kept for the tail bounds.
-_SLACK_LIMIT = 2.0**-7
 #: The approximate error of a candidate not approximated: more than any float32 sum (a
 #: finalist `_drop_losers` drops), less than an overflowed one.
 _PRUNED = 2.0**1000
 _TAIL = 0.7
 _SMALLEST = 2.0**-90
-#: Below this many slices the MSE search runs each slice's candidates in parallel.
-_FEW_SLICES = 64
-#: Slices per parallel task of the MSE and entropy searches (buffers made once per task).
-_SLICES = 64
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
 def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
-                tiny, half_table, out):  # pragma: no cover - compiled  # fmt: skip
-    """The MSE search of each slice (the factor its range [lo0, hi0] is shrunk by): the
-    `coarse` factors, then the best one and the best plus each `fine` step (clipped to
-    0.01..1). In each round every candidate's error is approximated (`_approximate_error`);
-    the first candidate and the `reranked` of least approximate error (ties: the earlier)
-    are compared exactly (`_exact_error`), the first of least error wins. (A candidate
-    with the scale and zero point of the one before it or of the first has its error; the
-    shortcuts above skip work whose outcome is known.)"""
-    s_n, n = slices.shape
-    slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
-    margin = 1.0 + 4 * slack if slack <= _SLACK_LIMIT else np.inf
-    # a tail bound over the margin by one more slack bounds the approximation over it
-    bound = margin * (1.0 + 2 * slack)
+                tiny, half_table, margin, bound, out, i0, i1):  # pragma: no cover  # fmt: skip
+    """The MSE search of slices i0..i1 (the factor each one's range [lo0, hi0] is shrunk
+    by): the `coarse` factors, then the best one and the best plus each `fine` step
+    (clipped to 0.01..1). In each round every candidate's error is approximated
+    (`_approximate_error`); the first candidate and the `reranked` of least approximate
+    error (ties: the earlier) are compared exactly (`_exact_error`), the first of least
+    error wins. (A candidate with the scale and zero point of the one before it or of the
+    first has its error; the shortcuts above skip work whose outcome is known.) `margin`
+    and `bound`: see `runs.mse_factors`."""
+    n = slices.shape[1]
     k_max = max(len(coarse), len(fine) + 1)
-    if s_n < _FEW_SLICES:
-        # few slices (a tensor, a few channels): their candidates in parallel
-        _few_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked,
-                     kind, tiny, half_table, margin, k_max, out)  # fmt: skip
-        return
-    for task in prange((s_n + _SLICES - 1) // _SLICES):
-        tail = np.empty(n if margin < np.inf else 0, dtype=slices.dtype)
-        least = np.empty(reranked)
-        finalists = np.empty(reranked + 1, dtype=np.int64)
-        exact = np.empty(reranked + 1)
-        cand = np.empty((4, k_max))
-        # views made once: each costs its reference counting
-        factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
-        for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
-            row = slices[i]
-            m = 0
-            exactly = _extreme_magnitude(lo0[i], hi0[i])
-            if margin < np.inf and not exactly:
-                m = _tail(row, np.float32(lo0[i] * _TAIL), np.float32(hi0[i] * _TAIL), tail)
-            won_exact = won_approx = 0.0
-            for round_ in range(2):
-                k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
-                                  symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
-                # the fine round's candidates are next to the best one, so their clipped
-                # tails seldom err more than it (none did on Gaussian groups): not tried
-                _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m * (1 - round_),
-                                   bound, round_ == 1, won_approx, exactly, approx)  # fmt: skip
-                _finalists(approx, scale, zero, k_n, least, finalists)
-                exact[0] = won_exact if round_ == 1 else np.nan
-                _drop_losers(approx, finalists, exact, margin)
-                best = _alone(finalists, exact)
-                if best < 0:
-                    for r in range(reranked + 1):
-                        if _wanted(finalists, exact, r):
-                            k = finalists[r]
-                            exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
-                    best = _winner(finalists, exact)
-                else:
-                    # the one finalist left wins: its exact error is left to be computed
-                    # if the next round needs it
-                    exact[best] = np.nan
-                k = finalists[best]
-                out[i], won_exact, won_approx = factors[k], exact[best], approx[k]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _few_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
-                 tiny, half_table, margin, k_max, out):  # pragma: no cover  # fmt: skip
-    """`mse_factors` with each slice's candidates and finalists in parallel."""
-    s_n = slices.shape[0]
-    cand = np.empty((s_n, 4, k_max))
-    finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
-    exact = np.empty((s_n, reranked + 1))
-    won = np.empty(s_n)
-    n_f = reranked + 1
-    for round_ in range(2):
-        k_n = len(coarse) if round_ == 0 else len(fine) + 1
-        for i in prange(s_n):
-            _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax, symmetric,
-                        extreme, kind, tiny, half_table, cand[i])  # fmt: skip
-        for t in prange(s_n * k_n):
-            i, k = t // k_n, t % k_n
-            if _extreme_magnitude(lo0[i], hi0[i]):
-                cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
+    tail = np.empty(n if margin < np.inf else 0, dtype=slices.dtype)
+    least = np.empty(reranked)
+    finalists = np.empty(reranked + 1, dtype=np.int64)
+    exact = np.empty(reranked + 1)
+    cand = np.empty((4, k_max))
+    # views made once: each costs its reference counting
+    factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
+    for i in range(i0, i1):
+        row = slices[i]
+        m = 0
+        exactly = _extreme_magnitude(lo0[i], hi0[i])
+        if margin < np.inf and not exactly:
+            m = _tail(row, np.float32(lo0[i] * _TAIL), np.float32(hi0[i] * _TAIL), tail)
+        won_exact = won_approx = 0.0
+        for round_ in range(2):
+            k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
+                              symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
+            # the fine round's candidates are next to the best one, so their clipped
+            # tails seldom err more than it (none did on Gaussian groups): not tried
+            _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m * (1 - round_),
+                               bound, round_ == 1, won_approx, exactly, approx)  # fmt: skip
+            _finalists(approx, scale, zero, k_n, least, finalists)
+            exact[0] = won_exact if round_ == 1 else np.nan
+            _drop_losers(approx, finalists, exact, margin)
+            best = _alone(finalists, exact)
+            if best < 0:
+                for r in range(reranked + 1):
+                    if _wanted(finalists, exact, r):
+                        k = finalists[r]
+                        exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
+                best = _winner(finalists, exact)
             else:
-                cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k],
-                                                   qmin, qmax)  # fmt: skip
-        for i in prange(s_n):
-            _finalists(cand[i, 3], cand[i, 1], cand[i, 2], k_n, np.empty(reranked), finalists[i])
-            exact[i, 0] = won[i] if round_ == 1 else np.nan
-            _drop_losers(cand[i, 3], finalists[i], exact[i], margin)
-        for t in prange(s_n * n_f):
-            i, r = t // n_f, t % n_f
-            if _wanted(finalists[i], exact[i], r):
-                k = finalists[i, r]
-                exact[i, r] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
-        for i in prange(s_n):
-            best = _winner(finalists[i], exact[i])
-            out[i] = cand[i, 0, finalists[i, best]]
-            won[i] = exact[i, best]
+                # the one finalist left wins: its exact error is left to be computed
+                # if the next round needs it
+                exact[best] = np.nan
+            k = finalists[best]
+            out[i], won_exact, won_approx = factors[k], exact[best], approx[k]
+
+
+# The MSE search of few slices (a tensor, a few channels), each slice's candidates and
+# finalists spread over the threads: five steps per round, each over a range of slices or
+# of (slice, candidate) pairs, run one after the other by `runs.mse_factors`. cand[i]:
+# factors, scales, zero points and errors of slice i's candidates.
+
+
+@njit(cache=True, nogil=True)
+def few_candidates(round_, coarse, fine, lo0, hi0, qmin, qmax, symmetric, extreme, kind, tiny,
+                   half_table, out, cand, i0, i1):  # pragma: no cover  # fmt: skip
+    """`_candidates` of slices i0..i1."""
+    for i in range(i0, i1):
+        _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax, symmetric,
+                    extreme, kind, tiny, half_table, cand[i])  # fmt: skip
+
+
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def few_errors(slices, lo0, hi0, qmin, qmax, cand, k_n, t0, t1):  # pragma: no cover
+    """The (approximate) error of candidates t0..t1 of (slice, candidate) pairs."""
+    for t in range(t0, t1):
+        i, k = t // k_n, t % k_n
+        if _extreme_magnitude(lo0[i], hi0[i]):
+            cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
+        else:
+            cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin,
+                                               qmax)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def few_finalists(cand, k_n, round_, won, margin, finalists, exact, i0, i1):  # pragma: no cover
+    """The finalists of slices i0..i1 (the round's winner so far first in round 1)."""
+    least = np.empty(finalists.shape[1] - 1)
+    for i in range(i0, i1):
+        _finalists(cand[i, 3], cand[i, 1], cand[i, 2], k_n, least, finalists[i])
+        exact[i, 0] = won[i] if round_ == 1 else np.nan
+        _drop_losers(cand[i, 3], finalists[i], exact[i], margin)
+
+
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def few_exact(slices, cand, finalists, exact, qmin, qmax, t0, t1):  # pragma: no cover
+    """The exact errors wanted of (slice, finalist) pairs t0..t1."""
+    n_f = finalists.shape[1]
+    for t in range(t0, t1):
+        i, r = t // n_f, t % n_f
+        if _wanted(finalists[i], exact[i], r):
+            k = finalists[i, r]
+            exact[i, r] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
+
+
+@njit(cache=True, nogil=True)
+def few_winners(cand, finalists, exact, out, won, i0, i1):  # pragma: no cover - compiled
+    """The winning factor (out) and its exact error (won) of slices i0..i1."""
+    for i in range(i0, i1):
+        best = _winner(finalists[i], exact[i])
+        out[i] = cand[i, 0, finalists[i, best]]
+        won[i] = exact[i, best]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -484,7 +513,8 @@ def _finalists(approx, scale, zero, k_n, least, finalists):
     """finalists[0] = 0, then the len(least) candidates of least approximate error in order
     (ties: the earlier), -2 - k for one (k) whose scale and zero point an earlier finalist
     already has (its error is the same, and the earlier one wins ties); -1 for none."""
-    finalists[:] = -1
+    for r in range(finalists.shape[0]):  # a slice assignment is numba's slow general path
+        finalists[r] = -1
     finalists[0] = 0
     n_r = least.shape[0]
     for k in range(k_n):
@@ -557,18 +587,19 @@ def _winner(finalists, exact):
     return best
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):  # pragma: no cover
-    """TensorRT-style KL calibration per slice: a histogram of |x| in n_bins bins over
-    [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels, merged
-    `merged` = cands // levels to a level but the last, which takes the rest), the KL
-    divergence between the clipped reference (outliers folded into its last bin) and its
-    quantization into `levels` bins spread back over their non-empty bins; out[i] = the
-    threshold of least divergence (the upper edge of its last bin; the first one on ties).
-    log_n[c] = log(c) for the counts 1..len (log_n[0] = 0)."""
-    s_n = slices.shape[0]
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, t0,
+                       t1):  # pragma: no cover - compiled  # fmt: skip
+    """TensorRT-style KL calibration of slices i0..i1: a histogram of |x| in n_bins bins
+    over [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels,
+    merged `merged` = cands // levels to a level but the last, which takes the rest), the
+    KL divergence between the clipped reference (outliers folded into its last bin) and
+    its quantization into `levels` bins spread back over their non-empty bins; out[i] =
+    the threshold of least divergence (the upper edge of its last bin; the first one on
+    ties). log_n[c] = log(c) for the counts 1..len (log_n[0] = 0)."""
     n_c = cands.shape[0]
-    for task in prange((s_n + _SLICES - 1) // _SLICES):
+    for task in range(t0, t1):
         hist = np.empty(n_bins, dtype=np.int64)
         csum = np.zeros(n_bins + 1, dtype=np.int64)
         cnz = np.zeros(n_bins + 1, dtype=np.int64)
@@ -578,7 +609,7 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out):
         below_nz = np.empty(n_c, dtype=np.int64)
         num = np.empty(n_c, dtype=np.float64)
         bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
-        for i in range(task * _SLICES, min(s_n, (task + 1) * _SLICES)):
+        for i in range(task * SLICES, min(slices.shape[0], (task + 1) * SLICES)):
             if amax[i] == 0.0:
                 out[i] = 0.0
                 continue
@@ -599,7 +630,8 @@ _BIN_CHUNK = 4096
 def _count_bins(slices, i, width, bins, hist):
     """hist = counts of |x| of slice i in bins of `width` (the last takes the rest), the
     bins found a chunk of `len(bins)` values at a time."""
-    hist[:] = 0
+    for b in range(hist.shape[0]):  # a slice assignment is numba's slow general path
+        hist[b] = 0
     n = slices.shape[1]
     for j0 in range(0, n, bins.shape[0]):
         j1 = min(n, j0 + bins.shape[0])
@@ -666,68 +698,73 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
 @njit(cache=True, nogil=True, inline="always")
 def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, num):
     """The candidate bin count of least KL divergence (the first on ties; all bins when
-    every candidate is infinitely divergent). `num`: a buffer of one float per candidate."""
+    every candidate is infinitely divergent). (`num`: unused. The divergences are not
+    stored but found again for the ties: a store per candidate, which might alias the
+    arrays read, keeps the loop from being vectorized.)"""
     n_bins = hist.shape[0]
     total = csum[uindex(n_bins)]
     base = total * log_n[uindex(total)]
     least = np.inf
     for k in range(cands.shape[0]):
-        c = cands[k]
-        upto = csum[uindex(c)]
-        h = hist[uindex(c - 1)]
-        outliers = total - upto
-        last = h + outliers
-        plogp = cplogp[uindex(c - 1)] + last * log_n[uindex(last)]
-        # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
-        t = upto - below[k]
-        nz = cnz[uindex(c)] - below_nz[k] + ((h == 0) & (last > 0))
-        mass = t + outliers
-        # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
-        qlogq_k = qlogq[k] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
-        # the divergence times `total` (NaN: mass in the last level but no values, skipped)
-        d = plogp - base - qlogq_k + total * log_n[uindex(upto)]
-        d = np.nan if (mass > 0) & (t == 0) else d
-        num[k] = d
+        d = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
+                        total, base)  # fmt: skip
         if d < least:
             least = d
-    # the divergence is num / total: the first candidate whose quotient equals the least
+    # the divergence is d / total: the first candidate whose quotient equals the least
     # one's (only numerators next to the least can round to the same quotient)
     if not least < np.inf:
         return n_bins
     kl = least / total
     near = abs(least) * 2.0**-40 + 2.0**-900
     for k in range(cands.shape[0]):
-        if num[k] == least or (num[k] - least <= near and num[k] / total == kl):
+        d = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
+                        total, base)  # fmt: skip
+        if d == least or (d - least <= near and d / total == kl):
             return cands[k]
     return n_bins
 
 
-#: Most rows per parallel task of `minmax_rows` (their ranges and parameters are found
-#: together, in loops across the rows, before the rows are quantized).
-_ROWS = 64
+@njit(cache=True, nogil=True, inline="always")
+def _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, total, base):
+    """Candidate k's KL divergence times `total` (NaN: mass in the last level but no
+    values, never the least)."""
+    c = cands[k]
+    upto = csum[uindex(c)]
+    h = hist[uindex(c - 1)]
+    outliers = total - upto
+    last = h + outliers
+    plogp = cplogp[uindex(c - 1)] + last * log_n[uindex(last)]
+    # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
+    t = upto - below[k]
+    nz = cnz[uindex(c)] - below_nz[k] + ((h == 0) & (last > 0))
+    mass = t + outliers
+    # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
+    qlogq_k = qlogq[k] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
+    d = plogp - base - qlogq_k + total * log_n[uindex(upto)]
+    return np.nan if (mass > 0) & (t == 0) else d
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
 def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table, div32,
-                codes, scale, zero):  # pragma: no cover - compiled  # fmt: skip
-    """MinMax calibration and quantization of each row of x (S, G) in one pass while it is
-    in cache (`bits`: x as int32), exactly as `arithmetic.parameters` and `quantize`
-    compute them, or with the ranges lo, hi (S,) float64 when not empty (another method's);
-    scale (S,) float64 or float32, zero (S,) of the codes' dtype. Returns how many rows
-    held a NaN or an infinity (MinMax; their outputs are then not written)."""
+                codes, scale, zero, per, t0, t1):  # pragma: no cover - compiled  # fmt: skip
+    """MinMax calibration and quantization of the rows of x (S, G) of tasks t0..t1 (`per`
+    rows each, at most ROWS) in one pass while they are in cache (`bits`: x as int32),
+    exactly as `arithmetic.parameters` and `quantize` compute them, or with the ranges
+    lo, hi (S,) float64 when not empty (another method's); scale (S,) float64 or float32,
+    zero (S,) of the codes' dtype. Returns how many rows held a NaN or an infinity
+    (MinMax; their outputs are then not written)."""
     bad = 0
     given = lo.shape[0] > 0
     s_n, q_n = x.shape
-    # long rows (channels) fewer a task, so that a few of them still spread over threads
-    per = min(_ROWS, max(1, _CHUNK // max(1, q_n)))
-    for task in prange((s_n + per - 1) // per):
+    a = np.empty(ROWS)
+    b = np.empty(ROWS)
+    d = np.empty(ROWS)
+    z = np.empty(ROWS)
+    finite = np.ones(ROWS, dtype=np.bool_)
+    for task in range(t0, t1):
         r0 = task * per
         m = min(s_n, r0 + per) - r0
-        a = np.empty(_ROWS)
-        b = np.empty(_ROWS)
-        d = np.empty(_ROWS)
-        z = np.empty(_ROWS)
-        finite = np.ones(_ROWS, dtype=np.bool_)
         for r in range(m):
             if given:
                 a[r] = lo[uindex(r0 + r)]
@@ -754,11 +791,12 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
     return bad
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_noalias
+@njit(cache=True, nogil=True)
 def minmax_blocks_down(x, bits, size, qmin, qmax, symmetric, extreme, kind, tiny, half_table,
-                       div32, codes, packed, scale, zero):  # pragma: no cover  # fmt: skip
-    """MinMax calibration and quantization of blocks of `size` consecutive rows of each
-    column of x (K, N) (`bits`: x as int32), the last block the rest, as `minmax_rows`
+                       div32, codes, packed, scale, zero, j0, j1):  # pragma: no cover  # fmt: skip
+    """MinMax calibration and quantization of blocks j0..j1 of `size` consecutive rows of
+    each column of x (K, N) (`bits`: x as int32), the last block the rest, as `minmax_rows`
     does for rows, reading x row by row (vectorized across the columns); codes (K, N),
     scale and zero (blocks, N) float64. Returns how many blocks held a NaN or an infinity
     (their outputs are then not all written).
@@ -770,19 +808,19 @@ def minmax_blocks_down(x, bits, size, qmin, qmax, symmetric, extreme, kind, tiny
     n = x.shape[1]
     nibbles = packed.shape[0] > 0
     bad = 0
-    for j in prange(scale.shape[0]):
+    d = np.empty(n, dtype=x.dtype)
+    z = np.empty(n, dtype=x.dtype)
+    tile = np.empty((size if nibbles else 0, n), dtype=codes.dtype)
+    pairs = np.empty((size // 2 if nibbles else 0, n), dtype=np.uint8)
+    for j in range(j0, j1):
         r0 = j * size
         r1 = min(x.shape[0], r0 + size)
-        d = np.empty(n, dtype=x.dtype)
-        z = np.empty(n, dtype=x.dtype)
         bad += _block_parameters(x, bits, r0, r1, qmin, qmax, symmetric, extreme, kind, tiny,
                                  half_table, scale[j], zero[j], d, z)  # fmt: skip
-        tile = np.empty((size if nibbles else 0, n), dtype=codes.dtype)
         for r in range(r0, r1):
             row = tile[r - r0] if nibbles else codes[r]
             _quantize_across(x[r], scale[j], zero[j], d, z, qmin, qmax, div32, row)
         if nibbles:
-            pairs = np.empty((size // 2, n), dtype=np.uint8)
             _pack_tile(tile, r1 - r0, zero[j], -qmin, pairs, packed[:, j])
     return bad
 

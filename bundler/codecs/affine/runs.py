@@ -1,0 +1,121 @@
+"""The affine kernels as the codecs call them: each cuts its work (rows, blocks, tasks of
+`kernels`) into one range per thread in effect (`split_run`) and runs the compiled loop of
+`affine.kernels` on it, from its native entry when it has one. Importing this module
+loads no compiler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bundler.codecs.kernels import Compiled, first_call, split_run
+
+#: Values quantized per task of `quantize`.
+CHUNK = 8192
+#: Most rows per task of `minmax_rows` (their ranges and parameters are found together, in
+#: loops across the rows, before the rows are quantized).
+ROWS = 64
+#: Slices per task of the entropy search (its buffers made once per task).
+SLICES = 64
+#: Below this many slices the MSE search spreads each slice's candidates over the threads.
+FEW_SLICES = 64
+#: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels).
+SLACK_LIMIT = 2.0**-7
+
+_MODULE = "bundler.codecs.affine.kernels"
+_K = {
+    name: Compiled(_MODULE, name)
+    for name in (
+        "quantize", "extremes", "minmax_rows", "minmax_blocks_down", "mse_factors",
+        "few_candidates", "few_errors", "few_finalists", "few_exact", "few_winners",
+        "entropy_thresholds",
+    )
+}  # fmt: skip
+
+
+def _announced(fn: Any) -> Any:
+    """`fn`, its first call's compilation announced as the affine kernels'."""
+    return first_call(fn, "affine", threaded=False)
+
+
+@_announced
+def quantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmin: int, qmax: int,
+             div32: bool, out: np.ndarray) -> None:  # fmt: skip
+    """out = clamp(rint(x / scale) + zero, qmin, qmax) of x (P, S, Q) float32 with scale,
+    zero (Ps, S) float64, Ps 1 or P (see `kernels.quantize`)."""
+    p_n, s_n, q_n = x.shape
+    tasks = p_n * s_n * -(-q_n // CHUNK)
+    split_run(_K["quantize"], tasks, x, scale, zero, qmin, qmax, div32, out, min_split=1)
+
+
+@_announced
+def extremes(bits: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> int:
+    """lo, hi = each row's least and greatest value of float32 rows given as int32 bits;
+    how many rows held a NaN or an infinity."""
+    rows, n = bits.shape
+    least = max(1, 8 * CHUNK // max(1, n))  # rows a thread is given: 64k values at least
+    return split_run(_K["extremes"], rows, bits, lo, hi, min_split=least)
+
+
+@_announced
+def minmax_rows(x: np.ndarray, *args: Any) -> int:
+    """MinMax (or given ranges') calibration and quantization of each row of x (S, G) in
+    one pass (see `kernels.minmax_rows` for the arguments after x); how many rows held a
+    NaN or an infinity."""
+    s_n, q_n = x.shape
+    # long rows (channels) fewer a task, so that a few of them still spread over threads
+    per = min(ROWS, max(1, CHUNK // max(1, q_n)))
+    return split_run(_K["minmax_rows"], -(-s_n // per), x, *args, per, min_split=1)
+
+
+@_announced
+def minmax_blocks_down(x: np.ndarray, bits: np.ndarray, size: int, *args: Any) -> int:
+    """MinMax blocks of `size` rows down each column of x (K, N) (see
+    `kernels.minmax_blocks_down`); how many blocks held a NaN or an infinity."""
+    scale = args[-2]
+    return split_run(_K["minmax_blocks_down"], scale.shape[0], x, bits, size, *args, min_split=1)
+
+
+@_announced
+def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int, qmax: int,
+                symmetric: bool, extreme: bool, coarse: np.ndarray, fine: np.ndarray,
+                reranked: int, kind: int, tiny: float, half_table: np.ndarray,
+                out: np.ndarray) -> None:  # fmt: skip
+    """out[i] = the factor the MSE search shrinks slice i's range [lo0, hi0] by (see
+    `kernels.mse_factors`)."""
+    s_n, n = slices.shape
+    # the float32 approximation of a slice's error is within this relative slack of it
+    slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
+    margin = 1.0 + 4 * slack if slack <= SLACK_LIMIT else np.inf
+    # a tail bound over the margin by one more slack bounds the approximation over it
+    bound = margin * (1.0 + 2 * slack)
+    common = (qmin, qmax, symmetric, extreme)
+    if s_n >= FEW_SLICES:
+        split_run(_K["mse_factors"], s_n, slices, lo0, hi0, *common, coarse, fine, reranked,
+                  kind, tiny, half_table, margin, bound, out, min_split=1)  # fmt: skip
+        return
+    # few slices (a tensor, a few channels): their candidates over the threads
+    cand = np.empty((s_n, 4, max(len(coarse), len(fine) + 1)))
+    finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
+    exact = np.empty((s_n, reranked + 1))
+    won = np.empty(s_n)
+    for round_ in range(2):
+        k_n = len(coarse) if round_ == 0 else len(fine) + 1
+        split_run(_K["few_candidates"], s_n, round_, coarse, fine, lo0, hi0, *common, kind,
+                  tiny, half_table, out, cand, min_split=s_n)  # fmt: skip
+        split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, cand, k_n,
+                  min_split=1)  # fmt: skip
+        split_run(_K["few_finalists"], s_n, cand, k_n, round_, won, margin, finalists, exact,
+                  min_split=s_n)  # fmt: skip
+        split_run(_K["few_exact"], s_n * (reranked + 1), slices, cand, finalists, exact, qmin,
+                  qmax, min_split=1)  # fmt: skip
+        split_run(_K["few_winners"], s_n, cand, finalists, exact, out, won, min_split=s_n)
+
+
+@_announced
+def entropy_thresholds(slices: np.ndarray, amax: np.ndarray, *args: Any) -> None:
+    """out[i] = slice i's TensorRT-style KL threshold (see `kernels.entropy_thresholds`)."""
+    tasks = -(-slices.shape[0] // SLICES)
+    split_run(_K["entropy_thresholds"], tasks, slices, amax, *args, min_split=1)
