@@ -168,9 +168,9 @@ _LEGACY = "bundler.codecs.legacy_table"
 _KQUANTS = "bundler.codecs.kquants.kernels"
 _APR = "bundler.codecs.apr_native"
 _IQUANTS = "bundler.codecs.iquants"
-_HALFSCALED = "bundler.codecs.halfscaled"
+_HALFSCALED = "bundler.codecs.halfscaled_table"
 _IGN = "ignores"
-_FP4 = "bundler.codecs.fp4"
+_FP4 = "bundler.codecs.fp4_table"
 
 #: Every codec and dtype bundler knows, in GGML id order, then the types only other formats have.
 TABLE: tuple[CodecFacts, ...] = (

@@ -26,12 +26,13 @@ ue4m3_to_fp32(d[s]) / 2 (codes 0 and 0x7F give 0; bit 7 of the byte is ignored).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_bits, f32_from_bits
-from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import F0, JIT, nonfinite
 
 #: ggml's kvalues_mxfp4 (twice the E2M1 values), as float32.
@@ -123,9 +124,10 @@ def _value_scale(byte, nv):
     return ue4m3_half(byte) if nv else half_scale(byte)
 
 
-def _kernel(nv: bool) -> Kernel:
-    """MXFP4's kernel, or with `nv` NVFP4's: the type is a constant of the compiled code, so
-    its group size is known to the compiler."""
+@functools.cache
+def _pair(nv: bool) -> tuple:
+    """MXFP4's encoder and decoder, or with `nv` NVFP4's: the type is a constant of the
+    compiled code, so its group size is known to the compiler."""
     qk, size, group = (NV_QK, NV_SIZE, NV_SUB) if nv else (QK, SIZE, QK)
     groups, half = qk // group, group // 2
 
@@ -167,7 +169,14 @@ def _kernel(nv: bool) -> Kernel:
                     out[first + j] = TABLE[q & 0xF] * d
                     out[first + j + half] = TABLE[q >> 4] * d
 
-    return range_kernel(encode, decode, qk, size)
+    return encode, decode
 
 
-KERNELS: dict[str, Kernel] = {"mxfp4": _kernel(False), "nvfp4": _kernel(True)}
+def encoder(nv: bool):
+    """The compiled encoder `(src, dst, qw, n, lo, hi)` of MXFP4 (NVFP4 with `nv`)."""
+    return _pair(nv)[0]
+
+
+def decoder(nv: bool):
+    """The compiled decoder `(raw, out, lo, hi)` of MXFP4 (NVFP4 with `nv`)."""
+    return _pair(nv)[1]

@@ -1,26 +1,25 @@
 """The block loop of the codecs whose block is codes and one half scale, none of them
 weighted: Q1_0 and Q2_0 (their blocks in lowbit.py), TQ1_0 and TQ2_0 (ternary.py). Each
 type's kernel is compiled with the type as a constant, so only its own block functions
-remain in it."""
+remain in it (the registry's table of them: `halfscaled_table`)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_bits, f32_from_bits, get_half
-from bundler.codecs.halftable import HALF_TO_F32
-from bundler.codecs.kernels import Kernel, range_kernel
 from bundler.codecs.kquants.common import JIT, nonfinite
 from bundler.codecs.lowbit import decode_q1, decode_q2, encode_q1, encode_q2
 from bundler.codecs.ternary import decode_tq1, decode_tq2, encode_tq1, encode_tq2
 
-#: The codecs of this loop.
-NAMES = ("q1_0", "q2_0", "tq1_0", "tq2_0")
 
-
-def _kernel(name: str) -> Kernel:
+@functools.cache
+def _pair(name: str) -> tuple:
+    """The compiled encoder and decoder of one codec of the loop."""
     facts = BY_NAME[name]
     qk, size = facts.block_size, facts.type_size
     ternary, wide = name.startswith("tq"), name.endswith("2_0")  # TQ1_0/TQ2_0; Q2_0/TQ2_0
@@ -53,7 +52,14 @@ def _kernel(name: str) -> Kernel:
             else:
                 decode_q2(y, d, o) if wide else decode_q1(y, d, o)
 
-    return range_kernel(encode, decode, qk, size, HALF_TO_F32, qk // 8)
+    return encode, decode
 
 
-KERNELS: dict[str, Kernel] = {name: _kernel(name) for name in NAMES}
+def encoder(name: str):
+    """The compiled encoder `(src, dst, qw, n, lo, hi)` of codec `name`."""
+    return _pair(name)[0]
+
+
+def decoder(name: str):
+    """The compiled decoder `(raw, out, table, w, lo, hi)` of codec `name`."""
+    return _pair(name)[1]

@@ -17,13 +17,13 @@ from numba import njit, prange
 
 from bundler.codecs import native
 
-#: Every codec whose encoder runs from an entry (legacy, K-quant, float element codecs and
-#: i-quants; those ending in "+w" are given importance weights, as the lowest-bit i-quants
+#: Every codec whose encoder runs from an entry (legacy, K-quant, float element codecs,
+#: i-quants, ternary and low-bit, FP4; those ending in "+w" are given importance weights, as the lowest-bit i-quants
 #: need).
 NATIVE = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1")
 NATIVE += ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "f16", "bf16")
 NATIVE += ("iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs+w", "iq2_xxs+w", "iq2_xs+w", "iq2_s+w")
-NATIVE += ("iq1_s+w", "iq1_m+w")
+NATIVE += ("iq1_s+w", "iq1_m+w", "tq1_0", "tq2_0", "q1_0", "q2_0", "mxfp4", "nvfp4")
 
 #: Encodes a real weight (MiniLM's first feed-forward matrix, flattened to rows of 256) with
 #: each codec on two threads and on one, saves the bytes, and says whether numba was loaded.
