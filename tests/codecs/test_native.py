@@ -18,8 +18,8 @@ from numba import njit, prange
 from bundler.codecs import native
 
 #: Every codec whose encoder runs from an entry (legacy, K-quant, float element codecs,
-#: i-quants, ternary and low-bit, FP4; those ending in "+w" are given importance weights, as the lowest-bit i-quants
-#: need).
+#: i-quants, ternary and low-bit, FP4; those ending in "+w" are given importance weights,
+#: as the lowest-bit i-quants need).
 NATIVE = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1")
 NATIVE += ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k", "f16", "bf16")
 NATIVE += ("iq4_nl", "iq4_xs", "iq3_s", "iq3_xxs+w", "iq2_xxs+w", "iq2_xs+w", "iq2_s+w")
@@ -309,3 +309,38 @@ def test_affine_kernels_run_from_entries_with_numbas_results(minilm_safetensors,
         assert np.array_equal(loaded[key].view(np.uint8), jit[key].view(np.uint8)), key
         spec, _, part = key.split("-")
         assert np.array_equal(loaded[key], loaded[f"{spec}-1-{part}"]), key  # threads agree
+
+
+VECTORS_SCRIPT = """
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+from bundler.codecs import vectors
+
+x = load_file(sys.argv[1])["embeddings.word_embeddings.weight"][:4000]  # real rows of 384
+out = {}
+for scheme in vectors.Scheme:
+    q = vectors.quantize(x, scheme)
+    out[f"{scheme.value}-data"] = q.data
+    out[f"{scheme.value}-scale"] = q.scale
+    out[f"{scheme.value}-min"] = q.min
+    out[f"{scheme.value}-values"] = vectors.dequantize(q)
+np.savez(sys.argv[2], **out)
+print(json.dumps({"numba": "numba" in sys.modules}))
+"""
+
+
+def test_vector_kernels_run_from_entries_with_numbas_results(minilm_safetensors, tmp_path, store):
+    def run(where):
+        done = subprocess.run(
+            [sys.executable, "-c", VECTORS_SCRIPT, str(minilm_safetensors), str(tmp_path / where)],
+            env=store, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.splitlines()[-1])["numba"], dict(np.load(tmp_path / where))
+
+    (first, jit), (later, loaded) = run("jit.npz"), run("native.npz")
+    assert first and not later
+    assert loaded.keys() == jit.keys() and len(jit) == 16
+    for key in jit:
+        assert np.array_equal(loaded[key].view(np.uint8), jit[key].view(np.uint8)), key

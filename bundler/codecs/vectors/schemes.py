@@ -7,12 +7,14 @@ The arithmetic is lnmp-quant's, in float32, as formats/vectors.md states it.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from bundler.codecs.kernels import announced
+from bundler.codecs.kernels import Compiled, first_call
 from bundler.errors import (
     DataCorrupted,
     DecodingFailed,
@@ -21,10 +23,19 @@ from bundler.errors import (
     InvalidScheme,
 )
 
+#: The compiled kernels the schemes call (`vectors.kernels`).
+_KERNELS = ("qint8_decode", "qint4_decode", "binary_encode", "binary_decode", "f16_decode")
+_KERNELS += ("f16_quantize", "qint8_quantize", "qint4_quantize")
 
-def compiled_kernels():
-    """The compiled vector kernels, loaded (and compiled, said on stderr) on first use."""
-    return announced("bundler.codecs.vectors.kernels", "vector", threaded=False)
+
+@functools.cache
+def compiled_kernels() -> SimpleNamespace:
+    """The compiled vector kernels, each run from its native entry when it has one, else
+    loaded (and compiled, said on stderr) on first use."""
+    module = "bundler.codecs.vectors.kernels"
+    return SimpleNamespace(
+        **{name: first_call(Compiled(module, name), "vector", threaded=False) for name in _KERNELS}
+    )
 
 
 class Scheme(enum.Enum):
