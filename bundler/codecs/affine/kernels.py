@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bundler.codecs.affine.runs import CHUNK, ROWS, SLICES
+from bundler.codecs.affine.runs import CHUNK, ROWS
 from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
 from bundler.codecs.intops import smax, smin, uindex
 
@@ -589,8 +589,8 @@ def _winner(finalists, exact):
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, t0,
-                       t1):  # pragma: no cover - compiled  # fmt: skip
+def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, i0,
+                       i1):  # pragma: no cover - compiled  # fmt: skip
     """TensorRT-style KL calibration of slices i0..i1: a histogram of |x| in n_bins bins
     over [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels,
     merged `merged` = cands // levels to a level but the last, which takes the rest), the
@@ -599,26 +599,24 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, 
     the threshold of least divergence (the upper edge of its last bin; the first one on
     ties). log_n[c] = log(c) for the counts 1..len (log_n[0] = 0)."""
     n_c = cands.shape[0]
-    for task in range(t0, t1):
-        hist = np.empty(n_bins, dtype=np.int64)
-        csum = np.zeros(n_bins + 1, dtype=np.int64)
-        cnz = np.zeros(n_bins + 1, dtype=np.int64)
-        cplogp = np.zeros(n_bins + 1, dtype=np.float64)
-        qlogq = np.empty(n_c, dtype=np.float64)
-        below = np.empty(n_c, dtype=np.int64)
-        below_nz = np.empty(n_c, dtype=np.int64)
-        num = np.empty(n_c, dtype=np.float64)
-        bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
-        for i in range(task * SLICES, min(slices.shape[0], (task + 1) * SLICES)):
-            if amax[i] == 0.0:
-                out[i] = 0.0
-                continue
-            width = amax[i] / n_bins
-            _count_bins(slices, i, width, bins, hist)
-            _running_sums(hist, csum, cnz, cplogp, log_n)
-            _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
-            out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
-                                       below_nz, num) * width  # fmt: skip
+    hist = np.empty(n_bins, dtype=np.int64)
+    csum = np.zeros(n_bins + 1, dtype=np.int64)
+    cnz = np.zeros(n_bins + 1, dtype=np.int64)
+    cplogp = np.zeros(n_bins + 1, dtype=np.float64)
+    qlogq = np.empty(n_c, dtype=np.float64)
+    below = np.empty(n_c, dtype=np.int64)
+    below_nz = np.empty(n_c, dtype=np.int64)
+    bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
+    for i in range(i0, i1):
+        if amax[i] == 0.0:
+            out[i] = 0.0
+            continue
+        width = amax[i] / n_bins
+        _count_bins(slices, i, width, bins, hist)
+        _running_sums(hist, csum, cnz, cplogp, log_n)
+        _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
+        out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
+                                   below_nz) * width  # fmt: skip
 
 
 #: Values whose bins are found at a time (the buffer of a slice of a whole tensor is
@@ -696,11 +694,11 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, num):
+def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz):
     """The candidate bin count of least KL divergence (the first on ties; all bins when
-    every candidate is infinitely divergent). (`num`: unused. The divergences are not
-    stored but found again for the ties: a store per candidate, which might alias the
-    arrays read, keeps the loop from being vectorized.)"""
+    every candidate is infinitely divergent). (The divergences are not stored but found
+    again for the ties: a store per candidate, which might alias the arrays read, keeps
+    the loop from being vectorized.)"""
     n_bins = hist.shape[0]
     total = csum[uindex(n_bins)]
     base = total * log_n[uindex(total)]

@@ -17,8 +17,6 @@ CHUNK = 8192
 #: Most rows per task of `minmax_rows` (their ranges and parameters are found together, in
 #: loops across the rows, before the rows are quantized).
 ROWS = 64
-#: Slices per task of the entropy search (its buffers made once per task).
-SLICES = 64
 #: Below this many slices the MSE search spreads each slice's candidates over the threads.
 FEW_SLICES = 64
 #: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels).
@@ -117,5 +115,4 @@ def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int,
 @_announced
 def entropy_thresholds(slices: np.ndarray, amax: np.ndarray, *args: Any) -> None:
     """out[i] = slice i's TensorRT-style KL threshold (see `kernels.entropy_thresholds`)."""
-    tasks = -(-slices.shape[0] // SLICES)
-    split_run(_K["entropy_thresholds"], tasks, slices, amax, *args, min_split=1)
+    split_run(_K["entropy_thresholds"], slices.shape[0], slices, amax, *args, min_split=1)
