@@ -1,7 +1,9 @@
 """Compiled kernels run without the compiler: the machine code numba cached for a kernel,
 kept beside its cache with a description of its arguments, then loaded in later processes
-by llvmlite alone and called through ctypes (importing numba costs every command 0.25 s,
-loading its cached kernel 0.1 s more; this, about 0.03 s).
+by bundler's own object loader (`elfload`, x86-64; LLVM's through llvmlite on other
+machines) and called through ctypes (importing numba costs every command 0.25 s, loading
+its cached kernel 0.1 s more, setting up LLVM's loader 0.1 s and 30 MiB; this, a
+millisecond a kernel).
 
 A kernel's entry is made by the first process that runs it through numba (`record`), from
 the object code numba's own cache holds for that signature: the same machine code, so the
@@ -14,10 +16,10 @@ The calling convention is numba's own for a compiled function: `status = f(retpt
 excinfo, *args)` with each array argument as its seven fields (meminfo, parent, item count,
 item size, data, shape, strides) and scalars as they are. Arrays are passed without a
 meminfo, so the kernel never frees them. Kernels that allocate get numba's two runtime
-functions for it from `_RUNTIME` (same layout of the memory header); a kernel whose
-object needs any other symbol of numba's (a parallel loop's scheduler, say) gets no entry
-and stays with numba. A kernel that raises (a non-zero status) is run again through numba,
-which raises as it always did.
+functions for it from `_RUNTIME` (same layout of the memory header; compiled once into
+the store's `runtime.obj`); a kernel whose object needs any other symbol of numba's (a
+parallel loop's scheduler, say) gets no entry and stays with numba. A kernel that raises
+(a non-zero status) is run again through numba, which raises as it always did.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ _ERROR_PATH = (
     "BNK_adapt_ndarray_from_python",
     "BNK_adapt_ndarray_to_python_acqref",
 )
+#: The runtime with a stand-in for each of those (0 in the return register, whatever the
+#: declared result: x86-64 and AArch64 both return integers and pointers there).
+_RUNTIME += "".join(f"define i64 @{name}() {{\nentry:\n  ret i64 0\n}}\n" for name in _ERROR_PATH)
 
 _ARRAY_FIELDS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)
 
@@ -207,8 +212,6 @@ def _fingerprint() -> str:
         return _STATE["fingerprint"]
     import importlib.util
 
-    import llvmlite.binding as ll
-
     h = hashlib.sha256()
     codecs = Path(__file__).parent
     for p in sorted(codecs.rglob("*.py")):
@@ -221,10 +224,29 @@ def _fingerprint() -> str:
         h.update(f"{package}:{origin}:{st and st.st_size}:{st and st.st_mtime_ns}\n".encode())
     for var in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT", "NUMBA_BOUNDSCHECK"):
         h.update(f"{var}={os.environ.get(var)}\n".encode())
-    h.update(f"{ll.get_host_cpu_name()}:{ll.get_host_cpu_features().flatten()}\n".encode())
+    h.update(_cpu_identity().encode())
     h.update(f"{sys.version}:{sys.platform}\n".encode())
     _STATE["fingerprint"] = h.hexdigest()[:24]
     return _STATE["fingerprint"]
+
+
+#: The lines of /proc/cpuinfo that say which CPU this is and what it can do (x86, Arm).
+_CPU_KEYS = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags",
+             "CPU implementer", "CPU architecture", "CPU variant", "CPU part",
+             "Features")  # fmt: skip
+
+
+def _cpu_identity() -> str:
+    """The CPU's model and features, which the machine code is compiled for: from
+    /proc/cpuinfo where there is one (no LLVM to load), else as LLVM sees them."""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+        fields = [line for line in lines if line.split(":")[0].strip() in _CPU_KEYS]
+        if fields:
+            return "\n".join(fields)
+    import llvmlite.binding as ll
+
+    return f"{ll.get_host_cpu_name()}:{ll.get_host_cpu_features().flatten()}\n"
 
 
 def _entry_path(full: str) -> Path:
@@ -294,9 +316,14 @@ def _provided(name: str) -> bool:
 
 
 def _in_process(name: str) -> bool:
+    return hasattr(_process(), name)
+
+
+def _process() -> ctypes.CDLL:
+    """The symbols the process has loaded (C library, Python, ...)."""
     if "process" not in _STATE:
-        _STATE["process"] = ctypes.CDLL(None)  # the symbols the process has loaded
-    return hasattr(_STATE["process"], name)
+        _STATE["process"] = ctypes.CDLL(None)
+    return _STATE["process"]
 
 
 def _privatized(obj: bytes) -> tuple[bytes, list[str] | None]:
@@ -352,17 +379,64 @@ def _load(full: str) -> Any:
         obj = path.with_suffix(".o").read_bytes()
         if entry["key"] != full or entry["sha256"] != hashlib.sha256(obj).hexdigest():
             return None  # another kernel's, or damaged: machine code is never loaded unchecked
-        return _Native(_engine_address(obj, entry), entry["args"], entry["returns"])
+        return _Native(_address(obj, entry), entry["args"], entry["returns"])
     except Exception:
         return None
 
 
+def _address(obj: bytes, entry: dict) -> int:
+    """The address of the entry's function once its object is loaded: by bundler's own
+    loader (`elfload`) when the object is x86-64's, else by LLVM's (through llvmlite)."""
+    from bundler.codecs import elfload
+
+    if obj[18:20] != elfload.EM_X86_64.to_bytes(2, "little"):
+        return _engine_address(obj, entry)
+    address = elfload.load(obj, _resolve).get(entry["symbol"])
+    if not address:
+        raise LookupError(entry["symbol"])
+    return address
+
+
+def _resolve(name: str) -> int | None:
+    """The address of a symbol an object needs: the runtime's (`_RUNTIME`), else the
+    process's."""
+    if "runtime_symbols" not in _STATE:
+        from bundler.codecs import elfload
+
+        _STATE["runtime_symbols"] = elfload.load(_runtime_object(), _process_symbol)
+    return _STATE["runtime_symbols"].get(name) or _process_symbol(name)
+
+
+def _process_symbol(name: str) -> int | None:
+    return (
+        ctypes.cast(getattr(_process(), name), ctypes.c_void_p).value if _in_process(name) else None
+    )
+
+
+def _runtime_object() -> bytes:
+    """The runtime (`_RUNTIME`) as an object file of this installation's store
+    (`runtime.obj`, with its SHA-256 in `runtime.sha256`), compiled once by llvmlite and
+    read back checked (rebuilt when damaged)."""
+    obj_path, sum_path = store_dir() / "runtime.obj", store_dir() / "runtime.sha256"
+    with contextlib.suppress(OSError):
+        obj = obj_path.read_bytes()
+        if sum_path.read_text() == hashlib.sha256(obj).hexdigest():
+            return obj
+    from bundler.atomic import replace_whole
+
+    ll = _llvm()
+    module = ll.parse_assembly(_RUNTIME)
+    module.triple = ll.get_process_triple()
+    target = ll.Target.from_default_triple()
+    obj = target.create_target_machine(reloc="static", codemodel="large").emit_object(module)
+    obj_path.parent.mkdir(parents=True, exist_ok=True)
+    replace_whole(obj_path, obj)
+    replace_whole(sum_path, hashlib.sha256(obj).hexdigest().encode())
+    return obj
+
+
 def _engine_address(obj: bytes, entry: dict) -> int:
     ll = _llvm()
-    for name in entry["needs"]:
-        if name in _ERROR_PATH and name not in _STATE["stubs"]:
-            _STATE["stubs"].add(name)
-            ll.add_symbol(name, _STATE["stub_address"])
     engine = ll.create_mcjit_compiler(ll.parse_assembly(""), _STATE["machine"])
     engine.add_object_file(ll.ObjectFileRef.from_data(obj))
     engine.finalize_object()
@@ -374,7 +448,8 @@ def _engine_address(obj: bytes, entry: dict) -> int:
 
 
 def _llvm() -> Any:
-    """llvmlite's binding, set up once: native target, the runtime functions, the stub."""
+    """llvmlite's binding, set up once: native target, and the runtime's functions given
+    to LLVM's loader."""
     import llvmlite.binding as ll
 
     if "machine" in _STATE:
@@ -389,11 +464,9 @@ def _llvm() -> Any:
     runtime.triple = target.triple
     engine = ll.create_mcjit_compiler(runtime, _STATE["machine"])
     engine.finalize_object()
-    for name in _RUNTIME_NAMES:
+    for name in (*_RUNTIME_NAMES, *_ERROR_PATH):
         ll.add_symbol(name, engine.get_function_address(name))
-    stub = ctypes.CFUNCTYPE(ctypes.c_void_p)(lambda: None)
-    _STATE.update(runtime=engine, stub=stub, stubs=set())
-    _STATE["stub_address"] = ctypes.cast(stub, ctypes.c_void_p).value
+    _STATE["runtime"] = engine
     return ll
 
 

@@ -46,7 +46,7 @@ for threads in (2, 1):
         codec, weighted = name.removesuffix("+w"), name.endswith("+w")
         out[f"{name}-{threads}"] = bundler.encode(x, codec, importance=w if weighted else None)
 np.savez(sys.argv[3], **out)
-print(json.dumps({"numba": "numba" in sys.modules}))
+print(json.dumps({"numba": "numba" in sys.modules, "llvmlite": "llvmlite" in sys.modules}))
 """
 
 
@@ -83,7 +83,7 @@ def test_a_later_process_encodes_without_numba_and_gives_numbas_bytes(
     made = {e["key"].split("|")[0] for e in _entries(store)}
     assert any("encode_symmetric" in k for k in made) and any("q6_k" in k for k in made)
     later, loaded = _encode_all(minilm_safetensors, tmp_path / "native.npz", store)
-    assert not later["numba"]
+    assert not later["numba"] and not later["llvmlite"]  # loaded by bundler's own loader
     assert loaded.keys() == jit.keys()
     for key in jit:
         assert np.array_equal(loaded[key], jit[key]), key
@@ -121,6 +121,36 @@ def test_a_damaged_entry_is_never_loaded_and_is_written_anew(
     assert obj.read_bytes() == good  # and the numba run wrote it anew
     state, _ = _encode_all(minilm_safetensors, tmp_path / "last.npz", store, ("q8_0",))
     assert not state["numba"]
+
+
+def test_a_damaged_runtime_object_is_never_loaded_and_is_built_anew(
+    minilm_safetensors, tmp_path, store
+):
+    _, jit = _encode_all(minilm_safetensors, tmp_path / "jit.npz", store, ("q4_k",))
+    _encode_all(minilm_safetensors, tmp_path / "native.npz", store, ("q4_k",))
+    (runtime,) = _root(store).rglob("runtime.obj")
+    good = runtime.read_bytes()
+    runtime.write_bytes(good[:64] + bytes([good[64] ^ 0xFF]) + good[65:])
+    state, again = _encode_all(minilm_safetensors, tmp_path / "again.npz", store, ("q4_k",))
+    assert not state["numba"] and state["llvmlite"]  # llvmlite built the runtime again
+    assert runtime.read_bytes() == good
+    assert all(np.array_equal(again[k], jit[k]) for k in jit)
+    state, _ = _encode_all(minilm_safetensors, tmp_path / "last.npz", store, ("q4_k",))
+    assert not state["llvmlite"]
+
+
+def test_llvms_loader_runs_an_entry_as_bundlers_does(tmp_path, monkeypatch):
+    """The loader kept for objects of other machines (through llvmlite) on a real entry."""
+    monkeypatch.setenv(native.ENV_DIR, str(tmp_path))
+    x = np.arange(1000, dtype=np.float64)
+    assert _range_sum(x, 10, 900) == x[10:900].sum()
+    native.record(f"{__name__}:_range_sum", _range_sum, (x, 10, 900))
+    (entry,) = tmp_path.rglob("*.json")
+    spec = json.loads(entry.read_text())
+    address = native._engine_address(entry.with_suffix(".o").read_bytes(), spec)
+    kernel = native._Native(address, spec["args"], spec["returns"])
+    assert kernel(x, 10, 900) == native.find(f"{__name__}:_range_sum", (x, 10, 900))(x, 10, 900)
+    assert kernel(x, 10, 900) == x[10:900].sum()
 
 
 @njit(cache=True, parallel=True)
