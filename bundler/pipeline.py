@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,9 +23,11 @@ from bundler.plan import Choice, Plan, PlanOptions
 from bundler.plan.affine import decode_groups, plan_bundle
 from bundler.plan.curves import DEFAULT_SAMPLE_VALUES
 from bundler.plan.rules import by_name
-from bundler.plan.target import SizeTarget, plan_to_target
 from bundler.plan.writable import check_writable
 from bundler.transcode import Buffers, TranscodeSource
+
+if TYPE_CHECKING:  # (the size search is imported when a target is given)
+    from bundler.plan.target import SizeTarget
 
 
 class Observer(Protocol):
@@ -302,6 +304,8 @@ def plan_output(
     takes them (`candidates` as its `codecs`, `sensitivity` as its `estimate_sensitivity`)."""
     if target is None:
         return plan_bundle(bundle, options)
+    from bundler.plan.target import plan_to_target
+
     dst = os.fspath(dst)
     fmt = output_format(dst, format)
     opts = _write_options(fmt, split_max_size, write_options or {})
@@ -383,6 +387,8 @@ def quantize(
     """
     target = None
     if target_size is not None or target_bpw is not None:
+        from bundler.plan.target import SizeTarget
+
         target = SizeTarget.parse(target_size, target_bpw)
     elif type is None:
         type = "q8_0"

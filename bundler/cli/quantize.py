@@ -343,13 +343,13 @@ def _measuring(args: argparse.Namespace) -> bool:
 
 def _target(args: argparse.Namespace):
     """The size target --target-size / --target-bpw ask for, or None."""
-    from bundler.plan.target import SizeTarget
-
     size, bpw = getattr(args, "target_size", None), getattr(args, "target_bpw", None)
     if size is None and bpw is None:
         if getattr(args, "candidates", None):
             raise UsageError("--candidates needs --target-size or --target-bpw")
         return None
+    from bundler.plan.target import SizeTarget
+
     return SizeTarget(size, bpw)
 
 

@@ -197,8 +197,8 @@ def record(name: str, dispatcher: Any, args: tuple) -> None:
 
 def store_dir() -> Path:
     """The folder of this installation's entries: under BUNDLER_NATIVE_DIR, else beside
-    numba's cache (NUMBA_CACHE_DIR), else in bundler's cache folder (`assets.cache_dir`)."""
-    from bundler.assets import cache_dir
+    numba's cache (NUMBA_CACHE_DIR), else in bundler's cache folder (`cachedir.cache_dir`)."""
+    from bundler.cachedir import cache_dir
 
     base = os.environ.get(ENV_DIR) or os.environ.get("NUMBA_CACHE_DIR")
     root = Path(base) if base else cache_dir()
@@ -276,6 +276,7 @@ def _write_entry(path: Path, full: str, dispatcher: Any, args: tuple) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_whole(path.with_suffix(".o"), obj)
     replace_whole(path.with_suffix(".json"), json.dumps(entry).encode())
+    _runtime_object()  # made now, while LLVM is loaded anyway, not by the first later process
 
 
 def _arg_spec(sig: tuple) -> list | None:

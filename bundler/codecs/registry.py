@@ -308,7 +308,13 @@ def get(codec: str | int | Codec) -> Codec:
 
 
 def _affine(codec: Any) -> Any:
-    from bundler.codecs.affine import AffineCodec, looks_affine
+    from bundler.codecs.affine.names import looks_affine
+
+    if isinstance(codec, (str, int, np.integer)) and not (
+        isinstance(codec, str) and looks_affine(codec)
+    ):
+        return None  # a GGML name or id: the affine codec is not imported
+    from bundler.codecs.affine import AffineCodec
 
     if isinstance(codec, AffineCodec):
         return codec

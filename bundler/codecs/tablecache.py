@@ -1,6 +1,6 @@
 """Search tables built once per installation: arrays that are a pure function of a few
 constants and of the code that builds them (the i-quants' neighbour lists), kept in
-bundler's cache folder (`assets.cache_dir()/tables`) so that later processes read them
+bundler's cache folder (`cachedir.cache_dir()/tables`) so that later processes read them
 instead of building them again (up to a second and a half for IQ1's grid).
 
 A file is named by a hash of everything the arrays depend on, and holds a SHA-256 of its
@@ -42,7 +42,7 @@ def cached(
 
 
 def _path(name: str, depends: list[bytes | Path]) -> Path:
-    from bundler.assets import cache_dir
+    from bundler.cachedir import cache_dir
 
     h = hashlib.sha256(name.encode())
     for d in depends:

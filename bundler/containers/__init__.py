@@ -93,9 +93,10 @@ def _describe(head: bytes) -> str:
 def format_for_path(path: str | os.PathLike[str]) -> str:
     """The format a file extension asks for."""
     ext = os.path.basename(os.fspath(path)).rsplit(".", 1)[-1].lower()
-    for fmt in registry.all_formats():
-        if ext in fmt.EXTENSIONS:
-            return fmt.NAME
+    # the format named like the extension first: the others then need not be imported
+    for name in sorted(registry.names(), key=lambda name: name != ext):
+        if ext in registry.get(name).EXTENSIONS:
+            return registry.get(name).NAME
     raise UsageError(f"cannot tell the format from {os.fspath(path)!r}; pass format= / --to")
 
 

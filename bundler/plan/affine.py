@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from bundler.bundle import Bundle, Tensor, ValueType
-from bundler.codecs.affine import AffineCodec, checkpoint, looks_affine
+from bundler.codecs.affine.names import looks_affine
 from bundler.errors import UsageError
 from bundler.plan.filetypes import choose
 from bundler.plan.model import model_info
@@ -25,6 +25,12 @@ from bundler.plan.overrides import updates as override_updates
 from bundler.plan.planner import Plan, PlanOptions, make_plan
 from bundler.plan.prune import prune
 from bundler.plan.rules import quantizable
+
+# The codec and its checkpoint layout are imported where an affine type is asked for: a
+# conversion to a GGML type loads neither.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bundler.codecs.affine.codec import AffineCodec
 
 
 def is_affine(type_name: str | None) -> bool:
@@ -37,6 +43,8 @@ def native_arguments(codec: str) -> dict[str, Any]:
     a model around its own dequantize operator take int8/uint8/int4/uint4 and a layout)."""
     if not is_affine(codec):
         raise UsageError(f"a model rewritten in its own format takes an affine codec, not {codec}")
+    from bundler.codecs.affine.codec import AffineCodec
+
     scheme = AffineCodec(codec).scheme
     return {
         "type": ("" if scheme.symmetric else "u") + f"int{scheme.bits}",
@@ -65,6 +73,8 @@ def plan_bundle(
         raise UsageError(
             f"--imatrix weighs GGML block codecs (Q4_0, Q4_K, ...), not the affine {options.type}"
         )
+    from bundler.codecs.affine import checkpoint
+
     chooser = _Chooser(options)
     quantized, codecs = checkpoint.quantize_bundle(bundle, chooser.codec_for)
     if chooser.requantized and not options.allow_requantize:
@@ -97,6 +107,10 @@ def plan_bundle(
 def decode_groups(bundle: Bundle, options: PlanOptions, quantizing: bool) -> tuple[Bundle, dict]:
     """The bundle with its affine groups decoded to floats, and the groups found; a
     UsageError when `quantizing` them again was not allowed."""
+    if not any(name.endswith(".weight_scale") for name in bundle.tensors):
+        return bundle, {}  # (what `checkpoint.groups` starts from)
+    from bundler.codecs.affine import checkpoint
+
     found = checkpoint.groups(bundle)
     if not found:
         return bundle, found
@@ -119,6 +133,8 @@ def _quantized_target(options: PlanOptions) -> bool:
 
 class _Chooser:
     def __init__(self, options: PlanOptions):
+        from bundler.codecs.affine.codec import AffineCodec
+
         self.options = options
         self.base = AffineCodec(options.type)
         self.overrides = []
@@ -141,7 +157,7 @@ class _Chooser:
         s = codec.scheme
         if s.granularity == "group" and tensor.shape[-1] % s.group_size:
             # as GGML types fall back when rows do not fit their blocks
-            codec = AffineCodec(s.replace(granularity="channel"))
+            codec = type(codec)(s.replace(granularity="channel"))
             self.fallbacks[tensor.name] = (
                 f"rows of {tensor.shape[-1]} are not a multiple of {s.group_size}: fallback "
                 f"{codec.name}"

@@ -148,3 +148,26 @@ def test_a_cached_kernel_that_fails_to_load_lazily_is_loaded_as_numba_does(monke
     calls.clear()
     assert Cache().load_overload("needs a registry", object()) == "loaded"
     assert calls == ["runtime", "lazy", "refreshed"]
+
+
+#: What a conversion to a GGML type has no use for: the affine codec and its calibration,
+#: the size search, the other containers' code and, once the kernels have entries, any
+#: compiler (their imports were a fifth of a small conversion's start).
+_NOT_FOR_GGML = (
+    "bundler.codecs.affine.codec", "bundler.codecs.affine.calibration", "bundler.plan.target",
+    "bundler.containers.apr", "bundler.containers.onnx", "bundler.assets", "numba", "llvmlite",
+)  # fmt: skip
+
+
+def test_a_conversion_to_a_ggml_type_loads_no_other_family_format_or_compiler(tmp_path):
+    src = tmp_path / "one.safetensors"
+    save_file({"a.weight": np.ones((64, 256), np.float32)}, str(src))
+    code = (
+        "import sys\nfrom bundler.cli import main\ncode = main(sys.argv[1:])\n"
+        f"print(code, [m for m in {_NOT_FOR_GGML!r} if m in sys.modules])"
+    )
+    out = tmp_path / "one.gguf"
+    args = ["quantize", str(src), "-o", str(out), "--type", "Q4_0", "-q", "--force"]
+    subprocess.run([sys.executable, "-c", code, *args], capture_output=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr

@@ -26,6 +26,7 @@ from typing import Any
 
 from bundler.codecs.affine.arithmetic import DIVISIONS, RULES, SCALE_DTYPES
 from bundler.codecs.affine.calibration import Method, MinMax, method_from
+from bundler.codecs.affine.names import BITS
 from bundler.codecs.affine.packing import IntegerCodes
 from bundler.errors import UsageError
 
@@ -140,15 +141,8 @@ def from_config(config: dict[str, Any]) -> Scheme:
 
 
 _DIV32 = "div32"
-_BITS = re.compile(r"(u?)int(\d+)")
 _CHANNEL = re.compile(r"channel(\d*)")
 _GROUP = re.compile(r"g(\d+)")
-
-
-def looks_affine(text: str) -> bool:
-    """True when `text` is meant as an affine short string (starts with int<B> / uint<B>)."""
-    head = text.strip().lower().split(":", 1)[0]
-    return _BITS.fullmatch(head) is not None
 
 
 def parse(text: str) -> Scheme:
@@ -169,7 +163,7 @@ def parse(text: str) -> Scheme:
 
 
 def _token(token: str, text: str) -> tuple[str, Any]:
-    m = _BITS.fullmatch(token)
+    m = BITS.fullmatch(token)
     if m:
         value: dict[str, Any] = {"bits": int(m.group(2))}
         if m.group(1):

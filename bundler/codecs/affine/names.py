@@ -1,0 +1,15 @@
+"""What marks a codec name as affine (`int4`, `uint8:channel`, `int4:g128:asym:mse`): the
+leading token int<B> or uint<B>. Kept apart so that telling names apart loads no codec."""
+
+from __future__ import annotations
+
+import re
+
+#: The leading token of an affine short string: "u" for unsigned, then the bits.
+BITS = re.compile(r"(u?)int(\d+)")
+
+
+def looks_affine(text: str) -> bool:
+    """True when `text` is meant as an affine short string (starts with int<B> / uint<B>)."""
+    head = text.strip().lower().split(":", 1)[0]
+    return BITS.fullmatch(head) is not None
