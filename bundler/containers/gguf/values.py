@@ -9,6 +9,7 @@ kept as surrogate escapes (PEP 383) so that they are written back unchanged.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import Any
 
 import numpy as np
@@ -113,29 +114,70 @@ STRING_WINDOW = 16 << 20
 def _read_strings(buf, pos, end, count, big_endian, path, what) -> tuple[Value, int]:
     unpack = struct.Struct(">Q" if big_endian else "<Q").unpack_from
     out: list[str] = []
-    append = out.append
     base = pos  # file offset of data[0]
     data = buf[pos : min(end, pos + _window(count))]
-    at = 0
-    for i in range(count):
-        if at + 8 > len(data):
-            base, data, at = _refill(buf, base + at, end, _window(count - i))
-            if at + 8 > len(data):
-                raise TruncatedError(path, base, f"{what}: truncated at string {i:,} of {count:,}")
-        (n,) = unpack(data, at)
-        if n > end - (base + at + 8):
+    at = i = 0
+    while True:
+        starts, at = _starts(data, at, count - i, unpack)  # a run of whole strings
+        i += len(starts)
+        out += _decoded(data, starts, at)
+        if i == count:
+            return Value(ValueType.ARRAY, out, ValueType.STRING), base + at
+        base, data, at = _refill(buf, base + at, end, _window(count - i))
+        if len(data) < 8:
+            raise TruncatedError(path, base, f"{what}: truncated at string {i:,} of {count:,}")
+        (n,) = unpack(data, 0)
+        if n > end - (base + 8):
             raise TruncatedError(
                 path,
-                base + at,
-                f"{what}: string {i:,} claims {n:,} bytes but only "
-                f"{end - (base + at + 8):,} are left",
+                base,
+                f"{what}: string {i:,} claims {n:,} bytes but only {end - (base + 8):,} are left",
             )
-        at += 8
-        if at + n > len(data):
-            base, data, at = _refill(buf, base + at, end, max(n, _window(count - i)))
-        append(data[at : at + n].decode(ENCODING, ERRORS))
-        at += n
-    return Value(ValueType.ARRAY, out, ValueType.STRING), base + at
+        if n > len(data) - 8:
+            base, data, at = _refill(buf, base, end, 8 + max(n, _window(count - i)))
+
+
+def _starts(data: bytes, at: int, most: int, unpack: Any) -> tuple[array, int]:
+    """Where each of the next strings (up to `most`) from `at` begins, after its 8-byte
+    length, while they lie wholly in `data`; and where the last of them ends."""
+    starts = array("q")
+    append = starts.append
+    try:
+        for _ in range(most):
+            (n,) = unpack(data, at)
+            at += 8
+            append(at)
+            at += n
+    except (struct.error, OverflowError):  # a length past the end of `data` (or of any
+        pass  # buffer: a lying one): the run stops before it
+    if at > len(data):  # the last string runs past the end (a later length is not read)
+        at = starts.pop() - 8
+    return starts, at
+
+
+#: From this many strings on, a run is decoded at once (see `_decoded`).
+_JOINED_FROM = 64
+
+
+def _decoded(data: bytes, starts: array, stop: int) -> list[str]:
+    """The strings of `data` beginning at `starts` (each after its 8-byte length, the next
+    one's length or `stop` ending it). A long run without NUL bytes is decoded as one text,
+    each length replaced by a NUL and split there: the same strings, since no UTF-8
+    sequence spans a NUL byte (each invalid byte is escaped alone either way)."""
+    if not starts:
+        return []
+    if len(starts) >= _JOINED_FROM:
+        first = starts[0] - 8
+        run = np.frombuffer(data, np.uint8, stop - first, first)
+        at = np.frombuffer(starts, np.int64) - first
+        keep = np.ones(run.size, bool)
+        keep[(at[:, None] - np.arange(8, 1, -1)).ravel()] = False  # all but a length's last byte
+        text = run[keep]
+        text[at - 1 - 7 * np.arange(1, len(at) + 1)] = 0
+        if np.count_nonzero(text == 0) == len(starts):  # no NUL inside a string
+            return text.tobytes()[1:].decode(ENCODING, ERRORS).split("\0")
+    ends = [*(s - 8 for s in starts[1:]), stop]
+    return [data[s:e].decode(ENCODING, ERRORS) for s, e in zip(starts, ends, strict=True)]
 
 
 def _window(strings_left: int) -> int:
@@ -176,6 +218,9 @@ def array_body(value: Value, big_endian: bool, key: str) -> bytes:
             f"metadata {key!r}: array item type {value.item_type!r} is not a GGUF value type"
         ) from None
     if item == ValueType.STRING:
+        joined = _joined_strings(value.value, big_endian)
+        if joined is not None:
+            return joined
         pack = struct.Struct(">Q" if big_endian else "<Q").pack
         parts = []
         for s in value.value:
@@ -195,6 +240,31 @@ def array_body(value: Value, big_endian: bool, key: str) -> bytes:
             parts.append(array_body(sub, big_endian, key))
         return b"".join(parts)
     return numeric_array(value.value, item, key).astype(item_dtype(item, big_endian)).tobytes()
+
+
+def _joined_strings(strings: Any, big_endian: bool) -> bytes | None:
+    """The body of a long array of strings none of which holds a NUL, encoded as one text
+    and laid out around their lengths at once (see `_decoded`); None for any other (the
+    strings are then encoded one by one, which also names a string that cannot be)."""
+    if len(strings) < _JOINED_FROM or not all(type(s) is str for s in strings):
+        return None
+    try:
+        text = np.frombuffer("\0".join(strings).encode(ENCODING, ERRORS), np.uint8)
+    except UnicodeEncodeError:
+        return None
+    nul = np.flatnonzero(text == 0)
+    n = len(strings)
+    if len(nul) != n - 1:
+        return None
+    index = np.arange(n)
+    begins = np.concatenate(([0], nul + 1))
+    lengths = np.concatenate((nul, [text.size])) - begins
+    out = np.empty(text.size - (n - 1) + 8 * n, np.uint8)
+    is_head = np.zeros(out.size, bool)
+    is_head[((begins + 7 * index)[:, None] + np.arange(8)).ravel()] = True  # length fields
+    out[is_head] = lengths.astype(">u8" if big_endian else "<u8").view(np.uint8)
+    out[~is_head] = text[text != 0]
+    return out.tobytes()
 
 
 def array_len(value: Value) -> int:
