@@ -42,9 +42,9 @@ def _body(items: list[bytes], big_endian: bool) -> bytes:
     return b"".join(struct.pack(fmt, len(b)) + b for b in items)
 
 
-def _read(body: bytes, count: int, big_endian: bool) -> tuple[list[str], int]:
+def _read(body: bytes, count: int, big_endian: bool, decode=True) -> tuple[list[str], int]:
     value, end = values.read_array(
-        body, 0, len(body), ValueType.STRING, count, big_endian, "f", "k"
+        body, 0, len(body), ValueType.STRING, count, big_endian, "f", "k", decode=decode
     )
     return value.value, end
 
@@ -57,6 +57,7 @@ def test_a_string_array_reads_as_each_string_decoded_alone(items, big_endian, wi
         strings, end = _read(body, len(items), big_endian)
     assert strings == [b.decode("utf-8", "surrogateescape") for b in items]
     assert end == len(body) - 4
+    assert _read(body, len(items), big_endian, decode=False) == ([""] * len(items), end)
 
 
 @settings(max_examples=150, deadline=None)
@@ -68,15 +69,16 @@ def test_a_string_array_writes_as_each_string_encoded_alone_and_reads_back(items
     assert _read(body, len(items), big_endian)[0] == strings
 
 
+@pytest.mark.parametrize("decode", [True, False])
 @pytest.mark.parametrize("window", [8, 100, 16 << 20])
 @pytest.mark.parametrize("cut", [3, 8 + 2])  # inside a length; inside the string it gives
-def test_a_cut_string_array_names_the_first_string_it_cannot_read(window, cut, monkeypatch):
+def test_a_cut_string_array_names_the_first_string_it_cannot_read(window, cut, decode, monkeypatch):
     monkeypatch.setattr(values, "STRING_WINDOW", window)
     items = [b"tok%d" % i for i in range(200)]
     body = _body(items, False)
     at = len(_body(items[:150], False))
     with pytest.raises(TruncatedError, match="string 150 ") as err:
-        _read(body[: at + cut], len(items), False)
+        _read(body[: at + cut], len(items), False, decode)
     assert err.value.offset == at
 
 
@@ -86,12 +88,13 @@ def test_a_string_that_cannot_be_utf8_is_named_when_written():
         values.array_body(Value(ValueType.ARRAY, strings, ValueType.STRING), False, "k")
 
 
+@pytest.mark.parametrize("decode", [True, False])
 @pytest.mark.parametrize("claim", [1 << 40, (1 << 63) + 5, (1 << 64) - 1])
-def test_a_lying_length_in_a_long_run_is_named_not_followed(claim):
+def test_a_lying_length_in_a_long_run_is_named_not_followed(claim, decode):
     items = [b"tok%d" % i for i in range(200)]
     body = bytearray(_body(items, False))
     at = len(_body(items[:120], False))
     body[at : at + 8] = struct.pack("<Q", claim)
     with pytest.raises(TruncatedError, match=f"string 120 claims {claim:,} bytes") as err:
-        _read(bytes(body), len(items), False)
+        _read(bytes(body), len(items), False, decode)
     assert err.value.offset == at

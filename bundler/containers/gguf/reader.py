@@ -132,8 +132,10 @@ def _pad(n: int, alignment: int) -> int:
     return n + (-n % alignment)
 
 
-def parse(path: str | os.PathLike[str], compiled: bool = True) -> Layout:
-    """The layout of the GGUF file at `path` (Construct schemas compiled unless told not to)."""
+def parse(path: str | os.PathLike[str], compiled: bool = True, decode: bool = True) -> Layout:
+    """The layout of the GGUF file at `path` (Construct schemas compiled unless told not to;
+    with `decode=False` every check is made but string arrays are walked, not decoded: each
+    of their strings reads as "", for a caller that only asks whether the file reads)."""
     path = os.fspath(path)
     with reading(path, "a GGUF file", "cannot read: "), open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -146,14 +148,15 @@ def parse(path: str | os.PathLike[str], compiled: bool = True) -> Layout:
             )
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        return _Parser(path, mm, size, compiled).run()
+        return _Parser(path, mm, size, compiled, decode).run()
     finally:
         mm.close()
 
 
 class _Parser:
-    def __init__(self, path: str, mm: mmap.mmap, size: int, compiled: bool):
+    def __init__(self, path: str, mm: mmap.mmap, size: int, compiled: bool, decode: bool = True):
         self.path = path
+        self.decode = decode
         self.mm = mm
         self.size = size
         self.compiled = compiled
@@ -301,7 +304,7 @@ class _Parser:
         item = value_type(head.item_type, self.path, self.pos - 12, f"{what} array")
         value, self.pos = read_array(
             self.mm, self.pos, self.size, item, head.count, self.big, self.path, what,
-            budget=self.budget,
+            budget=self.budget, decode=self.decode,
         )  # fmt: skip
         return value
 

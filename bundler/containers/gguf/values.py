@@ -70,15 +70,17 @@ def read_array(
     what: str,
     depth: int = 0,
     budget: NestedBudget | None = None,
+    decode: bool = True,
 ) -> tuple[Value, int]:
     """Parse the `count` elements of an array starting at `pos`; returns (value, end pos).
 
-    `budget` counts nested arrays across calls (one per file) against the shared limit."""
+    `budget` counts nested arrays across calls (one per file) against the shared limit;
+    `decode=False` walks string arrays without decoding them (each string read as "")."""
     left = end - pos
     if item == ValueType.STRING:
         if count * 8 > left:
             raise _too_long(path, pos, what, count, "strings", count * 8, left)
-        return _read_strings(buf, pos, end, count, big_endian, path, what)
+        return _read_strings(buf, pos, end, count, big_endian, path, what, decode)
     if item == ValueType.ARRAY:
         if depth + 1 >= MAX_NESTING:
             raise FormatError(path, pos, f"{what}: arrays nested more than {MAX_NESTING} deep")
@@ -88,7 +90,7 @@ def read_array(
         problem = budget.take(count)
         if problem:
             raise FormatError(path, pos - _ARRAY_HEAD, f"{what}: {problem}")
-        return _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget)
+        return _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget, decode)
     size = ITEM_BYTES[item] * count
     if size > left:
         raise _too_long(path, pos, what, count, item.name, size, left)
@@ -111,7 +113,7 @@ def _too_long(path, pos, what, count, kind, need, left) -> FormatError:
 STRING_WINDOW = 16 << 20
 
 
-def _read_strings(buf, pos, end, count, big_endian, path, what) -> tuple[Value, int]:
+def _read_strings(buf, pos, end, count, big_endian, path, what, decode) -> tuple[Value, int]:
     unpack = struct.Struct(">Q" if big_endian else "<Q").unpack_from
     out: list[str] = []
     base = pos  # file offset of data[0]
@@ -120,7 +122,7 @@ def _read_strings(buf, pos, end, count, big_endian, path, what) -> tuple[Value, 
     while True:
         starts, at = _starts(data, at, count - i, unpack)  # a run of whole strings
         i += len(starts)
-        out += _decoded(data, starts, at)
+        out += _decoded(data, starts, at) if decode else [""] * len(starts)
         if i == count:
             return Value(ValueType.ARRAY, out, ValueType.STRING), base + at
         base, data, at = _refill(buf, base + at, end, _window(count - i))
@@ -190,7 +192,9 @@ def _refill(buf, pos: int, end: int, size: int) -> tuple[int, bytes, int]:
     return pos, buf[pos : min(end, pos + size)], 0
 
 
-def _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget) -> tuple[Value, int]:
+def _read_nested(
+    buf, pos, end, count, big_endian, path, what, depth, budget, decode
+) -> tuple[Value, int]:
     head = struct.Struct(">IQ" if big_endian else "<IQ")
     items: list[Value] = []
     for i in range(count):
@@ -200,7 +204,7 @@ def _read_nested(buf, pos, end, count, big_endian, path, what, depth, budget) ->
         sub = value_type(code, path, pos, f"{what}[{i}]")
         value, pos = read_array(
             buf, pos + _ARRAY_HEAD, end, sub, n, big_endian, path, f"{what}[{i}]", depth + 1,
-            budget,
+            budget, decode,
         )  # fmt: skip
         items.append(value)
     return Value(ValueType.ARRAY, items, ValueType.ARRAY), pos

@@ -181,7 +181,7 @@ def file_head(
 def _reads_back(path: str) -> None:
     from bundler.containers.gguf.reader import parse
 
-    parse(path)
+    parse(path, decode=False)  # (decoding, with escapes for invalid bytes, cannot fail)
 
 
 def write_file(plan: FilePlan, big_endian: bool, force: bool = True) -> None:
