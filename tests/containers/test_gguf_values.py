@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bundler.bundle import Value, ValueType
 from bundler.containers.gguf import values
-from bundler.errors import TruncatedError
+from bundler.errors import TruncatedError, UsageError
 
 #: Pieces of every kind of string but one holding a NUL: ASCII, whole and cut multi-byte
 #: sequences, bytes that are never UTF-8.
@@ -98,3 +98,9 @@ def test_a_lying_length_in_a_long_run_is_named_not_followed(claim, decode):
     with pytest.raises(TruncatedError, match=f"string 120 claims {claim:,} bytes") as err:
         _read(bytes(body), len(items), False, decode)
     assert err.value.offset == at
+
+
+def test_a_long_string_array_holding_another_kind_is_refused_by_name():
+    strings = [f"t{i}" for i in range(100)] + [7]
+    with pytest.raises(UsageError, match="'k': string array holds a int"):
+        values.array_body(Value(ValueType.ARRAY, strings, ValueType.STRING), False, "k")

@@ -250,11 +250,11 @@ def _joined_strings(strings: Any, big_endian: bool) -> bytes | None:
     """The body of a long array of strings none of which holds a NUL, encoded as one text
     and laid out around their lengths at once (see `_decoded`); None for any other (the
     strings are then encoded one by one, which also names a string that cannot be)."""
-    if len(strings) < _JOINED_FROM or not all(type(s) is str for s in strings):
+    if len(strings) < _JOINED_FROM:
         return None
     try:
         text = np.frombuffer("\0".join(strings).encode(ENCODING, ERRORS), np.uint8)
-    except UnicodeEncodeError:
+    except (TypeError, UnicodeEncodeError):  # an item that is not a string, or not UTF-8
         return None
     nul = np.flatnonzero(text == 0)
     n = len(strings)
