@@ -75,15 +75,34 @@ def exact_error_stats(original: Any, decoded: Any, encoded_nbytes: int | None = 
     return error_stats(a, b, encoded_nbytes, exact=True)
 
 
+#: Values per block of the compiled sums (their partition, whatever the thread count).
+BLOCK = 1 << 16
+
+
 def _kernel_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
-    from bundler.codecs.kernels import announced
-
-    partial_sums = announced("bundler.stats_kernel", "error statistics").partial_sums
-
-    parts = partial_sums(a, b)
+    parts = _partial_sums(a, b)
     sq_err, abs_err, dot, sq_a, sq_b = (float(parts[:, i].sum()) for i in (0, 1, 3, 4, 5))
     return _Sums(sq_err, abs_err, float(parts[:, 2].max(initial=0.0)), dot, sq_a, sq_b)
 
+
+def _partial_sums(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per block of BLOCK values: the six sums of `stats_kernel.partial_sums`, on the
+    threads in effect, its first call's compilation announced."""
+    from bundler.codecs.kernels import Compiled, first_call, split_run
+
+    if "partial_sums" not in _KERNEL:
+
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+            split_run(kernel, out.shape[0], a, b, out, min_split=1)
+
+        kernel = Compiled("bundler.stats_kernel", "partial_sums")
+        _KERNEL["partial_sums"] = first_call(run, "error statistics", threaded=False)
+    out = np.zeros((-(-a.size // BLOCK), 6), np.float64)
+    _KERNEL["partial_sums"](a, b, out)
+    return out
+
+
+_KERNEL: dict[str, Any] = {}
 
 #: Values converted to Python floats at a time by the exact sums (bounds their memory).
 _EXACT_CHUNK = 1 << 16

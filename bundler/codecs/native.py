@@ -205,18 +205,29 @@ def store_dir() -> Path:
     return root / "native-kernels" / _fingerprint()
 
 
+#: Compiled kernels outside `bundler/codecs`, and the modules whose constants they use.
+_OTHER_SOURCES = ("stats.py", "stats_kernel.py")
+
+
+def sources() -> list[Path]:
+    """The source files the machine code of every kernel depends on: all of
+    `bundler/codecs` and `_OTHER_SOURCES`."""
+    codecs = Path(__file__).parent
+    return [*sorted(codecs.rglob("*.py")), *(codecs.parent / name for name in _OTHER_SOURCES)]
+
+
 def _fingerprint() -> str:
-    """A hash of what the machine code depends on: the codec sources (names, sizes and
+    """A hash of what the machine code depends on: the kernel sources (`sources`: names, sizes and
     times), numba's and llvmlite's installed modules, the CPU and the Python."""
     if "fingerprint" in _STATE:
         return _STATE["fingerprint"]
     import importlib.util
 
     h = hashlib.sha256()
-    codecs = Path(__file__).parent
-    for p in sorted(codecs.rglob("*.py")):
+    package = Path(__file__).parents[1]
+    for p in sources():
         st = p.stat()
-        h.update(f"{p.relative_to(codecs)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.relative_to(package)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     for package in ("numba", "llvmlite"):
         spec = importlib.util.find_spec(package)
         origin = Path(spec.origin) if spec and spec.origin else None

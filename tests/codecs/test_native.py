@@ -374,3 +374,32 @@ def test_vector_kernels_run_from_entries_with_numbas_results(minilm_safetensors,
     assert loaded.keys() == jit.keys() and len(jit) == 16
     for key in jit:
         assert np.array_equal(loaded[key].view(np.uint8), jit[key].view(np.uint8)), key
+
+
+def test_every_module_with_compiled_kernels_is_in_the_entries_fingerprint():
+    package = Path(native.__file__).parents[1]
+    compiled = {p for p in package.rglob("*.py") if "@njit" in p.read_text()}
+    assert compiled  # the scan finds kernels at all
+    assert compiled <= set(native.sources())  # an edit to any starts a new entry folder
+
+
+def test_error_statistics_run_from_entries_with_numbas_sums(minilm_safetensors, tmp_path, store):
+    code = (
+        "import json, sys\nimport numpy as np\nfrom safetensors.numpy import load_file\n"
+        "from bundler.codecs import set_threads\nfrom bundler.stats import error_stats\n"
+        "x = load_file(sys.argv[1])['encoder.layer.0.intermediate.dense.weight']\n"
+        "y = (x + np.float32(1e-3) * np.sign(x)).astype(np.float64)\nout = []\n"
+        "for threads in (2, 1):\n    set_threads(threads)\n"
+        "    out.append(error_stats(x, y, 1).as_dict())\n"
+        "print(json.dumps({'numba': 'numba' in sys.modules, 'stats': out}))\n"
+    )
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(minilm_safetensors)],
+            env=store, capture_output=True, text=True, check=True, timeout=900,
+        )  # fmt: skip
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    assert [r["numba"] for r in runs] == [True, False]
+    assert runs[0]["stats"] == runs[1]["stats"]  # the same sums, bit for bit
+    assert runs[1]["stats"][0] == runs[1]["stats"][1]  # whatever the thread count
