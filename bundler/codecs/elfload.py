@@ -190,6 +190,15 @@ def _write(
     image[where[:, None] + np.arange(width)] = data
 
 
+def process_symbol(name: str) -> int | None:
+    """The address of symbol `name` among those the process has loaded (the C library,
+    Python's, ...), or None."""
+    try:
+        return ctypes.cast(getattr(_LIBC, name), ctypes.c_void_p).value
+    except AttributeError:
+        return None
+
+
 def _round_up(n: int, a: int) -> int:
     return -(-n // a) * a
 

@@ -17,7 +17,7 @@ excinfo, *args)` with each array argument as its seven fields (meminfo, parent, 
 item size, data, shape, strides) and scalars as they are. Arrays are passed without a
 meminfo, so the kernel never frees them. Kernels that allocate get numba's two runtime
 functions for it from `_RUNTIME` (same layout of the memory header; compiled once into
-the store's `runtime.obj`); a kernel whose object needs any other symbol of numba's (a
+the store's `runtime` entry); a kernel whose object needs any other symbol of numba's (a
 parallel loop's scheduler, say) gets no entry and stays with numba. A kernel that raises
 (a non-zero status) is run again through numba, which raises as it always did.
 """
@@ -224,10 +224,10 @@ def _fingerprint() -> str:
     import importlib.util
 
     h = hashlib.sha256()
-    package = Path(__file__).parents[1]
+    root = Path(__file__).parents[1]
     for p in sources():
         st = p.stat()
-        h.update(f"{p.relative_to(package)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     for package in ("numba", "llvmlite"):
         spec = importlib.util.find_spec(package)
         origin = Path(spec.origin) if spec and spec.origin else None
@@ -265,8 +265,6 @@ def _entry_path(full: str) -> Path:
 
 
 def _write_entry(path: Path, full: str, dispatcher: Any, args: tuple) -> None:
-    from bundler.atomic import replace_whole
-
     sig = tuple(dispatcher.typeof_pyval(a) for a in args)
     cres = dispatcher.overloads[sig]
     cache = dispatcher._cache
@@ -282,11 +280,7 @@ def _write_entry(path: Path, full: str, dispatcher: Any, args: tuple) -> None:
     if needs is None or not all(_provided(n) for n in needs):
         return
     entry = {"key": full, "symbol": fndesc.llvm_func_name, "args": spec, "returns": returns}
-    entry["needs"] = needs
-    entry["sha256"] = hashlib.sha256(obj).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_whole(path.with_suffix(".o"), obj)
-    replace_whole(path.with_suffix(".json"), json.dumps(entry).encode())
+    _write_object(path, {**entry, "needs": needs}, obj)
     _runtime_object()  # made now, while LLVM is loaded anyway, not by the first later process
 
 
@@ -328,14 +322,9 @@ def _provided(name: str) -> bool:
 
 
 def _in_process(name: str) -> bool:
-    return hasattr(_process(), name)
+    from bundler.codecs.elfload import process_symbol
 
-
-def _process() -> ctypes.CDLL:
-    """The symbols the process has loaded (C library, Python, ...)."""
-    if "process" not in _STATE:
-        _STATE["process"] = ctypes.CDLL(None)
-    return _STATE["process"]
+    return process_symbol(name) is not None
 
 
 def _privatized(obj: bytes) -> tuple[bytes, list[str] | None]:
@@ -385,25 +374,42 @@ def _privatized(obj: bytes) -> tuple[bytes, list[str] | None]:
 def _load(full: str) -> Any:
     """The kernel of entry `full`, or None (no entry, a damaged one, one that does not
     load here: the kernel then runs through numba, which writes the entry anew)."""
-    path = _entry_path(full)
     try:
-        entry = json.loads(path.with_suffix(".json").read_bytes())
-        obj = path.with_suffix(".o").read_bytes()
-        if entry["key"] != full or entry["sha256"] != hashlib.sha256(obj).hexdigest():
-            return None  # another kernel's, or damaged: machine code is never loaded unchecked
+        entry, obj = _read_checked(_entry_path(full), full)
         return _Native(_address(obj, entry), entry["args"], entry["returns"])
     except Exception:
         return None
 
 
+def _read_checked(path: Path, key: str) -> tuple[dict, bytes]:
+    """The description and object of the entry at `path` (`.json`, `.o`); ValueError when
+    it is another's or damaged: machine code is never loaded unchecked."""
+    entry = json.loads(path.with_suffix(".json").read_bytes())
+    obj = path.with_suffix(".o").read_bytes()
+    if entry["key"] != key or entry["sha256"] != hashlib.sha256(obj).hexdigest():
+        raise ValueError(f"{path}: another entry's, or damaged")
+    return entry, obj
+
+
+def _write_object(path: Path, entry: dict, obj: bytes) -> None:
+    """Write an entry's object and its description (with the object's SHA-256)."""
+    from bundler.atomic import replace_whole
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_whole(path.with_suffix(".o"), obj)
+    entry = {**entry, "sha256": hashlib.sha256(obj).hexdigest()}
+    replace_whole(path.with_suffix(".json"), json.dumps(entry).encode())
+
+
 def _address(obj: bytes, entry: dict) -> int:
     """The address of the entry's function once its object is loaded: by bundler's own
-    loader (`elfload`) when the object is x86-64's, else by LLVM's (through llvmlite)."""
+    loader (`elfload`), else (an object it does not place: another machine's) by LLVM's."""
     from bundler.codecs import elfload
 
-    if obj[18:20] != elfload.EM_X86_64.to_bytes(2, "little"):
+    try:
+        address = elfload.load(obj, _resolve).get(entry["symbol"])
+    except elfload.Unsupported:
         return _engine_address(obj, entry)
-    address = elfload.load(obj, _resolve).get(entry["symbol"])
     if not address:
         raise LookupError(entry["symbol"])
     return address
@@ -412,38 +418,29 @@ def _address(obj: bytes, entry: dict) -> int:
 def _resolve(name: str) -> int | None:
     """The address of a symbol an object needs: the runtime's (`_RUNTIME`), else the
     process's."""
+    from bundler.codecs import elfload
+
     if "runtime_symbols" not in _STATE:
-        from bundler.codecs import elfload
-
-        _STATE["runtime_symbols"] = elfload.load(_runtime_object(), _process_symbol)
-    return _STATE["runtime_symbols"].get(name) or _process_symbol(name)
+        _STATE["runtime_symbols"] = elfload.load(_runtime_object(), elfload.process_symbol)
+    return _STATE["runtime_symbols"].get(name) or elfload.process_symbol(name)
 
 
-def _process_symbol(name: str) -> int | None:
-    return (
-        ctypes.cast(getattr(_process(), name), ctypes.c_void_p).value if _in_process(name) else None
-    )
+#: The runtime's entry: its object compiled from `_RUNTIME`, beside the kernels' entries.
+_RUNTIME_KEY = "runtime"
 
 
 def _runtime_object() -> bytes:
-    """The runtime (`_RUNTIME`) as an object file of this installation's store
-    (`runtime.obj`, with its SHA-256 in `runtime.sha256`), compiled once by llvmlite and
-    read back checked (rebuilt when damaged)."""
-    obj_path, sum_path = store_dir() / "runtime.obj", store_dir() / "runtime.sha256"
-    with contextlib.suppress(OSError):
-        obj = obj_path.read_bytes()
-        if sum_path.read_text() == hashlib.sha256(obj).hexdigest():
-            return obj
-    from bundler.atomic import replace_whole
-
+    """The runtime (`_RUNTIME`) as an object file, an entry of this installation's store
+    compiled once by llvmlite and read back checked (compiled again when damaged)."""
+    path = store_dir() / _RUNTIME_KEY
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return _read_checked(path, _RUNTIME_KEY)[1]
     ll = _llvm()
     module = ll.parse_assembly(_RUNTIME)
     module.triple = ll.get_process_triple()
     target = ll.Target.from_default_triple()
     obj = target.create_target_machine(reloc="static", codemodel="large").emit_object(module)
-    obj_path.parent.mkdir(parents=True, exist_ok=True)
-    replace_whole(obj_path, obj)
-    replace_whole(sum_path, hashlib.sha256(obj).hexdigest().encode())
+    _write_object(path, {"key": _RUNTIME_KEY}, obj)
     return obj
 
 

@@ -48,13 +48,8 @@ def _object(reloc: str = "static", codemodel: str = "large") -> bytes:
     return machine.emit_object(module)
 
 
-def _libc(name: str) -> int | None:
-    libc = ctypes.CDLL(None)
-    return ctypes.cast(getattr(libc, name), ctypes.c_void_p).value if hasattr(libc, name) else None
-
-
 def test_an_object_of_the_large_code_model_is_placed_linked_and_runs():
-    symbols = elfload.load(_object(), _libc)
+    symbols = elfload.load(_object(), elfload.process_symbol)
     lookup = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(symbols["lookup"])
     assert [lookup(i) for i in range(4)] == [7 * 1, 11 * 2, 13 * 3, 17 * 4]
     calls = ctypes.c_int64.from_address(symbols["calls"])  # the common symbol, zeroed, kept
@@ -63,7 +58,7 @@ def test_an_object_of_the_large_code_model_is_placed_linked_and_runs():
 
 def test_each_load_gets_its_own_code_and_data():
     obj = _object()
-    first, second = elfload.load(obj, _libc), elfload.load(obj, _libc)
+    first, second = (elfload.load(obj, elfload.process_symbol) for _ in range(2))
     assert first["lookup"] != second["lookup"] and first["calls"] != second["calls"]
     ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(first["lookup"])(0)
     assert ctypes.c_int64.from_address(second["calls"]).value == 0
@@ -79,7 +74,7 @@ def test_an_unresolved_symbol_is_refused_and_nothing_stays_mapped():
 def test_position_independent_code_needing_a_global_offset_table_is_refused():
     before = list(elfload._MAPPINGS)
     with pytest.raises(elfload.Unsupported, match=r"relocation kind|out of range"):
-        elfload.load(_object(reloc="pic", codemodel="small"), _libc)
+        elfload.load(_object(reloc="pic", codemodel="small"), elfload.process_symbol)
     assert before == elfload._MAPPINGS
 
 
@@ -91,4 +86,4 @@ def test_an_object_of_another_kind_or_machine_is_refused(offset, value, problem)
     obj = bytearray(_object())
     obj[offset : offset + len(value)] = value
     with pytest.raises(elfload.Unsupported, match=problem):
-        elfload.load(bytes(obj), _libc)
+        elfload.load(bytes(obj), elfload.process_symbol)

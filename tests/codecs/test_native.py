@@ -71,8 +71,13 @@ def _root(env):
     return Path(env[native.ENV_DIR])
 
 
+def _kernel_entries(root):
+    """The description files of the kernels' entries under `root` (not the runtime's)."""
+    return [p for p in Path(root).rglob("*.json") if p.stem != native._RUNTIME_KEY]
+
+
 def _entries(env):
-    return [json.loads(p.read_text()) for p in _root(env).rglob("*.json")]
+    return [json.loads(p.read_text()) for p in _kernel_entries(_root(env))]
 
 
 def test_a_later_process_encodes_without_numba_and_gives_numbas_bytes(
@@ -128,7 +133,7 @@ def test_a_damaged_runtime_object_is_never_loaded_and_is_built_anew(
 ):
     _, jit = _encode_all(minilm_safetensors, tmp_path / "jit.npz", store, ("q4_k",))
     _encode_all(minilm_safetensors, tmp_path / "native.npz", store, ("q4_k",))
-    (runtime,) = _root(store).rglob("runtime.obj")
+    (runtime,) = _root(store).rglob(f"{native._RUNTIME_KEY}.o")
     good = runtime.read_bytes()
     runtime.write_bytes(good[:64] + bytes([good[64] ^ 0xFF]) + good[65:])
     state, again = _encode_all(minilm_safetensors, tmp_path / "again.npz", store, ("q4_k",))
@@ -145,7 +150,7 @@ def test_llvms_loader_runs_an_entry_as_bundlers_does(tmp_path, monkeypatch):
     x = np.arange(1000, dtype=np.float64)
     assert _range_sum(x, 10, 900) == x[10:900].sum()
     native.record(f"{__name__}:_range_sum", _range_sum, (x, 10, 900))
-    (entry,) = tmp_path.rglob("*.json")
+    (entry,) = _kernel_entries(tmp_path)
     spec = json.loads(entry.read_text())
     address = native._engine_address(entry.with_suffix(".o").read_bytes(), spec)
     kernel = native._Native(address, spec["args"], spec["returns"])
@@ -178,8 +183,9 @@ def test_a_parallel_kernel_gets_no_entry_and_a_range_kernel_does(tmp_path, monke
     ):
         kernel(*args)
         native.record(f"{__name__}:{name}", kernel, args)
-    keys = [json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json")]
+    keys = [json.loads(p.read_text())["key"] for p in _kernel_entries(tmp_path)]
     assert keys == [f"{__name__}:range|<f81Cw1,i,i"]  # a prange loop needs numba's scheduler
+    assert len(list(tmp_path.rglob(f"{native._RUNTIME_KEY}.o"))) == 1  # made with the first
     loaded = native.find(f"{__name__}:range", (x, 3, 900))
     assert loaded(x, 3, 900) == _range_sum(x, 3, 900) == sum(range(3, 900))
 
@@ -403,3 +409,21 @@ def test_error_statistics_run_from_entries_with_numbas_sums(minilm_safetensors, 
     assert [r["numba"] for r in runs] == [True, False]
     assert runs[0]["stats"] == runs[1]["stats"]  # the same sums, bit for bit
     assert runs[1]["stats"][0] == runs[1]["stats"][1]  # whatever the thread count
+
+
+def test_an_object_bundlers_loader_refuses_is_loaded_by_llvms(tmp_path, monkeypatch):
+    from bundler.codecs import elfload
+
+    monkeypatch.setenv(native.ENV_DIR, str(tmp_path))
+    x = np.arange(1000, dtype=np.float64)
+    name = f"{__name__}:refused"
+    _range_sum(x, 5, 700)
+    native.record(name, _range_sum, (x, 5, 700))
+
+    def refuse(obj, resolve):
+        raise elfload.Unsupported("another machine's object")
+
+    monkeypatch.setattr(elfload, "load", refuse)
+    monkeypatch.setattr(native, "_LOADED", {})
+    loaded = native.find(name, (x, 5, 700))
+    assert loaded is not None and loaded(x, 5, 700) == sum(range(5, 700))
