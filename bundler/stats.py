@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from bundler.codecs.kernels import Compiled, first_call, split_run
 from bundler.errors import ShapeError
 
 
@@ -85,24 +86,16 @@ def _kernel_sums(a: np.ndarray, b: np.ndarray) -> _Sums:
     return _Sums(sq_err, abs_err, float(parts[:, 2].max(initial=0.0)), dot, sq_a, sq_b)
 
 
-def _partial_sums(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _sums_by_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per block of BLOCK values: the six sums of `stats_kernel.partial_sums`, on the
-    threads in effect, its first call's compilation announced."""
-    from bundler.codecs.kernels import Compiled, first_call, split_run
-
-    if "partial_sums" not in _KERNEL:
-
-        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-            split_run(kernel, out.shape[0], a, b, out, min_split=1)
-
-        kernel = Compiled("bundler.stats_kernel", "partial_sums")
-        _KERNEL["partial_sums"] = first_call(run, "error statistics", threaded=False)
+    threads in effect."""
     out = np.zeros((-(-a.size // BLOCK), 6), np.float64)
-    _KERNEL["partial_sums"](a, b, out)
+    split_run(_PARTIAL_SUMS, out.shape[0], a, b, out, min_split=1)
     return out
 
 
-_KERNEL: dict[str, Any] = {}
+_PARTIAL_SUMS = Compiled("bundler.stats_kernel", "partial_sums")
+_partial_sums = first_call(_sums_by_block, "error statistics", threaded=False)
 
 #: Values converted to Python floats at a time by the exact sums (bounds their memory).
 _EXACT_CHUNK = 1 << 16

@@ -310,10 +310,8 @@ def get(codec: str | int | Codec) -> Codec:
 def _affine(codec: Any) -> Any:
     from bundler.codecs.affine.names import looks_affine
 
-    if isinstance(codec, (str, int, np.integer)) and not (
-        isinstance(codec, str) and looks_affine(codec)
-    ):
-        return None  # a GGML name or id: the affine codec is not imported
+    if isinstance(codec, (int, np.integer)) or (isinstance(codec, str) and not looks_affine(codec)):
+        return None  # a GGML id or name: the affine codec is not imported
     from bundler.codecs.affine import AffineCodec
 
     if isinstance(codec, AffineCodec):

@@ -95,8 +95,9 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
     ext = os.path.basename(os.fspath(path)).rsplit(".", 1)[-1].lower()
     # the format named like the extension first: the others then need not be imported
     for name in sorted(registry.names(), key=lambda name: name != ext):
-        if ext in registry.get(name).EXTENSIONS:
-            return registry.get(name).NAME
+        fmt = registry.get(name)
+        if ext in fmt.EXTENSIONS:
+            return fmt.NAME
     raise UsageError(f"cannot tell the format from {os.fspath(path)!r}; pass format= / --to")
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundler.bundle import Bundle, Tensor, ValueType
-from bundler.codecs.affine.names import looks_affine
+from bundler.codecs.affine.names import SCALE_SUFFIX, looks_affine
 from bundler.errors import UsageError
 from bundler.plan.filetypes import choose
 from bundler.plan.model import model_info
@@ -26,10 +26,8 @@ from bundler.plan.planner import Plan, PlanOptions, make_plan
 from bundler.plan.prune import prune
 from bundler.plan.rules import quantizable
 
-# The codec and its checkpoint layout are imported where an affine type is asked for: a
-# conversion to a GGML type loads neither.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the codec and its checkpoint layout are imported where an affine
+    # type is asked for: a conversion to a GGML type loads neither)
     from bundler.codecs.affine.codec import AffineCodec
 
 
@@ -107,7 +105,7 @@ def plan_bundle(
 def decode_groups(bundle: Bundle, options: PlanOptions, quantizing: bool) -> tuple[Bundle, dict]:
     """The bundle with its affine groups decoded to floats, and the groups found; a
     UsageError when `quantizing` them again was not allowed."""
-    if not any(name.endswith(".weight_scale") for name in bundle.tensors):
+    if not any(name.endswith(SCALE_SUFFIX) for name in bundle.tensors):
         return bundle, {}  # (what `checkpoint.groups` starts from)
     from bundler.codecs.affine import checkpoint
 

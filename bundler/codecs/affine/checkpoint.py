@@ -33,6 +33,7 @@ import numpy as np
 from bundler.bundle import Bundle, Metadata, Source, Tensor, ValueType
 from bundler.codecs.affine import packing
 from bundler.codecs.affine.codec import AffineCodec, Encoded, dequantize
+from bundler.codecs.affine.names import SCALE_SUFFIX
 from bundler.codecs.affine.scheme import Scheme
 from bundler.errors import FormatError, UsageError
 
@@ -288,8 +289,8 @@ def groups(bundle: Bundle) -> dict[str, Group]:
         return {}
     named = cfg.get(CODECS_KEY) or {}
     found = {}
-    for scale_name in [n for n in bundle.tensors if n.endswith(".weight_scale")]:
-        module = scale_name[: -len(".weight_scale")]
+    for scale_name in [n for n in bundle.tensors if n.endswith(SCALE_SUFFIX)]:
+        module = scale_name[: -len(SCALE_SUFFIX)]
         scheme, fmt = _scheme_of(cfg, module, named)
         if scheme is None:
             continue
