@@ -255,7 +255,8 @@ def _values(t: Tensor, spans: list[Span], buffers: Buffers) -> Iterator[np.ndarr
 
     if isinstance(src, FileSource) and t.codec.facts.numpy_dtype == "<f4" and not src.big_endian:
         if _POPULATE is not None:
-            yield from _map_floats(src, spans, buffers.ring or ring_size(thread_count()))
+            ring = buffers.ring or ring_size(thread_count())
+            yield from _map_floats(src, spans, ring, populate=len(spans) > 1)
         else:
             yield from _read_floats(src, spans, values)
         return
@@ -304,12 +305,17 @@ def _regrouped(
         yield piece
 
 
-def _map_floats(src: FileSource, spans: list[Span], ring: int) -> Iterator[np.ndarray]:
+def _map_floats(
+    src: FileSource, spans: list[Span], ring: int, populate: bool = True
+) -> Iterator[np.ndarray]:
     """float32 rows mapped from the file, one window per chunk, with no copy.
 
-    Each window is mapped with MAP_POPULATE, so this thread (not the encoders) waits for
-    the disk and takes the page faults; a window is unmapped when its ring slot comes
-    round again, so at most `ring` chunks are resident whatever the tensor's size.
+    With `populate` each window is mapped with MAP_POPULATE, so this thread (the reader
+    of a pipeline, not the encoders) waits for the disk and takes the page faults;
+    without, the encoders' threads take them as they read, each its own share (a tensor
+    of one chunk, encoded by every core while nothing else runs: 8% less wall time on
+    SmolLM2 to Q4_0). A window is unmapped when its ring slot comes round again, so at
+    most `ring` chunks are resident whatever the tensor's size.
     """
     held: list[tuple[mmap.mmap, np.ndarray] | None] = [None] * ring
     try:
@@ -324,7 +330,7 @@ def _map_floats(src: FileSource, spans: list[Span], ring: int) -> Iterator[np.nd
                 _release(held, i % ring)
                 base = begin - begin % mmap.ALLOCATIONGRANULARITY
                 window = mmap.mmap(
-                    fd, end - base, flags=mmap.MAP_SHARED | _POPULATE,
+                    fd, end - base, flags=mmap.MAP_SHARED | (_POPULATE if populate else 0),
                     prot=mmap.PROT_READ, offset=base,
                 )  # fmt: skip
                 rows = np.frombuffer(window, np.float32, count, begin - base)

@@ -162,7 +162,16 @@ def run() -> int:
     The compiler's objects (hundreds of thousands once a kernel is loaded) are frozen out
     of the cyclic collector before returning, so the interpreter's shutdown collections
     skip them: about 0.3 s less for every command that encoded or decoded.
+
+    numpy's OpenBLAS starts a worker thread per core that spins for 2^28 cycles before it
+    sleeps, 0.1 s of another core on every command though few commands make a BLAS call:
+    they are told to sleep at once (a later BLAS call wakes them), unless the user set
+    OPENBLAS_THREAD_TIMEOUT. On two cores this takes 0.12 s of CPU time and about 20 ms of
+    wall time off each command.
     """
+    import os
+
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # the least it takes: 2^4 cycles
     code = main(None)
     gc.freeze()
     return code

@@ -171,3 +171,20 @@ def test_a_conversion_to_a_ggml_type_loads_no_other_family_format_or_compiler(tm
     subprocess.run([sys.executable, "-c", code, *args], capture_output=True, check=True)
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "0 []", done.stderr
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "4"), ("28", "28")])
+def test_console_script_tells_openblas_threads_to_sleep_unless_the_user_chose(given, expected):
+    import os
+
+    code = (
+        "import os, sys\nsys.argv = ['bundler', 'types', '--json']\nfrom bundler.cli import run\n"
+        "before = 'numpy' in sys.modules\ncode = run()\n"
+        "print(code, before, 'numpy' in sys.modules, os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if given is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = given
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # set before numpy (and its OpenBLAS) is loaded, which reads it once at load
+    assert done.stdout.splitlines()[-1] == f"0 False True {expected}", done.stderr

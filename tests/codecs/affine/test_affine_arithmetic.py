@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from restated import minmax_ranges, quantize, slice_index
 
 import bundler
@@ -205,6 +207,52 @@ def test_round_half_to_even():
     enc = AffineCodec("int8:tensor").encode(x)
     assert enc.scale[0] == 1.0
     assert enc.codes.tolist() == [[-128, 0, 2, 2, 0, -2, 127]]
+
+
+def _next_to_half_integers(rng, x, bits, symmetric):
+    """x with its rows' values past the first two put next to (k + 1/2) * scale: the
+    float32 products and the float32 values a few steps either side of them, whose
+    float32 quotient may land on the half-integer while the exact one does not."""
+    qmin = -(2 ** (bits - 1)) if symmetric else 0
+    qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
+    lo, hi = minmax_ranges(x, "channel")
+    for r, (a, b) in enumerate(zip(lo, hi, strict=True)):
+        a0, b0 = min(a, 0.0), max(b, 0.0)
+        s = max(-a0, b0) / ((qmax - qmin) / 2) if symmetric else (b0 - a0) / (qmax - qmin)
+        s = np.float32(s)
+        zero = 0 if symmetric else np.rint(qmin - a0 / np.float64(s))
+        k = rng.integers(qmin, qmax, x.shape[1] - 2) - zero
+        near = np.float32((k + 0.5) * np.float64(s))
+        steps = rng.integers(-2, 3, near.size)
+        x[r, 2:] = np.clip(near + steps * np.spacing(near), a, b)
+    return x
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    bits=st.sampled_from([4, 8, 16]),
+    symmetric=st.booleans(),
+    magnitude=st.floats(1e-30, 1e30),
+)
+def test_quotients_next_to_a_half_integer_round_as_the_float64_restatement(
+    seed, bits, symmetric, magnitude
+):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((8, 64)) * magnitude).astype(np.float32)
+    x[:, 0], x[:, 1] = -magnitude, magnitude * 0.75  # the rows' range
+    x = _next_to_half_integers(rng, x, bits, symmetric)
+    enc = _codec(bits, symmetric, "channel").encode(x)
+    lo, hi = minmax_ranges(x, "channel")
+    codes, scale, zero = quantize(x, bits, symmetric, "channel", lo, hi)
+    np.testing.assert_array_equal(enc.scale.reshape(-1), scale.reshape(-1))
+    np.testing.assert_array_equal(enc.codes.astype(np.int64), codes)
+    if not symmetric:
+        np.testing.assert_array_equal(enc.zero_point.reshape(-1), zero.reshape(-1))
+    # the same channels as the last axis: quantized down the columns
+    sym = "sym" if symmetric else "asym"
+    down = AffineCodec(f"int{bits}:channel1:{sym}").encode(np.ascontiguousarray(x.T))
+    np.testing.assert_array_equal(down.codes.T.astype(np.int64), codes)
 
 
 @pytest.mark.parametrize(
