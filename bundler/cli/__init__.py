@@ -8,6 +8,7 @@ import _signal
 import _thread
 import gc
 import importlib
+import os
 import sys
 
 import bundler
@@ -169,8 +170,6 @@ def run() -> int:
     OPENBLAS_THREAD_TIMEOUT. On two cores this takes 0.12 s of CPU time and about 20 ms of
     wall time off each command.
     """
-    import os
-
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # the least it takes: 2^4 cycles
     code = main(None)
     gc.freeze()

@@ -210,22 +210,19 @@ def test_round_half_to_even():
 
 
 def _next_to_half_integers(rng, x, bits, symmetric):
-    """x with its rows' values past the first two put next to (k + 1/2) * scale: the
+    """x with its rows' values past the first two (which hold each row's range) put next
+    to (k + 1/2) * scale, the scales and zero points the restatement gives that range: the
     float32 products and the float32 values a few steps either side of them, whose
     float32 quotient may land on the half-integer while the exact one does not."""
-    qmin = -(2 ** (bits - 1)) if symmetric else 0
-    qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
     lo, hi = minmax_ranges(x, "channel")
-    for r, (a, b) in enumerate(zip(lo, hi, strict=True)):
-        a0, b0 = min(a, 0.0), max(b, 0.0)
-        s = max(-a0, b0) / ((qmax - qmin) / 2) if symmetric else (b0 - a0) / (qmax - qmin)
-        s = np.float32(s)
-        zero = 0 if symmetric else np.rint(qmin - a0 / np.float64(s))
-        k = rng.integers(qmin, qmax, x.shape[1] - 2) - zero
-        near = np.float32((k + 0.5) * np.float64(s))
-        steps = rng.integers(-2, 3, near.size)
-        x[r, 2:] = np.clip(near + steps * np.spacing(near), a, b)
-    return x
+    _, scale, zero = quantize(x, bits, symmetric, "channel", lo, hi)
+    qmin = -(2 ** (bits - 1)) if symmetric else 0
+    k = rng.integers(qmin, qmin + 2**bits - 1, (x.shape[0], x.shape[1] - 2)) - zero.reshape(-1, 1)
+    s = scale.reshape(-1, 1).astype(np.float64)
+    near = ((k + 0.5) * s).astype(np.float32)
+    near += rng.integers(-2, 3, near.shape) * np.spacing(near)
+    x[:, 2:] = np.clip(near, lo.reshape(-1, 1), hi.reshape(-1, 1))
+    return x, s
 
 
 @settings(max_examples=60, deadline=None)
@@ -239,9 +236,11 @@ def test_quotients_next_to_a_half_integer_round_as_the_float64_restatement(
     seed, bits, symmetric, magnitude
 ):
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((8, 64)) * magnitude).astype(np.float32)
+    x = (rng.uniform(-0.5, 0.5, (8, 64)) * magnitude).astype(np.float32)
     x[:, 0], x[:, 1] = -magnitude, magnitude * 0.75  # the rows' range
-    x = _next_to_half_integers(rng, x, bits, symmetric)
+    x, s = _next_to_half_integers(rng, x, bits, symmetric)
+    q32 = x / s.astype(np.float32)
+    assert np.any(np.abs(q32 - np.rint(q32)) == 0.5)  # the float32 quotient does land on ties
     enc = _codec(bits, symmetric, "channel").encode(x)
     lo, hi = minmax_ranges(x, "channel")
     codes, scale, zero = quantize(x, bits, symmetric, "channel", lo, hi)
