@@ -74,12 +74,19 @@ def _command_of(argv: list[str]) -> str | None:
 
 
 def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
-    """A Ctrl-C that lands in a callback Python ignores exceptions in (an import lock's
-    clean-up) is printed as "Exception ignored" and lost: raise it again in the main thread."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        _thread.interrupt_main()
+    """A Ctrl-C that lands in a callback Python ignores exceptions in (a finalizer, an import
+    lock's clean-up) is printed as "Exception ignored" and lost: deliver it again to the
+    main thread, in the code it meant to stop."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
         return
-    sys.__unraisablehook__(unraisable)
+    # Sent from another thread, the signal reaches the main thread once this hook has
+    # returned: sent from here, its handler would run inside the hook, whose exception
+    # Python ignores as well. Should it still land here, it is sent once more.
+    try:
+        _thread.start_new_thread(_thread.interrupt_main, ())
+    except KeyboardInterrupt:
+        _thread.start_new_thread(_thread.interrupt_main, ())
 
 
 class _Interrupts:

@@ -72,18 +72,29 @@ def test_ctrl_c_gives_exit_130_and_one_line(minilm_safetensors, tmp_path, instal
 
 
 #: The console script, with SIGINT sent while `module` is being imported (as a Ctrl-C at
-#: that moment would arrive): numpy's C extension imports `datetime` and reports the
-#: interrupt as an ImportError; the others are imports of Python modules.
+#: that moment would arrive), either straight into the import (numpy's C extension imports
+#: `datetime` and reports the interrupt as an ImportError; the others are imports of Python
+#: modules) or into a finalizer run then, whose KeyboardInterrupt Python ignores ("Exception
+#: ignored in"): bundler must deliver that one again for the work to stop.
 IN_IMPORT = """
 import os, signal, sys
 
-MODULE = sys.argv.pop(1)
+WHERE, MODULE = sys.argv.pop(1), sys.argv.pop(1)
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(3):  # the handler runs in here
+            pass
 
 class Interrupt:
     def find_spec(self, name, path=None, target=None):
         if name == MODULE:
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
+            if WHERE == "import":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                Finalized()
 
 sys.meta_path.insert(0, Interrupt())
 from bundler.cli import run
@@ -91,11 +102,17 @@ sys.exit(run())
 """
 
 
-@pytest.mark.parametrize("module", ["datetime", "argparse", "numba", "bundler.containers"])
-def test_ctrl_c_inside_an_import_gives_exit_130_and_one_line(minilm_safetensors, tmp_path, module):
+@pytest.mark.parametrize(
+    "where, module",
+    [("import", m) for m in ("datetime", "argparse", "numba", "bundler.containers")]
+    + [("finalizer", m) for m in ("argparse", "bundler.containers")],
+)
+def test_ctrl_c_inside_an_import_gives_exit_130_and_one_line(
+    minilm_safetensors, tmp_path, where, module
+):
     argv = ["quantize", str(minilm_safetensors), "-o", "out.gguf", "--type", "q8_0"]
     proc = subprocess.run(
-        [sys.executable, "-c", IN_IMPORT, module, *argv],
+        [sys.executable, "-c", IN_IMPORT, where, module, *argv],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert (proc.returncode, proc.stderr) == (130, "bundler: interrupted\n")
