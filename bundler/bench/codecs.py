@@ -71,7 +71,10 @@ def _if_implemented(call, sample):
 
 
 def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
-    """(quantize, dequantize) of the C library, or (None, None) when it is not built."""
+    """(quantize, dequantize) of the C library, or (None, None) when it is not built or
+    the codec is not a GGML type (aprender's)."""
+    if get(name).facts.ggml_id is None:
+        return None, None
     try:
         ggml_c = importlib.import_module("tools.reference.ggml_c")
 
@@ -104,7 +107,7 @@ def _measure_codec(
     codec = get(name)
     weighted = importance is not None
     encoded = codec.encode(x, importance=importance)  # warm-up: compiles or loads the kernels
-    values = codec.decode(encoded)
+    values = codec.decode(encoded, shape=x.shape)  # flat codecs need it
     row: dict[str, Any] = {"codec": name, "threads": threads, "input_bytes": x.nbytes}
     row["weighted"] = weighted
     # Timed into reused output buffers, as the conversion pipeline runs them: a fresh 64 MiB
@@ -117,14 +120,17 @@ def _measure_codec(
     row["ours_decode_mib_s"] = None
     if not weighted:
         row["ours_decode_mib_s"] = _rate(
-            x.nbytes, median_seconds(lambda: codec.decode(encoded, out=values), repeat)
+            x.nbytes,
+            median_seconds(lambda: codec.decode(encoded, shape=x.shape, out=values), repeat),
         )
     row["output_bytes"] = encoded.nbytes
     row["ours_encode_extra_bytes"] = (
         peak_alloc_bytes(lambda: codec.encode(x, importance=importance)) - encoded.nbytes
     )
     row["ours_decode_extra_bytes"] = (
-        None if weighted else peak_alloc_bytes(lambda: codec.decode(encoded)) - x.nbytes
+        None
+        if weighted
+        else peak_alloc_bytes(lambda: codec.decode(encoded, shape=x.shape)) - x.nbytes
     )
     if weighted:
         row["gguf_encode_mib_s"] = row["gguf_encode_extra_bytes"] = row["gguf_exact"] = None

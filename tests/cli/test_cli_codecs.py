@@ -141,6 +141,19 @@ def test_bench_codecs_leaves_blank_what_a_reference_lacks_instead_of_failing():
         assert rows["q8_1"]["c_exact"] is True and rows["q2_k"]["c_exact"] is True
 
 
+def test_bench_codecs_measures_aprenders_codecs_beside_no_c_library():
+    # flat codecs (decoding needs the shape) that are no GGML type (the C library has none)
+    root = Path(__file__).resolve().parents[2]
+    done = run_cli("bench", "codecs", "--codecs", "apr_q4,apr_q8", "--rows", "8", "--cols",
+                   "256", "--threads", "1", "--repeat", "1", "--json",
+                   env={**os.environ, "PYTHONPATH": str(root)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["results"]
+    assert [r["codec"] for r in rows] == ["apr_q4", "apr_q8"]
+    assert all(r["ours_encode_mib_s"] > 0 and r["ours_decode_mib_s"] > 0 for r in rows)
+    assert all(r["c_encode_mib_s"] is None and r["c_decode_mib_s"] is None for r in rows)
+
+
 def _weighted_bench(codecs: str, rows: int, cols: int, json_out: bool = True):
     """`bundler bench codecs --weighted` on one thread, the C oracle importable."""
     root = Path(__file__).resolve().parents[2]  # the C oracle (tools.reference) lives there

@@ -89,20 +89,26 @@ q5_k_block = _k4_block(48, True)
 def q6_k_block(y, o, table):
     d = get_half(y, 208, table)
     for h in range(2):
-        for i in range(32):
-            s = 192 + 8 * h + i // 16
-            lo = y[64 * h + i]
-            hi = y[64 * h + 32 + i]
-            qh = y[128 + 32 * h + i]
-            q1 = np.int32((lo & 0xF) | ((qh & 3) << 4)) - 32
-            q2 = np.int32((hi & 0xF) | (((qh >> 2) & 3) << 4)) - 32
-            q3 = np.int32((lo >> 4) | (((qh >> 4) & 3) << 4)) - 32
-            q4 = np.int32((hi >> 4) | (((qh >> 6) & 3) << 4)) - 32
-            e = 128 * h + i
-            o[e] = d * np.float32(np.int8(y[s])) * np.float32(q1)
-            o[e + 32] = d * np.float32(np.int8(y[s + 2])) * np.float32(q2)
-            o[e + 64] = d * np.float32(np.int8(y[s + 4])) * np.float32(q3)
-            o[e + 96] = d * np.float32(np.int8(y[s + 6])) * np.float32(q4)
+        for g in range(2):  # 16 values under each scale: the inner loop has no index division
+            s = 192 + 8 * h + g
+            d1 = d * np.float32(np.int8(y[s]))
+            d2 = d * np.float32(np.int8(y[s + 2]))
+            d3 = d * np.float32(np.int8(y[s + 4]))
+            d4 = d * np.float32(np.int8(y[s + 6]))
+            for k in range(16):
+                i = 16 * g + k
+                lo = y[64 * h + i]
+                hi = y[64 * h + 32 + i]
+                qh = y[128 + 32 * h + i]
+                q1 = np.int32((lo & 0xF) | ((qh & 3) << 4)) - 32
+                q2 = np.int32((hi & 0xF) | (((qh >> 2) & 3) << 4)) - 32
+                q3 = np.int32((lo >> 4) | (((qh >> 4) & 3) << 4)) - 32
+                q4 = np.int32((hi >> 4) | (((qh >> 6) & 3) << 4)) - 32
+                e = 128 * h + i
+                o[e] = d1 * np.float32(q1)
+                o[e + 32] = d2 * np.float32(q2)
+                o[e + 64] = d3 * np.float32(q3)
+                o[e + 96] = d4 * np.float32(q4)
 
 
 @njit(**INLINE)
