@@ -606,6 +606,7 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, 
     qlogq = np.empty(n_c, dtype=np.float64)
     below = np.empty(n_c, dtype=np.int64)
     below_nz = np.empty(n_c, dtype=np.int64)
+    div = np.empty(n_c)
     bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
     for i in range(i0, i1):
         if amax[i] == 0.0:
@@ -616,7 +617,7 @@ def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, 
         _running_sums(hist, csum, cnz, cplogp, log_n)
         _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
         out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
-                                   below_nz) * width  # fmt: skip
+                                   below_nz, div) * width  # fmt: skip
 
 
 #: Values whose bins are found at a time (the buffer of a slice of a whole tensor is
@@ -694,29 +695,29 @@ def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz):
+def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, div):
     """The candidate bin count of least KL divergence (the first on ties; all bins when
-    every candidate is infinitely divergent). (The divergences are not stored but found
-    again for the ties: a store per candidate, which might alias the arrays read, keeps
-    the loop from being vectorized.)"""
+    every candidate is infinitely divergent); `div` takes each candidate's divergence.
+    (Found in one loop, the least is taken in a second: a loop that both stores each
+    divergence and keeps the least is not vectorized, and a third slower.)"""
     n_bins = hist.shape[0]
     total = csum[uindex(n_bins)]
     base = total * log_n[uindex(total)]
+    n_c = cands.shape[0]
+    for k in range(n_c):
+        div[k] = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
+                             total, base)  # fmt: skip
     least = np.inf
-    for k in range(cands.shape[0]):
-        d = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
-                        total, base)  # fmt: skip
-        if d < least:
-            least = d
+    for k in range(n_c):
+        least = div[k] if div[k] < least else least
     # the divergence is d / total: the first candidate whose quotient equals the least
     # one's (only numerators next to the least can round to the same quotient)
     if not least < np.inf:
         return n_bins
     kl = least / total
     near = abs(least) * 2.0**-40 + 2.0**-900
-    for k in range(cands.shape[0]):
-        d = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
-                        total, base)  # fmt: skip
+    for k in range(n_c):
+        d = div[k]
         if d == least or (d - least <= near and d / total == kl):
             return cands[k]
     return n_bins
