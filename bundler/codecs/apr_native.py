@@ -25,32 +25,23 @@ import math
 import numpy as np
 
 from bundler.codecs.facts import BY_NAME
-from bundler.codecs.kernels import Kernel
+from bundler.codecs.halftable import HALF_TO_F32
+from bundler.codecs.kernels import Compiled, Kernel, first_call, split_run
 from bundler.errors import NonFiniteError, ShapeError
 
 _BLOCK = BY_NAME["apr_q4"].block_size
 _BLOCK_BYTES = BY_NAME["apr_q4"].type_size
-#: Blocks encoded or decoded at a time, to bound the temporaries.
-_CHUNK_BLOCKS = 1 << 15
-#: AprQ8 values encoded at a time, for the same reason.
-_CHUNK_VALUES = _CHUNK_BLOCKS * _BLOCK
-#: Smallest normal half; aprender decodes a scale below it (a subnormal) as 0.
-_F16_MIN_NORMAL = np.float32(2.0**-14)
+_MODULE = "bundler.codecs.apr_kernels"
+_ENCODE_Q4, _DECODE_Q4 = Compiled(_MODULE, "encode_q4"), Compiled(_MODULE, "decode_q4")
+# AprQ8 streams through its header encoder and body decoder, not the Kernel pair, so their
+# first calls are announced here
+_ENCODE_Q8 = first_call(Compiled(_MODULE, "encode_q8"), "apr_q8 encoder")
+_DECODE_Q8 = first_call(Compiled(_MODULE, "decode_q8"), "apr_q8 decoder")
 
 
-def round_half_away(v: np.ndarray) -> np.ndarray:
-    """Round to the nearest integer, half-way cases away from zero (Rust's `f32::round`)."""
-    # |v| + 0.5 is exact in float64 for |v| < 2^52; a larger float32 is a multiple of 2^29,
-    # to which |v| + 0.5 rounds back, so floor gives the right integer for every float32.
-    w = v.astype(np.float64)
-    np.abs(w, out=w)
-    w += 0.5
-    np.floor(w, out=w)
-    return np.copysign(w.astype(v.dtype), v)
-
-
-def _flat_f32(x: np.ndarray, name: str) -> np.ndarray:
-    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+def _refuse_non_finite(x: np.ndarray, name: str) -> None:
+    """A NonFiniteError naming the first NaN or infinity of `x`, if it holds one."""
+    flat = x.reshape(-1)
     bad = ~np.isfinite(flat)
     if bad.any():
         i = int(np.argmax(bad))
@@ -61,7 +52,6 @@ def _flat_f32(x: np.ndarray, name: str) -> np.ndarray:
             index,
             value,
         )
-    return flat
 
 
 def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: str):
@@ -75,36 +65,24 @@ def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type, what: s
     return out
 
 
-def _q4_blocks(values: np.ndarray, dst: np.ndarray) -> None:
-    """Encode whole blocks of 32 float32 values (rows of `values`) into 18-byte rows."""
-    amax = np.abs(values).max(axis=1)
-    scale = np.where(amax == 0, np.float32(1.0), amax / np.float32(7.0)).astype(np.float32)
-    q = np.clip(round_half_away(values / scale[:, None]), -8, 7).astype(np.int8)
-    nibbles = (q + 8).view(np.uint8)
-    dst[:, :2] = scale.astype("<f2").view(np.uint8).reshape(-1, 2)
-    dst[:, 2:] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
-
-
 def encode_q4(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """AprQ4 bytes of `x` (flattened in C order)."""
-    flat = _flat_f32(np.asarray(x), "apr_q4")
-    n = flat.size
-    full, rest = divmod(n, _BLOCK)
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    full, rest = divmod(flat.size, _BLOCK)
     dst = _output(out, ((full + (rest > 0)) * _BLOCK_BYTES,), np.uint8, "apr_q4 encode")
-    rows = dst.reshape(-1, _BLOCK_BYTES)
-    blocks = flat[: full * _BLOCK].reshape(full, _BLOCK)
-    for start in range(0, full, _CHUNK_BLOCKS):
-        stop = min(start + _CHUNK_BLOCKS, full)
-        _q4_blocks(blocks[start:stop], rows[start:stop])
+    bad = split_run(_ENCODE_Q4, full, flat, dst, _BLOCK, _BLOCK_BYTES)
     if rest:
-        last = np.zeros((1, _BLOCK), np.float32)
-        last[0, :rest] = flat[full * _BLOCK :]
-        _q4_blocks(last, rows[full:])
+        last = np.zeros(_BLOCK, np.float32)
+        last[:rest] = flat[full * _BLOCK :]
+        tail = dst[full * _BLOCK_BYTES :]
+        bad += _ENCODE_Q4(last, tail, _BLOCK, _BLOCK_BYTES, 0, 1)
         # aprender leaves the nibbles past the tensor's end zero (not the code of 0)
-        tail = rows[full, 2:]
-        tail[-(-rest // 2) :] = 0
+        codes = tail[2:]
+        codes[-(-rest // 2) :] = 0
         if rest % 2:
-            tail[rest // 2] &= 0x0F
+            codes[rest // 2] &= 0x0F
+    if bad:
+        _refuse_non_finite(np.asarray(x, dtype=np.float32), "apr_q4")
     return dst
 
 
@@ -118,38 +96,24 @@ def decode_q4(raw: np.ndarray, shape: tuple[int, ...], out: np.ndarray | None = 
         )
     result = _output(out, shape, np.float32, "apr_q4 decode")
     dst = result.reshape(-1)
-    rows = raw.reshape(blocks, _BLOCK_BYTES)
     full = n // _BLOCK
-    for start in range(0, blocks, _CHUNK_BLOCKS):
-        chunk = rows[start : start + _CHUNK_BLOCKS]
-        values = _q4_values(chunk)
-        stop = min(start + len(chunk), full)
-        if stop > start:
-            dst[start * _BLOCK : stop * _BLOCK] = values[: stop - start].reshape(-1)
-        if start + len(chunk) > full:  # the partial last block
-            dst[full * _BLOCK :] = values[-1, : n - full * _BLOCK]
+    split_run(_DECODE_Q4, full, raw, dst, HALF_TO_F32, _BLOCK, _BLOCK_BYTES)
+    if full < blocks:  # the partial last block
+        last = np.empty(_BLOCK, np.float32)
+        _DECODE_Q4(raw[full * _BLOCK_BYTES :], last, HALF_TO_F32, _BLOCK, _BLOCK_BYTES, 0, 1)
+        dst[full * _BLOCK :] = last[: n - full * _BLOCK]
     return result
-
-
-def _q4_values(rows: np.ndarray) -> np.ndarray:
-    scale = rows[:, :2].copy().view("<f2").astype(np.float32).reshape(-1)
-    unusable = ~np.isfinite(scale) | (np.abs(scale) < _F16_MIN_NORMAL)
-    scale[unusable] = 0.0
-    codes = np.empty((len(rows), _BLOCK), np.int8)
-    codes[:, 0::2] = (rows[:, 2:] & 0x0F).view(np.int8)
-    codes[:, 1::2] = (rows[:, 2:] >> 4).view(np.int8)
-    codes -= 8
-    return codes.astype(np.float32) * scale[:, None]
 
 
 def encode_q8(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """AprQ8 bytes of `x` (flattened in C order): float32 scale, then int8 codes."""
-    flat = _flat_f32(np.asarray(x), "apr_q8")
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
     dst = _output(out, (4 + flat.size if flat.size else 0,), np.uint8, "apr_q8 encode")
     if flat.size == 0:
         return dst
     encoder = Q8Encoder()
-    encoder.add(flat, checked=True)
+    encoder.add(x)
     dst[:4] = encoder.header()
     encoder.encode(flat, dst[4:])
     return dst
@@ -162,11 +126,15 @@ class Q8Encoder:
     def __init__(self) -> None:
         self.amax = np.float32(0.0)
 
-    def add(self, values: np.ndarray, checked: bool = False) -> None:
-        """Take a chunk's values into the scale (refusing NaN and infinity unless `checked`)."""
-        flat = values.reshape(-1) if checked else _flat_f32(values, "apr_q8")
-        for i in range(0, flat.size, _CHUNK_VALUES):
-            self.amax = max(self.amax, np.abs(flat[i : i + _CHUNK_VALUES]).max())
+    def add(self, values: np.ndarray) -> None:
+        """Take a chunk's values into the scale, refusing NaN and infinity."""
+        if values.size == 0:
+            return
+        # the largest magnitude without a temporary array; a NaN or infinity makes it one
+        top = max(np.float32(values.max()), -np.float32(values.min()))
+        if not np.isfinite(top):
+            _refuse_non_finite(np.asarray(values), "apr_q8")
+        self.amax = max(self.amax, top)
 
     def scale(self) -> np.float32:
         return np.float32(1.0) if self.amax == 0 else np.float32(self.amax / np.float32(127.0))
@@ -178,10 +146,8 @@ class Q8Encoder:
     def encode(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The int8 codes of a chunk, into `out` (uint8, one byte per value)."""
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-        codes, scale = out.reshape(-1).view(np.int8), self.scale()
-        for i in range(0, flat.size, _CHUNK_VALUES):
-            q = np.clip(round_half_away(flat[i : i + _CHUNK_VALUES] / scale), -127, 127)
-            codes[i : i + _CHUNK_VALUES] = q.astype(np.int8)
+        codes = out.reshape(-1).view(np.int8)
+        split_run(_ENCODE_Q8, flat.size, flat, codes, self.scale())
         return out
 
 
@@ -190,7 +156,9 @@ def q8_body_decoder(header: np.ndarray):
     scale = np.ascontiguousarray(header, np.uint8).view("<f4")[0]
 
     def decode(body: np.ndarray, shape: tuple[int, ...], out: np.ndarray) -> np.ndarray:
-        return np.multiply(body.view(np.int8).reshape(shape), scale, out=out)
+        codes = np.ascontiguousarray(body).reshape(-1).view(np.int8)
+        split_run(_DECODE_Q8, codes.size, codes, out.reshape(-1), scale)
+        return out
 
     return decode
 

@@ -42,3 +42,14 @@ def uindex(i):  # pragma: no cover - compiled
     it directly (a signed index is first checked for a negative one to count from the end,
     a compare and a select at every access)."""
     return np.uint64(i)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def max_magnitude_bits(bits, x0, n):  # pragma: no cover - compiled
+    """The largest |x| of the float32 values bits[x0 : x0 + n] (given as uint32 bit
+    patterns), as its bit pattern (an integer reduction, so the loop is vectorized); from
+    0x7F800000 up, the run holds an infinity or a NaN."""
+    top = np.uint32(0)
+    for j in range(n):
+        top = umax(top, bits[uindex(x0 + j)] & np.uint32(0x7FFFFFFF))
+    return top

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from bundler.codecs.halfs import f32_from_bits, get_half, put_half
-from bundler.codecs.intops import smax, smin, uindex, umax
+from bundler.codecs.intops import max_magnitude_bits, smax, smin, uindex
 from bundler.codecs.kquants.common import DELTA_W, LANES, RMIN_W, nonfinite_blocks
 from bundler.codecs.kquants.search import importance_lanes, scale_min_lanes, signed_lanes
 from bundler.codecs.kquants.workspace import workspace
@@ -180,9 +180,7 @@ def encode_q8(x, out, with_sum, size, qk, lo, hi):
     for b in range(lo, hi):
         x0 = b * qk
         c0 = b * size + qs_at
-        top = np.uint32(0)
-        for j in range(qk):
-            top = umax(top, bits_of[uindex(x0 + j)] & _MAGNITUDE)
+        top = max_magnitude_bits(bits_of, x0, qk)
         if top >= _INF_BITS:
             bad += 1
         d = f32_from_bits(top) / np.float32(127)

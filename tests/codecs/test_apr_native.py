@@ -8,8 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from bundler.codecs import by_apr_code, get
-from bundler.codecs.apr_native import round_half_away
+from bundler.codecs import by_apr_code, get, kernel_threads
 from bundler.errors import NonFiniteError, ShapeError
 
 Q4 = get("apr_q4")
@@ -105,15 +104,29 @@ def test_apr_q8_matches_scalar_reference(seed):
 # ----------------------------------------------------------------- rounding and bounds
 
 
-def test_round_half_away_keeps_large_float32_values():
-    v = np.array([2.0**52 + 2.0**29, 3e38, -3e38, 8388609.0, 2.0**24 + 2], np.float32)
-    np.testing.assert_array_equal(round_half_away(v), v)
+def test_apr_q8_rounds_ties_away_from_zero():
+    # scale 1.0 (max 127): each code is the value rounded as Rust's f32::round rounds
+    v = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 3.0, 126.5, -127.0]
+    want = [1, -1, 2, -2, 3, -3, 0, 0, 3, 127, -127]
+    raw = Q8.encode(np.array(v, np.float32))
+    assert raw[4:].view(np.int8).tolist() == want
 
 
-def test_round_half_away_rounds_ties_away_from_zero():
-    v = np.array([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 3.0], np.float32)
-    want = np.array([1, -1, 2, -2, 3, -3, 0, 0, 3], np.float32)
-    np.testing.assert_array_equal(round_half_away(v), want)
+def test_apr_q4_rounds_ties_away_from_zero():
+    # scale 1.0 (max 7): halves round away from zero; just below a half rounds down
+    v = np.array([7.0, 0.5, -0.5, 1.5, -1.5, 6.5, -6.5, 0.49999997, -7.0] + [0.0] * 23, np.float32)
+    want = np.array([7, 1, -1, 2, -2, 7, -7, 0, -7] + [0] * 23, np.float32)
+    np.testing.assert_array_equal(Q4.decode(Q4.encode(v), (32,)), want)
+
+
+def test_apr_codes_of_a_scale_that_underflowed_are_rusts_casts():
+    # max|x| / 7 of the smallest subnormal rounds to a zero scale: a quotient x / 0 is
+    # +-inf (clamped to the extreme codes) or, for x = 0, NaN (cast to code 0)
+    tiny = np.float32(2.0**-149)
+    x = np.array([tiny, -tiny, 0.0] + [0.0] * 29, np.float32)
+    raw = Q4.encode(x)
+    assert raw[:2].tobytes() == b"\x00\x00"  # the half of +0.0
+    assert raw[2] == (7 + 8) | (-8 + 8) << 4 and raw[3] == 8 | 8 << 4
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -249,16 +262,15 @@ def test_encode_flattens_in_c_order():
     assert Q4.encode(np.asfortranarray(x)).tobytes() == Q4.encode(x.reshape(-1)).tobytes()
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
-@pytest.mark.parametrize("n", [31, 32, 100, 224, 250])
-def test_chunked_work_gives_the_same_bytes_and_values(monkeypatch, chunk, n):
-    from bundler.codecs import apr_native
-
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [31, 32, 100, 224, 250, 4099])
+def test_work_split_over_threads_gives_the_same_bytes_and_values(threads, n):
     x = np.resize(_inputs(n), n)
     want4, want8 = reference_q4(x), reference_q8(x)
-    whole4, whole8 = Q4.decode(want4, (n,)), Q8.decode(want8, (n,))
-    monkeypatch.setattr(apr_native, "_CHUNK_BLOCKS", chunk)
-    assert Q4.encode(x).tobytes() == want4
-    assert Q8.encode(x).tobytes() == want8
-    np.testing.assert_array_equal(Q4.decode(want4, (n,)), whole4)
-    np.testing.assert_array_equal(Q8.decode(want8, (n,)), whole8)
+    with kernel_threads(1):
+        whole4, whole8 = Q4.decode(want4, (n,)), Q8.decode(want8, (n,))
+    with kernel_threads(threads):
+        assert Q4.encode(x).tobytes() == want4
+        assert Q8.encode(x).tobytes() == want8
+        np.testing.assert_array_equal(Q4.decode(want4, (n,)), whole4)
+        np.testing.assert_array_equal(Q8.decode(want8, (n,)), whole8)
