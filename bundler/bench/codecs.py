@@ -72,7 +72,8 @@ def _if_implemented(call, sample):
 
 def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
     """(quantize, dequantize) of the C library, or (None, None) when it is not built or
-    the codec is not a GGML type (aprender's)."""
+    the codec is not a GGML type (aprender's); each writes into a buffer of its own made on
+    its first call, as bundler's are timed writing into the arrays of an earlier call."""
     if get(name).facts.ggml_id is None:
         return None, None
     try:
@@ -82,15 +83,22 @@ def _c_pair(name: str, threads: int, importance: np.ndarray | None = None):
     except Exception:
         return None, None
     quantize = dequantize = None
+    kept: dict[str, np.ndarray] = {}
     if ggml_c.can_quantize(name, imatrix=importance is not None):
 
         def quantize(x):
-            return ggml_c.quantize(name, x, threads=threads, imatrix=importance)
+            out = ggml_c.quantize(
+                name, x, threads=threads, imatrix=importance, out=kept.get("encoded")
+            )
+            kept["encoded"] = out
+            return out
 
     if ggml_c.can_dequantize(name):
 
         def dequantize(raw, shape):
-            return ggml_c.dequantize(name, raw, shape)
+            out = ggml_c.dequantize(name, raw, shape, threads=threads, out=kept.get("values"))
+            kept["values"] = out
+            return out
 
     return quantize, dequantize
 

@@ -152,7 +152,11 @@ def _run(ranges: list[tuple[int, int]], work) -> None:
 
 
 def quantize(
-    type_name: str, x: np.ndarray, threads: int = 1, imatrix: np.ndarray | None = None
+    type_name: str,
+    x: np.ndarray,
+    threads: int = 1,
+    imatrix: np.ndarray | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The C reference encoding of float32 rows `x` (rows, n): uint8 array (rows, row bytes).
 
@@ -160,7 +164,8 @@ def quantize(
     the activation types it does not handle (q8_1, q8_k). `imatrix`: None, or one float32
     weight per column (an importance-matrix row, the same for every row), the weights
     llama-quantize passes. `threads` > 1 splits the rows over Python threads (ctypes
-    releases the GIL).
+    releases the GIL). `out`: a C-contiguous uint8 array of the result's shape to write
+    into (a benchmark's, allocated once) instead of a new zero-filled one.
     """
     type_id, traits = _type(type_name)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -179,7 +184,7 @@ def quantize(
     elif type_id in _NEEDS_IMATRIX:
         raise ValueError(f"ggml cannot quantize {type_name} without an imatrix")
     row_bytes = n // traits.blck_size * traits.type_size
-    out = np.zeros((nrows, row_bytes), dtype=np.uint8)
+    out = _output(out, (nrows, row_bytes), np.uint8)
     if x.size == 0:
         return out
     lib = library()
@@ -220,9 +225,14 @@ def can_dequantize(type_name: str) -> bool:
 
 
 def dequantize(
-    type_name: str, raw: np.ndarray, shape: tuple[int, ...], threads: int = 1
+    type_name: str,
+    raw: np.ndarray,
+    shape: tuple[int, ...],
+    threads: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The C reference decoding (the type's `to_float`) of GGML bytes into float32 `shape`."""
+    """The C reference decoding (the type's `to_float`) of GGML bytes into float32 `shape`
+    (into `out`, C-contiguous float32 of that shape, when given)."""
     type_id, traits = _type(type_name)
     shape = tuple(int(s) for s in shape)
     n = shape[-1] if shape else 1
@@ -236,7 +246,7 @@ def dequantize(
             f"{type_name} shape {shape} needs {nrows * row_bytes} bytes, got {raw.size}"
         )
     raw = raw.reshape(nrows, row_bytes)
-    out = np.zeros((nrows, n), dtype=np.float32)
+    out = _output(None if out is None else out.reshape(nrows, n), (nrows, n), np.float32)
     if out.size == 0:
         return out.reshape(shape)
     if traits.to_float:
@@ -252,6 +262,17 @@ def dequantize(
 
     _run(_row_ranges(nrows, threads), work)
     return out.reshape(shape)
+
+
+def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """`out` checked to be a C-contiguous array of `shape` and `dtype`, or a new zero-filled one."""
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(
+            f"out must be C-contiguous {np.dtype(dtype)} {shape}, got {out.dtype} {out.shape}"
+        )
+    return out
 
 
 def main() -> int:
