@@ -33,10 +33,25 @@ _BLOCK = BY_NAME["apr_q4"].block_size
 _BLOCK_BYTES = BY_NAME["apr_q4"].type_size
 _MODULE = "bundler.codecs.apr_kernels"
 _ENCODE_Q4, _DECODE_Q4 = Compiled(_MODULE, "encode_q4"), Compiled(_MODULE, "decode_q4")
-# AprQ8 streams through its header encoder and body decoder, not the Kernel pair, so their
-# first calls are announced here
-_ENCODE_Q8 = first_call(Compiled(_MODULE, "encode_q8"), "apr_q8 encoder")
-_DECODE_Q8 = first_call(Compiled(_MODULE, "decode_q8"), "apr_q8 decoder")
+_ENCODE_Q8, _DECODE_Q8 = Compiled(_MODULE, "encode_q8"), Compiled(_MODULE, "decode_q8")
+#: AprQ8 values a thread is given at least (each is a few instructions).
+_MIN_VALUES = 1 << 16
+
+
+def _q8_codes(flat: np.ndarray, codes: np.ndarray, scale: np.float32) -> None:
+    split_run(_ENCODE_Q8, flat.size, flat, codes, scale, min_split=_MIN_VALUES)
+
+
+def _q8_values(codes: np.ndarray, out: np.ndarray, scale: np.float32) -> None:
+    split_run(_DECODE_Q8, codes.size, codes, out, scale, min_split=_MIN_VALUES)
+
+
+# AprQ8 also streams through its header encoder and body decoder, outside the Kernel pair,
+# so their first calls are announced here: around the calls that split the work, never
+# around the compiled loops themselves, which split_run's workers call (a worker's first
+# call would wait for the lock a first call on this thread holds while it waits for them)
+_q8_codes = first_call(_q8_codes, "apr_q8 encoder")
+_q8_values = first_call(_q8_values, "apr_q8 decoder")
 
 
 def _refuse_non_finite(x: np.ndarray, name: str) -> None:
@@ -147,7 +162,7 @@ class Q8Encoder:
         """The int8 codes of a chunk, into `out` (uint8, one byte per value)."""
         flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         codes = out.reshape(-1).view(np.int8)
-        split_run(_ENCODE_Q8, flat.size, flat, codes, self.scale())
+        _q8_codes(flat, codes, self.scale())
         return out
 
 
@@ -157,7 +172,7 @@ def q8_body_decoder(header: np.ndarray):
 
     def decode(body: np.ndarray, shape: tuple[int, ...], out: np.ndarray) -> np.ndarray:
         codes = np.ascontiguousarray(body).reshape(-1).view(np.int8)
-        split_run(_DECODE_Q8, codes.size, codes, out.reshape(-1), scale)
+        _q8_values(codes, out.reshape(-1), scale)
         return out
 
     return decode

@@ -274,3 +274,26 @@ def test_work_split_over_threads_gives_the_same_bytes_and_values(threads, n):
         assert Q8.encode(x).tobytes() == want8
         np.testing.assert_array_equal(Q4.decode(want4, (n,)), whole4)
         np.testing.assert_array_equal(Q8.decode(want8, (n,)), whole8)
+
+
+#: A fresh process whose first AprQ8 calls split the work over two threads (a first call
+#: holds the lock that announces compilations while split_run's workers run).
+FIRST_CALLS_SPLIT = """
+import numpy as np
+from bundler.codecs import get, kernel_threads
+x = np.linspace(-1, 1, 4 << 16, dtype=np.float32).reshape(4, -1)
+with kernel_threads(2):
+    for name in ("apr_q8", "apr_q4"):
+        codec = get(name)
+        assert np.abs(codec.decode(codec.encode(x), x.shape) - x).max() < 0.15
+print("done")
+"""
+
+
+def test_first_calls_that_split_the_work_over_threads_finish():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_CALLS_SPLIT], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "done\n", done.stderr
