@@ -16,6 +16,8 @@ and the quotient uses the float32 scale, not its half-rounded copy; the half is 
 round-to-nearest-even conversion of that scale. `round` is Rust's `f32::round`, which rounds
 half-way cases AWAY from zero (2.5 -> 3, -2.5 -> -3), unlike numpy's half-to-even.
 NaN and infinity are refused, as by every block codec here (aprender would store them as 0).
+A block whose max|x| / 7 underflows to a zero scale gets Rust's casts: x / 0 is an
+infinity, clamped to the extreme code, and 0 / 0 is NaN, which `as i8` makes 0.
 """
 
 from __future__ import annotations
