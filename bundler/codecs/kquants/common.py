@@ -7,6 +7,7 @@ from numba import njit
 
 from bundler.codecs.facts import BY_NAME
 from bundler.codecs.halfs import f32_bits
+from bundler.codecs.intops import max_magnitude_bits
 
 #: Values per super-block.
 QK = BY_NAME["q4_k"].block_size
@@ -45,10 +46,7 @@ def nearest(f):
 def max_abs_bits(x):
     """The largest bit pattern of |x| (an integer reduction, so it vectorises); a pattern
     from 0x7F800000 up means the block holds an infinity or a NaN."""
-    m = np.uint32(0)
-    for i in range(x.size):
-        m = max(m, f32_bits(x[i]) & np.uint32(0x7FFFFFFF))
-    return m
+    return max_magnitude_bits(x.view(np.uint32), 0, x.size)
 
 
 @njit(**JIT)
