@@ -87,6 +87,8 @@ def _redeliver_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
         _thread.start_new_thread(_thread.interrupt_main, ())
     except KeyboardInterrupt:
         _thread.start_new_thread(_thread.interrupt_main, ())
+    except RuntimeError:  # no new thread while the interpreter shuts down: the work is done,
+        pass  # and the handler that raised it has marked the exit code 130
 
 
 class _Interrupts:
