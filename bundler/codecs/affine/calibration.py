@@ -156,7 +156,7 @@ class MSE(Method):
             part = slice(at, at + _SLICES_PER_CALL)
             runs.mse_factors(
                 slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric,
-                q.scale_rule == "extreme", _COARSE, _FINE, _RERANKED, kind, tiny, HALF_TO_F32,
+                q.scale_rule == "extreme", _COARSE, _FINE, kind, tiny, HALF_TO_F32,
                 best[part],
             )  # fmt: skip
         constant = lo == hi
@@ -165,8 +165,6 @@ class MSE(Method):
         return new_lo.reshape(shape), new_hi.reshape(shape)
 
 
-#: Candidates of least approximate error compared exactly (with the first one).
-_RERANKED = 3
 #: Slices searched per kernel call (bounds the search's working memory).
 _SLICES_PER_CALL = 8192
 

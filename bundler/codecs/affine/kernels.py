@@ -285,82 +285,60 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
     return e
 
 
-#: The MSE search's shortcuts, each exact. A finalist whose approximate error exceeds the
-#: least one's times a margin provably errs more (exactly) than that one: it is dropped
-#: unless it is the only one left, whose exact error is then not needed either. A
-#: candidate whose clipped tail values alone provably make its approximate error exceed
-#: the least so far times that margin is not approximated: as a finalist it would be
-#: dropped, and the finalists within the margin, which rank before it, are the same
-#: without it. "Provably": the float32 approximation of a slice of n values is within a
-#: relative `slack` of the exact error, (n + 4) * 2^-24 for its sum and the squared
-#: errors, plus 24 * 2^bits * 2^-24 for a code that differs next to a half-integer; the
-#: margin is four slacks; the shortcuts are off when the slack exceeds `runs.SLACK_LIMIT`
-#: and trust no error under _SMALLEST (float32 underflow). Values beyond _TAIL of their
-#: slice's range are kept for the tail bounds.
-#: The approximate error of a candidate not approximated: more than any float32 sum (a
-#: finalist `_drop_losers` drops), less than an overflowed one.
+#: The MSE search's shortcuts, each exact. The float32 approximation of a slice's error is
+#: within a relative `slack` s of its exact error: (n + 4) * 2^-24 for the sum and squares
+#: of its n values, plus 24 * 2^bits * 2^-24 for a code that differs next to a
+#: half-integer. A candidate whose approximate error exceeds the least one's times the
+#: margin 1 + 4s therefore errs more, exactly, than that one ((1 + 4s)(1 - s) > 1 + s for
+#: s < 1/2): it cannot win. Of a round's candidates only those within the margin of the
+#: least approximate error (the contenders) are compared exactly, and none when one is
+#: left. A candidate whose squared errors at the slice's extremes, two of the float32
+#: terms its approximation would sum, exceed the least error so far times the margin and
+#: 1 + 2s is not approximated (_PRUNED): that sum would be at least 1 - s times theirs, so
+#: over the margin. The shortcuts are off when the slack exceeds `runs.SLACK_LIMIT`
+#: (every candidate is then ranked by its exact error), and trust no error under
+#: _SMALLEST (float32 underflow).
+#: The approximate error of a candidate not approximated: more than any float32 sum.
 _PRUNED = 2.0**1000
-_TAIL = 0.7
 _SMALLEST = 2.0**-90
 
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, reranked, kind,
-                tiny, half_table, margin, bound, out, i0, i1):  # pragma: no cover  # fmt: skip
+def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, kind, tiny,
+                half_table, margin, bound, out, i0, i1):  # pragma: no cover  # fmt: skip
     """The MSE search of slices i0..i1 (the factor each one's range [lo0, hi0] is shrunk
     by): the `coarse` factors, then the best one and the best plus each `fine` step
     (clipped to 0.01..1). In each round every candidate's error is approximated
-    (`_approximate_error`); the first candidate and the `reranked` of least approximate
-    error (ties: the earlier) are compared exactly (`_exact_error`), the first of least
-    error wins. (A candidate with the scale and zero point of the one before it or of the
-    first has its error; the shortcuts above skip work whose outcome is known.) `margin`
-    and `bound`: see `runs.mse_factors`."""
-    n = slices.shape[1]
+    (`_approximate_error`) and the contenders' computed exactly (`_exact_error`); the first
+    of least error wins (see the shortcuts above). `margin`, `bound`: see `runs.mse_factors`."""
     k_max = max(len(coarse), len(fine) + 1)
-    tail = np.empty(n if margin < np.inf else 0, dtype=slices.dtype)
-    least = np.empty(reranked)
-    finalists = np.empty(reranked + 1, dtype=np.int64)
-    exact = np.empty(reranked + 1)
-    cand = np.empty((4, k_max))
+    cand = np.empty((5, k_max))
     # views made once: each costs its reference counting
-    factors, scale, zero, approx = cand[0], cand[1], cand[2], cand[3]
+    factors, scale, zero, approx, exact = cand[0], cand[1], cand[2], cand[3], cand[4]
     for i in range(i0, i1):
         row = slices[i]
-        m = 0
-        exactly = _extreme_magnitude(lo0[i], hi0[i])
-        if margin < np.inf and not exactly:
-            m = _tail(row, np.float32(lo0[i] * _TAIL), np.float32(hi0[i] * _TAIL), tail)
-        won_exact = won_approx = 0.0
+        exactly = margin == np.inf or _extreme_magnitude(lo0[i], hi0[i])
+        won_exact = won_approx = np.nan
         for round_ in range(2):
             k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
                               symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
-            # the fine round's candidates are next to the best one, so their clipped
-            # tails seldom err more than it (none did on Gaussian groups): not tried
-            _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m * (1 - round_),
-                               bound, round_ == 1, won_approx, exactly, approx)  # fmt: skip
-            _finalists(approx, scale, zero, k_n, least, finalists)
-            exact[0] = won_exact if round_ == 1 else np.nan
-            _drop_losers(approx, finalists, exact, margin)
-            best = _alone(finalists, exact)
+            # the fine round's candidates, next to the best one, clip about as much
+            _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0[i], hi0[i], round_ == 0,
+                               bound, won_approx, exactly, approx)  # fmt: skip
+            best = _contest(approx, scale, zero, k_n, margin, won_exact, exactly, exact)
             if best < 0:
-                for r in range(reranked + 1):
-                    if _wanted(finalists, exact, r):
-                        k = finalists[r]
-                        exact[r] = _exact_error(row, scale[k], zero[k], qmin, qmax)
-                best = _winner(finalists, exact)
-            else:
-                # the one finalist left wins: its exact error is left to be computed
-                # if the next round needs it
-                exact[best] = np.nan
-            k = finalists[best]
-            out[i], won_exact, won_approx = factors[k], exact[best], approx[k]
+                for k in range(k_n):
+                    if np.isnan(exact[k]):
+                        exact[k] = _exact_error(row, scale[k], zero[k], qmin, qmax)
+                best = _winner(exact, k_n)
+            out[i], won_exact, won_approx = factors[best], exact[best], approx[best]
 
 
 # The MSE search of few slices (a tensor, a few channels), each slice's candidates and
-# finalists spread over the threads: five steps per round, each over a range of slices or
+# contenders spread over the threads: five steps per round, each over a range of slices or
 # of (slice, candidate) pairs, run one after the other by `runs.mse_factors`. cand[i]:
-# factors, scales, zero points and errors of slice i's candidates.
+# factors, scales, zero points, approximate and exact errors of slice i's candidates.
 
 
 @njit(cache=True, nogil=True)
@@ -374,11 +352,12 @@ def few_candidates(round_, coarse, fine, lo0, hi0, qmin, qmax, symmetric, extrem
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def few_errors(slices, lo0, hi0, qmin, qmax, cand, k_n, t0, t1):  # pragma: no cover
-    """The (approximate) error of candidates t0..t1 of (slice, candidate) pairs."""
+def few_errors(slices, lo0, hi0, qmin, qmax, margin, cand, k_n, t0, t1):  # pragma: no cover
+    """The approximate error (exact where the shortcuts are off) of candidates t0..t1 of
+    (slice, candidate) pairs."""
     for t in range(t0, t1):
         i, k = t // k_n, t % k_n
-        if _extreme_magnitude(lo0[i], hi0[i]):
+        if margin == np.inf or _extreme_magnitude(lo0[i], hi0[i]):
             cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
         else:
             cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin,
@@ -386,34 +365,32 @@ def few_errors(slices, lo0, hi0, qmin, qmax, cand, k_n, t0, t1):  # pragma: no c
 
 
 @njit(cache=True, nogil=True)
-def few_finalists(cand, k_n, round_, won, margin, finalists, exact, i0, i1):  # pragma: no cover
-    """The finalists of slices i0..i1 (the round's winner so far first in round 1)."""
-    least = np.empty(finalists.shape[1] - 1)
+def few_contests(lo0, hi0, cand, k_n, round_, won, margin, best, i0, i1):  # pragma: no cover
+    """`_contest` of slices i0..i1 (won: the exact errors of their round-0 winners)."""
     for i in range(i0, i1):
-        _finalists(cand[i, 3], cand[i, 1], cand[i, 2], k_n, least, finalists[i])
-        exact[i, 0] = won[i] if round_ == 1 else np.nan
-        _drop_losers(cand[i, 3], finalists[i], exact[i], margin)
+        exactly = margin == np.inf or _extreme_magnitude(lo0[i], hi0[i])
+        known = won[i] if round_ == 1 else np.nan
+        best[i] = _contest(cand[i, 3], cand[i, 1], cand[i, 2], k_n, margin, known, exactly,
+                           cand[i, 4])  # fmt: skip
 
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def few_exact(slices, cand, finalists, exact, qmin, qmax, t0, t1):  # pragma: no cover
-    """The exact errors wanted of (slice, finalist) pairs t0..t1."""
-    n_f = finalists.shape[1]
+def few_exact(slices, cand, k_n, best, qmin, qmax, t0, t1):  # pragma: no cover - compiled
+    """The exact errors wanted of (slice, candidate) pairs t0..t1."""
     for t in range(t0, t1):
-        i, r = t // n_f, t % n_f
-        if _wanted(finalists[i], exact[i], r):
-            k = finalists[i, r]
-            exact[i, r] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
+        i, k = t // k_n, t % k_n
+        if best[i] < 0 and np.isnan(cand[i, 4, k]):
+            cand[i, 4, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
 
 
 @njit(cache=True, nogil=True)
-def few_winners(cand, finalists, exact, out, won, i0, i1):  # pragma: no cover - compiled
+def few_winners(cand, k_n, best, out, won, i0, i1):  # pragma: no cover - compiled
     """The winning factor (out) and its exact error (won) of slices i0..i1."""
     for i in range(i0, i1):
-        best = _winner(finalists[i], exact[i])
-        out[i] = cand[i, 0, finalists[i, best]]
-        won[i] = exact[i, best]
+        k = best[i] if best[i] >= 0 else _winner(cand[i, 4], k_n)
+        out[i] = cand[i, 0, k]
+        won[i] = cand[i, 4, k]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -422,16 +399,24 @@ def _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extr
     """The factors, scales and zero points (cand[0], cand[1], cand[2]) of a round's
     candidates (round 1: around `won`); how many."""
     k_n = len(coarse) if round_ == 0 else len(fine) + 1
-    for k in range(k_n):
-        if round_ == 0:
-            f = coarse[k]
-        elif k == 0:
-            f = won
-        else:
-            f = min(max(won + fine[k - 1], 0.01), 1.0)
-        cand[0, k] = f
-        cand[1, k], cand[2, k] = _scale_zero(lo0 * f, hi0 * f, qmin, qmax, symmetric, extreme,
-                                             kind, tiny, half_table)  # fmt: skip
+    factors, scale, zero = cand[0], cand[1], cand[2]
+    if round_ == 0:
+        for k in range(k_n):  # a slice assignment is numba's slow general path
+            factors[k] = coarse[k]
+    else:
+        factors[0] = won
+        for k in range(1, k_n):
+            factors[k] = min(max(won + fine[k - 1], 0.01), 1.0)
+    if kind == SCALE_F32:
+        # float32 scales: no table look-up, so this loop is vectorized
+        for k in range(k_n):
+            lo, hi = lo0 * factors[k], hi0 * factors[k]
+            scale[k] = _stored_f32(_raw_scale(lo, hi, qmin, qmax, symmetric, extreme), tiny)
+            zero[k] = _zero_point(lo, scale[k], qmin, qmax, symmetric)
+    else:
+        for k in range(k_n):
+            scale[k], zero[k] = _scale_zero(lo0 * factors[k], hi0 * factors[k], qmin, qmax,
+                                            symmetric, extreme, kind, tiny, half_table)  # fmt: skip
     return k_n
 
 
@@ -445,145 +430,97 @@ def _extreme_magnitude(lo0, hi0):
     return m > 0.0 and (m < 2.0**-24 or m > 2.0**24)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _tail(row, lo, hi, buf):
-    """The values of `row` below lo or above hi into `buf`, in order; how many."""
-    m = 0
-    for j in range(row.shape[0]):
-        v = row[j]
-        buf[m] = v
-        m += (v < lo) | (v > hi)
-    return m
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
-def _approximate_round(row, k_n, scale, zero, qmin, qmax, tail, m, margin, known, known_error,
+def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound, known_error,
                        exactly, approx):  # pragma: no cover - compiled  # fmt: skip
-    """approx[:k_n] of one slice's candidates (their exact errors when `exactly`, a slice
-    of `_extreme_magnitude`): candidate 0's is `known_error` when `known`;
-    a candidate with the scale and zero point of candidate 0 or of the one before it has
-    that one's; one whose clipped `tail` values (the first m) alone err more than the
-    least error so far times `margin` (the shortcuts' margin and one more slack) is
-    _PRUNED (see the shortcuts above)."""
+    """approx[:k_n] of one slice's candidates (their exact errors when `exactly`):
+    candidate 0's is `known_error` unless NaN; a candidate with the scale and zero point
+    of candidate 0 or of the one before it has that one's. With `ends`, one whose squared
+    errors at the slice's least and greatest values (lo0, hi0 when not 0: values of the
+    slice) alone exceed the least error so far times `bound` is _PRUNED, not approximated
+    (tried once the errors stop falling: the coarse factors fall from 1, and the first
+    ones clip nothing)."""
     least = np.inf
     for k in range(k_n):
-        if k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
-            e = approx[0]
-        elif k > 0 and scale[k] == scale[k - 1] and zero[k] == zero[k - 1]:
+        if k > 0 and scale[k] == scale[k - 1] and zero[k] == zero[k - 1]:
             e = approx[k - 1]
-        elif k == 0 and known:
+        elif k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
+            e = approx[0]
+        elif k == 0 and not np.isnan(known_error):
             e = known_error
-        elif (
-            m > 0
-            and least < np.inf
-            and _clipped(tail, m, scale[k], zero[k], qmin, qmax) > max(least * margin, _SMALLEST)
-        ):
-            e = _PRUNED
         elif exactly:
             e = _exact_error(row, scale[k], zero[k], qmin, qmax)
+        elif (
+            ends
+            and approx[k - 1] > least
+            and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > max(least, _SMALLEST) * bound
+        ):
+            e = _PRUNED
         else:
             e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
         approx[k] = e
         least = min(least, e)
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _clipped(tail, m, scale, zero, qmin, qmax):  # pragma: no cover - compiled
-    """The float32 squared distances of the first m `tail` values beyond the decoded
-    extremes of (scale, zero) to them (the very terms `_approximate_error` sums for them),
-    summed in float64 (in any order: the margins dwarf its rounding)."""
+@njit(cache=True, nogil=True, error_model="numpy")
+def _ends(lo0, hi0, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """The float32 squared errors of lo0 and hi0 (those not 0) quantized with (scale, zero),
+    the very terms `_approximate_error` sums for them, added in float64. (Its float32 sum
+    of all terms is at least this sum less a slack.)"""
     d = np.float32(scale)
     z = np.float32(zero)
-    a = (np.float32(qmin) - z) * d
-    b = (np.float32(qmax) - z) * d
-    top = max(a, b)
-    bottom = min(a, b)
+    inv = np.float32(1.0) / d
+    lo = np.float32(qmin) - z
+    hi = np.float32(qmax) - z
     e = 0.0
-    zero32 = np.float32(0.0)
-    for j in range(m):
-        # one of the two is 0
-        above = max(tail[j] - top, zero32)
-        below = min(tail[j] - bottom, zero32)
-        e += np.float64(above * above) + np.float64(below * below)
+    for v in (np.float32(lo0), np.float32(hi0)):
+        err = v - min(max(np.float32(np.rint(v * inv)), lo), hi) * d
+        e += np.float64(err * err) if v != 0 else 0.0
     return e
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _finalists(approx, scale, zero, k_n, least, finalists):
-    """finalists[0] = 0, then the len(least) candidates of least approximate error in order
-    (ties: the earlier), -2 - k for one (k) whose scale and zero point an earlier finalist
-    already has (its error is the same, and the earlier one wins ties); -1 for none."""
-    for r in range(finalists.shape[0]):  # a slice assignment is numba's slow general path
-        finalists[r] = -1
-    finalists[0] = 0
-    n_r = least.shape[0]
-    for k in range(k_n):
-        e = approx[k]
-        m = k
-        for r in range(n_r):
-            c = finalists[r + 1]
-            if c < 0 or e < least[r]:
-                finalists[r + 1], m = m, c
-                least[r], e = e, least[r]
-                if m < 0:
-                    break
-    for r in range(1, n_r + 1):
-        m = finalists[r]
-        if m < 0:
-            continue
-        for p in range(r):
-            q = finalists[p] if finalists[p] >= 0 else -2 - finalists[p]
-            if scale[q] == scale[m] and zero[q] == zero[m]:
-                finalists[r] = -2 - m
-                break
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _drop_losers(approx, finalists, exact, margin):
-    """Finalists whose approximate error provably exceeds the least one's cannot win: the
-    others' are marked as repeated ones are (-2 - k), the first's exact error set to
-    infinity (the finalist of least approximate error is always kept)."""
-    least = approx[0]
-    for r in range(1, finalists.shape[0]):
-        if finalists[r] >= 0:
-            least = min(least, approx[finalists[r]])
-    if not least >= _SMALLEST:
-        return
-    for r in range(finalists.shape[0]):
-        k = finalists[r]
-        if k >= 0 and approx[k] < np.inf and approx[k] > least * margin:
-            if r == 0:
-                exact[0] = np.inf
-            else:
-                finalists[r] = -2 - k
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _wanted(finalists, exact, r):
-    """Whether finalist r's exact error is to be computed (not a repeated or dropped one,
-    nor finalist 0 when known: exact[0] not NaN)."""
-    return finalists[r] >= 0 if r > 0 else np.isnan(exact[0])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _alone(finalists, exact):
-    """The one finalist left (not repeated nor dropped), or -1 when there are more."""
-    left = -1 if exact[0] == np.inf else 0
-    for r in range(1, finalists.shape[0]):
-        if finalists[r] >= 0:
-            if left >= 0:
-                return -1
-            left = r
-    return left
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _winner(finalists, exact):
-    """The finalist of least exact error (the first on ties)."""
+def _contest(approx, scale, zero, k_n, margin, known_exact, exactly, exact):
+    """The round's winner when no exact error is to be computed: the candidate of least
+    approximate error (the first on ties) when its errors are exact or it is the only
+    contender (its exact error then `known_exact` for candidate 0, else NaN: not
+    computed). Otherwise -1, exact[k] set for the contenders (NaN: to compute; candidate
+    0's `known_exact` unless NaN) and infinity for the others, among them a candidate with
+    the scale and zero point of an earlier contender (the same error; the earlier wins)."""
     best = 0
-    for r in range(1, finalists.shape[0]):
-        if finalists[r] >= 0 and exact[r] < exact[best]:
-            best = r
+    for k in range(1, k_n):
+        if approx[k] < approx[best]:
+            best = k
+    least = approx[best]
+    if exactly:
+        exact[best] = least
+        return best
+    limit = least * margin if least >= _SMALLEST else np.inf
+    contenders = 0
+    for k in range(k_n):
+        c = approx[k] <= limit and approx[k] < _PRUNED
+        if c:
+            for j in range(k):
+                if exact[j] != np.inf and scale[j] == scale[k] and zero[j] == zero[k]:
+                    c = False
+                    break
+        exact[k] = np.nan if c else np.inf
+        contenders += c
+    if contenders == 1:
+        exact[best] = known_exact if best == 0 else np.nan
+        return best
+    if exact[0] != np.inf:
+        exact[0] = known_exact
+    return -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _winner(exact, k_n):
+    """The candidate of least exact error (the first on ties)."""
+    best = 0
+    for k in range(1, k_n):
+        if exact[k] < exact[best]:
+            best = k
     return best
 
 

@@ -19,15 +19,17 @@ CHUNK = 8192
 ROWS = 64
 #: Below this many slices the MSE search spreads each slice's candidates over the threads.
 FEW_SLICES = 64
-#: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels).
-SLACK_LIMIT = 2.0**-7
+#: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels;
+#: their proofs hold up to 1/2): past it, at 2^21 values less 24 per code of width, a
+#: slice's candidates are ranked by their exact errors.
+SLACK_LIMIT = 2.0**-3
 
 _MODULE = "bundler.codecs.affine.kernels"
 _K = {
     name: Compiled(_MODULE, name)
     for name in (
         "quantize", "extremes", "minmax_rows", "minmax_blocks_down", "mse_factors",
-        "few_candidates", "few_errors", "few_finalists", "few_exact", "few_winners",
+        "few_candidates", "few_errors", "few_contests", "few_exact", "few_winners",
         "entropy_thresholds",
     )
 }  # fmt: skip
@@ -78,38 +80,35 @@ def minmax_blocks_down(x: np.ndarray, bits: np.ndarray, size: int, *args: Any) -
 
 @_announced
 def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int, qmax: int,
-                symmetric: bool, extreme: bool, coarse: np.ndarray, fine: np.ndarray,
-                reranked: int, kind: int, tiny: float, half_table: np.ndarray,
-                out: np.ndarray) -> None:  # fmt: skip
+                symmetric: bool, extreme: bool, coarse: np.ndarray, fine: np.ndarray, kind: int,
+                tiny: float, half_table: np.ndarray, out: np.ndarray) -> None:  # fmt: skip
     """out[i] = the factor the MSE search shrinks slice i's range [lo0, hi0] by (see
     `kernels.mse_factors`)."""
     s_n, n = slices.shape
     # the float32 approximation of a slice's error is within this relative slack of it
     slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
     margin = 1.0 + 4 * slack if slack <= SLACK_LIMIT else np.inf
-    # a tail bound over the margin by one more slack bounds the approximation over it
+    # a bound over the margin by two more slacks bounds the approximation over the margin
     bound = margin * (1.0 + 2 * slack)
     common = (qmin, qmax, symmetric, extreme)
     if s_n >= FEW_SLICES:
-        split_run(_K["mse_factors"], s_n, slices, lo0, hi0, *common, coarse, fine, reranked,
-                  kind, tiny, half_table, margin, bound, out, min_split=1)  # fmt: skip
+        split_run(_K["mse_factors"], s_n, slices, lo0, hi0, *common, coarse, fine, kind, tiny,
+                  half_table, margin, bound, out, min_split=1)  # fmt: skip
         return
     # few slices (a tensor, a few channels): their candidates over the threads
-    cand = np.empty((s_n, 4, max(len(coarse), len(fine) + 1)))
-    finalists = np.empty((s_n, reranked + 1), dtype=np.int64)
-    exact = np.empty((s_n, reranked + 1))
+    cand = np.empty((s_n, 5, max(len(coarse), len(fine) + 1)))
+    best = np.empty(s_n, dtype=np.int64)
     won = np.empty(s_n)
     for round_ in range(2):
         k_n = len(coarse) if round_ == 0 else len(fine) + 1
         split_run(_K["few_candidates"], s_n, round_, coarse, fine, lo0, hi0, *common, kind,
                   tiny, half_table, out, cand, min_split=s_n)  # fmt: skip
-        split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, cand, k_n,
+        split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, margin, cand, k_n,
                   min_split=1)  # fmt: skip
-        split_run(_K["few_finalists"], s_n, cand, k_n, round_, won, margin, finalists, exact,
+        split_run(_K["few_contests"], s_n, lo0, hi0, cand, k_n, round_, won, margin, best,
                   min_split=s_n)  # fmt: skip
-        split_run(_K["few_exact"], s_n * (reranked + 1), slices, cand, finalists, exact, qmin,
-                  qmax, min_split=1)  # fmt: skip
-        split_run(_K["few_winners"], s_n, cand, finalists, exact, out, won, min_split=s_n)
+        split_run(_K["few_exact"], s_n * k_n, slices, cand, k_n, best, qmin, qmax, min_split=1)
+        split_run(_K["few_winners"], s_n, cand, k_n, best, out, won, min_split=s_n)
 
 
 @_announced

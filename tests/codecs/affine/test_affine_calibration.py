@@ -66,7 +66,7 @@ def test_mse_choice_is_the_least_error_of_its_candidates(rows, symmetric, scale_
 
 
 # 64 slices and more go through the search's per-slice path, with its shortcuts (bounds
-# from the clipped tail, finalists that cannot win): the same choices
+# from the clipped extremes, approximate errors that cannot win): the same choices
 _MANY_RNG = np.random.default_rng(11)
 MANY = _MANY_RNG.standard_t(3, size=(80, 256)).astype(np.float32)
 MANY_HALVES = (_MANY_RNG.integers(-15, 16, size=(72, 128)) / 16).astype(np.float32)
@@ -89,6 +89,26 @@ def test_mse_choice_on_many_slices_is_the_least_error_of_its_candidates(
     rows, bits, symmetric, scale_dtype
 ):
     _assert_restated_mse(rows, bits, symmetric, scale_dtype)
+
+
+# rows that MinMax's range reproduces exactly (error 0, under any bound the shortcuts
+# trust: every candidate left is compared exactly) and 16-bit codes (the float32
+# approximation too coarse: every candidate ranked exactly), on both paths
+_ZERO_ERROR = (_MANY_RNG.integers(0, 16, size=(80, 128)) / 8).astype(np.float32)
+_ZERO_ERROR[:, :2] = [0, 15 / 8]  # int4 asymmetric MinMax scale 1/8: every value a code
+_WIDE = (_MANY_RNG.standard_t(3, size=(80, 128)) * 1000).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("rows", "bits", "symmetric"),
+    [(_ZERO_ERROR, 4, False), (_WIDE, 16, True), (_WIDE, 16, False)],
+    ids=["zero-error", "int16-sym", "int16-asym"],
+)
+@pytest.mark.parametrize("slices", [8, 80])
+def test_mse_choice_without_shortcuts_is_the_least_error_of_its_candidates(
+    rows, bits, symmetric, slices
+):
+    _assert_restated_mse(rows[:slices], bits, symmetric, "f32")
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
