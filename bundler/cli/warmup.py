@@ -13,14 +13,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "warmup",
         help="compile the codec kernels now (for images and CI), not on first use",
         description="Compile the kernels of the block codecs and of the affine, vector, "
-        "statistics and float-conversion families, or load them from the compiler's cache, "
-        "so that no later conversion waits for the compiler.",
+        "statistics, float-conversion and GGUF string families, or load them from the "
+        "compiler's cache, so that no later conversion waits for the compiler.",
     )
     p.add_argument(
         "--codecs",
         default=None,
-        help="comma-separated codec or family names (affine, vectors, stats, floats); default: "
-        "every block codec bundler encodes and every family",
+        help="comma-separated codec or family names (affine, vectors, stats, floats, gguf); "
+        "default: every block codec bundler encodes and every family",
     )
     add_json_flag(p)
     p.set_defaults(func=run)

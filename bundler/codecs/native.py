@@ -206,7 +206,7 @@ def store_dir() -> Path:
 
 
 #: Compiled kernels outside `bundler/codecs`, and the modules whose constants they use.
-_OTHER_SOURCES = ("stats.py", "stats_kernel.py")
+_OTHER_SOURCES = ("stats.py", "stats_kernel.py", "containers/gguf/strings_kernel.py")
 
 
 def sources() -> list[Path]:

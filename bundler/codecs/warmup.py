@@ -1,7 +1,7 @@
 """Compiling the kernels ahead of their first use (`bundler warmup`), for images and CI runs
 that should not pay for it during a conversion: every block codec's (weighted encoders
-included), and the families
-called function by function (affine integers, embedding vectors, error statistics)."""
+included), and the families called function by function (affine integers, embedding
+vectors, error statistics, float conversions, GGUF string arrays)."""
 
 from __future__ import annotations
 
@@ -72,19 +72,29 @@ def _warm_floats() -> None:
                 codec.decode(raw, x.shape)
 
 
+def _warm_gguf_strings() -> None:
+    from bundler.containers.gguf import values
+
+    # a GGUF string array read from a file (a read-only copy of its bytes)
+    values.read_array(b"\x02\0\0\0\0\0\0\0hi", 0, 10, values.ValueType.STRING, 1, False,
+                      "warm-up", "strings")  # fmt: skip
+
+
 #: Kernel families compiled function by function -> (their label in COMPILED, warm-up).
 FAMILIES = {
     "affine": ("affine", _warm_affine),
     "vectors": ("vector", _warm_vectors),
     "stats": ("error statistics", _warm_stats),
     "floats": ("float conversion", _warm_floats),
+    "gguf": ("GGUF string scan", _warm_gguf_strings),
 }
 
 
 def warmup(names: Sequence[str] | None = None) -> dict[str, Any]:
     """Compile, or load from the cache, the kernels of `names`: codecs (their encode and
     decode kernels, for writable and read-only (memory-mapped) arrays alike) or families
-    (`affine`, `vectors`, `stats`); default: every compiled codec and every family.
+    (`affine`, `vectors`, `stats`, `floats`, `gguf`); default: every compiled codec and
+    every family.
 
     Returns per name the functions compiled now (0: they were cached) and the seconds.
     """

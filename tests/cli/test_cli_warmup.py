@@ -84,7 +84,7 @@ def test_the_first_conversion_says_on_stderr_that_it_compiles_and_where(tmp_path
     [
         ("q9_9", "unknown codec"),
         ("f4", "can be stored and copied but not encoded"),
-        ("int8", "warm up its family (affine, vectors, stats, floats)"),
+        ("int8", "warm up its family (affine, vectors, stats, floats, gguf)"),
     ],
 )
 def test_warmup_of_a_codec_without_kernels_is_a_usage_error(tmp_path, codecs, says):

@@ -436,8 +436,8 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
     """approx[:k_n] of one slice's candidates (their exact errors when `exactly`):
     candidate 0's is `known_error` unless NaN; a candidate with the scale and zero point
     of candidate 0 or of the one before it has that one's. With `ends`, one whose squared
-    errors at the slice's least and greatest values (lo0, hi0 when not 0: values of the
-    slice) alone exceed the least error so far times `bound` is _PRUNED, not approximated
+    errors at the slice's extremes lo0 and hi0 (`_ends`) alone exceed the least error so
+    far times `bound` is _PRUNED, not approximated
     (tried once the errors stop falling: the coarse factors fall from 1, and the first
     ones clip nothing)."""
     least = np.inf
@@ -462,21 +462,17 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
         least = min(least, e)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _ends(lo0, hi0, scale, zero, qmin, qmax):  # pragma: no cover - compiled
-    """The float32 squared errors of lo0 and hi0 (those not 0) quantized with (scale, zero),
-    the very terms `_approximate_error` sums for them, added in float64. (Its float32 sum
-    of all terms is at least this sum less a slack.)"""
+@njit(cache=True, nogil=True, inline="always")
+def _ends(lo0, hi0, scale, zero, qmin, qmax):
+    """At most the float32 squared errors `_approximate_error` sums for the slice's extremes
+    lo0 and hi0 (values of the slice when not 0), added in float64: their distances
+    beyond the decoded extremes of (scale, zero), squared in float32 (no code decodes
+    beyond those, and float32 rounding is monotonic)."""
     d = np.float32(scale)
     z = np.float32(zero)
-    inv = np.float32(1.0) / d
-    lo = np.float32(qmin) - z
-    hi = np.float32(qmax) - z
-    e = 0.0
-    for v in (np.float32(lo0), np.float32(hi0)):
-        err = v - min(max(np.float32(np.rint(v * inv)), lo), hi) * d
-        e += np.float64(err * err) if v != 0 else 0.0
-    return e
+    above = max(np.float32(hi0) - (np.float32(qmax) - z) * d, np.float32(0.0))
+    below = min(np.float32(lo0) - (np.float32(qmin) - z) * d, np.float32(0.0))
+    return np.float64(above * above) + np.float64(below * below)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -1,20 +1,20 @@
 """GGUF array bodies and value bytes, both directions, without Construct's per-element Array.
 
-Numeric and bool arrays are sliced with `np.frombuffer`; string arrays are scanned with one
-`unpack_from` per element. Every count and length is checked against the bytes left in the
-file before anything is allocated. Strings are UTF-8; bytes that are not valid UTF-8 are
+Numeric and bool arrays are sliced with `np.frombuffer`; string arrays' lengths are scanned
+by a compiled loop (`strings_kernel`). Every count and length is checked against the bytes
+left in the file before anything is allocated. Strings are UTF-8; bytes that are not valid UTF-8 are
 kept as surrogate escapes (PEP 383) so that they are written back unchanged.
 """
 
 from __future__ import annotations
 
 import struct
-from array import array
 from typing import Any
 
 import numpy as np
 
 from bundler.bundle import Value, ValueType
+from bundler.codecs.kernels import Compiled, first_call
 from bundler.containers.gguf.schema import MAX_NESTING
 from bundler.containers.limits import NestedBudget
 from bundler.errors import FormatError, TruncatedError, UsageError
@@ -120,7 +120,7 @@ def _read_strings(buf, pos, end, count, big_endian, path, what, decode) -> tuple
     data = buf[pos : min(end, pos + _window(count))]
     at = i = 0
     while True:
-        starts, at = _starts(data, at, count - i, unpack)  # a run of whole strings
+        starts, at = _starts(data, at, count - i, big_endian)  # a run of whole strings
         i += len(starts)
         out += _decoded(data, starts, at) if decode else [""] * len(starts)
         if i == count:
@@ -139,47 +139,48 @@ def _read_strings(buf, pos, end, count, big_endian, path, what, decode) -> tuple
             base, data, at = _refill(buf, base, end, 8 + max(n, _window(count - i)))
 
 
-def _starts(data: bytes, at: int, most: int, unpack: Any) -> tuple[array, int]:
+def _starts(data: bytes, at: int, most: int, big_endian: bool) -> tuple[np.ndarray, int]:
     """Where each of the next strings (up to `most`) from `at` begins, after its 8-byte
     length, while they lie wholly in `data`; and where the last of them ends."""
-    starts = array("q")
-    append = starts.append
-    try:
-        for _ in range(most):
-            (n,) = unpack(data, at)
-            at += 8
-            append(at)
-            at += n
-    except (struct.error, OverflowError):  # a length past the end of `data` (or of any
-        pass  # buffer: a lying one): the run stops before it
-    if at > len(data):  # the last string runs past the end (a later length is not read)
-        at = starts.pop() - 8
-    return starts, at
+    starts = np.empty(max(0, min(most, (len(data) - at) // 8)), dtype=np.int64)
+    end = np.empty(1, dtype=np.int64)
+    found = _scan_starts(np.frombuffer(data, np.uint8), at, most, big_endian, starts, end)
+    return starts[:found], int(end[0])
+
+
+def _scan(data: np.ndarray, at: int, most: int, big_endian: bool, starts: np.ndarray,
+          end: np.ndarray) -> int:  # fmt: skip
+    return _STRING_STARTS(data, at, most, big_endian, starts, end)
+
+
+_STRING_STARTS = Compiled("bundler.containers.gguf.strings_kernel", "string_starts")
+_scan_starts = first_call(_scan, "GGUF string scan", threaded=False)
 
 
 #: From this many strings on, a run is decoded at once (see `_decoded`).
 _JOINED_FROM = 64
 
 
-def _decoded(data: bytes, starts: array, stop: int) -> list[str]:
+def _decoded(data: bytes, starts: np.ndarray, stop: int) -> list[str]:
     """The strings of `data` beginning at `starts` (each after its 8-byte length, the next
     one's length or `stop` ending it). A long run without NUL bytes is decoded as one text,
     each length replaced by a NUL and split there: the same strings, since no UTF-8
     sequence spans a NUL byte (each invalid byte is escaped alone either way)."""
-    if not starts:
+    if len(starts) == 0:
         return []
     if len(starts) >= _JOINED_FROM:
-        first = starts[0] - 8
+        first = int(starts[0]) - 8
         run = np.frombuffer(data, np.uint8, stop - first, first)
-        at = np.frombuffer(starts, np.int64) - first
+        at = starts - first
         keep = np.ones(run.size, bool)
         keep[(at[:, None] - np.arange(8, 1, -1)).ravel()] = False  # all but a length's last byte
         text = run[keep]
         text[at - 1 - 7 * np.arange(1, len(at) + 1)] = 0
         if np.count_nonzero(text == 0) == len(starts):  # no NUL inside a string
             return text.tobytes()[1:].decode(ENCODING, ERRORS).split("\0")
-    ends = [*(s - 8 for s in starts[1:]), stop]
-    return [data[s:e].decode(ENCODING, ERRORS) for s, e in zip(starts, ends, strict=True)]
+    bounds = starts.tolist()
+    ends = [*(s - 8 for s in bounds[1:]), stop]
+    return [data[s:e].decode(ENCODING, ERRORS) for s, e in zip(bounds, ends, strict=True)]
 
 
 def _window(strings_left: int) -> int:
