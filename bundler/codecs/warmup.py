@@ -73,11 +73,14 @@ def _warm_floats() -> None:
 
 
 def _warm_gguf_strings() -> None:
+    from bundler.bundle import Value, ValueType
     from bundler.containers.gguf import values
 
-    # a GGUF string array read from a file (a read-only copy of its bytes)
-    values.read_array(b"\x02\0\0\0\0\0\0\0hi", 0, 10, values.ValueType.STRING, 1, False,
-                      "warm-up", "strings")  # fmt: skip
+    # a long string array written, then read back from its bytes
+    strings = Value(ValueType.ARRAY, [f"t{i}" for i in range(values.JOINED_FROM)], ValueType.STRING)
+    body = values.array_body(strings, False, "warm-up")
+    values.read_array(body, 0, len(body), ValueType.STRING, values.JOINED_FROM, False, "warm-up",
+                      "strings")  # fmt: skip
 
 
 #: Kernel families compiled function by function -> (their label in COMPILED, warm-up).

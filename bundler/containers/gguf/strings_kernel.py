@@ -32,3 +32,42 @@ def string_starts(data, at, most, big_endian, starts, end):  # pragma: no cover 
         count += 1
     end[0] = at
     return count
+
+
+@njit(cache=True, nogil=True)
+def joined_text(data, starts, stop, out):  # pragma: no cover - compiled
+    """out = the strings of `data` beginning at `starts` (each after its 8-byte length, the
+    next one's length or `stop` ending it), a NUL between each two. Returns the bytes
+    written, or -1 when a string holds a NUL (the text would not split back into them)."""
+    at = 0
+    n = starts.shape[0]
+    for i in range(n):
+        if i > 0:
+            out[at] = 0
+            at += 1
+        end = starts[i + 1] - 8 if i + 1 < n else stop
+        for j in range(starts[i], end):
+            byte = data[j]
+            if byte == 0:
+                return -1
+            out[at] = byte
+            at += 1
+    return at
+
+
+@njit(cache=True, nogil=True)
+def laid_out(text, begins, lengths, big_endian, out):  # pragma: no cover - compiled
+    """out = each string of `text` (from begins[i], lengths[i] bytes) after its length as
+    8 bytes of the byte order, in order. Returns the bytes written."""
+    at = 0
+    for i in range(begins.shape[0]):
+        n = lengths[i]
+        for b in range(8):
+            shift = np.uint64(8 * (7 - b if big_endian else b))
+            out[at + b] = np.uint8((np.uint64(n) >> shift) & np.uint64(0xFF))
+        at += 8
+        s = begins[i]
+        for j in range(n):
+            out[at + j] = text[s + j]
+        at += n
+    return at

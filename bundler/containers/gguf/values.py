@@ -153,31 +153,30 @@ def _scan(data: np.ndarray, at: int, most: int, big_endian: bool, starts: np.nda
     return _STRING_STARTS(data, at, most, big_endian, starts, end)
 
 
-_STRING_STARTS = Compiled("bundler.containers.gguf.strings_kernel", "string_starts")
+_KERNELS = "bundler.containers.gguf.strings_kernel"
+_STRING_STARTS = Compiled(_KERNELS, "string_starts")
 _scan_starts = first_call(_scan, "GGUF string scan", threaded=False)
+_JOINED_TEXT = first_call(Compiled(_KERNELS, "joined_text"), "GGUF string scan", threaded=False)
+_LAID_OUT = first_call(Compiled(_KERNELS, "laid_out"), "GGUF string scan", threaded=False)
 
 
 #: From this many strings on, a run is decoded at once (see `_decoded`).
-_JOINED_FROM = 64
+JOINED_FROM = 64
 
 
 def _decoded(data: bytes, starts: np.ndarray, stop: int) -> list[str]:
     """The strings of `data` beginning at `starts` (each after its 8-byte length, the next
     one's length or `stop` ending it). A long run without NUL bytes is decoded as one text,
-    each length replaced by a NUL and split there: the same strings, since no UTF-8
-    sequence spans a NUL byte (each invalid byte is escaped alone either way)."""
+    the strings joined by NULs and split there: the same strings, since no UTF-8 sequence
+    spans a NUL byte (each invalid byte is escaped alone either way)."""
     if len(starts) == 0:
         return []
-    if len(starts) >= _JOINED_FROM:
-        first = int(starts[0]) - 8
-        run = np.frombuffer(data, np.uint8, stop - first, first)
-        at = starts - first
-        keep = np.ones(run.size, bool)
-        keep[(at[:, None] - np.arange(8, 1, -1)).ravel()] = False  # all but a length's last byte
-        text = run[keep]
-        text[at - 1 - 7 * np.arange(1, len(at) + 1)] = 0
-        if np.count_nonzero(text == 0) == len(starts):  # no NUL inside a string
-            return text.tobytes()[1:].decode(ENCODING, ERRORS).split("\0")
+    if len(starts) >= JOINED_FROM:
+        first = int(starts[0])
+        text = np.empty(stop - first, np.uint8)  # the strings and a NUL between each two
+        n = _JOINED_TEXT(np.frombuffer(data, np.uint8), starts, stop, text)
+        if n >= 0:
+            return text[:n].tobytes().decode(ENCODING, ERRORS).split("\0")
     bounds = starts.tolist()
     ends = [*(s - 8 for s in bounds[1:]), stop]
     return [data[s:e].decode(ENCODING, ERRORS) for s, e in zip(bounds, ends, strict=True)]
@@ -251,7 +250,7 @@ def _joined_strings(strings: Any, big_endian: bool) -> bytes | None:
     """The body of a long array of strings none of which holds a NUL, encoded as one text
     and laid out around their lengths at once (see `_decoded`); None for any other (the
     strings are then encoded one by one, which also names a string that cannot be)."""
-    if len(strings) < _JOINED_FROM:
+    if len(strings) < JOINED_FROM:
         return None
     try:
         text = np.frombuffer("\0".join(strings).encode(ENCODING, ERRORS), np.uint8)
@@ -261,14 +260,10 @@ def _joined_strings(strings: Any, big_endian: bool) -> bytes | None:
     n = len(strings)
     if len(nul) != n - 1:
         return None
-    index = np.arange(n)
     begins = np.concatenate(([0], nul + 1))
     lengths = np.concatenate((nul, [text.size])) - begins
     out = np.empty(text.size - (n - 1) + 8 * n, np.uint8)
-    is_head = np.zeros(out.size, bool)
-    is_head[((begins + 7 * index)[:, None] + np.arange(8)).ravel()] = True  # length fields
-    out[is_head] = lengths.astype(">u8" if big_endian else "<u8").view(np.uint8)
-    out[~is_head] = text[text != 0]
+    _LAID_OUT(text, begins, lengths, big_endian, out)
     return out.tobytes()
 
 
