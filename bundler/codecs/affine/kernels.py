@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from bundler.codecs.affine.runs import CHUNK, ROWS
+from bundler.codecs.affine.runs import CHUNK, ROWS, SUM_BLOCK
 from bundler.codecs.halfs import f32_bits, f32_from_bits, f32_to_f16_bits
 from bundler.codecs.intops import smax, smin, uindex
 
@@ -182,11 +182,22 @@ def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - comp
     quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
     so a few ulps off; the search compares its best candidates with `_exact_error`.
     (rint(v / d) + z clamped to [qmin, qmax], minus z, is rint(v / d) clamped to
-    [qmin - z, qmax - z]: small integers are exact in float32.)"""
+    [qmin - z, qmax - z]: small integers are exact in float32.) For a slice of at most
+    SUM_BLOCK values (`_long_approximate_error` for longer ones)."""
     d = np.float32(scale)
     z = np.float32(zero)
     # the reciprocal out of the `reassoc` loop, which may turn v * (1 / d) into v / d
     return _approximate_sum(row, d, np.float32(1.0) / d, np.float32(qmin) - z, np.float32(qmax) - z)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _long_approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
+    """`_approximate_error` of a slice of any length: of each block of SUM_BLOCK values,
+    their sums added in float64."""
+    e = 0.0
+    for j0 in range(0, row.shape[0], SUM_BLOCK):
+        e += np.float64(_approximate_error(row[j0 : j0 + SUM_BLOCK], scale, zero, qmin, qmax))
+    return e
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -286,8 +297,9 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
 
 
 #: The MSE search's shortcuts, each exact. The float32 approximation of a slice's error is
-#: within a relative `slack` s of its exact error: (n + 4) * 2^-24 for the sum and squares
-#: of its n values, plus 24 * 2^bits * 2^-24 for a code that differs next to a
+#: within a relative `slack` s of its exact error: (m + 4) * 2^-24 for the float32 sums and
+#: squares of its values in blocks of m (at most SUM_BLOCK), n * 2^-53 for adding the
+#: blocks' sums in float64, plus 24 * 2^bits * 2^-24 for a code that differs next to a
 #: half-integer. A candidate whose approximate error exceeds the least one's times the
 #: margin 1 + 4s therefore errs more, exactly, than that one ((1 + 4s)(1 - s) > 1 + s for
 #: s < 1/2): it cannot win. Of a round's candidates only those within the margin of the
@@ -316,6 +328,7 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
     cand = np.empty((5, k_max))
     # views made once: each costs its reference counting
     factors, scale, zero, approx, exact = cand[0], cand[1], cand[2], cand[3], cand[4]
+    long = slices.shape[1] > SUM_BLOCK
     for i in range(i0, i1):
         row = slices[i]
         exactly = margin == np.inf or _extreme_magnitude(lo0[i], hi0[i])
@@ -325,7 +338,7 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
                               symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
             # the fine round's candidates, next to the best one, clip about as much
             _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0[i], hi0[i], round_ == 0,
-                               bound, won_approx, exactly, approx)  # fmt: skip
+                               bound, won_approx, exactly, long, approx)  # fmt: skip
             best = _contest(approx, scale, zero, k_n, margin, won_exact, exactly, exact)
             if best < 0:
                 for k in range(k_n):
@@ -360,8 +373,8 @@ def few_errors(slices, lo0, hi0, qmin, qmax, margin, cand, k_n, t0, t1):  # prag
         if margin == np.inf or _extreme_magnitude(lo0[i], hi0[i]):
             cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
         else:
-            cand[i, 3, k] = _approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin,
-                                               qmax)  # fmt: skip
+            cand[i, 3, k] = _long_approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k],
+                                                    qmin, qmax)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -432,8 +445,9 @@ def _extreme_magnitude(lo0, hi0):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound, known_error,
-                       exactly, approx):  # pragma: no cover - compiled  # fmt: skip
-    """approx[:k_n] of one slice's candidates (their exact errors when `exactly`):
+                       exactly, long, approx):  # pragma: no cover - compiled  # fmt: skip
+    """approx[:k_n] of one slice's candidates (their exact errors when `exactly`; `long`: a
+    slice longer than SUM_BLOCK):
     candidate 0's is `known_error` unless NaN; a candidate with the scale and zero point
     of candidate 0 or of the one before it has that one's. With `ends`, one whose squared
     errors at the slice's extremes lo0 and hi0 (`_ends`) alone exceed the least error so
@@ -456,6 +470,8 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
             and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > max(least, _SMALLEST) * bound
         ):
             e = _PRUNED
+        elif long:
+            e = _long_approximate_error(row, scale[k], zero[k], qmin, qmax)
         else:
             e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
         approx[k] = e

@@ -19,9 +19,13 @@ CHUNK = 8192
 ROWS = 64
 #: Below this many slices the MSE search spreads each slice's candidates over the threads.
 FEW_SLICES = 64
+#: Values the MSE search's float32 approximations sum in float32 (longer slices: their
+#: blocks' sums added in float64), which bounds the approximations' slack whatever the
+#: slice's length.
+SUM_BLOCK = 4096
 #: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels;
-#: their proofs hold up to 1/2): past it, at 2^21 values less 24 per code of width, a
-#: slice's candidates are ranked by their exact errors.
+#: their proofs hold up to 1/2; no code width up to 16 bits reaches it): a slice's
+#: candidates are then ranked by their exact errors.
 SLACK_LIMIT = 2.0**-3
 
 _MODULE = "bundler.codecs.affine.kernels"
@@ -86,7 +90,8 @@ def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int,
     `kernels.mse_factors`)."""
     s_n, n = slices.shape
     # the float32 approximation of a slice's error is within this relative slack of it
-    slack = ((n + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24
+    # (float32 sums of blocks of SUM_BLOCK values, added in float64)
+    slack = ((min(n, SUM_BLOCK) + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24 + n * 2.0**-53
     margin = 1.0 + 4 * slack if slack <= SLACK_LIMIT else np.inf
     # a bound over the margin by two more slacks bounds the approximation over the margin
     bound = margin * (1.0 + 2 * slack)

@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from bundler.codecs.affine import AffineCodec, calibrate
+from bundler.codecs.affine import AffineCodec, calibrate, runs
 from bundler.errors import UsageError
 
 RNG = np.random.default_rng(5)
@@ -109,6 +109,19 @@ def test_mse_choice_without_shortcuts_is_the_least_error_of_its_candidates(
     rows, bits, symmetric, slices
 ):
     _assert_restated_mse(rows[:slices], bits, symmetric, "f32")
+
+
+# slices longer than a block of the approximations' float32 sums (runs.SUM_BLOCK), whose
+# blocks' sums are added in float64, on both paths
+_LONG = (_MANY_RNG.standard_t(4, size=(64, runs.SUM_BLOCK + 904)) * 0.02).astype(np.float32)
+
+
+@pytest.mark.parametrize(("bits", "symmetric"), [(8, True), (4, False)])
+@pytest.mark.parametrize("slices", [3, 64])
+def test_mse_choice_on_slices_longer_than_a_sum_block_is_the_least_error_of_its_candidates(
+    bits, symmetric, slices
+):
+    _assert_restated_mse(_LONG[:slices], bits, symmetric, "f32")
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
