@@ -2,8 +2,8 @@
 
 Numeric and bool arrays are sliced with `np.frombuffer`; string arrays' lengths are scanned
 by a compiled loop (`strings_kernel`). Every count and length is checked against the bytes
-left in the file before anything is allocated. Strings are UTF-8; bytes that are not valid UTF-8 are
-kept as surrogate escapes (PEP 383) so that they are written back unchanged.
+left in the file before anything is allocated. Strings are UTF-8; bytes that are not valid
+UTF-8 are kept as surrogate escapes (PEP 383) so that they are written back unchanged.
 """
 
 from __future__ import annotations
@@ -144,20 +144,19 @@ def _starts(data: bytes, at: int, most: int, big_endian: bool) -> tuple[np.ndarr
     length, while they lie wholly in `data`; and where the last of them ends."""
     starts = np.empty(max(0, min(most, (len(data) - at) // 8)), dtype=np.int64)
     end = np.empty(1, dtype=np.int64)
-    found = _scan_starts(np.frombuffer(data, np.uint8), at, most, big_endian, starts, end)
+    found = _STRING_STARTS(np.frombuffer(data, np.uint8), at, most, big_endian, starts, end)
     return starts[:found], int(end[0])
 
 
-def _scan(data: np.ndarray, at: int, most: int, big_endian: bool, starts: np.ndarray,
-          end: np.ndarray) -> int:  # fmt: skip
-    return _STRING_STARTS(data, at, most, big_endian, starts, end)
+def _kernel(name: str) -> Any:
+    """The compiled loop `name` of `strings_kernel`, its first call announced."""
+    compiled = Compiled("bundler.containers.gguf.strings_kernel", name)
+    return first_call(compiled, "GGUF string scan", threaded=False)
 
 
-_KERNELS = "bundler.containers.gguf.strings_kernel"
-_STRING_STARTS = Compiled(_KERNELS, "string_starts")
-_scan_starts = first_call(_scan, "GGUF string scan", threaded=False)
-_JOINED_TEXT = first_call(Compiled(_KERNELS, "joined_text"), "GGUF string scan", threaded=False)
-_LAID_OUT = first_call(Compiled(_KERNELS, "laid_out"), "GGUF string scan", threaded=False)
+_STRING_STARTS = _kernel("string_starts")
+_JOINED_TEXT = _kernel("joined_text")
+_LAID_OUT = _kernel("laid_out")
 
 
 #: From this many strings on, a run is decoded at once (see `_decoded`).
