@@ -307,8 +307,7 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
 #: left. A candidate whose squared errors at the slice's extremes, two of the float32
 #: terms its approximation would sum, exceed the least error so far times the margin and
 #: 1 + 2s is not approximated (_PRUNED): that sum would be at least 1 - s times theirs, so
-#: over the margin. The shortcuts are off when the slack exceeds `runs.SLACK_LIMIT`
-#: (every candidate is then ranked by its exact error), and trust no error under
+#: over the margin (`runs.slack` is the slack). The shortcuts trust no error under
 #: _SMALLEST (float32 underflow).
 #: The approximate error of a candidate not approximated: more than any float32 sum.
 _PRUNED = 2.0**1000
@@ -331,7 +330,7 @@ def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, 
     long = slices.shape[1] > SUM_BLOCK
     for i in range(i0, i1):
         row = slices[i]
-        exactly = margin == np.inf or _extreme_magnitude(lo0[i], hi0[i])
+        exactly = _extreme_magnitude(lo0[i], hi0[i])
         won_exact = won_approx = np.nan
         for round_ in range(2):
             k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
@@ -365,12 +364,12 @@ def few_candidates(round_, coarse, fine, lo0, hi0, qmin, qmax, symmetric, extrem
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def few_errors(slices, lo0, hi0, qmin, qmax, margin, cand, k_n, t0, t1):  # pragma: no cover
-    """The approximate error (exact where the shortcuts are off) of candidates t0..t1 of
-    (slice, candidate) pairs."""
+def few_errors(slices, lo0, hi0, qmin, qmax, cand, k_n, t0, t1):  # pragma: no cover
+    """The approximate error (exact for a slice of `_extreme_magnitude`) of candidates
+    t0..t1 of (slice, candidate) pairs."""
     for t in range(t0, t1):
         i, k = t // k_n, t % k_n
-        if margin == np.inf or _extreme_magnitude(lo0[i], hi0[i]):
+        if _extreme_magnitude(lo0[i], hi0[i]):
             cand[i, 3, k] = _exact_error(slices[i], cand[i, 1, k], cand[i, 2, k], qmin, qmax)
         else:
             cand[i, 3, k] = _long_approximate_error(slices[i], cand[i, 1, k], cand[i, 2, k],
@@ -381,7 +380,7 @@ def few_errors(slices, lo0, hi0, qmin, qmax, margin, cand, k_n, t0, t1):  # prag
 def few_contests(lo0, hi0, cand, k_n, round_, won, margin, best, i0, i1):  # pragma: no cover
     """`_contest` of slices i0..i1 (won: the exact errors of their round-0 winners)."""
     for i in range(i0, i1):
-        exactly = margin == np.inf or _extreme_magnitude(lo0[i], hi0[i])
+        exactly = _extreme_magnitude(lo0[i], hi0[i])
         known = won[i] if round_ == 1 else np.nan
         best[i] = _contest(cand[i, 3], cand[i, 1], cand[i, 2], k_n, margin, known, exactly,
                            cand[i, 4])  # fmt: skip

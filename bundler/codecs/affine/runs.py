@@ -23,10 +23,6 @@ FEW_SLICES = 64
 #: blocks' sums added in float64), which bounds the approximations' slack whatever the
 #: slice's length.
 SUM_BLOCK = 4096
-#: The MSE search's shortcuts are off when its relative slack exceeds this (see kernels;
-#: their proofs hold up to 1/2; no code width up to 16 bits reaches it): a slice's
-#: candidates are then ranked by their exact errors.
-SLACK_LIMIT = 2.0**-3
 
 _MODULE = "bundler.codecs.affine.kernels"
 _K = {
@@ -89,12 +85,10 @@ def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int,
     """out[i] = the factor the MSE search shrinks slice i's range [lo0, hi0] by (see
     `kernels.mse_factors`)."""
     s_n, n = slices.shape
-    # the float32 approximation of a slice's error is within this relative slack of it
-    # (float32 sums of blocks of SUM_BLOCK values, added in float64)
-    slack = ((min(n, SUM_BLOCK) + 4) + 24 * (qmax - qmin + 1)) * 2.0**-24 + n * 2.0**-53
-    margin = 1.0 + 4 * slack if slack <= SLACK_LIMIT else np.inf
+    s = slack(n, qmax - qmin + 1)
+    margin = 1.0 + 4 * s
     # a bound over the margin by two more slacks bounds the approximation over the margin
-    bound = margin * (1.0 + 2 * slack)
+    bound = margin * (1.0 + 2 * s)
     common = (qmin, qmax, symmetric, extreme)
     if s_n >= FEW_SLICES:
         split_run(_K["mse_factors"], s_n, slices, lo0, hi0, *common, coarse, fine, kind, tiny,
@@ -108,12 +102,20 @@ def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int,
         k_n = len(coarse) if round_ == 0 else len(fine) + 1
         split_run(_K["few_candidates"], s_n, round_, coarse, fine, lo0, hi0, *common, kind,
                   tiny, half_table, out, cand, min_split=s_n)  # fmt: skip
-        split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, margin, cand, k_n,
+        split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, cand, k_n,
                   min_split=1)  # fmt: skip
         split_run(_K["few_contests"], s_n, lo0, hi0, cand, k_n, round_, won, margin, best,
                   min_split=s_n)  # fmt: skip
         split_run(_K["few_exact"], s_n * k_n, slices, cand, k_n, best, qmin, qmax, min_split=1)
         split_run(_K["few_winners"], s_n, cand, k_n, best, out, won, min_split=s_n)
+
+
+def slack(n: int, levels: int) -> float:
+    """The relative slack of the MSE search's float32 approximation of the error of a slice
+    of `n` values with `levels` codes (see `kernels`: float32 sums of blocks of SUM_BLOCK
+    values, added in float64). At most 0.094 for 16-bit codes, the widest a scheme has:
+    the search's shortcuts are proved for any slack under 1/2."""
+    return ((min(n, SUM_BLOCK) + 4) + 24 * levels) * 2.0**-24 + n * 2.0**-53
 
 
 @_announced

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bundler.codecs.affine import AffineCodec, calibrate, runs
+from bundler.codecs.affine.scheme import MAX_BITS
 from bundler.errors import UsageError
 
 RNG = np.random.default_rng(5)
@@ -92,8 +93,8 @@ def test_mse_choice_on_many_slices_is_the_least_error_of_its_candidates(
 
 
 # rows that MinMax's range reproduces exactly (error 0, under any bound the shortcuts
-# trust: every candidate left is compared exactly) and 16-bit codes (the float32
-# approximation too coarse: every candidate ranked exactly), on both paths
+# trust: every candidate left is compared exactly) and 16-bit codes (the widest slack, so
+# the widest margin: the most contenders), on both paths
 _ZERO_ERROR = (_MANY_RNG.integers(0, 16, size=(80, 128)) / 8).astype(np.float32)
 _ZERO_ERROR[:, :2] = [0, 15 / 8]  # int4 asymmetric MinMax scale 1/8: every value a code
 _WIDE = (_MANY_RNG.standard_t(3, size=(80, 128)) * 1000).astype(np.float32)
@@ -105,10 +106,18 @@ _WIDE = (_MANY_RNG.standard_t(3, size=(80, 128)) * 1000).astype(np.float32)
     ids=["zero-error", "int16-sym", "int16-asym"],
 )
 @pytest.mark.parametrize("slices", [8, 80])
-def test_mse_choice_without_shortcuts_is_the_least_error_of_its_candidates(
+def test_mse_choice_at_zero_error_and_at_the_widest_margin_is_the_least_error_of_candidates(
     rows, bits, symmetric, slices
 ):
     _assert_restated_mse(rows[:slices], bits, symmetric, "f32")
+
+
+@pytest.mark.parametrize("n", [1, 128, runs.SUM_BLOCK, runs.SUM_BLOCK + 1, 1 << 34])
+def test_mse_slack_stays_under_the_shortcuts_proof_bound_at_the_widest_codes(n):
+    # the shortcuts are proved for a slack under 1/2 and used for every slice: this holds
+    # while a scheme's codes are 16 bits at most, whatever the slice's length
+    assert MAX_BITS == 16
+    assert runs.slack(n, 2**MAX_BITS) < 0.1
 
 
 # slices longer than a block of the approximations' float32 sums (runs.SUM_BLOCK), whose
