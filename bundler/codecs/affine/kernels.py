@@ -154,6 +154,13 @@ def _scale_zero(lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, half_table):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _scale_zero_f32(lo, hi, qmin, qmax, symmetric, extreme, tiny):
+    """`_scale_zero` of a float32 scale: no table look-up, so a loop of it is vectorized."""
+    d = _stored_f32(_raw_scale(lo, hi, qmin, qmax, symmetric, extreme), tiny)
+    return d, _zero_point(lo, d, qmin, qmax, symmetric)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _raw_scale(lo, hi, qmin, qmax, symmetric, extreme):
     """`_scale_zero`'s float64 scale of [lo, hi] before it is stored (never 0)."""
     lo0 = min(lo, 0.0)
@@ -422,9 +429,8 @@ def _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extr
     if kind == SCALE_F32:
         # float32 scales: no table look-up, so this loop is vectorized
         for k in range(k_n):
-            lo, hi = lo0 * factors[k], hi0 * factors[k]
-            scale[k] = _stored_f32(_raw_scale(lo, hi, qmin, qmax, symmetric, extreme), tiny)
-            zero[k] = _zero_point(lo, scale[k], qmin, qmax, symmetric)
+            scale[k], zero[k] = _scale_zero_f32(lo0 * factors[k], hi0 * factors[k], qmin, qmax,
+                                                symmetric, extreme, tiny)  # fmt: skip
     else:
         for k in range(k_n):
             scale[k], zero[k] = _scale_zero(lo0 * factors[k], hi0 * factors[k], qmin, qmax,
@@ -721,8 +727,7 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
         if kind == SCALE_F32:
             # float32 scales: no table look-up, so this loop is vectorized
             for r in range(m):
-                d[r] = _stored_f32(_raw_scale(a[r], b[r], qmin, qmax, symmetric, extreme), tiny)
-                z[r] = _zero_point(a[r], d[r], qmin, qmax, symmetric)
+                d[r], z[r] = _scale_zero_f32(a[r], b[r], qmin, qmax, symmetric, extreme, tiny)
         else:
             for r in range(m):
                 if finite[r]:
