@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import gguf
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -127,3 +128,39 @@ def test_a_first_weighted_encode_says_it_compiles_and_warmup_compiles_it_ahead(t
         [sys.executable, "-c", weighted], capture_output=True, text=True, env=_env(fresh)
     )
     assert warm.returncode == 0 and "compiling" not in warm.stderr, warm.stderr
+
+
+@pytest.fixture
+def vocab_gguf(tmp_path):
+    """A GGUF with a vocabulary long enough to be read and written by the compiled loops."""
+    path = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(200)])
+    writer.add_tensor("w", np.ones((4, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_vocabulary_says_its_loops_compile_once_and_warmup_compiles_them_ahead(
+    tmp_path, vocab_gguf
+):
+    args = ("quantize", str(vocab_gguf), "-o", str(tmp_path / "out.gguf"), "--type", "F16",
+            "--force")  # fmt: skip
+    cold_cache = tmp_path / "cold"
+    cold = run_cli(*args, env=_env(cold_cache), check=True)
+    notices = [line for line in cold.stderr.splitlines() if "GGUF string scan" in line]
+    assert len(notices) == 1
+    assert notices[0].startswith(
+        f"bundler: compiling the GGUF string scan kernels once, cached in {cold_cache}"
+    )
+    assert notices[0].endswith(" (`bundler warmup` compiles them ahead)")
+    warm_cache = tmp_path / "warm"
+    run_cli("warmup", "--codecs", "gguf", env=_env(warm_cache), check=True)
+    warm = run_cli(*args, env=_env(warm_cache), check=True)
+    assert "GGUF string scan" not in warm.stderr
+    # and the vocabulary went through them unchanged
+    tokens = gguf.GGUFReader(str(tmp_path / "out.gguf")).fields["tokenizer.ggml.tokens"]
+    assert [bytes(tokens.parts[i]).decode() for i in tokens.data] == [f"tok{i}" for i in range(200)]
