@@ -31,12 +31,16 @@ def _sample() -> np.ndarray:
 
 def _warm_affine() -> None:
     # every code width, scale width (float32 or through float64) and calibration search
-    # the kernels specialize on
-    for spec in ("int8:channel", "int8:channel:f16", "int8:asym", "int4:g32:asym", "int16",
-                 "int16:asym", "int8:channel:mse", "int4:g32:entropy"):  # fmt: skip
+    # the kernels specialize on; the MSE search of many rows (64 and more) is one pass
+    # with the quantization, of a few rows its own
+    for spec, rows in (("int8:channel", 2), ("int8:channel:f16", 2), ("int8:asym", 2),
+                       ("int4:g32:asym", 2), ("int16", 2), ("int16:asym", 2),
+                       ("int8:channel:mse", 2), ("int8:channel:mse", 64),
+                       ("int4:g32:asym:mse", 8), ("int4:g32:entropy", 2),
+                       ("int4:g32:asym:entropy", 2)):  # fmt: skip
         codec = get(spec)
         for writable in (True, False):
-            x = _sample()
+            x = np.tile(_sample(), (rows // 2, 1))
             x.setflags(write=writable)
             codec.decode(codec.encode(x))
 

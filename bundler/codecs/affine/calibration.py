@@ -134,6 +134,8 @@ class MSE(Method):
     """The shrunk MinMax range of least squared reconstruction error on the slice."""
 
     name = "mse"
+    #: The coarse shrink factors and the fine steps around the best of them.
+    GRID = (_COARSE, _FINE)
 
     def ranges(self, slices, lo, hi, quantizer):
         from bundler.codecs.affine import runs
@@ -156,7 +158,7 @@ class MSE(Method):
             part = slice(at, at + _SLICES_PER_CALL)
             runs.mse_factors(
                 slices[part], lo0[part], hi0[part], q.qmin, q.qmax, q.symmetric,
-                q.scale_rule == "extreme", _COARSE, _FINE, kind, tiny, HALF_TO_F32,
+                q.scale_rule == "extreme", *self.GRID, kind, tiny, HALF_TO_F32,
                 best[part],
             )  # fmt: skip
         constant = lo == hi
@@ -182,12 +184,31 @@ class Entropy(Method):
     name = "entropy"
 
     def ranges(self, slices, lo, hi, quantizer):
-        if quantizer.bits > ENTROPY_MAX_BITS:
+        search = self.search(quantizer, slices.shape[1])
+        if search is None:
             return lo, hi
         from bundler.codecs.affine import runs
 
+        levels, cands, widths, which, log_n, n_bins = search
+        amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
+        threshold = np.empty(len(amax), dtype=np.float64)
+        runs.entropy_thresholds(slices, amax, levels, n_bins, cands, widths, which, log_n,
+                                threshold)  # fmt: skip
+        threshold = threshold.reshape(lo.shape)
+        constant = lo == hi
+        new_lo = np.where(constant, lo, np.maximum(lo, -threshold))
+        new_hi = np.where(constant, hi, np.minimum(hi, threshold))
+        return new_lo, new_hi
+
+    @staticmethod
+    def search(quantizer: Quantizer, length: int) -> tuple[Any, ...] | None:
+        """The histogram search of slices of `length` values (`kernels.entropy_thresholds`):
+        (levels, candidate bin counts, the distinct bins per level of the candidates and
+        which is each one's, log(0..length + 1), bins);
+        None at more than ENTROPY_MAX_BITS (the range is MinMax's)."""
+        if quantizer.bits > ENTROPY_MAX_BITS:
+            return None
         levels = 1 << (quantizer.bits - 1)
-        length = slices.shape[1]
         n_bins = min(MAX_BINS, max(4 * levels, 1 << max(0, (length - 1).bit_length())))
         # short slices (int8 groups) try fewer thresholds: 16 per code level of values
         n_candidates = min(CANDIDATES, n_bins - levels + 1, max(16, 16 * length // levels))
@@ -196,17 +217,9 @@ class Entropy(Method):
         else:
             span = n_bins - levels
             cands = levels + (span * np.arange(n_candidates, dtype=np.int64)) // (n_candidates - 1)
-        amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
-        threshold = np.empty(len(amax), dtype=np.float64)
         log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
-        runs.entropy_thresholds(
-            slices, amax, levels, n_bins, cands, cands // levels, log_n, threshold
-        )
-        threshold = threshold.reshape(lo.shape)
-        constant = lo == hi
-        new_lo = np.where(constant, lo, np.maximum(lo, -threshold))
-        new_hi = np.where(constant, hi, np.minimum(hi, threshold))
-        return new_lo, new_hi
+        widths, which = np.unique(cands // levels, return_inverse=True)
+        return levels, cands, widths, which.astype(np.int64), log_n, n_bins
 
 
 _BY_NAME: dict[str, type[Method]] = {m.name: m for m in (MinMax, Percentile, MeanStd, MSE, Entropy)}

@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from bundler.codecs.affine import arithmetic
-from bundler.codecs.affine.calibration import Method, method_from
+from bundler.codecs.affine.calibration import MSE, Entropy, Method, MinMax, method_from
 from bundler.codecs.affine.scheme import Scheme, SchemeError, from_config, parse
 from bundler.errors import NonFiniteError, ShapeError, UsageError
 
@@ -162,11 +162,10 @@ class AffineCodec:
 
     def _encode_rows(self, x: np.ndarray, layout: _Layout, out: Encoded | None) -> Encoded | None:
         """Slices that are rows of memory (groups; channels of the first axis) calibrated
-        (MinMax: in the same pass) and quantized in one compiled pass, and MinMax columns
+        (`_calibrated_rows`) and quantized in one compiled pass, and MinMax columns
         (channels of the last axis). None: another granularity, or a row held a
         non-finite value or a scale overflowed its dtype (the general path then says
         where)."""
-        from bundler.codecs.affine import runs
         from bundler.codecs.halftable import HALF_TO_F32
 
         p, s, q = layout.view3
@@ -196,17 +195,13 @@ class AffineCodec:
             zero = out.zero_point.reshape(-1)
         else:
             zero = np.empty(p * s, dtype=self.code_dtype)
-        rows = x.reshape(p * s, q)
-        lo = hi = np.empty(0)
-        if not minmax:
-            lo, hi = _ranges(x, layout, sch.calibration, sch)
         dtype = self.scale_dtype
         tiny = float(ml_dtypes.finfo(dtype).smallest_subnormal)
         kind = arithmetic.SCALE_DTYPES.index(sch.scale_dtype)
-        if runs.minmax_rows(rows, rows.view(np.int32), lo, hi, sch.qmin, sch.qmax,
-                               sch.symmetric, sch.scale_rule == "extreme", kind, tiny,
-                               HALF_TO_F32, sch.division == "f32", codes.reshape(p * s, q),
-                               scale, zero):  # fmt: skip
+        extreme, div32 = sch.scale_rule == "extreme", sch.division == "f32"
+        common = (sch.qmin, sch.qmax, sch.symmetric, extreme, kind, tiny, HALF_TO_F32, div32,
+                  codes.reshape(p * s, q), scale, zero)  # fmt: skip
+        if self._calibrated_rows(x, layout, common):
             return None
         if not (f32 or np.isfinite(scale).all()):
             return None
@@ -214,6 +209,27 @@ class AffineCodec:
         zp = None if sch.symmetric else zero.reshape(shape)
         scales = scale.astype(dtype, copy=False).reshape(shape)
         return _filled(out, Encoded(self, codes, scales, zp))
+
+    def _calibrated_rows(self, x: np.ndarray, layout: _Layout, common: tuple[Any, ...]) -> int:
+        """The rows of x (`layout.view3` (P, S, Q) as P * S rows) calibrated and quantized
+        into `common`'s arrays (see `kernels.minmax_rows` for the arguments it holds), in
+        one pass with the method's search where it has a kernel for rows (MinMax, Entropy,
+        MSE of many rows); how many rows held a NaN or an infinity."""
+        from bundler.codecs.affine import runs
+
+        p, s, q = layout.view3
+        rows = x.reshape(p * s, q)
+        bits = rows.view(np.int32)
+        method = self.scheme.calibration
+        if isinstance(method, MSE) and p * s >= runs.FEW_SLICES:
+            return runs.mse_rows(rows, bits, *MSE.GRID, *common)
+        entropy = Entropy.search(self.scheme, q) if isinstance(method, Entropy) else None
+        if entropy is not None:
+            return runs.entropy_rows(rows, bits, *entropy, *common)
+        lo = hi = np.empty(0)
+        if not isinstance(method, MinMax) and not isinstance(method, Entropy):
+            lo, hi = _ranges(x, layout, method, self.scheme)
+        return runs.minmax_rows(rows, bits, lo, hi, *common)
 
     def decode(self, encoded: Encoded) -> np.ndarray:
         """The float32 values `(codes - zero_point) * scale`."""

@@ -186,8 +186,9 @@ def _zero_point(lo, d, qmin, qmax, symmetric):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover - compiled
     """The squared error of `row` quantized with (scale, zero), for ranking candidates
-    quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized),
-    so a few ulps off; the search compares its best candidates with `_exact_error`.
+    quickly: float32, multiplying by the inverse scale, the sum reassociated (vectorized)
+    and the products fused, so a few ulps off (see the shortcuts below); the search
+    compares its best candidates with `_exact_error`.
     (rint(v / d) + z clamped to [qmin, qmax], minus z, is rint(v / d) clamped to
     [qmin - z, qmax - z]: small integers are exact in float32.) For a slice of at most
     SUM_BLOCK values (`_long_approximate_error` for longer ones)."""
@@ -207,7 +208,9 @@ def _long_approximate_error(row, scale, zero, qmin, qmax):  # pragma: no cover -
     return e
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc"})
+# reassociated (the sum vectorized) and contracted (the decoding product and the square
+# fused: fewer operations on the multiplier ports, the loop's bottleneck)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _approximate_sum(row, d, inv, lo, hi):  # pragma: no cover - compiled
     e = np.float32(0.0)
     for j in range(row.shape[0]):
@@ -307,15 +310,15 @@ def _divided_sum(row, scale, zero, lo, hi, d32):  # pragma: no cover - compiled
 #: within a relative `slack` s of its exact error: (m + 4) * 2^-24 for the float32 sums and
 #: squares of its values in blocks of m (at most SUM_BLOCK), n * 2^-53 for adding the
 #: blocks' sums in float64, plus 24 * 2^bits * 2^-24 for a code that differs next to a
-#: half-integer. A candidate whose approximate error exceeds the least one's times the
-#: margin 1 + 4s therefore errs more, exactly, than that one ((1 + 4s)(1 - s) > 1 + s for
-#: s < 1/2): it cannot win. Of a round's candidates only those within the margin of the
-#: least approximate error (the contenders) are compared exactly, and none when one is
-#: left. A candidate whose squared errors at the slice's extremes, two of the float32
-#: terms its approximation would sum, exceed the least error so far times the margin and
-#: 1 + 2s is not approximated (_PRUNED): that sum would be at least 1 - s times theirs, so
-#: over the margin (`runs.slack` is the slack). The shortcuts trust no error under
-#: _SMALLEST (float32 underflow).
+#: half-integer; and, its decoding product fused into the subtraction (one rounding
+#: fewer), within an additive term of the decoded values' float32 rounding
+#: (`runs.shortcuts` derives both margins from these). A candidate whose approximate error
+#: exceeds the least one's times the margin, plus the additive term, therefore errs more,
+#: exactly, than that one: it cannot win. Of a round's candidates only those within it
+#: (the contenders) are compared exactly, and none when one is left. A candidate whose
+#: squared errors at the slice's extremes, two of the terms its approximation would sum,
+#: exceed the pruning bound is not approximated (_PRUNED): its approximation would be over
+#: the margin. The shortcuts trust no error under _SMALLEST (float32 underflow).
 #: The approximate error of a candidate not approximated: more than any float32 sum.
 _PRUNED = 2.0**1000
 _SMALLEST = 2.0**-90
@@ -324,34 +327,58 @@ _SMALLEST = 2.0**-90
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
 def mse_factors(slices, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, kind, tiny,
-                half_table, margin, bound, out, i0, i1):  # pragma: no cover  # fmt: skip
-    """The MSE search of slices i0..i1 (the factor each one's range [lo0, hi0] is shrunk
-    by): the `coarse` factors, then the best one and the best plus each `fine` step
-    (clipped to 0.01..1). In each round every candidate's error is approximated
-    (`_approximate_error`) and the contenders' computed exactly (`_exact_error`); the first
-    of least error wins (see the shortcuts above). `margin`, `bound`: see `runs.mse_factors`."""
-    k_max = max(len(coarse), len(fine) + 1)
-    cand = np.empty((5, k_max))
-    # views made once: each costs its reference counting
-    factors, scale, zero, approx, exact = cand[0], cand[1], cand[2], cand[3], cand[4]
+                half_table, shortcuts, out, i0, i1):  # pragma: no cover  # fmt: skip
+    """out[i] = the factor the MSE search (`_mse_search`) shrinks slice i's range
+    [lo0, hi0] by, for slices i0..i1. `shortcuts`: see `runs.shortcuts`."""
+    factors, scale, zero, approx, exact = _search_rows(len(coarse), len(fine))
     long = slices.shape[1] > SUM_BLOCK
     for i in range(i0, i1):
-        row = slices[i]
-        exactly = _extreme_magnitude(lo0[i], hi0[i])
-        won_exact = won_approx = np.nan
-        for round_ in range(2):
-            k_n = _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax,
-                              symmetric, extreme, kind, tiny, half_table, cand)  # fmt: skip
-            # the fine round's candidates, next to the best one, clip about as much
-            _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0[i], hi0[i], round_ == 0,
-                               bound, won_approx, exactly, long, approx)  # fmt: skip
-            best = _contest(approx, scale, zero, k_n, margin, won_exact, exactly, exact)
-            if best < 0:
-                for k in range(k_n):
-                    if np.isnan(exact[k]):
-                        exact[k] = _exact_error(row, scale[k], zero[k], qmin, qmax)
-                best = _winner(exact, k_n)
-            out[i], won_exact, won_approx = factors[best], exact[best], approx[best]
+        out[i] = _mse_search(slices[i], lo0[i], hi0[i], qmin, qmax, symmetric, extreme, coarse,
+                             fine, kind, tiny, half_table, shortcuts, long, factors, scale,
+                             zero, approx, exact)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _search_rows(coarse_n, fine_n):
+    """The MSE search's working rows for a round's candidates: factors, scales, zero
+    points, approximate and exact errors (separate arrays: the loops that fill one while
+    reading another are vectorized only when they cannot overlap)."""
+    k = max(coarse_n, fine_n + 1)
+    return np.empty(k), np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mse_search(row, lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine, kind, tiny,
+                half_table, shortcuts, long, factors, scale, zero, approx,
+                exact):  # pragma: no cover  # fmt: skip
+    """The factor the MSE search shrinks the range [lo0, hi0] of `row` by: the `coarse`
+    factors, then the best one and the best plus each `fine` step (clipped to 0.01..1). In
+    each round every candidate's error is approximated (`_approximate_error`) and the
+    contenders' computed exactly (`_exact_error`); the first of least error wins (see the
+    shortcuts above and `runs.shortcuts`). factors .. exact: the working rows
+    (`_search_rows`); `long`: the row is longer than SUM_BLOCK."""
+    exactly = _extreme_magnitude(lo0, hi0)
+    won = 1.0
+    won_exact = won_approx = np.nan
+    widest = 0.0
+    for round_ in range(2):
+        k_n = _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extreme,
+                          kind, tiny, half_table, factors, scale, zero)  # fmt: skip
+        if round_ == 0:
+            widest = scale[0] * scale[0]  # factor 1: no candidate's scale is larger
+        # the fine round's candidates, next to the best one, clip about as much
+        _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, round_ == 0,
+                           shortcuts[1], shortcuts[3] * widest, won_approx, exactly, long,
+                           approx)  # fmt: skip
+        best = _contest(approx, scale, zero, k_n, shortcuts[0], shortcuts[2] * widest, won_exact,
+                        exactly, exact)  # fmt: skip
+        if best < 0:
+            for k in range(k_n):
+                if np.isnan(exact[k]):
+                    exact[k] = _exact_error(row, scale[k], zero[k], qmin, qmax)
+            best = _winner(exact, k_n)
+        won, won_exact, won_approx = factors[best], exact[best], approx[best]
+    return won
 
 
 # The MSE search of few slices (a tensor, a few channels), each slice's candidates and
@@ -365,8 +392,9 @@ def few_candidates(round_, coarse, fine, lo0, hi0, qmin, qmax, symmetric, extrem
                    half_table, out, cand, i0, i1):  # pragma: no cover  # fmt: skip
     """`_candidates` of slices i0..i1."""
     for i in range(i0, i1):
+        c = cand[i]
         _candidates(round_, coarse, fine, out[i], lo0[i], hi0[i], qmin, qmax, symmetric,
-                    extreme, kind, tiny, half_table, cand[i])  # fmt: skip
+                    extreme, kind, tiny, half_table, c[0], c[1], c[2])  # fmt: skip
 
 
 @_noalias
@@ -384,13 +412,17 @@ def few_errors(slices, lo0, hi0, qmin, qmax, cand, k_n, t0, t1):  # pragma: no c
 
 
 @njit(cache=True, nogil=True)
-def few_contests(lo0, hi0, cand, k_n, round_, won, margin, best, i0, i1):  # pragma: no cover
-    """`_contest` of slices i0..i1 (won: the exact errors of their round-0 winners)."""
+def few_contests(lo0, hi0, cand, k_n, round_, won, widest, shortcuts, best, i0,
+                 i1):  # pragma: no cover  # fmt: skip
+    """`_contest` of slices i0..i1 (won: the exact errors of their round-0 winners;
+    widest: their round-0 candidate 0's squared scale, set in round 0)."""
     for i in range(i0, i1):
         exactly = _extreme_magnitude(lo0[i], hi0[i])
         known = won[i] if round_ == 1 else np.nan
-        best[i] = _contest(cand[i, 3], cand[i, 1], cand[i, 2], k_n, margin, known, exactly,
-                           cand[i, 4])  # fmt: skip
+        if round_ == 0:
+            widest[i] = cand[i, 1, 0] * cand[i, 1, 0]
+        best[i] = _contest(cand[i, 3], cand[i, 1], cand[i, 2], k_n, shortcuts[0],
+                           shortcuts[2] * widest[i], known, exactly, cand[i, 4])  # fmt: skip
 
 
 @_noalias
@@ -414,11 +446,10 @@ def few_winners(cand, k_n, best, out, won, i0, i1):  # pragma: no cover - compil
 
 @njit(cache=True, nogil=True, inline="always")
 def _candidates(round_, coarse, fine, won, lo0, hi0, qmin, qmax, symmetric, extreme, kind,
-                tiny, half_table, cand):  # fmt: skip
-    """The factors, scales and zero points (cand[0], cand[1], cand[2]) of a round's
-    candidates (round 1: around `won`); how many."""
+                tiny, half_table, factors, scale, zero):  # fmt: skip
+    """The factors, scales and zero points of a round's candidates (round 1: around
+    `won`); how many."""
     k_n = len(coarse) if round_ == 0 else len(fine) + 1
-    factors, scale, zero = cand[0], cand[1], cand[2]
     if round_ == 0:
         for k in range(k_n):  # a slice assignment is numba's slow general path
             factors[k] = coarse[k]
@@ -449,18 +480,20 @@ def _extreme_magnitude(lo0, hi0):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound, known_error,
-                       exactly, long, approx):  # pragma: no cover - compiled  # fmt: skip
+def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound, extra,
+                       known_error, exactly, long, approx):  # pragma: no cover  # fmt: skip
     """approx[:k_n] of one slice's candidates (their exact errors when `exactly`; `long`: a
     slice longer than SUM_BLOCK):
     candidate 0's is `known_error` unless NaN; a candidate with the scale and zero point
     of candidate 0 or of the one before it has that one's. With `ends`, one whose squared
     errors at the slice's extremes lo0 and hi0 (`_ends`) alone exceed the least error so
-    far times `bound` is _PRUNED, not approximated
+    far times `bound`, plus `extra`, is _PRUNED, not approximated
     (tried once the errors stop falling: the coarse factors fall from 1, and the first
-    ones clip nothing)."""
+    ones clip nothing), and so is every later one when `_span_deficit` shows that theirs
+    exceed it too."""
     least = np.inf
     for k in range(k_n):
+        limit = max(least, _SMALLEST) * bound + extra
         if k > 0 and scale[k] == scale[k - 1] and zero[k] == zero[k - 1]:
             e = approx[k - 1]
         elif k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
@@ -472,9 +505,13 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
         elif (
             ends
             and approx[k - 1] > least
-            and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > max(least, _SMALLEST) * bound
+            and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > limit
         ):
             e = _PRUNED
+            if _span_deficit(lo0, hi0, scale[k], qmin, qmax) > limit:
+                for j in range(k, k_n):
+                    approx[j] = _PRUNED
+                return
         elif long:
             e = _long_approximate_error(row, scale[k], zero[k], qmin, qmax)
         else:
@@ -488,20 +525,40 @@ def _ends(lo0, hi0, scale, zero, qmin, qmax):
     """At most the float32 squared errors `_approximate_error` sums for the slice's extremes
     lo0 and hi0 (values of the slice when not 0), added in float64: their distances
     beyond the decoded extremes of (scale, zero), squared in float32 (no code decodes
-    beyond those, and float32 rounding is monotonic)."""
+    beyond those, and float32 rounding is monotonic). The decoded extremes are those of
+    the codes qmin and qmax less the zero point, the larger one the top: a scale of the
+    `extreme` rule is negative when the slice's extreme is positive."""
     d = np.float32(scale)
     z = np.float32(zero)
-    above = max(np.float32(hi0) - (np.float32(qmax) - z) * d, np.float32(0.0))
-    below = min(np.float32(lo0) - (np.float32(qmin) - z) * d, np.float32(0.0))
+    at_max = (np.float32(qmax) - z) * d
+    at_min = (np.float32(qmin) - z) * d
+    above = max(np.float32(hi0) - max(at_max, at_min), np.float32(0.0))
+    below = min(np.float32(lo0) - min(at_max, at_min), np.float32(0.0))
     return np.float64(above * above) + np.float64(below * below)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _contest(approx, scale, zero, k_n, margin, known_exact, exactly, exact):
+def _span_deficit(lo0, hi0, scale, qmin, qmax):
+    """At most `_ends` of a scale of this magnitude or less, whatever its zero point: the
+    decoded codes span (qmax - qmin) * |scale| at most (times 1 + 2^-24 for their float32
+    products), so the extremes' distances beyond them add up to at least the rest D of
+    [lo0, hi0], and their squares to at least D^2 / 2. The coarse round's scales only
+    shrink (the factors fall, every rounding is monotonic), so once this exceeds the
+    pruning limit, which only falls, every later candidate is pruned too. (Computed in
+    float64 a little under the true bound: (1 - 2^-20) covers the float32 roundings of
+    `_ends`' distances and squares, 2^-40 of the span the float64 ones here.)"""
+    span = (hi0 - lo0) * (1.0 - 2.0**-40)
+    gap = span - np.float64(qmax - qmin) * abs(scale) * (1.0 + 2.0**-20)
+    return 0.0 if gap <= 0.0 else gap * gap * 0.5 * (1.0 - 2.0**-20)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _contest(approx, scale, zero, k_n, margin, extra, known_exact, exactly, exact):
     """The round's winner when no exact error is to be computed: the candidate of least
     approximate error (the first on ties) when its errors are exact or it is the only
     contender (its exact error then `known_exact` for candidate 0, else NaN: not
-    computed). Otherwise -1, exact[k] set for the contenders (NaN: to compute; candidate
+    computed). The contenders: those within `margin` times the least, plus `extra`.
+    Otherwise -1, exact[k] set for the contenders (NaN: to compute; candidate
     0's `known_exact` unless NaN) and infinity for the others, among them a candidate with
     the scale and zero point of an earlier contender (the same error; the earlier wins)."""
     best = 0
@@ -512,7 +569,7 @@ def _contest(approx, scale, zero, k_n, margin, known_exact, exactly, exact):
     if exactly:
         exact[best] = least
         return best
-    limit = least * margin if least >= _SMALLEST else np.inf
+    limit = least * margin + extra if least >= _SMALLEST else np.inf
     contenders = 0
     for k in range(k_n):
         c = approx[k] <= limit and approx[k] < _PRUNED
@@ -543,35 +600,45 @@ def _winner(exact, k_n):
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def entropy_thresholds(slices, amax, levels, n_bins, cands, merged, log_n, out, i0,
+def entropy_thresholds(slices, amax, levels, n_bins, cands, widths, which, log_n, out, i0,
                        i1):  # pragma: no cover - compiled  # fmt: skip
     """TensorRT-style KL calibration of slices i0..i1: a histogram of |x| in n_bins bins
     over [0, amax]; for each candidate threshold (the bin counts `cands`, each >= levels,
-    merged `merged` = cands // levels to a level but the last, which takes the rest), the
+    merged `widths[which]` = cands // levels to a level but the last, which takes the
+    rest; `widths`: the distinct ones, increasing), the
     KL divergence between the clipped reference (outliers folded into its last bin) and
     its quantization into `levels` bins spread back over their non-empty bins; out[i] =
     the threshold of least divergence (the upper edge of its last bin; the first one on
     ties). log_n[c] = log(c) for the counts 1..len (log_n[0] = 0)."""
-    n_c = cands.shape[0]
-    hist = np.empty(n_bins, dtype=np.int64)
-    csum = np.zeros(n_bins + 1, dtype=np.int64)
-    cnz = np.zeros(n_bins + 1, dtype=np.int64)
-    cplogp = np.zeros(n_bins + 1, dtype=np.float64)
-    qlogq = np.empty(n_c, dtype=np.float64)
-    below = np.empty(n_c, dtype=np.int64)
-    below_nz = np.empty(n_c, dtype=np.int64)
-    div = np.empty(n_c)
-    bins = np.empty(min(slices.shape[1], _BIN_CHUNK), dtype=np.int32)
+    work = _histogram_work(n_bins, cands.shape[0], widths.shape[0], slices.shape[1])
     for i in range(i0, i1):
-        if amax[i] == 0.0:
-            out[i] = 0.0
-            continue
-        width = amax[i] / n_bins
-        _count_bins(slices, i, width, bins, hist)
-        _running_sums(hist, csum, cnz, cplogp, log_n)
-        _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz)
-        out[i] = _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below,
-                                   below_nz, div) * width  # fmt: skip
+        out[i] = _threshold(slices, i, amax[i], levels, cands, widths, which, log_n, work)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _histogram_work(n_bins, n_c, n_w, length):
+    """The KL search's working arrays (`_threshold`) for n_bins bins, n_c candidates of n_w
+    level widths, slices of `length` values."""
+    return (np.empty(n_bins, dtype=np.int64), np.zeros(n_bins + 1, dtype=np.int64),
+            np.zeros(n_bins + 1, dtype=np.int64), np.zeros(n_bins + 1, dtype=np.float64),
+            np.empty(n_w, dtype=np.float64), np.empty(n_w, dtype=np.int64),
+            np.empty(n_w, dtype=np.int64), np.empty(n_c),
+            np.empty(min(length, _BIN_CHUNK), dtype=np.int32))  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _threshold(slices, i, amax, levels, cands, widths, which, log_n, work):
+    """`entropy_thresholds`' threshold of slice i, whose largest magnitude is `amax` (work:
+    `_histogram_work`)."""
+    hist, csum, cnz, cplogp, qlogq, below, below_nz, div, bins = work
+    if amax == 0.0:
+        return 0.0
+    width = amax / hist.shape[0]
+    _count_bins(slices, i, width, bins, hist)
+    _running_sums(hist, csum, cnz, cplogp, log_n)
+    _levels(levels, widths, log_n, csum, cnz, qlogq, below, below_nz)
+    return _least_divergence(cands, which, log_n, hist, csum, cnz, cplogp, qlogq, below,
+                             below_nz, div) * width  # fmt: skip
 
 
 #: Values whose bins are found at a time (the buffer of a slice of a whole tensor is
@@ -600,7 +667,7 @@ def _bin_indices(slices, i, j0, j1, width, last, bins):  # pragma: no cover - co
     row = uindex(i)
     for j in range(j1 - j0):
         v = abs(np.float64(slices[row, uindex(j0 + j)]))
-        bins[j] = min(np.int64(v / width), last)
+        bins[j] = min(np.int32(v / width), np.int32(last))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -624,32 +691,30 @@ def _running_sums(hist, csum, cnz, cplogp, log_n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _levels(levels, cands, merged, log_n, csum, cnz, qlogq, below, below_nz):
-    """For every candidate, the sum of t * log(t / nz) over its levels but the last (a
-    level's count t spread over its nz non-empty bins), in level order; below, below_nz:
-    the counts before its last level."""
-    q = 0.0
-    done = done_nz = np.int64(0)
-    for k in range(cands.shape[0]):
-        width = merged[k]
-        # the same levels as the candidate before: its sums, kept in the locals
-        if k == 0 or width != merged[k - 1]:
-            q = 0.0
-            done = done_nz = np.int64(0)
-            for m in range(1, levels):
-                upto = csum[uindex(m * width)]
-                upto_nz = cnz[uindex(m * width)]
-                t = upto - done
-                q += t * (log_n[uindex(t)] - log_n[uindex(upto_nz - done_nz)])
-                done = upto
-                done_nz = upto_nz
-        qlogq[k] = q
-        below[k] = done
-        below_nz[k] = done_nz
+def _levels(levels, widths, log_n, csum, cnz, qlogq, below, below_nz):
+    """For every level width w = widths[j] (bins merged to a level), the sum qlogq[j] of
+    t * log(t / nz) over the levels but the last (a level's count t spread over its nz
+    non-empty bins), in level order; below[j], below_nz[j]: the counts before the last
+    level. (Level by level across the widths: each width's sums are independent of the
+    others', so the loop over them is not one chain of dependent additions.)"""
+    n_w = widths.shape[0]
+    for j in range(n_w):
+        qlogq[j] = 0.0
+        below[j] = below_nz[j] = 0
+    for m in range(1, levels):
+        for j in range(n_w):
+            at = uindex(m * widths[j])
+            upto = csum[at]
+            upto_nz = cnz[at]
+            t = upto - below[j]
+            qlogq[j] += t * (log_n[uindex(t)] - log_n[uindex(upto_nz - below_nz[j])])
+            below[j] = upto
+            below_nz[j] = upto_nz
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, div):
+def _least_divergence(cands, which, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
+                      div):  # fmt: skip
     """The candidate bin count of least KL divergence (the first on ties; all bins when
     every candidate is infinitely divergent); `div` takes each candidate's divergence.
     (Found in one loop, the least is taken in a second: a loop that both stores each
@@ -659,8 +724,8 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
     base = total * log_n[uindex(total)]
     n_c = cands.shape[0]
     for k in range(n_c):
-        div[k] = _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz,
-                             total, base)  # fmt: skip
+        div[k] = _divergence(cands[k], uindex(which[k]), log_n, hist, csum, cnz, cplogp, qlogq,
+                             below, below_nz, total, base)  # fmt: skip
     least = np.inf
     for k in range(n_c):
         least = div[k] if div[k] < least else least
@@ -678,21 +743,20 @@ def _least_divergence(cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _divergence(k, cands, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, total, base):
-    """Candidate k's KL divergence times `total` (NaN: mass in the last level but no
-    values, never the least)."""
-    c = cands[k]
+def _divergence(c, j, log_n, hist, csum, cnz, cplogp, qlogq, below, below_nz, total, base):
+    """The KL divergence times `total` of the threshold of c bins, its levels but the last
+    of width j (`_levels`) (NaN: mass in the last level but no values, never the least)."""
     upto = csum[uindex(c)]
     h = hist[uindex(c - 1)]
     outliers = total - upto
     last = h + outliers
     plogp = cplogp[uindex(c - 1)] + last * log_n[uindex(last)]
     # the last level takes the outliers too (into bin c - 1, non-empty if it was not)
-    t = upto - below[k]
-    nz = cnz[uindex(c)] - below_nz[k] + ((h == 0) & (last > 0))
+    t = upto - below[j]
+    nz = cnz[uindex(c)] - below_nz[j] + ((h == 0) & (last > 0))
     mass = t + outliers
     # with no mass this adds 0 * -log_n[nz], a zero: the sum is unchanged
-    qlogq_k = qlogq[k] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
+    qlogq_k = qlogq[j] + mass * (log_n[uindex(t)] - log_n[uindex(nz)])
     d = plogp - base - qlogq_k + total * log_n[uindex(upto)]
     return np.nan if (mass > 0) & (t == 0) else d
 
@@ -709,37 +773,120 @@ def minmax_rows(x, bits, lo, hi, qmin, qmax, symmetric, extreme, kind, tiny, hal
     (MinMax; their outputs are then not written)."""
     bad = 0
     given = lo.shape[0] > 0
-    s_n, q_n = x.shape
-    a = np.empty(ROWS)
-    b = np.empty(ROWS)
-    d = np.empty(ROWS)
-    z = np.empty(ROWS)
-    finite = np.ones(ROWS, dtype=np.bool_)
+    s_n = x.shape[0]
+    a, b, d, z, finite = _task_work()
     for task in range(t0, t1):
-        r0 = task * per
-        m = min(s_n, r0 + per) - r0
+        r0, m = _task_span(task, per, s_n)
         for r in range(m):
             if given:
                 a[r] = lo[uindex(r0 + r)]
                 b[r] = hi[uindex(r0 + r)]
             else:
                 a[r], b[r], finite[r] = _extremes(bits, r0 + r)
-        if kind == SCALE_F32:
-            # float32 scales: no table look-up, so this loop is vectorized
-            for r in range(m):
-                d[r], z[r] = _scale_zero_f32(a[r], b[r], qmin, qmax, symmetric, extreme, tiny)
-        else:
-            for r in range(m):
-                if finite[r]:
-                    d[r], z[r] = _scale_zero(a[r], b[r], qmin, qmax, symmetric, extreme, kind,
-                                             tiny, half_table)  # fmt: skip
+        bad += _encode_task(x, r0, m, a, b, finite, qmin, qmax, symmetric, extreme, kind, tiny,
+                            half_table, div32, codes, scale, zero, d, z)  # fmt: skip
+    return bad
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _task_span(task, per, s_n):
+    """The first row of a task of `per` rows of s_n and how many it has."""
+    r0 = task * per
+    return r0, min(s_n, r0 + per) - r0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _task_work():
+    """The working rows of a task of at most ROWS rows: their ranges (a, b), scales and zero
+    points (d, z), and whether each is finite."""
+    return (np.empty(ROWS), np.empty(ROWS), np.empty(ROWS), np.empty(ROWS),
+            np.ones(ROWS, dtype=np.bool_))  # fmt: skip
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _encode_task(x, r0, m, a, b, finite, qmin, qmax, symmetric, extreme, kind, tiny,
+                 half_table, div32, codes, scale, zero, d, z):  # fmt: skip
+    """Rows r0..r0 + m of x quantized with the ranges a, b (`arithmetic.parameters`'
+    scale and zero point, into scale, zero; d, z: working rows), but those not `finite`;
+    how many were not."""
+    if kind == SCALE_F32:
+        # float32 scales: no table look-up, so this loop is vectorized
         for r in range(m):
-            if not finite[r]:
-                bad += 1
+            d[r], z[r] = _scale_zero_f32(a[r], b[r], qmin, qmax, symmetric, extreme, tiny)
+    else:
+        for r in range(m):
+            if finite[r]:
+                d[r], z[r] = _scale_zero(a[r], b[r], qmin, qmax, symmetric, extreme, kind, tiny,
+                                         half_table)  # fmt: skip
+    bad = 0
+    for r in range(m):
+        if not finite[r]:
+            bad += 1
+            continue
+        scale[r0 + r] = d[r]
+        zero[r0 + r] = z[r]
+        _quantize_row(x, r0 + r, 0, x.shape[1], d[r], z[r], qmin, qmax, div32, codes)
+    return bad
+
+
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def mse_rows(x, bits, coarse, fine, shortcuts, qmin, qmax, symmetric, extreme, kind, tiny,
+             half_table, div32, codes, scale, zero, per, t0, t1):  # pragma: no cover  # fmt: skip
+    """`minmax_rows` with the MSE search's ranges (`_mse_search` of each row's MinMax
+    range widened to 0; a row of equal values keeps it): each task's rows found, searched
+    and quantized while they are in cache. A row whose MinMax scale overflows its dtype
+    counts as one that held a NaN or an infinity (the general path then says which)."""
+    s_n, q_n = x.shape
+    a, b, d, z, finite = _task_work()
+    factors, cscale, czero, approx, exact = _search_rows(len(coarse), len(fine))
+    long = q_n > SUM_BLOCK
+    bad = 0
+    for task in range(t0, t1):
+        r0, m = _task_span(task, per, s_n)
+        for r in range(m):
+            lo, hi, finite[r] = _extremes(bits, r0 + r)
+            lo0 = min(lo, 0.0)
+            hi0 = max(hi, 0.0)
+            widest, _ = _scale_zero(lo0, hi0, qmin, qmax, symmetric, extreme, kind, tiny,
+                                    half_table)  # fmt: skip
+            if not (finite[r] and np.isfinite(widest)):
+                finite[r] = False
+            elif lo == hi:
+                a[r], b[r] = lo, hi
+            else:
+                f = _mse_search(x[r0 + r], lo0, hi0, qmin, qmax, symmetric, extreme, coarse, fine,
+                                kind, tiny, half_table, shortcuts, long, factors,
+                                cscale, czero, approx, exact)  # fmt: skip
+                a[r], b[r] = lo0 * f, hi0 * f
+        bad += _encode_task(x, r0, m, a, b, finite, qmin, qmax, symmetric, extreme, kind, tiny,
+                            half_table, div32, codes, scale, zero, d, z)  # fmt: skip
+    return bad
+
+
+@_noalias
+@njit(cache=True, nogil=True, error_model="numpy")
+def entropy_rows(x, bits, levels, cands, widths, which, log_n, n_bins, qmin, qmax, symmetric,
+                 extreme, kind, tiny, half_table, div32, codes, scale, zero, per, t0,
+                 t1):  # pragma: no cover - compiled  # fmt: skip
+    """`minmax_rows` with the entropy (KL) ranges (`entropy_thresholds`' threshold of each
+    row, clipped to its extremes; a row of equal values keeps them): each task's rows
+    found, searched and quantized while they are in cache."""
+    s_n, q_n = x.shape
+    a, b, d, z, finite = _task_work()
+    work = _histogram_work(n_bins, cands.shape[0], widths.shape[0], q_n)
+    bad = 0
+    for task in range(t0, t1):
+        r0, m = _task_span(task, per, s_n)
+        for r in range(m):
+            lo, hi, finite[r] = _extremes(bits, r0 + r)
+            if not finite[r] or lo == hi:
+                a[r], b[r] = lo, hi
                 continue
-            scale[r0 + r] = d[r]
-            zero[r0 + r] = z[r]
-            _quantize_row(x, r0 + r, 0, q_n, d[r], z[r], qmin, qmax, div32, codes)
+            t = _threshold(x, r0 + r, max(-lo, hi), levels, cands, widths, which, log_n, work)
+            a[r], b[r] = max(lo, -t), min(hi, t)
+        bad += _encode_task(x, r0, m, a, b, finite, qmin, qmax, symmetric, extreme, kind, tiny,
+                            half_table, div32, codes, scale, zero, d, z)  # fmt: skip
     return bad
 
 

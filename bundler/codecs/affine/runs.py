@@ -28,9 +28,9 @@ _MODULE = "bundler.codecs.affine.kernels"
 _K = {
     name: Compiled(_MODULE, name)
     for name in (
-        "quantize", "extremes", "minmax_rows", "minmax_blocks_down", "mse_factors",
-        "few_candidates", "few_errors", "few_contests", "few_exact", "few_winners",
-        "entropy_thresholds",
+        "quantize", "extremes", "minmax_rows", "mse_rows", "entropy_rows", "minmax_blocks_down",
+        "mse_factors", "few_candidates", "few_errors", "few_contests", "few_exact",
+        "few_winners", "entropy_thresholds",
     )
 }  # fmt: skip
 
@@ -64,10 +64,31 @@ def minmax_rows(x: np.ndarray, *args: Any) -> int:
     """MinMax (or given ranges') calibration and quantization of each row of x (S, G) in
     one pass (see `kernels.minmax_rows` for the arguments after x); how many rows held a
     NaN or an infinity."""
+    return _rows(_K["minmax_rows"], x, *args)
+
+
+@_announced
+def mse_rows(x: np.ndarray, bits: np.ndarray, coarse: np.ndarray, fine: np.ndarray, qmin: int,
+             qmax: int, *args: Any) -> int:  # fmt: skip
+    """`minmax_rows` with the MSE search's ranges (see `kernels.mse_rows`; its `shortcuts`
+    are derived here)."""
+    terms = shortcuts(x.shape[1], qmin, qmax)
+    return _rows(_K["mse_rows"], x, bits, coarse, fine, terms, qmin, qmax, *args)
+
+
+@_announced
+def entropy_rows(x: np.ndarray, *args: Any) -> int:
+    """`minmax_rows` with the entropy (KL) ranges (see `kernels.entropy_rows` for the
+    arguments after x)."""
+    return _rows(_K["entropy_rows"], x, *args)
+
+
+def _rows(kernel: Compiled, x: np.ndarray, *args: Any) -> int:
+    """`kernel` of the tasks of rows of x (S, G): the sum of what they return."""
     s_n, q_n = x.shape
     # long rows (channels) fewer a task, so that a few of them still spread over threads
     per = min(ROWS, max(1, CHUNK // max(1, q_n)))
-    return split_run(_K["minmax_rows"], -(-s_n // per), x, *args, per, min_split=1)
+    return split_run(kernel, -(-s_n // per), x, *args, per, min_split=1)
 
 
 @_announced
@@ -85,29 +106,54 @@ def mse_factors(slices: np.ndarray, lo0: np.ndarray, hi0: np.ndarray, qmin: int,
     """out[i] = the factor the MSE search shrinks slice i's range [lo0, hi0] by (see
     `kernels.mse_factors`)."""
     s_n, n = slices.shape
-    s = slack(n, qmax - qmin + 1)
-    margin = 1.0 + 4 * s
-    # a bound over the margin by two more slacks bounds the approximation over the margin
-    bound = margin * (1.0 + 2 * s)
+    terms = shortcuts(n, qmin, qmax)
     common = (qmin, qmax, symmetric, extreme)
     if s_n >= FEW_SLICES:
         split_run(_K["mse_factors"], s_n, slices, lo0, hi0, *common, coarse, fine, kind, tiny,
-                  half_table, margin, bound, out, min_split=1)  # fmt: skip
+                  half_table, terms, out, min_split=1)  # fmt: skip
         return
     # few slices (a tensor, a few channels): their candidates over the threads
     cand = np.empty((s_n, 5, max(len(coarse), len(fine) + 1)))
     best = np.empty(s_n, dtype=np.int64)
     won = np.empty(s_n)
+    widest = np.empty(s_n)
     for round_ in range(2):
         k_n = len(coarse) if round_ == 0 else len(fine) + 1
         split_run(_K["few_candidates"], s_n, round_, coarse, fine, lo0, hi0, *common, kind,
                   tiny, half_table, out, cand, min_split=s_n)  # fmt: skip
         split_run(_K["few_errors"], s_n * k_n, slices, lo0, hi0, qmin, qmax, cand, k_n,
                   min_split=1)  # fmt: skip
-        split_run(_K["few_contests"], s_n, lo0, hi0, cand, k_n, round_, won, margin, best,
+        split_run(_K["few_contests"], s_n, lo0, hi0, cand, k_n, round_, won, widest, terms, best,
                   min_split=s_n)  # fmt: skip
         split_run(_K["few_exact"], s_n * k_n, slices, cand, k_n, best, qmin, qmax, min_split=1)
         split_run(_K["few_winners"], s_n, cand, k_n, best, out, won, min_split=s_n)
+
+
+def shortcuts(n: int, qmin: int, qmax: int) -> np.ndarray:
+    """The MSE search's shortcut terms for slices of n values with codes qmin..qmax:
+    (margin, pruning bound, and the additive terms of the contest and of the pruning per
+    squared scale of the slice's widest candidate).
+
+    The approximations (`kernels._approximate_error`) may fuse the decoding product into
+    the subtraction and the square into the sum: per value, an error that differs from
+    the exact one by at most eta = 2^-24 (qmax - qmin) |scale| (1 + 2^-22) besides the
+    relative roundings `slack` s counts. Squared, (x + eta)^2 lies within (1 + s) x^2 +
+    (1 + 1/s) eta^2 and (1 - s) x^2 - eta^2 / s, so an approximation lies within a
+    relative 2.5s of the exact error plus or minus B = 3n eta^2 / s. Then:
+    - a candidate whose approximation exceeds the least one's times 1 + 4 * 2.5s, plus
+      (2 + 4 * 2.5s) B, errs more, exactly ((1 + x) / (1 - x) <= 1 + 4x for x <= 1/2);
+    - a candidate whose extremes' squared errors (`kernels._ends`) exceed that limit plus
+      B, times 1 + 6s, has an approximation over it (it is at least (1 - 3s) times them,
+      less 2 eta^2 / s; (1 - 3s)(1 + 6s) >= 1 for s <= 1/6).
+    Both hold for a slack up to 1/6 (`slack` is at most 0.094)."""
+    s = slack(n, qmax - qmin + 1)
+    s2 = 2.5 * s
+    margin = 1.0 + 4 * s2
+    eta = 2.0**-24 * (qmax - qmin) * (1.0 + 2.0**-22)
+    b = 3 * n * eta * eta / s * (1.0 + 2.0**-30)
+    contest = (1.0 + margin) * b
+    grow = 1.0 + 6 * s
+    return np.array([margin, margin * grow, contest, (contest + b) * grow])
 
 
 def slack(n: int, levels: int) -> float:

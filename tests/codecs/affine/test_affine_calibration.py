@@ -8,7 +8,7 @@ import pytest
 
 from bundler.codecs.affine import AffineCodec, calibrate, runs
 from bundler.codecs.affine.scheme import MAX_BITS
-from bundler.errors import UsageError
+from bundler.errors import NonFiniteError, UsageError
 
 RNG = np.random.default_rng(5)
 # heavy-tailed rows (Student t), where clipping pays
@@ -25,13 +25,15 @@ def _slice_errors(x, codec):
     return ((x.astype(np.float64) - d) ** 2).reshape(x.shape[0], -1).sum(axis=1)
 
 
-def _restated_errors(row, lo0, hi0, factors, bits, symmetric, scale_dtype="f32"):
+def _restated_errors(row, lo0, hi0, factors, bits, symmetric, scale_dtype="f32", rule=""):
     qmin = -(2 ** (bits - 1)) if symmetric else 0
     qmax = 2 ** (bits - 1) - 1 if symmetric else 2**bits - 1
     out = []
     for f in factors:
         a, b = lo0 * f, hi0 * f
         s = max(-a, b) / ((qmax - qmin) / 2) if symmetric else (b - a) / (qmax - qmin)
+        if rule == "extreme":  # the value of largest magnitude is code qmin: s < 0 if it is > 0
+            s = (a if -a >= b else b) / qmin
         s = float(np.float32(s).astype(SCALE_TYPES[scale_dtype]))
         z = 0 if symmetric else min(max(np.rint(qmin - a / s), qmin), qmax)
         q = np.clip(np.rint(row.astype(np.float64) / s) + z, qmin, qmax)
@@ -145,17 +147,30 @@ def test_mse_choice_at_extreme_magnitudes_is_the_least_error_of_its_candidates(
     _assert_restated_mse(rows, 4, symmetric, "f32")
 
 
-def _assert_restated_mse(rows, bits, symmetric, scale_dtype):
+# the `extreme` scale rule's scale is negative where a slice's extreme is positive (its
+# decoded codes run the other way): rows positive-heavy and negative-heavy by turns
+_LOPSIDED = np.abs(_MANY_RNG.standard_t(3, size=(80, 256))).astype(np.float32)
+_LOPSIDED[:, :40] *= np.float32(-0.3)
+_LOPSIDED[1::2] *= np.float32(-1.0)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("slices", [8, 80])
+def test_mse_choice_under_the_extreme_scale_rule_is_the_least_error_of_its_candidates(bits, slices):
+    _assert_restated_mse(_LOPSIDED[:slices], bits, True, "f32", "extreme")
+
+
+def _assert_restated_mse(rows, bits, symmetric, scale_dtype, rule=""):
     spec = f"int{bits}:channel:{'sym' if symmetric else 'asym'}:{scale_dtype}"
-    cal = calibrate(rows, "mse", spec)
+    cal = calibrate(rows, "mse", spec + (f":{rule}" if rule else ""))
     coarse = 1.0 - 0.04 * np.arange(21)
     for i, row in enumerate(rows):
         lo0, hi0 = min(float(row.min()), 0.0), max(float(row.max()), 0.0)
-        errs = _restated_errors(row, lo0, hi0, coarse, bits, symmetric, scale_dtype)
+        errs = _restated_errors(row, lo0, hi0, coarse, bits, symmetric, scale_dtype, rule)
         best = coarse[int(np.argmin(errs))]
         fine = np.clip(best + 0.005 * np.array([j for j in range(-7, 8) if j]), 0.01, 1.0)
         cands = np.concatenate([[best], fine])
-        errs = _restated_errors(row, lo0, hi0, cands, bits, symmetric, scale_dtype)
+        errs = _restated_errors(row, lo0, hi0, cands, bits, symmetric, scale_dtype, rule)
         f = cands[int(np.argmin(errs))]
         np.testing.assert_allclose(cal.hi[i, 0], hi0 * f, rtol=1e-12)
         np.testing.assert_allclose(cal.lo[i, 0], lo0 * f, rtol=1e-12)
@@ -233,11 +248,48 @@ def test_every_method_returns_ranges_scales_and_zero_points_in_the_parameter_sha
     assert np.all(cal.scale > 0)
 
 
+# 64 rows and more of groups or channels of the first axis are calibrated and quantized
+# in one compiled pass per task of rows (MSE, Entropy): the same bytes as the ranges that
+# `calibrate` finds quantized apart
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "int4:g128:asym:mse", "int4:g32:sym:mse", "int8:channel:sym:mse:bf16",
+        "int4:g64:sym:extreme:mse", "int16:g128:asym:mse", "int3:g32:asym:mse:f16",
+        "int4:g128:asym:entropy", "int8:g32:sym:entropy", "int8:channel:asym:entropy:f16",
+        "int12:g64:entropy",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "rows", [MANY, _LOPSIDED, MANY_HALVES[:, :128]], ids=["t3", "lopsided", "halves"]
+)
+def test_one_pass_calibration_of_many_rows_equals_its_ranges_quantized_apart(spec, rows):
+    x = np.ascontiguousarray(rows)
+    x[5] = 0.25  # a row of one value keeps it as its range
+    x[9] = 0.0
+    codec = AffineCodec(spec)
+    one_pass = codec.encode(x)
+    apart = codec.encode(x, calibration=codec.calibrate(x))
+    np.testing.assert_array_equal(one_pass.codes, apart.codes)
+    np.testing.assert_array_equal(one_pass.scale.view(np.uint8), apart.scale.view(np.uint8))
+    if not codec.scheme.symmetric:
+        np.testing.assert_array_equal(one_pass.zero_point, apart.zero_point)
+
+
+@pytest.mark.parametrize("method", ["mse", "entropy"])
+def test_one_pass_calibration_refuses_a_nan_naming_its_index(method):
+    x = np.array(MANY)
+    x[70, 33] = np.nan
+    with pytest.raises(NonFiniteError, match=r"index \(70, 33\)"):
+        AffineCodec(f"int4:g128:asym:{method}").encode(x)
+
+
 @pytest.mark.parametrize(
     ("spec", "scale"), [("int4:channel:f16:mse", "400000"), ("int4:channel:asym:f16:mse", "200000")]
 )
-def test_mse_refuses_a_minmax_scale_its_dtype_cannot_hold_naming_the_widest(spec, scale):
-    x = np.array(MANY[:8, :64])
+@pytest.mark.parametrize("rows", [8, 80])
+def test_mse_refuses_a_minmax_scale_its_dtype_cannot_hold_naming_the_widest(spec, scale, rows):
+    x = np.array(MANY[:rows, :64])
     x[3, 5] = 3e6  # one channel's MinMax scale (3e6 / 7.5, / 15) is past float16's largest
     with pytest.raises(UsageError, match=f"a scale of {scale} does not fit f16 scales"):
         AffineCodec(spec).encode(x)
