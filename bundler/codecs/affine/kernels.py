@@ -486,14 +486,16 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
     slice longer than SUM_BLOCK):
     candidate 0's is `known_error` unless NaN; a candidate with the scale and zero point
     of candidate 0 or of the one before it has that one's. With `ends`, one whose squared
-    errors at the slice's extremes lo0 and hi0 (`_ends`) alone exceed the least error so
-    far times `bound`, plus `extra`, is _PRUNED, not approximated
-    (tried once the errors stop falling: the coarse factors fall from 1, and the first
-    ones clip nothing), and so is every later one when `_span_deficit` shows that theirs
-    exceed it too."""
+    errors at the slice's extremes lo0 and hi0 (`_ends`) alone exceed the least error of
+    the candidates before the one before it times `bound`, plus `extra`, is _PRUNED, not
+    approximated, and so is every later one when `_span_deficit` shows that theirs exceed
+    it too. (The least error but the last one's: whether a candidate is approximated does
+    not wait for the approximation before it, which the processor then runs ahead of the
+    decision. Any earlier least is a valid limit, only a larger one.)"""
     least = np.inf
+    lagged = np.inf
     for k in range(k_n):
-        limit = max(least, _SMALLEST) * bound + extra
+        limit = max(lagged, _SMALLEST) * bound + extra
         if k > 0 and scale[k] == scale[k - 1] and zero[k] == zero[k - 1]:
             e = approx[k - 1]
         elif k > 0 and scale[k] == scale[0] and zero[k] == zero[0]:
@@ -502,11 +504,7 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
             e = known_error
         elif exactly:
             e = _exact_error(row, scale[k], zero[k], qmin, qmax)
-        elif (
-            ends
-            and approx[k - 1] > least
-            and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > limit
-        ):
+        elif ends and _ends(lo0, hi0, scale[k], zero[k], qmin, qmax) > limit:
             e = _PRUNED
             if _span_deficit(lo0, hi0, scale[k], qmin, qmax) > limit:
                 for j in range(k, k_n):
@@ -517,6 +515,7 @@ def _approximate_round(row, k_n, scale, zero, qmin, qmax, lo0, hi0, ends, bound,
         else:
             e = _approximate_error(row, scale[k], zero[k], qmin, qmax)
         approx[k] = e
+        lagged = least
         least = min(least, e)
 
 
@@ -561,15 +560,26 @@ def _contest(approx, scale, zero, k_n, margin, extra, known_exact, exactly, exac
     Otherwise -1, exact[k] set for the contenders (NaN: to compute; candidate
     0's `known_exact` unless NaN) and infinity for the others, among them a candidate with
     the scale and zero point of an earlier contender (the same error; the earlier wins)."""
-    best = 0
+    # the least, then its first (no branch per candidate on the values, which vary by slice)
+    least = approx[0]
     for k in range(1, k_n):
-        if approx[k] < approx[best]:
+        least = min(least, approx[k])
+    best = 0
+    for k in range(k_n):
+        if approx[k] == least:
             best = k
-    least = approx[best]
+            break
     if exactly:
         exact[best] = least
         return best
     limit = least * margin + extra if least >= _SMALLEST else np.inf
+    # usually the least is the only contender: counted first, in a loop of no stores
+    within = 0
+    for k in range(k_n):
+        within += (approx[k] <= limit) & (approx[k] < _PRUNED)
+    if within == 1:
+        exact[best] = known_exact if best == 0 else np.nan
+        return best
     contenders = 0
     for k in range(k_n):
         c = approx[k] <= limit and approx[k] < _PRUNED
@@ -848,8 +858,11 @@ def mse_rows(x, bits, coarse, fine, shortcuts, qmin, qmax, symmetric, extreme, k
             lo, hi, finite[r] = _extremes(bits, r0 + r)
             lo0 = min(lo, 0.0)
             hi0 = max(hi, 0.0)
-            widest, _ = _scale_zero(lo0, hi0, qmin, qmax, symmetric, extreme, kind, tiny,
-                                    half_table)  # fmt: skip
+            # (a float32 scale of finite extremes is finite)
+            widest = 1.0
+            if kind != SCALE_F32:
+                widest, _ = _scale_zero(lo0, hi0, qmin, qmax, symmetric, extreme, kind, tiny,
+                                        half_table)  # fmt: skip
             if not (finite[r] and np.isfinite(widest)):
                 finite[r] = False
             elif lo == hi:

@@ -116,7 +116,7 @@ def test_mse_choice_at_zero_error_and_at_the_widest_margin_is_the_least_error_of
 
 @pytest.mark.parametrize("n", [1, 128, runs.SUM_BLOCK, runs.SUM_BLOCK + 1, 1 << 34])
 def test_mse_slack_stays_under_the_shortcuts_proof_bound_at_the_widest_codes(n):
-    # the shortcuts are proved for a slack under 1/2 and used for every slice: this holds
+    # the shortcuts are proved for a slack up to 1/10 and used for every slice: this holds
     # while a scheme's codes are 16 bits at most, whatever the slice's length
     assert MAX_BITS == 16
     assert runs.slack(n, 2**MAX_BITS) < 0.1
