@@ -7,9 +7,10 @@ or a group) that the affine codec then maps onto its integer range.
 - MSE: of the MinMax range (widened to 0) shrunk by factors from 1.0 to 0.2 (21 coarse
   steps of 0.04, then 14 steps of 0.005 around the best), the one whose quantization gives
   the least sum of squared errors on that very slice. Candidates are ranked by a fast
-  float32 error; the best three and 1.0 are then compared exactly (float64, decoded as the
-  codec decodes), so MSE is never worse than MinMax. (Work whose outcome is provable from
-  error bounds is skipped; the choices are the same: see the kernels.)
+  float32 error; those its proven error bounds leave able to win are then compared exactly
+  (float64, decoded as the codec decodes), so MSE is never worse than MinMax. (Work whose
+  outcome is provable from error bounds is skipped; the choices are the same: see the
+  kernels and `runs.shortcuts`.)
 - Entropy: TensorRT's KL calibration over a histogram of |x| (bins: the larger of 4 per
   positive code and the slice length, at most 2048; 64 evenly spaced thresholds, fewer for
   slices shorter than 4 values per positive code: 16 * length / codes, at least 16), giving
