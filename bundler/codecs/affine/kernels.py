@@ -705,9 +705,26 @@ def _levels(levels, widths, log_n, csum, cnz, qlogq, below, below_nz):
     """For every level width w = widths[j] (bins merged to a level), the sum qlogq[j] of
     t * log(t / nz) over the levels but the last (a level's count t spread over its nz
     non-empty bins), in level order; below[j], below_nz[j]: the counts before the last
-    level. (Level by level across the widths: each width's sums are independent of the
-    others', so the loop over them is not one chain of dependent additions.)"""
+    level. (With _ACROSS widths or more, level by level across the widths: each width's
+    sums are independent of the others', so the loop over them is not one chain of
+    dependent additions; with fewer, width by width, the sums in locals.)"""
     n_w = widths.shape[0]
+    if n_w < _ACROSS:
+        for j in range(n_w):
+            w = widths[j]
+            q = 0.0
+            done = done_nz = np.int64(0)
+            for m in range(1, levels):
+                upto = csum[uindex(m * w)]
+                upto_nz = cnz[uindex(m * w)]
+                t = upto - done
+                q += t * (log_n[uindex(t)] - log_n[uindex(upto_nz - done_nz)])
+                done = upto
+                done_nz = upto_nz
+            qlogq[j] = q
+            below[j] = done
+            below_nz[j] = done_nz
+        return
     for j in range(n_w):
         qlogq[j] = 0.0
         below[j] = below_nz[j] = 0
@@ -720,6 +737,10 @@ def _levels(levels, widths, log_n, csum, cnz, qlogq, below, below_nz):
             qlogq[j] += t * (log_n[uindex(t)] - log_n[uindex(upto_nz - below_nz[j])])
             below[j] = upto
             below_nz[j] = upto_nz
+
+
+#: Fewest level widths `_levels` sums level by level across.
+_ACROSS = 8
 
 
 @njit(cache=True, nogil=True, inline="always")

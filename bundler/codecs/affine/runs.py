@@ -137,21 +137,21 @@ def shortcuts(n: int, qmin: int, qmax: int) -> np.ndarray:
     The approximations (`kernels._approximate_error`) may fuse the decoding product into
     the subtraction and the square into the sum: per value, an error that differs from
     the exact one by at most eta = 2^-24 (qmax - qmin) |scale| (1 + 2^-22) besides the
-    relative roundings `slack` s counts. Squared, (x + eta)^2 lies within (1 + s/8) x^2 +
-    (1 + 8/s) eta^2 and (1 - s/8) x^2 - 8 eta^2 / s, so an approximation lies within a
-    relative 1.2s of the exact error plus or minus B = (9n + 16) eta^2 / s. Then:
-    - a candidate whose approximation exceeds the least one's times 1 + 4 * 1.2s, plus
-      (2 + 4 * 1.2s) B, errs more, exactly ((1 + x) / (1 - x) <= 1 + 4x for x <= 1/2);
+    relative roundings `slack` s counts. Squared, (x + eta)^2 lies within (1 + s/32) x^2
+    + (1 + 32/s) eta^2 and (1 - s/32) x^2 - 32 eta^2 / s, so an approximation lies within
+    a relative 1.05s of the exact error plus or minus B = (36n + 64) eta^2 / s. Then:
+    - a candidate whose approximation exceeds the least one's times 1 + 4 * 1.05s, plus
+      (2 + 4 * 1.05s) B, errs more, exactly ((1 + x) / (1 - x) <= 1 + 4x for x <= 1/2);
     - a candidate whose extremes' squared errors (`kernels._ends`) exceed that limit plus
-      B, times 1 + 4.4s, has an approximation over it (it is at least (1 - 2.2s) times
-      them, less 16 eta^2 / s).
+      B, times 1 + 2.4s, has an approximation over it (it is at least (1 - 1.2s) times
+      them, less 64 eta^2 / s).
     Both hold for a slack up to 1/10 (`slack` is at most 0.094)."""
     s = slack(n, qmax - qmin + 1)
-    margin = 1.0 + 4 * 1.2 * s
+    margin = 1.0 + 4 * 1.05 * s
     eta = 2.0**-24 * (qmax - qmin) * (1.0 + 2.0**-22)
-    b = (9 * n + 16) * eta * eta / s * (1.0 + 2.0**-30)
+    b = (36 * n + 64) * eta * eta / s * (1.0 + 2.0**-30)
     contest = (1.0 + margin) * b
-    grow = 1.0 + 4.4 * s
+    grow = 1.0 + 2.4 * s
     return np.array([margin, margin * grow, contest, (contest + b) * grow])
 
 
