@@ -190,11 +190,9 @@ class Entropy(Method):
             return lo, hi
         from bundler.codecs.affine import runs
 
-        levels, cands, widths, which, log_n, n_bins = search
         amax = np.maximum(-lo, hi).reshape(-1).astype(np.float64)
         threshold = np.empty(len(amax), dtype=np.float64)
-        runs.entropy_thresholds(slices, amax, levels, n_bins, cands, widths, which, log_n,
-                                threshold)  # fmt: skip
+        runs.entropy_thresholds(slices, amax, *search, threshold)
         threshold = threshold.reshape(lo.shape)
         constant = lo == hi
         new_lo = np.where(constant, lo, np.maximum(lo, -threshold))
@@ -204,8 +202,8 @@ class Entropy(Method):
     @staticmethod
     def search(quantizer: Quantizer, length: int) -> tuple[Any, ...] | None:
         """The histogram search of slices of `length` values (`kernels.entropy_thresholds`):
-        (levels, candidate bin counts, the distinct bins per level of the candidates and
-        which is each one's, log(0..length + 1), bins);
+        (levels, bins, candidate bin counts, the distinct bins per level of the candidates
+        and which is each one's, log(0..length + 1)), the arguments of its kernels;
         None at more than ENTROPY_MAX_BITS (the range is MinMax's)."""
         if quantizer.bits > ENTROPY_MAX_BITS:
             return None
@@ -220,7 +218,7 @@ class Entropy(Method):
             cands = levels + (span * np.arange(n_candidates, dtype=np.int64)) // (n_candidates - 1)
         log_n = np.log(np.maximum(np.arange(length + 2, dtype=np.float64), 1.0))
         widths, which = np.unique(cands // levels, return_inverse=True)
-        return levels, cands, widths, which.astype(np.int64), log_n, n_bins
+        return levels, n_bins, cands, widths, which.astype(np.int64), log_n
 
 
 _BY_NAME: dict[str, type[Method]] = {m.name: m for m in (MinMax, Percentile, MeanStd, MSE, Entropy)}

@@ -227,7 +227,7 @@ class AffineCodec:
         if entropy is not None:
             return runs.entropy_rows(rows, bits, *entropy, *common)
         lo = hi = np.empty(0)
-        if not isinstance(method, MinMax) and not isinstance(method, Entropy):
+        if not isinstance(method, (MinMax, Entropy)):  # Entropy here: MinMax's ranges
             lo, hi = _ranges(x, layout, method, self.scheme)
         return runs.minmax_rows(rows, bits, lo, hi, *common)
 

@@ -900,7 +900,7 @@ def mse_rows(x, bits, coarse, fine, shortcuts, qmin, qmax, symmetric, extreme, k
 
 @_noalias
 @njit(cache=True, nogil=True, error_model="numpy")
-def entropy_rows(x, bits, levels, cands, widths, which, log_n, n_bins, qmin, qmax, symmetric,
+def entropy_rows(x, bits, levels, n_bins, cands, widths, which, log_n, qmin, qmax, symmetric,
                  extreme, kind, tiny, half_table, div32, codes, scale, zero, per, t0,
                  t1):  # pragma: no cover - compiled  # fmt: skip
     """`minmax_rows` with the entropy (KL) ranges (`entropy_thresholds`' threshold of each
